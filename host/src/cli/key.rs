@@ -1,0 +1,93 @@
+//! `keyscope key ...`
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::Subcommand;
+use keyscope::{NewKey, ScopeRef, Store};
+use serde::Serialize;
+
+use super::output::{self, Output};
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Issue a key for a scope. The secret is printed once, now, and never
+    /// again: only its SHA-256 is stored.
+    Create {
+        /// The scope id, or APP/NAME.
+        #[arg(long)]
+        scope: String,
+        /// The key's name, unique among the scope's live keys.
+        #[arg(long)]
+        name: String,
+    },
+    /// List keys (never their secrets).
+    List {
+        /// Only this scope's keys (id or APP/NAME).
+        #[arg(long)]
+        scope: Option<String>,
+    },
+    /// Revoke a key; it is denied from the next decision on.
+    Revoke {
+        /// The key's id.
+        key_id: u64,
+    },
+}
+
+/// The one place a raw key is ever printed.
+#[derive(Serialize)]
+struct CreatedKey<'a> {
+    id: u64,
+    name: &'a str,
+    scope_id: u64,
+    key: &'a str,
+    created_at: &'a str,
+}
+
+pub fn run(command: KeyCommand, store: &Path, out: &Output) -> anyhow::Result<ExitCode> {
+    match command {
+        KeyCommand::Create { scope, name } => {
+            let scope: ScopeRef = scope.parse()?;
+            let NewKey { key, secret } = Store::open_existing(store)?.create_key(&scope, &name)?;
+            out.note(&format!(
+                "created key {} `{}` in scope {}; the secret below is shown only this once:",
+                key.id, key.name, key.scope_id
+            ));
+            let created = CreatedKey {
+                id: key.id,
+                name: &key.name,
+                scope_id: key.scope_id,
+                key: secret.expose(),
+                created_at: &key.created_at,
+            };
+            out.print(&created, || secret.expose().to_owned())?;
+        }
+        KeyCommand::List { scope } => {
+            let store = Store::open_existing(store)?;
+            let scope = scope.map(|s| s.parse::<ScopeRef>()).transpose()?;
+            let keys = store.list_keys(scope.as_ref())?;
+            out.print(&keys, || {
+                if keys.is_empty() {
+                    "no keys".to_owned()
+                } else {
+                    keys.iter()
+                        .map(output::key_line)
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                }
+            })?;
+        }
+        KeyCommand::Revoke { key_id } => {
+            let key = Store::open_existing(store)?.revoke_key(key_id)?;
+            out.print(&key, || {
+                format!(
+                    "revoked key {} `{}` at {}",
+                    key.id,
+                    key.name,
+                    key.revoked_at.as_deref().unwrap_or("?")
+                )
+            })?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,86 @@
+//! Argument parsing and dispatch. One file per subcommand group.
+
+mod demo;
+mod eval;
+mod key;
+mod limits;
+mod op;
+mod output;
+mod policy;
+mod scope;
+mod snapshot;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub use output::Output;
+
+/// Exit status of a deny.
+pub const EXIT_DENY: u8 = 1;
+/// Exit status of any error.
+pub const EXIT_ERROR: u8 = 2;
+
+/// API scopes and API keys, decided by a sandboxed WebAssembly policy.
+#[derive(Debug, Parser)]
+#[command(name = "keyscope", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// The store file.
+    #[arg(
+        long,
+        global = true,
+        env = "KEYSCOPE_STORE",
+        default_value = "keyscope.db",
+        value_name = "PATH"
+    )]
+    store: PathBuf,
+
+    /// Machine-readable JSON output.
+    #[arg(long, global = true)]
+    json: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create, list, show, update and delete API scopes.
+    #[command(subcommand)]
+    Scope(scope::ScopeCommand),
+    /// Issue, list and revoke API keys.
+    #[command(subcommand)]
+    Key(key::KeyCommand),
+    /// Export the snapshot the policy component loads.
+    #[command(subcommand)]
+    Snapshot(snapshot::SnapshotCommand),
+    /// Decide requests through the policy component.
+    Eval(eval::EvalArgs),
+    /// Inspect a policy component.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
+    /// The operation catalogue: what each operation requires.
+    #[command(subcommand)]
+    Op(op::OpCommand),
+    /// Scopes per app and keys per scope.
+    #[command(subcommand)]
+    Limits(limits::LimitsCommand),
+    /// Run the whole flow in a temporary store, narrated.
+    Demo,
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let out = Output::new(cli.json);
+    match cli.command {
+        Command::Scope(command) => scope::run(command, &cli.store, &out),
+        Command::Key(command) => key::run(command, &cli.store, &out),
+        Command::Snapshot(command) => snapshot::run(command, &cli.store, &out),
+        Command::Eval(args) => eval::run(args, &cli.store, &out),
+        Command::Policy(command) => policy::run(command, &out),
+        Command::Op(command) => op::run(command, &cli.store, &out),
+        Command::Limits(command) => limits::run(command, &cli.store, &out),
+        Command::Demo => demo::run(&out),
+    }
+}

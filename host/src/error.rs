@@ -1,0 +1,135 @@
+//! The host library's error type.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in the host library. Messages name the
+/// offending input in backticks and say what would be accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The store file exists but is not a keyscope store.
+    #[error("`{path}` is not a keyscope store: {why}")]
+    NotAStore {
+        /// The file.
+        path: PathBuf,
+        /// What gave it away.
+        why: String,
+    },
+    /// There is no store file where one was expected.
+    #[error(
+        "no store at `{0}`; create one with `keyscope scope create`, or point --store (or $KEYSCOPE_STORE) at it"
+    )]
+    NoStore(PathBuf),
+    /// The store was written by a newer keyscope.
+    #[error(
+        "store `{path}` has schema version {found}, newer than this keyscope understands ({supported}); upgrade keyscope"
+    )]
+    StoreTooNew {
+        /// The file.
+        path: PathBuf,
+        /// Its schema version.
+        found: i64,
+        /// The newest this build understands.
+        supported: i64,
+    },
+    /// SQLite failed.
+    #[error("store: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// No scope matches the given id or `APP/NAME`.
+    #[error("no scope `{0}`")]
+    ScopeNotFound(String),
+    /// No key has this id.
+    #[error("no key with id `{0}`")]
+    KeyNotFound(u64),
+    /// The app already has a scope of this name.
+    #[error("app `{app}` already has a scope named `{name}`")]
+    DuplicateScope {
+        /// The app.
+        app: String,
+        /// The name.
+        name: String,
+    },
+    /// The scope already has a live key of this name.
+    #[error("scope `{scope}` already has a live key named `{name}`")]
+    DuplicateKey {
+        /// The scope, as `APP/NAME`.
+        scope: String,
+        /// The name.
+        name: String,
+    },
+    /// The app has reached its scope limit.
+    #[error(
+        "app `{app}` already has {limit} scopes, its limit; delete one, or raise it with `keyscope limits set --scopes-per-app N`"
+    )]
+    ScopeLimit {
+        /// The app.
+        app: String,
+        /// The limit in force.
+        limit: u32,
+    },
+    /// The scope has reached its key limit.
+    #[error(
+        "scope `{scope}` already has {limit} live keys, its limit; revoke one, or raise it with `keyscope limits set --keys-per-scope N`"
+    )]
+    KeyLimit {
+        /// The scope, as `APP/NAME`.
+        scope: String,
+        /// The limit in force.
+        limit: u32,
+    },
+    /// A scope cannot be deleted while keys can still use it.
+    #[error(
+        "scope `{scope}` still has {count} live key(s); revoke them first, or pass --revoke-keys"
+    )]
+    ScopeHasLiveKeys {
+        /// The scope, as `APP/NAME`.
+        scope: String,
+        /// How many live keys.
+        count: u64,
+    },
+    /// A name or id given by the user is not acceptable.
+    #[error("invalid {what} `{value}`: {why}")]
+    Invalid {
+        /// What was given (`app`, `scope name`, ...).
+        what: &'static str,
+        /// The offending input.
+        value: String,
+        /// What is accepted.
+        why: String,
+    },
+    /// A level, permission or requirement name is not one of the accepted ones.
+    #[error(transparent)]
+    UnknownName(#[from] keyscope_policy::UnknownName),
+    /// The policy bytes are not a Wasm component.
+    #[error("the policy is not a WebAssembly component: {0}")]
+    NotAComponent(String),
+    /// The policy component imports something.
+    #[error("the policy component imports {0}; a keyscope policy must import nothing")]
+    PolicyImports(String),
+    /// The policy component is not of the `keyscope:policy` world.
+    #[error("the policy component does not implement the `keyscope:policy/policy` world: {0}")]
+    WrongWorld(String),
+    /// The policy trapped, ran out of time or memory, or failed to instantiate.
+    #[error("the policy component failed: {0}")]
+    PolicyFailed(String),
+    /// The snapshot was refused.
+    #[error(transparent)]
+    Snapshot(#[from] keyscope_policy::LoadError),
+    /// Reading or writing a file failed.
+    #[error("`{path}`: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The host library's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn wasm(make: fn(String) -> Self, error: &wasmtime::Error) -> Self {
+        make(format!("{error:#}"))
+    }
+}

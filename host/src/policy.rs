@@ -1,0 +1,400 @@
+//! Loading, validating and running a policy component.
+//!
+//! [`PolicyEngine`] owns the wasmtime engine and its epoch ticker.
+//! [`PolicyComponent`] is a compiled, validated component: it imports nothing
+//! and exports the `keyscope:policy` world, checked once at load and kept as a
+//! pre-instantiated [`PolicyPre`]. [`PolicyInstance`] is one running instance
+//! with a snapshot loaded.
+//!
+//! # Why an instance is reused rather than a `Store` per evaluation
+//!
+//! The snapshot is parsed once per `load-snapshot` into lookup structures that
+//! live in the instance's memory; that is what makes `evaluate` a lookup and a
+//! comparison. A fresh `Store` per evaluation would have to reload the
+//! snapshot each time. So each worker holds one instance, every call is
+//! bounded (epoch deadline, memory cap), and an instance that traps is thrown
+//! away and rebuilt from the `PolicyPre` with the last snapshot.
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use keyscope_policy::{Decision, Reason, Request, SnapshotInfo};
+use sha2::{Digest as _, Sha256};
+use wasmtime::component::types::ComponentItem;
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
+
+use crate::bindings::{self, Policy, PolicyPre};
+use crate::error::{Error, Result};
+
+/// The component built from `policy-guest/` and embedded at build time.
+pub static EMBEDDED_POLICY: &[u8] = include_bytes!(env!("KEYSCOPE_POLICY_COMPONENT"));
+
+/// How often the epoch ticker advances; deadlines are multiples of this.
+const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Bounds on every call into a policy instance.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Wall-clock bound on one `evaluate` or `evaluate-batch` call.
+    pub evaluate_timeout: Duration,
+    /// Wall-clock bound on one `load-snapshot` call.
+    pub load_timeout: Duration,
+    /// Cap on the instance's linear memory, in bytes.
+    pub max_memory: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            evaluate_timeout: Duration::from_millis(100),
+            load_timeout: Duration::from_secs(10),
+            max_memory: 256 << 20,
+        }
+    }
+}
+
+impl Limits {
+    fn ticks(timeout: Duration) -> u64 {
+        let ticks = timeout.as_nanos().div_ceil(EPOCH_TICK.as_nanos());
+        u64::try_from(ticks).unwrap_or(u64::MAX).max(1)
+    }
+}
+
+/// A wasmtime engine configured for policies, with a thread that advances
+/// its epoch so that every call can be given a deadline. Cheap to clone; the
+/// ticker stops when the last clone (and every component made from it) is
+/// dropped.
+#[derive(Clone)]
+pub struct PolicyEngine {
+    engine: Engine,
+    _ticker: Arc<EpochTicker>,
+}
+
+impl fmt::Debug for PolicyEngine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PolicyEngine").finish_non_exhaustive()
+    }
+}
+
+impl PolicyEngine {
+    /// Creates the engine and starts its epoch ticker.
+    pub fn new() -> Result<Self> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config).map_err(|e| Error::wasm(Error::PolicyFailed, &e))?;
+        let ticker = EpochTicker::start(engine.clone())?;
+        Ok(Self {
+            engine,
+            _ticker: Arc::new(ticker),
+        })
+    }
+
+    /// The underlying wasmtime engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+}
+
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine) -> Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = Arc::clone(&stop);
+            thread::Builder::new()
+                .name("keyscope-epoch".to_owned())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        thread::sleep(EPOCH_TICK);
+                        engine.increment_epoch();
+                    }
+                })
+                .map_err(|e| Error::PolicyFailed(format!("cannot start the epoch ticker: {e}")))?
+        };
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            // The ticker only sleeps and increments; it cannot panic.
+            let _ = thread.join();
+        }
+    }
+}
+
+/// What `keyscope policy info` shows about a component.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PolicyInfo {
+    /// Size of the component in bytes.
+    pub size: usize,
+    /// Lowercase hex SHA-256 of the component bytes.
+    pub digest: String,
+    /// The world it implements.
+    pub world: &'static str,
+    /// Exported names with their kind.
+    pub exports: Vec<String>,
+    /// Imported names; always empty for a component that loaded.
+    pub imports: Vec<String>,
+}
+
+/// A compiled, validated policy component, ready to instantiate.
+#[derive(Clone)]
+pub struct PolicyComponent {
+    engine: PolicyEngine,
+    pre: PolicyPre<HostState>,
+    info: Arc<PolicyInfo>,
+}
+
+impl fmt::Debug for PolicyComponent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PolicyComponent")
+            .field("digest", &self.info.digest)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PolicyComponent {
+    /// The component embedded in this binary.
+    pub fn embedded(engine: &PolicyEngine) -> Result<Self> {
+        Self::from_bytes(engine, EMBEDDED_POLICY)
+    }
+
+    /// Reads and validates a component file.
+    pub fn from_file(engine: &PolicyEngine, path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_bytes(engine, &bytes)
+    }
+
+    /// Compiles and validates component bytes: a component, importing
+    /// nothing, exporting the `keyscope:policy` world.
+    pub fn from_bytes(policy_engine: &PolicyEngine, bytes: &[u8]) -> Result<Self> {
+        let engine = policy_engine.engine();
+        if !wasmparser::Parser::is_component(bytes) {
+            let what = if wasmparser::Parser::is_core_wasm(bytes) {
+                "it is a core Wasm module; encode it with `wasm-tools component new`"
+            } else {
+                "it does not start with the Wasm component header"
+            };
+            return Err(Error::NotAComponent(what.to_owned()));
+        }
+        let component = Component::new(engine, bytes)
+            .map_err(|e| Error::wasm(Error::NotAComponent, &e))?;
+        let ty = component.component_type();
+        let imports: Vec<String> = ty.imports(engine).map(|(name, _)| name.to_owned()).collect();
+        if !imports.is_empty() {
+            let names = imports
+                .iter()
+                .map(|name| format!("`{name}`"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(Error::PolicyImports(names));
+        }
+        let exports = ty
+            .exports(engine)
+            .map(|(name, item)| {
+                let kind = match item.ty {
+                    ComponentItem::ComponentFunc(_) => "func",
+                    ComponentItem::Type(_) => "type",
+                    ComponentItem::ComponentInstance(_) => "instance",
+                    ComponentItem::Component(_) => "component",
+                    ComponentItem::Module(_) => "module",
+                    _ => "other",
+                };
+                format!("{name} ({kind})")
+            })
+            .collect();
+        let linker = Linker::<HostState>::new(engine);
+        let instance_pre = linker
+            .instantiate_pre(&component)
+            .map_err(|e| Error::wasm(Error::WrongWorld, &e))?;
+        let pre = PolicyPre::new(instance_pre).map_err(|e| Error::wasm(Error::WrongWorld, &e))?;
+        let info = PolicyInfo {
+            size: bytes.len(),
+            digest: keyscope_policy::snapshot::hex(&Sha256::digest(bytes)),
+            world: "keyscope:policy/policy@0.1.0",
+            exports,
+            imports,
+        };
+        Ok(Self {
+            engine: policy_engine.clone(),
+            pre,
+            info: Arc::new(info),
+        })
+    }
+
+    /// What the component is.
+    pub fn info(&self) -> &PolicyInfo {
+        &self.info
+    }
+
+    /// Starts an instance with no snapshot loaded.
+    pub fn instantiate(&self, limits: Limits) -> Result<PolicyInstance> {
+        let (store, policy) = self.start(&limits)?;
+        Ok(PolicyInstance {
+            component: self.clone(),
+            limits,
+            running: Some((store, policy)),
+            snapshot: None,
+        })
+    }
+
+    fn start(&self, limits: &Limits) -> Result<(Store<HostState>, Policy)> {
+        let mut store = Store::new(
+            self.engine.engine(),
+            HostState {
+                limits: StoreLimitsBuilder::new()
+                    .memory_size(limits.max_memory)
+                    .memories(1)
+                    .tables(4)
+                    .table_elements(65_536)
+                    .instances(8)
+                    .build(),
+            },
+        );
+        store.limiter(|state| &mut state.limits);
+        store.set_epoch_deadline(Limits::ticks(limits.load_timeout));
+        let policy = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| Error::wasm(Error::PolicyFailed, &e))?;
+        Ok((store, policy))
+    }
+}
+
+/// Per-store host state: only the resource limits. The policy imports
+/// nothing, so there is nothing else for it to reach.
+struct HostState {
+    limits: StoreLimits,
+}
+
+/// A running policy instance with, once loaded, a snapshot.
+pub struct PolicyInstance {
+    component: PolicyComponent,
+    limits: Limits,
+    /// `None` after a failure until the instance is rebuilt.
+    running: Option<(Store<HostState>, Policy)>,
+    /// The last snapshot loaded, to reload into a rebuilt instance.
+    snapshot: Option<Arc<[u8]>>,
+}
+
+impl fmt::Debug for PolicyInstance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PolicyInstance")
+            .field("component", &self.component)
+            .field("running", &self.running.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PolicyInstance {
+    /// Loads a snapshot. If the policy refuses it, the previous snapshot
+    /// stays loaded and the error says why.
+    pub fn load_snapshot(&mut self, bytes: &[u8]) -> Result<SnapshotInfo> {
+        let bytes: Arc<[u8]> = Arc::from(bytes);
+        let info = self
+            .call(self.limits.load_timeout, |policy, store| {
+                policy.call_load_snapshot(store, &bytes)
+            })?
+            .map_err(keyscope_policy::LoadError::from)?;
+        self.snapshot = Some(bytes);
+        Ok(info.into())
+    }
+
+    /// Decides one request. Fails closed: any failure of the policy is a
+    /// deny with [`Reason::PolicyError`].
+    pub fn evaluate(&mut self, request: &Request<'_>) -> Decision {
+        self.try_evaluate(request)
+            .unwrap_or(Decision::deny(Reason::PolicyError))
+    }
+
+    /// Decides one request, or says why the policy failed.
+    pub fn try_evaluate(&mut self, request: &Request<'_>) -> Result<Decision> {
+        let request = bindings::Request::from(request);
+        self.call(self.limits.evaluate_timeout, |policy, store| {
+            policy.call_evaluate(store, &request)
+        })
+        .map(Decision::from)
+    }
+
+    /// Decides many requests in one call; the answers come back in order.
+    /// Fails closed: if the policy fails, every request is denied.
+    pub fn evaluate_batch(&mut self, requests: &[Request<'_>]) -> Vec<Decision> {
+        let lowered: Vec<bindings::Request> = requests.iter().map(Into::into).collect();
+        match self.call(self.limits.evaluate_timeout, |policy, store| {
+            policy.call_evaluate_batch(store, &lowered)
+        }) {
+            Ok(decisions) if decisions.len() == requests.len() => {
+                decisions.into_iter().map(Decision::from).collect()
+            }
+            _ => vec![Decision::deny(Reason::PolicyError); requests.len()],
+        }
+    }
+
+    /// Runs `f` with a deadline. On a trap, timeout or memory exhaustion the
+    /// instance is discarded and rebuilt (with the last snapshot) on the next
+    /// call; the error is returned.
+    fn call<T>(
+        &mut self,
+        timeout: Duration,
+        f: impl FnOnce(&Policy, &mut Store<HostState>) -> wasmtime::Result<T>,
+    ) -> Result<T> {
+        if self.running.is_none() {
+            self.restart()?;
+        }
+        let Some((store, policy)) = self.running.as_mut() else {
+            return Err(Error::PolicyFailed("the instance is not running".to_owned()));
+        };
+        store.set_epoch_deadline(Limits::ticks(timeout));
+        match f(policy, store) {
+            Ok(value) => Ok(value),
+            Err(error) => {
+                self.running = None;
+                Err(Error::wasm(Error::PolicyFailed, &error))
+            }
+        }
+    }
+
+    fn restart(&mut self) -> Result<()> {
+        let (mut store, policy) = self.component.start(&self.limits)?;
+        if let Some(snapshot) = &self.snapshot {
+            store.set_epoch_deadline(Limits::ticks(self.limits.load_timeout));
+            policy
+                .call_load_snapshot(&mut store, snapshot)
+                .map_err(|e| Error::wasm(Error::PolicyFailed, &e))?
+                .map_err(keyscope_policy::LoadError::from)?;
+        }
+        self.running = Some((store, policy));
+        Ok(())
+    }
+}
+
+impl From<bindings::SnapshotInfo> for SnapshotInfo {
+    fn from(info: bindings::SnapshotInfo) -> Self {
+        let (a, b, c, d) = info.digest;
+        Self {
+            format_version: info.format_version,
+            digest: keyscope_policy::KeyDigest::from_words([a, b, c, d]).0,
+            scopes: info.scopes,
+            keys: info.keys,
+            operations: info.operations,
+        }
+    }
+}
