@@ -27,7 +27,10 @@ fn main() -> BuildResult<()> {
     let out = PathBuf::from(env::var("OUT_DIR")?).join("keyscope_policy.component.wasm");
 
     println!("cargo:rerun-if-env-changed=KEYSCOPE_POLICY_WASM");
-    println!("cargo:rustc-env=KEYSCOPE_POLICY_COMPONENT={}", out.display());
+    println!(
+        "cargo:rustc-env=KEYSCOPE_POLICY_COMPONENT={}",
+        out.display()
+    );
 
     if let Some(prebuilt) = env::var_os("KEYSCOPE_POLICY_WASM") {
         let prebuilt = PathBuf::from(prebuilt);
@@ -37,7 +40,12 @@ fn main() -> BuildResult<()> {
         return Ok(());
     }
 
-    for watched in ["wit", "policy-guest/src", "policy-guest/Cargo.toml", "Cargo.lock"] {
+    for watched in [
+        "wit",
+        "policy-guest/src",
+        "policy-guest/Cargo.toml",
+        "Cargo.lock",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
 
@@ -59,7 +67,11 @@ fn ensure_target() -> BuildResult<()> {
         .args(["target", "list", "--installed"])
         .output();
     match installed {
-        Ok(output) if String::from_utf8_lossy(&output.stdout).lines().any(|l| l == TARGET) => {
+        Ok(output)
+            if String::from_utf8_lossy(&output.stdout)
+                .lines()
+                .any(|l| l == TARGET) =>
+        {
             return Ok(());
         }
         Ok(_) => {}

@@ -1,1 +1,19 @@
-fn main(){}
+//! keyscope's cross-crate tests: one test binary, one module per concern.
+//!
+//! The CLI is exercised through the built binary; decisions through the real
+//! embedded component; golden cases live in `fixtures/golden/` as data.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test that cannot go on should stop loudly"
+)]
+
+mod bad_input;
+mod cli;
+mod component;
+mod differential;
+mod golden;
+mod store;
+mod support;

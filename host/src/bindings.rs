@@ -53,14 +53,20 @@ impl From<Decision> for model::Decision {
                     self::AgentsLevel::Edit => model::AgentsLevel::Edit,
                     self::AgentsLevel::Full => model::AgentsLevel::Full,
                 }),
-                self::Requirement::Runtime(permission) => model::Requirement::Runtime(match permission {
-                    self::RuntimePermission::Run => model::RuntimePermission::Run,
-                    self::RuntimePermission::SessionCreate => model::RuntimePermission::SessionCreate,
-                    self::RuntimePermission::SessionTerminate => {
-                        model::RuntimePermission::SessionTerminate
-                    }
-                    self::RuntimePermission::DocumentUpload => model::RuntimePermission::DocumentUpload,
-                }),
+                self::Requirement::Runtime(permission) => {
+                    model::Requirement::Runtime(match permission {
+                        self::RuntimePermission::Run => model::RuntimePermission::Run,
+                        self::RuntimePermission::SessionCreate => {
+                            model::RuntimePermission::SessionCreate
+                        }
+                        self::RuntimePermission::SessionTerminate => {
+                            model::RuntimePermission::SessionTerminate
+                        }
+                        self::RuntimePermission::DocumentUpload => {
+                            model::RuntimePermission::DocumentUpload
+                        }
+                    })
+                }
             }),
         }
     }

@@ -10,10 +10,10 @@ pub mod store;
 
 pub use decision::DecisionJson;
 pub use error::{Error, Result};
+pub use keys::KeySecret;
 pub use keyscope_policy::{
     self as rules_crate, AgentsLevel, Credential, Decision, KeyDigest, Reason, Request,
     Requirement, RuntimePermission, RuntimeSet, SnapshotInfo,
 };
-pub use keys::KeySecret;
 pub use policy::{Limits, PolicyComponent, PolicyEngine, PolicyInfo, PolicyInstance};
 pub use store::{ApiKey, NewKey, Quotas, Scope, ScopeRef, ScopeUpdate, Store};

@@ -195,10 +195,13 @@ impl PolicyComponent {
             };
             return Err(Error::NotAComponent(what.to_owned()));
         }
-        let component = Component::new(engine, bytes)
-            .map_err(|e| Error::wasm(Error::NotAComponent, &e))?;
+        let component =
+            Component::new(engine, bytes).map_err(|e| Error::wasm(Error::NotAComponent, &e))?;
         let ty = component.component_type();
-        let imports: Vec<String> = ty.imports(engine).map(|(name, _)| name.to_owned()).collect();
+        let imports: Vec<String> = ty
+            .imports(engine)
+            .map(|(name, _)| name.to_owned())
+            .collect();
         if !imports.is_empty() {
             let names = imports
                 .iter()
@@ -360,7 +363,9 @@ impl PolicyInstance {
             self.restart()?;
         }
         let Some((store, policy)) = self.running.as_mut() else {
-            return Err(Error::PolicyFailed("the instance is not running".to_owned()));
+            return Err(Error::PolicyFailed(
+                "the instance is not running".to_owned(),
+            ));
         };
         store.set_epoch_deadline(Limits::ticks(timeout));
         match f(policy, store) {

@@ -102,8 +102,12 @@ impl RuntimePermission {
         Self::SessionTerminate,
         Self::DocumentUpload,
     ];
-    const NAMES: &'static [&'static str] =
-        &["run", "session-create", "session-terminate", "document-upload"];
+    const NAMES: &'static [&'static str] = &[
+        "run",
+        "session-create",
+        "session-terminate",
+        "document-upload",
+    ];
 
     /// The permission's name as used in the CLI, JSON and the store.
     pub fn as_str(self) -> &'static str {

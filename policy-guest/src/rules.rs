@@ -217,10 +217,7 @@ mod tests {
             app: APP,
             op: "agents.get",
         };
-        assert_eq!(
-            decide(None, &request),
-            Decision::deny(Reason::NoSnapshot)
-        );
+        assert_eq!(decide(None, &request), Decision::deny(Reason::NoSnapshot));
     }
 
     #[test]

@@ -232,7 +232,9 @@ impl SnapshotData {
             return Err(LoadError::UnsupportedVersion(version));
         }
         if header[10..12] != [0, 0] {
-            return Err(LoadError::Malformed("reserved header bytes are set".to_owned()));
+            return Err(LoadError::Malformed(
+                "reserved header bytes are set".to_owned(),
+            ));
         }
         let body_len = u32::from_le_bytes([header[12], header[13], header[14], header[15]]);
         let body_end = usize::try_from(body_len)
@@ -253,8 +255,9 @@ impl SnapshotData {
         if !bool::from(digest.ct_eq(&bytes[body_end..])) {
             return Err(LoadError::DigestMismatch);
         }
-        let (data, rest): (SnapshotData, _) = postcard::take_from_bytes(&bytes[HEADER_LEN..body_end])
-            .map_err(|e| LoadError::Malformed(format!("body does not decode: {e}")))?;
+        let (data, rest): (SnapshotData, _) =
+            postcard::take_from_bytes(&bytes[HEADER_LEN..body_end])
+                .map_err(|e| LoadError::Malformed(format!("body does not decode: {e}")))?;
         if !rest.is_empty() {
             return Err(LoadError::Malformed(format!(
                 "{} stray bytes after the body",

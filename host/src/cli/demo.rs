@@ -33,13 +33,13 @@ struct Evaluated<'a> {
 }
 
 impl Demo {
-    fn say(&mut self, text: &str) {
+    fn say(&mut self, text: &str) -> anyhow::Result<()> {
         self.step += 1;
-        self.out.narrate(&format!("\n{}. {text}", self.step));
+        self.out.narrate(&format!("\n{}. {text}", self.step))
     }
 
-    fn command(&self, text: &str) {
-        self.out.narrate(&format!("   $ keyscope {text}"));
+    fn command(&self, text: &str) -> anyhow::Result<()> {
+        self.out.narrate(&format!("   $ keyscope {text}"))
     }
 
     /// Rebuilds the snapshot from the store and loads it: what a gateway does
@@ -52,7 +52,7 @@ impl Demo {
             &info.digest_hex()[..12],
             info.scopes,
             info.keys
-        ));
+        ))?;
         Ok(())
     }
 
@@ -92,7 +92,7 @@ pub fn run(out: &Output) -> anyhow::Result<ExitCode> {
         path.display(),
         &component.info().digest[..12],
         component.info().size
-    ));
+    ))?;
     let mut demo = Demo {
         store: Store::open(&path)?,
         instance: component.instantiate(keyscope::Limits::default())?,
@@ -100,33 +100,35 @@ pub fn run(out: &Output) -> anyhow::Result<ExitCode> {
         step: 0,
     };
 
-    demo.say("Create a scope for app `acme`: view agents, run them.");
-    demo.command("scope create --app acme --name support-bot --agents view --runtime run");
+    demo.say("Create a scope for app `acme`: view agents, run them.")?;
+    demo.command("scope create --app acme --name support-bot --agents view --runtime run")?;
     let scope = demo.store.create_scope(
         APP,
         "support-bot",
         AgentsLevel::View,
         RuntimeSet::EMPTY.with(RuntimePermission::Run),
     )?;
-    out.narrate(&format!("   created {}", output::scope_summary(&scope)));
+    out.narrate(&format!("   created {}", output::scope_summary(&scope)))?;
 
-    demo.say("Issue two named keys linked to it. Each secret is shown once, then only its SHA-256 is kept.");
+    demo.say("Issue two named keys linked to it. Each secret is shown once, then only its SHA-256 is kept.")?;
     let scope_ref = ScopeRef::Id(scope.id);
     let mut issue = |name: &str| -> anyhow::Result<KeySecret> {
-        demo.command(&format!("key create --scope acme/support-bot --name {name}"));
+        demo.command(&format!(
+            "key create --scope acme/support-bot --name {name}"
+        ))?;
         let created = demo.store.create_key(&scope_ref, name)?;
         out.narrate(&format!(
             "   key {} `{name}`: {}… (kept in memory for this demo only)",
             created.key.id,
             created.secret.display_prefix()
-        ));
+        ))?;
         Ok(created.secret)
     };
     let web = issue("web")?;
     let cli = issue("cli")?;
     demo.refresh()?;
 
-    demo.say("Evaluate requests as the platform would.");
+    demo.say("Evaluate requests as the platform would.")?;
     demo.eval("web", Some(web.expose()), APP, "agents.list")?;
     demo.eval("web", Some(web.expose()), APP, "runs.execute")?;
     demo.eval("web", Some(web.expose()), APP, "agents.update")?;
@@ -136,10 +138,15 @@ pub fn run(out: &Output) -> anyhow::Result<ExitCode> {
     demo.eval("(none)", None, APP, "agents.list")?;
     demo.eval("ks_typo", Some("ks_typo"), APP, "agents.list")?;
     let stranger = KeySecret::generate();
-    demo.eval("(never issued)", Some(stranger.expose()), APP, "agents.list")?;
+    demo.eval(
+        "(never issued)",
+        Some(stranger.expose()),
+        APP,
+        "agents.list",
+    )?;
 
-    demo.say("Edit the scope: edit agents, create sessions too. Decisions change at once.");
-    demo.command("scope update acme/support-bot --agents edit --runtime run,session-create");
+    demo.say("Edit the scope: edit agents, create sessions too. Decisions change at once.")?;
+    demo.command("scope update acme/support-bot --agents edit --runtime run,session-create")?;
     let update = ScopeUpdate {
         agents: Some(AgentsLevel::Edit),
         runtime: Some("run,session-create".parse()?),
@@ -151,7 +158,7 @@ pub fn run(out: &Output) -> anyhow::Result<ExitCode> {
     demo.eval("web", Some(web.expose()), APP, "sessions.create")?;
     demo.eval("web", Some(web.expose()), APP, "agents.delete")?;
 
-    demo.say("Revoke key `web`. It is denied at once; `cli` keeps working.");
+    demo.say("Revoke key `web`. It is denied at once; `cli` keeps working.")?;
     let web_id = demo
         .store
         .list_keys(Some(&scope_ref))?
@@ -159,12 +166,14 @@ pub fn run(out: &Output) -> anyhow::Result<ExitCode> {
         .find(|key| key.name == "web" && key.revoked_at.is_none())
         .map(|key| key.id)
         .context("the demo's `web` key is missing")?;
-    demo.command(&format!("key revoke {web_id}"));
+    demo.command(&format!("key revoke {web_id}"))?;
     demo.store.revoke_key(web_id)?;
     demo.refresh()?;
     demo.eval("web", Some(web.expose()), APP, "agents.list")?;
     demo.eval("cli", Some(cli.expose()), APP, "agents.list")?;
 
-    out.narrate("\nDone. The temporary store is removed; try the same with `keyscope --store my.db ...`.");
+    out.narrate(
+        "\nDone. The temporary store is removed; try the same with `keyscope --store my.db ...`.",
+    )?;
     Ok(ExitCode::SUCCESS)
 }

@@ -12,8 +12,8 @@ use keyscope::{
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use super::output::{self, Output};
 use super::EXIT_DENY;
+use super::output::{self, Output};
 
 /// The most requests sent to the component in one `evaluate-batch` call.
 const BATCH_CHUNK: usize = 4096;
@@ -60,10 +60,12 @@ pub fn ready_instance(
         None => keyscope::snapshot::build(&mut Store::open_existing(store)?)?,
     };
     let mut instance = component.instantiate(keyscope::Limits::default())?;
-    instance.load_snapshot(&bytes).with_context(|| match snapshot {
-        Some(path) => format!("loading snapshot `{}`", path.display()),
-        None => "loading the store's snapshot".to_owned(),
-    })?;
+    instance
+        .load_snapshot(&bytes)
+        .with_context(|| match snapshot {
+            Some(path) => format!("loading snapshot `{}`", path.display()),
+            None => "loading the store's snapshot".to_owned(),
+        })?;
     Ok(instance)
 }
 
@@ -86,7 +88,9 @@ pub fn run(args: EvalArgs, store: &Path, out: &Output) -> anyhow::Result<ExitCod
         eprintln!("keyscope: policy failed, denying: {error}");
         Decision::deny(keyscope::Reason::PolicyError)
     });
-    out.print(&DecisionJson::from(&decision), || output::decision_text(&decision))?;
+    out.print(&DecisionJson::from(&decision), || {
+        output::decision_text(&decision)
+    })?;
     Ok(exit_code(decision.allow))
 }
 

@@ -29,7 +29,8 @@ pub enum OpCommand {
 }
 
 fn parse_requirement(s: &str) -> Result<Requirement, String> {
-    s.parse().map_err(|e: keyscope_policy::UnknownName| e.to_string())
+    s.parse()
+        .map_err(|e: keyscope_policy::UnknownName| e.to_string())
 }
 
 #[derive(Serialize)]

@@ -34,17 +34,19 @@ impl Output {
     }
 
     /// Prints a narration line to stdout in text mode; nothing with `--json`.
-    pub fn narrate(self, text: &str) {
+    pub fn narrate(self, text: &str) -> anyhow::Result<()> {
         if !self.json {
-            println!("{text}");
+            writeln!(std::io::stdout().lock(), "{text}").context("writing to stdout")?;
         }
+        Ok(())
     }
 
     /// Prints a narration line to stderr in text mode; nothing with `--json`,
     /// so that stdout stays machine-readable.
     pub fn note(self, text: &str) {
         if !self.json {
-            eprintln!("{text}");
+            // Narration is best effort: a closed stderr must not fail the command.
+            let _ = writeln!(std::io::stderr().lock(), "{text}");
         }
     }
 }

@@ -63,11 +63,13 @@ pub enum ScopeCommand {
 }
 
 pub fn parse_level(s: &str) -> Result<AgentsLevel, String> {
-    s.parse().map_err(|e: keyscope_policy::UnknownName| e.to_string())
+    s.parse()
+        .map_err(|e: keyscope_policy::UnknownName| e.to_string())
 }
 
 pub fn parse_runtime(s: &str) -> Result<RuntimeSet, String> {
-    s.parse().map_err(|e: keyscope_policy::UnknownName| e.to_string())
+    s.parse()
+        .map_err(|e: keyscope_policy::UnknownName| e.to_string())
 }
 
 #[derive(Serialize)]
@@ -85,7 +87,9 @@ pub fn run(command: ScopeCommand, store: &Path, out: &Output) -> anyhow::Result<
             runtime,
         } => {
             let scope = Store::open(store)?.create_scope(&app, &name, agents, runtime)?;
-            out.print(&scope, || format!("created {}", output::scope_summary(&scope)))?;
+            out.print(&scope, || {
+                format!("created {}", output::scope_summary(&scope))
+            })?;
         }
         ScopeCommand::List { app } => {
             let scopes = Store::open_existing(store)?.list_scopes(app.as_deref())?;
@@ -120,7 +124,9 @@ pub fn run(command: ScopeCommand, store: &Path, out: &Output) -> anyhow::Result<
                 runtime,
             };
             let scope = Store::open_existing(store)?.update_scope(&scope.parse()?, &update)?;
-            out.print(&scope, || format!("updated {}", output::scope_summary(&scope)))?;
+            out.print(&scope, || {
+                format!("updated {}", output::scope_summary(&scope))
+            })?;
         }
         ScopeCommand::Delete { scope, revoke_keys } => {
             let scope: ScopeRef = scope.parse()?;

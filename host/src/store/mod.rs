@@ -330,7 +330,12 @@ impl Store {
                 "INSERT INTO keys (scope_id, name, digest, prefix, created_at) \
                  VALUES (?1, ?2, ?3, ?4, {NOW})"
             ),
-            params![scope.id, name, &secret.digest().0[..], secret.display_prefix()],
+            params![
+                scope.id,
+                name,
+                &secret.digest().0[..],
+                secret.display_prefix()
+            ],
         )?;
         let key = get_key(&tx, last_id(&tx)?)?;
         tx.commit()?;
@@ -339,7 +344,10 @@ impl Store {
 
     /// Keys, live and revoked, of one scope or of all, by id.
     pub fn list_keys(&self, scope: Option<&ScopeRef>) -> Result<Vec<ApiKey>> {
-        let scope_id = scope.map(|scope| self.scope(scope)).transpose()?.map(|s| s.id);
+        let scope_id = scope
+            .map(|scope| self.scope(scope))
+            .transpose()?
+            .map(|s| s.id);
         list_keys(&self.conn, scope_id)
     }
 
@@ -427,7 +435,9 @@ impl Store {
     /// Everything a snapshot holds, read in one transaction so that it is
     /// consistent: the catalogue, the live scopes, and every key.
     pub fn snapshot_data(&mut self) -> Result<SnapshotData> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Deferred)?;
         let operations = read_operations(&tx)?;
         let scopes = list_scopes_for_snapshot(&tx)?;
         let mut stmt = tx.prepare(
@@ -442,12 +452,11 @@ impl Store {
             })?
             .map(|row| {
                 let (digest, id, scope_id, revoked) = row?;
-                let digest = <[u8; 32]>::try_from(digest.as_slice()).map_err(|_| {
-                    Error::NotAStore {
+                let digest =
+                    <[u8; 32]>::try_from(digest.as_slice()).map_err(|_| Error::NotAStore {
                         path: self.path.clone(),
                         why: format!("key {id} has a digest that is not 32 bytes"),
-                    }
-                })?;
+                    })?;
                 Ok(KeyEntry {
                     digest: KeyDigest(digest),
                     id,
@@ -572,7 +581,9 @@ fn list_scopes_for_snapshot(conn: &Connection) -> Result<Vec<ScopeEntry>> {
 fn read_operations(conn: &Connection) -> Result<Vec<OperationEntry>> {
     let mut stmt = conn.prepare("SELECT name, requires FROM operations ORDER BY name")?;
     let rows = stmt
-        .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)))?
+        .query_map([], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+        })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     rows.into_iter()
         .map(|(name, requires)| {
@@ -587,9 +598,11 @@ fn read_operations(conn: &Connection) -> Result<Vec<OperationEntry>> {
 fn read_quotas(conn: &Connection) -> Result<Quotas> {
     let get = |name: &str| -> Result<Option<u32>> {
         Ok(conn
-            .query_row("SELECT value FROM settings WHERE name = ?1", [name], |row| {
-                row.get(0)
-            })
+            .query_row(
+                "SELECT value FROM settings WHERE name = ?1",
+                [name],
+                |row| row.get(0),
+            )
             .optional()?)
     };
     let defaults = Quotas::default();
@@ -619,7 +632,10 @@ fn scope_path(app: &str, name: &str) -> ScopeRef {
 /// `[A-Za-z0-9._-]`, starting with a letter or digit. No `/`, so `APP/NAME`
 /// is unambiguous.
 fn check_name(what: &'static str, value: &str) -> Result<()> {
-    let first_ok = value.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+    let first_ok = value
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric());
     let rest_ok = value
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));

@@ -1,0 +1,462 @@
+//! The CLI through its binary: the seed's flow, exit codes, secrets, names
+//! and limits.
+
+use predicates::prelude::*;
+use predicates::str::contains;
+
+use crate::support::Sandbox;
+
+#[test]
+fn the_seed_flow_end_to_end() {
+    let s = Sandbox::new();
+    // 1. A scope for an app.
+    let scope = s.scope("acme", "support-bot", "view", "run");
+    let shown = s.json(["scope", "show", "acme/support-bot"]);
+    assert_eq!(shown["id"], scope);
+    assert_eq!(shown["agents"], "view");
+    assert_eq!(shown["runtime"], serde_json::json!(["run"]));
+    // 2. Named keys linked to it.
+    let (web_id, web) = s.key("acme/support-bot", "web");
+    let (cli_id, cli) = s.key(&scope.to_string(), "cli");
+    assert_ne!(web, cli);
+    // 3. Requests as the platform would send them.
+    assert_eq!(s.eval(&web, "acme", "agents.list").0, 0);
+    assert_eq!(s.eval(&web, "acme", "runs.execute").0, 0);
+    let (code, decision) = s.eval(&web, "acme", "agents.update");
+    assert_eq!(code, 1);
+    assert_eq!(
+        decision,
+        serde_json::json!({"allow": false, "reason": "insufficient-permission",
+                           "key_id": web_id, "scope_id": scope, "required": "agents:edit"})
+    );
+    // 4. A scope edit changes the very next decision.
+    s.keyscope(["scope", "update", "acme/support-bot", "--agents", "edit"])
+        .assert()
+        .success()
+        .stdout(contains("agents: edit"));
+    let (code, decision) = s.eval(&web, "acme", "agents.update");
+    assert_eq!((code, decision["reason"].as_str()), (0, Some("allowed")));
+    // 5. A revoked key is denied on the next eval; the other key is not.
+    let revoked = s.json(["key", "revoke", &web_id.to_string()]);
+    assert!(revoked["revoked_at"].is_string());
+    let (code, decision) = s.eval(&web, "acme", "agents.list");
+    assert_eq!(code, 1);
+    assert_eq!(decision["reason"], "revoked-key");
+    assert_eq!(decision["key_id"], web_id);
+    let (code, decision) = s.eval(&cli, "acme", "agents.list");
+    assert_eq!((code, &decision["key_id"]), (0, &serde_json::json!(cli_id)));
+}
+
+#[test]
+fn a_scope_edit_can_take_permissions_away_at_once() {
+    let s = Sandbox::new();
+    s.scope(
+        "acme",
+        "ops",
+        "full",
+        "run,session-create,session-terminate",
+    );
+    let (_, key) = s.key("acme/ops", "k");
+    assert_eq!(s.eval(&key, "acme", "sessions.terminate").0, 0);
+    s.keyscope(["scope", "update", "acme/ops", "--runtime", ""])
+        .assert()
+        .success();
+    let (code, decision) = s.eval(&key, "acme", "sessions.terminate");
+    assert_eq!(code, 1);
+    assert_eq!(decision["required"], "runtime:session-terminate");
+    s.keyscope(["scope", "update", "acme/ops", "--name", "operators"])
+        .assert()
+        .success();
+    assert_eq!(
+        s.eval(&key, "acme", "agents.delete").0,
+        0,
+        "a rename keeps keys"
+    );
+}
+
+#[test]
+fn exit_codes_are_0_for_allow_1_for_deny_2_for_errors() {
+    let s = Sandbox::new();
+    s.scope("acme", "viewer", "view", "");
+    let (_, key) = s.key("acme/viewer", "k");
+    let eval = |op: &str| {
+        s.keyscope(["eval", "--app", "acme", "--op", op])
+            .env("KEYSCOPE_API_KEY", &key)
+            .assert()
+    };
+    eval("agents.get")
+        .code(0)
+        .stdout(contains("allow: allowed"));
+    eval("agents.create").code(1).stdout(contains(
+        "deny: insufficient-permission (requires agents:full)",
+    ));
+    // Errors: unknown scope, bad flag value, missing store, clap usage.
+    s.keyscope(["scope", "show", "acme/nope"])
+        .assert()
+        .code(2)
+        .stderr(contains("no scope `acme/nope`"));
+    s.keyscope([
+        "scope", "create", "--app", "acme", "--name", "x", "--agents", "admin",
+    ])
+    .assert()
+    .code(2)
+    .stderr(contains(
+        "unknown agents level `admin`; expected one of: none, view, edit, full",
+    ));
+    s.keyscope([
+        "scope",
+        "create",
+        "--app",
+        "acme",
+        "--name",
+        "x",
+        "--runtime",
+        "run,fly",
+    ])
+    .assert()
+    .code(2)
+    .stderr(contains(
+        "expected one of: run, session-create, session-terminate, document-upload",
+    ));
+    s.keyscope(["key", "revoke", "999"])
+        .assert()
+        .code(2)
+        .stderr(contains("no key with id `999`"));
+    s.keyscope(["eval", "--app", "acme"]).assert().code(2);
+    let fresh = Sandbox::new();
+    fresh
+        .keyscope(["scope", "list"])
+        .assert()
+        .code(2)
+        .stderr(contains("no store at"));
+    assert!(
+        !fresh.store().exists(),
+        "a read command must not create a store"
+    );
+}
+
+#[test]
+fn a_missing_key_is_a_deny_not_an_error() {
+    let s = Sandbox::new();
+    s.scope("acme", "viewer", "view", "");
+    s.keyscope(["eval", "--json", "--app", "acme", "--op", "agents.get"])
+        .assert()
+        .code(1)
+        .stdout(contains(r#""reason":"missing-key""#));
+}
+
+#[test]
+fn secrets_never_reach_the_key_list_the_store_file_or_the_snapshot() {
+    let s = Sandbox::new();
+    s.scope("acme", "viewer", "view", "run");
+    let secrets: Vec<String> = ["a", "b", "c"]
+        .iter()
+        .map(|name| s.key("acme/viewer", name).1)
+        .collect();
+    s.keyscope(["key", "revoke", "2"]).assert().success();
+    let mut written: Vec<(String, Vec<u8>)> = Vec::new();
+    for args in [
+        &["key", "list"][..],
+        &["key", "list", "--json"],
+        &["key", "list", "--scope", "acme/viewer"],
+        &["scope", "list", "--json"],
+    ] {
+        let out = s.keyscope(args).assert().success().get_output().clone();
+        written.push((format!("{args:?} stdout"), out.stdout));
+        written.push((format!("{args:?} stderr"), out.stderr));
+    }
+    s.keyscope(["snapshot", "export", "-o"])
+        .arg(s.path("snap.bin"))
+        .assert()
+        .success();
+    for entry in std::fs::read_dir(s.dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        written.push((path.display().to_string(), std::fs::read(&path).unwrap()));
+    }
+    assert!(
+        written
+            .iter()
+            .any(|(name, _)| name.ends_with("keyscope.db"))
+    );
+    for secret in &secrets {
+        let body = &secret[3..];
+        for (name, bytes) in &written {
+            for needle in [secret.as_str(), body] {
+                assert!(
+                    !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                    "a secret leaked into {name}"
+                );
+            }
+        }
+    }
+    // What is shown instead: a short prefix.
+    let keys = s.json(["key", "list"]);
+    assert_eq!(keys[0]["prefix"].as_str().unwrap(), &secrets[0][..9]);
+    assert!(keys[0].get("key").is_none());
+}
+
+#[test]
+fn duplicate_names_are_refused_and_change_nothing() {
+    let s = Sandbox::new();
+    s.scope("acme", "viewer", "view", "");
+    s.scope("globex", "viewer", "view", ""); // same name, other app: fine
+    s.keyscope(["scope", "create", "--app", "acme", "--name", "viewer"])
+        .assert()
+        .code(2)
+        .stderr(contains("app `acme` already has a scope named `viewer`"));
+    s.scope("acme", "editor", "edit", "");
+    s.keyscope(["scope", "update", "acme/editor", "--name", "viewer"])
+        .assert()
+        .code(2)
+        .stderr(contains("already has a scope named `viewer`"));
+    let (id, _) = s.key("acme/viewer", "ci");
+    s.keyscope(["key", "create", "--scope", "acme/viewer", "--name", "ci"])
+        .assert()
+        .code(2)
+        .stderr(contains(
+            "scope `acme/viewer` already has a live key named `ci`",
+        ));
+    // A revoked key's name may be reused: that is how keys are rotated.
+    s.keyscope(["key", "revoke", &id.to_string()])
+        .assert()
+        .success();
+    s.key("acme/viewer", "ci");
+    assert_eq!(s.json(["scope", "list"]).as_array().unwrap().len(), 3);
+    assert_eq!(s.json(["key", "list"]).as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn default_limits_are_20_scopes_per_app_and_40_keys_per_scope() {
+    let s = Sandbox::new();
+    let limits = s.json(["limits", "set"]);
+    assert_eq!(
+        limits,
+        serde_json::json!({"scopes_per_app": 20, "keys_per_scope": 40})
+    );
+    for i in 0..20 {
+        s.scope("acme", &format!("s{i}"), "none", "");
+    }
+    s.keyscope(["scope", "create", "--app", "acme", "--name", "one-more"])
+        .assert()
+        .code(2)
+        .stderr(contains("app `acme` already has 20 scopes, its limit"));
+    s.scope("globex", "s0", "none", ""); // the limit is per app
+    for i in 0..40 {
+        s.key("acme/s0", &format!("k{i}"));
+    }
+    s.keyscope(["key", "create", "--scope", "acme/s0", "--name", "one-more"])
+        .assert()
+        .code(2)
+        .stderr(contains(
+            "scope `acme/s0` already has 40 live keys, its limit",
+        ));
+}
+
+#[test]
+fn limits_are_configurable() {
+    let s = Sandbox::new();
+    s.keyscope([
+        "limits",
+        "set",
+        "--scopes-per-app",
+        "1",
+        "--keys-per-scope",
+        "1",
+    ])
+    .assert()
+    .success()
+    .stdout(contains("scopes per app: 1"));
+    s.scope("acme", "only", "view", "");
+    s.keyscope(["scope", "create", "--app", "acme", "--name", "second"])
+        .assert()
+        .code(2)
+        .stderr(contains("already has 1 scopes"));
+    let (id, _) = s.key("acme/only", "first");
+    s.keyscope(["key", "create", "--scope", "acme/only", "--name", "second"])
+        .assert()
+        .code(2);
+    // Revoked keys do not count against the limit.
+    s.keyscope(["key", "revoke", &id.to_string()])
+        .assert()
+        .success();
+    s.key("acme/only", "second");
+    s.keyscope(["limits", "set", "--keys-per-scope", "0"])
+        .assert()
+        .code(2)
+        .stderr(contains("a limit must be at least 1"));
+}
+
+#[test]
+fn deleting_a_scope_refuses_while_keys_are_live() {
+    let s = Sandbox::new();
+    s.scope("acme", "temp", "full", "");
+    let (_, key) = s.key("acme/temp", "k");
+    s.keyscope(["scope", "delete", "acme/temp"])
+        .assert()
+        .code(2)
+        .stderr(contains("still has 1 live key(s)"));
+    assert_eq!(s.eval(&key, "acme", "agents.get").0, 0);
+    let deleted = s.json(["scope", "delete", "acme/temp", "--revoke-keys"]);
+    assert_eq!(deleted["revoked_keys"], serde_json::json!([1]));
+    let (code, decision) = s.eval(&key, "acme", "agents.get");
+    assert_eq!(
+        (code, decision["reason"].as_str()),
+        (1, Some("revoked-key"))
+    );
+    // The tombstone survives; the name is free again.
+    assert!(s.json(["key", "list"])[0]["revoked_at"].is_string());
+    s.scope("acme", "temp", "view", "");
+}
+
+#[test]
+fn batch_eval_answers_each_line_in_order() {
+    let s = Sandbox::new();
+    s.scope("acme", "viewer", "view", "");
+    let (_, key) = s.key("acme/viewer", "k");
+    let input = format!(
+        "{{\"key\":\"{key}\",\"app\":\"acme\",\"op\":\"agents.get\"}}\n\
+         {{\"key\":\"{key}\",\"app\":\"acme\",\"op\":\"agents.delete\"}}\n\
+         \n\
+         {{\"app\":\"acme\",\"op\":\"agents.get\"}}\n\
+         {{\"key\":\"ks_nope\",\"app\":\"acme\",\"op\":\"agents.get\"}}\n"
+    );
+    let out = s
+        .keyscope(["eval", "--batch", "-"])
+        .write_stdin(input.clone())
+        .assert()
+        .code(1)
+        .get_output()
+        .stdout
+        .clone();
+    let reasons: Vec<String> = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap()["reason"].to_string())
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "\"allowed\"",
+            "\"insufficient-permission\"",
+            "\"missing-key\"",
+            "\"malformed-key\""
+        ]
+    );
+    std::fs::write(s.path("batch.jsonl"), input.lines().next().unwrap()).unwrap();
+    s.keyscope(["eval", "--batch"])
+        .arg(s.path("batch.jsonl"))
+        .assert()
+        .code(0);
+    // A bad line is an error naming the line, and nothing is decided.
+    s.keyscope(["eval", "--batch", "-"])
+        .write_stdin(format!(
+            "{}\n{{\"app\":\"acme\"}}\n",
+            input.lines().next().unwrap()
+        ))
+        .assert()
+        .code(2)
+        .stdout(predicate::str::is_empty())
+        .stderr(contains("batch line 2"));
+}
+
+#[test]
+fn the_operation_catalogue_is_data_in_the_store() {
+    let s = Sandbox::new();
+    s.scope("acme", "editor", "edit", "");
+    let (_, key) = s.key("acme/editor", "k");
+    assert_eq!(
+        s.eval(&key, "acme", "agents.publish").1["reason"],
+        "unknown-operation"
+    );
+    s.keyscope(["op", "set", "agents.publish", "agents:edit"])
+        .assert()
+        .success();
+    assert_eq!(s.eval(&key, "acme", "agents.publish").0, 0);
+    s.keyscope(["op", "remove", "agents.update"])
+        .assert()
+        .success();
+    assert_eq!(
+        s.eval(&key, "acme", "agents.update").1["reason"],
+        "unknown-operation"
+    );
+    s.keyscope(["op", "set", "x", "agents:admin"])
+        .assert()
+        .code(2)
+        .stderr(contains("unknown agents level `admin`"));
+    let ops = s.json(["op", "list"]);
+    assert_eq!(ops.as_array().unwrap().len(), 9);
+}
+
+#[test]
+fn concurrent_invocations_are_safe() {
+    let s = Sandbox::new();
+    s.scope("acme", "busy", "view", "");
+    let children: Vec<_> = (0..8)
+        .map(|i| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_keyscope"))
+                .arg("--store")
+                .arg(s.store())
+                .args(["--json", "key", "create", "--scope", "acme/busy", "--name"])
+                .arg(format!("k{i}"))
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut secrets = Vec::new();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let created: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        secrets.push(created["key"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(s.json(["key", "list"]).as_array().unwrap().len(), 8);
+    for secret in secrets {
+        assert_eq!(s.eval(&secret, "acme", "agents.get").0, 0);
+    }
+}
+
+#[test]
+fn policy_info_shows_no_imports() {
+    let s = Sandbox::new();
+    let info = s.json(["policy", "info"]);
+    assert_eq!(info["imports"], serde_json::json!([]));
+    assert_eq!(info["world"], "keyscope:policy/policy@0.1.0");
+    assert_eq!(info["digest"].as_str().unwrap().len(), 64);
+    s.keyscope(["policy", "info"])
+        .assert()
+        .success()
+        .stdout(contains("imports  none"));
+}
+
+#[test]
+fn the_demo_runs_the_whole_flow() {
+    let s = Sandbox::new();
+    let out = s
+        .keyscope(["demo"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let text = String::from_utf8(out).unwrap();
+    for expected in [
+        "deny: insufficient-permission (requires agents:edit)",
+        "deny: wrong-app",
+        "deny: revoked-key",
+        "deny: malformed-key",
+        "deny: unknown-key",
+        "deny: missing-key",
+    ] {
+        assert!(text.contains(expected), "the demo never shows `{expected}`");
+    }
+    assert!(
+        !s.store().exists(),
+        "the demo must use its own temporary store"
+    );
+}

@@ -1,0 +1,159 @@
+//! The component itself: it imports nothing, it is validated on load, and
+//! every failure inside it is a deny.
+
+use std::time::Duration;
+
+use keyscope::policy::EMBEDDED_POLICY;
+use keyscope::{Error, KeySecret, Limits, PolicyComponent, PolicyEngine, Reason, Request, keys};
+use keyscope_policy::snapshot::{KeyEntry, ScopeEntry, SnapshotData, default_operations};
+use keyscope_policy::{AgentsLevel, KeyDigest, RuntimeSet};
+
+use crate::golden::component;
+
+#[test]
+fn the_built_component_imports_nothing() {
+    let engine = wasmtime::Engine::default();
+    let built = wasmtime::component::Component::new(&engine, EMBEDDED_POLICY).unwrap();
+    let ty = built.component_type();
+    let imports: Vec<&str> = ty.imports(&engine).map(|(name, _)| name).collect();
+    assert!(imports.is_empty(), "the policy imports {imports:?}");
+    let mut exports: Vec<&str> = ty.exports(&engine).map(|(name, _)| name).collect();
+    exports.sort_unstable();
+    assert_eq!(exports, ["evaluate", "evaluate-batch", "load-snapshot"]);
+    assert!(component().info().imports.is_empty());
+}
+
+fn refused(wat: &str) -> Error {
+    let bytes = wat::parse_str(wat).unwrap();
+    PolicyComponent::from_bytes(&PolicyEngine::new().unwrap(), &bytes).unwrap_err()
+}
+
+#[test]
+fn a_component_that_imports_anything_is_refused() {
+    let error = refused(r#"(component (import "log" (func (param "msg" string))))"#);
+    assert!(matches!(error, Error::PolicyImports(_)), "{error}");
+    assert!(error.to_string().contains("`log`"), "{error}");
+}
+
+#[test]
+fn a_component_of_another_world_is_refused() {
+    let error = refused(
+        r#"(component
+             (core module $m (func (export "f") (result i32) i32.const 1))
+             (core instance $i (instantiate $m))
+             (func (export "evaluate") (result u32) (canon lift (core func $i "f"))))"#,
+    );
+    assert!(matches!(error, Error::WrongWorld(_)), "{error}");
+}
+
+#[test]
+fn a_core_module_or_garbage_is_not_a_component() {
+    let error = refused("(module)");
+    assert!(matches!(error, Error::NotAComponent(_)), "{error}");
+    assert!(error.to_string().contains("core Wasm module"), "{error}");
+    let error =
+        PolicyComponent::from_bytes(&PolicyEngine::new().unwrap(), b"#!/bin/sh\n").unwrap_err();
+    assert!(matches!(error, Error::NotAComponent(_)), "{error}");
+}
+
+fn snapshot(keys: usize) -> (Vec<u8>, KeySecret) {
+    let live = KeySecret::generate();
+    let mut entries = vec![KeyEntry {
+        digest: live.digest(),
+        id: 1,
+        scope_id: 1,
+        revoked: false,
+    }];
+    entries.extend((2..=keys as u64).map(|id| {
+        let mut digest = [0; 32];
+        digest[..8].copy_from_slice(&id.to_be_bytes());
+        KeyEntry {
+            digest: KeyDigest(digest),
+            id,
+            scope_id: 1,
+            revoked: false,
+        }
+    }));
+    let data = SnapshotData {
+        operations: default_operations(),
+        scopes: vec![ScopeEntry {
+            id: 1,
+            app: "acme".to_owned(),
+            agents: AgentsLevel::View,
+            runtime: RuntimeSet::EMPTY,
+        }],
+        keys: entries,
+    };
+    (data.encode().unwrap(), live)
+}
+
+#[test]
+fn a_refused_snapshot_leaves_the_previous_one_serving() {
+    let (good, key) = snapshot(3);
+    let mut instance = component().instantiate(Limits::default()).unwrap();
+    instance.load_snapshot(&good).unwrap();
+    let request = Request {
+        credential: keys::credential(Some(key.expose())),
+        app: "acme",
+        op: "agents.get",
+    };
+    let mut corrupt = good.clone();
+    let middle = corrupt.len() / 2;
+    corrupt[middle] ^= 0xff;
+    for bad in [&corrupt[..], &good[..good.len() - 1], b"KEYSCOPE", b"hello"] {
+        let error = instance.load_snapshot(bad).unwrap_err();
+        assert!(matches!(error, Error::Snapshot(_)), "{error}");
+        assert!(instance.evaluate(&request).allow, "after refusing: {error}");
+    }
+}
+
+#[test]
+fn running_out_of_memory_is_an_error_and_the_instance_recovers() {
+    let (small, key) = snapshot(3);
+    let (large, _) = snapshot(50_000);
+    let mut instance = component()
+        .instantiate(Limits {
+            max_memory: 2 << 20,
+            ..Limits::default()
+        })
+        .unwrap();
+    instance.load_snapshot(&small).unwrap();
+    let error = instance.load_snapshot(&large).unwrap_err();
+    assert!(matches!(error, Error::PolicyFailed(_)), "{error}");
+    // The trapped instance is replaced, with the last good snapshot.
+    let decision = instance.evaluate(&Request {
+        credential: keys::credential(Some(key.expose())),
+        app: "acme",
+        op: "agents.list",
+    });
+    assert_eq!(decision.reason, Reason::Allowed);
+}
+
+#[test]
+fn a_call_past_its_deadline_is_denied_as_policy_error() {
+    let (bytes, key) = snapshot(3);
+    let mut instance = component()
+        .instantiate(Limits {
+            evaluate_timeout: Duration::from_micros(1),
+            ..Limits::default()
+        })
+        .unwrap();
+    instance.load_snapshot(&bytes).unwrap();
+    let request = Request {
+        credential: keys::credential(Some(key.expose())),
+        app: "acme",
+        op: "agents.list",
+    };
+    // Far more work than one epoch tick allows.
+    let requests = vec![request; 400_000];
+    let decisions = instance.evaluate_batch(&requests);
+    assert_eq!(decisions.len(), requests.len());
+    assert!(
+        decisions
+            .iter()
+            .all(|d| !d.allow && d.reason == Reason::PolicyError),
+        "a timed-out batch must deny every request"
+    );
+    // The next, small call runs on a fresh instance with the same snapshot.
+    assert_eq!(instance.evaluate(&request).reason, Reason::Allowed);
+}
