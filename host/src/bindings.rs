@@ -11,16 +11,33 @@ wasmtime::component::bindgen!({
 impl From<&model::Request<'_>> for Request {
     fn from(request: &model::Request<'_>) -> Self {
         Self {
-            credential: match request.credential {
-                model::Credential::Missing => Credential::Missing,
-                model::Credential::Malformed => Credential::Malformed,
-                model::Credential::Digest(digest) => {
-                    let [a, b, c, d] = digest.words();
-                    Credential::Digest((a, b, c, d))
-                }
-            },
+            credential: request.credential.into(),
             app: request.app.to_owned(),
             op: request.op.to_owned(),
+        }
+    }
+}
+
+impl Request {
+    /// Overwrites this request with `request`, reusing the strings' buffers.
+    pub(crate) fn set(&mut self, request: &model::Request<'_>) {
+        self.credential = request.credential.into();
+        self.app.clear();
+        self.app.push_str(request.app);
+        self.op.clear();
+        self.op.push_str(request.op);
+    }
+}
+
+impl From<model::Credential> for Credential {
+    fn from(credential: model::Credential) -> Self {
+        match credential {
+            model::Credential::Missing => Self::Missing,
+            model::Credential::Malformed => Self::Malformed,
+            model::Credential::Digest(digest) => {
+                let [a, b, c, d] = digest.words();
+                Self::Digest((a, b, c, d))
+            }
         }
     }
 }

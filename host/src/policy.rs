@@ -256,6 +256,11 @@ impl PolicyComponent {
             limits,
             running: Some((store, policy)),
             snapshot: None,
+            scratch: bindings::Request {
+                credential: bindings::Credential::Missing,
+                app: String::new(),
+                op: String::new(),
+            },
         })
     }
 
@@ -296,6 +301,9 @@ pub struct PolicyInstance {
     running: Option<(Store<HostState>, Policy)>,
     /// The last snapshot loaded, to reload into a rebuilt instance.
     snapshot: Option<Arc<[u8]>>,
+    /// A request whose strings are reused from call to call, so that lowering
+    /// a request allocates nothing on the host.
+    scratch: bindings::Request,
 }
 
 impl fmt::Debug for PolicyInstance {
@@ -330,11 +338,20 @@ impl PolicyInstance {
 
     /// Decides one request, or says why the policy failed.
     pub fn try_evaluate(&mut self, request: &Request<'_>) -> Result<Decision> {
-        let request = bindings::Request::from(request);
-        self.call(self.limits.evaluate_timeout, |policy, store| {
-            policy.call_evaluate(store, &request)
-        })
-        .map(Decision::from)
+        let mut scratch = std::mem::replace(
+            &mut self.scratch,
+            bindings::Request {
+                credential: bindings::Credential::Missing,
+                app: String::new(),
+                op: String::new(),
+            },
+        );
+        scratch.set(request);
+        let decision = self.call(self.limits.evaluate_timeout, |policy, store| {
+            policy.call_evaluate(store, &scratch)
+        });
+        self.scratch = scratch;
+        decision.map(Decision::from)
     }
 
     /// Decides many requests in one call; the answers come back in order.

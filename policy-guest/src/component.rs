@@ -7,6 +7,10 @@ use crate::model::{self, AgentsLevel, Reason, Requirement, RuntimePermission};
 use crate::rules;
 use crate::snapshot::{LoadError, Snapshot};
 
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the generated export shims take the request's flattened ABI parameters"
+)]
 mod wit {
     wit_bindgen::generate!({
         path: "../wit",

@@ -14,7 +14,7 @@
 //!
 //! The host encodes ([`SnapshotData::encode`]); the policy decodes once per
 //! load ([`Snapshot::decode`]) into lookup structures that make a decision a
-//! binary search over key-digest prefixes plus a few comparisons.
+//! binary search over key digests plus a few comparisons.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -324,10 +324,13 @@ impl KeyRecord {
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     info: SnapshotInfo,
-    operations: BTreeMap<String, Requirement>,
+    /// The catalogue, sorted by name.
+    operations: Vec<(Box<str>, Requirement)>,
     scopes: Vec<ScopeGrant>,
-    /// Key digests, sorted; `records[i]` describes `digests[i]`.
-    digests: Vec<KeyDigest>,
+    /// Key digests as big-endian words, sorted; `records[i]` describes
+    /// `digests[i]`. Words order like the bytes, compare in four steps, and
+    /// the first word alone almost always finds the key.
+    digests: Vec<[u64; 4]>,
     records: Vec<KeyRecord>,
 }
 
@@ -359,13 +362,15 @@ impl Snapshot {
                 },
             })
             .collect();
+        let mut operations: Vec<(Box<str>, Requirement)> = data
+            .operations
+            .into_iter()
+            .map(|op| (op.name.into_boxed_str(), op.requires))
+            .collect();
+        operations.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         Self {
             info,
-            operations: data
-                .operations
-                .into_iter()
-                .map(|op| (op.name, op.requires))
-                .collect(),
+            operations,
             scopes: data
                 .scopes
                 .into_iter()
@@ -376,7 +381,7 @@ impl Snapshot {
                     runtime: scope.runtime,
                 })
                 .collect(),
-            digests: keys.into_iter().map(|key| key.digest).collect(),
+            digests: keys.iter().map(|key| key.digest.words()).collect(),
             records,
         }
     }
@@ -386,15 +391,15 @@ impl Snapshot {
         &self.info
     }
 
-    /// The key with this digest. The candidate is found by the digest's
-    /// prefix; the full digest is compared in constant time.
+    /// The key with this digest: a binary search on the first word, then the
+    /// full digest compared in constant time.
     pub fn key(&self, digest: &KeyDigest) -> Option<&KeyRecord> {
-        let prefix = digest.prefix();
-        let start = self.digests.partition_point(|d| d.prefix() < prefix);
+        let words = digest.words();
+        let start = self.digests.partition_point(|d| d[0] < words[0]);
         self.digests[start..]
             .iter()
-            .take_while(|d| d.prefix() == prefix)
-            .position(|d| bool::from(d.0.ct_eq(&digest.0)))
+            .take_while(|d| d[0] == words[0])
+            .position(|d| bool::from(d[..].ct_eq(&words[..])))
             .and_then(|offset| self.records.get(start + offset))
     }
 
@@ -406,7 +411,10 @@ impl Snapshot {
 
     /// What the named operation requires; `None` if it is not catalogued.
     pub fn requirement(&self, op: &str) -> Option<Requirement> {
-        self.operations.get(op).copied()
+        self.operations
+            .binary_search_by(|(name, _)| name.as_ref().cmp(op))
+            .ok()
+            .map(|index| self.operations[index].1)
     }
 }
 
