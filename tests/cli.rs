@@ -431,7 +431,7 @@ fn policy_info_shows_no_imports() {
     s.keyscope(["policy", "info"])
         .assert()
         .success()
-        .stdout(contains("imports  none"));
+        .stdout(contains("imports    none"));
 }
 
 #[test]

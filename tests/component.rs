@@ -17,9 +17,12 @@ fn the_built_component_imports_nothing() {
     let ty = built.component_type();
     let imports: Vec<&str> = ty.imports(&engine).map(|(name, _)| name).collect();
     assert!(imports.is_empty(), "the policy imports {imports:?}");
-    let mut exports: Vec<&str> = ty.exports(&engine).map(|(name, _)| name).collect();
-    exports.sort_unstable();
-    assert_eq!(exports, ["evaluate", "evaluate-batch", "load-snapshot"]);
+    let exports: Vec<&str> = ty.exports(&engine).map(|(name, _)| name).collect();
+    assert_eq!(exports, ["keyscope:policy/decide@0.1.0"]);
+    assert_eq!(
+        component().info().exports,
+        ["keyscope:policy/decide@0.1.0 (load-snapshot, evaluate, evaluate-batch)"]
+    );
     assert!(component().info().imports.is_empty());
 }
 
@@ -44,6 +47,23 @@ fn a_component_of_another_world_is_refused() {
              (func (export "evaluate") (result u32) (canon lift (core func $i "f"))))"#,
     );
     assert!(matches!(error, Error::WrongWorld(_)), "{error}");
+}
+
+#[test]
+fn an_older_version_of_the_interface_is_refused_by_name() {
+    let error = refused(
+        r#"(component
+             (core module $m (func (export "f") (result i32) i32.const 1))
+             (core instance $i (instantiate $m))
+             (func $f (result u32) (canon lift (core func $i "f")))
+             (instance $api (export "evaluate" (func $f)))
+             (export "keyscope:policy/decide@0.0.9" (instance $api)))"#,
+    );
+    assert_eq!(
+        error.to_string(),
+        "the policy component does not implement the `keyscope:policy/policy` world: \
+         it must export `keyscope:policy/decide@0.1.0`; it exports `keyscope:policy/decide@0.0.9`"
+    );
 }
 
 #[test]

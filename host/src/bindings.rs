@@ -8,6 +8,14 @@ wasmtime::component::bindgen!({
     world: "policy",
 });
 
+pub(crate) use self::exports::keyscope::policy::decide::{
+    AgentsLevel, Credential, Decision, LoadError, Reason, Request, Requirement, RuntimePermission,
+    SnapshotInfo,
+};
+
+/// The export name of the decision interface, with its version.
+pub(crate) const DECIDE_INTERFACE: &str = "keyscope:policy/decide@0.1.0";
+
 impl From<&model::Request<'_>> for Request {
     fn from(request: &model::Request<'_>) -> Self {
         Self {
@@ -45,16 +53,16 @@ impl From<model::Credential> for Credential {
 impl From<Decision> for model::Decision {
     fn from(decision: Decision) -> Self {
         let reason = match decision.reason {
-            self::Reason::Allowed => model::Reason::Allowed,
-            self::Reason::MissingKey => model::Reason::MissingKey,
-            self::Reason::MalformedKey => model::Reason::MalformedKey,
-            self::Reason::UnknownKey => model::Reason::UnknownKey,
-            self::Reason::RevokedKey => model::Reason::RevokedKey,
-            self::Reason::WrongApp => model::Reason::WrongApp,
-            self::Reason::InsufficientPermission => model::Reason::InsufficientPermission,
-            self::Reason::UnknownOperation => model::Reason::UnknownOperation,
-            self::Reason::NoSnapshot => model::Reason::NoSnapshot,
-            self::Reason::PolicyError => model::Reason::PolicyError,
+            Reason::Allowed => model::Reason::Allowed,
+            Reason::MissingKey => model::Reason::MissingKey,
+            Reason::MalformedKey => model::Reason::MalformedKey,
+            Reason::UnknownKey => model::Reason::UnknownKey,
+            Reason::RevokedKey => model::Reason::RevokedKey,
+            Reason::WrongApp => model::Reason::WrongApp,
+            Reason::InsufficientPermission => model::Reason::InsufficientPermission,
+            Reason::UnknownOperation => model::Reason::UnknownOperation,
+            Reason::NoSnapshot => model::Reason::NoSnapshot,
+            Reason::PolicyError => model::Reason::PolicyError,
         };
         Self {
             // Fail closed: a module that says "allow" with any other reason
@@ -64,26 +72,20 @@ impl From<Decision> for model::Decision {
             key_id: decision.key_id,
             scope_id: decision.scope_id,
             required: decision.required.map(|required| match required {
-                self::Requirement::Agents(level) => model::Requirement::Agents(match level {
-                    self::AgentsLevel::None => model::AgentsLevel::None,
-                    self::AgentsLevel::View => model::AgentsLevel::View,
-                    self::AgentsLevel::Edit => model::AgentsLevel::Edit,
-                    self::AgentsLevel::Full => model::AgentsLevel::Full,
+                Requirement::Agents(level) => model::Requirement::Agents(match level {
+                    AgentsLevel::None => model::AgentsLevel::None,
+                    AgentsLevel::View => model::AgentsLevel::View,
+                    AgentsLevel::Edit => model::AgentsLevel::Edit,
+                    AgentsLevel::Full => model::AgentsLevel::Full,
                 }),
-                self::Requirement::Runtime(permission) => {
-                    model::Requirement::Runtime(match permission {
-                        self::RuntimePermission::Run => model::RuntimePermission::Run,
-                        self::RuntimePermission::SessionCreate => {
-                            model::RuntimePermission::SessionCreate
-                        }
-                        self::RuntimePermission::SessionTerminate => {
-                            model::RuntimePermission::SessionTerminate
-                        }
-                        self::RuntimePermission::DocumentUpload => {
-                            model::RuntimePermission::DocumentUpload
-                        }
-                    })
-                }
+                Requirement::Runtime(permission) => model::Requirement::Runtime(match permission {
+                    RuntimePermission::Run => model::RuntimePermission::Run,
+                    RuntimePermission::SessionCreate => model::RuntimePermission::SessionCreate,
+                    RuntimePermission::SessionTerminate => {
+                        model::RuntimePermission::SessionTerminate
+                    }
+                    RuntimePermission::DocumentUpload => model::RuntimePermission::DocumentUpload,
+                }),
             }),
         }
     }

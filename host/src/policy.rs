@@ -28,7 +28,7 @@ use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
 
-use crate::bindings::{self, Policy, PolicyPre};
+use crate::bindings::{self, DECIDE_INTERFACE, Policy, PolicyPre};
 use crate::error::{Error, Result};
 
 /// The component built from `policy-guest/` and embedded at build time.
@@ -146,6 +146,8 @@ pub struct PolicyInfo {
     pub digest: String,
     /// The world it implements.
     pub world: &'static str,
+    /// The versioned interface it exports.
+    pub interface: &'static str,
     /// Exported names with their kind.
     pub exports: Vec<String>,
     /// Imported names; always empty for a component that loaded.
@@ -210,20 +212,35 @@ impl PolicyComponent {
                 .join(", ");
             return Err(Error::PolicyImports(names));
         }
-        let exports = ty
+        let exports: Vec<String> = ty
             .exports(engine)
-            .map(|(name, item)| {
-                let kind = match item.ty {
-                    ComponentItem::ComponentFunc(_) => "func",
-                    ComponentItem::Type(_) => "type",
-                    ComponentItem::ComponentInstance(_) => "instance",
-                    ComponentItem::Component(_) => "component",
-                    ComponentItem::Module(_) => "module",
-                    _ => "other",
-                };
-                format!("{name} ({kind})")
+            .map(|(name, item)| match item.ty {
+                ComponentItem::ComponentInstance(instance) => {
+                    let funcs: Vec<&str> = instance
+                        .exports(engine)
+                        .filter(|(_, item)| matches!(item.ty, ComponentItem::ComponentFunc(_)))
+                        .map(|(func, _)| func)
+                        .collect();
+                    format!("{name} ({})", funcs.join(", "))
+                }
+                ComponentItem::ComponentFunc(_) => format!("{name} (func)"),
+                _ => format!("{name} (other)"),
             })
             .collect();
+        if ty.get_export(engine, DECIDE_INTERFACE).is_none() {
+            let found = ty
+                .exports(engine)
+                .map(|(name, _)| format!("`{name}`"))
+                .collect::<Vec<_>>();
+            let found = if found.is_empty() {
+                "nothing".to_owned()
+            } else {
+                found.join(", ")
+            };
+            return Err(Error::WrongWorld(format!(
+                "it must export `{DECIDE_INTERFACE}`; it exports {found}"
+            )));
+        }
         let linker = Linker::<HostState>::new(engine);
         let instance_pre = linker
             .instantiate_pre(&component)
@@ -233,6 +250,7 @@ impl PolicyComponent {
             size: bytes.len(),
             digest: keyscope_policy::snapshot::hex(&Sha256::digest(bytes)),
             world: "keyscope:policy/policy@0.1.0",
+            interface: DECIDE_INTERFACE,
             exports,
             imports,
         };
@@ -322,7 +340,9 @@ impl PolicyInstance {
         let bytes: Arc<[u8]> = Arc::from(bytes);
         let info = self
             .call(self.limits.load_timeout, |policy, store| {
-                policy.call_load_snapshot(store, &bytes)
+                policy
+                    .keyscope_policy_decide()
+                    .call_load_snapshot(store, &bytes)
             })?
             .map_err(keyscope_policy::LoadError::from)?;
         self.snapshot = Some(bytes);
@@ -348,7 +368,9 @@ impl PolicyInstance {
         );
         scratch.set(request);
         let decision = self.call(self.limits.evaluate_timeout, |policy, store| {
-            policy.call_evaluate(store, &scratch)
+            policy
+                .keyscope_policy_decide()
+                .call_evaluate(store, &scratch)
         });
         self.scratch = scratch;
         decision.map(Decision::from)
@@ -359,7 +381,9 @@ impl PolicyInstance {
     pub fn evaluate_batch(&mut self, requests: &[Request<'_>]) -> Vec<Decision> {
         let lowered: Vec<bindings::Request> = requests.iter().map(Into::into).collect();
         match self.call(self.limits.evaluate_timeout, |policy, store| {
-            policy.call_evaluate_batch(store, &lowered)
+            policy
+                .keyscope_policy_decide()
+                .call_evaluate_batch(store, &lowered)
         }) {
             Ok(decisions) if decisions.len() == requests.len() => {
                 decisions.into_iter().map(Decision::from).collect()
@@ -399,6 +423,7 @@ impl PolicyInstance {
         if let Some(snapshot) = &self.snapshot {
             store.set_epoch_deadline(Limits::ticks(self.limits.load_timeout));
             policy
+                .keyscope_policy_decide()
                 .call_load_snapshot(&mut store, snapshot)
                 .map_err(|e| Error::wasm(Error::PolicyFailed, &e))?
                 .map_err(keyscope_policy::LoadError::from)?;

@@ -22,17 +22,19 @@ struct Policy;
 
 wit::export!(Policy with_types_in wit);
 
+use wit::exports::keyscope::policy::decide as api;
+
 thread_local! {
     /// The loaded snapshot. A component instance is single-threaded; the
     /// thread-local is only how Rust spells "this instance's global".
     static LOADED: RefCell<Option<Snapshot>> = const { RefCell::new(None) };
 }
 
-impl wit::Guest for Policy {
-    fn load_snapshot(bytes: Vec<u8>) -> Result<wit::SnapshotInfo, wit::LoadError> {
+impl api::Guest for Policy {
+    fn load_snapshot(bytes: Vec<u8>) -> Result<api::SnapshotInfo, api::LoadError> {
         let snapshot = Snapshot::decode(&bytes).map_err(to_wit_load_error)?;
         let info = snapshot.info();
-        let wit_info = wit::SnapshotInfo {
+        let wit_info = api::SnapshotInfo {
             format_version: info.format_version,
             digest: {
                 let [a, b, c, d] = model::KeyDigest(info.digest).words();
@@ -46,11 +48,11 @@ impl wit::Guest for Policy {
         Ok(wit_info)
     }
 
-    fn evaluate(request: wit::Request) -> wit::Decision {
+    fn evaluate(request: api::Request) -> api::Decision {
         LOADED.with_borrow(|loaded| decide(loaded.as_ref(), &request))
     }
 
-    fn evaluate_batch(requests: Vec<wit::Request>) -> Vec<wit::Decision> {
+    fn evaluate_batch(requests: Vec<api::Request>) -> Vec<api::Decision> {
         LOADED.with_borrow(|loaded| {
             requests
                 .iter()
@@ -60,11 +62,11 @@ impl wit::Guest for Policy {
     }
 }
 
-fn decide(snapshot: Option<&Snapshot>, request: &wit::Request) -> wit::Decision {
+fn decide(snapshot: Option<&Snapshot>, request: &api::Request) -> api::Decision {
     let credential = match request.credential {
-        wit::Credential::Missing => model::Credential::Missing,
-        wit::Credential::Malformed => model::Credential::Malformed,
-        wit::Credential::Digest((a, b, c, d)) => {
+        api::Credential::Missing => model::Credential::Missing,
+        api::Credential::Malformed => model::Credential::Malformed,
+        api::Credential::Digest((a, b, c, d)) => {
             model::Credential::Digest(model::KeyDigest::from_words([a, b, c, d]))
         }
     };
@@ -76,7 +78,7 @@ fn decide(snapshot: Option<&Snapshot>, request: &wit::Request) -> wit::Decision 
             op: &request.op,
         },
     );
-    wit::Decision {
+    api::Decision {
         allow: decision.allow,
         reason: to_wit_reason(decision.reason),
         key_id: decision.key_id,
@@ -85,44 +87,44 @@ fn decide(snapshot: Option<&Snapshot>, request: &wit::Request) -> wit::Decision 
     }
 }
 
-fn to_wit_load_error(error: LoadError) -> wit::LoadError {
+fn to_wit_load_error(error: LoadError) -> api::LoadError {
     match error {
-        LoadError::BadMagic => wit::LoadError::BadMagic,
-        LoadError::UnsupportedVersion(version) => wit::LoadError::UnsupportedVersion(version),
-        LoadError::Truncated => wit::LoadError::Truncated,
-        LoadError::DigestMismatch => wit::LoadError::DigestMismatch,
-        LoadError::Malformed(why) => wit::LoadError::Malformed(why),
+        LoadError::BadMagic => api::LoadError::BadMagic,
+        LoadError::UnsupportedVersion(version) => api::LoadError::UnsupportedVersion(version),
+        LoadError::Truncated => api::LoadError::Truncated,
+        LoadError::DigestMismatch => api::LoadError::DigestMismatch,
+        LoadError::Malformed(why) => api::LoadError::Malformed(why),
     }
 }
 
-fn to_wit_reason(reason: Reason) -> wit::Reason {
+fn to_wit_reason(reason: Reason) -> api::Reason {
     match reason {
-        Reason::Allowed => wit::Reason::Allowed,
-        Reason::MissingKey => wit::Reason::MissingKey,
-        Reason::MalformedKey => wit::Reason::MalformedKey,
-        Reason::UnknownKey => wit::Reason::UnknownKey,
-        Reason::RevokedKey => wit::Reason::RevokedKey,
-        Reason::WrongApp => wit::Reason::WrongApp,
-        Reason::InsufficientPermission => wit::Reason::InsufficientPermission,
-        Reason::UnknownOperation => wit::Reason::UnknownOperation,
-        Reason::NoSnapshot => wit::Reason::NoSnapshot,
-        Reason::PolicyError => wit::Reason::PolicyError,
+        Reason::Allowed => api::Reason::Allowed,
+        Reason::MissingKey => api::Reason::MissingKey,
+        Reason::MalformedKey => api::Reason::MalformedKey,
+        Reason::UnknownKey => api::Reason::UnknownKey,
+        Reason::RevokedKey => api::Reason::RevokedKey,
+        Reason::WrongApp => api::Reason::WrongApp,
+        Reason::InsufficientPermission => api::Reason::InsufficientPermission,
+        Reason::UnknownOperation => api::Reason::UnknownOperation,
+        Reason::NoSnapshot => api::Reason::NoSnapshot,
+        Reason::PolicyError => api::Reason::PolicyError,
     }
 }
 
-fn to_wit_requirement(requirement: Requirement) -> wit::Requirement {
+fn to_wit_requirement(requirement: Requirement) -> api::Requirement {
     match requirement {
-        Requirement::Agents(level) => wit::Requirement::Agents(match level {
-            AgentsLevel::None => wit::AgentsLevel::None,
-            AgentsLevel::View => wit::AgentsLevel::View,
-            AgentsLevel::Edit => wit::AgentsLevel::Edit,
-            AgentsLevel::Full => wit::AgentsLevel::Full,
+        Requirement::Agents(level) => api::Requirement::Agents(match level {
+            AgentsLevel::None => api::AgentsLevel::None,
+            AgentsLevel::View => api::AgentsLevel::View,
+            AgentsLevel::Edit => api::AgentsLevel::Edit,
+            AgentsLevel::Full => api::AgentsLevel::Full,
         }),
-        Requirement::Runtime(permission) => wit::Requirement::Runtime(match permission {
-            RuntimePermission::Run => wit::RuntimePermission::Run,
-            RuntimePermission::SessionCreate => wit::RuntimePermission::SessionCreate,
-            RuntimePermission::SessionTerminate => wit::RuntimePermission::SessionTerminate,
-            RuntimePermission::DocumentUpload => wit::RuntimePermission::DocumentUpload,
+        Requirement::Runtime(permission) => api::Requirement::Runtime(match permission {
+            RuntimePermission::Run => api::RuntimePermission::Run,
+            RuntimePermission::SessionCreate => api::RuntimePermission::SessionCreate,
+            RuntimePermission::SessionTerminate => api::RuntimePermission::SessionTerminate,
+            RuntimePermission::DocumentUpload => api::RuntimePermission::DocumentUpload,
         }),
     }
 }

@@ -39,8 +39,9 @@ pub fn run(command: PolicyCommand, out: &Output) -> anyhow::Result<ExitCode> {
             info.imports.join(", ")
         };
         format!(
-            "policy   {source}\nworld    {}\nsize     {} bytes\ndigest   sha256:{}\nexports  {}\nimports  {imports}",
+            "policy     {source}\nworld      {}\ninterface  {}\nsize       {} bytes\ndigest     sha256:{}\nexports    {}\nimports    {imports}",
             info.world,
+            info.interface,
             info.size,
             info.digest,
             info.exports.join(", ")
