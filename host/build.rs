@@ -7,6 +7,10 @@
 //!
 //! `KEYSCOPE_POLICY_WASM=path/to/component.wasm` skips both and embeds a
 //! prebuilt component instead.
+//!
+//! The same way, it builds the hostile test fixtures of
+//! `tests/hostile-policy` (one component per misbehaviour) into `OUT_DIR`,
+//! for the tests to load; the binary does not embed them.
 
 use std::env;
 use std::error::Error;
@@ -16,6 +20,9 @@ use std::process::Command;
 
 const TARGET: &str = "wasm32-unknown-unknown";
 
+/// The behaviours of `keyscope-hostile-policy`, one component each.
+const HOSTILE: &[&str] = &["loop", "grow", "trap", "allow-all", "old-reader"];
+
 type BuildResult<T> = Result<T, Box<dyn Error>>;
 
 fn main() -> BuildResult<()> {
@@ -24,7 +31,8 @@ fn main() -> BuildResult<()> {
         .parent()
         .ok_or("the host crate has no parent directory")?
         .to_path_buf();
-    let out = PathBuf::from(env::var("OUT_DIR")?).join("keyscope_policy.component.wasm");
+    let out_dir = PathBuf::from(env::var("OUT_DIR")?);
+    let out = out_dir.join("keyscope_policy.component.wasm");
 
     println!("cargo:rerun-if-env-changed=KEYSCOPE_POLICY_WASM");
     println!(
@@ -32,31 +40,49 @@ fn main() -> BuildResult<()> {
         out.display()
     );
 
+    for watched in ["wit", "policy-guest", "tests/hostile-policy", "Cargo.lock"] {
+        println!("cargo:rerun-if-changed={}", root.join(watched).display());
+    }
+    let guests = env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+        .join("policy-guest");
+
     if let Some(prebuilt) = env::var_os("KEYSCOPE_POLICY_WASM") {
         let prebuilt = PathBuf::from(prebuilt);
         println!("cargo:rerun-if-changed={}", prebuilt.display());
         fs::copy(&prebuilt, &out)
             .map_err(|e| format!("KEYSCOPE_POLICY_WASM=`{}`: {e}", prebuilt.display()))?;
+        // Without a wasm toolchain the hostile fixtures cannot be built; the
+        // tests that need them say so.
+        if let Err(e) = build_hostile(&root, &guests, &out_dir) {
+            println!("cargo:warning=hostile test fixtures not built: {e}");
+        }
         return Ok(());
     }
 
-    for watched in [
-        "wit",
-        "policy-guest/src",
-        "policy-guest/Cargo.toml",
-        "Cargo.lock",
-    ] {
-        println!("cargo:rerun-if-changed={}", root.join(watched).display());
-    }
-
     ensure_target()?;
-    let core = build_guest(&root)?;
-    let module = fs::read(&core).map_err(|e| format!("reading `{}`: {e}", core.display()))?;
+    let core = build_guest(&root, &guests, "keyscope-policy", None)?;
+    encode(&core, &out)?;
+    build_hostile(&root, &guests, &out_dir)
+}
+
+fn build_hostile(root: &Path, guests: &Path, out_dir: &Path) -> BuildResult<()> {
+    for behaviour in HOSTILE {
+        let core = build_guest(root, guests, "keyscope-hostile-policy", Some(behaviour))?;
+        encode(&core, &out_dir.join(format!("hostile-{behaviour}.wasm")))?;
+    }
+    Ok(())
+}
+
+/// Turns a core module carrying its WIT in a custom section into a component.
+fn encode(core: &Path, out: &Path) -> BuildResult<()> {
+    let module = fs::read(core).map_err(|e| format!("reading `{}`: {e}", core.display()))?;
     let component = wit_component::ComponentEncoder::default()
         .validate(true)
         .module(&module)?
         .encode()?;
-    fs::write(&out, component)?;
+    fs::write(out, component)?;
     Ok(())
 }
 
@@ -91,19 +117,23 @@ fn ensure_target() -> BuildResult<()> {
     }
 }
 
-/// Builds the guest crate in release mode and returns the core module's path.
-fn build_guest(root: &Path) -> BuildResult<PathBuf> {
-    let target_dir = env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"))
-        .join("policy-guest");
+/// Builds a guest crate in release mode and returns the core module's path.
+fn build_guest(
+    root: &Path,
+    target_dir: &Path,
+    package: &str,
+    feature: Option<&str>,
+) -> BuildResult<PathBuf> {
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(root)
-        .args(["build", "--release", "--package", "keyscope-policy"])
+        .args(["build", "--release", "--package", package])
         .args(["--target", TARGET])
         .arg("--target-dir")
-        .arg(&target_dir);
+        .arg(target_dir);
+    if let Some(feature) = feature {
+        cmd.args(["--features", feature]);
+    }
     // The outer build's settings (profile, wrappers such as clippy-driver,
     // flags meant for the host target) must not leak into the guest build.
     for (key, _) in env::vars_os() {
@@ -119,7 +149,7 @@ fn build_guest(root: &Path) -> BuildResult<PathBuf> {
     let output = cmd.output()?;
     if !output.status.success() {
         return Err(format!(
-            "building the policy guest failed:\n{}",
+            "building `{package}` for {TARGET} failed:\n{}",
             String::from_utf8_lossy(&output.stderr)
         )
         .into());
@@ -127,5 +157,5 @@ fn build_guest(root: &Path) -> BuildResult<PathBuf> {
     Ok(target_dir
         .join(TARGET)
         .join("release")
-        .join("keyscope_policy.wasm"))
+        .join(format!("{}.wasm", package.replace('-', "_"))))
 }

@@ -1,122 +1,29 @@
 //! Golden cases: snapshot input, request and expected decision as data files
 //! in `fixtures/golden/`, run through the real embedded component and through
-//! the native rules.
+//! the native rules. The same files are the self-test every swap runs.
 
-use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use keyscope::{DecisionJson, KeySecret, Limits, PolicyComponent, PolicyEngine, Request, keys};
-use keyscope_policy::snapshot::{
-    KeyEntry, OperationEntry, ScopeEntry, SnapshotData, default_operations,
-};
+use keyscope::{CaseFile, DecisionJson, Limits, PolicyComponent, PolicyEngine, Request, keys};
+use keyscope_policy::snapshot::default_operations;
 use keyscope_policy::{Snapshot, rules};
-use serde::Deserialize;
 
 use crate::support::fixtures;
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Fixture {
-    pub description: String,
-    #[serde(default = "yes")]
-    pub load: bool,
-    pub operations: Option<Vec<FixtureOperation>>,
-    pub scopes: Vec<FixtureScope>,
-    pub keys: Vec<FixtureKey>,
-    pub cases: Vec<Case>,
-}
-
-fn yes() -> bool {
-    true
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FixtureOperation {
-    name: String,
-    requires: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FixtureScope {
-    id: u64,
-    app: String,
-    agents: String,
-    runtime: Vec<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FixtureKey {
-    id: u64,
-    scope_id: u64,
-    key: String,
-    revoked: bool,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Case {
-    pub name: String,
-    pub key: Option<String>,
-    pub app: String,
-    pub op: String,
-    pub expect: serde_json::Value,
-}
-
-impl Fixture {
-    pub fn snapshot_data(&self) -> SnapshotData {
-        SnapshotData {
-            operations: match &self.operations {
-                None => default_operations(),
-                Some(ops) => ops
-                    .iter()
-                    .map(|op| OperationEntry {
-                        name: op.name.clone(),
-                        requires: op.requires.parse().unwrap(),
-                    })
-                    .collect(),
-            },
-            scopes: self
-                .scopes
-                .iter()
-                .map(|scope| ScopeEntry {
-                    id: scope.id,
-                    app: scope.app.clone(),
-                    agents: scope.agents.parse().unwrap(),
-                    runtime: scope.runtime.join(",").parse().unwrap(),
-                })
-                .collect(),
-            keys: self
-                .keys
-                .iter()
-                .map(|key| KeyEntry {
-                    digest: KeySecret::parse(&key.key).unwrap().digest(),
-                    id: key.id,
-                    scope_id: key.scope_id,
-                    revoked: key.revoked,
-                })
-                .collect(),
-        }
-    }
-}
-
-pub fn load_fixtures() -> Vec<(PathBuf, Fixture)> {
+/// The golden case files, read from the repository.
+pub fn load_fixtures() -> Vec<CaseFile> {
     let dir = fixtures().join("golden");
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+    let mut paths: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|entry| entry.unwrap().path())
         .filter(|path| path.extension().is_some_and(|ext| ext == "json"))
         .collect();
     paths.sort();
     paths
-        .into_iter()
+        .iter()
         .map(|path| {
-            let text = std::fs::read_to_string(&path).unwrap();
-            let fixture =
-                serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            (path, fixture)
+            let name = path.file_name().unwrap().to_string_lossy();
+            CaseFile::parse(&name, &std::fs::read_to_string(path).unwrap()).unwrap()
         })
         .collect()
 }
@@ -130,33 +37,18 @@ pub fn component() -> &'static PolicyComponent {
 #[test]
 fn golden_cases_hold_in_the_component_and_natively() {
     let mut checked = 0;
-    for (path, fixture) in load_fixtures() {
-        assert!(!fixture.description.is_empty());
-        let bytes = fixture.snapshot_data().encode().unwrap();
+    for file in load_fixtures() {
+        assert!(!file.description.is_empty());
+        checked += file.check(component(), &Limits::default()).unwrap();
+
+        // The native rules agree with the component, case by case.
+        let bytes = file.snapshot_data().unwrap().encode().unwrap();
+        let native = file.load.then(|| Snapshot::decode(&bytes).unwrap());
         let mut instance = component().instantiate(Limits::default()).unwrap();
-        let native = fixture.load.then(|| Snapshot::decode(&bytes).unwrap());
-        if fixture.load {
+        if file.load {
             instance.load_snapshot(&bytes).unwrap();
         }
-        for case in &fixture.cases {
-            let request = Request {
-                credential: keys::credential(case.key.as_deref()),
-                app: &case.app,
-                op: &case.op,
-            };
-            let where_ = format!("{}: {}", path.display(), case.name);
-            let from_component = instance.try_evaluate(&request).unwrap();
-            let from_rules = rules::decide(native.as_ref(), &request);
-            assert_eq!(
-                serde_json::to_value(DecisionJson::from(&from_component)).unwrap(),
-                case.expect,
-                "component, {where_}"
-            );
-            assert_eq!(from_rules, from_component, "native rules, {where_}");
-            checked += 1;
-        }
-        // The same cases in one batch call come back identical and in order.
-        let requests: Vec<Request<'_>> = fixture
+        let requests: Vec<Request<'_>> = file
             .cases
             .iter()
             .map(|case| Request {
@@ -166,23 +58,44 @@ fn golden_cases_hold_in_the_component_and_natively() {
             })
             .collect();
         let batch = instance.evaluate_batch(&requests);
-        for (decision, case) in batch.iter().zip(&fixture.cases) {
+        for ((request, case), from_batch) in requests.iter().zip(&file.cases).zip(&batch) {
+            let from_rules = rules::decide(native.as_ref(), request);
+            let expected = &case.expect;
+            let where_ = format!("{}: {}", file.name, case.name);
             assert_eq!(
-                serde_json::to_value(DecisionJson::from(decision)).unwrap(),
-                case.expect,
-                "batch, {}: {}",
-                path.display(),
-                case.name
+                &serde_json::to_value(DecisionJson::from(&from_rules)).unwrap(),
+                expected,
+                "native rules, {where_}"
             );
+            assert_eq!(*from_batch, from_rules, "evaluate-batch, {where_}");
         }
     }
     assert!(checked >= 60, "only {checked} golden cases ran");
 }
 
 #[test]
+fn a_wrong_expectation_fails_the_check() {
+    let mut file = load_fixtures().remove(0);
+    file.cases[0].expect["reason"] = "wrong-app".into();
+    let error = file.check(component(), &Limits::default()).unwrap_err();
+    assert!(error.to_string().contains("expected"), "{error}");
+}
+
+#[test]
+fn the_self_test_embeds_every_golden_file() {
+    let on_disk: Vec<String> = load_fixtures().into_iter().map(|f| f.name).collect();
+    let embedded: Vec<String> = CaseFile::golden()
+        .unwrap()
+        .into_iter()
+        .map(|f| f.name)
+        .collect();
+    assert_eq!(embedded, on_disk, "keyscope::cases::GOLDEN is out of date");
+}
+
+#[test]
 fn golden_cases_cover_every_reason_and_every_default_operation() {
     let fixtures = load_fixtures();
-    let cases: Vec<&Case> = fixtures.iter().flat_map(|(_, f)| &f.cases).collect();
+    let cases: Vec<_> = fixtures.iter().flat_map(|f| &f.cases).collect();
     for reason in keyscope::Reason::ALL {
         if reason == keyscope::Reason::PolicyError {
             continue; // a host-side failure; covered in the component tests
@@ -193,19 +106,14 @@ fn golden_cases_cover_every_reason_and_every_default_operation() {
         );
     }
     for op in default_operations() {
-        assert!(
-            cases
-                .iter()
-                .any(|c| c.op == op.name && c.expect["allow"] == true),
-            "no allowed golden case for `{}`",
-            op.name
-        );
-        assert!(
-            cases
-                .iter()
-                .any(|c| c.op == op.name && c.expect["allow"] == false),
-            "no denied golden case for `{}`",
-            op.name
-        );
+        for allow in [true, false] {
+            assert!(
+                cases
+                    .iter()
+                    .any(|c| c.op == op.name && c.expect["allow"] == allow),
+                "no golden case for `{}` with allow={allow}",
+                op.name
+            );
+        }
     }
 }

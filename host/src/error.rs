@@ -111,6 +111,28 @@ pub enum Error {
     /// The policy trapped, ran out of time or memory, or failed to instantiate.
     #[error("the policy component failed: {0}")]
     PolicyFailed(String),
+    /// A decision case did not get the decision it expects.
+    #[error("case `{case}` in `{file}`: expected {expected}, got {got}")]
+    CaseFailed {
+        /// The case file.
+        file: String,
+        /// The case.
+        case: String,
+        /// The decision JSON expected.
+        expected: String,
+        /// The decision JSON the policy gave.
+        got: String,
+    },
+    /// A module or snapshot was refused at a step of a swap or a check; in a
+    /// swap, the current generation keeps serving.
+    #[error("refused at step `{step}`: {source}")]
+    Refused {
+        /// The step that failed.
+        step: crate::swap::SwapStep,
+        /// Why.
+        #[source]
+        source: Box<Error>,
+    },
     /// The snapshot was refused.
     #[error(transparent)]
     Snapshot(#[from] keyscope_policy::LoadError),

@@ -1,13 +1,16 @@
 #![doc = include_str!("../../README.md")]
 
 mod bindings;
+pub mod cases;
 pub mod decision;
 pub mod error;
 pub mod keys;
 pub mod policy;
 pub mod snapshot;
 pub mod store;
+pub mod swap;
 
+pub use cases::CaseFile;
 pub use decision::DecisionJson;
 pub use error::{Error, Result};
 pub use keys::KeySecret;
@@ -17,3 +20,4 @@ pub use keyscope_policy::{
 };
 pub use policy::{Limits, PolicyComponent, PolicyEngine, PolicyInfo, PolicyInstance};
 pub use store::{ApiKey, NewKey, Quotas, Scope, ScopeRef, ScopeUpdate, Store};
+pub use swap::{Evaluated, Generation, LiveOptions, LivePolicy, SelfTest, SwapStep, Worker};

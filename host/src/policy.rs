@@ -292,6 +292,7 @@ impl PolicyComponent {
                     .tables(4)
                     .table_elements(65_536)
                     .instances(8)
+                    .trap_on_grow_failure(true)
                     .build(),
             },
         );
@@ -337,7 +338,11 @@ impl PolicyInstance {
     /// Loads a snapshot. If the policy refuses it, the previous snapshot
     /// stays loaded and the error says why.
     pub fn load_snapshot(&mut self, bytes: &[u8]) -> Result<SnapshotInfo> {
-        let bytes: Arc<[u8]> = Arc::from(bytes);
+        self.load_shared_snapshot(Arc::from(bytes))
+    }
+
+    /// [`PolicyInstance::load_snapshot`] without copying bytes already shared.
+    pub fn load_shared_snapshot(&mut self, bytes: Arc<[u8]>) -> Result<SnapshotInfo> {
         let info = self
             .call(self.limits.load_timeout, |policy, store| {
                 policy
@@ -413,7 +418,11 @@ impl PolicyInstance {
             Ok(value) => Ok(value),
             Err(error) => {
                 self.running = None;
-                Err(Error::wasm(Error::PolicyFailed, &error))
+                Err(Error::PolicyFailed(describe_failure(
+                    &error,
+                    timeout,
+                    self.limits.max_memory,
+                )))
             }
         }
     }
@@ -431,6 +440,21 @@ impl PolicyInstance {
         self.running = Some((store, policy));
         Ok(())
     }
+}
+
+/// A failure inside the policy, said plainly: a timeout, the memory cap, or
+/// the trap, with wasmtime's full report after it.
+fn describe_failure(error: &wasmtime::Error, timeout: Duration, max_memory: usize) -> String {
+    let summary = match error.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::Interrupt) => format!("timed out after {timeout:?}"),
+        Some(trap) => format!("trapped: {trap}"),
+        // StoreLimits refusing a `memory.grow`, with trap_on_grow_failure.
+        None if format!("{error:#}").contains("growing memory") => {
+            format!("hit its memory cap of {} MiB", max_memory >> 20)
+        }
+        None => return format!("{error:#}"),
+    };
+    format!("{summary}; {error:#}")
 }
 
 impl From<bindings::SnapshotInfo> for SnapshotInfo {

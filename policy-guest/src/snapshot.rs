@@ -123,7 +123,7 @@ impl fmt::Display for LoadError {
             Self::BadMagic => f.write_str("not a keyscope snapshot (bad magic)"),
             Self::UnsupportedVersion(version) => write!(
                 f,
-                "unsupported snapshot format version {version} (this policy reads version {FORMAT_VERSION})"
+                "unsupported snapshot format version {version}: the policy does not read it"
             ),
             Self::Truncated => f.write_str("truncated snapshot"),
             Self::DigestMismatch => {

@@ -1,12 +1,13 @@
 //! `keyscope policy ...`
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Subcommand;
-use keyscope::{PolicyComponent, PolicyEngine};
+use keyscope::{CaseFile, Error, Limits, PolicyComponent, PolicyEngine, SelfTest};
 
+use super::EXIT_DENY;
 use super::output::Output;
 
 #[derive(Debug, Subcommand)]
@@ -17,10 +18,91 @@ pub enum PolicyCommand {
         #[arg(long, value_name = "FILE")]
         policy: Option<PathBuf>,
     },
+    /// Run every step of a swap on a module without going live: compile,
+    /// validate, instantiate, load a snapshot, and the self-test (keyscope's
+    /// golden cases plus yours). Exit 0 if it would go live, 1 if not.
+    Check {
+        /// The component to check.
+        policy: PathBuf,
+        /// A case file (the format of tests/fixtures/golden); repeatable.
+        #[arg(long, value_name = "FILE")]
+        cases: Vec<PathBuf>,
+        /// Also load this snapshot.
+        #[arg(long, value_name = "FILE")]
+        snapshot: Option<PathBuf>,
+        /// Skip keyscope's golden cases (for a module that decides
+        /// differently on purpose; bring your own cases).
+        #[arg(long)]
+        no_golden: bool,
+    },
 }
 
 pub fn run(command: PolicyCommand, out: &Output) -> anyhow::Result<ExitCode> {
-    let PolicyCommand::Info { policy } = command;
+    match command {
+        PolicyCommand::Info { policy } => info(policy, out),
+        PolicyCommand::Check {
+            policy,
+            cases,
+            snapshot,
+            no_golden,
+        } => check(&policy, &cases, snapshot.as_deref(), no_golden, out),
+    }
+}
+
+fn check(
+    policy: &Path,
+    cases: &[PathBuf],
+    snapshot: Option<&Path>,
+    no_golden: bool,
+    out: &Output,
+) -> anyhow::Result<ExitCode> {
+    let module =
+        std::fs::read(policy).with_context(|| format!("reading `{}`", policy.display()))?;
+    let snapshot = snapshot.map(keyscope::snapshot::read).transpose()?;
+    let cases = cases
+        .iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading cases `{}`", path.display()))?;
+            Ok(CaseFile::parse(&path.display().to_string(), &text)?)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let self_test = SelfTest {
+        golden: !no_golden,
+        cases,
+    };
+    match keyscope::swap::check(&module, snapshot.as_deref(), &self_test, &Limits::default()) {
+        Ok(report) => {
+            out.print(&report, || {
+                format!(
+                    "ok: `{}` (sha256:{}) compiles, exports {}, imports nothing, \
+                     {}and passes {} self-test case(s)",
+                    policy.display(),
+                    report.policy.digest,
+                    report.policy.interface,
+                    report
+                        .snapshot_digest
+                        .as_ref()
+                        .map(|d| format!("loads snapshot sha256:{d}, "))
+                        .unwrap_or_default(),
+                    report.cases
+                )
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(error @ Error::Refused { .. }) => {
+            let message = format!("`{}` {error}", policy.display());
+            out.print(
+                &serde_json::json!({ "ok": false, "error": message }),
+                || format!("check failed: {message}"),
+            )?;
+            Ok(ExitCode::from(EXIT_DENY))
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+fn info(policy: Option<PathBuf>, out: &Output) -> anyhow::Result<ExitCode> {
     let engine = PolicyEngine::new()?;
     let component = match &policy {
         Some(path) => PolicyComponent::from_file(&engine, path)
