@@ -17,3 +17,4 @@ mod differential;
 mod golden;
 mod store;
 mod support;
+mod swap;

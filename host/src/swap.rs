@@ -517,6 +517,13 @@ impl fmt::Debug for Worker {
 }
 
 impl Worker {
+    /// The generation this worker's instance serves, once it has served one.
+    pub fn generation(&self) -> Option<&Generation> {
+        self.serving
+            .as_ref()
+            .map(|(generation, _)| generation.as_ref())
+    }
+
     /// Decides one request on the current generation. Fails closed: if the
     /// worker cannot get an instance of it, or the policy fails, the answer
     /// is a deny with [`Reason::PolicyError`].
