@@ -460,3 +460,53 @@ fn the_demo_runs_the_whole_flow() {
         "the demo must use its own temporary store"
     );
 }
+
+#[test]
+fn policy_check_runs_every_step_without_going_live() {
+    let s = Sandbox::new();
+    let good = s.path("good.wasm");
+    std::fs::write(&good, keyscope::policy::EMBEDDED_POLICY).unwrap();
+    s.keyscope(["policy", "check"])
+        .arg(&good)
+        .assert()
+        .code(0)
+        .stdout(contains("passes 60 self-test case(s)"));
+    let allow_all = s.path("allow-all.wasm");
+    std::fs::write(
+        &allow_all,
+        include_bytes!(concat!(env!("OUT_DIR"), "/hostile-allow-all.wasm")),
+    )
+    .unwrap();
+    s.keyscope(["policy", "check"])
+        .arg(&allow_all)
+        .assert()
+        .code(1)
+        .stdout(contains("refused at step `self-test`"));
+    // The user's own cases count, and can fail a module the golden cases pass.
+    let mine = s.path("mine.json");
+    let mut cases: serde_json::Value =
+        serde_json::from_str(include_str!("fixtures/golden/custom-catalogue.json")).unwrap();
+    s.keyscope(["policy", "check", "--no-golden", "--cases"])
+        .arg(&mine)
+        .arg(&good)
+        .assert()
+        .code(2)
+        .stderr(contains("mine.json"));
+    std::fs::write(&mine, cases.to_string()).unwrap();
+    s.keyscope(["policy", "check", "--json", "--no-golden", "--cases"])
+        .arg(&mine)
+        .arg(&good)
+        .assert()
+        .code(0)
+        .stdout(contains(r#""cases":4"#));
+    cases["cases"][0]["expect"]["allow"] = false.into();
+    std::fs::write(&mine, cases.to_string()).unwrap();
+    s.keyscope(["policy", "check", "--cases"])
+        .arg(&mine)
+        .arg(&good)
+        .assert()
+        .code(1)
+        .stdout(contains(
+            "a platform-defined operation is decided without a new module",
+        ));
+}

@@ -528,32 +528,31 @@ impl Worker {
     /// worker cannot get an instance of it, or the policy fails, the answer
     /// is a deny with [`Reason::PolicyError`].
     pub fn evaluate(&mut self, request: &Request<'_>) -> Evaluated {
-        let generation = self.live.current();
-        let number = generation.number;
-        let decision = match self.instance_for(generation) {
-            Ok(instance) => instance.evaluate(request),
-            Err(_) => Decision::deny(Reason::PolicyError),
+        let (decision, generation) = match self.instance() {
+            Ok((instance, generation)) => (instance.evaluate(request), generation),
+            Err(generation) => (Decision::deny(Reason::PolicyError), generation),
         };
         self.count(decision.reason == Reason::PolicyError, 1);
         Evaluated {
             decision,
-            generation: number,
+            generation,
         }
     }
 
     /// Decides many requests on one generation, in one call.
     pub fn evaluate_batch(&mut self, requests: &[Request<'_>]) -> (Vec<Decision>, u64) {
-        let generation = self.live.current();
-        let number = generation.number;
-        let decisions = match self.instance_for(generation) {
-            Ok(instance) => instance.evaluate_batch(requests),
-            Err(_) => vec![Decision::deny(Reason::PolicyError); requests.len()],
+        let (decisions, generation) = match self.instance() {
+            Ok((instance, generation)) => (instance.evaluate_batch(requests), generation),
+            Err(generation) => (
+                vec![Decision::deny(Reason::PolicyError); requests.len()],
+                generation,
+            ),
         };
         let failed = decisions
             .first()
             .is_some_and(|d| d.reason == Reason::PolicyError);
         self.count(failed, decisions.len());
-        (decisions, number)
+        (decisions, generation)
     }
 
     fn count(&self, failed: bool, decisions: usize) {
@@ -566,28 +565,36 @@ impl Worker {
         }
     }
 
-    /// The instance for `generation`, built or reloaded if the worker was on
-    /// an older one.
-    fn instance_for(&mut self, generation: Arc<Generation>) -> Result<&mut PolicyInstance> {
-        let stale = match &self.serving {
-            Some((serving, _)) => serving.number != generation.number,
-            None => true,
-        };
-        if stale {
+    /// The instance of the current generation, and that generation's number.
+    /// On the hot path this is one atomic load and a comparison; only when a
+    /// newer generation was published is the instance rebuilt or reloaded.
+    /// On failure, the number of the generation it could not serve.
+    fn instance(&mut self) -> std::result::Result<(&mut PolicyInstance, u64), u64> {
+        let current = self.live.current.load();
+        let number = current.number;
+        let fresh = matches!(&self.serving, Some((serving, _)) if serving.number == number);
+        if !fresh {
+            let generation = arc_swap::Guard::into_inner(current);
             let reuse = self.serving.take().and_then(|(old, instance)| {
                 (old.component.info().digest == generation.component.info().digest)
                     .then_some(instance)
             });
-            let mut instance = match reuse {
-                Some(instance) => instance,
-                None => generation.component.instantiate(self.live.limits.clone())?,
+            let instance = match reuse {
+                Some(instance) => Ok(instance),
+                None => generation.component.instantiate(self.live.limits.clone()),
             };
-            instance.load_shared_snapshot(Arc::clone(&generation.snapshot))?;
-            self.serving = Some((generation, instance));
+            let loaded = instance.and_then(|mut instance| {
+                instance.load_shared_snapshot(Arc::clone(&generation.snapshot))?;
+                Ok(instance)
+            });
+            match loaded {
+                Ok(instance) => self.serving = Some((generation, instance)),
+                Err(_) => return Err(number),
+            }
         }
         match &mut self.serving {
-            Some((_, instance)) => Ok(instance),
-            None => Err(Error::PolicyFailed("no instance".to_owned())),
+            Some((_, instance)) => Ok((instance, number)),
+            None => Err(number),
         }
     }
 }

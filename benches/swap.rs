@@ -1,0 +1,156 @@
+//! Swap latency (cold compile against the cache, by module and snapshot
+//! size) and decision throughput while swapping once a second.
+//!
+//! `cargo bench -p keyscope --bench swap`
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a benchmark that cannot set up should stop loudly"
+)]
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use keyscope::policy::EMBEDDED_POLICY;
+use keyscope::{AgentsLevel, KeySecret, LiveOptions, LivePolicy, Request, RuntimeSet, keys};
+use keyscope_policy::snapshot::{KeyEntry, ScopeEntry, SnapshotData, default_operations};
+use wasm_encoder::Encode as _;
+
+/// The embedded module with a custom section of `padding` bytes tagged
+/// `tag`: the same code under another digest (and size).
+fn variant(tag: u64, padding: usize) -> Vec<u8> {
+    let mut contents = Vec::new();
+    "keyscope-bench".encode(&mut contents);
+    contents.extend_from_slice(&tag.to_le_bytes());
+    contents.resize(contents.len() + padding, 0);
+    let mut bytes = EMBEDDED_POLICY.to_vec();
+    bytes.push(0);
+    contents.len().encode(&mut bytes);
+    bytes.extend_from_slice(&contents);
+    bytes
+}
+
+fn snapshot(keys: u64, held: &KeySecret, revoked: bool) -> Vec<u8> {
+    let mut entries: Vec<KeyEntry> = (2..=keys)
+        .map(|id| {
+            let mut digest = [0; 32];
+            digest[..8].copy_from_slice(&id.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_be_bytes());
+            KeyEntry {
+                digest: keyscope::KeyDigest(digest),
+                id,
+                scope_id: 1,
+                revoked: false,
+            }
+        })
+        .collect();
+    entries.push(KeyEntry {
+        digest: held.digest(),
+        id: 1,
+        scope_id: 1,
+        revoked,
+    });
+    SnapshotData {
+        operations: default_operations(),
+        scopes: vec![ScopeEntry {
+            id: 1,
+            app: "acme".to_owned(),
+            agents: AgentsLevel::View,
+            runtime: RuntimeSet::EMPTY,
+        }],
+        keys: entries,
+    }
+    .encode()
+    .unwrap()
+}
+
+fn swap_latency(c: &mut Criterion) {
+    let held = KeySecret::generate();
+    let small = snapshot(1_000, &held, false);
+    let policy = LivePolicy::new(None, &small, LiveOptions::default()).unwrap();
+    let mut group = c.benchmark_group("swap-module");
+    group.sample_size(10);
+    for (label, padding) in [("131 KiB", 0), ("+1 MiB", 1 << 20)] {
+        let mut tag = 0;
+        group.bench_function(format!("cold compile, {label}"), |b| {
+            b.iter_batched(
+                || {
+                    tag += 1;
+                    variant(tag, padding)
+                },
+                |module| policy.swap_module(&module).unwrap(),
+                BatchSize::PerIteration,
+            )
+        });
+        let (a, b2) = (variant(u64::MAX, padding), variant(u64::MAX - 1, padding));
+        policy.swap_module(&a).unwrap();
+        policy.swap_module(&b2).unwrap();
+        let mut flip = false;
+        group.bench_function(format!("cached, {label}"), |b| {
+            b.iter(|| {
+                flip = !flip;
+                policy.swap_module(if flip { &a } else { &b2 }).unwrap()
+            })
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("swap-snapshot");
+    group.sample_size(10);
+    for keys in [1_000u64, 100_000] {
+        let (x, y) = (snapshot(keys, &held, false), snapshot(keys, &held, true));
+        let mut flip = false;
+        group.bench_function(format!("{keys} keys"), |b| {
+            b.iter(|| {
+                flip = !flip;
+                policy.swap_snapshot(if flip { &x } else { &y }).unwrap()
+            })
+        });
+    }
+    group.finish();
+}
+
+fn throughput_while_swapping(c: &mut Criterion) {
+    let held = KeySecret::generate();
+    let (x, y) = (snapshot(1_000, &held, false), snapshot(1_000, &held, true));
+    let policy = Arc::new(LivePolicy::new(None, &x, LiveOptions::default()).unwrap());
+    let request = Request {
+        credential: keys::credential(Some(held.expose())),
+        app: "acme",
+        op: "agents.get",
+    };
+    let mut group = c.benchmark_group("evaluate-live");
+    group.throughput(Throughput::Elements(1));
+    let mut worker = policy.worker();
+    group.bench_function("no swaps", |b| {
+        b.iter(|| worker.evaluate(black_box(&request)))
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let swapper = {
+        let (policy, stop) = (Arc::clone(&policy), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut flip = false;
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_secs(1));
+                flip = !flip;
+                policy.swap_snapshot(if flip { &y } else { &x }).unwrap();
+            }
+        })
+    };
+    group.bench_function("one snapshot swap a second", |b| {
+        b.iter(|| worker.evaluate(black_box(&request)))
+    });
+    stop.store(true, Ordering::Relaxed);
+    swapper.join().unwrap();
+    // Again, so that the order of the runs does not decide the comparison.
+    group.bench_function("no swaps, after", |b| {
+        b.iter(|| worker.evaluate(black_box(&request)))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, swap_latency, throughput_while_swapping);
+criterion_main!(benches);
