@@ -13,6 +13,7 @@
 mod bad_input;
 mod cli;
 mod component;
+mod conformance;
 mod differential;
 mod golden;
 mod store;

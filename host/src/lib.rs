@@ -2,6 +2,7 @@
 
 mod bindings;
 pub mod cases;
+pub mod conformance;
 pub mod decision;
 pub mod error;
 pub mod keys;

@@ -1,5 +1,6 @@
 //! Argument parsing and dispatch. One file per subcommand group.
 
+mod conformance;
 mod demo;
 mod eval;
 mod key;
@@ -66,6 +67,8 @@ enum Command {
     /// Scopes per app and keys per scope.
     #[command(subcommand)]
     Limits(limits::LimitsCommand),
+    /// Run the conformance suite against a policy component.
+    Conformance(conformance::ConformanceArgs),
     /// Run the whole flow in a temporary store, narrated.
     Demo,
 }
@@ -81,6 +84,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Policy(command) => policy::run(command, &out),
         Command::Op(command) => op::run(command, &cli.store, &out),
         Command::Limits(command) => limits::run(command, &cli.store, &out),
+        Command::Conformance(args) => conformance::run(args, &out),
         Command::Demo => demo::run(&out),
     }
 }

@@ -18,6 +18,12 @@ pub enum PolicyCommand {
         #[arg(long, value_name = "FILE")]
         policy: Option<PathBuf>,
     },
+    /// Write the embedded component to a file, to embed in another host.
+    Export {
+        /// Where to write it.
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: PathBuf,
+    },
     /// Run every step of a swap on a module without going live: compile,
     /// validate, instantiate, load a snapshot, and the self-test (keyscope's
     /// golden cases plus yours). Exit 0 if it would go live, 1 if not.
@@ -40,6 +46,21 @@ pub enum PolicyCommand {
 pub fn run(command: PolicyCommand, out: &Output) -> anyhow::Result<ExitCode> {
     match command {
         PolicyCommand::Info { policy } => info(policy, out),
+        PolicyCommand::Export { output } => {
+            std::fs::write(&output, keyscope::policy::EMBEDDED_POLICY)
+                .with_context(|| format!("writing `{}`", output.display()))?;
+            let engine = PolicyEngine::new()?;
+            let info = PolicyComponent::embedded(&engine)?.info().clone();
+            out.print(&info, || {
+                format!(
+                    "wrote {} ({} bytes, sha256:{})",
+                    output.display(),
+                    info.size,
+                    info.digest
+                )
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
         PolicyCommand::Check {
             policy,
             cases,
