@@ -3,7 +3,7 @@
 
 use predicates::str::contains;
 
-use crate::support::Sandbox;
+use crate::support::{Sandbox, policy_fixture};
 
 fn sandbox_with_snapshot() -> (Sandbox, String, Vec<u8>) {
     let s = Sandbox::new();
@@ -87,24 +87,17 @@ fn a_policy_that_is_not_a_keyscope_component_is_refused() {
         ),
         (
             "core.wasm",
-            wat::parse_str("(module)").unwrap(),
+            policy_fixture("core-module"),
             "it is a core Wasm module",
         ),
         (
             "other-world.wasm",
-            wat::parse_str(
-                r#"(component
-                     (core module $m (func (export "f") (result i32) i32.const 1))
-                     (core instance $i (instantiate $m))
-                     (func (export "evaluate") (result u32) (canon lift (core func $i "f"))))"#,
-            )
-            .unwrap(),
+            policy_fixture("other-world"),
             "does not implement the `keyscope:policy/policy` world",
         ),
         (
             "imports.wasm",
-            wat::parse_str(r#"(component (import "wasi:random/random@0.2.0" (instance)))"#)
-                .unwrap(),
+            policy_fixture("imports-wasi"),
             "imports `wasi:random/random@0.2.0`",
         ),
     ];

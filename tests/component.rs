@@ -9,6 +9,7 @@ use keyscope_policy::snapshot::{KeyEntry, ScopeEntry, SnapshotData, default_oper
 use keyscope_policy::{AgentsLevel, KeyDigest, RuntimeSet};
 
 use crate::golden::component;
+use crate::support::policy_fixture;
 
 #[test]
 fn the_built_component_imports_nothing() {
@@ -26,39 +27,30 @@ fn the_built_component_imports_nothing() {
     assert!(component().info().imports.is_empty());
 }
 
-fn refused(wat: &str) -> Error {
-    let bytes = wat::parse_str(wat).unwrap();
+fn refused(fixture: &str) -> Error {
+    let bytes = policy_fixture(fixture);
     PolicyComponent::from_bytes(&PolicyEngine::new().unwrap(), &bytes).unwrap_err()
 }
 
 #[test]
 fn a_component_that_imports_anything_is_refused() {
-    let error = refused(r#"(component (import "log" (func (param "msg" string))))"#);
+    let error = refused("imports-wasi");
     assert!(matches!(error, Error::PolicyImports(_)), "{error}");
-    assert!(error.to_string().contains("`log`"), "{error}");
+    assert!(
+        error.to_string().contains("`wasi:random/random@0.2.0`"),
+        "{error}"
+    );
 }
 
 #[test]
 fn a_component_of_another_world_is_refused() {
-    let error = refused(
-        r#"(component
-             (core module $m (func (export "f") (result i32) i32.const 1))
-             (core instance $i (instantiate $m))
-             (func (export "evaluate") (result u32) (canon lift (core func $i "f"))))"#,
-    );
+    let error = refused("other-world");
     assert!(matches!(error, Error::WrongWorld(_)), "{error}");
 }
 
 #[test]
 fn an_older_version_of_the_interface_is_refused_by_name() {
-    let error = refused(
-        r#"(component
-             (core module $m (func (export "f") (result i32) i32.const 1))
-             (core instance $i (instantiate $m))
-             (func $f (result u32) (canon lift (core func $i "f")))
-             (instance $api (export "evaluate" (func $f)))
-             (export "keyscope:policy/decide@0.0.9" (instance $api)))"#,
-    );
+    let error = refused("older-interface");
     assert_eq!(
         error.to_string(),
         "the policy component does not implement the `keyscope:policy/policy` world: \
@@ -68,7 +60,7 @@ fn an_older_version_of_the_interface_is_refused_by_name() {
 
 #[test]
 fn a_core_module_or_garbage_is_not_a_component() {
-    let error = refused("(module)");
+    let error = refused("core-module");
     assert!(matches!(error, Error::NotAComponent(_)), "{error}");
     assert!(error.to_string().contains("core Wasm module"), "{error}");
     let error =

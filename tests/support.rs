@@ -99,3 +99,8 @@ impl Sandbox {
 pub fn fixtures() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures"))
 }
+
+/// A policy fixture from `fixtures/policies/NAME.wat`, as Wasm bytes.
+pub fn policy_fixture(name: &str) -> Vec<u8> {
+    wat::parse_file(fixtures().join("policies").join(format!("{name}.wat"))).unwrap()
+}

@@ -12,6 +12,8 @@ use keyscope::{
 };
 use keyscope_policy::snapshot::{KeyEntry, ScopeEntry, SnapshotData, default_operations};
 
+use crate::support::policy_fixture;
+
 macro_rules! hostile {
     ($name:literal) => {
         include_bytes!(concat!(env!("OUT_DIR"), "/hostile-", $name, ".wasm")).as_slice()
@@ -212,26 +214,22 @@ fn hostile_modules_are_refused_while_the_old_generation_keeps_serving() {
         ),
         (
             "imports WASI",
-            wat::parse_str(r#"(component (import "wasi:cli/environment@0.2.0" (instance)))"#)
-                .unwrap(),
+            policy_fixture("imports-wasi"),
+            SwapStep::Validate,
+        ),
+        (
+            "exports another world",
+            policy_fixture("other-world"),
             SwapStep::Validate,
         ),
         (
             "exports an older interface version",
-            wat::parse_str(
-                r#"(component
-                     (core module $m (func (export "f") (result i32) i32.const 1))
-                     (core instance $i (instantiate $m))
-                     (func $f (result u32) (canon lift (core func $i "f")))
-                     (instance $api (export "evaluate" (func $f)))
-                     (export "keyscope:policy/decide@0.0.9" (instance $api)))"#,
-            )
-            .unwrap(),
+            policy_fixture("older-interface"),
             SwapStep::Validate,
         ),
         (
             "is a core module",
-            wat::parse_str("(module)").unwrap(),
+            policy_fixture("core-module"),
             SwapStep::Compile,
         ),
         ("is not Wasm", b"MZ\x90\x00".to_vec(), SwapStep::Compile),
@@ -273,13 +271,13 @@ fn hostile_modules_are_refused_while_the_old_generation_keeps_serving() {
     }
     let history = policy.history();
     let refused = history.iter().filter(|r| r.generation.is_none()).count();
-    assert_eq!(refused, 9);
+    assert_eq!(refused, 10);
     assert!(
         history
             .iter()
             .any(|r| r.outcome.contains("refused at step `self-test`"))
     );
-    assert_eq!(policy.stats().swaps_refused.load(Ordering::Relaxed), 9);
+    assert_eq!(policy.stats().swaps_refused.load(Ordering::Relaxed), 10);
 }
 
 #[test]
