@@ -169,3 +169,25 @@ fn a_call_past_its_deadline_is_denied_as_policy_error() {
     // The next, small call runs on a fresh instance with the same snapshot.
     assert_eq!(instance.evaluate(&request).reason, Reason::Allowed);
 }
+
+#[test]
+fn a_million_key_snapshot_fits_in_64_mib_of_guest_memory() {
+    let (bytes, key) = snapshot(1_000_000);
+    assert!(bytes.len() < 49 << 20, "{} bytes", bytes.len());
+    let mut instance = component().instantiate(Limits::default()).unwrap();
+    let info = instance.load_snapshot(&bytes).unwrap();
+    assert_eq!(info.keys, 1_000_000);
+    let peak = instance.peak_memory();
+    assert!(peak <= 64 << 20, "peak guest memory {} MiB", peak >> 20);
+    let decision = instance.evaluate(&Request {
+        credential: keys::credential(Some(key.expose())),
+        app: "acme",
+        op: "agents.get",
+    });
+    assert_eq!(decision.reason, Reason::Allowed);
+    assert_eq!(
+        instance.peak_memory(),
+        peak,
+        "a decision allocates no new memory"
+    );
+}

@@ -288,7 +288,7 @@ fn a_module_whose_snapshot_format_is_newer_than_it_reads_is_refused_at_load() {
     assert!(
         error
             .to_string()
-            .contains("refused at step `load-snapshot`: unsupported snapshot format version 1"),
+            .contains("refused at step `load-snapshot`: unsupported snapshot format version 2"),
         "{error}"
     );
 }

@@ -26,7 +26,7 @@ use keyscope_policy::{Decision, Reason, Request, SnapshotInfo};
 use sha2::{Digest as _, Sha256};
 use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{Config, Engine, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder};
 
 use crate::bindings::{self, DECIDE_INTERFACE, Policy, PolicyPre};
 use crate::error::{Error, Result};
@@ -294,9 +294,10 @@ impl PolicyComponent {
                     .instances(8)
                     .trap_on_grow_failure(true)
                     .build(),
+                peak_memory: 0,
             },
         );
-        store.limiter(|state| &mut state.limits);
+        store.limiter(|state| state);
         store.set_epoch_deadline(Limits::ticks(limits.load_timeout));
         let policy = self
             .pre
@@ -310,6 +311,45 @@ impl PolicyComponent {
 /// nothing, so there is nothing else for it to reach.
 struct HostState {
     limits: StoreLimits,
+    /// The largest linear memory granted, in bytes.
+    peak_memory: usize,
+}
+
+/// The caps of [`StoreLimits`], plus a record of the peak memory granted.
+impl ResourceLimiter for HostState {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let granted = self.limits.memory_growing(current, desired, maximum)?;
+        if granted {
+            self.peak_memory = self.peak_memory.max(desired);
+        }
+        Ok(granted)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
 }
 
 /// A running policy instance with, once loaded, a snapshot.
@@ -352,6 +392,13 @@ impl PolicyInstance {
             .map_err(keyscope_policy::LoadError::from)?;
         self.snapshot = Some(bytes);
         Ok(info.into())
+    }
+
+    /// The largest linear memory this instance has been granted, in bytes.
+    pub fn peak_memory(&self) -> usize {
+        self.running
+            .as_ref()
+            .map_or(0, |(store, _)| store.data().peak_memory)
     }
 
     /// Decides one request. Fails closed: any failure of the policy is a

@@ -32,7 +32,7 @@ thread_local! {
 
 impl api::Guest for Policy {
     fn load_snapshot(bytes: Vec<u8>) -> Result<api::SnapshotInfo, api::LoadError> {
-        let snapshot = Snapshot::decode(&bytes).map_err(to_wit_load_error)?;
+        let snapshot = Snapshot::from_vec(bytes).map_err(to_wit_load_error)?;
         let info = snapshot.info();
         let wit_info = api::SnapshotInfo {
             format_version: info.format_version,

@@ -27,7 +27,7 @@ pub fn decide(snapshot: Option<&Snapshot>, request: &Request<'_>) -> Decision {
         scope_id: Some(key.scope_id),
         required: None,
     };
-    let Some(scope) = snapshot.scope_of(key) else {
+    let Some(scope) = snapshot.scope_of(&key) else {
         return known(Reason::RevokedKey);
     };
     if scope.app != request.app {

@@ -1,6 +1,6 @@
 //! The snapshot: the immutable key/scope/catalogue data a policy decides on.
 //!
-//! # Format (version 1)
+//! # Format (version 2)
 //!
 //! ```text
 //! offset  size  field
@@ -8,13 +8,23 @@
 //! 8       2     format version, little-endian u16
 //! 10      2     reserved, zero
 //! 12      4     body length N, little-endian u32
-//! 16      N     body: `SnapshotData`, postcard-encoded
+//! 16      N     body:
+//!                 4        meta length M, little-endian u32
+//!                 M        meta: catalogue and scope slots, postcard-encoded
+//!                 4        key count K, little-endian u32
+//!                 48 * K   key records, sorted by digest, strictly ascending:
+//!                            0..32   SHA-256 of the raw key
+//!                            32..40  key id, little-endian u64
+//!                            40..44  scope slot (index into the meta's scopes)
+//!                            44..48  flags: bit 0 = revoked; others zero
 //! 16+N    32    SHA-256 of bytes 0..16+N (the snapshot's digest)
 //! ```
 //!
-//! The host encodes ([`SnapshotData::encode`]); the policy decodes once per
-//! load ([`Snapshot::decode`]) into lookup structures that make a decision a
-//! binary search over key digests plus a few comparisons.
+//! The key table is fixed-size and sorted, so the policy decides straight
+//! from the snapshot bytes it was given: loading checks them in one pass and
+//! copies nothing, and a lookup is a binary search with no allocation. A
+//! million keys take 48 MB. The host encodes ([`SnapshotData::encode`]); the
+//! policy loads with [`Snapshot::from_vec`].
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -28,10 +38,29 @@ use crate::model::{AgentsLevel, KeyDigest, Requirement, RuntimePermission, Runti
 /// The eight bytes every snapshot starts with.
 pub const MAGIC: [u8; 8] = *b"KEYSCOPE";
 /// The format version this crate writes and reads.
-pub const FORMAT_VERSION: u16 = 1;
+pub const FORMAT_VERSION: u16 = 2;
 
 const HEADER_LEN: usize = 16;
 const TRAILER_LEN: usize = 32;
+const RECORD_LEN: usize = 48;
+const REVOKED: u32 = 1;
+
+/// The small part of the body: the catalogue and the scopes keys point at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Meta {
+    operations: Vec<OperationEntry>,
+    /// Live scopes, then deleted ones that revoked keys still name.
+    scopes: Vec<Slot>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Slot {
+    id: u64,
+    app: String,
+    agents: AgentsLevel,
+    runtime: RuntimeSet,
+    live: bool,
+}
 
 /// One entry of the operation catalogue.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -205,77 +234,121 @@ impl SnapshotData {
         Ok(())
     }
 
-    /// Encodes the snapshot: header, postcard body, SHA-256 trailer.
+    /// Encodes the snapshot (see the module docs for the layout).
     pub fn encode(&self) -> Result<Vec<u8>, LoadError> {
         self.validate()?;
-        let mut bytes = vec![0; HEADER_LEN];
-        bytes = postcard::to_extend(self, bytes)
-            .map_err(|e| LoadError::Malformed(format!("cannot encode: {e}")))?;
-        let body_len = u32::try_from(bytes.len() - HEADER_LEN)
-            .map_err(|_| LoadError::Malformed("snapshot larger than 4 GiB".to_owned()))?;
-        bytes[..8].copy_from_slice(&MAGIC);
-        bytes[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        let too_large = || LoadError::Malformed("snapshot larger than 4 GiB".to_owned());
+        let mut slots: Vec<Slot> = self
+            .scopes
+            .iter()
+            .map(|scope| Slot {
+                id: scope.id,
+                app: scope.app.clone(),
+                agents: scope.agents,
+                runtime: scope.runtime,
+                live: true,
+            })
+            .collect();
+        let mut slot_of: BTreeMap<u64, u32> = BTreeMap::new();
+        for (slot, index) in slots.iter().zip(0u32..) {
+            slot_of.insert(slot.id, index);
+        }
+        let mut records = Vec::with_capacity(self.keys.len());
+        for key in &self.keys {
+            let slot = match slot_of.get(&key.scope_id) {
+                Some(&slot) => slot,
+                // A tombstone of a deleted scope: keep its id, grant nothing.
+                None => {
+                    let slot = u32::try_from(slots.len()).map_err(|_| too_large())?;
+                    slots.push(Slot {
+                        id: key.scope_id,
+                        app: String::new(),
+                        agents: AgentsLevel::None,
+                        runtime: RuntimeSet::EMPTY,
+                        live: false,
+                    });
+                    slot_of.insert(key.scope_id, slot);
+                    slot
+                }
+            };
+            let mut record = [0u8; RECORD_LEN];
+            record[..32].copy_from_slice(&key.digest.0);
+            record[32..40].copy_from_slice(&key.id.to_le_bytes());
+            record[40..44].copy_from_slice(&slot.to_le_bytes());
+            let flags = if key.revoked { REVOKED } else { 0 };
+            record[44..48].copy_from_slice(&flags.to_le_bytes());
+            records.push(record);
+        }
+        records.sort_unstable_by(|a, b| a[..32].cmp(&b[..32]));
+        let meta = postcard::to_allocvec(&Meta {
+            operations: self.operations.clone(),
+            scopes: slots,
+        })
+        .map_err(|e| LoadError::Malformed(format!("cannot encode: {e}")))?;
+        let mut bytes = Vec::with_capacity(
+            HEADER_LEN + 8 + meta.len() + records.len() * RECORD_LEN + TRAILER_LEN,
+        );
+        bytes.extend_from_slice(&MAGIC);
+        bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        bytes.extend_from_slice(&[0, 0, 0, 0, 0, 0]); // reserved, body length
+        let meta_len = u32::try_from(meta.len()).map_err(|_| too_large())?;
+        bytes.extend_from_slice(&meta_len.to_le_bytes());
+        bytes.extend_from_slice(&meta);
+        let key_count = u32::try_from(records.len()).map_err(|_| too_large())?;
+        bytes.extend_from_slice(&key_count.to_le_bytes());
+        for record in &records {
+            bytes.extend_from_slice(record);
+        }
+        let body_len = u32::try_from(bytes.len() - HEADER_LEN).map_err(|_| too_large())?;
         bytes[12..16].copy_from_slice(&body_len.to_le_bytes());
         let digest = Sha256::digest(&bytes);
         bytes.extend_from_slice(&digest);
         Ok(bytes)
     }
 
-    /// Decodes and validates snapshot bytes.
+    /// Decodes and checks snapshot bytes back into their contents.
     pub fn decode(bytes: &[u8]) -> Result<(Self, SnapshotInfo), LoadError> {
-        if bytes.len() < MAGIC.len() || bytes[..MAGIC.len()] != MAGIC {
-            return Err(LoadError::BadMagic);
-        }
-        let header = bytes.get(..HEADER_LEN).ok_or(LoadError::Truncated)?;
-        let version = u16::from_le_bytes([header[8], header[9]]);
-        if version != FORMAT_VERSION {
-            return Err(LoadError::UnsupportedVersion(version));
-        }
-        if header[10..12] != [0, 0] {
-            return Err(LoadError::Malformed(
-                "reserved header bytes are set".to_owned(),
-            ));
-        }
-        let body_len = u32::from_le_bytes([header[12], header[13], header[14], header[15]]);
-        let body_end = usize::try_from(body_len)
-            .ok()
-            .and_then(|len| len.checked_add(HEADER_LEN))
-            .ok_or(LoadError::Truncated)?;
-        let expected_len = body_end + TRAILER_LEN;
-        if bytes.len() < expected_len {
-            return Err(LoadError::Truncated);
-        }
-        if bytes.len() > expected_len {
-            return Err(LoadError::Malformed(format!(
-                "{} bytes after the end of the snapshot",
-                bytes.len() - expected_len
-            )));
-        }
-        let digest: [u8; 32] = Sha256::digest(&bytes[..body_end]).into();
-        if !bool::from(digest.ct_eq(&bytes[body_end..])) {
-            return Err(LoadError::DigestMismatch);
-        }
-        let (data, rest): (SnapshotData, _) =
-            postcard::take_from_bytes(&bytes[HEADER_LEN..body_end])
-                .map_err(|e| LoadError::Malformed(format!("body does not decode: {e}")))?;
-        if !rest.is_empty() {
-            return Err(LoadError::Malformed(format!(
-                "{} stray bytes after the body",
-                rest.len()
-            )));
-        }
-        data.validate()?;
-        let count = |n: usize| {
-            u32::try_from(n).map_err(|_| LoadError::Malformed("too many entries".to_owned()))
-        };
-        let info = SnapshotInfo {
-            format_version: version,
-            digest,
-            scopes: count(data.scopes.len())?,
-            keys: count(data.keys.len())?,
-            operations: count(data.operations.len())?,
-        };
-        Ok((data, info))
+        let view = Snapshot::decode(bytes)?;
+        let mut operations: Vec<OperationEntry> = view
+            .operations
+            .iter()
+            .map(|(name, requires)| OperationEntry {
+                name: name.to_string(),
+                requires: *requires,
+            })
+            .collect();
+        operations.sort_by(|a, b| a.name.cmp(&b.name));
+        let scopes = view
+            .scopes
+            .iter()
+            .filter(|scope| scope.live)
+            .map(|scope| ScopeEntry {
+                id: scope.grant.id,
+                app: scope.grant.app.clone(),
+                agents: scope.grant.agents,
+                runtime: scope.grant.runtime,
+            })
+            .collect();
+        let keys = (0..view.key_count)
+            .map(|i| {
+                let record = view.record(i);
+                KeyEntry {
+                    digest: KeyDigest(record.digest),
+                    id: record.id,
+                    scope_id: view.scopes[record.slot].grant.id,
+                    revoked: record.revoked,
+                }
+            })
+            .collect();
+        let info = view.info.clone();
+        Ok((
+            Self {
+                operations,
+                scopes,
+                keys,
+            },
+            info,
+        ))
     }
 }
 
@@ -309,8 +382,8 @@ pub struct KeyRecord {
     pub id: u64,
     /// Its scope's id.
     pub scope_id: u64,
-    /// Index of its scope in [`Snapshot`]'s scope table; `None` once revoked.
-    scope: Option<u32>,
+    /// Index of its scope's slot; `None` once revoked.
+    scope: Option<usize>,
 }
 
 impl KeyRecord {
@@ -320,70 +393,205 @@ impl KeyRecord {
     }
 }
 
-/// A decoded snapshot, indexed for lookups.
+#[derive(Debug, Clone)]
+struct ScopeSlot {
+    grant: ScopeGrant,
+    live: bool,
+}
+
+/// One key record, read from the table.
+struct RawRecord {
+    digest: [u8; 32],
+    id: u64,
+    slot: usize,
+    revoked: bool,
+}
+
+/// A checked snapshot, decided on in place: the key table is the snapshot's
+/// own bytes.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     info: SnapshotInfo,
     /// The catalogue, sorted by name.
     operations: Vec<(Box<str>, Requirement)>,
-    scopes: Vec<ScopeGrant>,
-    /// Key digests as big-endian words, sorted; `records[i]` describes
-    /// `digests[i]`. Words order like the bytes, compare in four steps, and
-    /// the first word alone almost always finds the key.
-    digests: Vec<[u64; 4]>,
-    records: Vec<KeyRecord>,
+    scopes: Vec<ScopeSlot>,
+    bytes: Vec<u8>,
+    /// Offset of the first key record in `bytes`.
+    keys_at: usize,
+    key_count: usize,
+}
+
+fn le_u32(bytes: &[u8], at: usize) -> Option<u32> {
+    let mut word = [0; 4];
+    word.copy_from_slice(bytes.get(at..at + 4)?);
+    Some(u32::from_le_bytes(word))
 }
 
 impl Snapshot {
-    /// Decodes, validates and indexes snapshot bytes.
+    /// Checks and indexes a copy of `bytes`.
     pub fn decode(bytes: &[u8]) -> Result<Self, LoadError> {
-        let (data, info) = SnapshotData::decode(bytes)?;
-        Ok(Self::index(data, info))
+        Self::from_vec(bytes.to_vec())
     }
 
-    fn index(data: SnapshotData, info: SnapshotInfo) -> Self {
-        let scope_index: BTreeMap<u64, u32> = data
-            .scopes
-            .iter()
-            .zip(0..)
-            .map(|(scope, index)| (scope.id, index))
-            .collect();
-        let mut keys = data.keys;
-        keys.sort_unstable_by_key(|key| key.digest);
-        let records = keys
-            .iter()
-            .map(|key| KeyRecord {
-                id: key.id,
-                scope_id: key.scope_id,
-                scope: if key.revoked {
-                    None
-                } else {
-                    scope_index.get(&key.scope_id).copied()
-                },
-            })
-            .collect();
-        let mut operations: Vec<(Box<str>, Requirement)> = data
+    /// Checks snapshot bytes and keeps them as the index: one pass, no copy.
+    pub fn from_vec(bytes: Vec<u8>) -> Result<Self, LoadError> {
+        let malformed = |why: &str| LoadError::Malformed(why.to_owned());
+        if bytes.len() < MAGIC.len() || bytes[..MAGIC.len()] != MAGIC {
+            return Err(LoadError::BadMagic);
+        }
+        let header = bytes.get(..HEADER_LEN).ok_or(LoadError::Truncated)?;
+        let version = u16::from_le_bytes([header[8], header[9]]);
+        if version != FORMAT_VERSION {
+            return Err(LoadError::UnsupportedVersion(version));
+        }
+        if header[10..12] != [0, 0] {
+            return Err(malformed("reserved header bytes are set"));
+        }
+        let body_len = le_u32(header, 12).ok_or(LoadError::Truncated)?;
+        let body_end = usize::try_from(body_len)
+            .ok()
+            .and_then(|len| len.checked_add(HEADER_LEN))
+            .ok_or(LoadError::Truncated)?;
+        let expected_len = body_end + TRAILER_LEN;
+        if bytes.len() < expected_len {
+            return Err(LoadError::Truncated);
+        }
+        if bytes.len() > expected_len {
+            return Err(LoadError::Malformed(format!(
+                "{} bytes after the end of the snapshot",
+                bytes.len() - expected_len
+            )));
+        }
+        let digest: [u8; 32] = Sha256::digest(&bytes[..body_end]).into();
+        if !bool::from(digest.ct_eq(&bytes[body_end..])) {
+            return Err(LoadError::DigestMismatch);
+        }
+
+        let body = &bytes[HEADER_LEN..body_end];
+        let meta_len = le_u32(body, 0).ok_or_else(|| malformed("no meta length"))? as usize;
+        let meta_bytes = body
+            .get(4..4 + meta_len)
+            .ok_or_else(|| malformed("the meta runs past the body"))?;
+        let (meta, rest): (Meta, _) = postcard::take_from_bytes(meta_bytes)
+            .map_err(|e| LoadError::Malformed(format!("the meta does not decode: {e}")))?;
+        if !rest.is_empty() {
+            return Err(malformed("stray bytes after the meta"));
+        }
+        let key_count =
+            le_u32(body, 4 + meta_len).ok_or_else(|| malformed("no key count"))? as usize;
+        let keys_in_body = 8 + meta_len;
+        if body.len() - keys_in_body != key_count.saturating_mul(RECORD_LEN) {
+            return Err(malformed("the key table does not match the key count"));
+        }
+
+        let mut names = std::collections::BTreeSet::new();
+        for op in &meta.operations {
+            if !names.insert(op.name.as_str()) {
+                return Err(LoadError::Malformed(format!(
+                    "operation `{}` appears twice",
+                    op.name
+                )));
+            }
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        for slot in &meta.scopes {
+            if !ids.insert(slot.id) {
+                return Err(LoadError::Malformed(format!(
+                    "scope {} appears twice",
+                    slot.id
+                )));
+            }
+        }
+        let mut operations: Vec<(Box<str>, Requirement)> = meta
             .operations
             .into_iter()
             .map(|op| (op.name.into_boxed_str(), op.requires))
             .collect();
         operations.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        Self {
-            info,
+        let scopes: Vec<ScopeSlot> = meta
+            .scopes
+            .into_iter()
+            .map(|slot| ScopeSlot {
+                grant: ScopeGrant {
+                    id: slot.id,
+                    app: slot.app,
+                    agents: slot.agents,
+                    runtime: slot.runtime,
+                },
+                live: slot.live,
+            })
+            .collect();
+        let live_scopes = scopes.iter().filter(|scope| scope.live).count();
+        let count = |n: usize| {
+            u32::try_from(n).map_err(|_| LoadError::Malformed("too many entries".to_owned()))
+        };
+        let snapshot = Self {
+            info: SnapshotInfo {
+                format_version: version,
+                digest,
+                scopes: count(live_scopes)?,
+                keys: count(key_count)?,
+                operations: count(operations.len())?,
+            },
             operations,
-            scopes: data
-                .scopes
-                .into_iter()
-                .map(|scope| ScopeGrant {
-                    id: scope.id,
-                    app: scope.app,
-                    agents: scope.agents,
-                    runtime: scope.runtime,
-                })
-                .collect(),
-            digests: keys.iter().map(|key| key.digest.words()).collect(),
-            records,
+            scopes,
+            keys_at: HEADER_LEN + keys_in_body,
+            key_count,
+            bytes,
+        };
+        snapshot.check_keys()?;
+        Ok(snapshot)
+    }
+
+    /// One pass over the key table: known flags, slots in range, live keys
+    /// in live scopes, digests strictly ascending (so also unique).
+    fn check_keys(&self) -> Result<(), LoadError> {
+        let mut previous: Option<&[u8]> = None;
+        for i in 0..self.key_count {
+            let at = self.keys_at + i * RECORD_LEN;
+            let record = &self.bytes[at..at + RECORD_LEN];
+            let raw = self.record(i);
+            let bad = |why: &str| Err(LoadError::Malformed(format!("key {}: {why}", raw.id)));
+            let flags = le_u32(record, 44).unwrap_or(u32::MAX);
+            if flags & !REVOKED != 0 {
+                return bad("unknown flags");
+            }
+            match self.scopes.get(raw.slot) {
+                None => return bad("its scope slot is out of range"),
+                Some(scope) if !scope.live && !raw.revoked => {
+                    return bad("a live key of a deleted scope");
+                }
+                Some(_) => {}
+            }
+            if previous.is_some_and(|previous| previous >= &record[..32]) {
+                return bad("the key table is not sorted by digest, or repeats one");
+            }
+            previous = Some(&record[..32]);
         }
+        Ok(())
+    }
+
+    fn record(&self, i: usize) -> RawRecord {
+        let at = self.keys_at + i * RECORD_LEN;
+        let record = &self.bytes[at..at + RECORD_LEN];
+        let mut digest = [0; 32];
+        digest.copy_from_slice(&record[..32]);
+        let mut id = [0; 8];
+        id.copy_from_slice(&record[32..40]);
+        RawRecord {
+            digest,
+            id: u64::from_le_bytes(id),
+            slot: le_u32(record, 40).map_or(usize::MAX, |slot| slot as usize),
+            revoked: le_u32(record, 44).is_some_and(|flags| flags & REVOKED != 0),
+        }
+    }
+
+    /// The first eight bytes of the i-th digest, big-endian: the search key.
+    fn prefix(&self, i: usize) -> u64 {
+        let at = self.keys_at + i * RECORD_LEN;
+        let mut word = [0; 8];
+        word.copy_from_slice(&self.bytes[at..at + 8]);
+        u64::from_be_bytes(word)
     }
 
     /// What was loaded.
@@ -391,22 +599,35 @@ impl Snapshot {
         &self.info
     }
 
-    /// The key with this digest: a binary search on the first word, then the
-    /// full digest compared in constant time.
-    pub fn key(&self, digest: &KeyDigest) -> Option<&KeyRecord> {
+    /// The key with this digest: a binary search on the first eight bytes,
+    /// then the full digest compared in constant time. No allocation.
+    pub fn key(&self, digest: &KeyDigest) -> Option<KeyRecord> {
         let words = digest.words();
-        let start = self.digests.partition_point(|d| d[0] < words[0]);
-        self.digests[start..]
-            .iter()
-            .take_while(|d| d[0] == words[0])
-            .position(|d| bool::from(d[..].ct_eq(&words[..])))
-            .and_then(|offset| self.records.get(start + offset))
+        let (mut low, mut high) = (0, self.key_count);
+        while low < high {
+            let middle = low + (high - low) / 2;
+            if self.prefix(middle) < words[0] {
+                low = middle + 1;
+            } else {
+                high = middle;
+            }
+        }
+        (low..self.key_count)
+            .take_while(|&i| self.prefix(i) == words[0])
+            .map(|i| self.record(i))
+            .find(|record| bool::from(KeyDigest(record.digest).words()[..].ct_eq(&words[..])))
+            .map(|record| KeyRecord {
+                id: record.id,
+                scope_id: self.scopes.get(record.slot).map_or(0, |s| s.grant.id),
+                scope: (!record.revoked).then_some(record.slot),
+            })
     }
 
     /// The scope a live key belongs to; `None` for a revoked key.
     pub fn scope_of(&self, key: &KeyRecord) -> Option<&ScopeGrant> {
         key.scope
-            .and_then(|index| self.scopes.get(usize::try_from(index).ok()?))
+            .and_then(|slot| self.scopes.get(slot))
+            .map(|scope| &scope.grant)
     }
 
     /// What the named operation requires; `None` if it is not catalogued.
@@ -450,9 +671,12 @@ mod tests {
 
     #[test]
     fn encode_then_decode_round_trips() {
-        let data = sample();
+        let mut data = sample();
         let bytes = data.encode().unwrap();
         let (decoded, info) = SnapshotData::decode(&bytes).unwrap();
+        // Decoding gives the canonical order: operations by name, keys by digest.
+        data.operations.sort_by(|a, b| a.name.cmp(&b.name));
+        data.keys.sort_by_key(|key| key.digest);
         assert_eq!(decoded, data);
         assert_eq!(info.format_version, FORMAT_VERSION);
         assert_eq!((info.scopes, info.keys, info.operations), (1, 2, 9));
@@ -491,10 +715,10 @@ mod tests {
     fn header_problems_are_named() {
         let bytes = sample().encode().unwrap();
         let mut wrong_version = bytes.clone();
-        wrong_version[8] = 2;
+        wrong_version[8] = 9;
         assert_eq!(
             SnapshotData::decode(&wrong_version).unwrap_err(),
-            LoadError::UnsupportedVersion(2)
+            LoadError::UnsupportedVersion(9)
         );
         assert_eq!(
             SnapshotData::decode(b"PK\x03\x04 not a snapshot").unwrap_err(),
@@ -547,6 +771,6 @@ mod tests {
         assert!(snapshot.key(&KeyDigest(other)).is_none());
         let revoked = snapshot.key(&KeyDigest([3; 32])).unwrap();
         assert!(revoked.is_revoked());
-        assert!(snapshot.scope_of(revoked).is_none());
+        assert!(snapshot.scope_of(&revoked).is_none());
     }
 }
