@@ -1,6 +1,8 @@
-//! Native rules against the component, on the same snapshot and requests.
+//! Decisions, side by side in one run: native rules (the floor), the
+//! component (reused instance, fresh instance, batches), the full host path,
+//! and Cedar with the same key lookup in front of it.
 //!
-//! `cargo bench -p keyscope --bench evaluate`
+//! `cargo bench -p keyscope-benches --bench evaluate`
 
 #![allow(
     clippy::unwrap_used,
@@ -8,63 +10,111 @@
     reason = "a benchmark that cannot set up should stop loudly"
 )]
 
+use std::collections::HashMap;
 use std::hint::black_box;
+use std::str::FromStr as _;
 
+use cedar_policy::{Authorizer, Context, Entities, EntityUid, PolicySet};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use keyscope::{KeySecret, Limits, PolicyComponent, PolicyEngine, Request, RuntimeSet, keys};
-use keyscope_policy::snapshot::{KeyEntry, ScopeEntry, SnapshotData, default_operations};
-use keyscope_policy::{AgentsLevel, Snapshot, rules};
+use keyscope::{Limits, PolicyComponent, PolicyEngine, Request, keys};
+use keyscope_benches::{agents_of, runtime_of, world};
+use keyscope_policy::{Snapshot, rules};
+use sha2::{Digest as _, Sha256};
 
-const SCOPES: u64 = 20;
 const KEYS: u64 = 1_000;
+const OP: &str = "agents.update";
 
-/// A store-sized snapshot: 20 scopes, 1000 keys, one of which we hold.
-fn snapshot() -> (Vec<u8>, KeySecret) {
-    let held = KeySecret::generate();
-    let scopes = (1..=SCOPES)
-        .map(|id| ScopeEntry {
-            id,
-            app: "acme".to_owned(),
-            agents: AgentsLevel::ALL[(id % 4) as usize],
-            runtime: RuntimeSet::from_bits((id % 16) as u8).unwrap(),
-        })
-        .collect();
-    let mut keys: Vec<KeyEntry> = (2..=KEYS)
-        .map(|id| KeyEntry {
-            digest: KeySecret::generate().digest(),
-            id,
-            scope_id: 1 + id % SCOPES,
-            revoked: id % 10 == 0,
-        })
-        .collect();
-    keys.push(KeyEntry {
-        digest: held.digest(),
-        id: 1,
-        scope_id: 3, // agents: full
-        revoked: false,
-    });
-    let data = SnapshotData {
-        operations: default_operations(),
-        scopes,
-        keys,
-    };
-    (data.encode().unwrap(), held)
+/// keyscope's scopes as Cedar policies: one per operation, plus a forbid
+/// for revoked keys.
+const CEDAR_POLICIES: &str = r#"
+permit(principal is Key, action in [Action::"agents.list", Action::"agents.get"], resource is App)
+  when { principal.app == resource && principal.agents >= 1 };
+permit(principal is Key, action == Action::"agents.update", resource is App)
+  when { principal.app == resource && principal.agents >= 2 };
+permit(principal is Key, action in [Action::"agents.create", Action::"agents.delete"], resource is App)
+  when { principal.app == resource && principal.agents >= 3 };
+permit(principal is Key, action == Action::"runs.execute", resource is App)
+  when { principal.app == resource && principal.runtime.contains("run") };
+permit(principal is Key, action == Action::"sessions.create", resource is App)
+  when { principal.app == resource && principal.runtime.contains("session-create") };
+permit(principal is Key, action == Action::"sessions.terminate", resource is App)
+  when { principal.app == resource && principal.runtime.contains("session-terminate") };
+permit(principal is Key, action == Action::"documents.upload", resource is App)
+  when { principal.app == resource && principal.runtime.contains("document-upload") };
+forbid(principal is Key, action, resource) when { principal.revoked };
+"#;
+
+/// The same world as Cedar entities, and the digest → principal map a
+/// Cedar-based gateway would look keys up in.
+fn cedar_world(world: &keyscope_benches::World) -> (Entities, HashMap<[u8; 32], EntityUid>) {
+    let scopes: HashMap<u64, &keyscope_policy::snapshot::ScopeEntry> =
+        world.data.scopes.iter().map(|s| (s.id, s)).collect();
+    let mut json =
+        vec![serde_json::json!({"uid": {"type": "App", "id": "acme"}, "attrs": {}, "parents": []})];
+    let mut principals = HashMap::new();
+    for key in &world.data.keys {
+        let scope = scopes[&key.scope_id];
+        assert_eq!(scope.agents, agents_of(scope.id));
+        assert_eq!(scope.runtime, runtime_of(scope.id));
+        json.push(serde_json::json!({
+            "uid": {"type": "Key", "id": key.id.to_string()},
+            "attrs": {
+                "app": {"__entity": {"type": "App", "id": scope.app}},
+                "agents": scope.agents as i64,
+                "runtime": scope.runtime.iter().map(|p| p.as_str()).collect::<Vec<_>>(),
+                "revoked": key.revoked,
+            },
+            "parents": [],
+        }));
+        principals.insert(
+            key.digest.0,
+            EntityUid::from_str(&format!("Key::\"{}\"", key.id)).unwrap(),
+        );
+    }
+    let entities = Entities::from_json_value(serde_json::Value::Array(json), None).unwrap();
+    (entities, principals)
 }
 
 fn evaluate(c: &mut Criterion) {
-    let (bytes, held) = snapshot();
+    let world = world(KEYS);
+    let bytes = world.data.encode().unwrap();
     let native = Snapshot::decode(&bytes).unwrap();
     let engine = PolicyEngine::new().unwrap();
     let component = PolicyComponent::embedded(&engine).unwrap();
     let mut instance = component.instantiate(Limits::default()).unwrap();
     instance.load_snapshot(&bytes).unwrap();
+    let raw = world.held.expose().to_owned();
     let request = Request {
-        credential: keys::credential(Some(held.expose())),
+        credential: keys::credential(Some(&raw)),
         app: "acme",
-        op: "agents.update",
+        op: OP,
     };
     assert!(rules::decide(Some(&native), &request).allow);
     assert!(instance.evaluate(&request).allow);
+
+    let policies = PolicySet::from_str(CEDAR_POLICIES).unwrap();
+    let (entities, principals) = cedar_world(&world);
+    let authorizer = Authorizer::new();
+    let action = EntityUid::from_str(&format!("Action::\"{OP}\"")).unwrap();
+    let resource = EntityUid::from_str("App::\"acme\"").unwrap();
+    let cedar = |raw: &str| {
+        let digest: [u8; 32] = Sha256::digest(raw.as_bytes()).into();
+        let principal = principals.get(&digest)?.clone();
+        let request = cedar_policy::Request::new(
+            principal,
+            action.clone(),
+            resource.clone(),
+            Context::empty(),
+            None,
+        )
+        .ok()?;
+        Some(
+            authorizer
+                .is_authorized(&request, &policies, &entities)
+                .decision(),
+        )
+    };
+    assert_eq!(cedar(&raw), Some(cedar_policy::Decision::Allow));
 
     let mut group = c.benchmark_group("evaluate");
     group.throughput(Throughput::Elements(1));
@@ -76,12 +126,45 @@ fn evaluate(c: &mut Criterion) {
     });
     group.bench_function("host path: raw key, sha-256, component", |b| {
         b.iter(|| {
-            let request = Request {
-                credential: keys::credential(Some(black_box(held.expose()))),
+            instance.evaluate(&Request {
+                credential: keys::credential(Some(black_box(&raw))),
                 app: "acme",
-                op: "agents.update",
-            };
-            instance.evaluate(&request)
+                op: OP,
+            })
+        })
+    });
+    group.bench_function("cedar path: raw key, sha-256, lookup, cedar", |b| {
+        b.iter(|| cedar(black_box(&raw)))
+    });
+    group.finish();
+
+    let pooled = PolicyEngine::pooling(16, 64 << 20).unwrap();
+    let pooled_component = PolicyComponent::embedded(&pooled).unwrap();
+    let small = keyscope_benches::World {
+        data: keyscope_policy::SnapshotData {
+            keys: world.data.keys.iter().rev().take(20).cloned().collect(),
+            ..world.data.clone()
+        },
+        held: world.held.clone(),
+    };
+    let small_bytes = small.data.encode().unwrap();
+    let limits = Limits {
+        max_memory: 64 << 20,
+        ..Limits::default()
+    };
+    let mut group = c.benchmark_group("fresh-instance");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("instantiate (pooling) and evaluate, no snapshot", |b| {
+        b.iter(|| {
+            let mut fresh = pooled_component.instantiate(limits.clone()).unwrap();
+            fresh.evaluate(black_box(&request))
+        })
+    });
+    group.bench_function("instantiate (pooling), load 20 keys, evaluate", |b| {
+        b.iter(|| {
+            let mut fresh = pooled_component.instantiate(limits.clone()).unwrap();
+            fresh.load_snapshot(&small_bytes).unwrap();
+            fresh.evaluate(black_box(&request))
         })
     });
     group.finish();

@@ -1,7 +1,7 @@
 //! Swap latency (cold compile against the cache, by module and snapshot
 //! size) and decision throughput while swapping once a second.
 //!
-//! `cargo bench -p keyscope --bench swap`
+//! `cargo bench -p keyscope-benches --bench swap`
 
 #![allow(
     clippy::unwrap_used,

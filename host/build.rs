@@ -40,7 +40,13 @@ fn main() -> BuildResult<()> {
         out.display()
     );
 
-    for watched in ["wit", "policy-guest", "tests/hostile-policy", "Cargo.lock"] {
+    for watched in [
+        "wit",
+        "policy-guest",
+        "tests/hostile-policy",
+        "Cargo.lock",
+        ".cargo/config.toml",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
     let guests = env::var_os("CARGO_TARGET_DIR")
