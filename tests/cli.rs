@@ -510,3 +510,27 @@ fn policy_check_runs_every_step_without_going_live() {
             "a platform-defined operation is decided without a new module",
         ));
 }
+
+#[test]
+fn bench_measures_every_path() {
+    let s = Sandbox::new();
+    let figures = s.json(["bench", "--keys", "100", "--seconds", "0.02"]);
+    let paths: Vec<&str> = figures
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        paths,
+        ["native rules", "component", "host path (raw key)", "batch of 256"]
+    );
+    for f in figures.as_array().unwrap() {
+        assert!(f["decisions_per_second"].as_f64().unwrap() > 0.0);
+        assert!(f["median_ns"].as_f64().unwrap() <= f["p99_ns"].as_f64().unwrap());
+    }
+    s.keyscope(["bench", "--seconds=-1"])
+        .assert()
+        .code(2)
+        .stderr(contains("--seconds must be a positive number"));
+}

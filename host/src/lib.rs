@@ -1,5 +1,6 @@
 #![doc = include_str!("../../README.md")]
 
+pub mod bench;
 mod bindings;
 pub mod cases;
 pub mod conformance;

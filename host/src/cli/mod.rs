@@ -1,5 +1,6 @@
 //! Argument parsing and dispatch. One file per subcommand group.
 
+mod bench;
 mod conformance;
 mod demo;
 mod eval;
@@ -67,6 +68,8 @@ enum Command {
     /// Scopes per app and keys per scope.
     #[command(subcommand)]
     Limits(limits::LimitsCommand),
+    /// Measure decisions per second and latency on this machine.
+    Bench(bench::BenchArgs),
     /// Run the conformance suite against a policy component.
     Conformance(conformance::ConformanceArgs),
     /// Run the whole flow in a temporary store, narrated.
@@ -84,6 +87,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Policy(command) => policy::run(command, &out),
         Command::Op(command) => op::run(command, &cli.store, &out),
         Command::Limits(command) => limits::run(command, &cli.store, &out),
+        Command::Bench(args) => bench::run(args, &out),
         Command::Conformance(args) => conformance::run(args, &out),
         Command::Demo => demo::run(&out),
     }
