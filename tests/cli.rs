@@ -523,7 +523,12 @@ fn bench_measures_every_path() {
         .collect();
     assert_eq!(
         paths,
-        ["native rules", "component", "host path (raw key)", "batch of 256"]
+        [
+            "native rules",
+            "component",
+            "host path (raw key)",
+            "batch of 256"
+        ]
     );
     for f in figures.as_array().unwrap() {
         assert!(f["decisions_per_second"].as_f64().unwrap() > 0.0);
