@@ -73,7 +73,8 @@ fn swap_latency(c: &mut Criterion) {
     let policy = LivePolicy::new(None, &small, LiveOptions::default()).unwrap();
     let mut group = c.benchmark_group("swap-module");
     group.sample_size(10);
-    for (label, padding) in [("131 KiB", 0), ("+1 MiB", 1 << 20)] {
+    let size = format!("{} KiB", EMBEDDED_POLICY.len() >> 10);
+    for (label, padding) in [(size.as_str(), 0), ("+1 MiB", 1 << 20)] {
         let mut tag = 0;
         group.bench_function(format!("cold compile, {label}"), |b| {
             b.iter_batched(
