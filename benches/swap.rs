@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use keyscope::policy::EMBEDDED_POLICY;
-use keyscope::{AgentsLevel, KeySecret, LiveOptions, LivePolicy, Request, RuntimeSet, keys};
-use keyscope_policy::snapshot::{KeyEntry, ScopeEntry, SnapshotData, default_operations};
+use keyscope::{KeySecret, LiveOptions, LivePolicy, Request, keys};
+use keyscope_benches::{World, world};
 use wasm_encoder::Encode as _;
 
 /// The embedded module with a custom section of `padding` bytes tagged
@@ -34,42 +34,19 @@ fn variant(tag: u64, padding: usize) -> Vec<u8> {
     bytes
 }
 
-fn snapshot(keys: u64, held: &KeySecret, revoked: bool) -> Vec<u8> {
-    let mut entries: Vec<KeyEntry> = (2..=keys)
-        .map(|id| {
-            let mut digest = [0; 32];
-            digest[..8].copy_from_slice(&id.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_be_bytes());
-            KeyEntry {
-                digest: keyscope::KeyDigest(digest),
-                id,
-                scope_id: 1,
-                revoked: false,
-            }
-        })
-        .collect();
-    entries.push(KeyEntry {
-        digest: held.digest(),
-        id: 1,
-        scope_id: 1,
-        revoked,
-    });
-    SnapshotData {
-        operations: default_operations(),
-        scopes: vec![ScopeEntry {
-            id: 1,
-            app: "acme".to_owned(),
-            agents: AgentsLevel::View,
-            runtime: RuntimeSet::EMPTY,
-        }],
-        keys: entries,
+/// A synthetic world of `keys` keys, encoded twice: with the held key live,
+/// and with it revoked. Returns both and the held key.
+fn snapshots(keys: u64) -> (Vec<u8>, Vec<u8>, KeySecret) {
+    let World { mut data, held } = world(keys);
+    let live = data.encode().unwrap();
+    for key in &mut data.keys {
+        key.revoked |= key.id == 1;
     }
-    .encode()
-    .unwrap()
+    (live, data.encode().unwrap(), held)
 }
 
 fn swap_latency(c: &mut Criterion) {
-    let held = KeySecret::generate();
-    let small = snapshot(1_000, &held, false);
+    let (small, _, _) = snapshots(1_000);
     let policy = LivePolicy::new(None, &small, LiveOptions::default()).unwrap();
     let mut group = c.benchmark_group("swap-module");
     group.sample_size(10);
@@ -102,7 +79,7 @@ fn swap_latency(c: &mut Criterion) {
     let mut group = c.benchmark_group("swap-snapshot");
     group.sample_size(10);
     for keys in [1_000u64, 100_000] {
-        let (x, y) = (snapshot(keys, &held, false), snapshot(keys, &held, true));
+        let (x, y, _) = snapshots(keys);
         let mut flip = false;
         group.bench_function(format!("{keys} keys"), |b| {
             b.iter(|| {
@@ -115,13 +92,12 @@ fn swap_latency(c: &mut Criterion) {
 }
 
 fn throughput_while_swapping(c: &mut Criterion) {
-    let held = KeySecret::generate();
-    let (x, y) = (snapshot(1_000, &held, false), snapshot(1_000, &held, true));
+    let (x, y, held) = snapshots(1_000);
     let policy = Arc::new(LivePolicy::new(None, &x, LiveOptions::default()).unwrap());
     let request = Request {
         credential: keys::credential(Some(held.expose())),
         app: "acme",
-        op: "agents.get",
+        op: "agents.update",
     };
     let mut group = c.benchmark_group("evaluate-live");
     group.throughput(Throughput::Elements(1));
