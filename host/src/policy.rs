@@ -271,7 +271,7 @@ impl PolicyComponent {
         let pre = PolicyPre::new(instance_pre).map_err(|e| Error::wasm(Error::WrongWorld, &e))?;
         let info = PolicyInfo {
             size: bytes.len(),
-            digest: keyscope_policy::snapshot::hex(&Sha256::digest(bytes)),
+            digest: hex::encode(Sha256::digest(bytes)),
             world: "keyscope:policy/policy@0.1.0",
             interface: DECIDE_INTERFACE,
             exports,

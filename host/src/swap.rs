@@ -483,7 +483,7 @@ fn record(generation: Option<&Generation>, kind: &'static str, outcome: String) 
 }
 
 fn digest_hex(bytes: &[u8]) -> String {
-    keyscope_policy::snapshot::hex(&Sha256::digest(bytes))
+    hex::encode(Sha256::digest(bytes))
 }
 
 fn now_ms() -> u64 {

@@ -404,7 +404,7 @@ impl Store {
 
     /// Adds an operation to the catalogue or changes what it requires.
     pub fn set_operation(&mut self, name: &str, requires: Requirement) -> Result<OperationEntry> {
-        check_operation_name(name)?;
+        check_name("operation", name)?;
         let tx = self.write()?;
         tx.execute(
             "INSERT INTO operations (name, requires) VALUES (?1, ?2) \
@@ -649,10 +649,6 @@ fn check_name(what: &'static str, value: &str) -> Result<()> {
                 .to_owned(),
         })
     }
-}
-
-fn check_operation_name(value: &str) -> Result<()> {
-    check_name("operation", value)
 }
 
 fn serialize_display<S: serde::Serializer, T: fmt::Display>(
