@@ -388,6 +388,39 @@ fn the_operation_catalogue_is_data_in_the_store() {
 }
 
 #[test]
+fn the_route_table_is_data_in_the_store() {
+    let s = Sandbox::new();
+    s.scope("acme", "editor", "edit", "");
+    let routes = s.json(["route", "list"]);
+    let routes = routes.as_array().unwrap();
+    assert_eq!(routes.len(), 10);
+    assert_eq!(
+        routes[0]["pattern"],
+        "/api/v2/apps/{app}/environments/{env}/runs/execute"
+    );
+    let versions = "/api/v2/apps/{app}/agents/{id}/versions";
+    s.keyscope(["route", "set", "GET", versions, "agents.get"])
+        .assert()
+        .success();
+    assert_eq!(s.json(["route", "list"]).as_array().unwrap().len(), 11);
+    s.keyscope(["route", "set", "GET", "/agents/{id}", "agents.get"])
+        .assert()
+        .code(2)
+        .stderr(contains("must name `{app}` exactly once"));
+    s.keyscope(["route", "set", "GET", "/{app}/x", "agents.fly"])
+        .assert()
+        .code(2)
+        .stderr(contains("`agents.fly`: it is not in the catalogue"));
+    s.keyscope(["route", "remove", "GET", versions])
+        .assert()
+        .success();
+    s.keyscope(["route", "remove", "GET", versions])
+        .assert()
+        .code(2)
+        .stderr(contains("not in the route table"));
+}
+
+#[test]
 fn concurrent_invocations_are_safe() {
     let s = Sandbox::new();
     s.scope("acme", "busy", "view", "");
@@ -426,7 +459,7 @@ fn policy_info_shows_no_imports() {
     let s = Sandbox::new();
     let info = s.json(["policy", "info"]);
     assert_eq!(info["imports"], serde_json::json!([]));
-    assert_eq!(info["world"], "keyscope:policy/policy@0.1.0");
+    assert_eq!(info["world"], "keyscope:policy/policy@0.2.0");
     assert_eq!(info["digest"].as_str().unwrap().len(), 64);
     s.keyscope(["policy", "info"])
         .assert()

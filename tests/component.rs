@@ -19,10 +19,10 @@ fn the_built_component_imports_nothing() {
     let imports: Vec<&str> = ty.imports(&engine).map(|(name, _)| name).collect();
     assert!(imports.is_empty(), "the policy imports {imports:?}");
     let exports: Vec<&str> = ty.exports(&engine).map(|(name, _)| name).collect();
-    assert_eq!(exports, ["keyscope:policy/decide@0.1.0"]);
+    assert_eq!(exports, ["keyscope:policy/decide@0.2.0"]);
     assert_eq!(
         component().info().exports,
-        ["keyscope:policy/decide@0.1.0 (load-snapshot, evaluate, evaluate-batch)"]
+        ["keyscope:policy/decide@0.2.0 (load-snapshot, evaluate, evaluate-batch, evaluate-http)"]
     );
     assert!(component().info().imports.is_empty());
 }
@@ -54,7 +54,7 @@ fn an_older_version_of_the_interface_is_refused_by_name() {
     assert_eq!(
         error.to_string(),
         "the policy component does not implement the `keyscope:policy/policy` world: \
-         it must export `keyscope:policy/decide@0.1.0`; it exports `keyscope:policy/decide@0.0.9`"
+         it must export `keyscope:policy/decide@0.2.0`; it exports `keyscope:policy/decide@0.0.9`"
     );
 }
 
@@ -95,6 +95,7 @@ fn snapshot(keys: usize) -> (Vec<u8>, KeySecret) {
             runtime: RuntimeSet::EMPTY,
         }],
         keys: entries,
+        routes: keyscope_policy::routes::default_routes(),
     };
     (data.encode().unwrap(), live)
 }

@@ -3,7 +3,8 @@
 
 use std::cell::{Cell, RefCell};
 
-use keyscope::{AgentsLevel, Credential, KeyDigest, Limits, Request, RuntimeSet};
+use keyscope::{AgentsLevel, Credential, HttpRequest, KeyDigest, Limits, Request, RuntimeSet};
+use keyscope_policy::routes::default_routes;
 use keyscope_policy::snapshot::{KeyEntry, ScopeEntry, SnapshotData, default_operations};
 use keyscope_policy::{Snapshot, rules};
 use proptest::prelude::*;
@@ -76,10 +77,28 @@ fn world() -> impl Strategy<Value = World> {
                     operations: default_operations(),
                     scopes,
                     keys,
+                    routes: default_routes(),
                 },
                 requests,
             }
         })
+}
+
+/// The method and path the default route table gives `op` in `app`; an
+/// operation it does not route gets a path that matches nothing.
+fn http_form(app: &str, op: &str) -> (String, String) {
+    default_routes()
+        .into_iter()
+        .find(|route| route.op == op)
+        .map(|route| {
+            let path = route
+                .pattern
+                .replace("{app}", app)
+                .replace("{env}", "prod")
+                .replace("{id}", "agent-1");
+            (route.method, path)
+        })
+        .unwrap_or(("GET".to_owned(), format!("/api/v2/apps/{app}/{op}")))
 }
 
 fn op_name(index: usize) -> String {
@@ -136,6 +155,32 @@ fn native_rules_and_component_agree_on_random_worlds() {
                 let single = instance.try_evaluate(request).unwrap();
                 prop_assert_eq!(expected, single, "single call, {:?}", request);
                 prop_assert_eq!(expected, *from_batch, "batch call, {:?}", request);
+                // The same question as a proxy asks it, by method and path.
+                let (method, path) = http_form(request.app, request.op);
+                let http = HttpRequest {
+                    credential: request.credential,
+                    method: &method,
+                    path: &path,
+                };
+                let native_http = rules::decide_http(Some(&native), &http);
+                let got = instance.try_evaluate_http(&http).unwrap();
+                prop_assert_eq!(native_http.decision, got.decision, "http call, {:?}", http);
+                prop_assert_eq!(
+                    native_http
+                        .route
+                        .map(|m| (m.app.to_owned(), m.op.to_owned())),
+                    got.route.map(|m| (m.app, m.op)),
+                    "http route, {:?}",
+                    http
+                );
+                if native_http.route.is_some() {
+                    prop_assert_eq!(
+                        native_http.decision,
+                        expected,
+                        "http against op, {:?}",
+                        http
+                    );
+                }
                 decisions.set(decisions.get() + 1);
             }
             Ok(())

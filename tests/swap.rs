@@ -71,6 +71,7 @@ impl World {
                 scope_id: 1,
                 revoked,
             }],
+            routes: keyscope_policy::routes::default_routes(),
         }
         .encode()
         .unwrap()
@@ -286,9 +287,10 @@ fn a_module_whose_snapshot_format_is_newer_than_it_reads_is_refused_at_load() {
     let policy = live(&world.snapshot(AgentsLevel::View, false));
     let error = policy.swap_module(hostile!("old-reader")).unwrap_err();
     assert!(
-        error
-            .to_string()
-            .contains("refused at step `load-snapshot`: unsupported snapshot format version 2"),
+        error.to_string().contains(&format!(
+            "refused at step `load-snapshot`: unsupported snapshot format version {}",
+            keyscope_policy::snapshot::FORMAT_VERSION
+        )),
         "{error}"
     );
 }

@@ -19,7 +19,7 @@ import zlib
 import wasmtime
 import wasmtime.component as wc
 
-INTERFACE = "keyscope:policy/decide@0.1.0"
+INTERFACE = "keyscope:policy/decide@0.2.0"
 BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 KEY_LEN = 3 + 32 + 6
 ALNUM = re.compile(r"^[0-9A-Za-z]+$")

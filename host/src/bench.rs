@@ -49,6 +49,7 @@ pub fn synthetic_world(keys: u64) -> (SnapshotData, KeySecret) {
         operations: default_operations(),
         scopes,
         keys: entries,
+        routes: keyscope_policy::routes::default_routes(),
     };
     (data, held)
 }

@@ -9,12 +9,12 @@ wasmtime::component::bindgen!({
 });
 
 pub(crate) use self::exports::keyscope::policy::decide::{
-    AgentsLevel, Credential, Decision, LoadError, Reason, Request, Requirement, RuntimePermission,
-    SnapshotInfo,
+    AgentsLevel, Credential, Decision, HttpRequest, LoadError, Reason, Request, Requirement,
+    RuntimePermission, SnapshotInfo,
 };
 
 /// The export name of the decision interface, with its version.
-pub(crate) const DECIDE_INTERFACE: &str = "keyscope:policy/decide@0.1.0";
+pub(crate) const DECIDE_INTERFACE: &str = "keyscope:policy/decide@0.2.0";
 
 impl From<&model::Request<'_>> for Request {
     fn from(request: &model::Request<'_>) -> Self {
@@ -34,6 +34,17 @@ impl Request {
         self.app.push_str(request.app);
         self.op.clear();
         self.op.push_str(request.op);
+    }
+}
+
+impl HttpRequest {
+    /// Overwrites this request with `request`, reusing the strings' buffers.
+    pub(crate) fn set(&mut self, request: &model::HttpRequest<'_>) {
+        self.credential = request.credential.into();
+        self.method.clear();
+        self.method.push_str(request.method);
+        self.path.clear();
+        self.path.push_str(request.path);
     }
 }
 

@@ -190,6 +190,7 @@ impl CaseFile {
             operations,
             scopes,
             keys,
+            routes: keyscope_policy::routes::default_routes(),
         })
     }
 

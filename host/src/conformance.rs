@@ -134,7 +134,7 @@ pub fn build(files: &[CaseFile]) -> Result<Suite> {
         .collect::<Result<_>>()?;
     Ok(Suite {
         contract: Contract {
-            interface: "keyscope:policy/decide@0.1.0".to_owned(),
+            interface: "keyscope:policy/decide@0.2.0".to_owned(),
             snapshot_format: keyscope_policy::snapshot::FORMAT_VERSION,
             document: "conformance/CONTRACT.md".to_owned(),
         },

@@ -17,9 +17,11 @@ pub use decision::DecisionJson;
 pub use error::{Error, Result};
 pub use keys::KeySecret;
 pub use keyscope_policy::{
-    self as rules_crate, AgentsLevel, Credential, Decision, KeyDigest, Reason, Request,
-    Requirement, RuntimePermission, RuntimeSet, SnapshotInfo,
+    self as rules_crate, AgentsLevel, Credential, Decision, HttpRequest, KeyDigest, Reason,
+    Request, Requirement, RouteEntry, RuntimePermission, RuntimeSet, SnapshotInfo,
 };
-pub use policy::{Limits, PolicyComponent, PolicyEngine, PolicyInfo, PolicyInstance};
+pub use policy::{
+    HttpDecision, Limits, PolicyComponent, PolicyEngine, PolicyInfo, PolicyInstance, RouteMatch,
+};
 pub use store::{ApiKey, NewKey, Quotas, Scope, ScopeRef, ScopeUpdate, Store};
 pub use swap::{Evaluated, Generation, LiveOptions, LivePolicy, SelfTest, SwapStep, Worker};

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use keyscope_policy::{Decision, Reason, Request, SnapshotInfo};
+use keyscope_policy::{Decision, HttpRequest, Reason, Request, SnapshotInfo};
 use sha2::{Digest as _, Sha256};
 use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, Linker};
@@ -272,7 +272,7 @@ impl PolicyComponent {
         let info = PolicyInfo {
             size: bytes.len(),
             digest: hex::encode(Sha256::digest(bytes)),
-            world: "keyscope:policy/policy@0.1.0",
+            world: "keyscope:policy/policy@0.2.0",
             interface: DECIDE_INTERFACE,
             exports,
             imports,
@@ -297,11 +297,8 @@ impl PolicyComponent {
             limits,
             running: Some((store, policy)),
             snapshot: None,
-            scratch: bindings::Request {
-                credential: bindings::Credential::Missing,
-                app: String::new(),
-                op: String::new(),
-            },
+            scratch: empty_request(),
+            http_scratch: empty_http_request(),
         })
     }
 
@@ -386,6 +383,52 @@ pub struct PolicyInstance {
     /// A request whose strings are reused from call to call, so that lowering
     /// a request allocates nothing on the host.
     scratch: bindings::Request,
+    /// The same, for HTTP requests.
+    http_scratch: bindings::HttpRequest,
+}
+
+fn empty_request() -> bindings::Request {
+    bindings::Request {
+        credential: bindings::Credential::Missing,
+        app: String::new(),
+        op: String::new(),
+    }
+}
+
+fn empty_http_request() -> bindings::HttpRequest {
+    bindings::HttpRequest {
+        credential: bindings::Credential::Missing,
+        method: String::new(),
+        path: String::new(),
+    }
+}
+
+/// The app and operation a route named.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteMatch {
+    /// The app, from the path.
+    pub app: String,
+    /// The operation.
+    pub op: String,
+}
+
+/// A decision on an HTTP request, with the route it matched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpDecision {
+    /// `None` when no route matched.
+    pub route: Option<RouteMatch>,
+    /// The decision.
+    pub decision: Decision,
+}
+
+impl HttpDecision {
+    /// A deny with `reason` and no route: what every failure comes to.
+    pub fn deny(reason: Reason) -> Self {
+        Self {
+            route: None,
+            decision: Decision::deny(reason),
+        }
+    }
 }
 
 impl fmt::Debug for PolicyInstance {
@@ -433,14 +476,7 @@ impl PolicyInstance {
 
     /// Decides one request, or says why the policy failed.
     pub fn try_evaluate(&mut self, request: &Request<'_>) -> Result<Decision> {
-        let mut scratch = std::mem::replace(
-            &mut self.scratch,
-            bindings::Request {
-                credential: bindings::Credential::Missing,
-                app: String::new(),
-                op: String::new(),
-            },
-        );
+        let mut scratch = std::mem::replace(&mut self.scratch, empty_request());
         scratch.set(request);
         let decision = self.call(self.limits.evaluate_timeout, |policy, store| {
             policy
@@ -449,6 +485,46 @@ impl PolicyInstance {
         });
         self.scratch = scratch;
         decision.map(Decision::from)
+    }
+
+    /// Routes and decides an HTTP request. Fails closed: any failure of the
+    /// policy is a deny with [`Reason::PolicyError`].
+    pub fn evaluate_http(&mut self, request: &HttpRequest<'_>) -> HttpDecision {
+        self.try_evaluate_http(request)
+            .unwrap_or(HttpDecision::deny(Reason::PolicyError))
+    }
+
+    /// Routes and decides an HTTP request, or says why the policy failed.
+    pub fn try_evaluate_http(&mut self, request: &HttpRequest<'_>) -> Result<HttpDecision> {
+        let mut scratch = std::mem::replace(&mut self.http_scratch, empty_http_request());
+        scratch.set(request);
+        let routed = self.call(self.limits.evaluate_timeout, |policy, store| {
+            policy
+                .keyscope_policy_decide()
+                .call_evaluate_http(store, &scratch)
+        });
+        self.http_scratch = scratch;
+        let routed = routed?;
+        let decision = Decision::from(routed.decision);
+        let Some(route) = routed.route else {
+            // Fail closed: an allow must name what it allowed.
+            if decision.allow {
+                return Err(Error::PolicyFailed(
+                    "the policy allowed a request that matched no route".to_owned(),
+                ));
+            }
+            return Ok(HttpDecision {
+                route: None,
+                decision,
+            });
+        };
+        Ok(HttpDecision {
+            route: Some(RouteMatch {
+                app: route.app,
+                op: route.op,
+            }),
+            decision,
+        })
     }
 
     /// Decides many requests in one call; the answers come back in order.

@@ -4,7 +4,7 @@
 //! A swap runs these steps in order, and publishes only if all pass:
 //!
 //! 1. **compile** the component (or take it from the cache, by digest);
-//! 2. **validate** it: a component of the `keyscope:policy/decide@0.1.0`
+//! 2. **validate** it: a component of the `keyscope:policy/decide@0.2.0`
 //!    interface that imports nothing;
 //! 3. **instantiate** it, with the limits every call runs under;
 //! 4. **load-snapshot** into that instance;
@@ -23,13 +23,15 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
-use keyscope_policy::{Decision, Reason, Request, SnapshotInfo};
+use keyscope_policy::{Decision, HttpRequest, Reason, Request, SnapshotInfo};
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
 use crate::cases::CaseFile;
 use crate::error::{Error, Result};
-use crate::policy::{EMBEDDED_POLICY, Limits, PolicyComponent, PolicyEngine, PolicyInstance};
+use crate::policy::{
+    EMBEDDED_POLICY, HttpDecision, Limits, PolicyComponent, PolicyEngine, PolicyInstance,
+};
 
 /// How many compiled components are kept for fast swaps back.
 const CACHE_CAPACITY: usize = 8;
@@ -553,6 +555,17 @@ impl Worker {
             .is_some_and(|d| d.reason == Reason::PolicyError);
         self.count(failed, decisions.len());
         (decisions, generation)
+    }
+
+    /// Routes and decides an HTTP request on the current generation; fails
+    /// closed as [`Worker::evaluate`] does.
+    pub fn evaluate_http(&mut self, request: &HttpRequest<'_>) -> (HttpDecision, u64) {
+        let (decision, generation) = match self.instance() {
+            Ok((instance, generation)) => (instance.evaluate_http(request), generation),
+            Err(generation) => (HttpDecision::deny(Reason::PolicyError), generation),
+        };
+        self.count(decision.decision.reason == Reason::PolicyError, 1);
+        (decision, generation)
     }
 
     fn count(&self, failed: bool, decisions: usize) {

@@ -60,24 +60,51 @@ impl api::Guest for Policy {
                 .collect()
         })
     }
+
+    fn evaluate_http(request: api::HttpRequest) -> api::RoutedDecision {
+        LOADED.with_borrow(|loaded| {
+            let routed = rules::decide_http(
+                loaded.as_ref(),
+                &model::HttpRequest {
+                    credential: from_wit_credential(request.credential),
+                    method: &request.method,
+                    path: &request.path,
+                },
+            );
+            api::RoutedDecision {
+                route: routed.route.map(|found| api::RouteMatch {
+                    app: found.app.to_owned(),
+                    op: found.op.to_owned(),
+                }),
+                decision: to_wit_decision(routed.decision),
+            }
+        })
+    }
 }
 
 fn decide(snapshot: Option<&Snapshot>, request: &api::Request) -> api::Decision {
-    let credential = match request.credential {
+    let decision = rules::decide(
+        snapshot,
+        &model::Request {
+            credential: from_wit_credential(request.credential),
+            app: &request.app,
+            op: &request.op,
+        },
+    );
+    to_wit_decision(decision)
+}
+
+fn from_wit_credential(credential: api::Credential) -> model::Credential {
+    match credential {
         api::Credential::Missing => model::Credential::Missing,
         api::Credential::Malformed => model::Credential::Malformed,
         api::Credential::Digest((a, b, c, d)) => {
             model::Credential::Digest(model::KeyDigest::from_words([a, b, c, d]))
         }
-    };
-    let decision = rules::decide(
-        snapshot,
-        &model::Request {
-            credential,
-            app: &request.app,
-            op: &request.op,
-        },
-    );
+    }
+}
+
+fn to_wit_decision(decision: model::Decision) -> api::Decision {
     api::Decision {
         allow: decision.allow,
         reason: to_wit_reason(decision.reason),

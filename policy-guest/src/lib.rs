@@ -7,6 +7,7 @@
 //! native-versus-component differential tests and the benchmarks.
 
 pub mod model;
+pub mod routes;
 pub mod rules;
 pub mod snapshot;
 
@@ -18,7 +19,9 @@ pub mod snapshot;
 mod component;
 
 pub use model::{
-    AgentsLevel, Credential, Decision, KeyDigest, Reason, Request, Requirement, RuntimePermission,
-    RuntimeSet, UnknownName,
+    AgentsLevel, Credential, Decision, HttpRequest, KeyDigest, Reason, Request, Requirement,
+    RuntimePermission, RuntimeSet, UnknownName,
 };
+pub use routes::{RouteEntry, RouteMatch, RouteTable};
+pub use rules::Routed;
 pub use snapshot::{LoadError, Snapshot, SnapshotData, SnapshotInfo};

@@ -306,6 +306,18 @@ pub struct Request<'a> {
     pub op: &'a str,
 }
 
+/// A request as a proxy sees it: the route table names its app and
+/// operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpRequest<'a> {
+    /// The presented credential.
+    pub credential: Credential,
+    /// The HTTP method (`GET`).
+    pub method: &'a str,
+    /// The request path, with or without its query (`/api/v2/apps/acme/agents`).
+    pub path: &'a str,
+}
+
 /// Why a decision came out as it did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Reason {

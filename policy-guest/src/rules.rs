@@ -4,22 +4,69 @@
 //! (so an unauthenticated caller learns nothing about apps or operations),
 //! then the key's state, then the app, then the catalogue, then the grant.
 
-use crate::model::{Credential, Decision, Reason, Request};
-use crate::snapshot::Snapshot;
+use crate::model::{Credential, Decision, HttpRequest, Reason, Request};
+use crate::routes::RouteMatch;
+use crate::snapshot::{KeyRecord, Snapshot};
 
 /// Decides `request` against `snapshot`; `None` means no snapshot is loaded.
 pub fn decide(snapshot: Option<&Snapshot>, request: &Request<'_>) -> Decision {
-    let Some(snapshot) = snapshot else {
-        return Decision::deny(Reason::NoSnapshot);
+    let (snapshot, key) = match judge_key(snapshot, request.credential) {
+        Ok(found) => found,
+        Err(denied) => return denied,
     };
-    let digest = match request.credential {
-        Credential::Missing => return Decision::deny(Reason::MissingKey),
-        Credential::Malformed => return Decision::deny(Reason::MalformedKey),
+    judge_grant(snapshot, key, request.app, Some(request.op))
+}
+
+/// A decision on an HTTP request, with the route it matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Routed<'s, 'p> {
+    /// The app and operation the route table gave, if a route matched.
+    pub route: Option<RouteMatch<'s, 'p>>,
+    /// The decision.
+    pub decision: Decision,
+}
+
+/// Decides an HTTP request: the snapshot's route table names the app and
+/// the operation, then the same rules as [`decide`] apply. A request that
+/// matches no route is denied with [`Reason::UnknownOperation`], after the
+/// credential is judged, as for an operation missing from the catalogue.
+pub fn decide_http<'s, 'p>(
+    snapshot: Option<&'s Snapshot>,
+    request: &HttpRequest<'p>,
+) -> Routed<'s, 'p> {
+    let route = snapshot.and_then(|snapshot| snapshot.route(request.method, request.path));
+    let decision = match judge_key(snapshot, request.credential) {
+        Err(denied) => denied,
+        Ok((snapshot, key)) => match route {
+            Some(route) => judge_grant(snapshot, key, route.app, Some(route.op)),
+            None => judge_grant(snapshot, key, "", None),
+        },
+    };
+    Routed { route, decision }
+}
+
+/// The credential and the key's state: the snapshot and the key, or a deny.
+fn judge_key(
+    snapshot: Option<&Snapshot>,
+    credential: Credential,
+) -> Result<(&Snapshot, KeyRecord), Decision> {
+    let Some(snapshot) = snapshot else {
+        return Err(Decision::deny(Reason::NoSnapshot));
+    };
+    let digest = match credential {
+        Credential::Missing => return Err(Decision::deny(Reason::MissingKey)),
+        Credential::Malformed => return Err(Decision::deny(Reason::MalformedKey)),
         Credential::Digest(digest) => digest,
     };
-    let Some(key) = snapshot.key(&digest) else {
-        return Decision::deny(Reason::UnknownKey);
-    };
+    match snapshot.key(&digest) {
+        Some(key) => Ok((snapshot, key)),
+        None => Err(Decision::deny(Reason::UnknownKey)),
+    }
+}
+
+/// A known key's scope against the app and the operation (`None`: no route
+/// matched, so no operation is named).
+fn judge_grant(snapshot: &Snapshot, key: KeyRecord, app: &str, op: Option<&str>) -> Decision {
     let known = |reason: Reason| Decision {
         allow: reason == Reason::Allowed,
         reason,
@@ -30,10 +77,13 @@ pub fn decide(snapshot: Option<&Snapshot>, request: &Request<'_>) -> Decision {
     let Some(scope) = snapshot.scope_of(&key) else {
         return known(Reason::RevokedKey);
     };
-    if scope.app != request.app {
+    let Some(op) = op else {
+        return known(Reason::UnknownOperation);
+    };
+    if scope.app != app {
         return known(Reason::WrongApp);
     }
-    let Some(required) = snapshot.requirement(request.op) else {
+    let Some(required) = snapshot.requirement(op) else {
         return known(Reason::UnknownOperation);
     };
     if scope.grants(required) {
@@ -50,6 +100,7 @@ pub fn decide(snapshot: Option<&Snapshot>, request: &Request<'_>) -> Decision {
 mod tests {
     use super::*;
     use crate::model::{AgentsLevel, KeyDigest, Requirement, RuntimePermission, RuntimeSet};
+    use crate::routes::default_routes;
     use crate::snapshot::{KeyEntry, ScopeEntry, SnapshotData, default_operations};
 
     const APP: &str = "acme";
@@ -79,6 +130,7 @@ mod tests {
                     revoked: true,
                 },
             ],
+            routes: default_routes(),
         };
         Snapshot::decode(&data.encode().unwrap()).unwrap()
     }
@@ -236,6 +288,7 @@ mod tests {
                 scope_id: 1,
                 revoked: false,
             }],
+            routes: Vec::new(),
         };
         data.operations.push(crate::snapshot::OperationEntry {
             name: "agents.publish".to_owned(),
@@ -243,5 +296,81 @@ mod tests {
         });
         let snapshot = Snapshot::decode(&data.encode().unwrap()).unwrap();
         assert!(live(&snapshot, "agents.publish").allow);
+    }
+
+    fn http<'s>(
+        snapshot: &'s Snapshot,
+        credential: Credential,
+        method: &'static str,
+        path: &'static str,
+    ) -> Routed<'s, 'static> {
+        let request = HttpRequest {
+            credential,
+            method,
+            path,
+        };
+        decide_http(Some(snapshot), &request)
+    }
+
+    #[test]
+    fn http_requests_are_routed_then_decided_by_the_same_rules() {
+        let snapshot = snapshot(AgentsLevel::View, RuntimeSet::EMPTY);
+        let get = http(
+            &snapshot,
+            Credential::Digest(LIVE),
+            "GET",
+            "/api/v2/apps/acme/agents/a1",
+        );
+        assert_eq!(
+            get.route,
+            Some(RouteMatch {
+                app: APP,
+                op: "agents.get"
+            })
+        );
+        assert_eq!(get.decision, live(&snapshot, "agents.get"));
+        assert!(get.decision.allow);
+
+        let delete = http(
+            &snapshot,
+            Credential::Digest(LIVE),
+            "DELETE",
+            "/api/v2/apps/acme/agents/a1",
+        );
+        assert_eq!(delete.decision.reason, Reason::InsufficientPermission);
+
+        let other = http(
+            &snapshot,
+            Credential::Digest(LIVE),
+            "GET",
+            "/api/v2/apps/globex/agents",
+        );
+        assert_eq!(other.decision.reason, Reason::WrongApp);
+    }
+
+    #[test]
+    fn an_unmatched_route_is_an_unknown_operation_after_the_credential() {
+        let snapshot = snapshot(AgentsLevel::Full, RuntimeSet::EMPTY);
+        let path = "/api/v2/apps/acme/secrets";
+        for (credential, reason) in [
+            (Credential::Digest(LIVE), Reason::UnknownOperation),
+            (Credential::Digest(REVOKED), Reason::RevokedKey),
+            (Credential::Missing, Reason::MissingKey),
+            (Credential::Digest(KeyDigest([9; 32])), Reason::UnknownKey),
+        ] {
+            let routed = http(&snapshot, credential, "GET", path);
+            assert_eq!(routed.route, None);
+            assert_eq!(routed.decision.reason, reason);
+            assert!(!routed.decision.allow);
+        }
+        let request = HttpRequest {
+            credential: Credential::Digest(LIVE),
+            method: "GET",
+            path,
+        };
+        assert_eq!(
+            decide_http(None, &request).decision,
+            Decision::deny(Reason::NoSnapshot)
+        );
     }
 }

@@ -1,6 +1,6 @@
 //! The snapshot: the immutable key/scope/catalogue data a policy decides on.
 //!
-//! # Format (version 2)
+//! # Format (version 3)
 //!
 //! ```text
 //! offset  size  field
@@ -10,7 +10,8 @@
 //! 12      4     body length N, little-endian u32
 //! 16      N     body:
 //!                 4        meta length M, little-endian u32
-//!                 M        meta: catalogue and scope slots, postcard-encoded
+//!                 M        meta: catalogue, scope slots and route table,
+//!                          postcard-encoded
 //!                 4        key count K, little-endian u32
 //!                 48 * K   key records, sorted by digest, strictly ascending:
 //!                            0..32   SHA-256 of the raw key
@@ -34,11 +35,12 @@ use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 
 use crate::model::{AgentsLevel, KeyDigest, Requirement, RuntimePermission, RuntimeSet};
+use crate::routes::{RouteEntry, RouteMatch, RouteTable};
 
 /// The eight bytes every snapshot starts with.
 pub const MAGIC: [u8; 8] = *b"KEYSCOPE";
 /// The format version this crate writes and reads.
-pub const FORMAT_VERSION: u16 = 2;
+pub const FORMAT_VERSION: u16 = 3;
 
 const HEADER_LEN: usize = 16;
 const TRAILER_LEN: usize = 32;
@@ -51,6 +53,8 @@ struct Meta {
     operations: Vec<OperationEntry>,
     /// Live scopes, then deleted ones that revoked keys still name.
     scopes: Vec<Slot>,
+    /// HTTP routes to operations, in matching order.
+    routes: Vec<RouteEntry>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,6 +110,8 @@ pub struct SnapshotData {
     pub scopes: Vec<ScopeEntry>,
     /// Every key, live or revoked.
     pub keys: Vec<KeyEntry>,
+    /// HTTP routes to operations, in matching order.
+    pub routes: Vec<RouteEntry>,
 }
 
 /// The nine operations of the platform's public API, and what each requires.
@@ -199,10 +205,11 @@ pub fn hex(bytes: &[u8]) -> String {
 
 impl SnapshotData {
     /// Checks the invariants a decodable snapshot must hold: unique operation
-    /// names, unique scope ids, unique key digests and ids, and every live key
-    /// pointing at a live scope.
+    /// names, unique scope ids, unique key digests and ids, every live key
+    /// pointing at a live scope, and well-formed routes.
     pub fn validate(&self) -> Result<(), LoadError> {
         let malformed = |why: String| Err(LoadError::Malformed(why));
+        RouteTable::parse(&self.routes).map_err(|e| LoadError::Malformed(e.to_string()))?;
         let mut names = std::collections::BTreeSet::new();
         for op in &self.operations {
             if !names.insert(op.name.as_str()) {
@@ -283,6 +290,7 @@ impl SnapshotData {
         let meta = postcard::to_allocvec(&Meta {
             operations: self.operations.clone(),
             scopes: slots,
+            routes: self.routes.clone(),
         })
         .map_err(|e| LoadError::Malformed(format!("cannot encode: {e}")))?;
         let mut bytes = Vec::with_capacity(
@@ -346,6 +354,7 @@ impl SnapshotData {
                 operations,
                 scopes,
                 keys,
+                routes: view.routes.entries().to_vec(),
             },
             info,
         ))
@@ -415,6 +424,7 @@ pub struct Snapshot {
     /// The catalogue, sorted by name.
     operations: Vec<(Box<str>, Requirement)>,
     scopes: Vec<ScopeSlot>,
+    routes: RouteTable,
     bytes: Vec<u8>,
     /// Offset of the first key record in `bytes`.
     keys_at: usize,
@@ -521,6 +531,8 @@ impl Snapshot {
                 live: slot.live,
             })
             .collect();
+        let routes =
+            RouteTable::parse(&meta.routes).map_err(|e| LoadError::Malformed(e.to_string()))?;
         let live_scopes = scopes.iter().filter(|scope| scope.live).count();
         let count = |n: usize| {
             u32::try_from(n).map_err(|_| LoadError::Malformed("too many entries".to_owned()))
@@ -535,6 +547,7 @@ impl Snapshot {
             },
             operations,
             scopes,
+            routes,
             keys_at: HEADER_LEN + keys_in_body,
             key_count,
             bytes,
@@ -597,6 +610,11 @@ impl Snapshot {
     /// What was loaded.
     pub fn info(&self) -> &SnapshotInfo {
         &self.info
+    }
+
+    /// The route `method` and `path` match in the snapshot's route table.
+    pub fn route<'s, 'p>(&'s self, method: &str, path: &'p str) -> Option<RouteMatch<'s, 'p>> {
+        self.routes.route(method, path)
     }
 
     /// The key with this digest: a binary search on the first eight bytes,
@@ -666,6 +684,7 @@ mod tests {
                     revoked: true,
                 },
             ],
+            routes: crate::routes::default_routes(),
         }
     }
 

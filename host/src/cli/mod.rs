@@ -9,6 +9,7 @@ mod limits;
 mod op;
 mod output;
 mod policy;
+mod route;
 mod scope;
 mod snapshot;
 
@@ -65,6 +66,9 @@ enum Command {
     /// The operation catalogue: what each operation requires.
     #[command(subcommand)]
     Op(op::OpCommand),
+    /// The route table: the platform's HTTP API, mapped to operations.
+    #[command(subcommand)]
+    Route(route::RouteCommand),
     /// Scopes per app and keys per scope.
     #[command(subcommand)]
     Limits(limits::LimitsCommand),
@@ -86,6 +90,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Eval(args) => eval::run(args, &cli.store, &out),
         Command::Policy(command) => policy::run(command, &out),
         Command::Op(command) => op::run(command, &cli.store, &out),
+        Command::Route(command) => route::run(command, &cli.store, &out),
         Command::Limits(command) => limits::run(command, &cli.store, &out),
         Command::Bench(args) => bench::run(args, &out),
         Command::Conformance(args) => conformance::run(args, &out),

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use keyscope_policy::snapshot::{KeyEntry, OperationEntry, ScopeEntry, SnapshotData};
-use keyscope_policy::{AgentsLevel, KeyDigest, Requirement, RuntimeSet};
+use keyscope_policy::{AgentsLevel, KeyDigest, Requirement, RouteEntry, RuntimeSet};
 use rusqlite::{Connection, OptionalExtension as _, Row, Transaction, TransactionBehavior, params};
 use serde::Serialize;
 
@@ -439,6 +439,7 @@ impl Store {
             .conn
             .transaction_with_behavior(TransactionBehavior::Deferred)?;
         let operations = read_operations(&tx)?;
+        let routes = read_routes(&tx)?;
         let scopes = list_scopes_for_snapshot(&tx)?;
         let mut stmt = tx.prepare(
             "SELECT k.digest, k.id, k.scope_id, \
@@ -471,7 +472,69 @@ impl Store {
             operations,
             scopes,
             keys,
+            routes,
         })
+    }
+
+    /// SQLite's `data_version` for this connection: it changes when another
+    /// connection (in this process or another) commits a change.
+    pub fn data_version(&self) -> Result<i64> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA data_version", [], |row| row.get(0))?)
+    }
+
+    /// The route table, in matching order.
+    pub fn routes(&self) -> Result<Vec<RouteEntry>> {
+        read_routes(&self.conn)
+    }
+
+    /// Adds a route at the end of the table, or points an existing one (same
+    /// method and pattern) at another operation.
+    pub fn set_route(&mut self, method: &str, pattern: &str, op: &str) -> Result<RouteEntry> {
+        let route = RouteEntry {
+            method: method.to_owned(),
+            pattern: pattern.to_owned(),
+            op: op.to_owned(),
+        };
+        keyscope_policy::routes::check(&route).map_err(|e| Error::Invalid {
+            what: "route",
+            value: e.route,
+            why: e.why.to_owned(),
+        })?;
+        let tx = self.write()?;
+        if read_operations(&tx)?.iter().all(|entry| entry.name != op) {
+            return Err(Error::Invalid {
+                what: "operation",
+                value: op.to_owned(),
+                why: "it is not in the catalogue; add it with `keyscope op set`".to_owned(),
+            });
+        }
+        tx.execute(
+            "INSERT INTO routes (method, pattern, op) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (method, pattern) DO UPDATE SET op = excluded.op",
+            params![method, pattern, op],
+        )?;
+        tx.commit()?;
+        Ok(route)
+    }
+
+    /// Removes a route; requests it matched are denied from then on.
+    pub fn remove_route(&mut self, method: &str, pattern: &str) -> Result<()> {
+        let tx = self.write()?;
+        let removed = tx.execute(
+            "DELETE FROM routes WHERE method = ?1 AND pattern = ?2",
+            params![method, pattern],
+        )?;
+        if removed == 0 {
+            return Err(Error::Invalid {
+                what: "route",
+                value: format!("{method} {pattern}"),
+                why: "it is not in the route table".to_owned(),
+            });
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     fn write(&mut self) -> Result<Transaction<'_>> {
@@ -593,6 +656,20 @@ fn read_operations(conn: &Connection) -> Result<Vec<OperationEntry>> {
             })
         })
         .collect()
+}
+
+fn read_routes(conn: &Connection) -> Result<Vec<RouteEntry>> {
+    let mut stmt = conn.prepare("SELECT method, pattern, op FROM routes ORDER BY position")?;
+    let routes = stmt
+        .query_map([], |row| {
+            Ok(RouteEntry {
+                method: row.get(0)?,
+                pattern: row.get(1)?,
+                op: row.get(2)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(routes)
 }
 
 fn read_quotas(conn: &Connection) -> Result<Quotas> {

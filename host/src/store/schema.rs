@@ -5,6 +5,7 @@ use std::io::Read as _;
 use std::path::Path;
 use std::time::Duration;
 
+use keyscope_policy::routes::default_routes;
 use keyscope_policy::snapshot::default_operations;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
 
@@ -17,7 +18,8 @@ const APPLICATION_ID: i64 = 0x4b53_4350;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Schema migrations; entry `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
     CREATE TABLE scopes (
         id         INTEGER PRIMARY KEY AUTOINCREMENT,
         app        TEXT NOT NULL,
@@ -50,7 +52,17 @@ const MIGRATIONS: &[&str] = &[r#"
         name  TEXT PRIMARY KEY,
         value INTEGER NOT NULL
     );
-"#];
+"#,
+    r#"
+    CREATE TABLE routes (
+        position INTEGER PRIMARY KEY AUTOINCREMENT,
+        method   TEXT NOT NULL,
+        pattern  TEXT NOT NULL,
+        op       TEXT NOT NULL,
+        UNIQUE (method, pattern)
+    );
+"#,
+];
 
 /// The schema version this build writes.
 pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -154,6 +166,13 @@ fn migrate(mut conn: Connection, path: &Path) -> Result<Connection> {
                 }
                 drop(insert);
                 tx.pragma_update(None, "application_id", APPLICATION_ID)?;
+            }
+            if version < 2 {
+                let mut insert =
+                    tx.prepare("INSERT INTO routes (method, pattern, op) VALUES (?1, ?2, ?3)")?;
+                for route in default_routes() {
+                    insert.execute(params![route.method, route.pattern, route.op])?;
+                }
             }
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         }

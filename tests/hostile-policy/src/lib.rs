@@ -22,7 +22,7 @@ mod component {
     });
 
     use exports::keyscope::policy::decide::{
-        Decision, Guest, LoadError, Reason, Request, SnapshotInfo,
+        Decision, Guest, HttpRequest, LoadError, Reason, Request, RoutedDecision, SnapshotInfo,
     };
 
     struct Hostile;
@@ -62,6 +62,13 @@ mod component {
 
         fn evaluate_batch(requests: Vec<Request>) -> Vec<Decision> {
             requests.into_iter().map(|_| misbehave()).collect()
+        }
+
+        fn evaluate_http(_request: HttpRequest) -> RoutedDecision {
+            RoutedDecision {
+                route: None,
+                decision: misbehave(),
+            }
         }
     }
 
