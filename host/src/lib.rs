@@ -8,6 +8,7 @@ pub mod decision;
 pub mod error;
 pub mod keys;
 pub mod policy;
+pub mod serve;
 pub mod snapshot;
 pub mod store;
 pub mod swap;

@@ -11,6 +11,7 @@ mod output;
 mod policy;
 mod route;
 mod scope;
+mod serve;
 mod snapshot;
 
 use std::path::PathBuf;
@@ -76,6 +77,9 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Run the conformance suite against a policy component.
     Conformance(conformance::ConformanceArgs),
+    /// Serve decisions to Envoy (ext_authz gRPC and HTTP), nginx
+    /// (auth_request) and direct callers (/v1/check).
+    Serve(serve::ServeArgs),
     /// Run the whole flow in a temporary store, narrated.
     Demo,
 }
@@ -94,6 +98,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Limits(command) => limits::run(command, &cli.store, &out),
         Command::Bench(args) => bench::run(args, &out),
         Command::Conformance(args) => conformance::run(args, &out),
+        Command::Serve(args) => serve::run(args, &cli.store),
         Command::Demo => demo::run(&out),
     }
 }

@@ -484,6 +484,39 @@ impl Store {
             .query_row("PRAGMA data_version", [], |row| row.get(0))?)
     }
 
+    /// The SHA-256 of the server's admin token, once one is set.
+    pub fn admin_token_digest(&self) -> Result<Option<[u8; 32]>> {
+        let digest: Option<Vec<u8>> = self
+            .conn
+            .query_row("SELECT digest FROM admin_token WHERE id = 1", [], |row| {
+                row.get(0)
+            })
+            .optional()?;
+        digest
+            .map(|digest| {
+                <[u8; 32]>::try_from(digest.as_slice()).map_err(|_| Error::NotAStore {
+                    path: self.path.clone(),
+                    why: "the admin token digest is not 32 bytes".to_owned(),
+                })
+            })
+            .transpose()
+    }
+
+    /// Sets the SHA-256 of the server's admin token, replacing any other.
+    pub fn set_admin_token_digest(&mut self, digest: &[u8; 32]) -> Result<()> {
+        let tx = self.write()?;
+        tx.execute(
+            &format!(
+                "INSERT INTO admin_token (id, digest, created_at) VALUES (1, ?1, {NOW}) \
+                 ON CONFLICT (id) DO UPDATE SET digest = excluded.digest, \
+                 created_at = excluded.created_at"
+            ),
+            [digest.as_slice()],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
     /// The route table, in matching order.
     pub fn routes(&self) -> Result<Vec<RouteEntry>> {
         read_routes(&self.conn)

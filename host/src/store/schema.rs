@@ -61,6 +61,12 @@ const MIGRATIONS: &[&str] = &[
         op       TEXT NOT NULL,
         UNIQUE (method, pattern)
     );
+
+    CREATE TABLE admin_token (
+        id         INTEGER PRIMARY KEY CHECK (id = 1),
+        digest     BLOB NOT NULL CHECK (length(digest) = 32),
+        created_at TEXT NOT NULL
+    );
 "#,
 ];
 

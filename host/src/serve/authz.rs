@@ -1,0 +1,273 @@
+//! The decision core every front door shares: the credential from the
+//! request's headers, a worker of the live policy, the metrics and the
+//! decision log. Evaluation is synchronous and takes well under a
+//! microsecond, so it runs on the executor's thread (see the README).
+
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use keyscope_policy::{Credential, Decision, HttpRequest, Reason, Request};
+use serde::Serialize;
+
+use super::config::HeaderConfig;
+use super::decision_log::{DecisionLog, DecisionRecord};
+use super::metrics::{Front, Metrics};
+use crate::keys;
+use crate::policy::{HttpDecision, RouteMatch};
+use crate::swap::{LivePolicy, Worker};
+
+/// What is being asked.
+#[derive(Debug, Clone, Copy)]
+pub enum Target<'a> {
+    /// An HTTP request, routed inside the policy.
+    Http {
+        /// The method.
+        method: &'a str,
+        /// The path, with its query.
+        path: &'a str,
+    },
+    /// An app and an operation, named directly.
+    Op {
+        /// The app.
+        app: &'a str,
+        /// The operation.
+        op: &'a str,
+    },
+}
+
+/// A decision, the route that named it, and the generation that took it.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The decision.
+    pub decision: Decision,
+    /// For HTTP targets, the route matched, if any.
+    pub route: Option<RouteMatch>,
+    /// The generation that decided; 0 before the first one is live.
+    pub generation: u64,
+}
+
+/// The HTTP status a decision maps to: 200 allows; 401 for a credential
+/// problem (the caller must authenticate); 403 for one of permission; 503
+/// when the server cannot decide (it still denies).
+pub fn status(reason: Reason) -> u16 {
+    match reason {
+        Reason::Allowed => 200,
+        Reason::MissingKey | Reason::MalformedKey | Reason::UnknownKey | Reason::RevokedKey => 401,
+        Reason::WrongApp | Reason::InsufficientPermission | Reason::UnknownOperation => 403,
+        Reason::NoSnapshot | Reason::PolicyError => 503,
+    }
+}
+
+/// `WWW-Authenticate` for a 401 (RFC 6750): no error code when no key was
+/// presented, `invalid_token` otherwise.
+pub fn www_authenticate(reason: Reason) -> &'static str {
+    match reason {
+        Reason::MissingKey => "Bearer realm=\"keyscope\"",
+        _ => "Bearer realm=\"keyscope\", error=\"invalid_token\"",
+    }
+}
+
+/// The small JSON body of a denied request: the reason, never the key.
+#[derive(Debug, Serialize)]
+pub struct DenialBody {
+    /// `unauthorized`, `forbidden` or `unavailable`.
+    pub error: &'static str,
+    /// The decision's reason.
+    pub reason: &'static str,
+    /// What was required, when denied for permission.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub required: Option<String>,
+}
+
+impl DenialBody {
+    pub fn of(decision: &Decision) -> Self {
+        Self {
+            error: match status(decision.reason) {
+                401 => "unauthorized",
+                403 => "forbidden",
+                _ => "unavailable",
+            },
+            reason: decision.reason.as_str(),
+            required: decision.required.map(|required| required.to_string()),
+        }
+    }
+
+    pub fn json(decision: &Decision) -> String {
+        serde_json::to_string(&Self::of(decision)).unwrap_or_default()
+    }
+}
+
+/// The credential a request presents: the API key header, else an
+/// `Authorization: Bearer` token. A header that is not text is malformed;
+/// another authorization scheme presents no key.
+pub fn credential(api_key: Option<&[u8]>, authorization: Option<&[u8]>) -> Credential {
+    if let Some(value) = api_key {
+        return match std::str::from_utf8(value) {
+            Ok(key) => keys::credential(Some(key)),
+            Err(_) => Credential::Malformed,
+        };
+    }
+    let Some(value) = authorization else {
+        return Credential::Missing;
+    };
+    let Ok(value) = std::str::from_utf8(value) else {
+        return Credential::Malformed;
+    };
+    match value.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => {
+            keys::credential(Some(token.trim()))
+        }
+        _ => Credential::Missing,
+    }
+}
+
+/// The shared decision core.
+pub struct Authorizer {
+    live: OnceLock<Arc<LivePolicy>>,
+    /// Idle workers; a request takes one and puts it back.
+    workers: Mutex<Vec<Worker>>,
+    metrics: Metrics,
+    log: DecisionLog,
+    headers: HeaderConfig,
+}
+
+impl std::fmt::Debug for Authorizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authorizer")
+            .field("live", &self.live.get())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Authorizer {
+    pub fn new(metrics: Metrics, log: DecisionLog, headers: HeaderConfig) -> Self {
+        Self {
+            live: OnceLock::new(),
+            workers: Mutex::new(Vec::new()),
+            metrics,
+            log,
+            headers,
+        }
+    }
+
+    /// Goes live; until then every decision is `no-snapshot`.
+    pub fn set_live(&self, live: Arc<LivePolicy>) {
+        let _ = self.live.set(live);
+    }
+
+    /// The live policy, once there is one.
+    pub fn live(&self) -> Option<&Arc<LivePolicy>> {
+        self.live.get()
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    pub fn headers(&self) -> &HeaderConfig {
+        &self.headers
+    }
+
+    /// Decides, counts and logs one request. Fails closed: with no live
+    /// policy, or a failing one, the answer is a deny.
+    pub fn decide(&self, front: Front, credential: Credential, target: Target<'_>) -> Outcome {
+        let started = Instant::now();
+        let (outcome, app, op, method) = match self.live.get() {
+            None => (
+                Outcome {
+                    decision: Decision::deny(Reason::NoSnapshot),
+                    route: None,
+                    generation: 0,
+                },
+                None,
+                None,
+                None,
+            ),
+            Some(live) => {
+                let mut worker = self.take_worker(live);
+                let result = match target {
+                    Target::Op { app, op } => {
+                        let evaluated = worker.evaluate(&Request {
+                            credential,
+                            app,
+                            op,
+                        });
+                        (
+                            Outcome {
+                                decision: evaluated.decision,
+                                route: None,
+                                generation: evaluated.generation,
+                            },
+                            Some(app.to_owned()),
+                            Some(op.to_owned()),
+                            None,
+                        )
+                    }
+                    Target::Http { method, path } => {
+                        let (HttpDecision { route, decision }, generation) =
+                            worker.evaluate_http(&HttpRequest {
+                                credential,
+                                method,
+                                path,
+                            });
+                        let (app, op) = route
+                            .as_ref()
+                            .map(|r| (r.app.clone(), r.op.clone()))
+                            .unzip();
+                        (
+                            Outcome {
+                                decision,
+                                route,
+                                generation,
+                            },
+                            app,
+                            op,
+                            Some(method.to_owned()),
+                        )
+                    }
+                };
+                self.put_worker(worker);
+                result
+            }
+        };
+        let took = started.elapsed();
+        let decision = &outcome.decision;
+        self.metrics.decided(front, decision.reason.as_str(), took);
+        if self.log.is_on() {
+            let queued = self.log.record(DecisionRecord {
+                time_ms: SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                generation: outcome.generation,
+                front: front.as_str(),
+                key_id: decision.key_id,
+                scope_id: decision.scope_id,
+                app,
+                op,
+                method,
+                allow: decision.allow,
+                reason: decision.reason.as_str(),
+                latency_us: u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+            });
+            if !queued {
+                self.metrics.log_dropped();
+            }
+        }
+        outcome
+    }
+
+    fn take_worker(&self, live: &Arc<LivePolicy>) -> Worker {
+        self.workers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop()
+            .unwrap_or_else(|| live.worker())
+    }
+
+    fn put_worker(&self, worker: Worker) {
+        self.workers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(worker);
+    }
+}

@@ -1,0 +1,133 @@
+//! Envoy's ext_authz over gRPC: `envoy.service.auth.v3.Authorization/Check`.
+
+use std::sync::Arc;
+
+use envoy_types::ext_authz::v3::pb::{
+    Authorization, CheckRequest, CheckResponse, HeaderAppendAction, HttpStatusCode,
+};
+use envoy_types::ext_authz::v3::{
+    CheckResponseExt as _, DeniedHttpResponseBuilder, OkHttpResponseBuilder,
+};
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest;
+use tonic::{Request, Response, Status};
+
+use super::authz::{self, Authorizer, DenialBody, Target};
+use super::metrics::Front;
+
+/// The ext_authz service.
+#[derive(Debug, Clone)]
+pub struct ExtAuthz {
+    authorizer: Arc<Authorizer>,
+}
+
+impl ExtAuthz {
+    pub fn new(authorizer: Arc<Authorizer>) -> Self {
+        Self { authorizer }
+    }
+}
+
+/// A request header by lower-case name, from `headers` or, when Envoy sends
+/// raw headers, from `header_map`.
+fn header<'a>(http: &'a HttpRequest, name: &str) -> Option<&'a [u8]> {
+    if let Some(value) = http.headers.get(name) {
+        return Some(value.as_bytes());
+    }
+    http.header_map
+        .as_ref()?
+        .headers
+        .iter()
+        .find(|h| h.key.eq_ignore_ascii_case(name))
+        .map(|h| {
+            if h.raw_value.is_empty() {
+                h.value.as_bytes()
+            } else {
+                h.raw_value.as_slice()
+            }
+        })
+}
+
+#[tonic::async_trait]
+impl Authorization for ExtAuthz {
+    async fn check(
+        &self,
+        request: Request<CheckRequest>,
+    ) -> Result<Response<CheckResponse>, Status> {
+        let request = request.into_inner();
+        let Some(http) = request
+            .attributes
+            .as_ref()
+            .and_then(|a| a.request.as_ref())
+            .and_then(|r| r.http.as_ref())
+        else {
+            return Err(Status::invalid_argument(
+                "the check request has no attributes.request.http",
+            ));
+        };
+        if http.method.is_empty() || http.path.is_empty() {
+            return Err(Status::invalid_argument(
+                "attributes.request.http needs a method and a path",
+            ));
+        }
+        let names = self.authorizer.headers();
+        let credential =
+            authz::credential(header(http, &names.api_key), header(http, "authorization"));
+        let outcome = self.authorizer.decide(
+            Front::Grpc,
+            credential,
+            Target::Http {
+                method: &http.method,
+                path: &http.path,
+            },
+        );
+        let decision = &outcome.decision;
+        if decision.allow {
+            let mut ok = OkHttpResponseBuilder::new();
+            for (name, id) in [
+                (&names.key_id, decision.key_id),
+                (&names.scope_id, decision.scope_id),
+            ] {
+                if let Some(id) = id {
+                    // Overwrite, so a caller cannot smuggle its own value in.
+                    ok.add_header(
+                        name.as_str(),
+                        id.to_string(),
+                        Some(HeaderAppendAction::OverwriteIfExistsOrAdd),
+                        false,
+                    );
+                }
+            }
+            let mut response = CheckResponse::with_status(Status::ok("allowed"));
+            response.set_http_response(ok);
+            return Ok(Response::new(response));
+        }
+        let code = authz::status(decision.reason);
+        let mut denied = DeniedHttpResponseBuilder::new();
+        denied
+            .set_http_status(
+                HttpStatusCode::try_from(i32::from(code)).unwrap_or(HttpStatusCode::Forbidden),
+            )
+            .add_header(
+                "content-type",
+                "application/json",
+                Some(HeaderAppendAction::OverwriteIfExistsOrAdd),
+                false,
+            )
+            .set_body(DenialBody::json(decision));
+        if code == 401 {
+            denied.add_header(
+                "www-authenticate",
+                authz::www_authenticate(decision.reason),
+                Some(HeaderAppendAction::OverwriteIfExistsOrAdd),
+                false,
+            );
+        }
+        let status = match code {
+            401 => Status::unauthenticated(decision.reason.as_str()),
+            503 => Status::unavailable(decision.reason.as_str()),
+            _ => Status::permission_denied(decision.reason.as_str()),
+        };
+        let mut response = CheckResponse::with_status(status);
+        response.set_http_response(denied);
+        Ok(Response::new(response))
+    }
+}

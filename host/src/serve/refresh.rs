@@ -1,0 +1,167 @@
+//! Freshness: the server's snapshot follows the store, and its module
+//! follows its file.
+//!
+//! A thread polls SQLite's `data_version`, which changes whenever another
+//! connection (the CLI in another process, or the admin API) commits. On a
+//! change it rebuilds the snapshot and swaps it in. Rebuilds are serialised,
+//! and each reads the store as of when it starts, so the last swap always
+//! holds every change committed before it began: a revocation never goes
+//! back to live.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::error::Result;
+use crate::store::Store;
+use crate::swap::{Generation, LivePolicy};
+
+struct Watched {
+    store: Store,
+    data_version: Option<i64>,
+}
+
+/// Rebuilds and swaps snapshots and modules for a live policy.
+pub struct Refresher {
+    live: Arc<LivePolicy>,
+    watched: Mutex<Watched>,
+    policy: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Refresher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Refresher")
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Refresher {
+    /// Watches `store` for `live`; `policy` is the module file to reload.
+    pub fn new(live: Arc<LivePolicy>, store: Store, policy: Option<PathBuf>) -> Result<Self> {
+        let data_version = Some(store.data_version()?);
+        Ok(Self {
+            live,
+            watched: Mutex::new(Watched {
+                store,
+                data_version,
+            }),
+            policy,
+        })
+    }
+
+    /// The live policy.
+    pub fn live(&self) -> &Arc<LivePolicy> {
+        &self.live
+    }
+
+    /// Rebuilds the snapshot if the store changed since the last rebuild;
+    /// the new generation, if one was published.
+    pub fn refresh_if_changed(&self) -> Result<Option<Arc<Generation>>> {
+        self.rebuild(false)
+    }
+
+    /// Rebuilds the snapshot now, as after a change made through this
+    /// server; the new generation, if the snapshot differs.
+    pub fn refresh(&self) -> Result<Option<Arc<Generation>>> {
+        self.rebuild(true)
+    }
+
+    fn rebuild(&self, always: bool) -> Result<Option<Arc<Generation>>> {
+        let mut watched = self.watched.lock().unwrap_or_else(PoisonError::into_inner);
+        let version = watched.store.data_version()?;
+        if !always && watched.data_version == Some(version) {
+            return Ok(None);
+        }
+        let bytes = crate::snapshot::build(&mut watched.store)?;
+        // The trailer is the snapshot's digest: skip a swap that changes nothing.
+        let current = self.live.current();
+        let generation = if bytes.ends_with(&current.snapshot_info.digest) {
+            None
+        } else {
+            Some(self.live.swap_snapshot(&bytes)?)
+        };
+        watched.data_version = Some(version);
+        Ok(generation)
+    }
+
+    /// Reloads the module from `path`, or from the configured file.
+    pub fn reload_module(
+        &self,
+        path: Option<&Path>,
+    ) -> std::result::Result<Arc<Generation>, ReloadError> {
+        let path = path
+            .or(self.policy.as_deref())
+            .ok_or(ReloadError::NoPolicyFile)?;
+        let bytes = std::fs::read(path).map_err(|source| ReloadError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Ok(self.live.swap_module(&bytes)?)
+    }
+
+    /// Polls the store every `interval` on a thread of its own, until the
+    /// returned handle is dropped.
+    pub fn watch(self: &Arc<Self>, interval: Duration) -> std::io::Result<Watcher> {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let refresher = Arc::clone(self);
+        let thread = std::thread::Builder::new()
+            .name("keyscope-store-watch".to_owned())
+            .spawn(move || {
+                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
+                    match refresher.refresh_if_changed() {
+                        Ok(Some(generation)) => tracing::info!(
+                            generation = generation.number,
+                            snapshot = %generation.snapshot_info.digest_hex(),
+                            "store changed: snapshot swapped"
+                        ),
+                        Ok(None) => {}
+                        // The last good generation keeps serving.
+                        Err(error) => tracing::error!(%error, "store changed: rebuild failed"),
+                    }
+                }
+            })?;
+        Ok(Watcher {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+/// Why a module reload failed; the current generation keeps serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// No file was given and none is configured.
+    #[error("no policy file to reload: start with --policy FILE, or name one")]
+    NoPolicyFile,
+    /// The file could not be read.
+    #[error("reading policy `{path}`: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The module was refused at a step of the swap.
+    #[error(transparent)]
+    Refused(#[from] crate::Error),
+}
+
+/// The polling thread; stops when dropped.
+#[derive(Debug)]
+pub struct Watcher {
+    stop: Option<Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
