@@ -104,3 +104,130 @@ pub fn fixtures() -> &'static Path {
 pub fn policy_fixture(name: &str) -> Vec<u8> {
     wat::parse_file(fixtures().join("policies").join(format!("{name}.wat"))).unwrap()
 }
+
+/// A `keyscope serve` process on loopback, on ports the kernel picked. It is
+/// stopped (SIGTERM, then SIGKILL) when dropped.
+pub struct Server {
+    pub child: std::process::Child,
+    pub http: std::net::SocketAddr,
+    pub grpc: std::net::SocketAddr,
+    pub admin: std::net::SocketAddr,
+    pub admin_token: String,
+    /// Held open, so the server never writes to a closed pipe.
+    _stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Sandbox {
+    /// Starts `keyscope serve` on this sandbox's store with an admin token
+    /// file and a decision log in the sandbox, plus `extra` flags; returns
+    /// once it says it is ready.
+    pub fn serve(&self, extra: &[&str]) -> Server {
+        use std::io::BufRead as _;
+        let admin_token = "ksadmin_test-token-0123456789abcdef".to_owned();
+        std::fs::write(self.path("admin-token"), &admin_token).unwrap();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_keyscope"))
+            .env_remove("KEYSCOPE_STORE")
+            .env("KEYSCOPE_LOG", "warn")
+            .arg("--store")
+            .arg(self.store())
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--grpc-listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--poll-ms",
+                "20",
+                "--admin-token-file",
+            ])
+            .arg(self.path("admin-token"))
+            .arg("--decision-log")
+            .arg(self.path("decisions.jsonl"))
+            .args(extra)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(self.path("serve.stderr")).unwrap())
+            .spawn()
+            .unwrap();
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        let mut addresses = None;
+        loop {
+            line.clear();
+            if stdout.read_line(&mut line).unwrap() == 0 {
+                let stderr = std::fs::read_to_string(self.path("serve.stderr")).unwrap();
+                panic!("keyscope serve exited before it was ready: {stderr}");
+            }
+            let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+            match event["event"].as_str() {
+                Some("listening") => addresses = Some(event),
+                Some("ready") => break,
+                _ => {}
+            }
+        }
+        let addresses = addresses.unwrap();
+        let addr = |name: &str| addresses[name].as_str().unwrap().parse().unwrap();
+        Server {
+            http: addr("http"),
+            grpc: addr("grpc"),
+            admin: addr("admin"),
+            child,
+            admin_token,
+            _stdout: stdout,
+        }
+    }
+}
+
+impl Server {
+    pub fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Stops the server with SIGTERM; its exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        self.signal("TERM");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the server did not stop"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// An HTTP client that returns 4xx and 5xx as responses, not errors.
+pub fn http_client() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(std::time::Duration::from_secs(10)))
+        .build()
+        .into()
+}
