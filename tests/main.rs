@@ -16,6 +16,7 @@ mod component;
 mod conformance;
 mod differential;
 mod golden;
+mod nginx;
 mod serve;
 mod store;
 mod support;

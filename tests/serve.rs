@@ -107,6 +107,9 @@ fn unpack(response: CheckResponse) -> (i32, u16, HashMap<String, String>, String
     }
 }
 
+/// Method, path, headers, the HTTP status expected and the reason.
+type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, u16, &'a str);
+
 #[test]
 fn grpc_check_answers_every_reason_with_status_headers_and_body() {
     let world = World::new();
@@ -126,7 +129,7 @@ fn grpc_check_answers_every_reason_with_status_headers_and_body() {
         unpack(response)
     };
     let bearer = format!("Bearer {}", world.editor);
-    let cases: Vec<(&str, &str, Vec<(&str, &str)>, u16, &str)> = vec![
+    let cases: Vec<Case<'_>> = vec![
         (
             "GET",
             AGENT,
@@ -741,4 +744,140 @@ fn shutdown_drains_and_the_decision_log_never_holds_a_key() {
             "the decision log holds a key's body"
         );
     }
+}
+
+#[test]
+fn module_swaps_by_sighup_and_admin_under_traffic_fail_no_request() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let world = World::new();
+    let policy = world.sandbox.path("policy.wasm");
+    let twin = crate::swap::twin_module();
+    let embedded = keyscope::policy::EMBEDDED_POLICY;
+    std::fs::write(&policy, embedded).unwrap();
+    let server = world.sandbox.serve(&["--policy", policy.to_str().unwrap()]);
+    let stop = AtomicBool::new(false);
+    let (served, failed) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    let http = http_client();
+    let bearer = format!("Bearer {}", server.admin_token);
+    let status = || -> Value {
+        http.get(server.admin_url("/admin/status"))
+            .header("authorization", &bearer)
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_json()
+            .unwrap()
+    };
+    let reload = || {
+        let mut response = http
+            .post(server.admin_url("/admin/policy"))
+            .header("authorization", &bearer)
+            .send("")
+            .unwrap();
+        (
+            response.status().as_u16(),
+            response.body_mut().read_json::<Value>().unwrap(),
+        )
+    };
+    std::thread::scope(|threads| {
+        for _ in 0..3 {
+            threads.spawn(|| {
+                let http = http_client();
+                while !stop.load(Ordering::Relaxed) {
+                    let url = server.url(&format!("/ext_authz{AGENT}"));
+                    let allowed = http.get(&url).header("x-api-key", &world.editor).call();
+                    let denied = http.delete(&url).header("x-api-key", &world.viewer).call();
+                    for (response, expected) in [(allowed, 200), (denied, 403)] {
+                        if response.is_ok_and(|r| r.status() == expected) {
+                            served.fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            });
+        }
+        let generation = |status: &Value| status["generation"].as_u64().unwrap();
+        let mut last = generation(&status());
+        for round in 0..20 {
+            let bytes: &[u8] = if round % 2 == 0 { &twin } else { embedded };
+            std::fs::write(&policy, bytes).unwrap();
+            if round % 4 < 2 {
+                server.signal("HUP");
+                let started = Instant::now();
+                while generation(&status()) == last {
+                    assert!(
+                        started.elapsed() < Duration::from_secs(5),
+                        "SIGHUP did nothing"
+                    );
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            } else {
+                let (code, body) = reload();
+                assert_eq!(code, 200, "{body}");
+            }
+            let now = status();
+            assert_eq!(generation(&now), last + 1);
+            let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes));
+            assert_eq!(now["module"]["digest"], digest.as_str());
+            last = generation(&now);
+        }
+        // A bad module is refused, says why, and the last good one serves on.
+        std::fs::write(&policy, b"(module)").unwrap();
+        let (code, body) = reload();
+        assert_eq!(code, 422);
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap()
+                .contains("refused at step `compile`"),
+            "{body}"
+        );
+        std::fs::write(&policy, crate::support::policy_fixture("imports-wasi")).unwrap();
+        server.signal("HUP");
+        let started = Instant::now();
+        let refusal = loop {
+            let now = status();
+            let history = now["history"].as_array().unwrap().clone();
+            if let Some(last_swap) = history.last()
+                && last_swap["generation"].is_null()
+                && last_swap["outcome"].as_str().unwrap().contains("wasi")
+            {
+                break last_swap.clone();
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "no refusal in {now}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        assert!(
+            refusal["outcome"]
+                .as_str()
+                .unwrap()
+                .contains("refused at step `validate`"),
+            "{refusal}"
+        );
+        assert_eq!(generation(&status()), last);
+        std::thread::sleep(Duration::from_millis(100));
+        stop.store(true, Ordering::Relaxed);
+    });
+    let (served, failed) = (served.into_inner(), failed.into_inner());
+    assert_eq!(failed, 0, "{failed} requests failed during the swaps");
+    assert!(served > 100, "only {served} requests were made");
+    let metrics = http
+        .get(server.url("/metrics"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    assert!(
+        metrics.contains("keyscope_swaps_refused_total 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("keyscope_policy_errors_total 0"),
+        "{metrics}"
+    );
 }

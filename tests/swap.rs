@@ -22,7 +22,7 @@ macro_rules! hostile {
 
 /// The embedded module with a custom section appended: another digest, the
 /// same behaviour. Swapping between the two is a real module swap.
-fn twin_module() -> Vec<u8> {
+pub(crate) fn twin_module() -> Vec<u8> {
     use wasm_encoder::Encode as _;
     let mut contents = Vec::new();
     "keyscope-test-twin".encode(&mut contents);

@@ -160,8 +160,34 @@ async fn read<T: Serialize + Send + 'static>(
     }
 }
 
-fn parse_scope(scope: &str) -> Result<ScopeRef, Response> {
-    scope.parse().map_err(|e: Error| store_error(&e))
+/// A store error as a handler's `Err`, so handlers can use `?`.
+struct Refused(Error);
+
+impl From<Error> for Refused {
+    fn from(error: Error) -> Self {
+        Self(error)
+    }
+}
+
+impl From<keyscope_policy::UnknownName> for Refused {
+    fn from(error: keyscope_policy::UnknownName) -> Self {
+        Self(error.into())
+    }
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        store_error(&self.0)
+    }
+}
+
+type Handled = Result<Response, Refused>;
+
+/// Parses an optional level or permission set given as text.
+fn parsed<T: std::str::FromStr<Err = keyscope_policy::UnknownName>>(
+    text: Option<&str>,
+) -> Result<Option<T>, Refused> {
+    Ok(text.map(str::parse).transpose()?)
 }
 
 #[derive(Deserialize)]
@@ -184,27 +210,10 @@ struct NewScope {
     runtime: Option<String>,
 }
 
-fn level(text: Option<&str>) -> Result<Option<AgentsLevel>, Response> {
-    text.map(str::parse)
-        .transpose()
-        .map_err(|e: keyscope_policy::UnknownName| store_error(&e.into()))
-}
-
-fn runtime(text: Option<&str>) -> Result<Option<RuntimeSet>, Response> {
-    text.map(str::parse)
-        .transpose()
-        .map_err(|e: keyscope_policy::UnknownName| store_error(&e.into()))
-}
-
-async fn create_scope(State(admin): State<Admin>, Json(new): Json<NewScope>) -> Response {
-    let (agents, runtime) = match (
-        level(new.agents.as_deref()),
-        runtime(new.runtime.as_deref()),
-    ) {
-        (Ok(agents), Ok(runtime)) => (agents, runtime),
-        (Err(response), _) | (_, Err(response)) => return response,
-    };
-    change(admin, StatusCode::CREATED, move |store| {
+async fn create_scope(State(admin): State<Admin>, Json(new): Json<NewScope>) -> Handled {
+    let agents: Option<AgentsLevel> = parsed(new.agents.as_deref())?;
+    let runtime: Option<RuntimeSet> = parsed(new.runtime.as_deref())?;
+    Ok(change(admin, StatusCode::CREATED, move |store| {
         store.create_scope(
             &new.app,
             &new.name,
@@ -212,14 +221,12 @@ async fn create_scope(State(admin): State<Admin>, Json(new): Json<NewScope>) -> 
             runtime.unwrap_or(RuntimeSet::EMPTY),
         )
     })
-    .await
+    .await)
 }
 
-async fn show_scope(State(admin): State<Admin>, Path(scope): Path<String>) -> Response {
-    match parse_scope(&scope) {
-        Ok(scope) => read(admin, move |store| store.scope(&scope)).await,
-        Err(response) => response,
-    }
+async fn show_scope(State(admin): State<Admin>, Path(scope): Path<String>) -> Handled {
+    let scope: ScopeRef = scope.parse()?;
+    Ok(read(admin, move |store| store.scope(&scope)).await)
 }
 
 #[derive(Deserialize)]
@@ -234,33 +241,25 @@ async fn update_scope(
     State(admin): State<Admin>,
     Path(scope): Path<String>,
     Json(update): Json<ScopeChange>,
-) -> Response {
-    let scope = match parse_scope(&scope) {
-        Ok(scope) => scope,
-        Err(response) => return response,
-    };
-    let (agents, runtime) = match (
-        level(update.agents.as_deref()),
-        runtime(update.runtime.as_deref()),
-    ) {
-        (Ok(agents), Ok(runtime)) => (agents, runtime),
-        (Err(response), _) | (_, Err(response)) => return response,
-    };
+) -> Handled {
+    let scope: ScopeRef = scope.parse()?;
+    let agents: Option<AgentsLevel> = parsed(update.agents.as_deref())?;
+    let runtime: Option<RuntimeSet> = parsed(update.runtime.as_deref())?;
     if update.name.is_none() && agents.is_none() && runtime.is_none() {
-        return error(
+        return Ok(error(
             StatusCode::BAD_REQUEST,
             "nothing to change; give \"name\", \"agents\" or \"runtime\"",
-        );
+        ));
     }
     let update = ScopeUpdate {
         name: update.name,
         agents,
         runtime,
     };
-    change(admin, StatusCode::OK, move |store| {
+    Ok(change(admin, StatusCode::OK, move |store| {
         store.update_scope(&scope, &update)
     })
-    .await
+    .await)
 }
 
 #[derive(Deserialize)]
@@ -279,19 +278,16 @@ async fn delete_scope(
     State(admin): State<Admin>,
     Path(scope): Path<String>,
     Query(options): Query<DeleteOptions>,
-) -> Response {
-    let scope = match parse_scope(&scope) {
-        Ok(scope) => scope,
-        Err(response) => return response,
-    };
-    change(admin, StatusCode::OK, move |store| {
+) -> Handled {
+    let scope: ScopeRef = scope.parse()?;
+    Ok(change(admin, StatusCode::OK, move |store| {
         let (deleted, revoked) = store.delete_scope(&scope, options.revoke_keys)?;
         Ok(Deleted {
             deleted,
             revoked_keys: revoked.iter().map(|key| key.id).collect(),
         })
     })
-    .await
+    .await)
 }
 
 #[derive(Deserialize)]
@@ -299,12 +295,9 @@ struct ScopeFilter {
     scope: Option<String>,
 }
 
-async fn list_keys(State(admin): State<Admin>, Query(filter): Query<ScopeFilter>) -> Response {
-    let scope = match filter.scope.as_deref().map(parse_scope).transpose() {
-        Ok(scope) => scope,
-        Err(response) => return response,
-    };
-    read(admin, move |store| store.list_keys(scope.as_ref())).await
+async fn list_keys(State(admin): State<Admin>, Query(filter): Query<ScopeFilter>) -> Handled {
+    let scope: Option<ScopeRef> = filter.scope.as_deref().map(str::parse).transpose()?;
+    Ok(read(admin, move |store| store.list_keys(scope.as_ref())).await)
 }
 
 #[derive(Deserialize)]
@@ -324,12 +317,9 @@ struct CreatedKey {
     created_at: String,
 }
 
-async fn create_key(State(admin): State<Admin>, Json(new): Json<NewKeyRequest>) -> Response {
-    let scope = match parse_scope(&new.scope) {
-        Ok(scope) => scope,
-        Err(response) => return response,
-    };
-    change(admin, StatusCode::CREATED, move |store| {
+async fn create_key(State(admin): State<Admin>, Json(new): Json<NewKeyRequest>) -> Handled {
+    let scope: ScopeRef = new.scope.parse()?;
+    Ok(change(admin, StatusCode::CREATED, move |store| {
         let created = store.create_key(&scope, &new.name)?;
         Ok(CreatedKey {
             id: created.key.id,
@@ -339,7 +329,7 @@ async fn create_key(State(admin): State<Admin>, Json(new): Json<NewKeyRequest>) 
             created_at: created.key.created_at,
         })
     })
-    .await
+    .await)
 }
 
 async fn revoke_key(State(admin): State<Admin>, Path(id): Path<u64>) -> Response {
