@@ -187,7 +187,7 @@ fn nginx_auth_request_lets_through_only_what_keyscope_allows() {
             "{method} {path}"
         );
         if status == 200 {
-            allowed.push(format!("{method} {path} HTTP/1.0"));
+            allowed.push(format!("{method} {path} HTTP/1.1"));
         }
     }
     // The upstream saw exactly the allowed requests, each with the key id.

@@ -35,6 +35,9 @@ pub struct ServeArgs {
     /// How often to check the store for changes, in milliseconds.
     #[arg(long, value_name = "MS")]
     poll_ms: Option<u64>,
+    /// Async worker threads (default: one per core).
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
 }
 
 pub fn run(args: ServeArgs, store: &Path) -> anyhow::Result<ExitCode> {
@@ -54,6 +57,8 @@ pub fn run(args: ServeArgs, store: &Path) -> anyhow::Result<ExitCode> {
     if let Some(poll_ms) = args.poll_ms {
         config.poll_ms = poll_ms;
     }
+    config.workers = args.workers.or(config.workers);
+    config.validate()?;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("KEYSCOPE_LOG")
@@ -62,7 +67,11 @@ pub fn run(args: ServeArgs, store: &Path) -> anyhow::Result<ExitCode> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = config.workers {
+        runtime.worker_threads(workers);
+    }
+    let runtime = runtime
         .enable_all()
         .build()
         .context("starting the async runtime")?;

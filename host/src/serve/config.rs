@@ -26,6 +26,8 @@ pub struct ServeConfig {
     pub policy: Option<PathBuf>,
     /// How often the store is checked for changes, in milliseconds.
     pub poll_ms: u64,
+    /// Async worker threads; the number of cores if `None`.
+    pub workers: Option<usize>,
     /// Where decision logs go: a file, `-` for stdout, or nowhere if `None`.
     pub decision_log: Option<PathBuf>,
     /// How requests carry the key and where keyscope puts what it decided.
@@ -88,6 +90,7 @@ impl Default for ServeConfig {
             grpc_listen: None,
             policy: None,
             poll_ms: 100,
+            workers: None,
             decision_log: None,
             headers: HeaderConfig::default(),
             envoy_path_prefix: "/ext_authz".to_owned(),
@@ -168,6 +171,9 @@ impl ServeConfig {
                 "envoy_path_prefix `{}` must start with `/` and not end with one",
                 self.envoy_path_prefix
             ));
+        }
+        if self.workers == Some(0) {
+            return bad("workers must be at least 1".to_owned());
         }
         if self.poll_ms == 0 {
             return bad("poll_ms must be at least 1".to_owned());

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Load benchmarks of `keyscope serve`, all on loopback, side by side in one run:
+#   1. wrk against POST /v1/check;
+#   2. wrk against nginx alone, then nginx + auth_request to keyscope
+#      (docs/nginx.conf), the same upstream behind both;
+#   3. grpc-load (tonic) against the ext_authz gRPC service.
+# Each runs at 1 connection (latency without queueing) and at CONNECTIONS
+# (throughput). The servers (keyscope with one worker thread, nginx with one
+# worker process) are pinned to core 0 and the load generators to core 1, so
+# that the client never preempts the server it measures.
+# Usage: benches/serve/run.sh [SECONDS] [CONNECTIONS]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+seconds=${1:-10}
+connections=${2:-32}
+for tool in wrk nginx; do
+    command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] || {
+        echo "needs $tool: apt-get install wrk nginx" >&2; exit 2; }
+done
+cargo build --release -q -p keyscope -p keyscope-benches --bin keyscope --bin grpc-load
+bin=target/release
+server_cpu=(taskset -c 0)
+client_cpu=(taskset -c 1)
+if [ "$(nproc)" -lt 2 ] || ! command -v taskset >/dev/null; then server_cpu=(); client_cpu=(); fi
+work=$(mktemp -d)
+pids=()
+cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+export KEYSCOPE_STORE=$work/keyscope.db
+$bin/keyscope scope create --app acme --name viewer --agents view >/dev/null
+KEY=$($bin/keyscope key create --scope acme/viewer --name bench 2>/dev/null)
+export KEY
+KEYSCOPE_LOG=warn "${server_cpu[@]}" $bin/keyscope serve --workers 1 \
+    --listen 127.0.0.1:18080 --grpc-listen 127.0.0.1:18081 \
+    >"$work/serve.out" 2>"$work/serve.err" &
+pids+=($!)
+until grep -q '"ready"' "$work/serve.out" 2>/dev/null; do sleep 0.05; done
+
+# nginx: :18090 proxies straight to the upstream, :18091 asks keyscope first
+# (docs/nginx.conf); the upstream is nginx itself on :18092.
+site=$(sed -e 's/127.0.0.1:8080/127.0.0.1:18080/' -e 's/127.0.0.1:9000/127.0.0.1:18092/' \
+           -e 's/listen 80;/listen 127.0.0.1:18091;/' docs/nginx.conf)
+mkdir -p "$work/nginx"
+cat >"$work/nginx/nginx.conf" <<CONF
+worker_processes 1;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log warn;
+daemon off;
+user root;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $work/nginx/body;
+    proxy_temp_path $work/nginx/proxy;
+    fastcgi_temp_path $work/nginx/fastcgi;
+    uwsgi_temp_path $work/nginx/uwsgi;
+    scgi_temp_path $work/nginx/scgi;
+    server { listen 127.0.0.1:18092; location / { return 200 "upstream\n"; } }
+    server {
+        listen 127.0.0.1:18090;
+        location / {
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_pass http://platform_api;
+        }
+    }
+$site
+}
+CONF
+"${server_cpu[@]}" nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" 2>"$work/nginx/stderr" &
+pids+=($!)
+sleep 0.5
+
+path=/api/v2/apps/acme/agents/a1
+run_wrk() { # name, connections, url, [script]
+    local name=$1 c=$2 url=$3 script=${4:-}
+    local out
+    out=$("${client_cpu[@]}" wrk -t1 -c"$c" -d"${seconds}s" --latency ${script:+-s "$script"} "$url")
+    local rps p50 p99 non2xx
+    rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+    p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
+    p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
+    non2xx=$(awk '/Non-2xx/ {print $5}' <<<"$out")
+    printf '%-24s c=%-4s %10s req/s   p50 %8s   p99 %8s   non-2xx %s\n' \
+        "$name" "$c" "$rps" "$p50" "$p99" "${non2xx:-0}"
+}
+echo "== $(nproc) cores, ${seconds}s per run, wrk -t1; servers on core 0, clients on core 1"
+for c in 1 "$connections"; do
+    run_wrk "keyscope /v1/check" "$c" "http://127.0.0.1:18080/v1/check" benches/serve/check.lua
+    run_wrk "nginx alone" "$c" "http://127.0.0.1:18090$path" benches/serve/key.lua
+    run_wrk "nginx + auth_request" "$c" "http://127.0.0.1:18091$path" benches/serve/key.lua
+    "${client_cpu[@]}" $bin/grpc-load 127.0.0.1:18081 "$KEY" "$c" "$seconds"
+done
