@@ -723,6 +723,35 @@ fn shutdown_drains_and_the_decision_log_never_holds_a_key() {
             decided += 1;
         }
     }
+    // A request in flight when SIGTERM arrives is answered before the exit.
+    let body = format!(
+        r#"{{"key":"{}","app":"acme","op":"agents.get"}}"#,
+        world.viewer
+    );
+    let mut in_flight = TcpStream::connect(server.http).unwrap();
+    in_flight
+        .write_all(
+            format!(
+                "POST /v1/check HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+                 Content-Length: {}\r\n\r\n{}",
+                body.len(),
+                &body[..10]
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    server.signal("TERM");
+    std::thread::sleep(Duration::from_millis(200));
+    in_flight.write_all(&body.as_bytes()[10..]).unwrap();
+    in_flight
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut answer = String::new();
+    let _ = in_flight.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains(r#""allow":true"#), "{answer}");
+    decided += 1;
     let status = server.stop();
     assert!(status.success(), "{status}");
     let log = std::fs::read_to_string(world.sandbox.path("decisions.jsonl")).unwrap();

@@ -191,7 +191,14 @@ impl Server {
 
     /// Stops the server with SIGTERM; its exit status.
     pub fn stop(&mut self) -> std::process::ExitStatus {
-        self.signal("TERM");
+        if let Some(status) = self.child.try_wait().unwrap() {
+            return status;
+        }
+        // It may exit between the check and the signal: ignore a failed kill.
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {

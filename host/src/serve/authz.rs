@@ -4,7 +4,7 @@
 //! microsecond, so it runs on the executor's thread (see the README).
 
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use keyscope_policy::{Credential, Decision, HttpRequest, Reason, Request};
 use serde::Serialize;
@@ -172,36 +172,26 @@ impl Authorizer {
     /// policy, or a failing one, the answer is a deny.
     pub fn decide(&self, front: Front, credential: Credential, target: Target<'_>) -> Outcome {
         let started = Instant::now();
-        let (outcome, app, op, method) = match self.live.get() {
-            None => (
-                Outcome {
-                    decision: Decision::deny(Reason::NoSnapshot),
-                    route: None,
-                    generation: 0,
-                },
-                None,
-                None,
-                None,
-            ),
+        let outcome = match self.live.get() {
+            None => Outcome {
+                decision: Decision::deny(Reason::NoSnapshot),
+                route: None,
+                generation: 0,
+            },
             Some(live) => {
                 let mut worker = self.take_worker(live);
-                let result = match target {
+                let outcome = match target {
                     Target::Op { app, op } => {
                         let evaluated = worker.evaluate(&Request {
                             credential,
                             app,
                             op,
                         });
-                        (
-                            Outcome {
-                                decision: evaluated.decision,
-                                route: None,
-                                generation: evaluated.generation,
-                            },
-                            Some(app.to_owned()),
-                            Some(op.to_owned()),
-                            None,
-                        )
+                        Outcome {
+                            decision: evaluated.decision,
+                            route: None,
+                            generation: evaluated.generation,
+                        }
                     }
                     Target::Http { method, path } => {
                         let (HttpDecision { route, decision }, generation) =
@@ -210,48 +200,22 @@ impl Authorizer {
                                 method,
                                 path,
                             });
-                        let (app, op) = route
-                            .as_ref()
-                            .map(|r| (r.app.clone(), r.op.clone()))
-                            .unzip();
-                        (
-                            Outcome {
-                                decision,
-                                route,
-                                generation,
-                            },
-                            app,
-                            op,
-                            Some(method.to_owned()),
-                        )
+                        Outcome {
+                            decision,
+                            route,
+                            generation,
+                        }
                     }
                 };
                 self.put_worker(worker);
-                result
+                outcome
             }
         };
         let took = started.elapsed();
-        let decision = &outcome.decision;
-        self.metrics.decided(front, decision.reason.as_str(), took);
-        if self.log.is_on() {
-            let queued = self.log.record(DecisionRecord {
-                time_ms: SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-                generation: outcome.generation,
-                front: front.as_str(),
-                key_id: decision.key_id,
-                scope_id: decision.scope_id,
-                app,
-                op,
-                method,
-                allow: decision.allow,
-                reason: decision.reason.as_str(),
-                latency_us: u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
-            });
-            if !queued {
-                self.metrics.log_dropped();
-            }
+        self.metrics
+            .decided(front, outcome.decision.reason.as_str(), took);
+        if self.log.is_on() && !self.log.record(record(front, target, &outcome, took)) {
+            self.metrics.log_dropped();
         }
         outcome
     }
@@ -269,5 +233,36 @@ impl Authorizer {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(worker);
+    }
+}
+
+/// The decision log's line for a decision.
+fn record(front: Front, target: Target<'_>, outcome: &Outcome, took: Duration) -> DecisionRecord {
+    let (app, op, method) = match target {
+        Target::Op { app, op } => (Some(app.to_owned()), Some(op.to_owned()), None),
+        Target::Http { method, .. } => {
+            let (app, op) = outcome
+                .route
+                .as_ref()
+                .map(|route| (route.app.clone(), route.op.clone()))
+                .unzip();
+            (app, op, Some(method.to_owned()))
+        }
+    };
+    let decision = &outcome.decision;
+    DecisionRecord {
+        time_ms: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        generation: outcome.generation,
+        front: front.as_str(),
+        key_id: decision.key_id,
+        scope_id: decision.scope_id,
+        app,
+        op,
+        method,
+        allow: decision.allow,
+        reason: decision.reason.as_str(),
+        latency_us: u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
     }
 }

@@ -204,6 +204,15 @@ pub async fn run(config: ServeConfig, on_event: impl Fn(Event)) -> Result<(), Se
             source,
         })?;
     if let (Some(listener), Some(store)) = (admin_listener, admin_store) {
+        if config
+            .admin
+            .listen
+            .is_some_and(|addr| !addr.ip().is_loopback())
+        {
+            tracing::warn!(
+                "the admin API listens beyond loopback; put it behind TLS or a private network"
+            );
+        }
         let (digest, shown) = token;
         if let Some(token) = shown {
             on_event(Event::AdminToken(token));
