@@ -15,6 +15,7 @@ mod cli;
 mod component;
 mod conformance;
 mod differential;
+mod faults;
 mod golden;
 mod nginx;
 mod serve;

@@ -143,8 +143,14 @@ impl Sandbox {
                 "--admin-token-file",
             ])
             .arg(self.path("admin-token"))
-            .arg("--decision-log")
-            .arg(self.path("decisions.jsonl"))
+            .args(if extra.contains(&"--decision-log") {
+                Vec::new()
+            } else {
+                vec![
+                    "--decision-log".into(),
+                    self.path("decisions.jsonl").into_os_string(),
+                ]
+            })
             .args(extra)
             .stdout(std::process::Stdio::piped())
             .stderr(std::fs::File::create(self.path("serve.stderr")).unwrap())

@@ -136,6 +136,9 @@ pub enum Error {
     /// The snapshot was refused.
     #[error(transparent)]
     Snapshot(#[from] keyscope_policy::LoadError),
+    /// A fault injected by a test (feature `fault-injection`).
+    #[error("injected fault at `{}`", .0.as_str())]
+    Injected(crate::fault::Fault),
     /// Reading or writing a file failed.
     #[error("`{path}`: {source}")]
     Io {

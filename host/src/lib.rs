@@ -6,6 +6,7 @@ pub mod cases;
 pub mod conformance;
 pub mod decision;
 pub mod error;
+pub mod fault;
 pub mod keys;
 pub mod policy;
 pub mod serve;

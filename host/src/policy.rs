@@ -30,6 +30,7 @@ use wasmtime::{Config, Engine, ResourceLimiter, Store, StoreLimits, StoreLimitsB
 
 use crate::bindings::{self, DECIDE_INTERFACE, Policy, PolicyPre};
 use crate::error::{Error, Result};
+use crate::fault::{self, Fault};
 
 /// The component built from `policy-guest/` and embedded at build time.
 pub static EMBEDDED_POLICY: &[u8] = include_bytes!(env!("KEYSCOPE_POLICY_COMPONENT"));
@@ -211,6 +212,11 @@ impl PolicyComponent {
     /// Compiles and validates component bytes: a component, importing
     /// nothing, exporting the `keyscope:policy` world.
     pub fn from_bytes(policy_engine: &PolicyEngine, bytes: &[u8]) -> Result<Self> {
+        if fault::hit(Fault::Compile) {
+            return Err(Error::NotAComponent(
+                Error::Injected(Fault::Compile).to_string(),
+            ));
+        }
         let engine = policy_engine.engine();
         if !wasmparser::Parser::is_component(bytes) {
             let what = if wasmparser::Parser::is_core_wasm(bytes) {
@@ -303,6 +309,9 @@ impl PolicyComponent {
     }
 
     fn start(&self, limits: &Limits) -> Result<(Store<HostState>, Policy)> {
+        if fault::hit(Fault::Instantiate) {
+            return Err(Error::Injected(Fault::Instantiate));
+        }
         let mut store = Store::new(
             self.engine.engine(),
             HostState {
@@ -449,6 +458,9 @@ impl PolicyInstance {
 
     /// [`PolicyInstance::load_snapshot`] without copying bytes already shared.
     pub fn load_shared_snapshot(&mut self, bytes: Arc<[u8]>) -> Result<SnapshotInfo> {
+        if fault::hit(Fault::LoadSnapshot) {
+            return Err(Error::Injected(Fault::LoadSnapshot));
+        }
         let info = self
             .call(self.limits.load_timeout, |policy, store| {
                 policy
@@ -560,6 +572,11 @@ impl PolicyInstance {
             ));
         };
         store.set_epoch_deadline(Limits::ticks(timeout));
+        if fault::hit(Fault::EvaluateTrap) {
+            // As a trap would: the instance is gone, rebuilt on the next call.
+            self.running = None;
+            return Err(Error::Injected(Fault::EvaluateTrap));
+        }
         match f(policy, store) {
             Ok(value) => Ok(value),
             Err(error) => {

@@ -435,6 +435,9 @@ impl Store {
     /// Everything a snapshot holds, read in one transaction so that it is
     /// consistent: the catalogue, the live scopes, and every key.
     pub fn snapshot_data(&mut self) -> Result<SnapshotData> {
+        if crate::fault::hit(crate::fault::Fault::StoreRead) {
+            return Err(Error::Injected(crate::fault::Fault::StoreRead));
+        }
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Deferred)?;

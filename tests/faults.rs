@@ -1,0 +1,238 @@
+//! Fault injection: every step a decision or a swap depends on is made to
+//! fail (host/src/fault.rs, armed per thread), and every decision taken
+//! through a fault must be a deny; a swap through one must leave the
+//! generation as it was. The decision log's failure is real: /dev/full.
+
+use std::sync::Arc;
+
+use keyscope::fault::{self, Fault};
+use keyscope::serve::Refresher;
+use keyscope::{
+    AgentsLevel, Error, HttpRequest, KeySecret, LiveOptions, LivePolicy, Reason, Request,
+    RuntimeSet, Store, SwapStep, keys,
+};
+use serde_json::{Value, json};
+
+use crate::support::{Sandbox, http_client};
+
+/// Disarms this thread's faults even when an assertion fails.
+struct Disarm;
+
+impl Drop for Disarm {
+    fn drop(&mut self) {
+        fault::disarm();
+    }
+}
+
+/// A store with a key that may view agents in `acme`.
+fn world() -> (tempfile::TempDir, Store, KeySecret, u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path().join("keyscope.db")).unwrap();
+    store
+        .create_scope("acme", "viewer", AgentsLevel::View, RuntimeSet::EMPTY)
+        .unwrap();
+    let created = store
+        .create_key(&"acme/viewer".parse().unwrap(), "k")
+        .unwrap();
+    let id = created.key.id;
+    (dir, store, created.secret, id)
+}
+
+fn live(store: &mut Store) -> Arc<LivePolicy> {
+    let snapshot = keyscope::snapshot::build(store).unwrap();
+    Arc::new(LivePolicy::new(None, &snapshot, LiveOptions::default()).unwrap())
+}
+
+/// Asks, three ways, what the key may do: `agents.get` (allowed when no
+/// fault is in the way) and `agents.delete` (never allowed).
+fn ask_all(worker: &mut keyscope::Worker, key: &KeySecret) -> Vec<(bool, bool)> {
+    let credential = keys::credential(Some(key.expose()));
+    let get = Request {
+        credential,
+        app: "acme",
+        op: "agents.get",
+    };
+    let delete = Request {
+        op: "agents.delete",
+        ..get
+    };
+    let mut answers = Vec::new();
+    for request in [get, delete] {
+        let decision = worker.evaluate(&request).decision;
+        answers.push((decision.allow, request.op == "agents.get"));
+        assert!(decision.allow || decision.reason != Reason::Allowed);
+    }
+    let (batch, _) = worker.evaluate_batch(&[get, delete]);
+    answers.extend(batch.iter().zip([true, false]).map(|(d, ok)| (d.allow, ok)));
+    let (http, _) = worker.evaluate_http(&HttpRequest {
+        credential,
+        method: "GET",
+        path: "/api/v2/apps/acme/agents/a1",
+    });
+    answers.push((http.decision.allow, true));
+    answers
+}
+
+#[test]
+fn every_fault_on_the_decision_path_denies() {
+    let _disarm = Disarm;
+    let (_dir, mut store, key, _) = world();
+    let policy = live(&mut store);
+    let (mut injected, mut decisions, mut wrong_allows) = (0, 0, 0);
+    for fault in [Fault::Instantiate, Fault::LoadSnapshot, Fault::EvaluateTrap] {
+        let before = fault::injected(fault);
+        fault::arm(fault, u32::MAX);
+        // A new worker must instantiate and load: each decision meets the fault.
+        let mut worker = policy.worker();
+        for _ in 0..50 {
+            for (allowed, _) in ask_all(&mut worker, &key) {
+                decisions += 1;
+                wrong_allows += usize::from(allowed);
+            }
+        }
+        fault::disarm();
+        injected += fault::injected(fault) - before;
+        // Without the fault the same worker recovers, and is right again.
+        for (allowed, should) in ask_all(&mut worker, &key) {
+            assert_eq!(allowed, should, "after {fault:?}");
+        }
+    }
+    // One trap in the middle of serving: that decision denies, the next are right.
+    let mut worker = policy.worker();
+    assert!(ask_all(&mut worker, &key)[0].0);
+    fault::arm(Fault::EvaluateTrap, 1);
+    let answers = ask_all(&mut worker, &key);
+    assert_eq!(answers[0], (false, true), "the trapped decision is a deny");
+    assert!(
+        answers[1..]
+            .iter()
+            .all(|(allowed, should)| allowed == should)
+    );
+    assert_eq!(
+        wrong_allows, 0,
+        "{wrong_allows} of {decisions} decisions allowed through a fault"
+    );
+    // Four calls per round (two single, one batch, one HTTP), each meeting the fault.
+    assert_eq!(injected, 3 * 50 * 4, "faults injected");
+    eprintln!("decision path: {injected} faults injected, {decisions} decisions, 0 wrong allows");
+}
+
+#[test]
+fn a_fault_in_any_swap_step_leaves_the_generation_unchanged() {
+    let _disarm = Disarm;
+    let twin = crate::swap::twin_module();
+    let mut refused = 0;
+    for fault in [
+        Fault::Compile,
+        Fault::Instantiate,
+        Fault::LoadSnapshot,
+        Fault::EvaluateTrap,
+    ] {
+        let (_dir, mut store, key, key_id) = world();
+        let policy = live(&mut store);
+        store.revoke_key(key_id).unwrap();
+        let revoking = keyscope::snapshot::build(&mut store).unwrap();
+        let expected_step = match fault {
+            Fault::Compile => SwapStep::Compile,
+            Fault::Instantiate => SwapStep::Instantiate,
+            _ => SwapStep::LoadSnapshot,
+        };
+        let attempts: Vec<(&str, Box<dyn Fn() -> keyscope::Result<_>>)> = vec![
+            ("module", Box::new(|| policy.swap_module(&twin))),
+            (
+                "module+snapshot",
+                Box::new(|| policy.swap(&twin, &revoking)),
+            ),
+            ("snapshot", Box::new(|| policy.swap_snapshot(&revoking))),
+        ];
+        for (kind, attempt) in attempts {
+            if fault == Fault::Compile && kind == "snapshot" {
+                continue; // a snapshot swap compiles nothing
+            }
+            fault::arm(fault, 1);
+            let error = attempt().unwrap_err();
+            fault::disarm();
+            match &error {
+                Error::Refused { step, .. } => assert_eq!(*step, expected_step, "{fault:?} {kind}"),
+                other => panic!("{fault:?} {kind}: {other}"),
+            }
+            assert!(error.to_string().contains("injected fault"), "{error}");
+            assert_eq!(policy.current().number, 1, "{fault:?} {kind} published");
+            refused += 1;
+            // The unchanged generation still decides as before, on a clean thread.
+            let policy = Arc::clone(&policy);
+            let key = key.clone();
+            let answers = std::thread::spawn(move || ask_all(&mut policy.worker(), &key))
+                .join()
+                .unwrap();
+            assert!(answers.iter().all(|(allowed, should)| allowed == should));
+        }
+        // Without the fault, the same swap goes through.
+        policy.swap(&twin, &revoking).unwrap();
+        assert_eq!(policy.current().number, 2);
+    }
+    eprintln!("swaps: {refused} faults injected, {refused} swaps refused, 0 published");
+}
+
+#[test]
+fn a_store_read_fault_during_a_rebuild_keeps_the_last_generation() {
+    let _disarm = Disarm;
+    let (dir, mut store, key, key_id) = world();
+    let policy = live(&mut store);
+    let refresher = Refresher::new(
+        Arc::clone(&policy),
+        Store::open_existing(dir.path().join("keyscope.db")).unwrap(),
+        None,
+    )
+    .unwrap();
+    store.revoke_key(key_id).unwrap();
+    for _ in 0..10 {
+        fault::arm(Fault::StoreRead, 1);
+        let error = refresher.refresh_if_changed().unwrap_err();
+        assert!(
+            matches!(error, Error::Injected(Fault::StoreRead)),
+            "{error}"
+        );
+        assert_eq!(policy.current().number, 1);
+    }
+    fault::disarm();
+    // The change was not lost: the next poll picks it up.
+    let generation = refresher.refresh_if_changed().unwrap().unwrap();
+    assert_eq!(generation.number, 2);
+    let answers = ask_all(&mut policy.worker(), &key);
+    assert!(
+        answers.iter().all(|(allowed, _)| !allowed),
+        "a revoked key is allowed"
+    );
+}
+
+#[test]
+fn a_decision_log_that_cannot_be_written_changes_no_decision() {
+    let sandbox = Sandbox::new();
+    sandbox.scope("acme", "viewer", "view", "");
+    let (_, key) = sandbox.key("acme/viewer", "k");
+    let server = sandbox.serve(&["--decision-log", "/dev/full"]);
+    let http = http_client();
+    let mut wrong = 0;
+    for round in 0..200 {
+        let op = if round % 2 == 0 {
+            "agents.get"
+        } else {
+            "agents.delete"
+        };
+        let decision: Value = http
+            .post(server.url("/v1/check"))
+            .send_json(json!({ "key": key, "app": "acme", "op": op }))
+            .unwrap()
+            .body_mut()
+            .read_json()
+            .unwrap();
+        wrong += usize::from(decision["allow"] != (op == "agents.get"));
+    }
+    assert_eq!(wrong, 0);
+    let stderr = std::fs::read_to_string(sandbox.path("serve.stderr")).unwrap();
+    assert!(
+        stderr.contains("the decision log cannot be written"),
+        "{stderr}"
+    );
+}
