@@ -137,18 +137,15 @@ fn a_fault_in_any_swap_step_leaves_the_generation_unchanged() {
             Fault::Instantiate => SwapStep::Instantiate,
             _ => SwapStep::LoadSnapshot,
         };
-        let attempts: Vec<(&str, Box<dyn Fn() -> keyscope::Result<_>>)> = vec![
-            ("module", Box::new(|| policy.swap_module(&twin))),
-            (
-                "module+snapshot",
-                Box::new(|| policy.swap(&twin, &revoking)),
-            ),
-            ("snapshot", Box::new(|| policy.swap_snapshot(&revoking))),
-        ];
-        for (kind, attempt) in attempts {
+        for kind in ["module", "module+snapshot", "snapshot"] {
             if fault == Fault::Compile && kind == "snapshot" {
                 continue; // a snapshot swap compiles nothing
             }
+            let attempt = || match kind {
+                "module" => policy.swap_module(&twin),
+                "snapshot" => policy.swap_snapshot(&revoking),
+                _ => policy.swap(&twin, &revoking),
+            };
             fault::arm(fault, 1);
             let error = attempt().unwrap_err();
             fault::disarm();
