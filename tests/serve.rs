@@ -910,3 +910,37 @@ fn module_swaps_by_sighup_and_admin_under_traffic_fail_no_request() {
         "{metrics}"
     );
 }
+
+#[test]
+fn a_client_that_ignores_shutdown_holds_the_server_no_longer_than_the_drain_timeout() {
+    let world = World::new();
+    let config = world.sandbox.path("serve.toml");
+    std::fs::write(&config, "[limits]\ndrain_timeout_ms = 500\n").unwrap();
+    let mut server = world.sandbox.serve(&["--config", config.to_str().unwrap()]);
+    // A gRPC client whose runtime is parked: it never answers the GOAWAY.
+    let rt = runtime();
+    let mut client = rt
+        .block_on(AuthorizationClient::connect(format!(
+            "http://{}",
+            server.grpc
+        )))
+        .unwrap();
+    let response = rt
+        .block_on(client.check(check_request(
+            "GET",
+            AGENTS,
+            &[("x-api-key", &world.viewer)],
+        )))
+        .unwrap()
+        .into_inner();
+    assert_eq!(unpack(response).1, 200);
+    let started = Instant::now();
+    let status = server.stop();
+    assert!(status.success(), "{status}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "stopping took {:?}",
+        started.elapsed()
+    );
+    drop(client);
+}

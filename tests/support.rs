@@ -113,8 +113,9 @@ pub struct Server {
     pub grpc: std::net::SocketAddr,
     pub admin: std::net::SocketAddr,
     pub admin_token: String,
-    /// Held open, so the server never writes to a closed pipe.
-    _stdout: std::io::BufReader<std::process::ChildStdout>,
+    /// The rest of the server's stdout; held open, so the server never
+    /// writes to a closed pipe.
+    pub stdout: std::io::BufReader<std::process::ChildStdout>,
 }
 
 impl Sandbox {
@@ -180,7 +181,7 @@ impl Sandbox {
             admin: addr("admin"),
             child,
             admin_token,
-            _stdout: stdout,
+            stdout,
         }
     }
 }

@@ -235,7 +235,17 @@ pub async fn run(config: ServeConfig, on_event: impl Fn(Event)) -> Result<(), Se
     signals(&refresher).await?;
     tracing::info!("shutting down: draining requests in flight");
     let _ = stop.send(true);
-    while servers.join_next().await.is_some() {}
+    // Each server drains for up to the drain timeout; a client that ignores
+    // the HTTP/2 GOAWAY must not hold the process beyond it.
+    let drained = tokio::time::timeout(limits.drain_timeout(), async {
+        while servers.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("drain timeout: closing the connections still open");
+        servers.abort_all();
+        while servers.join_next().await.is_some() {}
+    }
     drop(authorizer);
     if let Some(writer) = log_writer {
         writer.finish();
