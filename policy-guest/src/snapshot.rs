@@ -557,8 +557,11 @@ impl Snapshot {
     }
 
     /// One pass over the key table: known flags, slots in range, live keys
-    /// in live scopes, digests strictly ascending (so also unique).
+    /// in live scopes, digests strictly ascending (so also unique); then key
+    /// ids unique, as the encoder requires (found by fuzzing:
+    /// fuzz/corpus/snapshot_decode/regression-duplicate-key-id).
     fn check_keys(&self) -> Result<(), LoadError> {
+        let mut ids = Vec::with_capacity(self.key_count);
         let mut previous: Option<&[u8]> = None;
         for i in 0..self.key_count {
             let at = self.keys_at + i * RECORD_LEN;
@@ -580,8 +583,16 @@ impl Snapshot {
                 return bad("the key table is not sorted by digest, or repeats one");
             }
             previous = Some(&record[..32]);
+            ids.push(raw.id);
         }
-        Ok(())
+        ids.sort_unstable();
+        match ids.windows(2).find(|pair| pair[0] == pair[1]) {
+            Some(pair) => Err(LoadError::Malformed(format!(
+                "key {} appears twice",
+                pair[0]
+            ))),
+            None => Ok(()),
+        }
     }
 
     fn record(&self, i: usize) -> RawRecord {
@@ -700,6 +711,27 @@ mod tests {
         assert_eq!(info.format_version, FORMAT_VERSION);
         assert_eq!((info.scopes, info.keys, info.operations), (1, 2, 9));
         assert_eq!(&info.digest[..], &bytes[bytes.len() - 32..]);
+    }
+
+    #[test]
+    fn a_repeated_key_id_is_refused_at_load() {
+        let mut data = sample();
+        data.keys[1].scope_id = 1;
+        data.keys[1].revoked = false;
+        let mut bytes = data.encode().unwrap();
+        let meta_len = le_u32(&bytes, HEADER_LEN).unwrap() as usize;
+        let keys_at = HEADER_LEN + 8 + meta_len;
+        let first_id: [u8; 8] = bytes[keys_at + 32..keys_at + 40].try_into().unwrap();
+        let second = keys_at + RECORD_LEN;
+        bytes[second + 32..second + 40].copy_from_slice(&first_id);
+        let body_end = bytes.len() - TRAILER_LEN;
+        let digest = Sha256::digest(&bytes[..body_end]);
+        bytes[body_end..].copy_from_slice(&digest);
+        let error = Snapshot::decode(&bytes).unwrap_err();
+        assert!(
+            matches!(&error, LoadError::Malformed(why) if why.contains("appears twice")),
+            "{error}"
+        );
     }
 
     #[test]

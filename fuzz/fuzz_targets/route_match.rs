@@ -1,0 +1,49 @@
+//! Route matching: any method and path, against the default table and
+//! against a table of fuzzed patterns. Never a panic; a match only ever
+//! names an app that is one clean segment of the path, and a path with an
+//! empty or dot segment never matches.
+
+#![no_main]
+
+use arbitrary::Arbitrary;
+use keyscope_policy::routes::{RouteEntry, RouteTable, default_routes};
+use libfuzzer_sys::fuzz_target;
+
+#[derive(Debug, Arbitrary)]
+struct Input {
+    method: String,
+    path: String,
+    patterns: Vec<(String, String)>,
+}
+
+fn check(table: &RouteTable, method: &str, path: &str) {
+    let Some(found) = table.route(method, path) else {
+        return;
+    };
+    let clean = path.split(['?', '#']).next().unwrap_or_default();
+    assert!(clean.starts_with('/'), "{path}");
+    let segments: Vec<&str> = clean[1..].split('/').collect();
+    assert!(
+        segments.iter().all(|s| !matches!(*s, "" | "." | "..")),
+        "{path} matched {found:?}"
+    );
+    assert!(segments.contains(&found.app), "{path}: app {}", found.app);
+    assert!(!found.app.contains('%'), "{path}");
+}
+
+fuzz_target!(|input: Input| {
+    let table = RouteTable::parse(&default_routes()).expect("the default table parses");
+    check(&table, &input.method, &input.path);
+    let entries: Vec<RouteEntry> = input
+        .patterns
+        .into_iter()
+        .map(|(method, pattern)| RouteEntry {
+            method,
+            pattern,
+            op: "agents.get".to_owned(),
+        })
+        .collect();
+    if let Ok(fuzzed) = RouteTable::parse(&entries) {
+        check(&fuzzed, &input.method, &input.path);
+    }
+});

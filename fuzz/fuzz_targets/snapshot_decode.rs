@@ -1,0 +1,58 @@
+//! Snapshot decoding, natively and through the component: any bytes are
+//! either refused, for the same reason by both, or loaded with the same
+//! summary; what loads re-encodes to itself. The first byte picks whether
+//! the SHA-256 trailer is recomputed, so that the fuzzer gets past it into
+//! the body.
+
+#![no_main]
+
+use std::sync::{Mutex, OnceLock};
+
+use keyscope::{Limits, PolicyComponent, PolicyEngine, PolicyInstance};
+use keyscope_policy::{LoadError, Snapshot, SnapshotData};
+use libfuzzer_sys::fuzz_target;
+use sha2::{Digest as _, Sha256};
+
+fn instance() -> &'static Mutex<PolicyInstance> {
+    static INSTANCE: OnceLock<Mutex<PolicyInstance>> = OnceLock::new();
+    INSTANCE.get_or_init(|| {
+        let engine = PolicyEngine::new().expect("engine");
+        let component = PolicyComponent::embedded(&engine).expect("component");
+        Mutex::new(component.instantiate(Limits::default()).expect("instance"))
+    })
+}
+
+fuzz_target!(|input: &[u8]| {
+    let Some((&mode, rest)) = input.split_first() else {
+        return;
+    };
+    let mut bytes = rest.to_vec();
+    if mode & 1 == 1 && bytes.len() > 48 {
+        let body_end = bytes.len() - 32;
+        let digest = Sha256::digest(&bytes[..body_end]);
+        bytes[body_end..].copy_from_slice(&digest);
+    }
+    let native = Snapshot::decode(&bytes);
+    let mut instance = instance().lock().unwrap_or_else(|e| e.into_inner());
+    let component = instance.load_snapshot(&bytes);
+    match (&native, &component) {
+        (Ok(native), Ok(info)) => {
+            assert_eq!(native.info(), info);
+            let (data, _) = SnapshotData::decode(&bytes).expect("loads, so decodes");
+            let again = data.encode().expect("decoded data re-encodes");
+            assert_eq!(Snapshot::decode(&again).expect("re-encoded loads").info().keys, info.keys);
+        }
+        (Err(native), Err(keyscope::Error::Snapshot(component))) => {
+            // The same reason; a `malformed` message may differ, as postcard
+            // words a varint too large for a 32-bit usize differently on
+            // wasm32 (corpus/snapshot_decode/regression-usize-varint).
+            assert_eq!(std::mem::discriminant(native), std::mem::discriminant(component));
+            if let (LoadError::UnsupportedVersion(a), LoadError::UnsupportedVersion(b)) =
+                (native, component)
+            {
+                assert_eq!(a, b);
+            }
+        }
+        (native, component) => panic!("native {native:?} but component {component:?}"),
+    }
+});
