@@ -31,7 +31,11 @@ fuzz_target!(|input: &str| {
         if replacement.is_ascii_alphanumeric() && bytes[at] != replacement {
             bytes[at] = replacement;
             let changed = String::from_utf8(bytes).expect("ascii");
-            assert_eq!(keys::credential(Some(&changed)), Credential::Malformed, "{changed}");
+            assert_eq!(
+                keys::credential(Some(&changed)),
+                Credential::Malformed,
+                "{changed}"
+            );
         }
     }
 });

@@ -34,7 +34,12 @@ fn world() -> &'static (Snapshot, String) {
                 agents: AgentsLevel::Edit,
                 runtime: RuntimeSet::EMPTY,
             }],
-            keys: vec![KeyEntry { digest: key.digest(), id: 1, scope_id: 1, revoked: false }],
+            keys: vec![KeyEntry {
+                digest: key.digest(),
+                id: 1,
+                scope_id: 1,
+                revoked: false,
+            }],
             routes: keyscope_policy::routes::default_routes(),
         };
         let snapshot = Snapshot::decode(&data.encode().expect("encodes")).expect("loads");
@@ -44,7 +49,11 @@ fn world() -> &'static (Snapshot, String) {
 
 fuzz_target!(|input: Input| {
     let (snapshot, key) = world();
-    let api_key = if input.use_real_key { Some(key.as_bytes().to_vec()) } else { input.api_key };
+    let api_key = if input.use_real_key {
+        Some(key.as_bytes().to_vec())
+    } else {
+        input.api_key
+    };
     let credential = serve::credential(api_key.as_deref(), input.authorization.as_deref());
     if let Credential::Digest(digest) = credential {
         // Only a well-formed key, from one header or the other, gives a digest.
@@ -54,15 +63,25 @@ fuzz_target!(|input: Input| {
             .map(|v| String::from_utf8_lossy(v).trim().to_owned())
             .unwrap_or_default();
         assert!(keys::check_format(&from).is_ok(), "{from:?}");
-        assert_eq!(KeySecret::parse(&from).expect("well-formed").digest(), digest);
+        assert_eq!(
+            KeySecret::parse(&from).expect("well-formed").digest(),
+            digest
+        );
     }
     let routed = rules::decide_http(
         Some(snapshot),
-        &HttpRequest { credential, method: &input.method, path: &input.path },
+        &HttpRequest {
+            credential,
+            method: &input.method,
+            path: &input.path,
+        },
     );
     let status = serve::status(routed.decision.reason);
     assert_eq!(status == 200, routed.decision.allow);
-    assert_eq!(routed.decision.allow, routed.decision.reason == Reason::Allowed);
+    assert_eq!(
+        routed.decision.allow,
+        routed.decision.reason == Reason::Allowed
+    );
     if routed.decision.allow {
         let found = routed.route.expect("an allow names its route");
         assert_eq!(found.app, "acme");

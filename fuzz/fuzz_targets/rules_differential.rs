@@ -15,8 +15,16 @@ use libfuzzer_sys::fuzz_target;
 
 const APPS: [&str; 3] = ["acme", "globex", "initech"];
 const OPS: [&str; 10] = [
-    "agents.list", "agents.get", "agents.update", "agents.create", "agents.delete",
-    "runs.execute", "sessions.create", "sessions.terminate", "documents.upload", "agents.fly",
+    "agents.list",
+    "agents.get",
+    "agents.update",
+    "agents.create",
+    "agents.delete",
+    "runs.execute",
+    "sessions.create",
+    "sessions.terminate",
+    "documents.upload",
+    "agents.fly",
 ];
 
 #[derive(Debug, Arbitrary)]
@@ -30,7 +38,12 @@ struct Input {
 }
 
 fn level(n: u8) -> AgentsLevel {
-    [AgentsLevel::None, AgentsLevel::View, AgentsLevel::Edit, AgentsLevel::Full][usize::from(n % 4)]
+    [
+        AgentsLevel::None,
+        AgentsLevel::View,
+        AgentsLevel::Edit,
+        AgentsLevel::Full,
+    ][usize::from(n % 4)]
 }
 
 /// The reference: the rules as the product description states them, with a
@@ -104,8 +117,17 @@ fuzz_target!(|input: Input| {
             continue;
         }
         // A key of a deleted scope (id 99) must be revoked.
-        let scope_id = if revoked && scope % 5 == 0 { 99 } else { scopes[usize::from(scope) % scopes.len()].id };
-        keys.push(KeyEntry { digest, id, scope_id, revoked });
+        let scope_id = if revoked && scope % 5 == 0 {
+            99
+        } else {
+            scopes[usize::from(scope) % scopes.len()].id
+        };
+        keys.push(KeyEntry {
+            digest,
+            id,
+            scope_id,
+            revoked,
+        });
     }
     let data = SnapshotData {
         operations: default_operations(),

@@ -40,13 +40,22 @@ fuzz_target!(|input: &[u8]| {
             assert_eq!(native.info(), info);
             let (data, _) = SnapshotData::decode(&bytes).expect("loads, so decodes");
             let again = data.encode().expect("decoded data re-encodes");
-            assert_eq!(Snapshot::decode(&again).expect("re-encoded loads").info().keys, info.keys);
+            assert_eq!(
+                Snapshot::decode(&again)
+                    .expect("re-encoded loads")
+                    .info()
+                    .keys,
+                info.keys
+            );
         }
         (Err(native), Err(keyscope::Error::Snapshot(component))) => {
             // The same reason; a `malformed` message may differ, as postcard
             // words a varint too large for a 32-bit usize differently on
             // wasm32 (corpus/snapshot_decode/regression-usize-varint).
-            assert_eq!(std::mem::discriminant(native), std::mem::discriminant(component));
+            assert_eq!(
+                std::mem::discriminant(native),
+                std::mem::discriminant(component)
+            );
             if let (LoadError::UnsupportedVersion(a), LoadError::UnsupportedVersion(b)) =
                 (native, component)
             {
