@@ -4,7 +4,7 @@
 //! holds a key, only the ids the policy returned.
 
 use std::fs::OpenOptions;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::Path;
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::thread::JoinHandle;
@@ -76,10 +76,15 @@ impl DecisionLog {
                 })?;
             Box::new(file)
         };
+        Self::start_with(out)
+    }
+
+    /// Starts a writer to `out`.
+    fn start_with(out: Box<dyn Write + Send>) -> Result<(Self, LogWriter), ServeError> {
         let (queue, records) = mpsc::sync_channel(QUEUE);
         let thread = std::thread::Builder::new()
             .name("keyscope-decision-log".to_owned())
-            .spawn(move || write_all(records, BufWriter::with_capacity(64 * 1024, out)))
+            .spawn(move || write_all(records, out))
             .map_err(|source| ServeError::Io {
                 what: "starting the decision log writer".to_owned(),
                 source,
@@ -127,30 +132,101 @@ impl LogWriter {
     }
 }
 
-/// Writes records as they come, flushing whenever the queue runs dry, so a
-/// burst becomes one write and a quiet server's log is never stale.
-fn write_all(records: Receiver<DecisionRecord>, mut out: BufWriter<Box<dyn Write + Send>>) {
-    let mut failed = false;
+/// Writes records as they come: everything queued becomes one write, so a
+/// burst is one system call and a quiet server's log is never stale. A
+/// failed write drops its batch and is said once; every later batch tries
+/// again, so the log resumes when the disk does.
+fn write_all(records: Receiver<DecisionRecord>, mut out: Box<dyn Write + Send>) {
+    let mut failing = false;
+    let mut batch = Vec::with_capacity(64 * 1024);
     while let Ok(first) = records.recv() {
-        let was_failing = failed;
+        batch.clear();
+        if failing {
+            // End whatever line a failed write may have left half-written.
+            batch.push(b'\n');
+        }
         let mut next = Some(first);
         while let Some(record) = next {
-            if !failed {
-                failed = write_line(&mut out, &record).is_err();
+            if serde_json::to_writer(&mut batch, &record).is_ok() {
+                batch.push(b'\n');
             }
             next = records.try_recv().ok();
         }
-        if !failed {
-            failed = out.flush().is_err();
-        }
-        if failed && !was_failing {
-            tracing::error!("the decision log cannot be written; dropping its records");
+        let written = out.write_all(&batch).and_then(|()| out.flush());
+        match (written, failing) {
+            (Err(error), false) => {
+                tracing::error!(%error, "the decision log cannot be written; dropping its records");
+                failing = true;
+            }
+            (Ok(()), true) => {
+                tracing::info!("the decision log is written again");
+                failing = false;
+            }
+            _ => {}
         }
     }
-    let _ = out.flush();
 }
 
-fn write_line(out: &mut impl Write, record: &DecisionRecord) -> std::io::Result<()> {
-    serde_json::to_writer(&mut *out, record)?;
-    out.write_all(b"\n")
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// A writer that fails its first `failures` writes, like a full disk.
+    struct Flaky {
+        failures: usize,
+        written: Arc<Mutex<Vec<u8>>>,
+    }
+
+    impl Write for Flaky {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            if self.failures > 0 {
+                self.failures -= 1;
+                return Err(std::io::Error::other("no space left on device"));
+            }
+            self.written.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn record(generation: u64) -> DecisionRecord {
+        DecisionRecord {
+            time_ms: 0,
+            generation,
+            front: "check",
+            key_id: Some(1),
+            scope_id: Some(1),
+            app: Some("acme".to_owned()),
+            op: Some("agents.get".to_owned()),
+            method: None,
+            allow: true,
+            reason: "allowed",
+            latency_us: 1,
+        }
+    }
+
+    #[test]
+    fn the_log_resumes_after_failed_writes() {
+        let written = Arc::new(Mutex::new(Vec::new()));
+        let out = Flaky {
+            failures: 1,
+            written: Arc::clone(&written),
+        };
+        let (log, writer) = DecisionLog::start_with(Box::new(out)).unwrap();
+        assert!(log.record(record(1)));
+        // Let the first (failing) batch go before the next is queued.
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(log.record(record(2)));
+        drop(log);
+        writer.finish();
+        let text = String::from_utf8(written.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().filter(|line| !line.is_empty()).collect();
+        assert_eq!(lines.len(), 1, "{text}");
+        assert!(lines[0].contains("\"generation\":2"), "{text}");
+    }
 }
