@@ -7,9 +7,7 @@
 
 use std::io::Read as _;
 
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
-use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
 use serde_json::{Value, json};
 
 use crate::support::{Sandbox, http_client};
@@ -169,20 +167,11 @@ fn no_key_leaks_into_any_file_or_output() {
         )))
         .unwrap();
     for key in &secrets {
-        let request = CheckRequest {
-            attributes: Some(AttributeContext {
-                request: Some(Request {
-                    http: Some(HttpRequest {
-                        method: "DELETE".to_owned(),
-                        path: "/api/v2/apps/acme/agents/x".to_owned(),
-                        headers: [("x-api-key".to_owned(), key.clone())].into(),
-                        ..HttpRequest::default()
-                    }),
-                    ..Request::default()
-                }),
-                ..AttributeContext::default()
-            }),
-        };
+        let request = crate::serve::check_request(
+            "DELETE",
+            "/api/v2/apps/acme/agents/x",
+            &[("x-api-key", key)],
+        );
         let response = rt.block_on(grpc.check(request)).unwrap();
         outputs.push((
             "gRPC response".to_owned(),

@@ -60,7 +60,7 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-fn check_request(method: &str, path: &str, headers: &[(&str, &str)]) -> CheckRequest {
+pub(crate) fn check_request(method: &str, path: &str, headers: &[(&str, &str)]) -> CheckRequest {
     CheckRequest {
         attributes: Some(AttributeContext {
             request: Some(Request {
