@@ -132,12 +132,17 @@ async fn change<T: Serialize + Send + 'static>(
             let mut store = admin.store.lock().unwrap_or_else(PoisonError::into_inner);
             apply(&mut store)?
         };
-        admin.refresher.refresh()?;
-        Ok::<T, Error>(value)
+        // Committed: a failed rebuild is retried by the store watcher.
+        let live = admin.refresher.refresh().map(drop);
+        Ok::<_, Error>((value, live))
     })
     .await;
     match result {
-        Ok(Ok(value)) => (status, Json(value)).into_response(),
+        Ok(Ok((value, Ok(())))) => (status, Json(value)).into_response(),
+        Ok(Ok((_, Err(err)))) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("the change is saved but not live yet (the watcher retries): {err}"),
+        ),
         Ok(Err(err)) => store_error(&err),
         Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "the change failed"),
     }
