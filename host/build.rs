@@ -152,6 +152,9 @@ fn build_guest(
             cmd.env_remove(key);
         }
     }
+    // Defence in depth: arithmetic that would wrap traps instead, and a trap
+    // is a deny (`policy-error`), never a wrong decision.
+    cmd.env("CARGO_PROFILE_RELEASE_OVERFLOW_CHECKS", "true");
     let output = cmd.output()?;
     if !output.status.success() {
         return Err(format!(

@@ -101,6 +101,25 @@ fn snapshot(keys: usize) -> (Vec<u8>, KeySecret) {
 }
 
 #[test]
+fn a_body_length_near_4_gib_is_truncated_in_the_32_bit_guest_too() {
+    // Found by fuzzing: on wasm32 the announced length plus the trailer
+    // wrapped `usize`, so the component said `malformed` where native code
+    // said `truncated`.
+    let mut bytes = b"KEYSCOPE\x03\x00\x00\x00".to_vec();
+    bytes.extend_from_slice(&0xFFFF_FFE6u32.to_le_bytes());
+    bytes.resize(74, 0);
+    let mut instance = component().instantiate(Limits::default()).unwrap();
+    let error = instance.load_snapshot(&bytes).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            Error::Snapshot(keyscope_policy::LoadError::Truncated)
+        ),
+        "{error}"
+    );
+}
+
+#[test]
 fn a_refused_snapshot_leaves_the_previous_one_serving() {
     let (good, key) = snapshot(3);
     let mut instance = component().instantiate(Limits::default()).unwrap();

@@ -462,7 +462,11 @@ impl Snapshot {
             .ok()
             .and_then(|len| len.checked_add(HEADER_LEN))
             .ok_or(LoadError::Truncated)?;
-        let expected_len = body_end + TRAILER_LEN;
+        // Checked: on wasm32 a body length near 4 GiB would wrap `usize`
+        // (found by fuzzing: fuzz/corpus/snapshot_decode/regression-wrapping-length).
+        let expected_len = body_end
+            .checked_add(TRAILER_LEN)
+            .ok_or(LoadError::Truncated)?;
         if bytes.len() < expected_len {
             return Err(LoadError::Truncated);
         }
@@ -479,8 +483,9 @@ impl Snapshot {
 
         let body = &bytes[HEADER_LEN..body_end];
         let meta_len = le_u32(body, 0).ok_or_else(|| malformed("no meta length"))? as usize;
-        let meta_bytes = body
-            .get(4..4 + meta_len)
+        let meta_bytes = (4usize)
+            .checked_add(meta_len)
+            .and_then(|meta_end| body.get(4..meta_end))
             .ok_or_else(|| malformed("the meta runs past the body"))?;
         let (meta, rest): (Meta, _) = postcard::take_from_bytes(meta_bytes)
             .map_err(|e| LoadError::Malformed(format!("the meta does not decode: {e}")))?;
