@@ -199,6 +199,10 @@ fn a_million_key_snapshot_fits_in_64_mib_of_guest_memory() {
     assert_eq!(info.keys, 1_000_000);
     let peak = instance.peak_memory();
     assert!(peak <= 64 << 20, "peak guest memory {} MiB", peak >> 20);
+    eprintln!(
+        "1M keys: peak guest memory {:.1} MiB",
+        peak as f64 / f64::from(1 << 20)
+    );
     let decision = instance.evaluate(&Request {
         credential: keys::credential(Some(key.expose())),
         app: "acme",
