@@ -180,6 +180,7 @@ fn a_store_read_fault_during_a_rebuild_keeps_the_last_generation() {
         Arc::clone(&policy),
         Store::open_existing(dir.path().join("keyscope.db")).unwrap(),
         None,
+        keyscope::files::MAX_POLICY_BYTES,
     )
     .unwrap();
     store.revoke_key(key_id).unwrap();

@@ -202,7 +202,7 @@ fn nginx_auth_request_lets_through_only_what_keyscope_allows() {
 }
 
 #[test]
-fn a_cli_revocation_is_denied_through_nginx_within_a_second() {
+fn a_cli_revocation_is_denied_through_nginx_by_the_next_poll() {
     let sandbox = Sandbox::new();
     sandbox.scope("acme", "viewer", "view", "");
     let (key_id, key) = sandbox.key("acme/viewer", "viewer");
@@ -227,13 +227,15 @@ fn a_cli_revocation_is_denied_through_nginx_within_a_second() {
     let returned = Instant::now();
     while status() != 401 {
         assert!(
-            returned.elapsed() < Duration::from_secs(1),
-            "still allowed 1 s after `keyscope key revoke` returned"
+            returned.elapsed() < crate::serve::FRESHNESS_DEADLINE,
+            "still allowed long after `keyscope key revoke` returned"
         );
         std::thread::sleep(Duration::from_millis(5));
     }
-    let took = returned.elapsed();
-    assert!(took < Duration::from_secs(1), "denied after {took:?}");
+    eprintln!(
+        "denied through nginx {:?} after the revocation",
+        returned.elapsed()
+    );
     let before = seen.lock().unwrap().len();
     assert_eq!(status(), 401);
     assert_eq!(

@@ -123,10 +123,33 @@ impl Sandbox {
     /// file and a decision log in the sandbox, plus `extra` flags; returns
     /// once it says it is ready.
     pub fn serve(&self, extra: &[&str]) -> Server {
+        self.serve_under(None, extra)
+    }
+
+    /// As [`Sandbox::serve`], run by `sh -c` after `shell` (such as
+    /// `ulimit -n 256`) when given.
+    pub fn serve_under(&self, shell: Option<&str>, extra: &[&str]) -> Server {
         use std::io::BufRead as _;
         let admin_token = "ksadmin_test-token-0123456789abcdef".to_owned();
         std::fs::write(self.path("admin-token"), &admin_token).unwrap();
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_keyscope"))
+        // The server refuses a token file that group or others can read.
+        std::fs::set_permissions(
+            self.path("admin-token"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
+        let mut command = match shell {
+            None => std::process::Command::new(env!("CARGO_BIN_EXE_keyscope")),
+            Some(shell) => {
+                let mut command = std::process::Command::new("sh");
+                command
+                    .arg("-c")
+                    .arg(format!("{shell} && exec \"$0\" \"$@\""))
+                    .arg(env!("CARGO_BIN_EXE_keyscope"));
+                command
+            }
+        };
+        let mut child = command
             .env_remove("KEYSCOPE_STORE")
             .env("KEYSCOPE_LOG", "warn")
             .arg("--store")

@@ -1,7 +1,8 @@
-//! The proxy request to decision mapping: any header values (the API key
-//! header, `Authorization`) and any method and path become a credential,
+//! The proxy request to decision mapping: any copies of the API key header
+//! and of `Authorization`, and any method and path, become a credential,
 //! then a routed decision, then an HTTP status. Never a panic; 200 exactly
-//! when allowed; a credential only from a well-formed key.
+//! when allowed; a credential only from a well-formed key, and only when the
+//! request presents no other keyscope credential.
 
 #![no_main]
 
@@ -15,8 +16,8 @@ use libfuzzer_sys::fuzz_target;
 
 #[derive(Debug, Arbitrary)]
 struct Input {
-    api_key: Option<Vec<u8>>,
-    authorization: Option<Vec<u8>>,
+    api_keys: Vec<Vec<u8>>,
+    authorizations: Vec<Vec<u8>>,
     use_real_key: bool,
     method: String,
     path: String,
@@ -49,19 +50,35 @@ fn world() -> &'static (Snapshot, String) {
 
 fuzz_target!(|input: Input| {
     let (snapshot, key) = world();
-    let api_key = if input.use_real_key {
-        Some(key.as_bytes().to_vec())
-    } else {
-        input.api_key
-    };
-    let credential = serve::credential(api_key.as_deref(), input.authorization.as_deref());
+    let mut api_keys = input.api_keys;
+    if input.use_real_key {
+        api_keys.insert(0, key.as_bytes().to_vec());
+    }
+    let credential = serve::credential(
+        api_keys.iter().map(Vec::as_slice),
+        input.authorizations.iter().map(Vec::as_slice),
+    );
     if let Credential::Digest(digest) = credential {
-        // Only a well-formed key, from one header or the other, gives a digest.
-        let from = api_key
-            .as_deref()
-            .or_else(|| input.authorization.as_deref().and_then(|v| v.get(7..)))
-            .map(|v| String::from_utf8_lossy(v).trim().to_owned())
-            .unwrap_or_default();
+        // Only a well-formed key gives a digest, and only when it is the one
+        // keyscope credential: one API key header and no `Bearer ks_...`,
+        // or no API key header and one `Bearer` token.
+        let bearers: Vec<String> = input
+            .authorizations
+            .iter()
+            .filter(|v| v.len() >= 7 && v[..7].eq_ignore_ascii_case(b"bearer "))
+            .map(|v| String::from_utf8_lossy(&v[7..]).trim().to_owned())
+            .collect();
+        let from = match api_keys.as_slice() {
+            [one] => {
+                assert!(!bearers.iter().any(|b| b.starts_with("ks_")), "{bearers:?}");
+                String::from_utf8_lossy(one).into_owned()
+            }
+            [] => {
+                assert_eq!(bearers.len(), 1, "{bearers:?}");
+                bearers[0].clone()
+            }
+            more => panic!("a digest from {} API key headers", more.len()),
+        };
         assert!(keys::check_format(&from).is_ok(), "{from:?}");
         assert_eq!(
             KeySecret::parse(&from).expect("well-formed").digest(),

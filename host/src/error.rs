@@ -139,6 +139,15 @@ pub enum Error {
     /// A fault injected by a test (feature `fault-injection`).
     #[error("injected fault at `{}`", .0.as_str())]
     Injected(crate::fault::Fault),
+    /// A file keyscope was pointed at is not one it will read: not a regular
+    /// file, or larger than the limit.
+    #[error("refusing to read `{path}`: {why}")]
+    FileRefused {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        why: String,
+    },
     /// Reading or writing a file failed.
     #[error("`{path}`: {source}")]
     Io {
@@ -150,10 +159,65 @@ pub enum Error {
     },
 }
 
+/// `text` as it may be shown: control characters escaped (`\u{1b}`), and at
+/// most 80 characters, so that user input cannot drive a terminal or forge a
+/// log line.
+pub fn printable(text: &str) -> String {
+    const MAX: usize = 80;
+    let mut shown = String::with_capacity(text.len().min(MAX + 3));
+    for (i, c) in text.chars().enumerate() {
+        if i == MAX {
+            shown.push('…');
+            break;
+        }
+        if c.is_control() {
+            shown.extend(c.escape_default());
+        } else {
+            shown.push(c);
+        }
+    }
+    shown
+}
+
 /// The host library's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// A stable, machine-readable name for what kind of failure this is, for
+    /// `--json` errors and admin API responses.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::NotAStore { .. } | Self::NoStore(_) | Self::StoreTooNew { .. } => "store",
+            Self::Sqlite(_) => "store",
+            Self::ScopeNotFound(_) | Self::KeyNotFound(_) => "not-found",
+            Self::DuplicateScope { .. }
+            | Self::DuplicateKey { .. }
+            | Self::ScopeLimit { .. }
+            | Self::KeyLimit { .. }
+            | Self::ScopeHasLiveKeys { .. } => "conflict",
+            Self::Invalid { .. } | Self::UnknownName(_) => "invalid-input",
+            Self::NotAComponent(_)
+            | Self::PolicyImports(_)
+            | Self::WrongWorld(_)
+            | Self::Refused { .. } => "policy-refused",
+            Self::PolicyFailed(_) | Self::Injected(_) => "policy-failed",
+            Self::CaseFailed { .. } => "case-failed",
+            Self::Snapshot(_) => "snapshot-refused",
+            Self::FileRefused { .. } => "invalid-input",
+            Self::Io { .. } => "io",
+        }
+    }
+
+    /// An [`Error::Invalid`] that shows `value` safely: control characters
+    /// escaped, never written raw to a terminal or a log.
+    pub fn invalid(what: &'static str, value: &str, why: impl Into<String>) -> Self {
+        Self::Invalid {
+            what,
+            value: printable(value),
+            why: why.into(),
+        }
+    }
+
     pub(crate) fn wasm(make: fn(String) -> Self, error: &wasmtime::Error) -> Self {
         make(format!("{error:#}"))
     }

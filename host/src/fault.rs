@@ -110,3 +110,51 @@ pub(crate) fn hit(fault: Fault) -> bool {
 pub(crate) fn hit(_fault: Fault) -> bool {
     false
 }
+
+/// A named place in a store write where a test can hold the process, to
+/// kill it there (tests/crash.rs): the crash points are deterministic, not
+/// timed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pause {
+    /// Before the write transaction begins.
+    BeforeTransaction,
+    /// Inside the transaction, the change made, not committed, nothing shown.
+    InTransaction,
+    /// A new key's secret delivered to its user, the key not yet committed.
+    Delivered,
+    /// Committed.
+    Committed,
+}
+
+impl Pause {
+    /// Its name, as `$KEYSCOPE_PAUSE_AT` takes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BeforeTransaction => "before-transaction",
+            Self::InTransaction => "in-transaction",
+            Self::Delivered => "delivered",
+            Self::Committed => "committed",
+        }
+    }
+}
+
+/// With the `fault-injection` feature, and `$KEYSCOPE_PAUSE_AT` naming this
+/// point, says `keyscope: paused at POINT` on stderr and waits to be killed.
+/// Otherwise, and in every build without the feature, returns at once.
+#[cfg(feature = "fault-injection")]
+pub(crate) fn pause(point: Pause) {
+    use std::io::Write as _;
+    if std::env::var("KEYSCOPE_PAUSE_AT").is_ok_and(|at| at == point.as_str()) {
+        let mut stderr = std::io::stderr().lock();
+        let _ = writeln!(stderr, "keyscope: paused at {}", point.as_str());
+        let _ = stderr.flush();
+        loop {
+            std::thread::park();
+        }
+    }
+}
+
+/// Returns at once: a build without the `fault-injection` feature.
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+pub(crate) fn pause(_point: Pause) {}

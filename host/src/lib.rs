@@ -7,6 +7,8 @@ pub mod conformance;
 pub mod decision;
 pub mod error;
 pub mod fault;
+pub mod files;
+pub mod json_input;
 pub mod keys;
 pub mod policy;
 pub mod serve;

@@ -1,24 +1,96 @@
 //! The `keyscope` command-line interface.
 //!
 //! Exit codes, as grep's: 0 for success or allow, 1 for deny, 2 for any error.
+//! Errors go to stderr: a line of text, or with `--json` one JSON object,
+//! `{"error":{"kind":"...","message":"..."}}`.
 
 mod cli;
 
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::Parser as _;
 
 fn main() -> ExitCode {
-    let args = cli::Cli::parse();
+    let args = match cli::Cli::try_parse() {
+        Ok(args) => args,
+        Err(error) => return usage_error(&error),
+    };
+    let json = args.json();
     match cli::run(args) {
         Ok(code) => code,
         // A closed pipe (`keyscope ... | head`) is the reader's choice, not an error.
         Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("keyscope: error: {error:#}");
+            report(json, kind(&error), &message(&error));
             ExitCode::from(cli::EXIT_ERROR)
         }
     }
+}
+
+/// A command line clap refused; `--help` and `--version` are not errors.
+fn usage_error(error: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        error.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) || !std::env::args_os().any(|arg| arg == "--json")
+    {
+        // clap prints, and exits 0 for help and 2 for errors.
+        error.exit();
+    }
+    let text = error.kind().as_str().map_or_else(
+        || error.render().to_string(),
+        |kind| format!("{kind}; see `keyscope --help`"),
+    );
+    report(true, "usage", text.trim());
+    ExitCode::from(cli::EXIT_ERROR)
+}
+
+/// Writes an error to stderr, as text or as JSON.
+fn report(json: bool, kind: &str, message: &str) {
+    let mut stderr = std::io::stderr().lock();
+    let _ = if json {
+        let line = serde_json::json!({ "error": { "kind": kind, "message": message } });
+        writeln!(stderr, "{line}")
+    } else {
+        writeln!(stderr, "keyscope: error: {message}")
+    };
+}
+
+/// The error and its causes, each said once: a cause whose text its parent
+/// already holds is not repeated.
+fn message(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let cause = cause.to_string();
+        if text.contains(&cause) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&cause);
+    }
+    text
+}
+
+/// The kind of the first cause that has one.
+fn kind(error: &anyhow::Error) -> &'static str {
+    error
+        .chain()
+        .find_map(|cause| {
+            if let Some(error) = cause.downcast_ref::<keyscope::Error>() {
+                return Some(error.kind());
+            }
+            if let Some(error) = cause.downcast_ref::<keyscope::serve::ServeError>() {
+                return Some(error.kind());
+            }
+            cause.downcast_ref::<std::io::Error>().map(|_| "io")
+        })
+        .unwrap_or("error")
 }
 
 fn is_broken_pipe(error: &anyhow::Error) -> bool {

@@ -200,12 +200,10 @@ impl PolicyComponent {
         Self::from_bytes(engine, EMBEDDED_POLICY)
     }
 
-    /// Reads and validates a component file.
+    /// Reads (a regular file, up to [`crate::files::MAX_POLICY_BYTES`]) and
+    /// validates a component file.
     pub fn from_file(engine: &PolicyEngine, path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|source| Error::Io {
-            path: path.to_owned(),
-            source,
-        })?;
+        let bytes = crate::files::read_regular(path, crate::files::MAX_POLICY_BYTES)?;
         Self::from_bytes(engine, &bytes)
     }
 

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::store::Store;
 
 /// Reads the store in one transaction and encodes its snapshot.
@@ -10,10 +10,8 @@ pub fn build(store: &mut Store) -> Result<Vec<u8>> {
     Ok(store.snapshot_data()?.encode()?)
 }
 
-/// Reads snapshot bytes from a file. They are checked when loaded.
+/// Reads snapshot bytes from a file (a regular file, up to
+/// [`crate::files::MAX_SNAPSHOT_BYTES`]). They are checked when loaded.
 pub fn read(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|source| Error::Io {
-        path: path.to_owned(),
-        source,
-    })
+    crate::files::read_regular(path, crate::files::MAX_SNAPSHOT_BYTES)
 }

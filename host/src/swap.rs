@@ -263,6 +263,25 @@ impl LivePolicy {
         self.swap_inner(Some(module), Some(snapshot))
     }
 
+    /// Records a swap refused before it could start, because its module
+    /// could not be read: counted and kept in the history like any other.
+    pub fn refuse_unread(&self, why: &str) {
+        let mut state = self.state();
+        self.stats.swaps_refused.fetch_add(1, Ordering::Relaxed);
+        push_history(
+            &mut state,
+            self.history_len,
+            SwapRecord {
+                generation: None,
+                kind: "module",
+                module_digest: String::new(),
+                snapshot_digest: None,
+                at_ms: now_ms(),
+                outcome: format!("refused at step `read`: {why}"),
+            },
+        );
+    }
+
     /// The last swaps, oldest first.
     pub fn history(&self) -> Vec<SwapRecord> {
         self.state().history.iter().cloned().collect()

@@ -6,9 +6,12 @@
 //! addresses), or any other `{name}` (one non-empty segment, ignored).
 //!
 //! Matching fails closed. The query and fragment are dropped; then a path
-//! that is not absolute, has an empty segment (`//`, a trailing `/`), a dot
-//! segment (`.`, `..`), or a `%` in a placeholder segment matches no route,
-//! so a proxy and its upstream can never disagree on what was authorized.
+//! that is not absolute, has an empty segment (`//`, a trailing `/`) or a
+//! dot segment (`.`, `..`) matches no route. A placeholder matches only a
+//! conservative segment: RFC 3986's unreserved characters (`A-Z a-z 0-9 - .
+//! _ ~`). So `%`-escapes, `\`, `;` (`..;`), spaces and tabs, which some
+//! upstreams read as a separator or a dot segment, match nothing, and a
+//! proxy and its upstream can never disagree on what was authorized.
 
 use std::fmt;
 
@@ -197,7 +200,7 @@ impl Route {
             match segment {
                 Segment::Literal(literal) if **literal == *part => {}
                 Segment::Literal(_) => return None,
-                _ if part.contains('%') => return None,
+                _ if !is_plain_segment(part) => return None,
                 Segment::App => app = Some(part),
                 Segment::Any => {}
             }
@@ -210,6 +213,15 @@ impl Route {
             op: &self.op,
         })
     }
+}
+
+/// Whether a path segment may fill a placeholder: one or more unreserved
+/// characters (RFC 3986, section 2.3), and not a dot segment.
+pub fn is_plain_segment(segment: &str) -> bool {
+    !matches!(segment, "" | "." | "..")
+        && segment
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
 }
 
 #[cfg(test)]
@@ -279,9 +291,34 @@ mod tests {
             ("GET", ""),
             ("GET", "/"),
             ("POST", "/api/v2/apps/acme/environments/prod/runs"),
+            // Separators and dot segments that some upstreams see and we must
+            // not: a backslash, `;` path parameters, white space.
+            (
+                "PUT",
+                "/api/v2/apps/acme/agents/x\\..\\..\\..\\other\\agents\\5",
+            ),
+            ("PUT", "/api/v2/apps/acme/agents/..;"),
+            ("PUT", "/api/v2/apps/acme/agents/a;b"),
+            ("GET", "/api/v2/apps/ac me/agents"),
+            ("GET", "/api/v2/apps/acme\t/agents"),
+            ("GET", "/api/v2/apps/acme/agents/a\u{e9}"),
+            ("GET", "/api/v2/apps/acme/agents/a+b"),
+            ("GET", "/api/v2/apps/acme/agents/a:b"),
         ] {
             assert_eq!(table.route(method, path), None, "{method} {path}");
         }
+    }
+
+    #[test]
+    fn placeholders_take_only_unreserved_characters() {
+        let table = table();
+        for id in ["a1", "A-b_c.d~e", "..x", "x..", "...", "~"] {
+            let path = format!("/api/v2/apps/acme/agents/{id}");
+            assert!(table.route("GET", &path).is_some(), "{path}");
+        }
+        assert!(!is_plain_segment(".."));
+        assert!(!is_plain_segment("."));
+        assert!(!is_plain_segment(""));
     }
 
     #[test]

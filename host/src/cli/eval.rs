@@ -18,6 +18,9 @@ use super::output::{self, Output};
 /// The most requests sent to the component in one `evaluate-batch` call.
 const BATCH_CHUNK: usize = 4096;
 
+/// The fields of a batch line.
+const BATCH_FIELDS: &str = r#"{"key","app","op"}"#;
+
 #[derive(Debug, Args)]
 pub struct EvalArgs {
     /// The application the request addresses.
@@ -137,12 +140,9 @@ fn run_batch(source: &Path, store: &Path, args: &EvalArgs) -> anyhow::Result<Exi
         if line.trim().is_empty() {
             continue;
         }
-        let parsed: BatchLine = serde_json::from_str(line).with_context(|| {
-            format!(
-                "batch line {}: expected {{\"key\",\"app\",\"op\"}}",
-                number + 1
-            )
-        })?;
+        // The error names the position, never the line's text: it may hold a key.
+        let parsed: BatchLine = keyscope::json_input::parse(line.as_bytes(), BATCH_FIELDS)
+            .map_err(|error| anyhow::anyhow!("batch line {}: {error}", number + 1))?;
         lines.push(parsed);
     }
     let requests: Vec<Request<'_>> = lines

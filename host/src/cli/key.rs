@@ -44,23 +44,56 @@ struct CreatedKey<'a> {
     created_at: &'a str,
 }
 
+/// Shows a new key's secret, this once: on stdout, flushed, and never to a
+/// place nobody reads (`/dev/null`, or a closed stdout, which Rust's runtime
+/// reopens on `/dev/null`). The error names the failure, not the secret.
+fn deliver(new: &NewKey, out: &Output) -> Result<(), String> {
+    let NewKey { key, secret } = new;
+    if output::stdout_is_dev_null() {
+        return Err("stdout is closed or /dev/null, where nobody would see it".to_owned());
+    }
+    out.note(&format!(
+        "created key {} `{}` in scope {}; the secret below is shown only this once:",
+        key.id, key.name, key.scope_id
+    ));
+    let created = CreatedKey {
+        id: key.id,
+        name: &key.name,
+        scope_id: key.scope_id,
+        key: secret.expose(),
+        created_at: &key.created_at,
+    };
+    out.print_flushed(&created, || secret.expose().to_owned())
+        .map_err(|error| match error.kind() {
+            std::io::ErrorKind::BrokenPipe => "stdout is a closed pipe".to_owned(),
+            _ => format!("writing to stdout: {error}"),
+        })
+}
+
 pub fn run(command: KeyCommand, store: &Path, out: &Output) -> anyhow::Result<ExitCode> {
     match command {
         KeyCommand::Create { scope, name } => {
             let scope: ScopeRef = scope.parse()?;
-            let NewKey { key, secret } = Store::open_existing(store)?.create_key(&scope, &name)?;
-            out.note(&format!(
-                "created key {} `{}` in scope {}; the secret below is shown only this once:",
-                key.id, key.name, key.scope_id
-            ));
-            let created = CreatedKey {
-                id: key.id,
-                name: &key.name,
-                scope_id: key.scope_id,
-                key: secret.expose(),
-                created_at: &key.created_at,
+            let mut store = Store::open_existing(store)?;
+            // The secret is written and flushed before the key is committed:
+            // if it cannot be delivered, the key is rolled back.
+            let shown = std::cell::Cell::new(false);
+            let delivered = store.create_key_delivered(&scope, &name, |new| {
+                deliver(new, out).inspect(|()| shown.set(true))
+            });
+            let delivered = match delivered {
+                Err(error) if shown.get() => {
+                    return Err(anyhow::Error::new(error).context(
+                        "the key was not created, so the secret printed above is not valid",
+                    ));
+                }
+                delivered => delivered?,
             };
-            out.print(&created, || secret.expose().to_owned())?;
+            if let Err(why) = delivered {
+                anyhow::bail!(
+                    "the key's secret could not be delivered ({why}); the key was not created"
+                );
+            }
         }
         KeyCommand::List { scope } => {
             let store = Store::open_existing(store)?;

@@ -84,6 +84,13 @@ enum Command {
     Demo,
 }
 
+impl Cli {
+    /// Whether `--json` was given: errors are then JSON too.
+    pub fn json(&self) -> bool {
+        self.json
+    }
+}
+
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let out = Output::new(cli.json);

@@ -8,7 +8,7 @@ use clap::Subcommand;
 use keyscope::{CaseFile, Error, Limits, PolicyComponent, PolicyEngine, SelfTest};
 
 use super::EXIT_DENY;
-use super::output::Output;
+use super::output::{self, Output};
 
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
@@ -20,7 +20,8 @@ pub enum PolicyCommand {
     },
     /// Write the embedded component to a file, to embed in another host.
     Export {
-        /// Where to write it.
+        /// Where to write it (atomically; a regular file or a new path), or
+        /// - for stdout.
         #[arg(short = 'o', long = "output", value_name = "FILE")]
         output: PathBuf,
     },
@@ -47,8 +48,10 @@ pub fn run(command: PolicyCommand, out: &Output) -> anyhow::Result<ExitCode> {
     match command {
         PolicyCommand::Info { policy } => info(policy, out),
         PolicyCommand::Export { output } => {
-            std::fs::write(&output, keyscope::policy::EMBEDDED_POLICY)
-                .with_context(|| format!("writing `{}`", output.display()))?;
+            output::write_file(&output, keyscope::policy::EMBEDDED_POLICY)?;
+            if output == Path::new("-") {
+                return Ok(ExitCode::SUCCESS);
+            }
             let engine = PolicyEngine::new()?;
             let info = PolicyComponent::embedded(&engine)?.info().clone();
             out.print(&info, || {
@@ -77,8 +80,7 @@ fn check(
     no_golden: bool,
     out: &Output,
 ) -> anyhow::Result<ExitCode> {
-    let module =
-        std::fs::read(policy).with_context(|| format!("reading `{}`", policy.display()))?;
+    let module = keyscope::files::read_regular(policy, keyscope::files::MAX_POLICY_BYTES)?;
     let snapshot = snapshot.map(keyscope::snapshot::read).transpose()?;
     let cases = cases
         .iter()

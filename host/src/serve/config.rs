@@ -68,6 +68,21 @@ pub struct RequestLimits {
     pub request_timeout_ms: u64,
     /// How long shutdown waits for in-flight requests, in ms.
     pub drain_timeout_ms: u64,
+    /// How long a connection may send nothing before it is closed, in ms,
+    /// on every listener. A gRPC peer that answers the server's HTTP/2
+    /// keepalive pings is not idle.
+    pub idle_timeout_ms: u64,
+    /// The HTTP/2 keepalive ping interval on the gRPC listener, in ms; a
+    /// peer that does not answer within `idle_timeout_ms` is dropped.
+    pub grpc_keepalive_ms: u64,
+    /// The most connections open at once on each listener; further clients
+    /// wait in the kernel's backlog. If unset, the process's descriptor
+    /// limit (less 64 for the store, logs and threads) shared out among the
+    /// listeners, and at most 4096 each.
+    pub max_connections: Option<usize>,
+    /// The largest policy module file `--policy`, SIGHUP and
+    /// `POST /admin/policy` will read, in bytes.
+    pub max_policy_bytes: u64,
 }
 
 /// The admin API.
@@ -118,6 +133,10 @@ impl Default for RequestLimits {
             header_timeout_ms: 5_000,
             request_timeout_ms: 10_000,
             drain_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            grpc_keepalive_ms: 20_000,
+            max_connections: None,
+            max_policy_bytes: crate::files::MAX_POLICY_BYTES,
         }
     }
 }
@@ -134,6 +153,27 @@ impl RequestLimits {
     pub(super) fn drain_timeout(&self) -> Duration {
         Duration::from_millis(self.drain_timeout_ms)
     }
+
+    pub(super) fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
+    }
+
+    pub(super) fn grpc_keepalive(&self) -> Duration {
+        Duration::from_millis(self.grpc_keepalive_ms)
+    }
+
+    /// The connection cap of each of `listeners` listeners, given the
+    /// process's descriptor limit (`None`: unlimited).
+    pub(super) fn connections_per_listener(&self, listeners: usize, nofile: Option<u64>) -> usize {
+        const RESERVED: u64 = 64;
+        const MOST: u64 = 4096;
+        if let Some(max) = self.max_connections {
+            return max;
+        }
+        let listeners = u64::try_from(listeners.max(1)).unwrap_or(u64::MAX);
+        let share = nofile.map_or(MOST, |limit| limit.saturating_sub(RESERVED) / listeners);
+        usize::try_from(share.clamp(1, MOST)).unwrap_or(1)
+    }
 }
 
 impl ServeConfig {
@@ -149,8 +189,9 @@ impl ServeConfig {
         })
     }
 
-    /// Checks what serde cannot: header names are valid and lower case, and
-    /// the prefix is a path.
+    /// Checks what serde cannot: header names are valid and lower case, the
+    /// prefix is a plain path, and no limit is 0. Every value is checked
+    /// here, before anything is bound or loaded.
     pub fn validate(&self) -> Result<(), ServeError> {
         let bad = |why: String| Err(ServeError::Invalid(why));
         for (what, name) in [
@@ -162,21 +203,52 @@ impl ServeConfig {
                 || name.bytes().any(|b| b.is_ascii_uppercase())
             {
                 return bad(format!(
-                    "{what} `{name}` is not a lower-case HTTP header name"
+                    "{what} `{}` is not a lower-case HTTP header name",
+                    crate::error::printable(name)
                 ));
             }
         }
-        if !self.envoy_path_prefix.starts_with('/') || self.envoy_path_prefix.ends_with('/') {
+        let prefix = &self.envoy_path_prefix;
+        let plain = prefix.strip_prefix('/').is_some_and(|rest| {
+            rest.split('/')
+                .all(keyscope_policy::routes::is_plain_segment)
+        });
+        if !plain {
             return bad(format!(
-                "envoy_path_prefix `{}` must start with `/` and not end with one",
-                self.envoy_path_prefix
+                "envoy_path_prefix `{}` must be `/` and one or more `/`-separated segments of \
+                 [A-Za-z0-9._~-] (no `.` or `..`, no trailing `/`), as `/ext_authz`",
+                crate::error::printable(prefix)
             ));
         }
         if self.workers == Some(0) {
             return bad("workers must be at least 1".to_owned());
         }
-        if self.poll_ms == 0 {
-            return bad("poll_ms must be at least 1".to_owned());
+        let limits = &self.limits;
+        for (what, value) in [
+            ("poll_ms", self.poll_ms),
+            ("limits.max_header_bytes", limits.max_header_bytes as u64),
+            ("limits.max_body_bytes", limits.max_body_bytes as u64),
+            ("limits.header_timeout_ms", limits.header_timeout_ms),
+            ("limits.request_timeout_ms", limits.request_timeout_ms),
+            ("limits.drain_timeout_ms", limits.drain_timeout_ms),
+            ("limits.idle_timeout_ms", limits.idle_timeout_ms),
+            ("limits.grpc_keepalive_ms", limits.grpc_keepalive_ms),
+            (
+                "limits.max_connections",
+                limits.max_connections.map_or(1, |max| max as u64),
+            ),
+            ("limits.max_policy_bytes", limits.max_policy_bytes),
+        ] {
+            if value == 0 {
+                return bad(format!("{what} must be at least 1"));
+            }
+        }
+        if limits.grpc_keepalive_ms >= limits.idle_timeout_ms {
+            return bad(format!(
+                "limits.grpc_keepalive_ms ({}) must be less than limits.idle_timeout_ms ({}), \
+                 or a live gRPC peer would be dropped as idle",
+                limits.grpc_keepalive_ms, limits.idle_timeout_ms
+            ));
         }
         Ok(())
     }

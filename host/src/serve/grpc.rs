@@ -26,24 +26,30 @@ impl ExtAuthz {
     }
 }
 
-/// A request header by lower-case name, from `headers` or, when Envoy sends
-/// raw headers, from `header_map`.
-fn header<'a>(http: &'a HttpRequest, name: &str) -> Option<&'a [u8]> {
-    if let Some(value) = http.headers.get(name) {
-        return Some(value.as_bytes());
+/// Every value of a request header, by lower-case name. Envoy sends either
+/// raw headers (`header_map`, one entry per copy) or `headers` (a map in
+/// which repeated headers are joined with `,`); the raw form wins when sent.
+fn header_values<'a>(http: &'a HttpRequest, name: &'a str) -> Vec<&'a [u8]> {
+    match http.header_map.as_ref() {
+        Some(map) if !map.headers.is_empty() => map
+            .headers
+            .iter()
+            .filter(|h| h.key.eq_ignore_ascii_case(name))
+            .map(|h| {
+                if h.raw_value.is_empty() {
+                    h.value.as_bytes()
+                } else {
+                    h.raw_value.as_slice()
+                }
+            })
+            .collect(),
+        _ => http
+            .headers
+            .iter()
+            .filter(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_bytes())
+            .collect(),
     }
-    http.header_map
-        .as_ref()?
-        .headers
-        .iter()
-        .find(|h| h.key.eq_ignore_ascii_case(name))
-        .map(|h| {
-            if h.raw_value.is_empty() {
-                h.value.as_bytes()
-            } else {
-                h.raw_value.as_slice()
-            }
-        })
 }
 
 #[tonic::async_trait]
@@ -69,8 +75,10 @@ impl Authorization for ExtAuthz {
             ));
         }
         let names = self.authorizer.headers();
-        let credential =
-            authz::credential(header(http, &names.api_key), header(http, "authorization"));
+        let credential = authz::credential(
+            header_values(http, &names.api_key),
+            header_values(http, "authorization"),
+        );
         let outcome = self.authorizer.decide(
             Front::Grpc,
             credential,

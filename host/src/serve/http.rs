@@ -8,11 +8,10 @@
 //! deadline on the whole request (408).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
@@ -28,6 +27,7 @@ use zeroize::Zeroizing;
 
 use super::authz::{self, Authorizer, DenialBody, Outcome, Target};
 use super::config::RequestLimits;
+use super::conn::{self, AcceptLimits};
 use super::metrics::Front;
 use crate::decision::DecisionJson;
 
@@ -55,12 +55,15 @@ pub fn router(authorizer: Arc<Authorizer>, envoy_prefix: &str, limits: &RequestL
         .with_state(authorizer)
 }
 
-/// Serves `router` on `listener` until `shutdown` turns true, then stops
-/// accepting and waits up to the drain timeout for requests in flight.
+/// Serves `router` on the connections `listener` accepts (capped, with an
+/// idle timeout: [`conn`]) until `shutdown` turns true, then stops
+/// accepting and waits up to the drain timeout for requests in flight. Each
+/// request carries its client's address as `ConnectInfo`.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: RequestLimits,
+    accept: AcceptLimits,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let graceful = GracefulShutdown::new();
@@ -68,22 +71,24 @@ pub async fn serve(
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout())
         .max_buf_size(limits.max_header_bytes.max(8192));
+    let mut connections = conn::accept(listener, accept, shutdown.clone());
     loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // Out of file descriptors, say: back off, keep serving.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
+        let connection = tokio::select! {
+            connection = connections.recv() => match connection {
+                Some(connection) => connection,
+                None => break,
             },
-            _ = async { let _ = shutdown.wait_for(|stop| *stop).await; } => break,
+            _ = shutdown.wait_for(|stop| *stop) => break,
         };
-        let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
-        let connection = http.serve_connection(TokioIo::new(stream), service);
+        let peer = ConnectInfo(connection.peer());
+        let service = TowerToHyperService::new(tower::ServiceExt::map_request(
+            router.clone(),
+            move |mut request: hyper::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(peer);
+                request
+            },
+        ));
+        let connection = http.serve_connection(TokioIo::new(connection), service);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(error) = connection.await {
@@ -91,7 +96,7 @@ pub async fn serve(
             }
         });
     }
-    drop(listener);
+    drop(connections);
     if tokio::time::timeout(limits.drain_timeout(), graceful.shutdown())
         .await
         .is_err()
@@ -100,14 +105,29 @@ pub async fn serve(
     }
 }
 
-/// The credential of a request, from the configured header or a bearer token.
+/// The credential of a request, from every copy of the configured header
+/// and of `Authorization` ([`authz::credential`]).
 fn credential_of(authorizer: &Authorizer, headers: &HeaderMap) -> Credential {
-    authz::credential(
+    let (api_keys, authorizations) = credential_headers(authorizer, headers);
+    authz::credential(api_keys, authorizations)
+}
+
+/// Every copy of the API key header, and of `Authorization`.
+fn credential_headers<'h>(
+    authorizer: &Authorizer,
+    headers: &'h HeaderMap,
+) -> (
+    impl Iterator<Item = &'h [u8]> + use<'h>,
+    impl Iterator<Item = &'h [u8]> + use<'h>,
+) {
+    (
         headers
-            .get(authorizer.headers().api_key.as_str())
+            .get_all(authorizer.headers().api_key.as_str())
+            .into_iter()
             .map(HeaderValue::as_bytes),
         headers
-            .get(header::AUTHORIZATION)
+            .get_all(header::AUTHORIZATION)
+            .into_iter()
             .map(HeaderValue::as_bytes),
     )
 }
@@ -221,15 +241,15 @@ async fn check(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let request: CheckRequest = match serde_json::from_slice(&body) {
-        Ok(request) => request,
-        Err(error) => {
-            return bad_request(&format!(
-                "expected {{\"key\",\"app\",\"op\"}} or {{\"key\",\"method\",\"path\"}}: {error}"
-            ));
-        }
-    };
+    let request: CheckRequest =
+        match crate::json_input::parse(&body, r#"{"key","app","op"} or {"key","method","path"}"#) {
+            Ok(request) => request,
+            Err(error) => return bad_request(&error.to_string()),
+        };
+    let (api_keys, authorizations) = credential_headers(&authorizer, &headers);
     let credential = match &request.key {
+        // A key in the body and another in the headers: two credentials.
+        Some(_) if authz::presents_key(api_keys, authorizations) => Credential::Malformed,
         Some(key) => crate::keys::credential(Some(key)),
         None => credential_of(&authorizer, &headers),
     };

@@ -48,6 +48,7 @@ pub struct Metrics {
     swaps_published: Counter,
     swaps_refused: Counter,
     policy_errors: Counter,
+    admin_auth_failures: Counter,
     generation: Gauge,
     generation_info: Family<Vec<(&'static str, String)>, Gauge>,
 }
@@ -107,6 +108,12 @@ impl Metrics {
             "Decisions denied because the policy failed",
             policy_errors.clone(),
         );
+        let admin_auth_failures = Counter::default();
+        registry.register(
+            "admin_auth_failures",
+            "Admin API requests refused for a missing or wrong token, or rate limited",
+            admin_auth_failures.clone(),
+        );
         let generation = Gauge::default();
         registry.register(
             "generation",
@@ -127,6 +134,7 @@ impl Metrics {
             swaps_published,
             swaps_refused,
             policy_errors,
+            admin_auth_failures,
             generation,
             generation_info,
         }
@@ -145,6 +153,11 @@ impl Metrics {
     /// Counts a decision log line that could not be queued.
     pub fn log_dropped(&self) {
         self.log_dropped.inc();
+    }
+
+    /// Counts an admin request refused at authentication.
+    pub fn admin_auth_failed(&self) {
+        self.admin_auth_failures.inc();
     }
 
     /// The text exposition, with the live policy's state as of now.

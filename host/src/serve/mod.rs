@@ -16,6 +16,7 @@
 mod admin;
 mod authz;
 mod config;
+mod conn;
 mod decision_log;
 mod grpc;
 mod http;
@@ -30,6 +31,7 @@ use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
+use tokio_stream::StreamExt as _;
 use zeroize::Zeroizing;
 
 pub use authz::{credential, status};
@@ -80,6 +82,18 @@ pub enum ServeError {
     Keyscope(#[from] crate::Error),
 }
 
+impl ServeError {
+    /// A stable, machine-readable name for the kind of failure.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Config { .. } | Self::Invalid(_) => "invalid-config",
+            Self::Bind { .. } => "bind",
+            Self::Io { .. } => "io",
+            Self::Keyscope(error) => error.kind(),
+        }
+    }
+}
+
 /// What the server tells its caller as it starts.
 #[derive(Debug)]
 pub enum Event {
@@ -114,16 +128,38 @@ fn local(listener: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, ServeEr
 }
 
 /// Runs the server until SIGTERM or SIGINT.
+///
+/// Everything that can be refused is loaded first: the configuration, the
+/// store, the policy module, the first generation, the admin token and the
+/// decision log. Only then are the listeners bound and `Listening` said, so
+/// a bad file never leaves a server that listened and then exited.
 pub async fn run(config: ServeConfig, on_event: impl Fn(Event)) -> Result<(), ServeError> {
     config.validate()?;
+    let started = {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || start_live(&config))
+            .await
+            .map_err(|join| ServeError::Io {
+                what: "starting the live policy".to_owned(),
+                source: std::io::Error::other(join.to_string()),
+            })??
+    };
+    let (log, log_writer) = match &config.decision_log {
+        Some(path) => {
+            let (log, writer) = DecisionLog::start(path)?;
+            (log, Some(writer))
+        }
+        None => (DecisionLog::off(), None),
+    };
+
     let http_listener = bind(config.listen).await?;
     let grpc_listener = match config.grpc_listen {
         Some(addr) => Some(bind(addr).await?),
         None => None,
     };
-    let admin_listener = match config.admin.listen {
-        Some(addr) => Some(bind(addr).await?),
-        None => None,
+    let admin_listener = match (config.admin.listen, &started.admin) {
+        (Some(addr), Some(_)) => Some(bind(addr).await?),
+        _ => None,
     };
     on_event(Event::Listening {
         http: local(&http_listener, config.listen)?,
@@ -138,64 +174,24 @@ pub async fn run(config: ServeConfig, on_event: impl Fn(Event)) -> Result<(), Se
             .map(|(l, addr)| local(l, addr))
             .transpose()?,
     });
-
-    let (log, log_writer) = match &config.decision_log {
-        Some(path) => {
-            let (log, writer) = DecisionLog::start(path)?;
-            (log, Some(writer))
-        }
-        None => (DecisionLog::off(), None),
-    };
-    let authorizer = Arc::new(Authorizer::new(Metrics::new(), log, config.headers.clone()));
-    let (stop, stopped) = watch::channel(false);
     let limits = config.limits.clone();
-    let mut servers = tokio::task::JoinSet::new();
-    servers.spawn(http::serve(
-        http_listener,
-        http::router(Arc::clone(&authorizer), &config.envoy_path_prefix, &limits),
-        limits.clone(),
-        stopped.clone(),
-    ));
-    if let Some(listener) = grpc_listener {
-        let service = AuthorizationServer::new(grpc::ExtAuthz::new(Arc::clone(&authorizer)))
-            .max_decoding_message_size(limits.max_header_bytes.max(4096) * 4);
-        let mut stopped = stopped.clone();
-        let server = tonic::transport::Server::builder()
-            .timeout(limits.request_timeout())
-            .http2_max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
-            .add_service(service)
-            .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(listener),
-                async move {
-                    let _ = stopped.wait_for(|stop| *stop).await;
-                },
-            );
-        servers.spawn(async move {
-            if let Err(error) = server.await {
-                tracing::error!(%error, "the gRPC server failed");
-            }
-        });
-    }
+    let listeners =
+        1 + usize::from(grpc_listener.is_some()) + usize::from(admin_listener.is_some());
+    let accept = conn::AcceptLimits {
+        max_connections: limits.connections_per_listener(listeners, conn::descriptor_limit()),
+        idle_timeout: limits.idle_timeout(),
+    };
+    tracing::info!(
+        per_listener = accept.max_connections,
+        idle_timeout_ms = limits.idle_timeout_ms,
+        "connection limits"
+    );
 
-    // Go live: the first generation, then the store watcher.
-    let started = {
-        let config = config.clone();
-        tokio::task::spawn_blocking(move || start_live(&config)).await
-    };
-    let (refresher, admin_store, token) = match started {
-        Ok(Ok(started)) => started,
-        Ok(Err(error)) => {
-            let _ = stop.send(true);
-            return Err(error);
-        }
-        Err(join) => {
-            let _ = stop.send(true);
-            return Err(ServeError::Io {
-                what: "starting the live policy".to_owned(),
-                source: std::io::Error::other(join.to_string()),
-            });
-        }
-    };
+    let Started {
+        refresher,
+        admin: admin_started,
+    } = started;
+    let authorizer = Arc::new(Authorizer::new(Metrics::new(), log, config.headers.clone()));
     authorizer.set_live(Arc::clone(refresher.live()));
     let _watcher = refresher
         .watch(config.poll_interval())
@@ -203,7 +199,41 @@ pub async fn run(config: ServeConfig, on_event: impl Fn(Event)) -> Result<(), Se
             what: "starting the store watcher".to_owned(),
             source,
         })?;
-    if let (Some(listener), Some(store)) = (admin_listener, admin_store) {
+    let (stop, stopped) = watch::channel(false);
+    let mut servers = tokio::task::JoinSet::new();
+    servers.spawn(http::serve(
+        http_listener,
+        http::router(Arc::clone(&authorizer), &config.envoy_path_prefix, &limits),
+        limits.clone(),
+        accept,
+        stopped.clone(),
+    ));
+    if let Some(listener) = grpc_listener {
+        let service = AuthorizationServer::new(grpc::ExtAuthz::new(Arc::clone(&authorizer)))
+            .max_decoding_message_size(limits.max_header_bytes.max(4096) * 4);
+        let incoming = tokio_stream::wrappers::ReceiverStream::new(conn::accept(
+            listener,
+            accept,
+            stopped.clone(),
+        ))
+        .map(Ok::<_, std::io::Error>);
+        let mut stopped = stopped.clone();
+        let server = tonic::transport::Server::builder()
+            .timeout(limits.request_timeout())
+            .http2_keepalive_interval(Some(limits.grpc_keepalive()))
+            .http2_keepalive_timeout(Some(limits.idle_timeout()))
+            .http2_max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+            .add_service(service)
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            });
+        servers.spawn(async move {
+            if let Err(error) = server.await {
+                tracing::error!(%error, "the gRPC server failed");
+            }
+        });
+    }
+    if let (Some(listener), Some(AdminStarted { store, token })) = (admin_listener, admin_started) {
         if config
             .admin
             .listen
@@ -213,14 +243,20 @@ pub async fn run(config: ServeConfig, on_event: impl Fn(Event)) -> Result<(), Se
                 "the admin API listens beyond loopback; put it behind TLS or a private network"
             );
         }
-        let (digest, shown) = token;
-        if let Some(token) = shown {
+        if let Some(token) = token.shown {
             on_event(Event::AdminToken(token));
         }
         servers.spawn(http::serve(
             listener,
-            admin::router(store, Arc::clone(&refresher), digest, &limits),
+            admin::router(
+                store,
+                Arc::clone(&refresher),
+                Arc::clone(&authorizer),
+                token.digest,
+                &limits,
+            ),
             limits.clone(),
+            accept,
             stopped.clone(),
         ));
     }
@@ -253,11 +289,24 @@ pub async fn run(config: ServeConfig, on_event: impl Fn(Event)) -> Result<(), Se
     Ok(())
 }
 
-type Started = (
-    Arc<Refresher>,
-    Option<Store>,
-    ([u8; 32], Option<Zeroizing<String>>),
-);
+/// What [`start_live`] loaded.
+struct Started {
+    refresher: Arc<Refresher>,
+    /// With the admin API on: its own store connection and its token.
+    admin: Option<AdminStarted>,
+}
+
+struct AdminStarted {
+    store: Store,
+    token: AdminToken,
+}
+
+/// The admin token's digest, and the token itself when it was just made
+/// (to be shown once).
+struct AdminToken {
+    digest: [u8; 32],
+    shown: Option<Zeroizing<String>>,
+}
 
 /// Opens the store, builds the first generation, and sets up the admin token.
 fn start_live(config: &ServeConfig) -> Result<Started, ServeError> {
@@ -265,60 +314,91 @@ fn start_live(config: &ServeConfig) -> Result<Started, ServeError> {
     let snapshot = crate::snapshot::build(&mut store)?;
     let module = config
         .policy
-        .as_ref()
-        .map(|path| {
-            std::fs::read(path).map_err(|source| ServeError::Io {
-                what: format!("reading policy `{}`", path.display()),
-                source,
-            })
-        })
+        .as_deref()
+        .map(|path| crate::files::read_regular(path, config.limits.max_policy_bytes))
         .transpose()?;
     let live = Arc::new(LivePolicy::new(
         module.as_deref(),
         &snapshot,
         LiveOptions::default(),
     )?);
-    let refresher = Arc::new(Refresher::new(live, store, config.policy.clone())?);
-    if config.admin.listen.is_none() {
-        return Ok((refresher, None, ([0; 32], None)));
-    }
-    let mut admin_store = Store::open_existing(&config.store)?;
-    let token = admin_token(&mut admin_store, config.admin.token_file.as_deref())?;
-    Ok((refresher, Some(admin_store), token))
+    let refresher = Arc::new(Refresher::new(
+        live,
+        store,
+        config.policy.clone(),
+        config.limits.max_policy_bytes,
+    )?);
+    let admin = match config.admin.listen {
+        None => None,
+        Some(_) => {
+            let mut store = Store::open_existing(&config.store)?;
+            let token = admin_token(&mut store, config.admin.token_file.as_deref())?;
+            Some(AdminStarted { store, token })
+        }
+    };
+    Ok(Started { refresher, admin })
 }
 
+/// The shortest admin token a token file may hold.
+pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
+
 /// The admin token's digest: from the token file, else the stored one, else
-/// a new token (returned to be shown once).
+/// a new token (returned to be shown once). A token file must be readable by
+/// its owner only, as ssh requires of a private key.
 fn admin_token(
     store: &mut Store,
     file: Option<&std::path::Path>,
-) -> Result<([u8; 32], Option<Zeroizing<String>>), ServeError> {
+) -> Result<AdminToken, ServeError> {
     if let Some(path) = file {
-        let text =
-            Zeroizing::new(
-                std::fs::read_to_string(path).map_err(|source| ServeError::Io {
-                    what: format!("reading admin token file `{}`", path.display()),
-                    source,
-                })?,
-            );
-        let token = text.trim();
-        if token.len() < 16 {
+        use std::os::unix::fs::PermissionsExt as _;
+        let io = |source| ServeError::Io {
+            what: format!("reading admin token file `{}`", path.display()),
+            source,
+        };
+        let mode = std::fs::metadata(path).map_err(io)?.permissions().mode();
+        if mode & 0o077 != 0 {
             return Err(ServeError::Invalid(format!(
-                "the admin token in `{}` is shorter than 16 characters",
+                "the admin token file `{}` is open to group or others (mode {:04o}); \
+                 run `chmod 600 {}`",
+                path.display(),
+                mode & 0o7777,
+                path.display()
+            )));
+        }
+        let bytes = Zeroizing::new(crate::files::read_regular(path, 4096)?);
+        let text = std::str::from_utf8(&bytes).map_err(|_| {
+            ServeError::Invalid(format!(
+                "the admin token file `{}` is not UTF-8 text",
+                path.display()
+            ))
+        })?;
+        let token = text.trim();
+        if token.len() < MIN_ADMIN_TOKEN_LEN {
+            return Err(ServeError::Invalid(format!(
+                "the admin token in `{}` is shorter than {MIN_ADMIN_TOKEN_LEN} characters",
                 path.display()
             )));
         }
         let digest = admin::token_digest(token);
         store.set_admin_token_digest(&digest)?;
-        return Ok((digest, None));
+        return Ok(AdminToken {
+            digest,
+            shown: None,
+        });
     }
     if let Some(digest) = store.admin_token_digest()? {
-        return Ok((digest, None));
+        return Ok(AdminToken {
+            digest,
+            shown: None,
+        });
     }
     let token = admin::generate_token();
     let digest = admin::token_digest(&token);
     store.set_admin_token_digest(&digest)?;
-    Ok((digest, Some(token)))
+    Ok(AdminToken {
+        digest,
+        shown: Some(token),
+    })
 }
 
 /// Waits for SIGTERM or SIGINT; on SIGHUP reloads the module from its file

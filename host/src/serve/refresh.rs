@@ -28,6 +28,7 @@ pub struct Refresher {
     live: Arc<LivePolicy>,
     watched: Mutex<Watched>,
     policy: Option<PathBuf>,
+    max_policy_bytes: u64,
 }
 
 impl std::fmt::Debug for Refresher {
@@ -39,8 +40,14 @@ impl std::fmt::Debug for Refresher {
 }
 
 impl Refresher {
-    /// Watches `store` for `live`; `policy` is the module file to reload.
-    pub fn new(live: Arc<LivePolicy>, store: Store, policy: Option<PathBuf>) -> Result<Self> {
+    /// Watches `store` for `live`; `policy` is the module file to reload,
+    /// read only if it is a regular file of at most `max_policy_bytes`.
+    pub fn new(
+        live: Arc<LivePolicy>,
+        store: Store,
+        policy: Option<PathBuf>,
+        max_policy_bytes: u64,
+    ) -> Result<Self> {
         let data_version = Some(store.data_version()?);
         Ok(Self {
             live,
@@ -49,6 +56,7 @@ impl Refresher {
                 data_version,
             }),
             policy,
+            max_policy_bytes,
         })
     }
 
@@ -95,10 +103,15 @@ impl Refresher {
         let path = path
             .or(self.policy.as_deref())
             .ok_or(ReloadError::NoPolicyFile)?;
-        let bytes = std::fs::read(path).map_err(|source| ReloadError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let bytes = match crate::files::read_regular(path, self.max_policy_bytes) {
+            Ok(bytes) => bytes,
+            Err(source) => {
+                // Refused like any other swap: counted, and in the history.
+                let error = ReloadError::Read(source);
+                self.live.refuse_unread(&error.to_string());
+                return Err(error);
+            }
+        };
         Ok(self.live.swap_module(&bytes)?)
     }
 
@@ -136,15 +149,10 @@ pub enum ReloadError {
     /// No file was given and none is configured.
     #[error("no policy file to reload: start with --policy FILE, or name one")]
     NoPolicyFile,
-    /// The file could not be read.
-    #[error("reading policy `{path}`: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
+    /// The file could not be read, or is not a regular file within the
+    /// size limit.
+    #[error("policy file: {0}")]
+    Read(#[source] crate::Error),
     /// The module was refused at a step of the swap.
     #[error(transparent)]
     Refused(#[from] crate::Error),

@@ -96,11 +96,9 @@ impl FromStr for ScopeRef {
                 name: name.to_owned(),
             });
         }
-        s.parse().map(Self::Id).map_err(|_| Error::Invalid {
-            what: "scope",
-            value: s.to_owned(),
-            why: "expected a scope id or APP/NAME".to_owned(),
-        })
+        s.parse()
+            .map(Self::Id)
+            .map_err(|_| Error::invalid("scope", s, "expected a scope id or APP/NAME"))
     }
 }
 
@@ -258,7 +256,9 @@ impl Store {
             ],
         )?;
         let scope = get_scope(&tx, &ScopeRef::Id(current.id))?;
+        crate::fault::pause(crate::fault::Pause::InTransaction);
         tx.commit()?;
+        crate::fault::pause(crate::fault::Pause::Committed);
         Ok(scope)
     }
 
@@ -302,7 +302,23 @@ impl Store {
 
     /// Issues a key for a scope. The returned secret exists nowhere else.
     pub fn create_key(&mut self, scope: &ScopeRef, name: &str) -> Result<NewKey> {
+        self.create_key_delivered(scope, name, |_| Ok::<_, std::convert::Infallible>(()))?
+            .map(|((), key)| key)
+            .map_err(|never| match never {})
+    }
+
+    /// Issues a key for a scope and hands it to `deliver` (which shows the
+    /// secret to its user) before the key is committed. If `deliver` fails,
+    /// the key is rolled back: no key is ever live whose secret nobody got.
+    /// A store error is the outer `Err`; a failed delivery the inner one.
+    pub fn create_key_delivered<T, E>(
+        &mut self,
+        scope: &ScopeRef,
+        name: &str,
+        deliver: impl FnOnce(&NewKey) -> std::result::Result<T, E>,
+    ) -> Result<std::result::Result<(T, NewKey), E>> {
         check_name("key name", name)?;
+        crate::fault::pause(crate::fault::Pause::BeforeTransaction);
         let tx = self.write()?;
         let scope = get_scope(&tx, scope)?;
         let quotas = read_quotas(&tx)?;
@@ -338,8 +354,17 @@ impl Store {
             ],
         )?;
         let key = get_key(&tx, last_id(&tx)?)?;
+        let created = NewKey { key, secret };
+        crate::fault::pause(crate::fault::Pause::InTransaction);
+        let delivered = match deliver(&created) {
+            Ok(delivered) => delivered,
+            // Dropping the transaction rolls the key back.
+            Err(error) => return Ok(Err(error)),
+        };
+        crate::fault::pause(crate::fault::Pause::Delivered);
         tx.commit()?;
-        Ok(NewKey { key, secret })
+        crate::fault::pause(crate::fault::Pause::Committed);
+        Ok(Ok((delivered, created)))
     }
 
     /// Keys, live and revoked, of one scope or of all, by id.
@@ -354,10 +379,13 @@ impl Store {
     /// Revokes a key. Revoking a revoked key changes nothing and returns it
     /// with its original revocation time.
     pub fn revoke_key(&mut self, id: u64) -> Result<ApiKey> {
+        let Some(id_sql) = sql_id(id) else {
+            return Err(Error::KeyNotFound(id));
+        };
         let tx = self.write()?;
         tx.execute(
             &format!("UPDATE keys SET revoked_at = {NOW} WHERE id = ?1 AND revoked_at IS NULL"),
-            [id],
+            [id_sql],
         )?;
         let key = get_key(&tx, id)?;
         tx.commit()?;
@@ -377,11 +405,11 @@ impl Store {
             ("keys per scope", quotas.keys_per_scope),
         ] {
             if value == 0 {
-                return Err(Error::Invalid {
-                    what: "limit",
-                    value: format!("{what} = 0"),
-                    why: "a limit must be at least 1".to_owned(),
-                });
+                return Err(Error::invalid(
+                    "limit",
+                    &format!("{what} = 0"),
+                    "a limit must be at least 1",
+                ));
             }
         }
         let tx = self.write()?;
@@ -422,11 +450,11 @@ impl Store {
     pub fn remove_operation(&mut self, name: &str) -> Result<()> {
         let tx = self.write()?;
         if tx.execute("DELETE FROM operations WHERE name = ?1", [name])? == 0 {
-            return Err(Error::Invalid {
-                what: "operation",
-                value: name.to_owned(),
-                why: "it is not in the catalogue".to_owned(),
-            });
+            return Err(Error::invalid(
+                "operation",
+                name,
+                "it is not in the catalogue",
+            ));
         }
         tx.commit()?;
         Ok(())
@@ -533,18 +561,15 @@ impl Store {
             pattern: pattern.to_owned(),
             op: op.to_owned(),
         };
-        keyscope_policy::routes::check(&route).map_err(|e| Error::Invalid {
-            what: "route",
-            value: e.route,
-            why: e.why.to_owned(),
-        })?;
+        keyscope_policy::routes::check(&route)
+            .map_err(|e| Error::invalid("route", &e.route, e.why))?;
         let tx = self.write()?;
         if read_operations(&tx)?.iter().all(|entry| entry.name != op) {
-            return Err(Error::Invalid {
-                what: "operation",
-                value: op.to_owned(),
-                why: "it is not in the catalogue; add it with `keyscope op set`".to_owned(),
-            });
+            return Err(Error::invalid(
+                "operation",
+                op,
+                "it is not in the catalogue; add it with `keyscope op set`",
+            ));
         }
         tx.execute(
             "INSERT INTO routes (method, pattern, op) VALUES (?1, ?2, ?3) \
@@ -563,11 +588,11 @@ impl Store {
             params![method, pattern],
         )?;
         if removed == 0 {
-            return Err(Error::Invalid {
-                what: "route",
-                value: format!("{method} {pattern}"),
-                why: "it is not in the route table".to_owned(),
-            });
+            return Err(Error::invalid(
+                "route",
+                &format!("{method} {pattern}"),
+                "it is not in the route table",
+            ));
         }
         tx.commit()?;
         Ok(())
@@ -597,11 +622,11 @@ fn scope_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Scope>> {
         runtime: match RuntimeSet::from_bits(runtime) {
             Some(runtime) => runtime,
             None => {
-                return Ok(Err(Error::Invalid {
-                    what: "stored runtime permissions",
-                    value: runtime.to_string(),
-                    why: "unknown permission bits".to_owned(),
-                }));
+                return Ok(Err(Error::invalid(
+                    "stored runtime permissions",
+                    &runtime.to_string(),
+                    "unknown permission bits",
+                )));
             }
         },
         created_at: row.get(5)?,
@@ -621,6 +646,7 @@ fn key_from_row(row: &Row<'_>) -> rusqlite::Result<ApiKey> {
 
 fn find_scope(conn: &Connection, scope: &ScopeRef) -> Result<Option<Scope>> {
     let found = match scope {
+        ScopeRef::Id(id) if sql_id(*id).is_none() => None,
         ScopeRef::Id(id) => conn
             .query_row(
                 &format!("{SCOPE_COLUMNS} WHERE id = ?1 AND deleted_at IS NULL"),
@@ -640,13 +666,26 @@ fn find_scope(conn: &Connection, scope: &ScopeRef) -> Result<Option<Scope>> {
 }
 
 fn get_scope(conn: &Connection, scope: &ScopeRef) -> Result<Scope> {
-    find_scope(conn, scope)?.ok_or_else(|| Error::ScopeNotFound(scope.to_string()))
+    find_scope(conn, scope)?
+        .ok_or_else(|| Error::ScopeNotFound(crate::error::printable(&scope.to_string())))
+}
+
+/// An id as SQLite stores it; an id beyond `i64::MAX` names nothing.
+fn sql_id(id: u64) -> Option<i64> {
+    i64::try_from(id).ok()
 }
 
 fn get_key(conn: &Connection, id: u64) -> Result<ApiKey> {
-    conn.query_row(&format!("{KEY_COLUMNS} WHERE id = ?1"), [id], key_from_row)
-        .optional()?
-        .ok_or(Error::KeyNotFound(id))
+    let Some(id_sql) = sql_id(id) else {
+        return Err(Error::KeyNotFound(id));
+    };
+    conn.query_row(
+        &format!("{KEY_COLUMNS} WHERE id = ?1"),
+        [id_sql],
+        key_from_row,
+    )
+    .optional()?
+    .ok_or(Error::KeyNotFound(id))
 }
 
 fn list_keys(conn: &Connection, scope_id: Option<u64>) -> Result<Vec<ApiKey>> {
@@ -755,12 +794,11 @@ fn check_name(what: &'static str, value: &str) -> Result<()> {
     if first_ok && rest_ok && value.len() <= 64 {
         Ok(())
     } else {
-        Err(Error::Invalid {
+        Err(Error::invalid(
             what,
-            value: value.to_owned(),
-            why: "use 1 to 64 characters from [A-Za-z0-9._-], starting with a letter or digit"
-                .to_owned(),
-        })
+            value,
+            "use 1 to 64 characters from [A-Za-z0-9._-], starting with a letter or digit",
+        ))
     }
 }
 

@@ -117,19 +117,41 @@ pub(super) fn open(path: &Path) -> Result<Connection> {
     migrate(conn, path)
 }
 
-/// Refuses, without opening it as a database, a file that exists and is
-/// neither empty nor an SQLite database.
+/// Refuses, without opening it as a database, a path that is not a regular
+/// file (a device, a FIFO, a directory: SQLite would put its journal beside
+/// it), and a file that is neither empty nor an SQLite database. A new store
+/// is created here, readable and writable by its owner only; SQLite gives
+/// its journal files the same mode.
 fn check_file(path: &Path) -> Result<()> {
-    let mut file = match File::open(path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(source) => {
-            return Err(Error::Io {
+    let io = |source| Error::Io {
+        path: path.to_owned(),
+        source,
+    };
+    match std::fs::metadata(path) {
+        Ok(meta) if !meta.is_file() => {
+            return Err(Error::NotAStore {
                 path: path.to_owned(),
-                source,
+                why: "it is not a regular file".to_owned(),
             });
         }
-    };
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            return match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+            {
+                Ok(_) => Ok(()),
+                // Another process created it meanwhile: check theirs.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => check_file(path),
+                Err(source) => Err(io(source)),
+            };
+        }
+        Err(source) => return Err(io(source)),
+    }
+    let mut file = File::open(path).map_err(io)?;
     let mut header = Vec::with_capacity(SQLITE_HEADER.len());
     file.by_ref()
         .take(SQLITE_HEADER.len() as u64)
