@@ -338,9 +338,19 @@ fn decider(soak: &Soak, front: &'static str) {
             .unwrap()
     });
     while !soak.stop.load(Ordering::Relaxed) {
-        let known = soak.history.lock().unwrap().keys.len();
-        let key = rng.random_range(0..known);
-        let secret = soak.history.lock().unwrap().keys[key].secret.clone();
+        // Mostly keys the model holds live, so that allows are common too.
+        let (key, secret) = {
+            let history = soak.history.lock().unwrap();
+            let live: Vec<usize> = (0..history.keys.len())
+                .filter(|&i| history.keys[i].revoked.is_none())
+                .collect();
+            let key = if !live.is_empty() && rng.random_bool(0.75) {
+                live[rng.random_range(0..live.len())]
+            } else {
+                rng.random_range(0..history.keys.len())
+            };
+            (key, history.keys[key].secret.clone())
+        };
         let (method, op, needs) = ASKED[rng.random_range(0..ASKED.len())];
         let start = soak.now();
         let allow = match front {
@@ -451,6 +461,10 @@ fn a_model_checked_soak_finds_no_wrong_decision() {
         start,
         end: started.elapsed(),
     };
+    sandbox
+        .keyscope(["limits", "set", "--keys-per-scope", "100000"])
+        .assert()
+        .success();
     let policy = sandbox.path("policy.wasm");
     let twin = sandbox.path("twin.wasm");
     std::fs::write(&policy, keyscope::policy::EMBEDDED_POLICY).unwrap();
@@ -530,4 +544,47 @@ fn a_model_checked_soak_finds_no_wrong_decision() {
     for front in ["nginx", "check", "grpc"] {
         assert!(decisions.iter().any(|d| d.front == front), "{front}");
     }
+}
+
+#[test]
+fn the_checker_flags_a_stale_allow_and_a_wrong_deny() {
+    let at = |s: u64| Duration::from_secs(s);
+    let span = |a: u64, b: u64| Span {
+        start: at(a),
+        end: at(b),
+    };
+    let history = History {
+        keys: vec![KeyRecord {
+            secret: String::new(),
+            scope: 0,
+            created: span(0, 1),
+            revoked: Some(span(20, 21)),
+        }],
+        scopes: vec![ScopeRecord {
+            path: "acme/s".to_owned(),
+            id: 1,
+            // view from 0, full from 10 (set in 10..11).
+            levels: vec![(1, span(0, 0)), (3, span(10, 11))],
+        }],
+        ..History::default()
+    };
+    let decide = |needs, a, b, allow| Decision {
+        key: 0,
+        needs,
+        span: span(a, b),
+        allow,
+        front: "test",
+    };
+    // Allowed while live with enough permission, or within the window.
+    assert!(is_right(&history, &decide(1, 2, 3, true)));
+    assert!(is_right(&history, &decide(3, 12, 13, true)));
+    assert!(is_right(&history, &decide(3, 25, 26, true)));
+    // Allowed long after the revocation, or before the level was raised.
+    assert!(!is_right(&history, &decide(1, 27, 28, true)));
+    assert!(!is_right(&history, &decide(3, 2, 3, true)));
+    // Denied although certainly live and permitted over the whole window.
+    assert!(!is_right(&history, &decide(1, 7, 8, false)));
+    // Denied within the window of a change: could be right.
+    assert!(is_right(&history, &decide(3, 12, 13, false)));
+    assert!(is_right(&history, &decide(1, 22, 23, false)));
 }

@@ -15,6 +15,18 @@ pub const MAX_POLICY_BYTES: u64 = 32 * 1024 * 1024;
 /// 48 MB.
 pub const MAX_SNAPSHOT_BYTES: u64 = 1024 * 1024 * 1024;
 
+/// The cap on a text file keyscope reads whole: a configuration, a case
+/// file, a conformance suite: 16 MiB.
+pub const MAX_TEXT_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Reads `path` as UTF-8 text: a regular file of at most `max_bytes`.
+pub fn read_text(path: &Path, max_bytes: u64) -> Result<String> {
+    String::from_utf8(read_regular(path, max_bytes)?).map_err(|_| Error::FileRefused {
+        path: path.to_owned(),
+        why: "it is not UTF-8 text".to_owned(),
+    })
+}
+
 /// Reads `path`, which must be a regular file of at most `max_bytes`.
 pub fn read_regular(path: &Path, max_bytes: u64) -> Result<Vec<u8>> {
     let io = |source| Error::Io {

@@ -35,8 +35,7 @@ struct Summary {
 }
 
 pub fn run(args: ConformanceArgs, out: &Output) -> anyhow::Result<ExitCode> {
-    let text = std::fs::read_to_string(&args.suite)
-        .with_context(|| format!("reading `{}`", args.suite.display()))?;
+    let text = keyscope::files::read_text(&args.suite, keyscope::files::MAX_TEXT_BYTES)?;
     let suite: Suite = serde_json::from_str(&text)
         .with_context(|| format!("`{}` is not a conformance suite", args.suite.display()))?;
     let engine = PolicyEngine::new()?;

@@ -85,7 +85,7 @@ fn check(
     let cases = cases
         .iter()
         .map(|path| {
-            let text = std::fs::read_to_string(path)
+            let text = keyscope::files::read_text(path, keyscope::files::MAX_TEXT_BYTES)
                 .with_context(|| format!("reading cases `{}`", path.display()))?;
             Ok(CaseFile::parse(&path.display().to_string(), &text)?)
         })

@@ -177,12 +177,10 @@ impl RequestLimits {
 }
 
 impl ServeConfig {
-    /// Reads a TOML configuration file.
+    /// Reads a TOML configuration file (a regular file, up to
+    /// [`crate::files::MAX_TEXT_BYTES`]).
     pub fn from_file(path: &Path) -> Result<Self, ServeError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ServeError::Io {
-            what: format!("reading config `{}`", path.display()),
-            source,
-        })?;
+        let text = crate::files::read_text(path, crate::files::MAX_TEXT_BYTES)?;
         toml::from_str(&text).map_err(|e| ServeError::Config {
             path: path.to_owned(),
             why: e.to_string(),
