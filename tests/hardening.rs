@@ -11,36 +11,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::serve::check_request;
+use crate::serve::{World, check_request};
 use crate::support::{Sandbox, Server, http_client};
-
-/// A store with an editor key and a revoked key in `acme`.
-struct World {
-    sandbox: Sandbox,
-    editor: String,
-    other: String,
-    revoked: String,
-}
-
-impl World {
-    fn new() -> Self {
-        let sandbox = Sandbox::new();
-        sandbox.scope("acme", "editor", "edit", "run");
-        let (_, editor) = sandbox.key("acme/editor", "editor");
-        let (_, other) = sandbox.key("acme/editor", "other");
-        let (revoked_id, revoked) = sandbox.key("acme/editor", "gone");
-        sandbox
-            .keyscope(["key", "revoke", &revoked_id.to_string()])
-            .assert()
-            .success();
-        Self {
-            sandbox,
-            editor,
-            other,
-            revoked,
-        }
-    }
-}
 
 const AGENT: &str = "/api/v2/apps/acme/agents/a1";
 
@@ -159,7 +131,7 @@ fn idle_grpc_connections_cannot_starve_the_http_door() {
 fn more_than_one_credential_is_malformed_at_every_door() {
     let world = World::new();
     let server = world.sandbox.serve(&[]);
-    let (editor, other, revoked) = (&world.editor, &world.other, &world.revoked);
+    let (editor, other, revoked) = (&world.editor, &world.viewer, &world.revoked);
     let bearer = |key: &str| format!("Bearer {key}");
     let jwt = "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1c2VyIn0.c2lnbmF0dXJl";
     let joined = format!("{editor}, {revoked}");

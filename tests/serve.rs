@@ -18,16 +18,16 @@ use crate::support::{Sandbox, Server, http_client};
 
 /// A store with an editor key, a viewer key, a revoked key and a key of
 /// another app.
-struct World {
-    sandbox: Sandbox,
-    editor: String,
-    viewer: String,
-    revoked: String,
-    other_app: String,
+pub(crate) struct World {
+    pub(crate) sandbox: Sandbox,
+    pub(crate) editor: String,
+    pub(crate) viewer: String,
+    pub(crate) revoked: String,
+    pub(crate) other_app: String,
 }
 
 impl World {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let sandbox = Sandbox::new();
         sandbox.scope("acme", "editor", "edit", "run");
         sandbox.scope("acme", "viewer", "view", "");

@@ -42,6 +42,8 @@ struct Span {
 #[derive(Debug)]
 struct KeyRecord {
     secret: String,
+    /// Its id, which revocation takes.
+    id: u64,
     scope: usize,
     created: Span,
     revoked: Option<Span>,
@@ -121,30 +123,41 @@ impl Soak {
         history.scopes.len() - 1
     }
 
-    fn add_key(&self, secret: String, scope: usize, created: Span) {
+    /// Records a key created in `created`, from the CLI's or the admin
+    /// API's answer.
+    fn add_key(&self, created_key: &Value, scope: usize, created: Span) {
         self.history.lock().unwrap().keys.push(KeyRecord {
-            secret,
+            secret: created_key["key"].as_str().unwrap().to_owned(),
+            id: created_key["id"].as_u64().unwrap(),
             scope,
             created,
             revoked: None,
         });
     }
 
-    /// A live key of `scope`, with its index and id, if any.
-    fn live_key(&self, scope: usize) -> Option<usize> {
+    /// A live key of `scope`: its index and id.
+    fn live_key(&self, scope: usize) -> Option<(usize, u64)> {
         let history = self.history.lock().unwrap();
         history
             .keys
             .iter()
-            .position(|key| key.scope == scope && key.revoked.is_none())
+            .enumerate()
+            .find(|(_, key)| key.scope == scope && key.revoked.is_none())
+            .map(|(index, key)| (index, key.id))
+    }
+
+    fn revoked(&self, index: usize, span: Span) {
+        self.history.lock().unwrap().keys[index].revoked = Some(span);
+    }
+
+    fn level_set(&self, scope: usize, level: usize, span: Span) {
+        self.history.lock().unwrap().scopes[scope]
+            .levels
+            .push((level, span));
     }
 }
 
-/// The CLI's id of a key, from its secret: `key list` never shows secrets,
-/// so the mutators keep ids beside the model.
-type Ids = Mutex<Vec<(usize, u64)>>;
-
-fn cli_mutator(soak: &Soak, scopes: &[usize], ids: &Ids) {
+fn cli_mutator(soak: &Soak, scopes: &[usize]) {
     let mut rng = rand::rng();
     let mut n = 0;
     while !soak.stop.load(Ordering::Relaxed) {
@@ -152,62 +165,37 @@ fn cli_mutator(soak: &Soak, scopes: &[usize], ids: &Ids) {
         let scope = scopes[rng.random_range(0..scopes.len())];
         let path = soak.history.lock().unwrap().scopes[scope].path.clone();
         let start = soak.now();
+        let span = || Span {
+            start,
+            end: soak.now(),
+        };
         match rng.random_range(0..3) {
             0 => {
-                let key = soak.sandbox.json([
-                    "key",
-                    "create",
-                    "--scope",
-                    &path,
-                    "--name",
-                    &format!("cli-{n}"),
-                ]);
-                let span = Span {
-                    start,
-                    end: soak.now(),
-                };
-                soak.add_key(key["key"].as_str().unwrap().to_owned(), scope, span);
-                let index = soak.history.lock().unwrap().keys.len() - 1;
-                ids.lock()
-                    .unwrap()
-                    .push((index, key["id"].as_u64().unwrap()));
+                let name = format!("cli-{n}");
+                let key = soak
+                    .sandbox
+                    .json(["key", "create", "--scope", &path, "--name", &name]);
+                soak.add_key(&key, scope, span());
             }
             1 => {
-                let Some(index) = soak.live_key(scope) else {
+                let Some((index, id)) = soak.live_key(scope) else {
                     continue;
                 };
-                let id = ids
-                    .lock()
-                    .unwrap()
-                    .iter()
-                    .find(|(i, _)| *i == index)
-                    .unwrap()
-                    .1;
                 soak.sandbox.json(["key", "revoke", &id.to_string()]);
-                let span = Span {
-                    start,
-                    end: soak.now(),
-                };
-                soak.history.lock().unwrap().keys[index].revoked = Some(span);
+                soak.revoked(index, span());
             }
             _ => {
                 let level = rng.random_range(0..LEVELS.len());
                 soak.sandbox
                     .json(["scope", "update", &path, "--agents", LEVELS[level]]);
-                let span = Span {
-                    start,
-                    end: soak.now(),
-                };
-                soak.history.lock().unwrap().scopes[scope]
-                    .levels
-                    .push((level, span));
+                soak.level_set(scope, level, span());
             }
         }
         soak.history.lock().unwrap().cli_changes += 1;
     }
 }
 
-fn admin_mutator(soak: &Soak, first_scope: usize, ids: &Ids, modules: &[std::path::PathBuf]) {
+fn admin_mutator(soak: &Soak, first_scope: usize, modules: &[std::path::PathBuf]) {
     let mut rng = rand::rng();
     let mut scope = first_scope;
     let mut n = 0;
@@ -218,40 +206,26 @@ fn admin_mutator(soak: &Soak, first_scope: usize, ids: &Ids, modules: &[std::pat
             (history.scopes[scope].path.clone(), history.scopes[scope].id)
         };
         let start = soak.now();
+        let span = || Span {
+            start,
+            end: soak.now(),
+        };
         match rng.random_range(0..10) {
             0..=2 => {
+                let name = format!("admin-{n}");
                 let key = soak.admin(
                     "POST",
                     "/admin/keys",
-                    Some(json!({ "scope": path, "name": format!("admin-{n}") })),
+                    Some(json!({ "scope": path, "name": name })),
                 );
-                let span = Span {
-                    start,
-                    end: soak.now(),
-                };
-                soak.add_key(key["key"].as_str().unwrap().to_owned(), scope, span);
-                let index = soak.history.lock().unwrap().keys.len() - 1;
-                ids.lock()
-                    .unwrap()
-                    .push((index, key["id"].as_u64().unwrap()));
+                soak.add_key(&key, scope, span());
             }
             3..=4 => {
-                let Some(index) = soak.live_key(scope) else {
+                let Some((index, id)) = soak.live_key(scope) else {
                     continue;
                 };
-                let id = ids
-                    .lock()
-                    .unwrap()
-                    .iter()
-                    .find(|(i, _)| *i == index)
-                    .unwrap()
-                    .1;
                 soak.admin("POST", &format!("/admin/keys/{id}/revoke"), None);
-                let span = Span {
-                    start,
-                    end: soak.now(),
-                };
-                soak.history.lock().unwrap().keys[index].revoked = Some(span);
+                soak.revoked(index, span());
             }
             5..=7 => {
                 let level = rng.random_range(0..LEVELS.len());
@@ -260,13 +234,7 @@ fn admin_mutator(soak: &Soak, first_scope: usize, ids: &Ids, modules: &[std::pat
                     &format!("/admin/scopes/{scope_id}"),
                     Some(json!({ "agents": LEVELS[level] })),
                 );
-                let span = Span {
-                    start,
-                    end: soak.now(),
-                };
-                soak.history.lock().unwrap().scopes[scope]
-                    .levels
-                    .push((level, span));
+                soak.level_set(scope, level, span());
             }
             8 => {
                 // Delete the scope, revoking its keys, and carry on in a new one.
@@ -275,16 +243,10 @@ fn admin_mutator(soak: &Soak, first_scope: usize, ids: &Ids, modules: &[std::pat
                     &format!("/admin/scopes/{scope_id}?revoke_keys=true"),
                     None,
                 );
-                let span = Span {
-                    start,
-                    end: soak.now(),
-                };
-                {
-                    let mut history = soak.history.lock().unwrap();
-                    for key in history.keys.iter_mut() {
-                        if key.scope == scope && key.revoked.is_none() {
-                            key.revoked = Some(span);
-                        }
+                let deleted = span();
+                for key in soak.history.lock().unwrap().keys.iter_mut() {
+                    if key.scope == scope && key.revoked.is_none() {
+                        key.revoked = Some(deleted);
                     }
                 }
                 let level = rng.random_range(0..LEVELS.len());
@@ -480,7 +442,7 @@ fn a_model_checked_soak_finds_no_wrong_decision() {
     for (scope, (path, ..)) in scopes.iter().enumerate() {
         let start = started.elapsed();
         let (id, secret) = sandbox.key(path, "first");
-        keys.push((secret, scope, span(start), id));
+        keys.push((json!({ "key": secret, "id": id }), scope, span(start)));
     }
     let server = sandbox.serve(&["--policy", policy.to_str().unwrap()]);
     let soak = Soak {
@@ -494,19 +456,16 @@ fn a_model_checked_soak_finds_no_wrong_decision() {
     for (path, id, level, span) in scopes {
         soak.add_scope(path, id, level, span);
     }
-    let ids: Ids = Mutex::default();
-    for (index, (secret, scope, span, id)) in keys.into_iter().enumerate() {
-        soak.add_key(secret, scope, span);
-        ids.lock().unwrap().push((index, id));
+    for (key, scope, span) in &keys {
+        soak.add_key(key, *scope, *span);
     }
     let soak = &soak;
-    let ids = &ids;
     std::thread::scope(|threads| {
         for front in ["nginx", "check", "grpc"] {
             threads.spawn(move || decider(soak, front));
         }
-        threads.spawn(|| cli_mutator(soak, &[0, 1], ids));
-        threads.spawn(|| admin_mutator(soak, 2, ids, &[twin.clone(), policy.clone()]));
+        threads.spawn(|| cli_mutator(soak, &[0, 1]));
+        threads.spawn(|| admin_mutator(soak, 2, &[twin.clone(), policy.clone()]));
         std::thread::sleep(Duration::from_secs(seconds));
         soak.stop.store(true, Ordering::Relaxed);
     });
@@ -556,6 +515,7 @@ fn the_checker_flags_a_stale_allow_and_a_wrong_deny() {
     let history = History {
         keys: vec![KeyRecord {
             secret: String::new(),
+            id: 1,
             scope: 0,
             created: span(0, 1),
             revoked: Some(span(20, 21)),
