@@ -749,16 +749,24 @@ fn errors_have_one_json_shape_and_say_each_cause_once() {
     let server = sandbox.serve(&[]);
     let http = http_client();
     let bearer = format!("Bearer {}", server.admin_token);
-    let huge = format!("{{\"app\":\"{}\"}}", "a".repeat(64 * 1024));
-    let cases: [(&str, Option<&str>, &str, u16, &str); 4] = [
-        ("/admin/scopes", None, "{}", 415, "unsupported-media-type"),
-        (
-            "/admin/scopes",
-            Some("application/json"),
-            &huge,
-            413,
-            "too-large",
+    // One byte over the 16 KiB body limit: the server reads it all before it
+    // refuses, so it never resets a client still sending.
+    let body = format!("{{\"app\":\"{}\"}}", "a".repeat(16 * 1024 - 9));
+    assert_eq!(body.len(), 16 * 1024 + 1);
+    let (status, answer) = raw(
+        server.admin,
+        &format!(
+            "POST /admin/scopes HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+             authorization: {bearer}\r\ncontent-type: application/json\r\n\
+             content-length: {}\r\n\r\n{body}",
+            body.len()
         ),
+    );
+    assert_eq!(status, 413, "{answer}");
+    let answer: Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(answer["error"]["kind"], "too-large", "{answer}");
+    let cases: [(&str, Option<&str>, &str, u16, &str); 3] = [
+        ("/admin/scopes", None, "{}", 415, "unsupported-media-type"),
         (
             "/admin/scopes",
             Some("application/json"),

@@ -190,6 +190,21 @@ fn nginx_auth_request_lets_through_only_what_keyscope_allows() {
             allowed.push(format!("{method} {path} HTTP/1.1"));
         }
     }
+    // Two copies of the key header, a live key and a revoked one in either
+    // order: nginx passes both to keyscope, which denies them as malformed
+    // whichever comes first, so the upstream never sees either.
+    for (first, second) in [(&viewer, &revoked), (&revoked, &viewer)] {
+        let mut stream = std::net::TcpStream::connect(nginx.addr).unwrap();
+        write!(
+            stream,
+            "GET /api/v2/apps/acme/agents HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+             x-api-key: {first}\r\nx-api-key: {second}\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        std::io::Read::read_to_string(&mut stream, &mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    }
     // The upstream saw exactly the allowed requests, each with the key id.
     let seen = seen.lock().unwrap().clone();
     let lines: Vec<&str> = seen.iter().map(|(line, _)| line.as_str()).collect();

@@ -80,11 +80,12 @@ pub fn router(
         })
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .layer(middleware::from_fn_with_state(admin.clone(), authenticate))
-        .layer(middleware::map_response(uniform_errors))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             limits.request_timeout(),
         ))
+        // Outermost, so that every error, a timeout's too, has the one shape.
+        .layer(middleware::map_response(uniform_errors))
         .with_state(admin)
 }
 
