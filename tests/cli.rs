@@ -505,11 +505,7 @@ fn policy_check_runs_every_step_without_going_live() {
         .code(0)
         .stdout(contains("passes 60 self-test case(s)"));
     let allow_all = s.path("allow-all.wasm");
-    std::fs::write(
-        &allow_all,
-        include_bytes!(concat!(env!("OUT_DIR"), "/hostile-allow-all.wasm")),
-    )
-    .unwrap();
+    std::fs::write(&allow_all, keyscope_test_artifacts::ALLOW_ALL).unwrap();
     s.keyscope(["policy", "check"])
         .arg(&allow_all)
         .assert()

@@ -11,14 +11,9 @@ use keyscope::{
     keys,
 };
 use keyscope_policy::snapshot::{KeyEntry, ScopeEntry, SnapshotData, default_operations};
+use keyscope_test_artifacts as hostile;
 
 use crate::support::policy_fixture;
-
-macro_rules! hostile {
-    ($name:literal) => {
-        include_bytes!(concat!(env!("OUT_DIR"), "/hostile-", $name, ".wasm")).as_slice()
-    };
-}
 
 /// The embedded module with a custom section appended: another digest, the
 /// same behaviour. Swapping between the two is a real module swap.
@@ -192,25 +187,17 @@ fn hostile_modules_are_refused_while_the_old_generation_keeps_serving() {
     let snapshot = world.snapshot(AgentsLevel::View, false);
     let policy = live(&snapshot);
     let cases: Vec<(&str, Vec<u8>, SwapStep)> = vec![
-        (
-            "loops forever",
-            hostile!("loop").to_vec(),
-            SwapStep::SelfTest,
-        ),
-        (
-            "grows memory",
-            hostile!("grow").to_vec(),
-            SwapStep::SelfTest,
-        ),
-        ("traps", hostile!("trap").to_vec(), SwapStep::SelfTest),
+        ("loops forever", hostile::LOOP.to_vec(), SwapStep::SelfTest),
+        ("grows memory", hostile::GROW.to_vec(), SwapStep::SelfTest),
+        ("traps", hostile::TRAP.to_vec(), SwapStep::SelfTest),
         (
             "allows everything",
-            hostile!("allow-all").to_vec(),
+            hostile::ALLOW_ALL.to_vec(),
             SwapStep::SelfTest,
         ),
         (
             "reads an older snapshot format",
-            hostile!("old-reader").to_vec(),
+            hostile::OLD_READER.to_vec(),
             SwapStep::LoadSnapshot,
         ),
         (
@@ -285,7 +272,7 @@ fn hostile_modules_are_refused_while_the_old_generation_keeps_serving() {
 fn a_module_whose_snapshot_format_is_newer_than_it_reads_is_refused_at_load() {
     let world = World::new();
     let policy = live(&world.snapshot(AgentsLevel::View, false));
-    let error = policy.swap_module(hostile!("old-reader")).unwrap_err();
+    let error = policy.swap_module(hostile::OLD_READER).unwrap_err();
     assert!(
         error.to_string().contains(&format!(
             "refused at step `load-snapshot`: unsupported snapshot format version {}",
@@ -301,9 +288,9 @@ fn a_runaway_module_forced_live_is_denied_within_a_bound() {
     let policy = live(&world.snapshot(AgentsLevel::View, false));
     let mut worker = policy.worker();
     for (name, module) in [
-        ("loop", hostile!("loop")),
-        ("grow", hostile!("grow")),
-        ("trap", hostile!("trap")),
+        ("loop", hostile::LOOP),
+        ("grow", hostile::GROW),
+        ("trap", hostile::TRAP),
     ] {
         policy.force_publish_untested(module).unwrap();
         for _ in 0..3 {
@@ -327,12 +314,8 @@ fn a_runaway_module_forced_live_is_denied_within_a_bound() {
 fn a_failed_first_generation_is_an_error() {
     let world = World::new();
     let snapshot = world.snapshot(AgentsLevel::View, false);
-    let error = LivePolicy::new(
-        Some(hostile!("allow-all")),
-        &snapshot,
-        LiveOptions::default(),
-    )
-    .unwrap_err();
+    let error =
+        LivePolicy::new(Some(hostile::ALLOW_ALL), &snapshot, LiveOptions::default()).unwrap_err();
     assert!(
         matches!(
             error,
