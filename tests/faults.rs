@@ -62,9 +62,9 @@ fn ask_all(worker: &mut keyscope::Worker, key: &KeySecret) -> Vec<(bool, bool)> 
         answers.push((decision.allow, request.op == "agents.get"));
         assert!(decision.allow || decision.reason != Reason::Allowed);
     }
-    let (batch, _) = worker.evaluate_batch(&[get, delete]);
+    let batch = worker.evaluate_batch(&[get, delete]).decisions;
     answers.extend(batch.iter().zip([true, false]).map(|(d, ok)| (d.allow, ok)));
-    let (http, _) = worker.evaluate_http(&HttpRequest {
+    let http = worker.evaluate_http(&HttpRequest {
         credential,
         method: "GET",
         path: "/api/v2/apps/acme/agents/a1",

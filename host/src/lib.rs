@@ -25,7 +25,9 @@ pub use keyscope_policy::{
     Request, Requirement, RouteEntry, RuntimePermission, RuntimeSet, SnapshotInfo,
 };
 pub use policy::{
-    HttpDecision, Limits, PolicyComponent, PolicyEngine, PolicyInfo, PolicyInstance, RouteMatch,
+    Limits, MatchedRoute, PolicyComponent, PolicyEngine, PolicyInfo, PolicyInstance, RoutedDecision,
 };
 pub use store::{ApiKey, NewKey, Quotas, Scope, ScopeRef, ScopeUpdate, Store};
-pub use swap::{Evaluated, Generation, LiveOptions, LivePolicy, SelfTest, SwapStep, Worker};
+pub use swap::{
+    BatchOutcome, Generation, LiveOptions, LivePolicy, Outcome, SelfTest, SwapStep, Worker,
+};

@@ -410,9 +410,10 @@ fn empty_http_request() -> bindings::HttpRequest {
     }
 }
 
-/// The app and operation a route named.
+/// The app and operation a route named. (The guest's `RouteMatch` borrows
+/// from its table and the path; this one owns its strings.)
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RouteMatch {
+pub struct MatchedRoute {
     /// The app, from the path.
     pub app: String,
     /// The operation.
@@ -421,14 +422,14 @@ pub struct RouteMatch {
 
 /// A decision on an HTTP request, with the route it matched.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HttpDecision {
+pub struct RoutedDecision {
     /// `None` when no route matched.
-    pub route: Option<RouteMatch>,
+    pub route: Option<MatchedRoute>,
     /// The decision.
     pub decision: Decision,
 }
 
-impl HttpDecision {
+impl RoutedDecision {
     /// A deny with `reason` and no route: what every failure comes to.
     pub fn deny(reason: Reason) -> Self {
         Self {
@@ -499,13 +500,13 @@ impl PolicyInstance {
 
     /// Routes and decides an HTTP request. Fails closed: any failure of the
     /// policy is a deny with [`Reason::PolicyError`].
-    pub fn evaluate_http(&mut self, request: &HttpRequest<'_>) -> HttpDecision {
+    pub fn evaluate_http(&mut self, request: &HttpRequest<'_>) -> RoutedDecision {
         self.try_evaluate_http(request)
-            .unwrap_or(HttpDecision::deny(Reason::PolicyError))
+            .unwrap_or(RoutedDecision::deny(Reason::PolicyError))
     }
 
     /// Routes and decides an HTTP request, or says why the policy failed.
-    pub fn try_evaluate_http(&mut self, request: &HttpRequest<'_>) -> Result<HttpDecision> {
+    pub fn try_evaluate_http(&mut self, request: &HttpRequest<'_>) -> Result<RoutedDecision> {
         let mut scratch = std::mem::replace(&mut self.http_scratch, empty_http_request());
         scratch.set(request);
         let routed = self.call(self.limits.evaluate_timeout, |policy, store| {
@@ -523,13 +524,13 @@ impl PolicyInstance {
                     "the policy allowed a request that matched no route".to_owned(),
                 ));
             }
-            return Ok(HttpDecision {
+            return Ok(RoutedDecision {
                 route: None,
                 decision,
             });
         };
-        Ok(HttpDecision {
-            route: Some(RouteMatch {
+        Ok(RoutedDecision {
+            route: Some(MatchedRoute {
                 app: route.app,
                 op: route.op,
             }),

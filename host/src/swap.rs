@@ -30,7 +30,8 @@ use sha2::{Digest as _, Sha256};
 use crate::cases::CaseFile;
 use crate::error::{Error, Result};
 use crate::policy::{
-    EMBEDDED_POLICY, HttpDecision, Limits, PolicyComponent, PolicyEngine, PolicyInstance,
+    EMBEDDED_POLICY, Limits, MatchedRoute, PolicyComponent, PolicyEngine, PolicyInstance,
+    RoutedDecision,
 };
 
 /// How many compiled components are kept for fast swaps back.
@@ -513,12 +514,38 @@ fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// A decision and the generation that took it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Evaluated {
+/// What a worker decided, the one shape every evaluation returns: the
+/// decision, the route that named the operation (for an HTTP request that
+/// matched one), and the generation that decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
     /// The decision.
     pub decision: Decision,
-    /// The generation it ran on.
+    /// For an HTTP request, the route it matched, if any.
+    pub route: Option<MatchedRoute>,
+    /// The generation it ran on; 0 before any is live.
+    pub generation: u64,
+}
+
+impl Outcome {
+    /// A deny with `reason`, taken by no generation: before the first one is
+    /// live.
+    pub fn unserved(reason: Reason) -> Self {
+        Self {
+            decision: Decision::deny(reason),
+            route: None,
+            generation: 0,
+        }
+    }
+}
+
+/// What a worker decided for a batch: the decisions in order, all on one
+/// generation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchOutcome {
+    /// The decisions, in the order of the requests.
+    pub decisions: Vec<Decision>,
+    /// The generation they ran on.
     pub generation: u64,
 }
 
@@ -548,20 +575,21 @@ impl Worker {
     /// Decides one request on the current generation. Fails closed: if the
     /// worker cannot get an instance of it, or the policy fails, the answer
     /// is a deny with [`Reason::PolicyError`].
-    pub fn evaluate(&mut self, request: &Request<'_>) -> Evaluated {
+    pub fn evaluate(&mut self, request: &Request<'_>) -> Outcome {
         let (decision, generation) = match self.instance() {
             Ok((instance, generation)) => (instance.evaluate(request), generation),
             Err(generation) => (Decision::deny(Reason::PolicyError), generation),
         };
         self.count(decision.reason == Reason::PolicyError, 1);
-        Evaluated {
+        Outcome {
             decision,
+            route: None,
             generation,
         }
     }
 
     /// Decides many requests on one generation, in one call.
-    pub fn evaluate_batch(&mut self, requests: &[Request<'_>]) -> (Vec<Decision>, u64) {
+    pub fn evaluate_batch(&mut self, requests: &[Request<'_>]) -> BatchOutcome {
         let (decisions, generation) = match self.instance() {
             Ok((instance, generation)) => (instance.evaluate_batch(requests), generation),
             Err(generation) => (
@@ -573,18 +601,25 @@ impl Worker {
             .first()
             .is_some_and(|d| d.reason == Reason::PolicyError);
         self.count(failed, decisions.len());
-        (decisions, generation)
+        BatchOutcome {
+            decisions,
+            generation,
+        }
     }
 
     /// Routes and decides an HTTP request on the current generation; fails
     /// closed as [`Worker::evaluate`] does.
-    pub fn evaluate_http(&mut self, request: &HttpRequest<'_>) -> (HttpDecision, u64) {
-        let (decision, generation) = match self.instance() {
+    pub fn evaluate_http(&mut self, request: &HttpRequest<'_>) -> Outcome {
+        let (routed, generation) = match self.instance() {
             Ok((instance, generation)) => (instance.evaluate_http(request), generation),
-            Err(generation) => (HttpDecision::deny(Reason::PolicyError), generation),
+            Err(generation) => (RoutedDecision::deny(Reason::PolicyError), generation),
         };
-        self.count(decision.decision.reason == Reason::PolicyError, 1);
-        (decision, generation)
+        self.count(routed.decision.reason == Reason::PolicyError, 1);
+        Outcome {
+            decision: routed.decision,
+            route: routed.route,
+            generation,
+        }
     }
 
     fn count(&self, failed: bool, decisions: usize) {

@@ -6,15 +6,13 @@
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use keyscope_policy::{Credential, Decision, HttpRequest, Reason, Request};
-use serde::Serialize;
+use keyscope_policy::{Credential, HttpRequest, Reason, Request};
 
 use super::config::HeaderConfig;
 use super::decision_log::{DecisionLog, DecisionRecord};
 use super::metrics::{Front, Metrics};
 use crate::keys;
-use crate::policy::{HttpDecision, RouteMatch};
-use crate::swap::{LivePolicy, Worker};
+use crate::swap::{LivePolicy, Outcome, Worker};
 
 /// What is being asked.
 #[derive(Debug, Clone, Copy)]
@@ -35,65 +33,16 @@ pub enum Target<'a> {
     },
 }
 
-/// A decision, the route that named it, and the generation that took it.
-#[derive(Debug, Clone)]
-pub struct Outcome {
-    /// The decision.
-    pub decision: Decision,
-    /// For HTTP targets, the route matched, if any.
-    pub route: Option<RouteMatch>,
-    /// The generation that decided; 0 before the first one is live.
-    pub generation: u64,
-}
-
-/// The HTTP status a decision maps to: 200 allows; 401 for a credential
-/// problem (the caller must authenticate); 403 for one of permission; 503
-/// when the server cannot decide (it still denies).
-pub fn status(reason: Reason) -> u16 {
-    match reason {
-        Reason::Allowed => 200,
-        Reason::MissingKey | Reason::MalformedKey | Reason::UnknownKey | Reason::RevokedKey => 401,
-        Reason::WrongApp | Reason::InsufficientPermission | Reason::UnknownOperation => 403,
-        Reason::NoSnapshot | Reason::PolicyError => 503,
-    }
-}
-
-/// `WWW-Authenticate` for a 401 (RFC 6750): no error code when no key was
-/// presented, `invalid_token` otherwise.
-pub fn www_authenticate(reason: Reason) -> &'static str {
-    match reason {
-        Reason::MissingKey => "Bearer realm=\"keyscope\"",
-        _ => "Bearer realm=\"keyscope\", error=\"invalid_token\"",
-    }
-}
-
-/// The small JSON body of a denied request: the reason, never the key.
-#[derive(Debug, Serialize)]
-pub struct DenialBody {
-    /// `unauthorized`, `forbidden` or `unavailable`.
-    pub error: &'static str,
-    /// The decision's reason.
-    pub reason: &'static str,
-    /// What was required, when denied for permission.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub required: Option<String>,
-}
-
-impl DenialBody {
-    pub fn of(decision: &Decision) -> Self {
-        Self {
-            error: match status(decision.reason) {
-                401 => "unauthorized",
-                403 => "forbidden",
-                _ => "unavailable",
-            },
-            reason: decision.reason.as_str(),
-            required: decision.required.map(|required| required.to_string()),
+impl Target<'_> {
+    /// The app and operation decided on: named, or from the route matched.
+    pub fn decided_on<'o>(&'o self, outcome: &'o Outcome) -> Option<(&'o str, &'o str)> {
+        match self {
+            Target::Op { app, op } => Some((app, op)),
+            Target::Http { .. } => outcome
+                .route
+                .as_ref()
+                .map(|route| (route.app.as_str(), route.op.as_str())),
         }
-    }
-
-    pub fn json(decision: &Decision) -> String {
-        serde_json::to_string(&Self::of(decision)).unwrap_or_default()
     }
 }
 
@@ -220,39 +169,20 @@ impl Authorizer {
     pub fn decide(&self, front: Front, credential: Credential, target: Target<'_>) -> Outcome {
         let started = Instant::now();
         let outcome = match self.live.get() {
-            None => Outcome {
-                decision: Decision::deny(Reason::NoSnapshot),
-                route: None,
-                generation: 0,
-            },
+            None => Outcome::unserved(Reason::NoSnapshot),
             Some(live) => {
                 let mut worker = self.take_worker(live);
                 let outcome = match target {
-                    Target::Op { app, op } => {
-                        let evaluated = worker.evaluate(&Request {
-                            credential,
-                            app,
-                            op,
-                        });
-                        Outcome {
-                            decision: evaluated.decision,
-                            route: None,
-                            generation: evaluated.generation,
-                        }
-                    }
-                    Target::Http { method, path } => {
-                        let (HttpDecision { route, decision }, generation) =
-                            worker.evaluate_http(&HttpRequest {
-                                credential,
-                                method,
-                                path,
-                            });
-                        Outcome {
-                            decision,
-                            route,
-                            generation,
-                        }
-                    }
+                    Target::Op { app, op } => worker.evaluate(&Request {
+                        credential,
+                        app,
+                        op,
+                    }),
+                    Target::Http { method, path } => worker.evaluate_http(&HttpRequest {
+                        credential,
+                        method,
+                        path,
+                    }),
                 };
                 self.put_worker(worker);
                 outcome
@@ -285,16 +215,13 @@ impl Authorizer {
 
 /// The decision log's line for a decision.
 fn record(front: Front, target: Target<'_>, outcome: &Outcome, took: Duration) -> DecisionRecord {
-    let (app, op, method) = match target {
-        Target::Op { app, op } => (Some(app.to_owned()), Some(op.to_owned()), None),
-        Target::Http { method, .. } => {
-            let (app, op) = outcome
-                .route
-                .as_ref()
-                .map(|route| (route.app.clone(), route.op.clone()))
-                .unzip();
-            (app, op, Some(method.to_owned()))
-        }
+    let (app, op) = target
+        .decided_on(outcome)
+        .map(|(app, op)| (app.to_owned(), op.to_owned()))
+        .unzip();
+    let method = match target {
+        Target::Op { .. } => None,
+        Target::Http { method, .. } => Some(method.to_owned()),
     };
     let decision = &outcome.decision;
     DecisionRecord {

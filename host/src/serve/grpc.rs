@@ -11,7 +11,8 @@ use envoy_types::ext_authz::v3::{
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest;
 use tonic::{Request, Response, Status};
 
-use super::authz::{self, Authorizer, DenialBody, Target};
+use super::answer::ProxyAnswer;
+use super::authz::{self, Authorizer, Target};
 use super::metrics::Front;
 
 /// The ext_authz service.
@@ -87,55 +88,43 @@ impl Authorization for ExtAuthz {
                 path: &http.path,
             },
         );
-        let decision = &outcome.decision;
-        if decision.allow {
-            let mut ok = OkHttpResponseBuilder::new();
-            for (name, id) in [
-                (&names.key_id, decision.key_id),
-                (&names.scope_id, decision.scope_id),
-            ] {
-                if let Some(id) = id {
-                    // Overwrite, so a caller cannot smuggle its own value in.
-                    ok.add_header(
-                        name.as_str(),
-                        id.to_string(),
-                        Some(HeaderAppendAction::OverwriteIfExistsOrAdd),
-                        false,
-                    );
-                }
-            }
-            let mut response = CheckResponse::with_status(Status::ok("allowed"));
-            response.set_http_response(ok);
-            return Ok(Response::new(response));
-        }
-        let code = authz::status(decision.reason);
-        let mut denied = DeniedHttpResponseBuilder::new();
-        denied
-            .set_http_status(
-                HttpStatusCode::try_from(i32::from(code)).unwrap_or(HttpStatusCode::Forbidden),
-            )
-            .add_header(
-                "content-type",
-                "application/json",
-                Some(HeaderAppendAction::OverwriteIfExistsOrAdd),
-                false,
-            )
-            .set_body(DenialBody::json(decision));
-        if code == 401 {
-            denied.add_header(
-                "www-authenticate",
-                authz::www_authenticate(decision.reason),
-                Some(HeaderAppendAction::OverwriteIfExistsOrAdd),
-                false,
-            );
-        }
-        let status = match code {
-            401 => Status::unauthenticated(decision.reason.as_str()),
-            503 => Status::unavailable(decision.reason.as_str()),
-            _ => Status::permission_denied(decision.reason.as_str()),
-        };
-        let mut response = CheckResponse::with_status(status);
-        response.set_http_response(denied);
-        Ok(Response::new(response))
+        Ok(Response::new(render(ProxyAnswer::of(
+            &outcome.decision,
+            names,
+        ))))
     }
+}
+
+/// A proxy answer as Envoy's `CheckResponse`: OK with the headers to add
+/// (overwriting, so a caller cannot smuggle its own ids in), or a denied
+/// response with its status, headers and body.
+fn render(answer: ProxyAnswer) -> CheckResponse {
+    let overwrite = Some(HeaderAppendAction::OverwriteIfExistsOrAdd);
+    if answer.status == 200 {
+        let mut ok = OkHttpResponseBuilder::new();
+        for (name, value) in answer.headers {
+            ok.add_header(name, value, overwrite, false);
+        }
+        let mut response = CheckResponse::with_status(Status::ok(answer.reason));
+        response.set_http_response(ok);
+        return response;
+    }
+    let mut denied = DeniedHttpResponseBuilder::new();
+    denied.set_http_status(
+        HttpStatusCode::try_from(i32::from(answer.status)).unwrap_or(HttpStatusCode::Forbidden),
+    );
+    for (name, value) in answer.headers {
+        denied.add_header(name, value, overwrite, false);
+    }
+    if let Some(body) = answer.body {
+        denied.set_body(body);
+    }
+    let status = match answer.status {
+        401 => Status::unauthenticated(answer.reason),
+        503 => Status::unavailable(answer.reason),
+        _ => Status::permission_denied(answer.reason),
+    };
+    let mut response = CheckResponse::with_status(status);
+    response.set_http_response(denied);
+    response
 }

@@ -25,11 +25,13 @@ use tokio::sync::watch;
 use tower_http::timeout::TimeoutLayer;
 use zeroize::Zeroizing;
 
-use super::authz::{self, Authorizer, DenialBody, Outcome, Target};
+use super::answer::ProxyAnswer;
+use super::authz::{self, Authorizer, Target};
 use super::config::RequestLimits;
 use super::conn::{self, AcceptLimits};
 use super::metrics::Front;
 use crate::decision::DecisionJson;
+use crate::swap::Outcome;
 
 /// The public router.
 pub fn router(authorizer: Arc<Authorizer>, envoy_prefix: &str, limits: &RequestLimits) -> Router {
@@ -132,38 +134,29 @@ fn credential_headers<'h>(
     )
 }
 
-/// The answer to a proxy: 200 with the key's ids, or the denial.
-fn proxy_response(authorizer: &Authorizer, outcome: &Outcome) -> Response {
-    let decision = &outcome.decision;
-    if decision.allow {
-        let names = authorizer.headers();
-        let mut response = StatusCode::OK.into_response();
+impl IntoResponse for ProxyAnswer {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::FORBIDDEN);
+        let mut response = match self.body {
+            Some(body) => (status, body).into_response(),
+            None => status.into_response(),
+        };
         let headers = response.headers_mut();
-        for (name, id) in [
-            (&names.key_id, decision.key_id),
-            (&names.scope_id, decision.scope_id),
-        ] {
-            if let (Ok(name), Some(id)) = (header::HeaderName::from_bytes(name.as_bytes()), id) {
-                headers.insert(name, HeaderValue::from(id));
+        for (name, value) in self.headers {
+            if let (Ok(name), Ok(value)) = (
+                header::HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(&value),
+            ) {
+                headers.insert(name, value);
             }
         }
-        return response;
+        response
     }
-    let status =
-        StatusCode::from_u16(authz::status(decision.reason)).unwrap_or(StatusCode::FORBIDDEN);
-    let mut response = (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        DenialBody::json(decision),
-    )
-        .into_response();
-    if status == StatusCode::UNAUTHORIZED {
-        response.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static(authz::www_authenticate(decision.reason)),
-        );
-    }
-    response
+}
+
+/// The answer to a proxy, rendered as an HTTP response.
+fn proxy_response(authorizer: &Authorizer, outcome: &Outcome) -> Response {
+    ProxyAnswer::of(&outcome.decision, authorizer.headers()).into_response()
 }
 
 fn bad_request(why: &str) -> Response {
@@ -263,14 +256,10 @@ async fn check(
         }
     };
     let outcome = authorizer.decide(Front::Check, credential, target);
-    let (app, op) = match target {
-        Target::Op { app, op } => (Some(app.to_owned()), Some(op.to_owned())),
-        Target::Http { .. } => outcome
-            .route
-            .as_ref()
-            .map(|r| (r.app.clone(), r.op.clone()))
-            .unzip(),
-    };
+    let (app, op) = target
+        .decided_on(&outcome)
+        .map(|(app, op)| (app.to_owned(), op.to_owned()))
+        .unzip();
     let body = CheckResponse {
         decision: DecisionJson::from(&outcome.decision),
         app,

@@ -14,6 +14,7 @@
 //! in flight and flush the decision log.
 
 mod admin;
+mod answer;
 mod authz;
 mod config;
 mod conn;
@@ -34,7 +35,8 @@ use tokio::sync::watch;
 use tokio_stream::StreamExt as _;
 use zeroize::Zeroizing;
 
-pub use authz::{credential, status};
+pub use answer::{ProxyAnswer, status};
+pub use authz::credential;
 pub use config::{AdminConfig, HeaderConfig, RequestLimits, ServeConfig};
 pub use decision_log::DecisionRecord;
 pub use refresh::{Refresher, ReloadError};
