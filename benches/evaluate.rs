@@ -16,9 +16,9 @@ use std::str::FromStr as _;
 
 use cedar_policy::{Authorizer, Context, Entities, EntityUid, PolicySet};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use keyscope::{Limits, PolicyComponent, PolicyEngine, Request, keys};
 use keyscope_benches::world;
 use keyscope_policy::{Snapshot, rules};
+use keyscope_runtime::{Limits, PolicyComponent, PolicyEngine, Request, keys};
 use sha2::{Digest as _, Sha256};
 
 const KEYS: u64 = 1_000;

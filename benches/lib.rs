@@ -1,9 +1,9 @@
 //! Fixtures shared by the benches: the synthetic world of `keyscope bench`.
 
-use keyscope::KeySecret;
 use keyscope_policy::SnapshotData;
+use keyscope_runtime::KeySecret;
 
-pub use keyscope::bench::{HELD_SCOPE, SCOPES};
+pub use keyscope_runtime::bench::{HELD_SCOPE, SCOPES};
 
 /// A synthetic world and the key we hold in it.
 #[derive(Debug)]
@@ -14,8 +14,8 @@ pub struct World {
     pub held: KeySecret,
 }
 
-/// See [`keyscope::bench::synthetic_world`].
+/// See [`keyscope_runtime::bench::synthetic_world`].
 pub fn world(keys: u64) -> World {
-    let (data, held) = keyscope::bench::synthetic_world(keys);
+    let (data, held) = keyscope_runtime::bench::synthetic_world(keys);
     World { data, held }
 }

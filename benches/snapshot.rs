@@ -9,8 +9,8 @@
 )]
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use keyscope::{Limits, PolicyComponent, PolicyEngine};
 use keyscope_benches::world;
+use keyscope_runtime::{Limits, PolicyComponent, PolicyEngine};
 
 fn snapshot(c: &mut Criterion) {
     let engine = PolicyEngine::new().unwrap();

@@ -15,9 +15,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use keyscope::policy::EMBEDDED_POLICY;
-use keyscope::{KeySecret, LiveOptions, LivePolicy, Request, keys};
 use keyscope_benches::{World, world};
+use keyscope_runtime::policy::EMBEDDED_POLICY;
+use keyscope_runtime::{KeySecret, LiveOptions, LivePolicy, Request, keys};
 use wasm_encoder::Encode as _;
 
 /// The embedded module with a custom section of `padding` bytes tagged

@@ -3,10 +3,12 @@
 
 use std::time::Duration;
 
-use keyscope::policy::EMBEDDED_POLICY;
-use keyscope::{Error, KeySecret, Limits, PolicyComponent, PolicyEngine, Reason, Request, keys};
 use keyscope_policy::snapshot::{KeyEntry, ScopeEntry, SnapshotData, default_operations};
 use keyscope_policy::{AgentsLevel, KeyDigest, RuntimeSet};
+use keyscope_runtime::policy::EMBEDDED_POLICY;
+use keyscope_runtime::{
+    Error, KeySecret, Limits, PolicyComponent, PolicyEngine, Reason, Request, keys,
+};
 
 use crate::golden::component;
 use crate::support::policy_fixture;

@@ -1,8 +1,8 @@
 //! The conformance suite: generated from the golden cases, passed by the
 //! Rust host. (The Node and Python runners run in .ci/run.)
 
-use keyscope::CaseFile;
-use keyscope::conformance::{self, Suite};
+use keyscope_runtime::CaseFile;
+use keyscope_runtime::conformance::{self, Suite};
 use predicates::str::contains;
 
 use crate::golden::component;

@@ -8,7 +8,8 @@
 use std::io::{BufRead as _, BufReader, Read as _};
 use std::process::{Command, Stdio};
 
-use keyscope::{KeySecret, Store};
+use keyscope_runtime::KeySecret;
+use keyscope_store::SqliteStore as Store;
 
 use crate::support::Sandbox;
 
@@ -167,7 +168,7 @@ fn kill_dash_nine_never_corrupts_the_store_or_loses_an_acknowledged_key() {
 }
 
 /// Checks that the store opens and is whole; its keys as (digest, revoked).
-fn whole_store(sandbox: &Sandbox, at: &str) -> Vec<(keyscope::KeyDigest, bool)> {
+fn whole_store(sandbox: &Sandbox, at: &str) -> Vec<(keyscope_runtime::KeyDigest, bool)> {
     let conn = rusqlite::Connection::open(sandbox.store()).unwrap();
     let integrity: String = conn
         .query_row("PRAGMA integrity_check", [], |row| row.get(0))

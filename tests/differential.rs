@@ -3,10 +3,12 @@
 
 use std::cell::{Cell, RefCell};
 
-use keyscope::{AgentsLevel, Credential, HttpRequest, KeyDigest, Limits, Request, RuntimeSet};
 use keyscope_policy::routes::default_routes;
 use keyscope_policy::snapshot::{KeyEntry, ScopeEntry, SnapshotData, default_operations};
 use keyscope_policy::{Snapshot, rules};
+use keyscope_runtime::{
+    AgentsLevel, Credential, HttpRequest, KeyDigest, Limits, Request, RuntimeSet,
+};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 

@@ -5,12 +5,13 @@
 
 use std::sync::Arc;
 
-use keyscope::fault::{self, Fault};
-use keyscope::serve::Refresher;
-use keyscope::{
-    AgentsLevel, Error, HttpRequest, KeySecret, LiveOptions, LivePolicy, Reason, Request,
-    RuntimeSet, Store, SwapStep, keys,
+use keyscope_runtime::fault::{self, Fault};
+use keyscope_runtime::{
+    AgentsLevel, HttpRequest, KeySecret, LiveOptions, LivePolicy, Reason, Request, RuntimeSet,
+    SwapError, SwapStep, keys,
 };
+use keyscope_serve::{RefreshError, Refresher};
+use keyscope_store::{SqliteStore as Store, StoreError};
 use serde_json::{Value, json};
 
 use crate::support::{Sandbox, http_client};
@@ -39,13 +40,13 @@ fn world() -> (tempfile::TempDir, Store, KeySecret, u64) {
 }
 
 fn live(store: &mut Store) -> Arc<LivePolicy> {
-    let snapshot = keyscope::snapshot::build(store).unwrap();
+    let snapshot = keyscope_store::snapshot::build(store).unwrap();
     Arc::new(LivePolicy::new(None, &snapshot, LiveOptions::default()).unwrap())
 }
 
 /// Asks, three ways, what the key may do: `agents.get` (allowed when no
 /// fault is in the way) and `agents.delete` (never allowed).
-fn ask_all(worker: &mut keyscope::Worker, key: &KeySecret) -> Vec<(bool, bool)> {
+fn ask_all(worker: &mut keyscope_runtime::Worker, key: &KeySecret) -> Vec<(bool, bool)> {
     let credential = keys::credential(Some(key.expose()));
     let get = Request {
         credential,
@@ -131,7 +132,7 @@ fn a_fault_in_any_swap_step_leaves_the_generation_unchanged() {
         let (_dir, mut store, key, key_id) = world();
         let policy = live(&mut store);
         store.revoke_key(key_id).unwrap();
-        let revoking = keyscope::snapshot::build(&mut store).unwrap();
+        let revoking = keyscope_store::snapshot::build(&mut store).unwrap();
         let expected_step = match fault {
             Fault::Compile => SwapStep::Compile,
             Fault::Instantiate => SwapStep::Instantiate,
@@ -150,7 +151,9 @@ fn a_fault_in_any_swap_step_leaves_the_generation_unchanged() {
             let error = attempt().unwrap_err();
             fault::disarm();
             match &error {
-                Error::Refused { step, .. } => assert_eq!(*step, expected_step, "{fault:?} {kind}"),
+                SwapError::Refused { step, .. } => {
+                    assert_eq!(*step, expected_step, "{fault:?} {kind}");
+                }
                 other => panic!("{fault:?} {kind}: {other}"),
             }
             assert!(error.to_string().contains("injected fault"), "{error}");
@@ -180,20 +183,23 @@ fn a_store_read_fault_during_a_rebuild_keeps_the_last_generation() {
         Arc::clone(&policy),
         Store::open_existing(dir.path().join("keyscope.db")).unwrap(),
         None,
-        keyscope::files::MAX_POLICY_BYTES,
+        keyscope_runtime::files::MAX_POLICY_BYTES,
     )
     .unwrap();
     store.revoke_key(key_id).unwrap();
     for _ in 0..10 {
-        fault::arm(Fault::StoreRead, 1);
+        keyscope_store::fault::arm_store_read(1);
         let error = refresher.refresh_if_changed().unwrap_err();
         assert!(
-            matches!(error, Error::Injected(Fault::StoreRead)),
+            matches!(
+                error,
+                RefreshError::Store(StoreError::Injected("store-read"))
+            ),
             "{error}"
         );
         assert_eq!(policy.current().number, 1);
     }
-    fault::disarm();
+    keyscope_store::fault::arm_store_read(0);
     // The change was not lost: the next poll picks it up.
     let generation = refresher.refresh_if_changed().unwrap().unwrap();
     assert_eq!(generation.number, 2);

@@ -4,9 +4,11 @@
 
 use std::sync::OnceLock;
 
-use keyscope::{CaseFile, DecisionJson, Limits, PolicyComponent, PolicyEngine, Request, keys};
 use keyscope_policy::snapshot::default_operations;
 use keyscope_policy::{Snapshot, rules};
+use keyscope_runtime::{
+    CaseFile, DecisionJson, Limits, PolicyComponent, PolicyEngine, Request, keys,
+};
 
 use crate::support::fixtures;
 
@@ -89,15 +91,18 @@ fn the_self_test_embeds_every_golden_file() {
         .into_iter()
         .map(|f| f.name)
         .collect();
-    assert_eq!(embedded, on_disk, "keyscope::cases::GOLDEN is out of date");
+    assert_eq!(
+        embedded, on_disk,
+        "keyscope_runtime::cases::GOLDEN is out of date"
+    );
 }
 
 #[test]
 fn golden_cases_cover_every_reason_and_every_default_operation() {
     let fixtures = load_fixtures();
     let cases: Vec<_> = fixtures.iter().flat_map(|f| &f.cases).collect();
-    for reason in keyscope::Reason::ALL {
-        if reason == keyscope::Reason::PolicyError {
+    for reason in keyscope_runtime::Reason::ALL {
+        if reason == keyscope_runtime::Reason::PolicyError {
             continue; // a host-side failure; covered in the component tests
         }
         assert!(

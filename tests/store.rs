@@ -1,6 +1,7 @@
 //! The store through the library API: transactions, tombstones, snapshots.
 
-use keyscope::{AgentsLevel, Error, RuntimeSet, ScopeRef, ScopeUpdate, Store};
+use keyscope_runtime::{AgentsLevel, RuntimeSet};
+use keyscope_store::{ScopeRef, ScopeUpdate, SqliteStore as Store, StoreError as Error};
 
 fn store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();

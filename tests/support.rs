@@ -97,7 +97,7 @@ impl Sandbox {
 
 /// The repository's `tests/fixtures` directory.
 pub fn fixtures() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures"))
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures"))
 }
 
 /// A policy fixture from `fixtures/policies/NAME.wat`, as Wasm bytes.

@@ -5,12 +5,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use keyscope::policy::EMBEDDED_POLICY;
-use keyscope::{
-    AgentsLevel, Error, KeySecret, LiveOptions, LivePolicy, Reason, Request, RuntimeSet, SwapStep,
-    keys,
-};
 use keyscope_policy::snapshot::{KeyEntry, ScopeEntry, SnapshotData, default_operations};
+use keyscope_runtime::policy::EMBEDDED_POLICY;
+use keyscope_runtime::{
+    AgentsLevel, KeySecret, LiveOptions, LivePolicy, Reason, Request, RuntimeSet, SwapError,
+    SwapStep, keys,
+};
 use keyscope_test_artifacts as hostile;
 
 use crate::support::policy_fixture;
@@ -244,7 +244,7 @@ fn hostile_modules_are_refused_while_the_old_generation_keeps_serving() {
             let error = policy.swap_module(&module).unwrap_err();
             stop.store(true, Ordering::Relaxed);
             match &error {
-                Error::Refused { step: got, .. } => assert_eq!(*got, step, "{what}: {error}"),
+                SwapError::Refused { step: got, .. } => assert_eq!(*got, step, "{what}: {error}"),
                 other => panic!("{what}: not a refused swap: {other}"),
             }
             during.join().unwrap()
@@ -319,7 +319,7 @@ fn a_failed_first_generation_is_an_error() {
     assert!(
         matches!(
             error,
-            Error::Refused {
+            SwapError::Refused {
                 step: SwapStep::SelfTest,
                 ..
             }
@@ -330,7 +330,7 @@ fn a_failed_first_generation_is_an_error() {
     assert!(
         matches!(
             error,
-            Error::Refused {
+            SwapError::Refused {
                 step: SwapStep::LoadSnapshot,
                 ..
             }

@@ -4,7 +4,8 @@
 
 #![no_main]
 
-use keyscope::{Credential, KeySecret, keys};
+use keyscope_keys::{self as keys, KeySecret};
+use keyscope_policy::{Credential, KeyDigest};
 use libfuzzer_sys::fuzz_target;
 use sha2::{Digest as _, Sha256};
 
@@ -14,7 +15,7 @@ fuzz_target!(|input: &str| {
         (true, _) => assert_eq!(credential, Credential::Missing),
         (false, Ok(())) => {
             let digest: [u8; 32] = Sha256::digest(input.as_bytes()).into();
-            assert_eq!(credential, Credential::Digest(keyscope::KeyDigest(digest)));
+            assert_eq!(credential, Credential::Digest(KeyDigest(digest)));
             let parsed = KeySecret::parse(input).expect("a well-formed key parses");
             assert_eq!(parsed.expose(), input);
         }

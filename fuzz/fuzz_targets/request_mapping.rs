@@ -9,9 +9,12 @@
 use std::sync::OnceLock;
 
 use arbitrary::Arbitrary;
-use keyscope::{Credential, HttpRequest, KeySecret, Reason, keys, serve};
+use keyscope_keys::{self as keys, KeySecret};
 use keyscope_policy::snapshot::{KeyEntry, ScopeEntry, SnapshotData, default_operations};
-use keyscope_policy::{AgentsLevel, RuntimeSet, Snapshot, rules};
+use keyscope_policy::{
+    AgentsLevel, Credential, HttpRequest, Reason, RuntimeSet, Snapshot, rules,
+};
+use keyscope_serve as serve;
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Debug, Arbitrary)]

@@ -8,7 +8,7 @@
 
 use std::sync::{Mutex, OnceLock};
 
-use keyscope::{Limits, PolicyComponent, PolicyEngine, PolicyInstance};
+use keyscope_runtime::{Limits, PolicyComponent, PolicyEngine, PolicyInstance};
 use keyscope_policy::{LoadError, Snapshot, SnapshotData};
 use libfuzzer_sys::fuzz_target;
 use sha2::{Digest as _, Sha256};
@@ -48,7 +48,7 @@ fuzz_target!(|input: &[u8]| {
                 info.keys
             );
         }
-        (Err(native), Err(keyscope::Error::Snapshot(component))) => {
+        (Err(native), Err(keyscope_runtime::Error::Snapshot(component))) => {
             // The same reason; a `malformed` message may differ, as postcard
             // words a varint too large for a 32-bit usize differently on
             // wasm32 (corpus/snapshot_decode/regression-usize-varint).

@@ -3,7 +3,7 @@
 //! dev-dependency, so a build of the product never compiles them (as
 //! wasmtime's `test-programs-artifacts`).
 
-#[path = "../../host/build/guest.rs"]
+#[path = "../../host/runtime/build/guest.rs"]
 mod guest;
 
 use std::env;
@@ -26,7 +26,7 @@ fn main() -> BuildResult<()> {
         "wit",
         "policy-guest",
         "tests/hostile-policy",
-        "host/build",
+        "host/runtime/build",
         "Cargo.lock",
         ".cargo/config.toml",
     ] {

@@ -1,0 +1,126 @@
+//! `keyscope key ...`
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::Subcommand;
+use keyscope_store::{NewKey, ScopeRef, SqliteStore as Store};
+use serde::Serialize;
+
+use super::output::{self, Output};
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Issue a key for a scope. The secret is printed once, now, and never
+    /// again: only its SHA-256 is stored.
+    Create {
+        /// The scope id, or APP/NAME.
+        #[arg(long)]
+        scope: String,
+        /// The key's name, unique among the scope's live keys.
+        #[arg(long)]
+        name: String,
+    },
+    /// List keys (never their secrets).
+    List {
+        /// Only this scope's keys (id or APP/NAME).
+        #[arg(long)]
+        scope: Option<String>,
+    },
+    /// Revoke a key; it is denied from the next decision on.
+    Revoke {
+        /// The key's id.
+        key_id: u64,
+    },
+}
+
+/// The one place a raw key is ever printed.
+#[derive(Serialize)]
+struct CreatedKey<'a> {
+    id: u64,
+    name: &'a str,
+    scope_id: u64,
+    key: &'a str,
+    created_at: &'a str,
+}
+
+/// Shows a new key's secret, this once: on stdout, flushed, and never to a
+/// place nobody reads (`/dev/null`, or a closed stdout, which Rust's runtime
+/// reopens on `/dev/null`). The error names the failure, not the secret.
+fn deliver(new: &NewKey, out: &Output) -> Result<(), String> {
+    let NewKey { key, secret } = new;
+    if output::stdout_is_dev_null() {
+        return Err("stdout is closed or /dev/null, where nobody would see it".to_owned());
+    }
+    out.note(&format!(
+        "created key {} `{}` in scope {}; the secret below is shown only this once:",
+        key.id, key.name, key.scope_id
+    ));
+    let created = CreatedKey {
+        id: key.id,
+        name: &key.name,
+        scope_id: key.scope_id,
+        key: secret.expose(),
+        created_at: &key.created_at,
+    };
+    out.print_flushed(&created, || secret.expose().to_owned())
+        .map_err(|error| match error.kind() {
+            std::io::ErrorKind::BrokenPipe => "stdout is a closed pipe".to_owned(),
+            _ => format!("writing to stdout: {error}"),
+        })
+}
+
+pub fn run(command: KeyCommand, store: &Path, out: &Output) -> anyhow::Result<ExitCode> {
+    match command {
+        KeyCommand::Create { scope, name } => {
+            let scope: ScopeRef = scope.parse()?;
+            let mut store = Store::open_existing(store)?;
+            // The secret is written and flushed before the key is committed:
+            // if it cannot be delivered, the key is rolled back.
+            let shown = std::cell::Cell::new(false);
+            let delivered = store.create_key_delivered(&scope, &name, |new| {
+                deliver(new, out).inspect(|()| shown.set(true))
+            });
+            let delivered = match delivered {
+                Err(error) if shown.get() => {
+                    return Err(anyhow::Error::new(error).context(
+                        "the key was not created, so the secret printed above is not valid",
+                    ));
+                }
+                delivered => delivered?,
+            };
+            if let Err(why) = delivered {
+                anyhow::bail!(
+                    "the key's secret could not be delivered ({why}); the key was not created"
+                );
+            }
+        }
+        KeyCommand::List { scope } => {
+            let store = Store::open_existing(store)?;
+            let scope = scope.map(|s| s.parse::<ScopeRef>()).transpose()?;
+            let keys = store.list_keys(scope.as_ref())?;
+            out.print(&keys, || {
+                if keys.is_empty() {
+                    "no keys".to_owned()
+                } else {
+                    keys.iter()
+                        .map(output::key_line)
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                }
+            })?;
+        }
+        KeyCommand::Revoke { key_id } => {
+            let key = Store::open_existing(store)?.revoke_key(key_id)?;
+            out.print(&key, || {
+                format!(
+                    "revoked key {} `{}` at {}",
+                    key.id,
+                    key.name,
+                    key.revoked_at.as_deref().unwrap_or("?")
+                )
+            })?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

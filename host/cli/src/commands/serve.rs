@@ -1,0 +1,104 @@
+//! `keyscope serve`: the authorization server for Envoy, nginx and direct
+//! callers. Settings come from `--config FILE` (TOML), then these flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Args;
+use keyscope_serve::{Event, ServeConfig};
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// A TOML configuration file; flags override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The HTTP listener (/v1/check, /auth, ext_authz, /healthz, /readyz, /metrics).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// The gRPC listener for Envoy's ext_authz.
+    #[arg(long, value_name = "ADDR")]
+    grpc_listen: Option<SocketAddr>,
+    /// The admin API's listener (off unless given).
+    #[arg(long, value_name = "ADDR")]
+    admin_listen: Option<SocketAddr>,
+    /// A file holding the admin token (its SHA-256 is stored).
+    #[arg(long, value_name = "FILE")]
+    admin_token_file: Option<PathBuf>,
+    /// The policy component to serve, reloaded on SIGHUP (default: embedded).
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
+    /// Decision logs as JSON lines to FILE, or - for stdout.
+    #[arg(long, value_name = "FILE|-")]
+    decision_log: Option<PathBuf>,
+    /// How often to check the store for changes, in milliseconds.
+    #[arg(long, value_name = "MS")]
+    poll_ms: Option<u64>,
+    /// Async worker threads (default: one per core).
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
+}
+
+pub fn run(args: ServeArgs, store: &Path) -> anyhow::Result<ExitCode> {
+    let mut config = match &args.config {
+        Some(path) => ServeConfig::from_file(path)?,
+        None => ServeConfig::default(),
+    };
+    store.clone_into(&mut config.store);
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    config.grpc_listen = args.grpc_listen.or(config.grpc_listen);
+    config.admin.listen = args.admin_listen.or(config.admin.listen);
+    config.admin.token_file = args.admin_token_file.or(config.admin.token_file);
+    config.policy = args.policy.or(config.policy);
+    config.decision_log = args.decision_log.or(config.decision_log);
+    if let Some(poll_ms) = args.poll_ms {
+        config.poll_ms = poll_ms;
+    }
+    config.workers = args.workers.or(config.workers);
+    config.validate()?;
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KEYSCOPE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = config.workers {
+        runtime.worker_threads(workers);
+    }
+    let runtime = runtime
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(keyscope_serve::run(config, print_event))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Listening and ready events go to stdout as JSON lines, for scripts and
+/// tests; a new admin token goes to stderr, this once.
+fn print_event(event: Event) {
+    use std::io::Write as _;
+    let line = match event {
+        Event::Listening { http, grpc, admin } => serde_json::json!({
+            "event": "listening", "http": http, "grpc": grpc, "admin": admin,
+        }),
+        Event::Ready { generation } => serde_json::json!({
+            "event": "ready", "generation": generation,
+        }),
+        Event::AdminToken(token) => {
+            eprintln!(
+                "keyscope: new admin token, shown only this once (the store keeps its SHA-256):\n{}",
+                token.as_str()
+            );
+            return;
+        }
+    };
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{line}");
+    let _ = stdout.flush();
+}

@@ -1,0 +1,115 @@
+//! The single `bindgen!` site of the host, and the conversions between the
+//! generated types and [`keyscope_policy::model`].
+
+use keyscope_policy::model;
+
+wasmtime::component::bindgen!({
+    path: "../../wit",
+    world: "policy",
+});
+
+pub(crate) use self::exports::keyscope::policy::decide::{
+    AgentsLevel, Credential, Decision, HttpRequest, LoadError, Reason, Request, Requirement,
+    RuntimePermission, SnapshotInfo,
+};
+
+/// The export name of the decision interface, with its version.
+pub(crate) const DECIDE_INTERFACE: &str = "keyscope:policy/decide@0.2.0";
+
+impl From<&model::Request<'_>> for Request {
+    fn from(request: &model::Request<'_>) -> Self {
+        Self {
+            credential: request.credential.into(),
+            app: request.app.to_owned(),
+            op: request.op.to_owned(),
+        }
+    }
+}
+
+impl Request {
+    /// Overwrites this request with `request`, reusing the strings' buffers.
+    pub(crate) fn set(&mut self, request: &model::Request<'_>) {
+        self.credential = request.credential.into();
+        self.app.clear();
+        self.app.push_str(request.app);
+        self.op.clear();
+        self.op.push_str(request.op);
+    }
+}
+
+impl HttpRequest {
+    /// Overwrites this request with `request`, reusing the strings' buffers.
+    pub(crate) fn set(&mut self, request: &model::HttpRequest<'_>) {
+        self.credential = request.credential.into();
+        self.method.clear();
+        self.method.push_str(request.method);
+        self.path.clear();
+        self.path.push_str(request.path);
+    }
+}
+
+impl From<model::Credential> for Credential {
+    fn from(credential: model::Credential) -> Self {
+        match credential {
+            model::Credential::Missing => Self::Missing,
+            model::Credential::Malformed => Self::Malformed,
+            model::Credential::Digest(digest) => {
+                let [a, b, c, d] = digest.words();
+                Self::Digest((a, b, c, d))
+            }
+        }
+    }
+}
+
+impl From<Decision> for model::Decision {
+    fn from(decision: Decision) -> Self {
+        let reason = match decision.reason {
+            Reason::Allowed => model::Reason::Allowed,
+            Reason::MissingKey => model::Reason::MissingKey,
+            Reason::MalformedKey => model::Reason::MalformedKey,
+            Reason::UnknownKey => model::Reason::UnknownKey,
+            Reason::RevokedKey => model::Reason::RevokedKey,
+            Reason::WrongApp => model::Reason::WrongApp,
+            Reason::InsufficientPermission => model::Reason::InsufficientPermission,
+            Reason::UnknownOperation => model::Reason::UnknownOperation,
+            Reason::NoSnapshot => model::Reason::NoSnapshot,
+            Reason::PolicyError => model::Reason::PolicyError,
+        };
+        Self {
+            // Fail closed: a module that says "allow" with any other reason
+            // is not believed.
+            allow: decision.allow && reason == model::Reason::Allowed,
+            reason,
+            key_id: decision.key_id,
+            scope_id: decision.scope_id,
+            required: decision.required.map(|required| match required {
+                Requirement::Agents(level) => model::Requirement::Agents(match level {
+                    AgentsLevel::None => model::AgentsLevel::None,
+                    AgentsLevel::View => model::AgentsLevel::View,
+                    AgentsLevel::Edit => model::AgentsLevel::Edit,
+                    AgentsLevel::Full => model::AgentsLevel::Full,
+                }),
+                Requirement::Runtime(permission) => model::Requirement::Runtime(match permission {
+                    RuntimePermission::Run => model::RuntimePermission::Run,
+                    RuntimePermission::SessionCreate => model::RuntimePermission::SessionCreate,
+                    RuntimePermission::SessionTerminate => {
+                        model::RuntimePermission::SessionTerminate
+                    }
+                    RuntimePermission::DocumentUpload => model::RuntimePermission::DocumentUpload,
+                }),
+            }),
+        }
+    }
+}
+
+impl From<LoadError> for keyscope_policy::LoadError {
+    fn from(error: LoadError) -> Self {
+        match error {
+            LoadError::BadMagic => Self::BadMagic,
+            LoadError::UnsupportedVersion(version) => Self::UnsupportedVersion(version),
+            LoadError::Truncated => Self::Truncated,
+            LoadError::DigestMismatch => Self::DigestMismatch,
+            LoadError::Malformed(why) => Self::Malformed(why),
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! Decision cases as data: a self-contained snapshot (catalogue, scopes,
+//! keys) and requests with the decisions they must get.
+//!
+//! keyscope ships its golden cases (`tests/fixtures/golden/*.json`, embedded
+//! here) and runs them through every module before it goes live; users add
+//! their own with `keyscope policy check --cases FILE`.
+
+use keyscope_policy::snapshot::{
+    KeyEntry, OperationEntry, ScopeEntry, SnapshotData, default_operations,
+};
+use serde::Deserialize;
+
+use crate::decision::DecisionJson;
+use crate::error::{Error, Result};
+use crate::policy::{Limits, PolicyComponent};
+use keyscope_keys::{self as keys, KeySecret};
+use keyscope_policy::Request;
+
+/// The golden case files that ship with keyscope, by name.
+pub const GOLDEN: &[(&str, &str)] = &[
+    (
+        "agents-levels.json",
+        include_str!("../../../tests/fixtures/golden/agents-levels.json"),
+    ),
+    (
+        "credentials-and-apps.json",
+        include_str!("../../../tests/fixtures/golden/credentials-and-apps.json"),
+    ),
+    (
+        "custom-catalogue.json",
+        include_str!("../../../tests/fixtures/golden/custom-catalogue.json"),
+    ),
+    (
+        "no-snapshot.json",
+        include_str!("../../../tests/fixtures/golden/no-snapshot.json"),
+    ),
+    (
+        "runtime-permissions.json",
+        include_str!("../../../tests/fixtures/golden/runtime-permissions.json"),
+    ),
+];
+
+/// One file of cases.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaseFile {
+    /// Where the cases came from (a file name).
+    #[serde(skip)]
+    pub name: String,
+    /// What the cases show.
+    pub description: String,
+    /// Whether to load the snapshot at all (`false` tests `no-snapshot`).
+    #[serde(default = "yes")]
+    pub load: bool,
+    /// The catalogue; the default nine operations when absent.
+    #[serde(default)]
+    pub operations: Option<Vec<CaseOperation>>,
+    /// The scopes.
+    pub scopes: Vec<CaseScope>,
+    /// The keys, raw (test keys only).
+    pub keys: Vec<CaseKey>,
+    /// The requests and what they must get.
+    pub cases: Vec<Case>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A catalogue entry: `{"name", "requires": "agents:edit"}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaseOperation {
+    /// The operation.
+    pub name: String,
+    /// `agents:LEVEL` or `runtime:PERMISSION`.
+    pub requires: String,
+}
+
+/// A scope: `{"id", "app", "agents", "runtime": [...]}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaseScope {
+    /// Its id.
+    pub id: u64,
+    /// Its application.
+    pub app: String,
+    /// Its Agents level.
+    pub agents: String,
+    /// Its runtime permissions.
+    pub runtime: Vec<String>,
+}
+
+/// A key: `{"id", "scope_id", "key", "revoked"}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaseKey {
+    /// Its id.
+    pub id: u64,
+    /// Its scope.
+    pub scope_id: u64,
+    /// The raw key.
+    pub key: String,
+    /// Whether it is revoked.
+    pub revoked: bool,
+}
+
+/// A request and the decision it must get.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Case {
+    /// What the case shows.
+    pub name: String,
+    /// The raw key presented, if any.
+    pub key: Option<String>,
+    /// The app addressed.
+    pub app: String,
+    /// The operation.
+    pub op: String,
+    /// The decision JSON expected.
+    pub expect: serde_json::Value,
+}
+
+impl CaseFile {
+    /// Parses a case file; `name` says where it came from in errors.
+    pub fn parse(name: &str, text: &str) -> Result<Self> {
+        let mut file: Self = serde_json::from_str(text).map_err(|e| Error::Invalid {
+            what: "case file",
+            value: name.to_owned(),
+            why: e.to_string(),
+        })?;
+        file.name = name.to_owned();
+        Ok(file)
+    }
+
+    /// The golden cases that ship with keyscope.
+    pub fn golden() -> Result<Vec<Self>> {
+        GOLDEN
+            .iter()
+            .map(|(name, text)| Self::parse(name, text))
+            .collect()
+    }
+
+    /// The snapshot the cases run against.
+    pub fn snapshot_data(&self) -> Result<SnapshotData> {
+        let invalid = |what: &'static str, value: &str, why: String| Error::Invalid {
+            what,
+            value: value.to_owned(),
+            why: format!("{why} (in `{}`)", self.name),
+        };
+        let operations = match &self.operations {
+            None => default_operations(),
+            Some(ops) => ops
+                .iter()
+                .map(|op| {
+                    Ok(OperationEntry {
+                        name: op.name.clone(),
+                        requires: op.requires.parse()?,
+                    })
+                })
+                .collect::<Result<_>>()?,
+        };
+        let scopes = self
+            .scopes
+            .iter()
+            .map(|scope| {
+                Ok(ScopeEntry {
+                    id: scope.id,
+                    app: scope.app.clone(),
+                    agents: scope.agents.parse()?,
+                    runtime: scope.runtime.join(",").parse()?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        let keys = self
+            .keys
+            .iter()
+            .map(|key| {
+                let secret = KeySecret::parse(&key.key)
+                    .map_err(|e| invalid("case key", &key.id.to_string(), e.to_string()))?;
+                Ok(KeyEntry {
+                    digest: secret.digest(),
+                    id: key.id,
+                    scope_id: key.scope_id,
+                    revoked: key.revoked,
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(SnapshotData {
+            operations,
+            scopes,
+            keys,
+            routes: keyscope_policy::routes::default_routes(),
+        })
+    }
+
+    /// Runs every case through a fresh instance of `component`; the number
+    /// of cases that held, or the first that did not.
+    pub fn check(&self, component: &PolicyComponent, limits: &Limits) -> Result<usize> {
+        let mut instance = component.instantiate(limits.clone())?;
+        if self.load {
+            instance.load_snapshot(&self.snapshot_data()?.encode()?)?;
+        }
+        for case in &self.cases {
+            let decision = instance.try_evaluate(&Request {
+                credential: keys::credential(case.key.as_deref()),
+                app: &case.app,
+                op: &case.op,
+            })?;
+            let got = serde_json::to_value(DecisionJson::from(&decision))
+                .map_err(|e| Error::Encode(e.to_string()))?;
+            if got != case.expect {
+                return Err(Error::CaseFailed {
+                    file: self.name.clone(),
+                    case: case.name.clone(),
+                    expected: case.expect.to_string(),
+                    got: got.to_string(),
+                });
+            }
+        }
+        Ok(self.cases.len())
+    }
+}

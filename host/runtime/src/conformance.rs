@@ -1,0 +1,204 @@
+//! The conformance suite: the golden cases in a form any host can run.
+//!
+//! `conformance/suite.json` holds, per group, the snapshot bytes (hex), and
+//! per case the raw key, the credential a host must derive from it, the
+//! request and the expected decision. The Rust host (`keyscope conformance`),
+//! the Node runner (jco) and the Python runner (wasmtime-py) all run it, so
+//! three hosts are checked against one source of truth. The suite is
+//! generated from the golden cases; a test keeps the committed copy current.
+
+use keyscope_policy::{Credential, KeyDigest, Request};
+use serde::{Deserialize, Serialize};
+
+use crate::cases::CaseFile;
+use crate::decision::DecisionJson;
+use crate::error::{Error, Result};
+use crate::policy::{Limits, PolicyComponent};
+use keyscope_keys as keys;
+
+/// The contract a suite checks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Contract {
+    /// The exported interface, with its version.
+    pub interface: String,
+    /// The snapshot format version the snapshots are in.
+    pub snapshot_format: u16,
+    /// Where the contract is described.
+    pub document: String,
+}
+
+/// A whole suite.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Suite {
+    /// What it checks.
+    pub contract: Contract,
+    /// The groups of cases, each with its own snapshot.
+    pub groups: Vec<Group>,
+}
+
+/// Cases that share a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Group {
+    /// The golden file it came from.
+    pub name: String,
+    /// What it shows.
+    pub description: String,
+    /// The snapshot bytes in hex; `None` to evaluate with no snapshot loaded.
+    pub snapshot: Option<String>,
+    /// The cases.
+    pub cases: Vec<WireCase>,
+}
+
+/// One case, with the credential as a host must pass it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireCase {
+    /// What it shows.
+    pub name: String,
+    /// The raw key presented, if any (test keys only).
+    pub key: Option<String>,
+    /// The credential derived from `key`.
+    pub credential: WireCredential,
+    /// The app.
+    pub app: String,
+    /// The operation.
+    pub op: String,
+    /// The decision expected, as the CLI prints it.
+    pub expect: serde_json::Value,
+}
+
+/// `{"tag":"missing"}`, `{"tag":"malformed"}` or
+/// `{"tag":"digest","sha256":"<hex>"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "tag", rename_all = "kebab-case")]
+pub enum WireCredential {
+    /// No key.
+    Missing,
+    /// A key of the wrong format or checksum.
+    Malformed,
+    /// A well-formed key, by its SHA-256.
+    Digest {
+        /// Lowercase hex SHA-256 of the raw key.
+        sha256: String,
+    },
+}
+
+impl From<Credential> for WireCredential {
+    fn from(credential: Credential) -> Self {
+        match credential {
+            Credential::Missing => Self::Missing,
+            Credential::Malformed => Self::Malformed,
+            Credential::Digest(digest) => Self::Digest {
+                sha256: hex::encode(digest.0),
+            },
+        }
+    }
+}
+
+impl WireCredential {
+    fn to_credential(&self) -> Result<Credential> {
+        match self {
+            Self::Missing => Ok(Credential::Missing),
+            Self::Malformed => Ok(Credential::Malformed),
+            Self::Digest { sha256 } => Ok(Credential::Digest(KeyDigest(unhex(sha256)?))),
+        }
+    }
+}
+
+/// Builds the suite from case files (the golden ones, in practice).
+pub fn build(files: &[CaseFile]) -> Result<Suite> {
+    let groups = files
+        .iter()
+        .map(|file| {
+            let snapshot = file
+                .load
+                .then(|| file.snapshot_data()?.encode().map_err(Error::from))
+                .transpose()?;
+            Ok(Group {
+                name: file.name.trim_end_matches(".json").to_owned(),
+                description: file.description.clone(),
+                snapshot: snapshot.map(hex::encode),
+                cases: file
+                    .cases
+                    .iter()
+                    .map(|case| WireCase {
+                        name: case.name.clone(),
+                        key: case.key.clone(),
+                        credential: keys::credential(case.key.as_deref()).into(),
+                        app: case.app.clone(),
+                        op: case.op.clone(),
+                        expect: case.expect.clone(),
+                    })
+                    .collect(),
+            })
+        })
+        .collect::<Result<_>>()?;
+    Ok(Suite {
+        contract: Contract {
+            interface: "keyscope:policy/decide@0.2.0".to_owned(),
+            snapshot_format: keyscope_policy::snapshot::FORMAT_VERSION,
+            document: "conformance/CONTRACT.md".to_owned(),
+        },
+        groups,
+    })
+}
+
+/// What a run found.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    /// Cases that held.
+    pub passed: usize,
+    /// Cases that did not, each said in one line.
+    pub failed: Vec<String>,
+}
+
+/// Runs the suite through `component`: checks this host's credential
+/// derivation against the suite, then every decision.
+pub fn run(suite: &Suite, component: &PolicyComponent) -> Result<Report> {
+    let mut report = Report::default();
+    for group in &suite.groups {
+        let mut instance = component.instantiate(Limits::default())?;
+        if let Some(hex) = &group.snapshot {
+            instance.load_snapshot(&unhex_vec(hex)?)?;
+        }
+        for case in &group.cases {
+            let derived = WireCredential::from(keys::credential(case.key.as_deref()));
+            let decision = instance.try_evaluate(&Request {
+                credential: case.credential.to_credential()?,
+                app: &case.app,
+                op: &case.op,
+            })?;
+            let got = serde_json::to_value(DecisionJson::from(&decision))
+                .map_err(|e| Error::Encode(e.to_string()))?;
+            if derived != case.credential {
+                report.failed.push(format!(
+                    "{} / {}: credential {derived:?}, suite says {:?}",
+                    group.name, case.name, case.credential
+                ));
+            } else if got != case.expect {
+                report.failed.push(format!(
+                    "{} / {}: expected {}, got {got}",
+                    group.name, case.name, case.expect
+                ));
+            } else {
+                report.passed += 1;
+            }
+        }
+    }
+    Ok(report)
+}
+
+fn unhex_vec(text: &str) -> Result<Vec<u8>> {
+    hex::decode(text).map_err(|e| Error::Invalid {
+        what: "hex",
+        value: text.chars().take(16).collect(),
+        why: e.to_string(),
+    })
+}
+
+fn unhex(text: &str) -> Result<[u8; 32]> {
+    <[u8; 32]>::try_from(unhex_vec(text)?.as_slice()).map_err(|_| Error::Invalid {
+        what: "sha256",
+        value: text.to_owned(),
+        why: "expected 64 hex digits".to_owned(),
+    })
+}

@@ -1,0 +1,242 @@
+//! The decision core every front door shares: the credential from the
+//! request's headers, a worker of the live policy, the metrics and the
+//! decision log. Evaluation is synchronous and takes well under a
+//! microsecond, so it runs on the executor's thread (see the README).
+
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use keyscope_policy::{Credential, HttpRequest, Reason, Request};
+
+use super::config::HeaderConfig;
+use super::decision_log::{DecisionLog, DecisionRecord};
+use super::metrics::{Front, Metrics};
+use keyscope_keys as keys;
+use keyscope_runtime::swap::{LivePolicy, Outcome, Worker};
+
+/// What is being asked.
+#[derive(Debug, Clone, Copy)]
+pub enum Target<'a> {
+    /// An HTTP request, routed inside the policy.
+    Http {
+        /// The method.
+        method: &'a str,
+        /// The path, with its query.
+        path: &'a str,
+    },
+    /// An app and an operation, named directly.
+    Op {
+        /// The app.
+        app: &'a str,
+        /// The operation.
+        op: &'a str,
+    },
+}
+
+impl Target<'_> {
+    /// The app and operation decided on: named, or from the route matched.
+    pub fn decided_on<'o>(&'o self, outcome: &'o Outcome) -> Option<(&'o str, &'o str)> {
+        match self {
+            Target::Op { app, op } => Some((app, op)),
+            Target::Http { .. } => outcome
+                .route
+                .as_ref()
+                .map(|route| (route.app.as_str(), route.op.as_str())),
+        }
+    }
+}
+
+/// The credential a request presents, from every copy of the API key header
+/// and of `Authorization` it carries.
+///
+/// One credential, or none, or the request is ambiguous and the answer is
+/// [`Credential::Malformed`]: an upstream that reads another copy than the
+/// one checked would act on a key that was never checked. Ambiguous means
+/// any of:
+/// - the API key header more than once, or one copy holding a
+///   comma-joined list (Envoy joins repeated headers that way);
+/// - the API key header beside a `Bearer` token that is itself a keyscope
+///   key (it starts with `ks_`);
+/// - no API key header, and more than one `Bearer` token.
+///
+/// A `Bearer` token that is not a keyscope key (a user's JWT for the
+/// upstream) beside the API key header is the upstream's business: the API
+/// key decides. Without the API key header, a lone `Bearer` token is the
+/// credential; a header that is not text is malformed; another
+/// authorization scheme presents no key.
+pub fn credential<'a>(
+    api_keys: impl IntoIterator<Item = &'a [u8]>,
+    authorizations: impl IntoIterator<Item = &'a [u8]>,
+) -> Credential {
+    let mut api_keys = api_keys.into_iter();
+    let api_key = api_keys.next();
+    if api_keys.next().is_some() || api_key.is_some_and(|value| value.contains(&b',')) {
+        return Credential::Malformed;
+    }
+    let mut bearers = authorizations.into_iter().filter_map(bearer_token);
+    if let Some(value) = api_key {
+        if bearers.any(|token| token.starts_with(keys::KEY_PREFIX.as_bytes())) {
+            return Credential::Malformed;
+        }
+        return text_credential(value);
+    }
+    match (bearers.next(), bearers.next()) {
+        (None, _) => Credential::Missing,
+        (Some(token), None) => text_credential(token),
+        (Some(_), Some(_)) => Credential::Malformed,
+    }
+}
+
+/// The token of an `Authorization: Bearer` value, if it is one.
+fn bearer_token(value: &[u8]) -> Option<&[u8]> {
+    const SCHEME: &[u8] = b"bearer ";
+    let head = value.get(..SCHEME.len())?;
+    head.eq_ignore_ascii_case(SCHEME)
+        .then(|| value[SCHEME.len()..].trim_ascii())
+}
+
+/// A presented key, as text: a value that is not UTF-8 is malformed.
+fn text_credential(value: &[u8]) -> Credential {
+    match std::str::from_utf8(value) {
+        Ok(key) => keys::credential(Some(key)),
+        Err(_) => Credential::Malformed,
+    }
+}
+
+/// Whether a request presents any credential keyscope would read: the API
+/// key header, or a `Bearer` token that is a keyscope key. `/v1/check` uses
+/// it to refuse a key in the body beside one in the headers.
+pub fn presents_key<'a>(
+    api_keys: impl IntoIterator<Item = &'a [u8]>,
+    authorizations: impl IntoIterator<Item = &'a [u8]>,
+) -> bool {
+    api_keys.into_iter().next().is_some()
+        || authorizations
+            .into_iter()
+            .filter_map(bearer_token)
+            .any(|token| token.starts_with(keys::KEY_PREFIX.as_bytes()))
+}
+
+/// The shared decision core.
+pub struct Authorizer {
+    live: OnceLock<Arc<LivePolicy>>,
+    /// Idle workers; a request takes one and puts it back.
+    workers: Mutex<Vec<Worker>>,
+    metrics: Metrics,
+    log: DecisionLog,
+    headers: HeaderConfig,
+}
+
+impl std::fmt::Debug for Authorizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authorizer")
+            .field("live", &self.live.get())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Authorizer {
+    pub fn new(metrics: Metrics, log: DecisionLog, headers: HeaderConfig) -> Self {
+        Self {
+            live: OnceLock::new(),
+            workers: Mutex::new(Vec::new()),
+            metrics,
+            log,
+            headers,
+        }
+    }
+
+    /// Goes live; until then every decision is `no-snapshot`.
+    pub fn set_live(&self, live: Arc<LivePolicy>) {
+        let _ = self.live.set(live);
+    }
+
+    /// The live policy, once there is one.
+    pub fn live(&self) -> Option<&Arc<LivePolicy>> {
+        self.live.get()
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    pub fn headers(&self) -> &HeaderConfig {
+        &self.headers
+    }
+
+    /// Decides, counts and logs one request. Fails closed: with no live
+    /// policy, or a failing one, the answer is a deny.
+    pub fn decide(&self, front: Front, credential: Credential, target: Target<'_>) -> Outcome {
+        let started = Instant::now();
+        let outcome = match self.live.get() {
+            None => Outcome::unserved(Reason::NoSnapshot),
+            Some(live) => {
+                let mut worker = self.take_worker(live);
+                let outcome = match target {
+                    Target::Op { app, op } => worker.evaluate(&Request {
+                        credential,
+                        app,
+                        op,
+                    }),
+                    Target::Http { method, path } => worker.evaluate_http(&HttpRequest {
+                        credential,
+                        method,
+                        path,
+                    }),
+                };
+                self.put_worker(worker);
+                outcome
+            }
+        };
+        let took = started.elapsed();
+        self.metrics
+            .decided(front, outcome.decision.reason.as_str(), took);
+        if self.log.is_on() && !self.log.record(record(front, target, &outcome, took)) {
+            self.metrics.log_dropped();
+        }
+        outcome
+    }
+
+    fn take_worker(&self, live: &Arc<LivePolicy>) -> Worker {
+        self.workers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop()
+            .unwrap_or_else(|| live.worker())
+    }
+
+    fn put_worker(&self, worker: Worker) {
+        self.workers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(worker);
+    }
+}
+
+/// The decision log's line for a decision.
+fn record(front: Front, target: Target<'_>, outcome: &Outcome, took: Duration) -> DecisionRecord {
+    let (app, op) = target
+        .decided_on(outcome)
+        .map(|(app, op)| (app.to_owned(), op.to_owned()))
+        .unzip();
+    let method = match target {
+        Target::Op { .. } => None,
+        Target::Http { method, .. } => Some(method.to_owned()),
+    };
+    let decision = &outcome.decision;
+    DecisionRecord {
+        time_ms: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        generation: outcome.generation,
+        front: front.as_str(),
+        key_id: decision.key_id,
+        scope_id: decision.scope_id,
+        app,
+        op,
+        method,
+        allow: decision.allow,
+        reason: decision.reason.as_str(),
+        latency_us: u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+    }
+}

@@ -1,0 +1,258 @@
+//! `keyscope serve`'s configuration: a TOML file, overridden by flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::ServeError;
+
+/// Everything `keyscope serve` can be told. Every field has a default, so an
+/// empty file is a valid configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServeConfig {
+    /// The store file: always the global `--store` (or `$KEYSCOPE_STORE`).
+    #[serde(skip)]
+    pub store: PathBuf,
+    /// The HTTP listener: `/v1/check`, nginx `auth_request`, Envoy HTTP
+    /// ext_authz, `/healthz`, `/readyz`, `/metrics`.
+    pub listen: SocketAddr,
+    /// The gRPC listener for Envoy's ext_authz; `None` turns it off.
+    pub grpc_listen: Option<SocketAddr>,
+    /// The policy component to serve; the embedded one if `None`. SIGHUP
+    /// and `POST /admin/policy` reload it from this file.
+    pub policy: Option<PathBuf>,
+    /// How often the store is checked for changes, in milliseconds.
+    pub poll_ms: u64,
+    /// Async worker threads; the number of cores if `None`.
+    pub workers: Option<usize>,
+    /// Where decision logs go: a file, `-` for stdout, or nowhere if `None`.
+    pub decision_log: Option<PathBuf>,
+    /// How requests carry the key and where keyscope puts what it decided.
+    pub headers: HeaderConfig,
+    /// The Envoy HTTP ext_authz path prefix: a check of `GET /a/b` arrives
+    /// as `GET {prefix}/a/b`.
+    pub envoy_path_prefix: String,
+    /// Limits on what clients may send.
+    pub limits: RequestLimits,
+    /// The admin API; off unless `listen` is set.
+    pub admin: AdminConfig,
+}
+
+/// Header names.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HeaderConfig {
+    /// The header that carries the API key (`Authorization: Bearer` is
+    /// accepted too).
+    pub api_key: String,
+    /// Set on an allowed request to the key's id.
+    pub key_id: String,
+    /// Set on an allowed request to the key's scope id.
+    pub scope_id: String,
+}
+
+/// Limits on requests, so slow or oversized clients cannot hold the server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RequestLimits {
+    /// The most bytes of request headers (HTTP/1), and of a gRPC message.
+    pub max_header_bytes: usize,
+    /// The most bytes of a `/v1/check` or admin request body.
+    pub max_body_bytes: usize,
+    /// How long a client may take to send its request headers, in ms.
+    pub header_timeout_ms: u64,
+    /// How long a whole request may take, in ms.
+    pub request_timeout_ms: u64,
+    /// How long shutdown waits for in-flight requests, in ms.
+    pub drain_timeout_ms: u64,
+    /// How long a connection may send nothing before it is closed, in ms,
+    /// on every listener. A gRPC peer that answers the server's HTTP/2
+    /// keepalive pings is not idle.
+    pub idle_timeout_ms: u64,
+    /// The HTTP/2 keepalive ping interval on the gRPC listener, in ms; a
+    /// peer that does not answer within `idle_timeout_ms` is dropped.
+    pub grpc_keepalive_ms: u64,
+    /// The most connections open at once on each listener; further clients
+    /// wait in the kernel's backlog. If unset, the process's descriptor
+    /// limit (less 64 for the store, logs and threads) shared out among the
+    /// listeners, and at most 4096 each.
+    pub max_connections: Option<usize>,
+    /// The largest policy module file `--policy`, SIGHUP and
+    /// `POST /admin/policy` will read, in bytes.
+    pub max_policy_bytes: u64,
+}
+
+/// The admin API.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Its listener; the admin API is off if `None`. Loopback is advised.
+    pub listen: Option<SocketAddr>,
+    /// A file holding the admin token. Its SHA-256 replaces the stored one.
+    /// Without it, the stored token is used, or a new one is generated and
+    /// printed once to stderr.
+    pub token_file: Option<PathBuf>,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self {
+            store: PathBuf::from("keyscope.db"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            grpc_listen: None,
+            policy: None,
+            poll_ms: 100,
+            workers: None,
+            decision_log: None,
+            headers: HeaderConfig::default(),
+            envoy_path_prefix: "/ext_authz".to_owned(),
+            limits: RequestLimits::default(),
+            admin: AdminConfig::default(),
+        }
+    }
+}
+
+impl Default for HeaderConfig {
+    fn default() -> Self {
+        Self {
+            api_key: "x-api-key".to_owned(),
+            key_id: "x-keyscope-key-id".to_owned(),
+            scope_id: "x-keyscope-scope-id".to_owned(),
+        }
+    }
+}
+
+impl Default for RequestLimits {
+    fn default() -> Self {
+        Self {
+            max_header_bytes: 16 * 1024,
+            max_body_bytes: 16 * 1024,
+            header_timeout_ms: 5_000,
+            request_timeout_ms: 10_000,
+            drain_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            grpc_keepalive_ms: 20_000,
+            max_connections: None,
+            max_policy_bytes: keyscope_runtime::files::MAX_POLICY_BYTES,
+        }
+    }
+}
+
+impl RequestLimits {
+    pub(super) fn header_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_timeout_ms)
+    }
+
+    pub(super) fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    pub(super) fn drain_timeout(&self) -> Duration {
+        Duration::from_millis(self.drain_timeout_ms)
+    }
+
+    pub(super) fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
+    }
+
+    pub(super) fn grpc_keepalive(&self) -> Duration {
+        Duration::from_millis(self.grpc_keepalive_ms)
+    }
+
+    /// The connection cap of each of `listeners` listeners, given the
+    /// process's descriptor limit (`None`: unlimited).
+    pub(super) fn connections_per_listener(&self, listeners: usize, nofile: Option<u64>) -> usize {
+        const RESERVED: u64 = 64;
+        const MOST: u64 = 4096;
+        if let Some(max) = self.max_connections {
+            return max;
+        }
+        let listeners = u64::try_from(listeners.max(1)).unwrap_or(u64::MAX);
+        let share = nofile.map_or(MOST, |limit| limit.saturating_sub(RESERVED) / listeners);
+        usize::try_from(share.clamp(1, MOST)).unwrap_or(1)
+    }
+}
+
+impl ServeConfig {
+    /// Reads a TOML configuration file (a regular file, up to
+    /// [`keyscope_runtime::files::MAX_TEXT_BYTES`]).
+    pub fn from_file(path: &Path) -> Result<Self, ServeError> {
+        let text =
+            keyscope_runtime::files::read_text(path, keyscope_runtime::files::MAX_TEXT_BYTES)?;
+        toml::from_str(&text).map_err(|e| ServeError::Config {
+            path: path.to_owned(),
+            why: e.to_string(),
+        })
+    }
+
+    /// Checks what serde cannot: header names are valid and lower case, the
+    /// prefix is a plain path, and no limit is 0. Every value is checked
+    /// here, before anything is bound or loaded.
+    pub fn validate(&self) -> Result<(), ServeError> {
+        let bad = |why: String| Err(ServeError::Invalid(why));
+        for (what, name) in [
+            ("headers.api_key", &self.headers.api_key),
+            ("headers.key_id", &self.headers.key_id),
+            ("headers.scope_id", &self.headers.scope_id),
+        ] {
+            if axum::http::HeaderName::from_bytes(name.as_bytes()).is_err()
+                || name.bytes().any(|b| b.is_ascii_uppercase())
+            {
+                return bad(format!(
+                    "{what} `{}` is not a lower-case HTTP header name",
+                    keyscope_store::printable(name)
+                ));
+            }
+        }
+        let prefix = &self.envoy_path_prefix;
+        let plain = prefix.strip_prefix('/').is_some_and(|rest| {
+            rest.split('/')
+                .all(keyscope_policy::routes::is_plain_segment)
+        });
+        if !plain {
+            return bad(format!(
+                "envoy_path_prefix `{}` must be `/` and one or more `/`-separated segments of \
+                 [A-Za-z0-9._~-] (no `.` or `..`, no trailing `/`), as `/ext_authz`",
+                keyscope_store::printable(prefix)
+            ));
+        }
+        if self.workers == Some(0) {
+            return bad("workers must be at least 1".to_owned());
+        }
+        let limits = &self.limits;
+        for (what, value) in [
+            ("poll_ms", self.poll_ms),
+            ("limits.max_header_bytes", limits.max_header_bytes as u64),
+            ("limits.max_body_bytes", limits.max_body_bytes as u64),
+            ("limits.header_timeout_ms", limits.header_timeout_ms),
+            ("limits.request_timeout_ms", limits.request_timeout_ms),
+            ("limits.drain_timeout_ms", limits.drain_timeout_ms),
+            ("limits.idle_timeout_ms", limits.idle_timeout_ms),
+            ("limits.grpc_keepalive_ms", limits.grpc_keepalive_ms),
+            (
+                "limits.max_connections",
+                limits.max_connections.map_or(1, |max| max as u64),
+            ),
+            ("limits.max_policy_bytes", limits.max_policy_bytes),
+        ] {
+            if value == 0 {
+                return bad(format!("{what} must be at least 1"));
+            }
+        }
+        if limits.grpc_keepalive_ms >= limits.idle_timeout_ms {
+            return bad(format!(
+                "limits.grpc_keepalive_ms ({}) must be less than limits.idle_timeout_ms ({}), \
+                 or a live gRPC peer would be dropped as idle",
+                limits.grpc_keepalive_ms, limits.idle_timeout_ms
+            ));
+        }
+        Ok(())
+    }
+
+    pub(super) fn poll_interval(&self) -> Duration {
+        Duration::from_millis(self.poll_ms)
+    }
+}

@@ -1,0 +1,178 @@
+//! The store's errors: what a change or a read refused, and why.
+
+use std::path::PathBuf;
+
+/// Everything the store can refuse or fail at. Messages name the offending
+/// input in backticks (control characters escaped) and say what would be
+/// accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store file exists but is not a keyscope store.
+    #[error("`{path}` is not a keyscope store: {why}")]
+    NotAStore {
+        /// The file.
+        path: PathBuf,
+        /// What gave it away.
+        why: String,
+    },
+    /// There is no store file where one was expected.
+    #[error(
+        "no store at `{0}`; create one with `keyscope scope create`, or point --store (or $KEYSCOPE_STORE) at it"
+    )]
+    NoStore(PathBuf),
+    /// The store was written by a newer keyscope.
+    #[error(
+        "store `{path}` has schema version {found}, newer than this keyscope understands ({supported}); upgrade keyscope"
+    )]
+    StoreTooNew {
+        /// The file.
+        path: PathBuf,
+        /// Its schema version.
+        found: i64,
+        /// The newest this build understands.
+        supported: i64,
+    },
+    /// SQLite failed.
+    #[error("store: {0}")]
+    Sqlite(#[source] rusqlite::Error),
+    /// No scope matches the given id or `APP/NAME`.
+    #[error("no scope `{0}`")]
+    ScopeNotFound(String),
+    /// No key has this id.
+    #[error("no key with id `{0}`")]
+    KeyNotFound(u64),
+    /// The app already has a scope of this name.
+    #[error("app `{app}` already has a scope named `{name}`")]
+    DuplicateScope {
+        /// The app.
+        app: String,
+        /// The name.
+        name: String,
+    },
+    /// The scope already has a live key of this name.
+    #[error("scope `{scope}` already has a live key named `{name}`")]
+    DuplicateKey {
+        /// The scope, as `APP/NAME`.
+        scope: String,
+        /// The name.
+        name: String,
+    },
+    /// The app has reached its scope limit.
+    #[error(
+        "app `{app}` already has {limit} scopes, its limit; delete one, or raise it with `keyscope limits set --scopes-per-app N`"
+    )]
+    ScopeLimit {
+        /// The app.
+        app: String,
+        /// The limit in force.
+        limit: u32,
+    },
+    /// The scope has reached its key limit.
+    #[error(
+        "scope `{scope}` already has {limit} live keys, its limit; revoke one, or raise it with `keyscope limits set --keys-per-scope N`"
+    )]
+    KeyLimit {
+        /// The scope, as `APP/NAME`.
+        scope: String,
+        /// The limit in force.
+        limit: u32,
+    },
+    /// A scope cannot be deleted while keys can still use it.
+    #[error(
+        "scope `{scope}` still has {count} live key(s); revoke them first, or pass --revoke-keys"
+    )]
+    ScopeHasLiveKeys {
+        /// The scope, as `APP/NAME`.
+        scope: String,
+        /// How many live keys.
+        count: u64,
+    },
+    /// A name or id given by the user is not acceptable.
+    #[error("invalid {what} `{value}`: {why}")]
+    Invalid {
+        /// What was given (`app`, `scope name`, ...).
+        what: &'static str,
+        /// The offending input, made printable.
+        value: String,
+        /// What is accepted.
+        why: String,
+    },
+    /// A level, permission or requirement name is not one of the accepted ones.
+    #[error(transparent)]
+    UnknownName(#[from] keyscope_policy::UnknownName),
+    /// What the store holds does not make a valid snapshot.
+    #[error("the store's contents do not make a snapshot: {0}")]
+    Snapshot(#[from] keyscope_policy::LoadError),
+    /// A fault injected by a test (feature `fault-injection`).
+    #[error("injected fault at `{0}`")]
+    Injected(&'static str),
+    /// Reading or creating the store file failed.
+    #[error("`{path}`: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(error: rusqlite::Error) -> Self {
+        Self::Sqlite(error)
+    }
+}
+
+impl StoreError {
+    /// A stable, machine-readable name for what kind of failure this is.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::NotAStore { .. }
+            | Self::NoStore(_)
+            | Self::StoreTooNew { .. }
+            | Self::Sqlite(_)
+            | Self::Snapshot(_)
+            | Self::Injected(_) => "store",
+            Self::Io { .. } => "io",
+            Self::ScopeNotFound(_) | Self::KeyNotFound(_) => "not-found",
+            Self::DuplicateScope { .. }
+            | Self::DuplicateKey { .. }
+            | Self::ScopeLimit { .. }
+            | Self::KeyLimit { .. }
+            | Self::ScopeHasLiveKeys { .. } => "conflict",
+            Self::Invalid { .. } | Self::UnknownName(_) => "invalid-input",
+        }
+    }
+
+    /// An [`StoreError::Invalid`] that shows `value` safely.
+    pub fn invalid(what: &'static str, value: &str, why: impl Into<String>) -> Self {
+        Self::Invalid {
+            what,
+            value: printable(value),
+            why: why.into(),
+        }
+    }
+}
+
+/// `text` as it may be shown: control characters escaped (`\u{1b}`), and at
+/// most 80 characters, so that user input cannot drive a terminal or forge a
+/// log line.
+pub fn printable(text: &str) -> String {
+    const MAX: usize = 80;
+    let mut shown = String::with_capacity(text.len().min(MAX + 3));
+    for (i, c) in text.chars().enumerate() {
+        if i == MAX {
+            shown.push('…');
+            break;
+        }
+        if c.is_control() {
+            shown.extend(c.escape_default());
+        } else {
+            shown.push(c);
+        }
+    }
+    shown
+}
+
+/// The store's result type.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -1,0 +1,145 @@
+//! What the store holds, as its users see it: scopes, keys (never their
+//! secrets), limits, and how a scope is named.
+
+use std::fmt;
+use std::str::FromStr;
+
+use keyscope_keys::KeySecret;
+use keyscope_policy::{AgentsLevel, RuntimeSet};
+use serde::Serialize;
+
+use crate::error::{Result, StoreError};
+
+/// A scope: what the keys linked to it may do in one application.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Scope {
+    /// Its id.
+    pub id: u64,
+    /// The application it belongs to.
+    pub app: String,
+    /// Its name, unique within the app.
+    pub name: String,
+    /// Its Agents level.
+    #[serde(serialize_with = "serialize_display")]
+    pub agents: AgentsLevel,
+    /// Its runtime permissions.
+    #[serde(serialize_with = "serialize_runtime")]
+    pub runtime: RuntimeSet,
+    /// When it was created (RFC 3339, UTC).
+    pub created_at: String,
+}
+
+impl Scope {
+    /// `APP/NAME`, the human way to name a scope.
+    pub fn path(&self) -> String {
+        format!("{}/{}", self.app, self.name)
+    }
+}
+
+/// An API key as listed: never the secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApiKey {
+    /// Its id.
+    pub id: u64,
+    /// Its name, unique among the scope's live keys.
+    pub name: String,
+    /// The scope it belongs to.
+    pub scope_id: u64,
+    /// The first characters of the key, for telling keys apart.
+    pub prefix: String,
+    /// When it was created.
+    pub created_at: String,
+    /// When it was revoked; `None` while it is valid.
+    pub revoked_at: Option<String>,
+}
+
+/// A key just created: the only time its secret exists outside the caller.
+#[derive(Debug)]
+pub struct NewKey {
+    /// The stored record.
+    pub key: ApiKey,
+    /// The raw key, to show once.
+    pub secret: KeySecret,
+}
+
+/// Names a scope: by id (`12`) or by `APP/NAME`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScopeRef {
+    /// By id.
+    Id(u64),
+    /// By application and name.
+    Path {
+        /// The application.
+        app: String,
+        /// The scope name.
+        name: String,
+    },
+}
+
+impl FromStr for ScopeRef {
+    type Err = StoreError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        if let Some((app, name)) = s.split_once('/') {
+            return Ok(Self::Path {
+                app: app.to_owned(),
+                name: name.to_owned(),
+            });
+        }
+        s.parse()
+            .map(Self::Id)
+            .map_err(|_| StoreError::invalid("scope", s, "expected a scope id or APP/NAME"))
+    }
+}
+
+impl fmt::Display for ScopeRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Id(id) => write!(f, "{id}"),
+            Self::Path { app, name } => write!(f, "{app}/{name}"),
+        }
+    }
+}
+
+/// Changes to a scope; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct ScopeUpdate {
+    /// A new name.
+    pub name: Option<String>,
+    /// A new Agents level.
+    pub agents: Option<AgentsLevel>,
+    /// A new set of runtime permissions (replaces the old set).
+    pub runtime: Option<RuntimeSet>,
+}
+
+/// How many scopes an app and keys a scope may have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Quotas {
+    /// Live scopes per application.
+    pub scopes_per_app: u32,
+    /// Live keys per scope.
+    pub keys_per_scope: u32,
+}
+
+impl Default for Quotas {
+    fn default() -> Self {
+        Self {
+            scopes_per_app: 20,
+            keys_per_scope: 40,
+        }
+    }
+}
+
+fn serialize_display<S: serde::Serializer, T: fmt::Display>(
+    value: &T,
+    serializer: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    serializer.collect_str(value)
+}
+
+fn serialize_runtime<S: serde::Serializer>(
+    runtime: &RuntimeSet,
+    serializer: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    serializer.collect_seq(runtime.iter().map(|permission| permission.as_str()))
+}

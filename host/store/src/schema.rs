@@ -1,0 +1,215 @@
+//! Opening a store file: recognising it, creating it, migrating its schema.
+
+use std::fs::File;
+use std::io::Read as _;
+use std::path::Path;
+use std::time::Duration;
+
+use keyscope_policy::routes::default_routes;
+use keyscope_policy::snapshot::default_operations;
+use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
+
+use crate::error::{Result, StoreError as Error};
+
+/// `PRAGMA application_id` of a keyscope store: "KSCP".
+const APPLICATION_ID: i64 = 0x4b53_4350;
+
+/// How long a writer waits for another process's transaction.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Schema migrations; entry `i` takes the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    r#"
+    CREATE TABLE scopes (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        app        TEXT NOT NULL,
+        name       TEXT NOT NULL,
+        agents     TEXT NOT NULL CHECK (agents IN ('none', 'view', 'edit', 'full')),
+        runtime    INTEGER NOT NULL CHECK (runtime BETWEEN 0 AND 15),
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        deleted_at TEXT
+    );
+    CREATE UNIQUE INDEX scopes_live_name ON scopes (app, name) WHERE deleted_at IS NULL;
+
+    CREATE TABLE keys (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        scope_id   INTEGER NOT NULL REFERENCES scopes (id),
+        name       TEXT NOT NULL,
+        digest     BLOB NOT NULL UNIQUE CHECK (length(digest) = 32),
+        prefix     TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        revoked_at TEXT
+    );
+    CREATE UNIQUE INDEX keys_live_name ON keys (scope_id, name) WHERE revoked_at IS NULL;
+
+    CREATE TABLE operations (
+        name     TEXT PRIMARY KEY,
+        requires TEXT NOT NULL
+    );
+
+    CREATE TABLE settings (
+        name  TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
+    );
+"#,
+    r#"
+    CREATE TABLE routes (
+        position INTEGER PRIMARY KEY AUTOINCREMENT,
+        method   TEXT NOT NULL,
+        pattern  TEXT NOT NULL,
+        op       TEXT NOT NULL,
+        UNIQUE (method, pattern)
+    );
+
+    CREATE TABLE admin_token (
+        id         INTEGER PRIMARY KEY CHECK (id = 1),
+        digest     BLOB NOT NULL CHECK (length(digest) = 32),
+        created_at TEXT NOT NULL
+    );
+"#,
+];
+
+/// The schema version this build writes.
+pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
+
+/// Opens (creating if needed) the store at `path`. A file that is not a
+/// keyscope store is refused before anything is written to it.
+pub(crate) fn open(path: &Path) -> Result<Connection> {
+    check_file(path)?;
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    let not_a_store = |why: String| Error::NotAStore {
+        path: path.to_owned(),
+        why,
+    };
+    // Reading the header is the first access; SQLite refuses a file that is
+    // not a database here without writing to it.
+    let (application_id, tables): (i64, i64) = conn
+        .query_row(
+            "SELECT (SELECT application_id FROM pragma_application_id), \
+                    (SELECT count(*) FROM sqlite_master)",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .map_err(|e| not_a_store(e.to_string()))?;
+    match application_id {
+        APPLICATION_ID => {}
+        0 if tables == 0 => {}
+        0 => {
+            return Err(not_a_store(
+                "it is an SQLite database of another application".to_owned(),
+            ));
+        }
+        other => {
+            return Err(not_a_store(format!(
+                "it is an SQLite database with application id {other:#x}"
+            )));
+        }
+    }
+    migrate(conn, path)
+}
+
+/// Refuses, without opening it as a database, a path that is not a regular
+/// file (a device, a FIFO, a directory: SQLite would put its journal beside
+/// it), and a file that is neither empty nor an SQLite database. A new store
+/// is created here, readable and writable by its owner only; SQLite gives
+/// its journal files the same mode.
+fn check_file(path: &Path) -> Result<()> {
+    let io = |source| Error::Io {
+        path: path.to_owned(),
+        source,
+    };
+    match std::fs::metadata(path) {
+        Ok(meta) if !meta.is_file() => {
+            return Err(Error::NotAStore {
+                path: path.to_owned(),
+                why: "it is not a regular file".to_owned(),
+            });
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            return match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+            {
+                Ok(_) => Ok(()),
+                // Another process created it meanwhile: check theirs.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => check_file(path),
+                Err(source) => Err(io(source)),
+            };
+        }
+        Err(source) => return Err(io(source)),
+    }
+    let mut file = File::open(path).map_err(io)?;
+    let mut header = Vec::with_capacity(SQLITE_HEADER.len());
+    file.by_ref()
+        .take(SQLITE_HEADER.len() as u64)
+        .read_to_end(&mut header)
+        .map_err(|source| Error::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+    if header.is_empty() || header == SQLITE_HEADER {
+        Ok(())
+    } else {
+        Err(Error::NotAStore {
+            path: path.to_owned(),
+            why: "it is not an SQLite database".to_owned(),
+        })
+    }
+}
+
+fn migrate(mut conn: Connection, path: &Path) -> Result<Connection> {
+    {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let version: i64 = tx.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+        if version > SCHEMA_VERSION {
+            return Err(Error::StoreTooNew {
+                path: path.to_owned(),
+                found: version,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        if version < SCHEMA_VERSION {
+            let start = usize::try_from(version).unwrap_or(0);
+            for migration in &MIGRATIONS[start..] {
+                tx.execute_batch(migration)?;
+            }
+            if version == 0 {
+                let mut insert =
+                    tx.prepare("INSERT INTO operations (name, requires) VALUES (?1, ?2)")?;
+                for op in default_operations() {
+                    insert.execute(params![op.name, op.requires.to_string()])?;
+                }
+                drop(insert);
+                tx.pragma_update(None, "application_id", APPLICATION_ID)?;
+            }
+            if version < 2 {
+                let mut insert =
+                    tx.prepare("INSERT INTO routes (method, pattern, op) VALUES (?1, ?2, ?3)")?;
+                for route in default_routes() {
+                    insert.execute(params![route.method, route.pattern, route.op])?;
+                }
+            }
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        }
+        tx.commit()?;
+    }
+    // WAL lets readers (evaluations, a server's snapshot rebuild) run while a
+    // writer commits; FULL sync makes an acknowledged key survive a crash.
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(conn)
+}
