@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use keyscope_benches::{World, world};
-use keyscope_runtime::policy::EMBEDDED_POLICY;
+use keyscope_runtime::EMBEDDED_POLICY;
 use keyscope_runtime::{KeySecret, LiveOptions, LivePolicy, Request, keys};
 use wasm_encoder::Encode as _;
 

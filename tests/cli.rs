@@ -498,7 +498,7 @@ fn the_demo_runs_the_whole_flow() {
 fn policy_check_runs_every_step_without_going_live() {
     let s = Sandbox::new();
     let good = s.path("good.wasm");
-    std::fs::write(&good, keyscope_runtime::policy::EMBEDDED_POLICY).unwrap();
+    std::fs::write(&good, keyscope_runtime::EMBEDDED_POLICY).unwrap();
     s.keyscope(["policy", "check"])
         .arg(&good)
         .assert()

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use keyscope_policy::snapshot::{KeyEntry, ScopeEntry, SnapshotData, default_operations};
 use keyscope_policy::{AgentsLevel, KeyDigest, RuntimeSet};
-use keyscope_runtime::policy::EMBEDDED_POLICY;
+use keyscope_runtime::EMBEDDED_POLICY;
 use keyscope_runtime::{
     Error, KeySecret, Limits, PolicyComponent, PolicyEngine, Reason, Request, keys,
 };

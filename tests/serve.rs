@@ -781,7 +781,7 @@ fn module_swaps_by_sighup_and_admin_under_traffic_fail_no_request() {
     let world = World::new();
     let policy = world.sandbox.path("policy.wasm");
     let twin = crate::swap::twin_module();
-    let embedded = keyscope_runtime::policy::EMBEDDED_POLICY;
+    let embedded = keyscope_runtime::EMBEDDED_POLICY;
     std::fs::write(&policy, embedded).unwrap();
     let server = world.sandbox.serve(&["--policy", policy.to_str().unwrap()]);
     let stop = AtomicBool::new(false);

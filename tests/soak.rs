@@ -429,7 +429,7 @@ fn a_model_checked_soak_finds_no_wrong_decision() {
         .success();
     let policy = sandbox.path("policy.wasm");
     let twin = sandbox.path("twin.wasm");
-    std::fs::write(&policy, keyscope_runtime::policy::EMBEDDED_POLICY).unwrap();
+    std::fs::write(&policy, keyscope_runtime::EMBEDDED_POLICY).unwrap();
     std::fs::write(&twin, crate::swap::twin_module()).unwrap();
     // Scopes 0 and 1 change through the CLI, 2 through the admin API.
     let mut scopes = Vec::new();

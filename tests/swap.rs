@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use keyscope_policy::snapshot::{KeyEntry, ScopeEntry, SnapshotData, default_operations};
-use keyscope_runtime::policy::EMBEDDED_POLICY;
+use keyscope_runtime::EMBEDDED_POLICY;
 use keyscope_runtime::{
     AgentsLevel, KeySecret, LiveOptions, LivePolicy, Reason, Request, RuntimeSet, SwapError,
     SwapStep, keys,

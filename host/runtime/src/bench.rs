@@ -9,8 +9,9 @@ use keyscope_policy::{AgentsLevel, KeyDigest, Request, RuntimeSet, Snapshot, rul
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
+use crate::component::PolicyComponent;
+use crate::engine::Limits;
 use crate::error::Result;
-use crate::policy::{Limits, PolicyComponent};
 use keyscope_keys::{self as keys, KeySecret};
 
 /// Scopes in the synthetic world, all in app `acme`.

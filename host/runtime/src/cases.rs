@@ -10,9 +10,10 @@ use keyscope_policy::snapshot::{
 };
 use serde::Deserialize;
 
+use crate::component::PolicyComponent;
 use crate::decision::DecisionJson;
+use crate::engine::Limits;
 use crate::error::{Error, Result};
-use crate::policy::{Limits, PolicyComponent};
 use keyscope_keys::{self as keys, KeySecret};
 use keyscope_policy::Request;
 

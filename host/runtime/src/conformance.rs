@@ -11,9 +11,10 @@ use keyscope_policy::{Credential, KeyDigest, Request};
 use serde::{Deserialize, Serialize};
 
 use crate::cases::CaseFile;
+use crate::component::PolicyComponent;
 use crate::decision::DecisionJson;
+use crate::engine::Limits;
 use crate::error::{Error, Result};
-use crate::policy::{Limits, PolicyComponent};
 use keyscope_keys as keys;
 
 /// The contract a suite checks.

@@ -17,25 +17,27 @@
 pub mod bench;
 mod bindings;
 pub mod cases;
+pub mod component;
 pub mod conformance;
 pub mod decision;
+pub mod engine;
 pub mod error;
 pub mod fault;
 pub mod files;
+pub mod instance;
 pub mod json_input;
-pub mod policy;
 pub mod swap;
 
 pub use cases::CaseFile;
+pub use component::{EMBEDDED_POLICY, PolicyComponent, PolicyInfo};
 pub use decision::DecisionJson;
+pub use engine::{Limits, PolicyEngine};
 pub use error::{Error, Result};
+pub use instance::{MatchedRoute, PolicyInstance, RoutedDecision};
 pub use keyscope_keys::{self as keys, KeySecret};
 pub use keyscope_policy::{
     AgentsLevel, Credential, Decision, HttpRequest, KeyDigest, Reason, Request, Requirement,
     RouteEntry, RuntimePermission, RuntimeSet, SnapshotInfo,
-};
-pub use policy::{
-    Limits, MatchedRoute, PolicyComponent, PolicyEngine, PolicyInfo, PolicyInstance, RoutedDecision,
 };
 pub use swap::{
     BatchOutcome, Generation, LiveOptions, LivePolicy, Outcome, SelfTest, SwapError, SwapStep,

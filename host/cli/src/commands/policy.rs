@@ -48,7 +48,7 @@ pub fn run(command: PolicyCommand, out: &Output) -> anyhow::Result<ExitCode> {
     match command {
         PolicyCommand::Info { policy } => info(policy, out),
         PolicyCommand::Export { output } => {
-            output::write_file(&output, keyscope_runtime::policy::EMBEDDED_POLICY)?;
+            output::write_file(&output, keyscope_runtime::EMBEDDED_POLICY)?;
             if output == Path::new("-") {
                 return Ok(ExitCode::SUCCESS);
             }

@@ -1,0 +1,188 @@
+//! A compiled, validated policy component: it imports nothing and exports
+//! the `keyscope:policy` world, checked once at load and kept as a
+//! pre-instantiated `PolicyPre`.
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+
+use sha2::{Digest as _, Sha256};
+use wasmtime::Store;
+use wasmtime::StoreLimitsBuilder;
+use wasmtime::component::types::ComponentItem;
+use wasmtime::component::{Component, Linker};
+
+use crate::bindings::{DECIDE_INTERFACE, Policy, PolicyPre};
+use crate::engine::{Limits, PolicyEngine};
+use crate::error::{Error, Result};
+use crate::fault::{self, Fault};
+use crate::instance::{HostState, PolicyInstance};
+
+/// The component built from `policy-guest/` and embedded at build time.
+pub static EMBEDDED_POLICY: &[u8] = include_bytes!(env!("KEYSCOPE_POLICY_COMPONENT"));
+
+/// What `keyscope policy info` shows about a component.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PolicyInfo {
+    /// Size of the component in bytes.
+    pub size: usize,
+    /// Lowercase hex SHA-256 of the component bytes.
+    pub digest: String,
+    /// The world it implements.
+    pub world: &'static str,
+    /// The versioned interface it exports.
+    pub interface: &'static str,
+    /// Exported names with their kind.
+    pub exports: Vec<String>,
+    /// Imported names; always empty for a component that loaded.
+    pub imports: Vec<String>,
+}
+
+/// A compiled, validated policy component, ready to instantiate.
+#[derive(Clone)]
+pub struct PolicyComponent {
+    engine: PolicyEngine,
+    pre: PolicyPre<HostState>,
+    info: Arc<PolicyInfo>,
+}
+
+impl fmt::Debug for PolicyComponent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PolicyComponent")
+            .field("digest", &self.info.digest)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PolicyComponent {
+    /// The component embedded in this binary.
+    pub fn embedded(engine: &PolicyEngine) -> Result<Self> {
+        Self::from_bytes(engine, EMBEDDED_POLICY)
+    }
+
+    /// Reads (a regular file, up to [`crate::files::MAX_POLICY_BYTES`]) and
+    /// validates a component file.
+    pub fn from_file(engine: &PolicyEngine, path: &Path) -> Result<Self> {
+        let bytes = crate::files::read_regular(path, crate::files::MAX_POLICY_BYTES)?;
+        Self::from_bytes(engine, &bytes)
+    }
+
+    /// Compiles and validates component bytes: a component, importing
+    /// nothing, exporting the `keyscope:policy` world.
+    pub fn from_bytes(policy_engine: &PolicyEngine, bytes: &[u8]) -> Result<Self> {
+        if fault::hit(Fault::Compile) {
+            return Err(Error::NotAComponent(
+                Error::Injected(Fault::Compile).to_string(),
+            ));
+        }
+        let engine = policy_engine.engine();
+        if !wasmparser::Parser::is_component(bytes) {
+            let what = if wasmparser::Parser::is_core_wasm(bytes) {
+                "it is a core Wasm module; encode it with `wasm-tools component new`"
+            } else {
+                "it does not start with the Wasm component header"
+            };
+            return Err(Error::NotAComponent(what.to_owned()));
+        }
+        let component =
+            Component::new(engine, bytes).map_err(|e| Error::wasm(Error::NotAComponent, &e))?;
+        let ty = component.component_type();
+        let imports: Vec<String> = ty
+            .imports(engine)
+            .map(|(name, _)| name.to_owned())
+            .collect();
+        if !imports.is_empty() {
+            let names = imports
+                .iter()
+                .map(|name| format!("`{name}`"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(Error::PolicyImports(names));
+        }
+        let exports: Vec<String> = ty
+            .exports(engine)
+            .map(|(name, item)| match item.ty {
+                ComponentItem::ComponentInstance(instance) => {
+                    let funcs: Vec<&str> = instance
+                        .exports(engine)
+                        .filter(|(_, item)| matches!(item.ty, ComponentItem::ComponentFunc(_)))
+                        .map(|(func, _)| func)
+                        .collect();
+                    format!("{name} ({})", funcs.join(", "))
+                }
+                ComponentItem::ComponentFunc(_) => format!("{name} (func)"),
+                _ => format!("{name} (other)"),
+            })
+            .collect();
+        if ty.get_export(engine, DECIDE_INTERFACE).is_none() {
+            let found = ty
+                .exports(engine)
+                .map(|(name, _)| format!("`{name}`"))
+                .collect::<Vec<_>>();
+            let found = if found.is_empty() {
+                "nothing".to_owned()
+            } else {
+                found.join(", ")
+            };
+            return Err(Error::WrongWorld(format!(
+                "it must export `{DECIDE_INTERFACE}`; it exports {found}"
+            )));
+        }
+        let linker = Linker::<HostState>::new(engine);
+        let instance_pre = linker
+            .instantiate_pre(&component)
+            .map_err(|e| Error::wasm(Error::WrongWorld, &e))?;
+        let pre = PolicyPre::new(instance_pre).map_err(|e| Error::wasm(Error::WrongWorld, &e))?;
+        let info = PolicyInfo {
+            size: bytes.len(),
+            digest: hex::encode(Sha256::digest(bytes)),
+            world: "keyscope:policy/policy@0.2.0",
+            interface: DECIDE_INTERFACE,
+            exports,
+            imports,
+        };
+        Ok(Self {
+            engine: policy_engine.clone(),
+            pre,
+            info: Arc::new(info),
+        })
+    }
+
+    /// What the component is.
+    pub fn info(&self) -> &PolicyInfo {
+        &self.info
+    }
+
+    /// Starts an instance with no snapshot loaded.
+    pub fn instantiate(&self, limits: Limits) -> Result<PolicyInstance> {
+        let running = self.start(&limits)?;
+        Ok(PolicyInstance::new(self.clone(), limits, running))
+    }
+
+    /// A new store and instance, under `limits`.
+    pub(crate) fn start(&self, limits: &Limits) -> Result<(Store<HostState>, Policy)> {
+        if fault::hit(Fault::Instantiate) {
+            return Err(Error::Injected(Fault::Instantiate));
+        }
+        let mut store = Store::new(
+            self.engine.engine(),
+            HostState::new(
+                StoreLimitsBuilder::new()
+                    .memory_size(limits.max_memory)
+                    .memories(1)
+                    .tables(4)
+                    .table_elements(65_536)
+                    .instances(8)
+                    .trap_on_grow_failure(true)
+                    .build(),
+            ),
+        );
+        store.limiter(|state| state);
+        store.set_epoch_deadline(Limits::ticks(limits.load_timeout));
+        let policy = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| Error::wasm(Error::PolicyFailed, &e))?;
+        Ok((store, policy))
+    }
+}

@@ -1,0 +1,329 @@
+//! The published state: the live generation, replaced atomically, the
+//! history of swaps and the counters.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use keyscope_policy::SnapshotInfo;
+use serde::Serialize;
+use sha2::{Digest as _, Sha256};
+
+use super::pipeline::{ComponentCache, SelfTest, SwapError, Swapped, compile, prove};
+use super::worker::Worker;
+use crate::component::{EMBEDDED_POLICY, PolicyComponent};
+use crate::engine::{Limits, PolicyEngine};
+
+/// One published generation: a component and a snapshot, loaded together.
+#[derive(Debug)]
+pub struct Generation {
+    /// 1 for the first, then one more for each swap.
+    pub number: u64,
+    /// The component.
+    pub component: PolicyComponent,
+    /// The snapshot bytes.
+    pub snapshot: Arc<[u8]>,
+    /// The snapshot as the component described it.
+    pub snapshot_info: SnapshotInfo,
+    /// When it went live, in milliseconds since the Unix epoch.
+    pub loaded_at_ms: u64,
+}
+
+/// One line of the swap history.
+#[derive(Debug, Clone, Serialize)]
+pub struct SwapRecord {
+    /// The generation published, or `None` when refused.
+    pub generation: Option<u64>,
+    /// `module`, `snapshot` or `module+snapshot`.
+    pub kind: &'static str,
+    /// The module's SHA-256 (hex).
+    pub module_digest: String,
+    /// The snapshot's SHA-256 (hex), when it got that far.
+    pub snapshot_digest: Option<String>,
+    /// When, in milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// `live`, or why it was refused.
+    pub outcome: String,
+}
+
+/// Counters, for status output and metrics.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Swaps published.
+    pub swaps_published: AtomicU64,
+    /// Swaps refused.
+    pub swaps_refused: AtomicU64,
+    /// Decisions denied because the policy failed (trap, timeout, memory).
+    pub policy_errors: AtomicU64,
+    /// Worker instances thrown away after a failure.
+    pub instances_replaced: AtomicU64,
+}
+
+#[derive(Default)]
+struct SwapState {
+    cache: ComponentCache,
+    history: VecDeque<SwapRecord>,
+}
+
+/// The live policy. Share it in an `Arc`; give each thread a [`Worker`].
+pub struct LivePolicy {
+    engine: PolicyEngine,
+    pub(super) limits: Limits,
+    self_test: SelfTest,
+    history_len: usize,
+    pub(super) current: ArcSwap<Generation>,
+    /// Serialises swaps; readers never take it.
+    swapping: Mutex<SwapState>,
+    pub(super) stats: Stats,
+}
+
+impl fmt::Debug for LivePolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LivePolicy")
+            .field("generation", &self.current.load().number)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Options for a [`LivePolicy`].
+#[derive(Debug, Clone)]
+pub struct LiveOptions {
+    /// Bounds on every call.
+    pub limits: Limits,
+    /// What a new generation must pass.
+    pub self_test: SelfTest,
+    /// How many swaps the history keeps.
+    pub history_len: usize,
+}
+
+impl Default for LiveOptions {
+    fn default() -> Self {
+        Self {
+            limits: Limits::default(),
+            self_test: SelfTest::default(),
+            history_len: 32,
+        }
+    }
+}
+
+impl LivePolicy {
+    /// Starts with `module` (the embedded component if `None`) and
+    /// `snapshot`, after the same checks as any swap.
+    pub fn new(module: Option<&[u8]>, snapshot: &[u8], options: LiveOptions) -> Swapped<Self> {
+        let engine = PolicyEngine::new().map_err(SwapError::Engine)?;
+        let module = module.unwrap_or(EMBEDDED_POLICY);
+        let mut state = SwapState::default();
+        let component = compile(&engine, &mut state.cache, module)?;
+        let snapshot: Arc<[u8]> = Arc::from(snapshot);
+        let snapshot_info = prove(
+            &component,
+            &snapshot,
+            &options.self_test,
+            &options.limits,
+            true,
+        )?;
+        let first = Generation {
+            number: 1,
+            component,
+            snapshot,
+            snapshot_info,
+            loaded_at_ms: now_ms(),
+        };
+        state
+            .history
+            .push_back(record(Some(&first), "module+snapshot", "live".to_owned()));
+        Ok(Self {
+            engine,
+            limits: options.limits,
+            self_test: options.self_test,
+            history_len: options.history_len.max(1),
+            current: ArcSwap::from_pointee(first),
+            swapping: Mutex::new(state),
+            stats: Stats::default(),
+        })
+    }
+
+    /// The generation serving now.
+    pub fn current(&self) -> Arc<Generation> {
+        self.current.load_full()
+    }
+
+    /// Swaps in a new module, keeping the snapshot.
+    pub fn swap_module(&self, module: &[u8]) -> Swapped<Arc<Generation>> {
+        self.swap_inner(Some(module), None)
+    }
+
+    /// Swaps in a new snapshot, keeping the module.
+    pub fn swap_snapshot(&self, snapshot: &[u8]) -> Swapped<Arc<Generation>> {
+        self.swap_inner(None, Some(snapshot))
+    }
+
+    /// Swaps module and snapshot together.
+    pub fn swap(&self, module: &[u8], snapshot: &[u8]) -> Swapped<Arc<Generation>> {
+        self.swap_inner(Some(module), Some(snapshot))
+    }
+
+    /// Records a swap refused before it could start, because its module
+    /// could not be read: counted and kept in the history like any other.
+    pub fn refuse_unread(&self, why: &str) {
+        let mut state = self.state();
+        self.stats.swaps_refused.fetch_add(1, Ordering::Relaxed);
+        push_history(
+            &mut state,
+            self.history_len,
+            SwapRecord {
+                generation: None,
+                kind: "module",
+                module_digest: String::new(),
+                snapshot_digest: None,
+                at_ms: now_ms(),
+                outcome: format!("refused at step `read`: {why}"),
+            },
+        );
+    }
+
+    /// The last swaps, oldest first.
+    pub fn history(&self) -> Vec<SwapRecord> {
+        self.state().history.iter().cloned().collect()
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// A worker for one thread.
+    pub fn worker(self: &Arc<Self>) -> Worker {
+        Worker::new(Arc::clone(self))
+    }
+
+    /// Publishes a generation without the self-test: only for proving that
+    /// a runaway module forced live is still contained.
+    #[doc(hidden)]
+    pub fn force_publish_untested(&self, module: &[u8]) -> Swapped<Arc<Generation>> {
+        let mut state = self.state();
+        let component = compile(&self.engine, &mut state.cache, module)?;
+        let current = self.current.load_full();
+        let generation = Arc::new(Generation {
+            number: current.number + 1,
+            component,
+            snapshot: Arc::clone(&current.snapshot),
+            snapshot_info: current.snapshot_info.clone(),
+            loaded_at_ms: now_ms(),
+        });
+        self.current.store(Arc::clone(&generation));
+        Ok(generation)
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, SwapState> {
+        self.swapping.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn swap_inner(
+        &self,
+        module: Option<&[u8]>,
+        snapshot: Option<&[u8]>,
+    ) -> Swapped<Arc<Generation>> {
+        let mut state = self.state();
+        let current = self.current.load_full();
+        let kind = match (module, snapshot) {
+            (Some(_), Some(_)) => "module+snapshot",
+            (Some(_), None) => "module",
+            _ => "snapshot",
+        };
+        let attempt = (|| -> Swapped<Generation> {
+            let (component, module_is_new) = match module {
+                Some(bytes) => {
+                    let component = compile(&self.engine, &mut state.cache, bytes)?;
+                    let is_new = component.info().digest != current.component.info().digest;
+                    (component, is_new)
+                }
+                None => (current.component.clone(), false),
+            };
+            let snapshot: Arc<[u8]> = match snapshot {
+                Some(bytes) => Arc::from(bytes),
+                None => Arc::clone(&current.snapshot),
+            };
+            let info = prove(
+                &component,
+                &snapshot,
+                &self.self_test,
+                &self.limits,
+                module_is_new,
+            )?;
+            Ok(Generation {
+                number: current.number + 1,
+                component,
+                snapshot,
+                snapshot_info: info,
+                loaded_at_ms: now_ms(),
+            })
+        })();
+        let outcome = match attempt {
+            Ok(generation) => {
+                let generation = Arc::new(generation);
+                self.current.store(Arc::clone(&generation));
+                self.stats.swaps_published.fetch_add(1, Ordering::Relaxed);
+                push_history(
+                    &mut state,
+                    self.history_len,
+                    record(Some(&generation), kind, "live".to_owned()),
+                );
+                Ok(generation)
+            }
+            Err(error) => {
+                self.stats.swaps_refused.fetch_add(1, Ordering::Relaxed);
+                let digest =
+                    module.map_or_else(|| current.component.info().digest.clone(), digest_hex);
+                push_history(
+                    &mut state,
+                    self.history_len,
+                    SwapRecord {
+                        generation: None,
+                        kind,
+                        module_digest: digest,
+                        snapshot_digest: snapshot.map(digest_hex),
+                        at_ms: now_ms(),
+                        outcome: error.to_string(),
+                    },
+                );
+                Err(error)
+            }
+        };
+        drop(state);
+        outcome
+    }
+}
+
+fn push_history(state: &mut SwapState, len: usize, record: SwapRecord) {
+    if state.history.len() >= len {
+        state.history.pop_front();
+    }
+    state.history.push_back(record);
+}
+
+fn record(generation: Option<&Generation>, kind: &'static str, outcome: String) -> SwapRecord {
+    SwapRecord {
+        generation: generation.map(|g| g.number),
+        kind,
+        module_digest: generation
+            .map(|g| g.component.info().digest.clone())
+            .unwrap_or_default(),
+        snapshot_digest: generation.map(|g| g.snapshot_info.digest_hex()),
+        at_ms: now_ms(),
+        outcome,
+    }
+}
+
+pub(super) fn digest_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

@@ -1,0 +1,170 @@
+//! A worker: one thread's instance of the live generation, and the one
+//! outcome shape every evaluation returns.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use keyscope_policy::{Decision, HttpRequest, Reason, Request};
+
+use super::live::{Generation, LivePolicy};
+use crate::instance::{MatchedRoute, PolicyInstance, RoutedDecision};
+
+/// What a worker decided, the one shape every evaluation returns: the
+/// decision, the route that named the operation (for an HTTP request that
+/// matched one), and the generation that decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// The decision.
+    pub decision: Decision,
+    /// For an HTTP request, the route it matched, if any.
+    pub route: Option<MatchedRoute>,
+    /// The generation it ran on; 0 before any is live.
+    pub generation: u64,
+}
+
+impl Outcome {
+    /// A deny with `reason`, taken by no generation: before the first one is
+    /// live.
+    pub fn unserved(reason: Reason) -> Self {
+        Self {
+            decision: Decision::deny(reason),
+            route: None,
+            generation: 0,
+        }
+    }
+}
+
+/// What a worker decided for a batch: the decisions in order, all on one
+/// generation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchOutcome {
+    /// The decisions, in the order of the requests.
+    pub decisions: Vec<Decision>,
+    /// The generation they ran on.
+    pub generation: u64,
+}
+
+/// One thread's handle on the live policy: an instance of a generation,
+/// refreshed when a newer one is published.
+pub struct Worker {
+    live: Arc<LivePolicy>,
+    serving: Option<(Arc<Generation>, PolicyInstance)>,
+}
+
+impl fmt::Debug for Worker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Worker")
+            .field("generation", &self.serving.as_ref().map(|(g, _)| g.number))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Worker {
+    pub(super) fn new(live: Arc<LivePolicy>) -> Self {
+        Self {
+            live,
+            serving: None,
+        }
+    }
+
+    /// The generation this worker's instance serves, once it has served one.
+    pub fn generation(&self) -> Option<&Generation> {
+        self.serving
+            .as_ref()
+            .map(|(generation, _)| generation.as_ref())
+    }
+
+    /// Decides one request on the current generation. Fails closed: if the
+    /// worker cannot get an instance of it, or the policy fails, the answer
+    /// is a deny with [`Reason::PolicyError`].
+    pub fn evaluate(&mut self, request: &Request<'_>) -> Outcome {
+        let (decision, generation) = match self.instance() {
+            Ok((instance, generation)) => (instance.evaluate(request), generation),
+            Err(generation) => (Decision::deny(Reason::PolicyError), generation),
+        };
+        self.count(decision.reason == Reason::PolicyError, 1);
+        Outcome {
+            decision,
+            route: None,
+            generation,
+        }
+    }
+
+    /// Decides many requests on one generation, in one call.
+    pub fn evaluate_batch(&mut self, requests: &[Request<'_>]) -> BatchOutcome {
+        let (decisions, generation) = match self.instance() {
+            Ok((instance, generation)) => (instance.evaluate_batch(requests), generation),
+            Err(generation) => (
+                vec![Decision::deny(Reason::PolicyError); requests.len()],
+                generation,
+            ),
+        };
+        let failed = decisions
+            .first()
+            .is_some_and(|d| d.reason == Reason::PolicyError);
+        self.count(failed, decisions.len());
+        BatchOutcome {
+            decisions,
+            generation,
+        }
+    }
+
+    /// Routes and decides an HTTP request on the current generation; fails
+    /// closed as [`Worker::evaluate`] does.
+    pub fn evaluate_http(&mut self, request: &HttpRequest<'_>) -> Outcome {
+        let (routed, generation) = match self.instance() {
+            Ok((instance, generation)) => (instance.evaluate_http(request), generation),
+            Err(generation) => (RoutedDecision::deny(Reason::PolicyError), generation),
+        };
+        self.count(routed.decision.reason == Reason::PolicyError, 1);
+        Outcome {
+            decision: routed.decision,
+            route: routed.route,
+            generation,
+        }
+    }
+
+    fn count(&self, failed: bool, decisions: usize) {
+        if failed {
+            let stats = &self.live.stats;
+            stats
+                .policy_errors
+                .fetch_add(decisions as u64, Ordering::Relaxed);
+            stats.instances_replaced.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The instance of the current generation, and that generation's number.
+    /// On the hot path this is one atomic load and a comparison; only when a
+    /// newer generation was published is the instance rebuilt or reloaded.
+    /// On failure, the number of the generation it could not serve.
+    fn instance(&mut self) -> std::result::Result<(&mut PolicyInstance, u64), u64> {
+        let current = self.live.current.load();
+        let number = current.number;
+        let fresh = matches!(&self.serving, Some((serving, _)) if serving.number == number);
+        if !fresh {
+            let generation = arc_swap::Guard::into_inner(current);
+            let reuse = self.serving.take().and_then(|(old, instance)| {
+                (old.component.info().digest == generation.component.info().digest)
+                    .then_some(instance)
+            });
+            let instance = match reuse {
+                Some(instance) => Ok(instance),
+                None => generation.component.instantiate(self.live.limits.clone()),
+            };
+            let loaded = instance.and_then(|mut instance| {
+                instance.load_shared_snapshot(Arc::clone(&generation.snapshot))?;
+                Ok(instance)
+            });
+            match loaded {
+                Ok(instance) => self.serving = Some((generation, instance)),
+                Err(_) => return Err(number),
+            }
+        }
+        match &mut self.serving {
+            Some((_, instance)) => Ok((instance, number)),
+            None => Err(number),
+        }
+    }
+}
