@@ -27,7 +27,7 @@ pub struct ServeConfig {
     /// How often the store is checked for changes, in milliseconds.
     pub poll_ms: u64,
     /// Async worker threads; the number of cores if `None`.
-    pub workers: Option<usize>,
+    pub workers: Option<std::num::NonZeroUsize>,
     /// Where decision logs go: a file, `-` for stdout, or nowhere if `None`.
     pub decision_log: Option<PathBuf>,
     /// How requests carry the key and where keyscope puts what it decided.
@@ -218,9 +218,6 @@ impl ServeConfig {
                  [A-Za-z0-9._~-] (no `.` or `..`, no trailing `/`), as `/ext_authz`",
                 keyscope_store::printable(prefix)
             ));
-        }
-        if self.workers == Some(0) {
-            return bad("workers must be at least 1".to_owned());
         }
         let limits = &self.limits;
         for (what, value) in [

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Args;
-use keyscope_serve::{Event, ServeConfig};
+use keyscope_serve::{Addresses, ServeConfig, Server};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -37,7 +37,7 @@ pub struct ServeArgs {
     poll_ms: Option<u64>,
     /// Async worker threads (default: one per core).
     #[arg(long, value_name = "N")]
-    workers: Option<usize>,
+    workers: Option<std::num::NonZeroUsize>,
 }
 
 pub fn run(args: ServeArgs, store: &Path) -> anyhow::Result<ExitCode> {
@@ -58,7 +58,6 @@ pub fn run(args: ServeArgs, store: &Path) -> anyhow::Result<ExitCode> {
         config.poll_ms = poll_ms;
     }
     config.workers = args.workers.or(config.workers);
-    config.validate()?;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("KEYSCOPE_LOG")
@@ -69,35 +68,36 @@ pub fn run(args: ServeArgs, store: &Path) -> anyhow::Result<ExitCode> {
         .init();
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(workers) = config.workers {
-        runtime.worker_threads(workers);
+        runtime.worker_threads(workers.get());
     }
     let runtime = runtime
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(keyscope_serve::run(config, print_event))?;
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Listening and ready events go to stdout as JSON lines, for scripts and
-/// tests; a new admin token goes to stderr, this once.
-fn print_event(event: Event) {
-    use std::io::Write as _;
-    let line = match event {
-        Event::Listening { http, grpc, admin } => serde_json::json!({
+    runtime.block_on(async {
+        // Validates and loads everything, then binds; only then is
+        // `listening` said.
+        let mut server = Server::bind(config).await?;
+        let Addresses { http, grpc, admin } = server.addresses();
+        say(serde_json::json!({
             "event": "listening", "http": http, "grpc": grpc, "admin": admin,
-        }),
-        Event::Ready { generation } => serde_json::json!({
-            "event": "ready", "generation": generation,
-        }),
-        Event::AdminToken(token) => {
+        }));
+        if let Some(token) = server.take_new_admin_token() {
             eprintln!(
                 "keyscope: new admin token, shown only this once (the store keeps its SHA-256):\n{}",
                 token.as_str()
             );
-            return;
         }
-    };
+        say(serde_json::json!({ "event": "ready", "generation": server.generation() }));
+        server.run().await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Listening and ready events go to stdout as JSON lines, for scripts and
+/// tests.
+fn say(line: serde_json::Value) {
+    use std::io::Write as _;
     let mut stdout = std::io::stdout().lock();
     let _ = writeln!(stdout, "{line}");
     let _ = stdout.flush();

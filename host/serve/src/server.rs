@@ -1,0 +1,415 @@
+//! The server as a value: [`Server::bind`] validates the configuration,
+//! loads everything that can be refused and binds the listeners;
+//! [`Server::run`] serves until SIGTERM or SIGINT, then drains.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use envoy_types::ext_authz::v3::pb::AuthorizationServer;
+use keyscope_runtime::swap::{LiveOptions, LivePolicy};
+use keyscope_store::SqliteStore as Store;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+use tokio_stream::StreamExt as _;
+use zeroize::Zeroizing;
+
+use crate::authz::Authorizer;
+use crate::config::ServeConfig;
+use crate::decision_log::{DecisionLog, LogWriter};
+use crate::metrics::Metrics;
+use crate::refresh::{Refresher, ReloadError};
+use crate::{ServeError, admin, conn, grpc, http};
+
+/// The listeners' addresses, with port 0 resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Addresses {
+    /// The HTTP listener.
+    pub http: SocketAddr,
+    /// The gRPC listener, if on.
+    pub grpc: Option<SocketAddr>,
+    /// The admin listener, if on.
+    pub admin: Option<SocketAddr>,
+}
+
+/// A loaded, bound server, not yet serving.
+pub struct Server {
+    config: ServeConfig,
+    refresher: Arc<Refresher>,
+    admin: Option<AdminStarted>,
+    log: DecisionLog,
+    log_writer: Option<LogWriter>,
+    http: TcpListener,
+    grpc: Option<TcpListener>,
+    admin_listener: Option<TcpListener>,
+    addresses: Addresses,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("addresses", &self.addresses)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Validates `config`, then loads everything that can be refused (the
+    /// store, the module, the first generation, the admin token, the
+    /// decision log), and only then binds the listeners: a bad file never
+    /// leaves a server that listened and then exited.
+    pub async fn bind(config: ServeConfig) -> Result<Self, ServeError> {
+        config.validate()?;
+        let started = {
+            let config = config.clone();
+            tokio::task::spawn_blocking(move || start_live(&config))
+                .await
+                .map_err(|join| ServeError::Io {
+                    what: "starting the live policy".to_owned(),
+                    source: std::io::Error::other(join.to_string()),
+                })??
+        };
+        let (log, log_writer) = match &config.decision_log {
+            Some(path) => {
+                let (log, writer) = DecisionLog::start(path)?;
+                (log, Some(writer))
+            }
+            None => (DecisionLog::off(), None),
+        };
+        let http = bind(config.listen).await?;
+        let grpc = match config.grpc_listen {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
+        let admin_listener = match (config.admin.listen, &started.admin) {
+            (Some(addr), Some(_)) => Some(bind(addr).await?),
+            _ => None,
+        };
+        let addresses = Addresses {
+            http: local(&http)?,
+            grpc: grpc.as_ref().map(local).transpose()?,
+            admin: admin_listener.as_ref().map(local).transpose()?,
+        };
+        Ok(Self {
+            config,
+            refresher: started.refresher,
+            admin: started.admin,
+            log,
+            log_writer,
+            http,
+            grpc,
+            admin_listener,
+            addresses,
+        })
+    }
+
+    /// Where it listens.
+    pub fn addresses(&self) -> Addresses {
+        self.addresses
+    }
+
+    /// The live generation's number.
+    pub fn generation(&self) -> u64 {
+        self.refresher.live().current().number
+    }
+
+    /// The admin token, if it was generated at this start: to be shown
+    /// once, and only the first time this is called.
+    pub fn take_new_admin_token(&mut self) -> Option<Zeroizing<String>> {
+        self.admin
+            .as_mut()
+            .and_then(|admin| admin.token.shown.take())
+    }
+
+    /// Serves until SIGTERM or SIGINT, then stops accepting, drains the
+    /// requests in flight (for up to the drain timeout) and flushes the
+    /// decision log. SIGHUP reloads the module and refreshes the snapshot.
+    pub async fn run(self) -> Result<(), ServeError> {
+        let Self {
+            config,
+            refresher,
+            admin: admin_started,
+            log,
+            log_writer,
+            http: http_listener,
+            grpc: grpc_listener,
+            admin_listener,
+            addresses: _,
+        } = self;
+        let limits = config.limits.clone();
+        let listeners =
+            1 + usize::from(grpc_listener.is_some()) + usize::from(admin_listener.is_some());
+        let accept = conn::AcceptLimits {
+            max_connections: limits.connections_per_listener(listeners, conn::descriptor_limit()),
+            idle_timeout: limits.idle_timeout(),
+        };
+        tracing::info!(
+            per_listener = accept.max_connections,
+            idle_timeout_ms = limits.idle_timeout_ms,
+            "connection limits"
+        );
+        let authorizer = Arc::new(Authorizer::new(Metrics::new(), log, config.headers.clone()));
+        authorizer.set_live(Arc::clone(refresher.live()));
+        let _watcher =
+            refresher
+                .watch(config.poll_interval())
+                .map_err(|source| ServeError::Io {
+                    what: "starting the store watcher".to_owned(),
+                    source,
+                })?;
+        let (stop, stopped) = watch::channel(false);
+        let mut servers = tokio::task::JoinSet::new();
+        servers.spawn(http::serve(
+            http_listener,
+            http::router(Arc::clone(&authorizer), &config.envoy_path_prefix, &limits),
+            limits.clone(),
+            accept,
+            stopped.clone(),
+        ));
+        if let Some(listener) = grpc_listener {
+            let service = AuthorizationServer::new(grpc::ExtAuthz::new(Arc::clone(&authorizer)))
+                .max_decoding_message_size(limits.max_header_bytes.max(4096) * 4);
+            let incoming = tokio_stream::wrappers::ReceiverStream::new(conn::accept(
+                listener,
+                accept,
+                stopped.clone(),
+            ))
+            .map(Ok::<_, std::io::Error>);
+            let mut stopped = stopped.clone();
+            let server = tonic::transport::Server::builder()
+                .timeout(limits.request_timeout())
+                .http2_keepalive_interval(Some(limits.grpc_keepalive()))
+                .http2_keepalive_timeout(Some(limits.idle_timeout()))
+                .http2_max_header_list_size(
+                    u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX),
+                )
+                .add_service(service)
+                .serve_with_incoming_shutdown(incoming, async move {
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                });
+            servers.spawn(async move {
+                if let Err(error) = server.await {
+                    tracing::error!(%error, "the gRPC server failed");
+                }
+            });
+        }
+        if let (Some(listener), Some(AdminStarted { store, token })) =
+            (admin_listener, admin_started)
+        {
+            if config
+                .admin
+                .listen
+                .is_some_and(|addr| !addr.ip().is_loopback())
+            {
+                tracing::warn!(
+                    "the admin API listens beyond loopback; put it behind TLS or a private network"
+                );
+            }
+            servers.spawn(http::serve(
+                listener,
+                admin::router(
+                    store,
+                    Arc::clone(&refresher),
+                    Arc::clone(&authorizer),
+                    token.digest,
+                    &limits,
+                ),
+                limits.clone(),
+                accept,
+                stopped.clone(),
+            ));
+        }
+        tracing::info!(
+            generation = refresher.live().current().number,
+            "live: serving decisions"
+        );
+
+        signals(&refresher).await?;
+        tracing::info!("shutting down: draining requests in flight");
+        let _ = stop.send(true);
+        // Each server drains for up to the drain timeout; a client that
+        // ignores the HTTP/2 GOAWAY must not hold the process beyond it.
+        let drained = tokio::time::timeout(limits.drain_timeout(), async {
+            while servers.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("drain timeout: closing the connections still open");
+            servers.abort_all();
+            while servers.join_next().await.is_some() {}
+        }
+        drop(authorizer);
+        if let Some(writer) = log_writer {
+            writer.finish();
+        }
+        Ok(())
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })
+}
+
+fn local(listener: &TcpListener) -> Result<SocketAddr, ServeError> {
+    listener.local_addr().map_err(|source| ServeError::Io {
+        what: "reading a listener's address".to_owned(),
+        source,
+    })
+}
+
+/// What [`start_live`] loaded.
+struct Started {
+    refresher: Arc<Refresher>,
+    /// With the admin API on: its own store connection and its token.
+    admin: Option<AdminStarted>,
+}
+
+struct AdminStarted {
+    store: Store,
+    token: AdminToken,
+}
+
+/// The admin token's digest, and the token itself when it was just made
+/// (to be shown once).
+struct AdminToken {
+    digest: [u8; 32],
+    shown: Option<Zeroizing<String>>,
+}
+
+/// Opens the store, builds the first generation, and sets up the admin token.
+fn start_live(config: &ServeConfig) -> Result<Started, ServeError> {
+    let mut store = Store::open_existing(&config.store)?;
+    let snapshot = keyscope_store::snapshot::build(&mut store)?;
+    let module = config
+        .policy
+        .as_deref()
+        .map(|path| keyscope_runtime::files::read_regular(path, config.limits.max_policy_bytes))
+        .transpose()?;
+    let live = Arc::new(LivePolicy::new(
+        module.as_deref(),
+        &snapshot,
+        LiveOptions::default(),
+    )?);
+    let refresher = Arc::new(Refresher::new(
+        live,
+        store,
+        config.policy.clone(),
+        config.limits.max_policy_bytes,
+    )?);
+    let admin = match config.admin.listen {
+        None => None,
+        Some(_) => {
+            let mut store = Store::open_existing(&config.store)?;
+            let token = admin_token(&mut store, config.admin.token_file.as_deref())?;
+            Some(AdminStarted { store, token })
+        }
+    };
+    Ok(Started { refresher, admin })
+}
+
+/// The shortest admin token a token file may hold.
+pub(crate) const MIN_ADMIN_TOKEN_LEN: usize = 16;
+
+/// The admin token's digest: from the token file, else the stored one, else
+/// a new token (returned to be shown once). A token file must be readable by
+/// its owner only, as ssh requires of a private key.
+fn admin_token(
+    store: &mut Store,
+    file: Option<&std::path::Path>,
+) -> Result<AdminToken, ServeError> {
+    if let Some(path) = file {
+        use std::os::unix::fs::PermissionsExt as _;
+        let io = |source| ServeError::Io {
+            what: format!("reading admin token file `{}`", path.display()),
+            source,
+        };
+        let mode = std::fs::metadata(path).map_err(io)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            return Err(ServeError::Invalid(format!(
+                "the admin token file `{}` is open to group or others (mode {:04o}); \
+                 run `chmod 600 {}`",
+                path.display(),
+                mode & 0o7777,
+                path.display()
+            )));
+        }
+        let bytes = Zeroizing::new(keyscope_runtime::files::read_regular(path, 4096)?);
+        let text = std::str::from_utf8(&bytes).map_err(|_| {
+            ServeError::Invalid(format!(
+                "the admin token file `{}` is not UTF-8 text",
+                path.display()
+            ))
+        })?;
+        let token = text.trim();
+        if token.len() < MIN_ADMIN_TOKEN_LEN {
+            return Err(ServeError::Invalid(format!(
+                "the admin token in `{}` is shorter than {MIN_ADMIN_TOKEN_LEN} characters",
+                path.display()
+            )));
+        }
+        let digest = admin::token_digest(token);
+        store.set_admin_token_digest(&digest)?;
+        return Ok(AdminToken {
+            digest,
+            shown: None,
+        });
+    }
+    if let Some(digest) = store.admin_token_digest()? {
+        return Ok(AdminToken {
+            digest,
+            shown: None,
+        });
+    }
+    let token = admin::generate_token();
+    let digest = admin::token_digest(&token);
+    store.set_admin_token_digest(&digest)?;
+    Ok(AdminToken {
+        digest,
+        shown: Some(token),
+    })
+}
+
+/// Waits for SIGTERM or SIGINT; on SIGHUP reloads the module from its file
+/// and rebuilds the snapshot.
+async fn signals(refresher: &Arc<Refresher>) -> Result<(), ServeError> {
+    let install = |kind: SignalKind| {
+        signal(kind).map_err(|source| ServeError::Io {
+            what: "installing a signal handler".to_owned(),
+            source,
+        })
+    };
+    let mut hangup = install(SignalKind::hangup())?;
+    let mut terminate = install(SignalKind::terminate())?;
+    let mut interrupt = install(SignalKind::interrupt())?;
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => {
+                let refresher = Arc::clone(refresher);
+                let reloaded = tokio::task::spawn_blocking(move || {
+                    let module = refresher.reload_module(None);
+                    let snapshot = refresher.refresh();
+                    (module, snapshot)
+                })
+                .await;
+                match reloaded {
+                    Ok((Ok(generation), _)) => tracing::info!(
+                        generation = generation.number,
+                        module = %generation.component.info().digest,
+                        "SIGHUP: module reloaded"
+                    ),
+                    Ok((Err(ReloadError::NoPolicyFile), _)) => {
+                        tracing::info!("SIGHUP: no policy file to reload; snapshot refreshed");
+                    }
+                    Ok((Err(error), _)) => {
+                        tracing::error!(%error, "SIGHUP: module refused; the current one keeps serving");
+                    }
+                    Err(error) => tracing::error!(%error, "SIGHUP: reload failed"),
+                }
+            }
+            _ = terminate.recv() => return Ok(()),
+            _ = interrupt.recv() => return Ok(()),
+        }
+    }
+}
