@@ -9,7 +9,7 @@ use std::io::{BufRead as _, BufReader, Read as _};
 use std::process::{Command, Stdio};
 
 use keyscope_runtime::KeySecret;
-use keyscope_store::SqliteStore as Store;
+use keyscope_store::{SqliteStore as Store, Store as _};
 
 use crate::support::Sandbox;
 

@@ -11,7 +11,7 @@ use keyscope_runtime::{
     SwapError, SwapStep, keys,
 };
 use keyscope_serve::{RefreshError, Refresher};
-use keyscope_store::{SqliteStore as Store, StoreError};
+use keyscope_store::{SqliteStore as Store, Store as _, StoreError};
 use serde_json::{Value, json};
 
 use crate::support::{Sandbox, http_client};

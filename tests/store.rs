@@ -1,7 +1,9 @@
 //! The store through the library API: transactions, tombstones, snapshots.
 
 use keyscope_runtime::{AgentsLevel, RuntimeSet};
-use keyscope_store::{ScopeRef, ScopeUpdate, SqliteStore as Store, StoreError as Error};
+use keyscope_store::{
+    ScopeRef, ScopeUpdate, SqliteStore as Store, Store as _, StoreError as Error,
+};
 
 fn store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();

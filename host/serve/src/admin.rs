@@ -25,7 +25,7 @@ use super::authz::Authorizer;
 use super::config::RequestLimits;
 use super::refresh::{Refresher, ReloadError};
 use keyscope_policy::{AgentsLevel, RuntimeSet};
-use keyscope_store::{ScopeRef, ScopeUpdate, SqliteStore as Store, StoreError};
+use keyscope_store::{ScopeRef, ScopeUpdate, SqliteStore as Store, Store as _, StoreError};
 
 /// A new admin token: `ksadmin_` and 40 characters from the CSPRNG.
 pub fn generate_token() -> Zeroizing<String> {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use keyscope_runtime::swap::{LiveOptions, LivePolicy};
-use keyscope_store::SqliteStore as Store;
+use keyscope_store::{SqliteStore as Store, Store as _};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;

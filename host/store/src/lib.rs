@@ -2,6 +2,7 @@
 //! operation catalogue and the route table, and the snapshot built from
 //! them.
 //!
+//! - [`Store`]: the contract every backend keeps.
 //! - [`SqliteStore`]: the embedded store, one SQLite file, one transaction
 //!   per change; a new key is committed only once its secret was delivered
 //!   ([`SqliteStore::create_key_delivered`]).
@@ -18,7 +19,9 @@ mod records;
 mod schema;
 pub mod snapshot;
 mod sqlite;
+mod store;
 
 pub use error::{Result, StoreError, printable};
 pub use records::{ApiKey, NewKey, Quotas, Scope, ScopeRef, ScopeUpdate};
 pub use sqlite::SqliteStore;
+pub use store::Store;

@@ -15,6 +15,7 @@ use crate::error::{Result, StoreError as Error};
 use crate::fault;
 use crate::records::{ApiKey, NewKey, Quotas, Scope, ScopeRef, ScopeUpdate};
 use crate::schema;
+use crate::store::Store;
 
 const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
 
@@ -48,8 +49,23 @@ impl SqliteStore {
         &self.path
     }
 
-    /// Creates a scope.
-    pub fn create_scope(
+    /// SQLite's `data_version` for this connection: it changes when another
+    /// connection (in this process or another) commits a change.
+    pub fn data_version(&self) -> Result<i64> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA data_version", [], |row| row.get(0))?)
+    }
+
+    fn write(&mut self) -> Result<Transaction<'_>> {
+        Ok(self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?)
+    }
+}
+
+impl Store for SqliteStore {
+    fn create_scope(
         &mut self,
         app: &str,
         name: &str,
@@ -90,8 +106,7 @@ impl SqliteStore {
         Ok(scope)
     }
 
-    /// Live scopes, of one app or of all, ordered by app then name.
-    pub fn list_scopes(&self, app: Option<&str>) -> Result<Vec<Scope>> {
+    fn list_scopes(&self, app: Option<&str>) -> Result<Vec<Scope>> {
         let mut stmt = self.conn.prepare(&format!(
             "{SCOPE_COLUMNS} WHERE deleted_at IS NULL AND (?1 IS NULL OR app = ?1) \
              ORDER BY app, name"
@@ -102,13 +117,11 @@ impl SqliteStore {
         Ok(scopes)
     }
 
-    /// One live scope.
-    pub fn scope(&self, scope: &ScopeRef) -> Result<Scope> {
+    fn scope(&self, scope: &ScopeRef) -> Result<Scope> {
         get_scope(&self.conn, scope)
     }
 
-    /// Changes a scope. The change is visible to the next decision.
-    pub fn update_scope(&mut self, scope: &ScopeRef, update: &ScopeUpdate) -> Result<Scope> {
+    fn update_scope(&mut self, scope: &ScopeRef, update: &ScopeUpdate) -> Result<Scope> {
         let tx = self.write()?;
         let current = get_scope(&tx, scope)?;
         if let Some(name) = &update.name {
@@ -140,10 +153,7 @@ impl SqliteStore {
         Ok(scope)
     }
 
-    /// Deletes a scope. Refuses while it has live keys, unless `revoke_keys`,
-    /// which revokes them in the same transaction. Returns the deleted scope
-    /// and the keys revoked.
-    pub fn delete_scope(
+    fn delete_scope(
         &mut self,
         scope: &ScopeRef,
         revoke_keys: bool,
@@ -178,18 +188,7 @@ impl SqliteStore {
         Ok((current, revoked))
     }
 
-    /// Issues a key for a scope. The returned secret exists nowhere else.
-    pub fn create_key(&mut self, scope: &ScopeRef, name: &str) -> Result<NewKey> {
-        self.create_key_delivered(scope, name, |_| Ok::<_, std::convert::Infallible>(()))?
-            .map(|((), key)| key)
-            .map_err(|never| match never {})
-    }
-
-    /// Issues a key for a scope and hands it to `deliver` (which shows the
-    /// secret to its user) before the key is committed. If `deliver` fails,
-    /// the key is rolled back: no key is ever live whose secret nobody got.
-    /// A store error is the outer `Err`; a failed delivery the inner one.
-    pub fn create_key_delivered<T, E>(
+    fn create_key_delivered<T, E>(
         &mut self,
         scope: &ScopeRef,
         name: &str,
@@ -245,8 +244,7 @@ impl SqliteStore {
         Ok(Ok((delivered, created)))
     }
 
-    /// Keys, live and revoked, of one scope or of all, by id.
-    pub fn list_keys(&self, scope: Option<&ScopeRef>) -> Result<Vec<ApiKey>> {
+    fn list_keys(&self, scope: Option<&ScopeRef>) -> Result<Vec<ApiKey>> {
         let scope_id = scope
             .map(|scope| self.scope(scope))
             .transpose()?
@@ -254,9 +252,7 @@ impl SqliteStore {
         list_keys(&self.conn, scope_id)
     }
 
-    /// Revokes a key. Revoking a revoked key changes nothing and returns it
-    /// with its original revocation time.
-    pub fn revoke_key(&mut self, id: u64) -> Result<ApiKey> {
+    fn revoke_key(&mut self, id: u64) -> Result<ApiKey> {
         let Some(id_sql) = sql_id(id) else {
             return Err(Error::KeyNotFound(id));
         };
@@ -270,14 +266,11 @@ impl SqliteStore {
         Ok(key)
     }
 
-    /// The limits in force.
-    pub fn quotas(&self) -> Result<Quotas> {
+    fn quotas(&self) -> Result<Quotas> {
         read_quotas(&self.conn)
     }
 
-    /// Changes the limits. Existing scopes and keys over a lowered limit stay;
-    /// only new ones are refused.
-    pub fn set_quotas(&mut self, quotas: Quotas) -> Result<Quotas> {
+    fn set_quotas(&mut self, quotas: Quotas) -> Result<Quotas> {
         for (what, value) in [
             ("scopes per app", quotas.scopes_per_app),
             ("keys per scope", quotas.keys_per_scope),
@@ -303,13 +296,11 @@ impl SqliteStore {
         Ok(quotas)
     }
 
-    /// The operation catalogue, by name.
-    pub fn operations(&self) -> Result<Vec<OperationEntry>> {
+    fn operations(&self) -> Result<Vec<OperationEntry>> {
         read_operations(&self.conn)
     }
 
-    /// Adds an operation to the catalogue or changes what it requires.
-    pub fn set_operation(&mut self, name: &str, requires: Requirement) -> Result<OperationEntry> {
+    fn set_operation(&mut self, name: &str, requires: Requirement) -> Result<OperationEntry> {
         check_name("operation", name)?;
         let tx = self.write()?;
         tx.execute(
@@ -324,8 +315,7 @@ impl SqliteStore {
         })
     }
 
-    /// Removes an operation from the catalogue; it is denied from then on.
-    pub fn remove_operation(&mut self, name: &str) -> Result<()> {
+    fn remove_operation(&mut self, name: &str) -> Result<()> {
         let tx = self.write()?;
         if tx.execute("DELETE FROM operations WHERE name = ?1", [name])? == 0 {
             return Err(Error::invalid(
@@ -338,9 +328,7 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Everything a snapshot holds, read in one transaction so that it is
-    /// consistent: the catalogue, the live scopes, and every key.
-    pub fn snapshot_data(&mut self) -> Result<SnapshotData> {
+    fn snapshot_data(&mut self) -> Result<SnapshotData> {
         if fault::store_read_fails() {
             return Err(Error::Injected("store-read"));
         }
@@ -385,16 +373,7 @@ impl SqliteStore {
         })
     }
 
-    /// SQLite's `data_version` for this connection: it changes when another
-    /// connection (in this process or another) commits a change.
-    pub fn data_version(&self) -> Result<i64> {
-        Ok(self
-            .conn
-            .query_row("PRAGMA data_version", [], |row| row.get(0))?)
-    }
-
-    /// The SHA-256 of the server's admin token, once one is set.
-    pub fn admin_token_digest(&self) -> Result<Option<[u8; 32]>> {
+    fn admin_token_digest(&self) -> Result<Option<[u8; 32]>> {
         let digest: Option<Vec<u8>> = self
             .conn
             .query_row("SELECT digest FROM admin_token WHERE id = 1", [], |row| {
@@ -411,8 +390,7 @@ impl SqliteStore {
             .transpose()
     }
 
-    /// Sets the SHA-256 of the server's admin token, replacing any other.
-    pub fn set_admin_token_digest(&mut self, digest: &[u8; 32]) -> Result<()> {
+    fn set_admin_token_digest(&mut self, digest: &[u8; 32]) -> Result<()> {
         let tx = self.write()?;
         tx.execute(
             &format!(
@@ -426,14 +404,11 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// The route table, in matching order.
-    pub fn routes(&self) -> Result<Vec<RouteEntry>> {
+    fn routes(&self) -> Result<Vec<RouteEntry>> {
         read_routes(&self.conn)
     }
 
-    /// Adds a route at the end of the table, or points an existing one (same
-    /// method and pattern) at another operation.
-    pub fn set_route(&mut self, method: &str, pattern: &str, op: &str) -> Result<RouteEntry> {
+    fn set_route(&mut self, method: &str, pattern: &str, op: &str) -> Result<RouteEntry> {
         let route = RouteEntry {
             method: method.to_owned(),
             pattern: pattern.to_owned(),
@@ -458,8 +433,7 @@ impl SqliteStore {
         Ok(route)
     }
 
-    /// Removes a route; requests it matched are denied from then on.
-    pub fn remove_route(&mut self, method: &str, pattern: &str) -> Result<()> {
+    fn remove_route(&mut self, method: &str, pattern: &str) -> Result<()> {
         let tx = self.write()?;
         let removed = tx.execute(
             "DELETE FROM routes WHERE method = ?1 AND pattern = ?2",
@@ -474,12 +448,6 @@ impl SqliteStore {
         }
         tx.commit()?;
         Ok(())
-    }
-
-    fn write(&mut self) -> Result<Transaction<'_>> {
-        Ok(self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?)
     }
 }
 

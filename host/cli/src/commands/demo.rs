@@ -10,7 +10,7 @@ use keyscope_runtime::{
     AgentsLevel, DecisionJson, KeySecret, PolicyComponent, PolicyEngine, PolicyInstance, Request,
     RuntimePermission, RuntimeSet, keys,
 };
-use keyscope_store::{ScopeRef, ScopeUpdate, SqliteStore as Store};
+use keyscope_store::{ScopeRef, ScopeUpdate, SqliteStore as Store, Store as _};
 use serde::Serialize;
 
 use super::output::{self, Output};

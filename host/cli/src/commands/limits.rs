@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use keyscope_store::{Quotas, SqliteStore as Store};
+use keyscope_store::{Quotas, SqliteStore as Store, Store as _};
 
 use super::output::Output;
 

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 use keyscope_runtime::Requirement;
-use keyscope_store::SqliteStore as Store;
+use keyscope_store::{SqliteStore as Store, Store as _};
 use serde::Serialize;
 
 use super::output::Output;

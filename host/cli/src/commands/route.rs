@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 use keyscope_runtime::RouteEntry;
-use keyscope_store::SqliteStore as Store;
+use keyscope_store::{SqliteStore as Store, Store as _};
 
 use super::output::Output;
 

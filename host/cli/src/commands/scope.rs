@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 use keyscope_runtime::{AgentsLevel, RuntimeSet};
-use keyscope_store::{ScopeRef, ScopeUpdate, SqliteStore as Store};
+use keyscope_store::{ScopeRef, ScopeUpdate, SqliteStore as Store, Store as _};
 use serde::Serialize;
 
 use super::output::{self, Output};

@@ -1,0 +1,103 @@
+//! The store's contract: what the CLI, the admin API and the snapshot
+//! builder need of a store, whatever keeps the data. SQLite
+//! ([`crate::SqliteStore`]) is the embedded implementation; a shared
+//! database is the next.
+//!
+//! Every change is one transaction: it is whole or not at all. Names are
+//! unique among the live, per-app and per-scope limits hold, and revocation
+//! and deletion leave tombstones.
+
+use keyscope_policy::snapshot::{OperationEntry, SnapshotData};
+use keyscope_policy::{AgentsLevel, Requirement, RouteEntry, RuntimeSet};
+
+use crate::error::Result;
+use crate::records::{ApiKey, NewKey, Quotas, Scope, ScopeRef, ScopeUpdate};
+
+/// A store of scopes, keys, limits, the operation catalogue and the route
+/// table.
+pub trait Store {
+    /// Creates a scope.
+    fn create_scope(
+        &mut self,
+        app: &str,
+        name: &str,
+        agents: AgentsLevel,
+        runtime: RuntimeSet,
+    ) -> Result<Scope>;
+
+    /// Live scopes, of one app or of all, ordered by app then name.
+    fn list_scopes(&self, app: Option<&str>) -> Result<Vec<Scope>>;
+
+    /// One live scope.
+    fn scope(&self, scope: &ScopeRef) -> Result<Scope>;
+
+    /// Changes a scope. The change is visible to the next decision.
+    fn update_scope(&mut self, scope: &ScopeRef, update: &ScopeUpdate) -> Result<Scope>;
+
+    /// Deletes a scope. Refuses while it has live keys, unless `revoke_keys`,
+    /// which revokes them in the same transaction. Returns the deleted scope
+    /// and the keys revoked.
+    fn delete_scope(&mut self, scope: &ScopeRef, revoke_keys: bool)
+    -> Result<(Scope, Vec<ApiKey>)>;
+
+    /// Issues a key for a scope. The returned secret exists nowhere else.
+    fn create_key(&mut self, scope: &ScopeRef, name: &str) -> Result<NewKey> {
+        self.create_key_delivered(scope, name, |_| Ok::<_, std::convert::Infallible>(()))?
+            .map(|((), key)| key)
+            .map_err(|never| match never {})
+    }
+
+    /// Issues a key for a scope and hands it to `deliver` (which shows the
+    /// secret to its user) before the key is committed. If `deliver` fails,
+    /// the key is rolled back: no key is ever live whose secret nobody got.
+    /// A store error is the outer `Err`; a failed delivery the inner one.
+    fn create_key_delivered<T, E>(
+        &mut self,
+        scope: &ScopeRef,
+        name: &str,
+        deliver: impl FnOnce(&NewKey) -> std::result::Result<T, E>,
+    ) -> Result<std::result::Result<(T, NewKey), E>>;
+
+    /// Keys, live and revoked, of one scope or of all, by id.
+    fn list_keys(&self, scope: Option<&ScopeRef>) -> Result<Vec<ApiKey>>;
+
+    /// Revokes a key. Revoking a revoked key changes nothing and returns it
+    /// with its original revocation time.
+    fn revoke_key(&mut self, id: u64) -> Result<ApiKey>;
+
+    /// The limits in force.
+    fn quotas(&self) -> Result<Quotas>;
+
+    /// Changes the limits. Existing scopes and keys over a lowered limit stay;
+    /// only new ones are refused.
+    fn set_quotas(&mut self, quotas: Quotas) -> Result<Quotas>;
+
+    /// The operation catalogue, by name.
+    fn operations(&self) -> Result<Vec<OperationEntry>>;
+
+    /// Adds an operation to the catalogue or changes what it requires.
+    fn set_operation(&mut self, name: &str, requires: Requirement) -> Result<OperationEntry>;
+
+    /// Removes an operation from the catalogue; it is denied from then on.
+    fn remove_operation(&mut self, name: &str) -> Result<()>;
+
+    /// Everything a snapshot holds, read in one transaction so that it is
+    /// consistent: the catalogue, the live scopes, and every key.
+    fn snapshot_data(&mut self) -> Result<SnapshotData>;
+
+    /// The SHA-256 of the server's admin token, once one is set.
+    fn admin_token_digest(&self) -> Result<Option<[u8; 32]>>;
+
+    /// Sets the SHA-256 of the server's admin token, replacing any other.
+    fn set_admin_token_digest(&mut self, digest: &[u8; 32]) -> Result<()>;
+
+    /// The route table, in matching order.
+    fn routes(&self) -> Result<Vec<RouteEntry>>;
+
+    /// Adds a route at the end of the table, or points an existing one (same
+    /// method and pattern) at another operation.
+    fn set_route(&mut self, method: &str, pattern: &str, op: &str) -> Result<RouteEntry>;
+
+    /// Removes a route; requests it matched are denied from then on.
+    fn remove_route(&mut self, method: &str, pattern: &str) -> Result<()>;
+}
