@@ -10,19 +10,35 @@
     reason = "a test that cannot go on should stop loudly"
 )]
 
+/// Bad input to every command: named errors, exit 2, nothing half-written.
 mod bad_input;
+/// The CLI flow through the built binary: commands, JSON shapes, exit codes.
 mod cli;
+/// The embedded component itself: no imports, limits, deadlines, memory.
 mod component;
+/// The conformance suite, generated from the golden cases, through the CLI.
 mod conformance;
+/// SIGKILL at named points of a store write: the store stays whole.
 mod crash;
+/// Native rules against the component, on random requests (proptest).
 mod differential;
+/// Injected faults on the decision and swap paths: always a deny, never a swap.
 mod faults;
+/// The golden cases (fixtures/golden), native and through the component.
 mod golden;
+/// Hostile and careless use: idle sockets, duplicate keys, special files.
 mod hardening;
+/// Every output and file of a full flow searched for every raw key.
 mod leak;
+/// A real nginx with auth_request in front of keyscope serve.
 mod nginx;
+/// keyscope serve over real sockets: every door, admin, freshness, drain.
 mod serve;
+/// Mixed load for 30 s, every decision checked against the store history.
 mod soak;
+/// The SQLite store: limits, names, tombstones, refusals.
 mod store;
+/// Shared set-up: a sandboxed store, the binary, a running server.
 mod support;
+/// Hot swaps under load, and hostile modules refused or contained.
 mod swap;

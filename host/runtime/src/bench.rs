@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use keyscope_keys::{self as keys, KeySecret};
 use keyscope_policy::snapshot::{KeyEntry, ScopeEntry, SnapshotData, default_operations};
 use keyscope_policy::{AgentsLevel, KeyDigest, Request, RuntimeSet, Snapshot, rules};
 use serde::Serialize;
@@ -12,7 +13,6 @@ use sha2::{Digest as _, Sha256};
 use crate::component::PolicyComponent;
 use crate::engine::Limits;
 use crate::error::Result;
-use keyscope_keys::{self as keys, KeySecret};
 
 /// Scopes in the synthetic world, all in app `acme`.
 pub const SCOPES: u64 = 20;

@@ -5,6 +5,8 @@
 //! here) and runs them through every module before it goes live; users add
 //! their own with `keyscope policy check --cases FILE`.
 
+use keyscope_keys::{self as keys, KeySecret};
+use keyscope_policy::Request;
 use keyscope_policy::snapshot::{
     KeyEntry, OperationEntry, ScopeEntry, SnapshotData, default_operations,
 };
@@ -14,8 +16,7 @@ use crate::component::PolicyComponent;
 use crate::decision::DecisionJson;
 use crate::engine::Limits;
 use crate::error::{Error, Result};
-use keyscope_keys::{self as keys, KeySecret};
-use keyscope_policy::Request;
+use crate::instance::PolicyInstance;
 
 /// The golden case files that ship with keyscope, by name.
 pub const GOLDEN: &[(&str, &str)] = &[
@@ -203,14 +204,12 @@ impl CaseFile {
             instance.load_snapshot(&self.snapshot_data()?.encode()?)?;
         }
         for case in &self.cases {
-            let decision = instance.try_evaluate(&Request {
+            let request = Request {
                 credential: keys::credential(case.key.as_deref()),
                 app: &case.app,
                 op: &case.op,
-            })?;
-            let got = serde_json::to_value(DecisionJson::from(&decision))
-                .map_err(|e| Error::Encode(e.to_string()))?;
-            if got != case.expect {
+            };
+            if let Some(got) = run_case(&mut instance, &request, &case.expect)? {
                 return Err(Error::CaseFailed {
                     file: self.name.clone(),
                     case: case.name.clone(),
@@ -221,4 +220,19 @@ impl CaseFile {
         }
         Ok(self.cases.len())
     }
+}
+
+/// Decides `request` on `instance` and compares the decision, as the CLI
+/// prints it, with `expect`: `None` when they agree, else the decision
+/// got. The one way a case is run, for case files and the conformance
+/// suite alike.
+pub fn run_case(
+    instance: &mut PolicyInstance,
+    request: &Request<'_>,
+    expect: &serde_json::Value,
+) -> Result<Option<serde_json::Value>> {
+    let decision = instance.try_evaluate(request)?;
+    let got = serde_json::to_value(DecisionJson::from(&decision))
+        .map_err(|e| Error::Encode(e.to_string()))?;
+    Ok((got != *expect).then_some(got))
 }

@@ -7,16 +7,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use sha2::{Digest as _, Sha256};
-use wasmtime::Store;
-use wasmtime::StoreLimitsBuilder;
 use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, Linker};
 
-use crate::bindings::{DECIDE_INTERFACE, Policy, PolicyPre};
-use crate::engine::{Limits, PolicyEngine};
+use crate::bindings::{DECIDE_INTERFACE, PolicyPre};
+use crate::engine::{HostState, PolicyEngine};
 use crate::error::{Error, Result};
 use crate::fault::{self, Fault};
-use crate::instance::{HostState, PolicyInstance};
 
 /// The component built from `policy-guest/` and embedded at build time.
 pub static EMBEDDED_POLICY: &[u8] = include_bytes!(env!("KEYSCOPE_POLICY_COMPONENT"));
@@ -153,36 +150,13 @@ impl PolicyComponent {
         &self.info
     }
 
-    /// Starts an instance with no snapshot loaded.
-    pub fn instantiate(&self, limits: Limits) -> Result<PolicyInstance> {
-        let running = self.start(&limits)?;
-        Ok(PolicyInstance::new(self.clone(), limits, running))
+    /// The engine it was compiled for.
+    pub(crate) fn engine(&self) -> &PolicyEngine {
+        &self.engine
     }
 
-    /// A new store and instance, under `limits`.
-    pub(crate) fn start(&self, limits: &Limits) -> Result<(Store<HostState>, Policy)> {
-        if fault::hit(Fault::Instantiate) {
-            return Err(Error::Injected(Fault::Instantiate));
-        }
-        let mut store = Store::new(
-            self.engine.engine(),
-            HostState::new(
-                StoreLimitsBuilder::new()
-                    .memory_size(limits.max_memory)
-                    .memories(1)
-                    .tables(4)
-                    .table_elements(65_536)
-                    .instances(8)
-                    .trap_on_grow_failure(true)
-                    .build(),
-            ),
-        );
-        store.limiter(|state| state);
-        store.set_epoch_deadline(Limits::ticks(limits.load_timeout));
-        let policy = self
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| Error::wasm(Error::PolicyFailed, &e))?;
-        Ok((store, policy))
+    /// The pre-instantiated component.
+    pub(crate) fn pre(&self) -> &PolicyPre<HostState> {
+        &self.pre
     }
 }

@@ -7,15 +7,14 @@
 //! three hosts are checked against one source of truth. The suite is
 //! generated from the golden cases; a test keeps the committed copy current.
 
+use keyscope_keys as keys;
 use keyscope_policy::{Credential, KeyDigest, Request};
 use serde::{Deserialize, Serialize};
 
-use crate::cases::CaseFile;
+use crate::cases::{CaseFile, run_case};
 use crate::component::PolicyComponent;
-use crate::decision::DecisionJson;
 use crate::engine::Limits;
 use crate::error::{Error, Result};
-use keyscope_keys as keys;
 
 /// The contract a suite checks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -163,19 +162,18 @@ pub fn run(suite: &Suite, component: &PolicyComponent) -> Result<Report> {
         }
         for case in &group.cases {
             let derived = WireCredential::from(keys::credential(case.key.as_deref()));
-            let decision = instance.try_evaluate(&Request {
+            let request = Request {
                 credential: case.credential.to_credential()?,
                 app: &case.app,
                 op: &case.op,
-            })?;
-            let got = serde_json::to_value(DecisionJson::from(&decision))
-                .map_err(|e| Error::Encode(e.to_string()))?;
+            };
+            let mismatch = run_case(&mut instance, &request, &case.expect)?;
             if derived != case.credential {
                 report.failed.push(format!(
                     "{} / {}: credential {derived:?}, suite says {:?}",
                     group.name, case.name, case.credential
                 ));
-            } else if got != case.expect {
+            } else if let Some(got) = mismatch {
                 report.failed.push(format!(
                     "{} / {}: expected {}, got {got}",
                     group.name, case.name, case.expect

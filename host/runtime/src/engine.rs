@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use wasmtime::{Config, Engine};
+use wasmtime::{Config, Engine, ResourceLimiter, StoreLimits};
 
 use crate::error::{Error, Result};
 
@@ -134,5 +134,59 @@ impl Drop for EpochTicker {
             // The ticker only sleeps and increments; it cannot panic.
             let _ = thread.join();
         }
+    }
+}
+
+/// Per-store host state: only the resource limits. The policy imports
+/// nothing, so there is nothing else for it to reach.
+pub(crate) struct HostState {
+    limits: StoreLimits,
+    /// The largest linear memory granted, in bytes.
+    pub(crate) peak_memory: usize,
+}
+
+impl HostState {
+    pub(crate) fn new(limits: StoreLimits) -> Self {
+        Self {
+            limits,
+            peak_memory: 0,
+        }
+    }
+}
+
+/// The caps of [`StoreLimits`], plus a record of the peak memory granted.
+impl ResourceLimiter for HostState {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let granted = self.limits.memory_growing(current, desired, maximum)?;
+        if granted {
+            self.peak_memory = self.peak_memory.max(desired);
+        }
+        Ok(granted)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
     }
 }

@@ -14,65 +14,46 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keyscope_policy::{Decision, HttpRequest, Reason, Request, SnapshotInfo};
-use wasmtime::{ResourceLimiter, Store, StoreLimits};
+use wasmtime::{Store, StoreLimitsBuilder};
 
 use crate::bindings::{self, Policy};
 use crate::component::PolicyComponent;
-use crate::engine::Limits;
+use crate::engine::{HostState, Limits};
 use crate::error::{Error, Result};
 use crate::fault::{self, Fault};
 
-/// Per-store host state: only the resource limits. The policy imports
-/// nothing, so there is nothing else for it to reach.
-pub(crate) struct HostState {
-    limits: StoreLimits,
-    /// The largest linear memory granted, in bytes.
-    peak_memory: usize,
-}
+impl PolicyComponent {
+    /// Starts an instance with no snapshot loaded.
+    pub fn instantiate(&self, limits: Limits) -> Result<PolicyInstance> {
+        let running = self.start(&limits)?;
+        Ok(PolicyInstance::new(self.clone(), limits, running))
+    }
 
-impl HostState {
-    pub(crate) fn new(limits: StoreLimits) -> Self {
-        Self {
-            limits,
-            peak_memory: 0,
+    /// A new store and instance, under `limits`.
+    pub(crate) fn start(&self, limits: &Limits) -> Result<(Store<HostState>, Policy)> {
+        if fault::hit(Fault::Instantiate) {
+            return Err(Error::Injected(Fault::Instantiate));
         }
-    }
-}
-
-/// The caps of [`StoreLimits`], plus a record of the peak memory granted.
-impl ResourceLimiter for HostState {
-    fn memory_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        let granted = self.limits.memory_growing(current, desired, maximum)?;
-        if granted {
-            self.peak_memory = self.peak_memory.max(desired);
-        }
-        Ok(granted)
-    }
-
-    fn table_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        self.limits.table_growing(current, desired, maximum)
-    }
-
-    fn instances(&self) -> usize {
-        self.limits.instances()
-    }
-
-    fn tables(&self) -> usize {
-        self.limits.tables()
-    }
-
-    fn memories(&self) -> usize {
-        self.limits.memories()
+        let mut store = Store::new(
+            self.engine().engine(),
+            HostState::new(
+                StoreLimitsBuilder::new()
+                    .memory_size(limits.max_memory)
+                    .memories(1)
+                    .tables(4)
+                    .table_elements(65_536)
+                    .instances(8)
+                    .trap_on_grow_failure(true)
+                    .build(),
+            ),
+        );
+        store.limiter(|state| state);
+        store.set_epoch_deadline(Limits::ticks(limits.load_timeout));
+        let policy = self
+            .pre()
+            .instantiate(&mut store)
+            .map_err(|e| Error::wasm(Error::PolicyFailed, &e))?;
+        Ok((store, policy))
     }
 }
 

@@ -6,13 +6,13 @@
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use keyscope_keys as keys;
 use keyscope_policy::{Credential, HttpRequest, Reason, Request};
+use keyscope_runtime::swap::{LivePolicy, Outcome, Worker};
 
 use super::config::HeaderConfig;
 use super::decision_log::{DecisionLog, DecisionRecord};
 use super::metrics::{Front, Metrics};
-use keyscope_keys as keys;
-use keyscope_runtime::swap::{LivePolicy, Outcome, Worker};
 
 /// What is being asked.
 #[derive(Debug, Clone, Copy)]

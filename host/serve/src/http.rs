@@ -19,6 +19,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use keyscope_policy::Credential;
+use keyscope_runtime::decision::DecisionJson;
+use keyscope_runtime::swap::Outcome;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -30,8 +32,6 @@ use super::authz::{self, Authorizer, Target};
 use super::config::RequestLimits;
 use super::conn::{self, AcceptLimits};
 use super::metrics::Front;
-use keyscope_runtime::decision::DecisionJson;
-use keyscope_runtime::swap::Outcome;
 
 /// The public router.
 pub fn router(authorizer: Arc<Authorizer>, envoy_prefix: &str, limits: &RequestLimits) -> Router {

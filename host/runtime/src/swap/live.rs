@@ -10,10 +10,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 use keyscope_policy::SnapshotInfo;
 use serde::Serialize;
-use sha2::{Digest as _, Sha256};
 
-use super::pipeline::{ComponentCache, SelfTest, SwapError, Swapped, compile, prove};
-use super::worker::Worker;
+use super::pipeline::{ComponentCache, SelfTest, SwapError, Swapped, compile, digest_hex, prove};
 use crate::component::{EMBEDDED_POLICY, PolicyComponent};
 use crate::engine::{Limits, PolicyEngine};
 
@@ -195,11 +193,6 @@ impl LivePolicy {
         &self.stats
     }
 
-    /// A worker for one thread.
-    pub fn worker(self: &Arc<Self>) -> Worker {
-        Worker::new(Arc::clone(self))
-    }
-
     /// Publishes a generation without the self-test: only for proving that
     /// a runaway module forced live is still contained.
     #[doc(hidden)]
@@ -316,10 +309,6 @@ fn record(generation: Option<&Generation>, kind: &'static str, outcome: String) 
         at_ms: now_ms(),
         outcome,
     }
-}
-
-pub(super) fn digest_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
 }
 
 fn now_ms() -> u64 {

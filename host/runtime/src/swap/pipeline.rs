@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use keyscope_policy::SnapshotInfo;
 use serde::Serialize;
+use sha2::{Digest as _, Sha256};
 
 use crate::cases::CaseFile;
 use crate::component::PolicyComponent;
@@ -137,7 +138,7 @@ pub(super) fn compile(
     cache: &mut ComponentCache,
     module: &[u8],
 ) -> Swapped<PolicyComponent> {
-    let digest = super::live::digest_hex(module);
+    let digest = digest_hex(module);
     if let Some(component) = cache.by_digest.get(&digest) {
         return Ok(component.clone());
     }
@@ -222,4 +223,9 @@ pub fn check(
         snapshot_digest: info.map(|info| info.digest_hex()),
         cases,
     })
+}
+
+/// The SHA-256 of module or snapshot bytes, in hex.
+pub(super) fn digest_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
 }

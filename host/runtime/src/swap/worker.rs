@@ -60,14 +60,17 @@ impl fmt::Debug for Worker {
     }
 }
 
-impl Worker {
-    pub(super) fn new(live: Arc<LivePolicy>) -> Self {
-        Self {
-            live,
+impl LivePolicy {
+    /// A worker for one thread.
+    pub fn worker(self: &Arc<Self>) -> Worker {
+        Worker {
+            live: Arc::clone(self),
             serving: None,
         }
     }
+}
 
+impl Worker {
     /// The generation this worker's instance serves, once it has served one.
     pub fn generation(&self) -> Option<&Generation> {
         self.serving

@@ -3,41 +3,29 @@
 //! reloads. Every request needs `Authorization: Bearer <admin token>`; the
 //! store keeps only the token's SHA-256, compared in constant time.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+mod auth;
+mod errors;
+
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
 
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use rand::distr::{Alphanumeric, SampleString as _};
+use keyscope_policy::{AgentsLevel, RuntimeSet};
+use keyscope_store::{ScopeRef, ScopeUpdate, SqliteStore as Store, Store as _};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
-use subtle::ConstantTimeEq as _;
 use zeroize::Zeroizing;
 
-use super::authz::Authorizer;
-use super::config::RequestLimits;
-use super::refresh::{Refresher, ReloadError};
-use keyscope_policy::{AgentsLevel, RuntimeSet};
-use keyscope_store::{ScopeRef, ScopeUpdate, SqliteStore as Store, Store as _, StoreError};
-
-/// A new admin token: `ksadmin_` and 40 characters from the CSPRNG.
-pub fn generate_token() -> Zeroizing<String> {
-    let mut token = Zeroizing::new(String::from("ksadmin_"));
-    token.push_str(&Alphanumeric.sample_string(&mut rand::rng(), 40));
-    token
-}
-
-/// The SHA-256 of a token, as stored.
-pub fn token_digest(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
-}
+use self::auth::{FailedLogins, authenticate};
+pub use self::auth::{generate_token, token_digest};
+use self::errors::{ApiError, Body, uniform_errors};
+use crate::authz::Authorizer;
+use crate::config::RequestLimits;
+use crate::refresh::{Refresher, ReloadError};
 
 #[derive(Clone)]
 struct Admin {
@@ -86,246 +74,6 @@ pub fn router(
         // Outermost, so that every error, a timeout's too, has the one shape.
         .layer(middleware::map_response(uniform_errors))
         .with_state(admin)
-}
-
-/// Failed authentications per client address: a token bucket of
-/// [`FailedLogins::BURST`] failures, refilled one per
-/// [`FailedLogins::REFILL`]. A client with none left gets 429 without its
-/// token being looked at.
-#[derive(Default)]
-struct FailedLogins {
-    buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
-}
-
-impl FailedLogins {
-    const BURST: f64 = 10.0;
-    const REFILL: Duration = Duration::from_secs(6);
-    /// Past this many addresses, full buckets are forgotten.
-    const MAX_TRACKED: usize = 10_000;
-
-    /// Whether `peer` may try now.
-    fn may_try(&self, peer: IpAddr) -> bool {
-        let buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
-        buckets
-            .get(&peer)
-            .is_none_or(|&(left, at)| Self::refilled(left, at) >= 1.0)
-    }
-
-    /// Counts a failure of `peer`.
-    fn failed(&self, peer: IpAddr) {
-        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
-        if buckets.len() >= Self::MAX_TRACKED {
-            buckets.retain(|_, &mut (left, at)| Self::refilled(left, at) < Self::BURST);
-        }
-        let (left, at) = buckets
-            .get(&peer)
-            .copied()
-            .unwrap_or((Self::BURST, Instant::now()));
-        let left = Self::refilled(left, at);
-        buckets.insert(peer, ((left - 1.0).max(0.0), Instant::now()));
-    }
-
-    fn refilled(left: f64, at: Instant) -> f64 {
-        (left + at.elapsed().as_secs_f64() / Self::REFILL.as_secs_f64()).min(Self::BURST)
-    }
-}
-
-async fn authenticate(
-    State(admin): State<Admin>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    request: Request,
-    next: Next,
-) -> Response {
-    if !admin.failures.may_try(peer.ip()) {
-        admin.authorizer.metrics().admin_auth_failed();
-        tracing::warn!(peer = %peer.ip(), "admin API: too many failed authentications; refused");
-        let mut response = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate-limited",
-            "too many failed authentications from this address; try again later",
-        )
-        .into_response();
-        response.headers_mut().insert(
-            header::RETRY_AFTER,
-            HeaderValue::from(FailedLogins::REFILL.as_secs()),
-        );
-        return response;
-    }
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token_digest(token.trim()));
-    let valid = presented.is_some_and(|digest| bool::from(digest.ct_eq(&admin.token)));
-    if valid {
-        return next.run(request).await;
-    }
-    admin.failures.failed(peer.ip());
-    admin.authorizer.metrics().admin_auth_failed();
-    // The log names the client and the path, never what it presented.
-    tracing::warn!(
-        peer = %peer.ip(),
-        path = %keyscope_store::printable(request.uri().path()),
-        token = if presented.is_some() { "wrong" } else { "missing" },
-        "admin API: authentication failed"
-    );
-    let mut response = ApiError::new(
-        StatusCode::UNAUTHORIZED,
-        "unauthorized",
-        if presented.is_some() {
-            "the admin token is not valid"
-        } else {
-            "the admin API needs Authorization: Bearer <admin token>"
-        },
-    )
-    .into_response();
-    response.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        HeaderValue::from_static("Bearer realm=\"keyscope-admin\""),
-    );
-    response
-}
-
-/// An error answer of the admin API, in its one shape:
-/// `{"error": {"kind": "...", "message": "..."}}`.
-#[derive(Debug)]
-struct ApiError {
-    status: StatusCode,
-    kind: &'static str,
-    message: String,
-}
-
-impl ApiError {
-    fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            kind,
-            message: message.into(),
-        }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (
-            self.status,
-            Json(serde_json::json!({
-                "error": { "kind": self.kind, "message": self.message }
-            })),
-        )
-            .into_response()
-    }
-}
-
-/// Rewrites an error the framework made itself (an extractor's rejection, a
-/// timeout, an oversized body) into the one shape, with a message of our
-/// own: the framework's text may quote the request.
-async fn uniform_errors(response: Response) -> Response {
-    let status = response.status();
-    let ours = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|value| value.as_bytes().starts_with(b"application/json"));
-    if ours || !(status.is_client_error() || status.is_server_error()) {
-        return response;
-    }
-    let (kind, message) = match status {
-        StatusCode::PAYLOAD_TOO_LARGE => ("too-large", "the request body is too large"),
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
-            "unsupported-media-type",
-            "the request body must be JSON, with Content-Type: application/json",
-        ),
-        StatusCode::REQUEST_TIMEOUT => ("timeout", "the request took too long"),
-        StatusCode::METHOD_NOT_ALLOWED => (
-            "method-not-allowed",
-            "this admin route does not take that method",
-        ),
-        StatusCode::NOT_FOUND => ("not-found", "no such admin route"),
-        status if status.is_server_error() => ("internal", "the request failed"),
-        _ => ("invalid-input", "the request is malformed"),
-    };
-    let mut uniform = ApiError::new(status, kind, message).into_response();
-    if let Some(allow) = response.headers().get(header::ALLOW) {
-        uniform.headers_mut().insert(header::ALLOW, allow.clone());
-    }
-    uniform
-}
-
-/// A JSON request body, refused with an error that names no input.
-struct Body<T>(T);
-
-impl<T: serde::de::DeserializeOwned + Fields, S: Send + Sync> axum::extract::FromRequest<S>
-    for Body<T>
-{
-    type Rejection = ApiError;
-
-    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let json = request
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.split(';').next())
-            .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
-        if !json {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported-media-type",
-                "the request body must be JSON, with Content-Type: application/json",
-            ));
-        }
-        let bytes = axum::body::Bytes::from_request(request, state)
-            .await
-            .map_err(|rejection| {
-                let status = rejection.status();
-                let kind = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                    "too-large"
-                } else {
-                    "invalid-input"
-                };
-                ApiError::new(status, kind, "the request body could not be read in full")
-            })?;
-        keyscope_runtime::json_input::parse(&bytes, T::FIELDS)
-            .map(Body)
-            .map_err(|error| {
-                ApiError::new(StatusCode::BAD_REQUEST, "invalid-input", error.to_string())
-            })
-    }
-}
-
-/// A store error, as an HTTP status that says whose fault it is.
-fn store_error(err: &StoreError) -> ApiError {
-    let status = match err {
-        StoreError::ScopeNotFound(_) | StoreError::KeyNotFound(_) => StatusCode::NOT_FOUND,
-        StoreError::DuplicateScope { .. }
-        | StoreError::DuplicateKey { .. }
-        | StoreError::ScopeLimit { .. }
-        | StoreError::KeyLimit { .. }
-        | StoreError::ScopeHasLiveKeys { .. } => StatusCode::CONFLICT,
-        StoreError::Invalid { .. } | StoreError::UnknownName(_) => StatusCode::BAD_REQUEST,
-        // The server's own store failed: not the caller's fault.
-        StoreError::NotAStore { .. }
-        | StoreError::NoStore(_)
-        | StoreError::StoreTooNew { .. }
-        | StoreError::Sqlite(_)
-        | StoreError::Snapshot(_)
-        | StoreError::Injected(_)
-        | StoreError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
-    };
-    ApiError::new(status, err.kind(), err.to_string())
-}
-
-impl From<StoreError> for ApiError {
-    fn from(error: StoreError) -> Self {
-        store_error(&error)
-    }
-}
-
-impl From<keyscope_policy::UnknownName> for ApiError {
-    fn from(error: keyscope_policy::UnknownName) -> Self {
-        store_error(&error.into())
-    }
 }
 
 /// A handler's answer; errors use `?`.
