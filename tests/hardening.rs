@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::serve::{World, check_request};
-use crate::support::{Sandbox, Server, http_client};
+use crate::serve::check_request;
+use crate::support::{Sandbox, Server, World, http_client};
 
 const AGENT: &str = "/api/v2/apps/acme/agents/a1";
 

@@ -14,41 +14,7 @@ use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
 use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest, CheckResponse};
 use serde_json::{Value, json};
 
-use crate::support::{Sandbox, Server, http_client};
-
-/// A store with an editor key, a viewer key, a revoked key and a key of
-/// another app.
-pub(crate) struct World {
-    pub(crate) sandbox: Sandbox,
-    pub(crate) editor: String,
-    pub(crate) viewer: String,
-    pub(crate) revoked: String,
-    pub(crate) other_app: String,
-}
-
-impl World {
-    pub(crate) fn new() -> Self {
-        let sandbox = Sandbox::new();
-        sandbox.scope("acme", "editor", "edit", "run");
-        sandbox.scope("acme", "viewer", "view", "");
-        sandbox.scope("globex", "editor", "edit", "");
-        let (_, editor) = sandbox.key("acme/editor", "editor");
-        let (_, viewer) = sandbox.key("acme/viewer", "viewer");
-        let (revoked_id, revoked) = sandbox.key("acme/editor", "gone");
-        sandbox
-            .keyscope(["key", "revoke", &revoked_id.to_string()])
-            .assert()
-            .success();
-        let (_, other_app) = sandbox.key("globex/editor", "other");
-        Self {
-            sandbox,
-            editor,
-            viewer,
-            revoked,
-            other_app,
-        }
-    }
-}
+use crate::support::{Sandbox, Server, World, http_client};
 
 const AGENT: &str = "/api/v2/apps/acme/agents/a1";
 const AGENTS: &str = "/api/v2/apps/acme/agents";

@@ -95,6 +95,40 @@ impl Sandbox {
     }
 }
 
+/// A store with an editor key, a viewer key, a revoked key and a key of
+/// another app.
+pub struct World {
+    pub sandbox: Sandbox,
+    pub editor: String,
+    pub viewer: String,
+    pub revoked: String,
+    pub other_app: String,
+}
+
+impl World {
+    pub fn new() -> Self {
+        let sandbox = Sandbox::new();
+        sandbox.scope("acme", "editor", "edit", "run");
+        sandbox.scope("acme", "viewer", "view", "");
+        sandbox.scope("globex", "editor", "edit", "");
+        let (_, editor) = sandbox.key("acme/editor", "editor");
+        let (_, viewer) = sandbox.key("acme/viewer", "viewer");
+        let (revoked_id, revoked) = sandbox.key("acme/editor", "gone");
+        sandbox
+            .keyscope(["key", "revoke", &revoked_id.to_string()])
+            .assert()
+            .success();
+        let (_, other_app) = sandbox.key("globex/editor", "other");
+        Self {
+            sandbox,
+            editor,
+            viewer,
+            revoked,
+            other_app,
+        }
+    }
+}
+
 /// The repository's `tests/fixtures` directory.
 pub fn fixtures() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures"))
