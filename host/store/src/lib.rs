@@ -22,6 +22,6 @@ mod sqlite;
 mod store;
 
 pub use error::{Result, StoreError, printable};
-pub use records::{ApiKey, NewKey, Quotas, Scope, ScopeRef, ScopeUpdate};
+pub use records::{ApiKey, NewKey, Quotas, Scope, ScopeRef, ScopeUpdate, ShownKey};
 pub use sqlite::SqliteStore;
 pub use store::Store;

@@ -62,6 +62,36 @@ pub struct NewKey {
     pub secret: KeySecret,
 }
 
+impl NewKey {
+    /// What its user is shown, this once, and the only place a raw key is
+    /// ever serialised: `{"id","name","scope_id","key","created_at"}`, as
+    /// `keyscope --json key create` prints it and the admin API answers.
+    pub fn shown(&self) -> ShownKey<'_> {
+        ShownKey {
+            id: self.key.id,
+            name: &self.key.name,
+            scope_id: self.key.scope_id,
+            key: self.secret.expose(),
+            created_at: &self.key.created_at,
+        }
+    }
+}
+
+/// A new key as shown to its user ([`NewKey::shown`]).
+#[derive(Debug, Serialize)]
+pub struct ShownKey<'a> {
+    /// Its id.
+    pub id: u64,
+    /// Its name.
+    pub name: &'a str,
+    /// Its scope.
+    pub scope_id: u64,
+    /// The raw key.
+    pub key: &'a str,
+    /// When it was created.
+    pub created_at: &'a str,
+}
+
 /// Names a scope: by id (`12`) or by `APP/NAME`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ScopeRef {

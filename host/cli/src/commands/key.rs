@@ -5,7 +5,6 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 use keyscope_store::{NewKey, ScopeRef, SqliteStore as Store, Store as _};
-use serde::Serialize;
 
 use super::output::{self, Output};
 
@@ -34,16 +33,6 @@ pub enum KeyCommand {
     },
 }
 
-/// The one place a raw key is ever printed.
-#[derive(Serialize)]
-struct CreatedKey<'a> {
-    id: u64,
-    name: &'a str,
-    scope_id: u64,
-    key: &'a str,
-    created_at: &'a str,
-}
-
 /// Shows a new key's secret, this once: on stdout, flushed, and never to a
 /// place nobody reads (`/dev/null`, or a closed stdout, which Rust's runtime
 /// reopens on `/dev/null`). The error names the failure, not the secret.
@@ -56,14 +45,7 @@ fn deliver(new: &NewKey, out: &Output) -> Result<(), String> {
         "created key {} `{}` in scope {}; the secret below is shown only this once:",
         key.id, key.name, key.scope_id
     ));
-    let created = CreatedKey {
-        id: key.id,
-        name: &key.name,
-        scope_id: key.scope_id,
-        key: secret.expose(),
-        created_at: &key.created_at,
-    };
-    out.print_flushed(&created, || secret.expose().to_owned())
+    out.print_flushed(&new.shown(), || secret.expose().to_owned())
         .map_err(|error| match error.kind() {
             std::io::ErrorKind::BrokenPipe => "stdout is a closed pipe".to_owned(),
             _ => format!("writing to stdout: {error}"),

@@ -284,30 +284,13 @@ impl Fields for NewKeyRequest {
     const FIELDS: &'static str = r#"{"scope","name"}"#;
 }
 
-/// As `keyscope --json key create` prints it: the secret, this once.
-#[derive(Serialize)]
-struct CreatedKey<'a> {
-    id: u64,
-    name: &'a str,
-    scope_id: u64,
-    key: &'a str,
-    created_at: &'a str,
-}
-
 async fn create_key(State(admin): State<Admin>, Body(new): Body<NewKeyRequest>) -> Handled {
     let scope = scope_ref(&new.scope)?;
     Ok(change(admin, move |store| {
         // The response is built before the key is committed: a key whose
         // secret could not be put in the response is rolled back.
         let built = store.create_key_delivered(&scope, &new.name, |created| {
-            serde_json::to_vec(&CreatedKey {
-                id: created.key.id,
-                name: &created.key.name,
-                scope_id: created.key.scope_id,
-                key: created.secret.expose(),
-                created_at: &created.key.created_at,
-            })
-            .map(Zeroizing::new)
+            serde_json::to_vec(&created.shown()).map(Zeroizing::new)
         })?;
         let (body, _) = built.map_err(|_| {
             ApiError::new(
