@@ -27,30 +27,34 @@ impl ExtAuthz {
     }
 }
 
-/// Every value of a request header, by lower-case name. Envoy sends either
-/// raw headers (`header_map`, one entry per copy) or `headers` (a map in
-/// which repeated headers are joined with `,`); the raw form wins when sent.
-fn header_values<'a>(http: &'a HttpRequest, name: &'a str) -> Vec<&'a [u8]> {
-    match http.header_map.as_ref() {
-        Some(map) if !map.headers.is_empty() => map
-            .headers
-            .iter()
-            .filter(|h| h.key.eq_ignore_ascii_case(name))
-            .map(|h| {
-                if h.raw_value.is_empty() {
-                    h.value.as_bytes()
-                } else {
-                    h.raw_value.as_slice()
-                }
-            })
-            .collect(),
-        _ => http
-            .headers
-            .iter()
-            .filter(|(key, _)| key.eq_ignore_ascii_case(name))
-            .map(|(_, value)| value.as_bytes())
-            .collect(),
-    }
+/// Every value of a request header, by lower-case name, without
+/// allocating. Envoy sends either raw headers (`header_map`, one entry per
+/// copy) or `headers` (a map in which repeated headers are joined with `,`);
+/// the raw form wins when sent.
+fn header_values<'a>(http: &'a HttpRequest, name: &'a str) -> impl Iterator<Item = &'a [u8]> {
+    let raw = http
+        .header_map
+        .as_ref()
+        .filter(|map| !map.headers.is_empty());
+    let from_raw = raw
+        .into_iter()
+        .flat_map(|map| map.headers.iter())
+        .filter(move |h| h.key.eq_ignore_ascii_case(name))
+        .map(|h| {
+            if h.raw_value.is_empty() {
+                h.value.as_bytes()
+            } else {
+                h.raw_value.as_slice()
+            }
+        });
+    let from_map = raw
+        .is_none()
+        .then_some(&http.headers)
+        .into_iter()
+        .flat_map(|headers| headers.iter())
+        .filter(move |(key, _)| key.eq_ignore_ascii_case(name))
+        .map(|(_, value)| value.as_bytes());
+    from_raw.chain(from_map)
 }
 
 #[tonic::async_trait]
