@@ -1,6 +1,7 @@
 //! Decisions, side by side in one run: native rules (the floor), the
-//! component (reused instance, fresh instance, batches), the full host path,
-//! and Cedar with the same key lookup in front of it.
+//! component (reused instance, fresh instance, batches), the full host path
+//! beside the native host path, and the two engines a user would pick
+//! instead, Cedar and Rego (regorus), with the same key lookup in front.
 //!
 //! `cargo bench -p keyscope-benches --bench evaluate`
 
@@ -18,11 +19,39 @@ use cedar_policy::{Authorizer, Context, Entities, EntityUid, PolicySet};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use keyscope_benches::world;
 use keyscope_policy::{Snapshot, rules};
+use keyscope_runtime::bench::NOW;
 use keyscope_runtime::{Limits, PolicyComponent, PolicyEngine, Request, keys};
 use sha2::{Digest as _, Sha256};
 
 const KEYS: u64 = 1_000;
 const OP: &str = "agents.update";
+
+/// keyscope's rules in Rego: the key (looked up natively, as for Cedar) and
+/// the request come in as input; the catalogue is data.
+const REGO_POLICY: &str = r#"
+package keyscope
+
+import rego.v1
+
+default allow := false
+
+allow if {
+    not input.key.revoked
+    input.now <= input.key.not_after
+    input.key.app == input.app
+    grants(data.operations[input.op])
+}
+
+grants(required) if {
+    required.agents
+    input.key.agents >= required.agents
+}
+
+grants(required) if {
+    required.runtime
+    required.runtime in input.key.runtime
+}
+"#;
 
 /// keyscope's scopes as Cedar policies: one per operation, plus a forbid
 /// for revoked keys.
@@ -33,16 +62,67 @@ permit(principal is Key, action == Action::"agents.update", resource is App)
   when { principal.app == resource && principal.agents >= 2 };
 permit(principal is Key, action in [Action::"agents.create", Action::"agents.delete"], resource is App)
   when { principal.app == resource && principal.agents >= 3 };
-permit(principal is Key, action == Action::"runs.execute", resource is App)
+permit(principal is Key, action in [Action::"runs.execute", Action::"runs.status"], resource is App)
   when { principal.app == resource && principal.runtime.contains("run") };
-permit(principal is Key, action == Action::"sessions.create", resource is App)
+permit(principal is Key, action in [Action::"sessions.create", Action::"sessions.get", Action::"sessions.list"], resource is App)
   when { principal.app == resource && principal.runtime.contains("session-create") };
 permit(principal is Key, action == Action::"sessions.terminate", resource is App)
   when { principal.app == resource && principal.runtime.contains("session-terminate") };
-permit(principal is Key, action == Action::"documents.upload", resource is App)
+permit(principal is Key, action in [Action::"documents.upload", Action::"documents.delete"], resource is App)
   when { principal.app == resource && principal.runtime.contains("document-upload") };
 forbid(principal is Key, action, resource) when { principal.revoked };
+forbid(principal is Key, action, resource) when { context.now > principal.not_after };
 "#;
+
+/// The same world as Rego input parts: each key's attributes by digest, and
+/// the catalogue as data.
+fn rego_world(
+    world: &keyscope_benches::World,
+) -> (regorus::Engine, HashMap<[u8; 32], regorus::Value>) {
+    let scopes: HashMap<u64, &keyscope_policy::snapshot::ScopeEntry> =
+        world.data.scopes.iter().map(|s| (s.id, s)).collect();
+    let mut keys = HashMap::new();
+    for key in &world.data.keys {
+        let Some(scope) = scopes.get(&key.scope_id) else {
+            continue;
+        };
+        let attrs = serde_json::json!({
+            "app": scope.app,
+            "agents": scope.agents as i64,
+            "runtime": scope.runtime.iter().map(|p| p.as_str()).collect::<Vec<_>>(),
+            "revoked": key.revoked,
+            "not_after": key.not_after.unwrap_or(i64::MAX as u64),
+        });
+        keys.insert(
+            key.digest.0,
+            regorus::Value::from_json_str(&attrs.to_string()).unwrap(),
+        );
+    }
+    let operations: serde_json::Map<String, serde_json::Value> = world
+        .data
+        .operations
+        .iter()
+        .map(|op| {
+            let required = match op.requires {
+                keyscope_policy::Requirement::Agents(level) => {
+                    serde_json::json!({"agents": level as i64})
+                }
+                keyscope_policy::Requirement::Runtime(permission) => {
+                    serde_json::json!({"runtime": permission.as_str()})
+                }
+            };
+            (op.name.clone(), required)
+        })
+        .collect();
+    let mut engine = regorus::Engine::new();
+    engine
+        .add_policy("keyscope.rego".to_owned(), REGO_POLICY.to_owned())
+        .unwrap();
+    engine
+        .add_data_json(&serde_json::json!({ "operations": operations }).to_string())
+        .unwrap();
+    (engine, keys)
+}
 
 /// The same world as Cedar entities, and the digest → principal map a
 /// Cedar-based gateway would look keys up in.
@@ -61,6 +141,7 @@ fn cedar_world(world: &keyscope_benches::World) -> (Entities, HashMap<[u8; 32], 
                 "agents": scope.agents as i64,
                 "runtime": scope.runtime.iter().map(|p| p.as_str()).collect::<Vec<_>>(),
                 "revoked": key.revoked,
+                "not_after": key.not_after.unwrap_or(i64::MAX as u64),
             },
             "parents": [],
         }));
@@ -86,9 +167,12 @@ fn evaluate(c: &mut Criterion) {
         credential: keys::credential(Some(&raw)),
         app: "acme",
         op: OP,
+        now: NOW,
     };
-    assert!(rules::decide(Some(&native), &request).allow);
+    let resolved = native.resolve(&request);
+    assert!(rules::decide(Some(&native), &resolved).allow);
     assert!(instance.evaluate(&request).allow);
+    assert_eq!(instance.catalogue().resolve(&request), resolved);
 
     let policies = PolicySet::from_str(CEDAR_POLICIES).unwrap();
     let (entities, principals) = cedar_world(&world);
@@ -98,14 +182,14 @@ fn evaluate(c: &mut Criterion) {
     let cedar = |raw: &str| {
         let digest: [u8; 32] = Sha256::digest(raw.as_bytes()).into();
         let principal = principals.get(&digest)?.clone();
-        let request = cedar_policy::Request::new(
-            principal,
-            action.clone(),
-            resource.clone(),
-            Context::empty(),
-            None,
-        )
+        let context = Context::from_pairs([(
+            "now".to_owned(),
+            cedar_policy::RestrictedExpression::new_long(NOW as i64),
+        )])
         .ok()?;
+        let request =
+            cedar_policy::Request::new(principal, action.clone(), resource.clone(), context, None)
+                .ok()?;
         Some(
             authorizer
                 .is_authorized(&request, &policies, &entities)
@@ -114,25 +198,51 @@ fn evaluate(c: &mut Criterion) {
     };
     assert_eq!(cedar(&raw), Some(cedar_policy::Decision::Allow));
 
+    let (mut rego, rego_keys) = rego_world(&world);
+    let mut rego_decide = |raw: &str| {
+        let digest: [u8; 32] = Sha256::digest(raw.as_bytes()).into();
+        let key = rego_keys.get(&digest)?.clone();
+        let mut input = regorus::Value::new_object();
+        let fields = input.as_object_mut().ok()?;
+        fields.insert(regorus::Value::from("key"), key);
+        fields.insert(regorus::Value::from("app"), regorus::Value::from("acme"));
+        fields.insert(regorus::Value::from("op"), regorus::Value::from(OP));
+        fields.insert(regorus::Value::from("now"), regorus::Value::from(NOW));
+        rego.set_input(input);
+        rego.eval_rule("data.keyscope.allow".to_owned()).ok()
+    };
+    assert_eq!(rego_decide(&raw), Some(regorus::Value::from(true)));
+
     let mut group = c.benchmark_group("evaluate");
     group.throughput(Throughput::Elements(1));
     group.bench_function("native rules", |b| {
-        b.iter(|| rules::decide(Some(black_box(&native)), black_box(&request)))
+        b.iter(|| rules::decide(Some(black_box(&native)), black_box(&resolved)))
     });
     group.bench_function("component, reused instance", |b| {
-        b.iter(|| instance.evaluate(black_box(&request)))
+        b.iter(|| instance.evaluate_resolved(black_box(&resolved)))
     });
-    group.bench_function("host path: raw key, sha-256, component", |b| {
+    group.bench_function("native host path: raw key, sha-256, names, rules", |b| {
+        b.iter(|| {
+            let request = Request {
+                credential: keys::credential(Some(black_box(&raw))),
+                ..request
+            };
+            rules::decide(Some(&native), &native.resolve(&request))
+        })
+    });
+    group.bench_function("host path: raw key, sha-256, names, component", |b| {
         b.iter(|| {
             instance.evaluate(&Request {
                 credential: keys::credential(Some(black_box(&raw))),
-                app: "acme",
-                op: OP,
+                ..request
             })
         })
     });
     group.bench_function("cedar path: raw key, sha-256, lookup, cedar", |b| {
         b.iter(|| cedar(black_box(&raw)))
+    });
+    group.bench_function("rego path: raw key, sha-256, lookup, regorus", |b| {
+        b.iter(|| rego_decide(black_box(&raw)))
     });
     group.finish();
 

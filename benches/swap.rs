@@ -98,6 +98,7 @@ fn throughput_while_swapping(c: &mut Criterion) {
         credential: keys::credential(Some(held.expose())),
         app: "acme",
         op: "agents.update",
+        now: keyscope_runtime::bench::NOW,
     };
     let mut group = c.benchmark_group("evaluate-live");
     group.throughput(Throughput::Elements(1));

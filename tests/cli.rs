@@ -372,6 +372,19 @@ fn the_operation_catalogue_is_data_in_the_store() {
         .assert()
         .success();
     assert_eq!(s.eval(&key, "acme", "agents.publish").0, 0);
+    // A routed operation stays until its routes go.
+    s.keyscope(["op", "remove", "agents.update"])
+        .assert()
+        .code(2)
+        .stderr(contains(
+            "routes still name it (`PUT /api/v2/apps/{app}/agents/{id}`, \
+             `PATCH /api/v2/apps/{app}/agents/{id}`)",
+        ));
+    for method in ["PUT", "PATCH"] {
+        s.keyscope(["route", "remove", method, "/api/v2/apps/{app}/agents/{id}"])
+            .assert()
+            .success();
+    }
     s.keyscope(["op", "remove", "agents.update"])
         .assert()
         .success();
@@ -384,7 +397,7 @@ fn the_operation_catalogue_is_data_in_the_store() {
         .code(2)
         .stderr(contains("unknown agents level `admin`"));
     let ops = s.json(["op", "list"]);
-    assert_eq!(ops.as_array().unwrap().len(), 9);
+    assert_eq!(ops.as_array().unwrap().len(), 13);
 }
 
 #[test]
@@ -393,7 +406,7 @@ fn the_route_table_is_data_in_the_store() {
     s.scope("acme", "editor", "edit", "");
     let routes = s.json(["route", "list"]);
     let routes = routes.as_array().unwrap();
-    assert_eq!(routes.len(), 10);
+    assert_eq!(routes.len(), 14);
     assert_eq!(
         routes[0]["pattern"],
         "/api/v2/apps/{app}/environments/{env}/runs/execute"
@@ -402,7 +415,7 @@ fn the_route_table_is_data_in_the_store() {
     s.keyscope(["route", "set", "GET", versions, "agents.get"])
         .assert()
         .success();
-    assert_eq!(s.json(["route", "list"]).as_array().unwrap().len(), 11);
+    assert_eq!(s.json(["route", "list"]).as_array().unwrap().len(), 15);
     s.keyscope(["route", "set", "GET", "/agents/{id}", "agents.get"])
         .assert()
         .code(2)
@@ -459,7 +472,7 @@ fn policy_info_shows_no_imports() {
     let s = Sandbox::new();
     let info = s.json(["policy", "info"]);
     assert_eq!(info["imports"], serde_json::json!([]));
-    assert_eq!(info["world"], "keyscope:policy/policy@0.2.0");
+    assert_eq!(info["world"], "keyscope:policy/policy@0.3.0");
     assert_eq!(info["digest"].as_str().unwrap().len(), 64);
     s.keyscope(["policy", "info"])
         .assert()
@@ -503,7 +516,7 @@ fn policy_check_runs_every_step_without_going_live() {
         .arg(&good)
         .assert()
         .code(0)
-        .stdout(contains("passes 60 self-test case(s)"));
+        .stdout(contains("passes 76 self-test case(s)"));
     let allow_all = s.path("allow-all.wasm");
     std::fs::write(&allow_all, keyscope_test_artifacts::ALLOW_ALL).unwrap();
     s.keyscope(["policy", "check"])
@@ -555,6 +568,7 @@ fn bench_measures_every_path() {
         [
             "native rules",
             "component",
+            "native host path (raw key)",
             "host path (raw key)",
             "batch of 256"
         ]

@@ -21,10 +21,12 @@ fn the_built_component_imports_nothing() {
     let imports: Vec<&str> = ty.imports(&engine).map(|(name, _)| name).collect();
     assert!(imports.is_empty(), "the policy imports {imports:?}");
     let exports: Vec<&str> = ty.exports(&engine).map(|(name, _)| name).collect();
-    assert_eq!(exports, ["keyscope:policy/decide@0.2.0"]);
+    assert_eq!(exports, ["keyscope:policy/decide@0.3.0"]);
     assert_eq!(
         component().info().exports,
-        ["keyscope:policy/decide@0.2.0 (load-snapshot, evaluate, evaluate-batch, evaluate-http)"]
+        [
+            "keyscope:policy/decide@0.3.0 (load-snapshot, names, evaluate, evaluate-batch, evaluate-http)"
+        ]
     );
     assert!(component().info().imports.is_empty());
 }
@@ -56,7 +58,28 @@ fn an_older_version_of_the_interface_is_refused_by_name() {
     assert_eq!(
         error.to_string(),
         "the policy component does not implement the `keyscope:policy/policy` world: \
-         it must export `keyscope:policy/decide@0.2.0`; it exports `keyscope:policy/decide@0.0.9`"
+         it must export `keyscope:policy/decide@0.3.0`; it exports `keyscope:policy/decide@0.0.9`"
+    );
+}
+
+#[test]
+fn the_previous_release_of_the_policy_is_refused_by_name() {
+    // keyscope's own embedded policy as release 0.2 built it
+    // (`keyscope policy export`, before contract 0.3).
+    let bytes = std::fs::read(
+        crate::support::fixtures()
+            .join("policies")
+            .join("keyscope-0.2.0.wasm"),
+    )
+    .unwrap();
+    let error = PolicyComponent::from_bytes(&PolicyEngine::new().unwrap(), &bytes).unwrap_err();
+    assert!(matches!(error, Error::WrongWorld(_)), "{error}");
+    assert!(
+        error.to_string().contains(
+            "it must export `keyscope:policy/decide@0.3.0`; \
+             it exports `keyscope:policy/decide@0.2.0`"
+        ),
+        "{error}"
     );
 }
 
@@ -77,6 +100,7 @@ fn snapshot(keys: usize) -> (Vec<u8>, KeySecret) {
         id: 1,
         scope_id: 1,
         revoked: false,
+        not_after: None,
     }];
     entries.extend((2..=keys as u64).map(|id| {
         let mut digest = [0; 32];
@@ -86,6 +110,7 @@ fn snapshot(keys: usize) -> (Vec<u8>, KeySecret) {
             id,
             scope_id: 1,
             revoked: false,
+            not_after: None,
         }
     }));
     let data = SnapshotData {
@@ -107,7 +132,7 @@ fn a_body_length_near_4_gib_is_truncated_in_the_32_bit_guest_too() {
     // Found by fuzzing: on wasm32 the announced length plus the trailer
     // wrapped `usize`, so the component said `malformed` where native code
     // said `truncated`.
-    let mut bytes = b"KEYSCOPE\x03\x00\x00\x00".to_vec();
+    let mut bytes = b"KEYSCOPE\x04\x00\x00\x00".to_vec();
     bytes.extend_from_slice(&0xFFFF_FFE6u32.to_le_bytes());
     bytes.resize(74, 0);
     let mut instance = component().instantiate(Limits::default()).unwrap();
@@ -130,6 +155,7 @@ fn a_refused_snapshot_leaves_the_previous_one_serving() {
         credential: keys::credential(Some(key.expose())),
         app: "acme",
         op: "agents.get",
+        now: keyscope_runtime::cases::CASE_NOW,
     };
     let mut corrupt = good.clone();
     let middle = corrupt.len() / 2;
@@ -159,6 +185,7 @@ fn running_out_of_memory_is_an_error_and_the_instance_recovers() {
         credential: keys::credential(Some(key.expose())),
         app: "acme",
         op: "agents.list",
+        now: keyscope_runtime::cases::CASE_NOW,
     });
     assert_eq!(decision.reason, Reason::Allowed);
 }
@@ -177,6 +204,7 @@ fn a_call_past_its_deadline_is_denied_as_policy_error() {
         credential: keys::credential(Some(key.expose())),
         app: "acme",
         op: "agents.list",
+        now: keyscope_runtime::cases::CASE_NOW,
     };
     // Far more work than one epoch tick allows.
     let requests = vec![request; 400_000];
@@ -195,7 +223,7 @@ fn a_call_past_its_deadline_is_denied_as_policy_error() {
 #[test]
 fn a_million_key_snapshot_fits_in_64_mib_of_guest_memory() {
     let (bytes, key) = snapshot(1_000_000);
-    assert!(bytes.len() < 49 << 20, "{} bytes", bytes.len());
+    assert!(bytes.len() < 57 << 20, "{} bytes", bytes.len());
     let mut instance = component().instantiate(Limits::default()).unwrap();
     let info = instance.load_snapshot(&bytes).unwrap();
     assert_eq!(info.keys, 1_000_000);
@@ -209,6 +237,7 @@ fn a_million_key_snapshot_fits_in_64_mib_of_guest_memory() {
         credential: keys::credential(Some(key.expose())),
         app: "acme",
         op: "agents.get",
+        now: keyscope_runtime::cases::CASE_NOW,
     });
     assert_eq!(decision.reason, Reason::Allowed);
     assert_eq!(

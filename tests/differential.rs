@@ -7,7 +7,7 @@ use keyscope_policy::routes::default_routes;
 use keyscope_policy::snapshot::{KeyEntry, ScopeEntry, SnapshotData, default_operations};
 use keyscope_policy::{Snapshot, rules};
 use keyscope_runtime::{
-    AgentsLevel, Credential, HttpRequest, KeyDigest, Limits, Request, RuntimeSet,
+    AgentsLevel, Credential, HttpRequest, KeyDigest, Limits, Method, Millis, Request, RuntimeSet,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -15,11 +15,15 @@ use proptest::test_runner::{Config, TestRunner};
 use crate::golden::component;
 
 const APPS: [&str; 3] = ["acme", "globex", "initech"];
+/// Keys expire around this moment, and requests are asked around it.
+const NOW: Millis = 1_767_225_600_000;
+/// Times a key's not-after and a request's time are drawn from.
+const TIMES: [Millis; 4] = [NOW - 1_000, NOW, NOW + 1, NOW + 2_000];
 
 #[derive(Debug, Clone)]
 struct World {
     data: SnapshotData,
-    requests: Vec<(CredentialChoice, usize, usize)>,
+    requests: Vec<(CredentialChoice, usize, usize, Millis)>,
 }
 
 #[derive(Debug, Clone)]
@@ -37,6 +41,7 @@ fn world() -> impl Strategy<Value = World> {
         any::<[u8; 32]>(),
         any::<prop::sample::Index>(),
         any::<bool>(),
+        prop::option::of(prop::sample::select(&TIMES[..])),
     );
     let credential = prop_oneof![
         Just(CredentialChoice::Missing),
@@ -49,7 +54,15 @@ fn world() -> impl Strategy<Value = World> {
     (
         prop::collection::vec(scope, 1..6),
         prop::collection::vec(key, 0..12),
-        prop::collection::vec((credential, 0..APPS.len() + 1, 0..ops), 1..40),
+        prop::collection::vec(
+            (
+                credential,
+                0..APPS.len() + 1,
+                0..ops,
+                prop::sample::select(&TIMES[..]),
+            ),
+            1..40,
+        ),
     )
         .prop_map(|(scopes, keys, requests)| {
             let scopes: Vec<ScopeEntry> = scopes
@@ -65,13 +78,14 @@ fn world() -> impl Strategy<Value = World> {
             let mut seen = std::collections::BTreeSet::new();
             let keys = keys
                 .into_iter()
-                .filter(|(digest, _, _)| seen.insert(*digest))
+                .filter(|(digest, _, _, _)| seen.insert(*digest))
                 .zip(100..)
-                .map(|((digest, scope, revoked), id)| KeyEntry {
+                .map(|((digest, scope, revoked, not_after), id)| KeyEntry {
                     digest: KeyDigest(digest),
                     id,
                     scope_id: scopes[scope.index(scopes.len())].id,
                     revoked,
+                    not_after,
                 })
                 .collect();
             World {
@@ -126,10 +140,10 @@ fn native_rules_and_component_agree_on_random_worlds() {
             let mut instance = instance.borrow_mut();
             instance.load_snapshot(&bytes).unwrap();
             let native = Snapshot::decode(&bytes).unwrap();
-            let owned: Vec<(Credential, String, String)> = world
+            let owned: Vec<(Credential, String, String, Millis)> = world
                 .requests
                 .iter()
-                .map(|(credential, app, op)| {
+                .map(|(credential, app, op, now)| {
                     let credential = match credential {
                         CredentialChoice::Missing => Credential::Missing,
                         CredentialChoice::Malformed => Credential::Malformed,
@@ -140,20 +154,21 @@ fn native_rules_and_component_agree_on_random_worlds() {
                         CredentialChoice::Unknown(digest) => Credential::Digest(KeyDigest(*digest)),
                     };
                     let app = APPS.get(*app).copied().unwrap_or("umbrella").to_owned();
-                    (credential, app, op_name(*op))
+                    (credential, app, op_name(*op), *now)
                 })
                 .collect();
             let requests: Vec<Request<'_>> = owned
                 .iter()
-                .map(|(credential, app, op)| Request {
+                .map(|(credential, app, op, now)| Request {
                     credential: *credential,
                     app,
                     op,
+                    now: *now,
                 })
                 .collect();
             let batch = instance.evaluate_batch(&requests);
             for (request, from_batch) in requests.iter().zip(&batch) {
-                let expected = rules::decide(Some(&native), request);
+                let expected = rules::decide(Some(&native), &native.resolve(request));
                 let single = instance.try_evaluate(request).unwrap();
                 prop_assert_eq!(expected, single, "single call, {:?}", request);
                 prop_assert_eq!(expected, *from_batch, "batch call, {:?}", request);
@@ -161,16 +176,22 @@ fn native_rules_and_component_agree_on_random_worlds() {
                 let (method, path) = http_form(request.app, request.op);
                 let http = HttpRequest {
                     credential: request.credential,
-                    method: &method,
+                    method: Method::parse(&method),
                     path: &path,
+                    now: request.now,
                 };
                 let native_http = rules::decide_http(Some(&native), &http);
                 let got = instance.try_evaluate_http(&http).unwrap();
                 prop_assert_eq!(native_http.decision, got.decision, "http call, {:?}", http);
                 prop_assert_eq!(
-                    native_http
-                        .route
-                        .map(|m| (m.app.to_owned(), m.op.to_owned())),
+                    native_http.route.map(|m| (
+                        m.app.to_owned(),
+                        native
+                            .operation_names()
+                            .nth(m.op as usize)
+                            .unwrap()
+                            .to_owned()
+                    )),
                     got.route.map(|m| (m.app, m.op)),
                     "http route, {:?}",
                     http

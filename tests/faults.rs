@@ -52,6 +52,7 @@ fn ask_all(worker: &mut keyscope_runtime::Worker, key: &KeySecret) -> Vec<(bool,
         credential,
         app: "acme",
         op: "agents.get",
+        now: keyscope_runtime::cases::CASE_NOW,
     };
     let delete = Request {
         op: "agents.delete",
@@ -67,8 +68,9 @@ fn ask_all(worker: &mut keyscope_runtime::Worker, key: &KeySecret) -> Vec<(bool,
     answers.extend(batch.iter().zip([true, false]).map(|(d, ok)| (d.allow, ok)));
     let http = worker.evaluate_http(&HttpRequest {
         credential,
-        method: "GET",
+        method: keyscope_runtime::Method::Get,
         path: "/api/v2/apps/acme/agents/a1",
+        now: keyscope_runtime::cases::CASE_NOW,
     });
     answers.push((http.decision.allow, true));
     answers

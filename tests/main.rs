@@ -22,6 +22,8 @@ mod conformance;
 mod crash;
 /// Native rules against the component, on random requests (proptest).
 mod differential;
+/// A key's not-after against the request's time, through the CLI and serve.
+mod expiry;
 /// Injected faults on the decision and swap paths: always a deny, never a swap.
 mod faults;
 /// The golden cases (fixtures/golden), native and through the component.

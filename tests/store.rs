@@ -104,5 +104,5 @@ fn a_store_reopens_with_its_data() {
     let scopes = store.list_scopes(None).unwrap();
     assert_eq!(scopes.len(), 1);
     assert_eq!(scopes[0].runtime.to_string(), "run");
-    assert_eq!(store.operations().unwrap().len(), 9);
+    assert_eq!(store.operations().unwrap().len(), 13);
 }

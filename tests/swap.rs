@@ -65,6 +65,7 @@ impl World {
                 id: 1,
                 scope_id: 1,
                 revoked,
+                not_after: None,
             }],
             routes: keyscope_policy::routes::default_routes(),
         }
@@ -77,6 +78,7 @@ impl World {
             credential: keys::credential(Some(self.key.expose())),
             app: "acme",
             op,
+            now: keyscope_runtime::cases::CASE_NOW,
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use std::cell::RefCell;
 
-use crate::model::{self, AgentsLevel, Reason, Requirement, RuntimePermission};
+use crate::model::{self, AgentsLevel, Method, Reason, Requirement, RuntimePermission};
 use crate::rules;
 use crate::snapshot::{LoadError, Snapshot};
 
@@ -40,22 +40,37 @@ impl api::Guest for Policy {
                 let [a, b, c, d] = model::KeyDigest(info.digest).words();
                 (a, b, c, d)
             },
+            apps: info.apps,
             scopes: info.scopes,
             keys: info.keys,
             operations: info.operations,
+            routes: info.routes,
         };
         LOADED.with_borrow_mut(|loaded| *loaded = Some(snapshot));
         Ok(wit_info)
     }
 
+    fn names() -> api::Catalogue {
+        LOADED.with_borrow(|loaded| match loaded {
+            Some(snapshot) => api::Catalogue {
+                apps: snapshot.apps().map(str::to_owned).collect(),
+                operations: snapshot.operation_names().map(str::to_owned).collect(),
+            },
+            None => api::Catalogue {
+                apps: Vec::new(),
+                operations: Vec::new(),
+            },
+        })
+    }
+
     fn evaluate(request: api::Request) -> api::Decision {
-        LOADED.with_borrow(|loaded| decide(loaded.as_ref(), &request))
+        LOADED.with_borrow(|loaded| decide(loaded.as_ref(), request))
     }
 
     fn evaluate_batch(requests: Vec<api::Request>) -> Vec<api::Decision> {
         LOADED.with_borrow(|loaded| {
             requests
-                .iter()
+                .into_iter()
                 .map(|request| decide(loaded.as_ref(), request))
                 .collect()
         })
@@ -67,14 +82,16 @@ impl api::Guest for Policy {
                 loaded.as_ref(),
                 &model::HttpRequest {
                     credential: from_wit_credential(request.credential),
-                    method: &request.method,
+                    method: from_wit_method(request.method),
                     path: &request.path,
+                    now: request.now,
                 },
             );
             api::RoutedDecision {
                 route: routed.route.map(|found| api::RouteMatch {
-                    app: found.app.to_owned(),
-                    op: found.op.to_owned(),
+                    app_offset: offset_in(&request.path, found.app),
+                    app_length: found.app.len() as u32,
+                    op: found.op,
                 }),
                 decision: to_wit_decision(routed.decision),
             }
@@ -82,16 +99,39 @@ impl api::Guest for Policy {
     }
 }
 
-fn decide(snapshot: Option<&Snapshot>, request: &api::Request) -> api::Decision {
+/// Where `part`, a slice of `whole`, starts in it, in bytes. The route
+/// matcher returns the app as a slice of the path; the host gets its place.
+fn offset_in(whole: &str, part: &str) -> u32 {
+    (part.as_ptr() as usize - whole.as_ptr() as usize) as u32
+}
+
+fn decide(snapshot: Option<&Snapshot>, request: api::Request) -> api::Decision {
     let decision = rules::decide(
         snapshot,
-        &model::Request {
+        &model::ResolvedRequest {
             credential: from_wit_credential(request.credential),
-            app: &request.app,
-            op: &request.op,
+            snapshot: request.snapshot,
+            app: request.app,
+            op: request.op,
+            now: request.now,
         },
     );
     to_wit_decision(decision)
+}
+
+fn from_wit_method(method: api::Method) -> Method {
+    match method {
+        api::Method::Get => Method::Get,
+        api::Method::Head => Method::Head,
+        api::Method::Post => Method::Post,
+        api::Method::Put => Method::Put,
+        api::Method::Delete => Method::Delete,
+        api::Method::Connect => Method::Connect,
+        api::Method::Options => Method::Options,
+        api::Method::Trace => Method::Trace,
+        api::Method::Patch => Method::Patch,
+        api::Method::Other => Method::Other,
+    }
 }
 
 fn from_wit_credential(credential: api::Credential) -> model::Credential {
@@ -131,6 +171,7 @@ fn to_wit_reason(reason: Reason) -> api::Reason {
         Reason::MalformedKey => api::Reason::MalformedKey,
         Reason::UnknownKey => api::Reason::UnknownKey,
         Reason::RevokedKey => api::Reason::RevokedKey,
+        Reason::ExpiredKey => api::Reason::ExpiredKey,
         Reason::WrongApp => api::Reason::WrongApp,
         Reason::InsufficientPermission => api::Reason::InsufficientPermission,
         Reason::UnknownOperation => api::Reason::UnknownOperation,

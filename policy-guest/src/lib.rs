@@ -19,8 +19,8 @@ pub mod snapshot;
 mod component;
 
 pub use model::{
-    AgentsLevel, Credential, Decision, HttpRequest, KeyDigest, Reason, Request, Requirement,
-    RuntimePermission, RuntimeSet, UnknownName,
+    AgentsLevel, Credential, Decision, HttpRequest, KeyDigest, Method, Millis, Reason, Request,
+    Requirement, ResolvedRequest, RuntimePermission, RuntimeSet, UnknownName,
 };
 pub use routes::{RouteEntry, RouteMatch, RouteTable};
 pub use rules::Routed;

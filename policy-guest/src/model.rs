@@ -295,7 +295,13 @@ pub enum Credential {
     Digest(KeyDigest),
 }
 
-/// One authorization question.
+/// Milliseconds since the Unix epoch (UTC): the request's time and a key's
+/// not-after. The policy has no clock; the host passes the time in.
+pub type Millis = u64;
+
+/// One authorization question, by name: what hosts and users ask. A host
+/// resolves the names to the loaded snapshot's ids ([`ResolvedRequest`])
+/// before it asks the policy.
 #[derive(Debug, Clone, Copy)]
 pub struct Request<'a> {
     /// The caller's credential.
@@ -304,6 +310,116 @@ pub struct Request<'a> {
     pub app: &'a str,
     /// The operation name (`agents.get`).
     pub op: &'a str,
+    /// The time of the request.
+    pub now: Millis,
+}
+
+/// One authorization question with its names resolved to the ids of one
+/// snapshot: what the policy decides, with no string in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResolvedRequest {
+    /// The caller's credential.
+    pub credential: Credential,
+    /// The snapshot the ids were read from: the first word of its digest
+    /// ([`crate::snapshot::Snapshot::stamp`]).
+    pub snapshot: u64,
+    /// The app's id in that snapshot; `None` for an app it does not name.
+    pub app: Option<u32>,
+    /// The operation's id in that snapshot; `None` for one not catalogued.
+    pub op: Option<u32>,
+    /// The time of the request.
+    pub now: Millis,
+}
+
+/// An HTTP method. Routes name one of the first nine; any other method a
+/// client sends is [`Method::Other`] and matches no route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Method {
+    /// `GET`
+    Get,
+    /// `HEAD`
+    Head,
+    /// `POST`
+    Post,
+    /// `PUT`
+    Put,
+    /// `DELETE`
+    Delete,
+    /// `CONNECT`
+    Connect,
+    /// `OPTIONS`
+    Options,
+    /// `TRACE`
+    Trace,
+    /// `PATCH`
+    Patch,
+    /// Any other method.
+    Other,
+}
+
+impl Method {
+    /// The nine methods a route may name, in code order.
+    pub const ROUTABLE: [Method; 9] = [
+        Self::Get,
+        Self::Head,
+        Self::Post,
+        Self::Put,
+        Self::Delete,
+        Self::Connect,
+        Self::Options,
+        Self::Trace,
+        Self::Patch,
+    ];
+    const NAMES: &'static [&'static str] = &[
+        "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+    ];
+
+    /// The method a client sent: an exact, case-sensitive match of a
+    /// routable name (RFC 9110 methods are case-sensitive), else
+    /// [`Method::Other`].
+    pub fn parse(method: &str) -> Self {
+        Self::ROUTABLE
+            .into_iter()
+            .find(|known| known.as_str() == method)
+            .unwrap_or(Self::Other)
+    }
+
+    /// The method's name; `OTHER` for [`Method::Other`].
+    pub fn as_str(self) -> &'static str {
+        Self::NAMES.get(self as usize).copied().unwrap_or("OTHER")
+    }
+
+    /// The method's code in the snapshot's route table (0 to 8).
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// The routable method with this code.
+    pub fn from_code(code: u8) -> Option<Self> {
+        Self::ROUTABLE.get(usize::from(code)).copied()
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Method {
+    type Err = UnknownName;
+
+    /// A method a route may name.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match Self::parse(s) {
+            Self::Other => Err(UnknownName {
+                kind: "HTTP method",
+                value: s.to_owned(),
+                accepted: Self::NAMES,
+            }),
+            method => Ok(method),
+        }
+    }
 }
 
 /// A request as a proxy sees it: the route table names its app and
@@ -312,10 +428,12 @@ pub struct Request<'a> {
 pub struct HttpRequest<'a> {
     /// The presented credential.
     pub credential: Credential,
-    /// The HTTP method (`GET`).
-    pub method: &'a str,
+    /// The HTTP method.
+    pub method: Method,
     /// The request path, with or without its query (`/api/v2/apps/acme/agents`).
     pub path: &'a str,
+    /// The time of the request.
+    pub now: Millis,
 }
 
 /// Why a decision came out as it did.
@@ -331,6 +449,8 @@ pub enum Reason {
     UnknownKey,
     /// The key was revoked.
     RevokedKey,
+    /// The key is past its not-after time.
+    ExpiredKey,
     /// The key's scope belongs to another application.
     WrongApp,
     /// The scope does not grant what the operation requires.
@@ -345,12 +465,13 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason.
-    pub const ALL: [Reason; 10] = [
+    pub const ALL: [Reason; 11] = [
         Self::Allowed,
         Self::MissingKey,
         Self::MalformedKey,
         Self::UnknownKey,
         Self::RevokedKey,
+        Self::ExpiredKey,
         Self::WrongApp,
         Self::InsufficientPermission,
         Self::UnknownOperation,
@@ -363,6 +484,7 @@ impl Reason {
         "malformed-key",
         "unknown-key",
         "revoked-key",
+        "expired-key",
         "wrong-app",
         "insufficient-permission",
         "unknown-operation",

@@ -17,6 +17,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::Method;
+
 /// One route: a method and a path pattern, and the operation they are.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RouteEntry {
@@ -34,6 +36,9 @@ pub fn default_routes() -> Vec<RouteEntry> {
     const ENV: &str = "/api/v2/apps/{app}/environments/{env}";
     [
         ("POST", format!("{ENV}/runs/execute"), "runs.execute"),
+        ("POST", format!("{ENV}/runs/{{run}}/status"), "runs.status"),
+        ("GET", format!("{ENV}/sessions"), "sessions.get"),
+        ("GET", format!("{ENV}/sessions/list"), "sessions.list"),
         ("POST", format!("{ENV}/sessions"), "sessions.create"),
         (
             "POST",
@@ -44,6 +49,11 @@ pub fn default_routes() -> Vec<RouteEntry> {
             "POST",
             format!("{ENV}/attachments/upload"),
             "documents.upload",
+        ),
+        (
+            "DELETE",
+            format!("{ENV}/attachments/{{file}}"),
+            "documents.delete",
         ),
         ("GET", format!("{APP}/agents"), "agents.list"),
         ("GET", format!("{APP}/agents/{{id}}"), "agents.get"),
@@ -87,18 +97,19 @@ enum Segment {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Route {
-    method: Box<str>,
+    method: Method,
     segments: Box<[Segment]>,
-    op: Box<str>,
+    /// The operation's id in the catalogue.
+    op: u32,
 }
 
 /// What a request matched: the app it addresses and the operation it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RouteMatch<'t, 'p> {
+pub struct RouteMatch<'p> {
     /// The `{app}` segment of the path.
     pub app: &'p str,
-    /// The route's operation.
-    pub op: &'t str,
+    /// The route's operation, by its id in the catalogue.
+    pub op: u32,
 }
 
 /// Parsed routes, matched in order: the first match wins.
@@ -108,19 +119,25 @@ pub struct RouteTable {
     entries: Vec<RouteEntry>,
 }
 
-/// Checks one route entry; used by the snapshot encoder and by stores.
+/// Checks one route entry's method and pattern; used by stores. (Whether
+/// its operation is catalogued is the store's and the encoder's to check.)
 pub fn check(entry: &RouteEntry) -> Result<(), BadRoute> {
-    parse(entry).map(drop)
+    parse(entry, |_| Some(0)).map(drop)
 }
 
-fn parse(entry: &RouteEntry) -> Result<Route, BadRoute> {
+fn parse(entry: &RouteEntry, op_id: impl Fn(&str) -> Option<u32>) -> Result<Route, BadRoute> {
     let bad = |why| BadRoute {
         route: format!("{} {}", entry.method, entry.pattern),
         why,
     };
-    if entry.method.is_empty() || !entry.method.bytes().all(|b| b.is_ascii_uppercase()) {
-        return Err(bad("the method must be an upper-case HTTP method"));
-    }
+    let Ok(method) = entry.method.parse::<Method>() else {
+        return Err(bad(
+            "the method must be one of GET, HEAD, POST, PUT, DELETE, CONNECT, OPTIONS, TRACE, PATCH",
+        ));
+    };
+    let Some(op) = op_id(&entry.op) else {
+        return Err(bad("its operation is not in the catalogue"));
+    };
     let Some(rest) = entry.pattern.strip_prefix('/') else {
         return Err(bad("the pattern must start with `/`"));
     };
@@ -146,16 +163,23 @@ fn parse(entry: &RouteEntry) -> Result<Route, BadRoute> {
         return Err(bad("the pattern must name `{app}` exactly once"));
     }
     Ok(Route {
-        method: entry.method.as_str().into(),
+        method,
         segments: segments.into_boxed_slice(),
-        op: entry.op.as_str().into(),
+        op,
     })
 }
 
 impl RouteTable {
-    /// Parses `entries`, refusing the first bad one.
-    pub fn parse(entries: &[RouteEntry]) -> Result<Self, BadRoute> {
-        let routes = entries.iter().map(parse).collect::<Result<_, _>>()?;
+    /// Parses `entries`, refusing the first bad one; `op_id` gives each
+    /// catalogued operation's id.
+    pub fn parse(
+        entries: &[RouteEntry],
+        op_id: impl Fn(&str) -> Option<u32>,
+    ) -> Result<Self, BadRoute> {
+        let routes = entries
+            .iter()
+            .map(|entry| parse(entry, &op_id))
+            .collect::<Result<_, _>>()?;
         Ok(Self {
             routes,
             entries: entries.to_vec(),
@@ -178,7 +202,7 @@ impl RouteTable {
     }
 
     /// The route `method` and `path` match, if any. `path` may carry a query.
-    pub fn route<'t, 'p>(&'t self, method: &str, path: &'p str) -> Option<RouteMatch<'t, 'p>> {
+    pub fn route<'p>(&self, method: Method, path: &'p str) -> Option<RouteMatch<'p>> {
         let path = path.split(['?', '#']).next().unwrap_or_default();
         let rest = path.strip_prefix('/')?;
         if rest.split('/').any(|s| matches!(s, "" | "." | "..")) {
@@ -186,13 +210,13 @@ impl RouteTable {
         }
         self.routes
             .iter()
-            .filter(|route| *route.method == *method)
+            .filter(|route| route.method == method)
             .find_map(|route| route.matches(rest))
     }
 }
 
 impl Route {
-    fn matches<'t, 'p>(&'t self, rest: &'p str) -> Option<RouteMatch<'t, 'p>> {
+    fn matches<'p>(&self, rest: &'p str) -> Option<RouteMatch<'p>> {
         let mut app = None;
         let mut parts = rest.split('/');
         for segment in &self.segments {
@@ -210,7 +234,7 @@ impl Route {
         }
         Some(RouteMatch {
             app: app?,
-            op: &self.op,
+            op: self.op,
         })
     }
 }
@@ -228,13 +252,32 @@ pub fn is_plain_segment(segment: &str) -> bool {
 mod tests {
     use super::*;
 
+    /// The operations the default routes name, sorted: an op's id is its
+    /// index here.
+    fn op_names() -> Vec<String> {
+        let mut names: Vec<String> = default_routes().into_iter().map(|r| r.op).collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
     fn table() -> RouteTable {
-        RouteTable::parse(&default_routes()).unwrap()
+        let names = op_names();
+        RouteTable::parse(&default_routes(), |op| {
+            names.iter().position(|name| name == op).map(|i| i as u32)
+        })
+        .unwrap()
+    }
+
+    /// The app and the operation's name that `method` and `path` match.
+    fn route(method: &str, path: &str) -> Option<(String, String)> {
+        table()
+            .route(Method::parse(method), path)
+            .map(|found| (found.app.to_owned(), op_names()[found.op as usize].clone()))
     }
 
     #[test]
     fn the_public_api_routes_to_its_operations() {
-        let table = table();
         let cases = [
             (
                 "POST",
@@ -262,12 +305,36 @@ mod tests {
             ("PUT", "/api/v2/apps/acme/agents/a1", "agents.update"),
             ("PATCH", "/api/v2/apps/acme/agents/a1", "agents.update"),
             ("DELETE", "/api/v2/apps/acme/agents/a1#x", "agents.delete"),
+            (
+                "POST",
+                "/api/v2/apps/acme/environments/prod/runs/r-1/status",
+                "runs.status",
+            ),
+            (
+                "GET",
+                "/api/v2/apps/acme/environments/prod/sessions?sessionId=s1",
+                "sessions.get",
+            ),
+            (
+                "GET",
+                "/api/v2/apps/acme/environments/prod/sessions?sessionReference=r",
+                "sessions.get",
+            ),
+            (
+                "GET",
+                "/api/v2/apps/acme/environments/prod/sessions/list",
+                "sessions.list",
+            ),
+            (
+                "DELETE",
+                "/api/v2/apps/acme/environments/prod/attachments/f_1",
+                "documents.delete",
+            ),
         ];
         for (method, path, op) in cases {
-            let found = table.route(method, path);
             assert_eq!(
-                found,
-                Some(RouteMatch { app: "acme", op }),
+                route(method, path),
+                Some(("acme".to_owned(), op.to_owned())),
                 "{method} {path}"
             );
         }
@@ -275,7 +342,6 @@ mod tests {
 
     #[test]
     fn anything_else_matches_nothing() {
-        let table = table();
         for (method, path) in [
             ("GET", "/api/v2/apps/acme/agents/"),
             ("GET", "/api/v2/apps/acme//agents"),
@@ -304,17 +370,19 @@ mod tests {
             ("GET", "/api/v2/apps/acme/agents/a\u{e9}"),
             ("GET", "/api/v2/apps/acme/agents/a+b"),
             ("GET", "/api/v2/apps/acme/agents/a:b"),
+            ("FETCH", "/api/v2/apps/acme/agents"),
+            ("GET", "/api/v2/apps/acme/environments/prod/sessions/list/x"),
+            ("POST", "/api/v2/apps/acme/environments/prod/runs/status"),
         ] {
-            assert_eq!(table.route(method, path), None, "{method} {path}");
+            assert_eq!(route(method, path), None, "{method} {path}");
         }
     }
 
     #[test]
     fn placeholders_take_only_unreserved_characters() {
-        let table = table();
         for id in ["a1", "A-b_c.d~e", "..x", "x..", "...", "~"] {
             let path = format!("/api/v2/apps/acme/agents/{id}");
-            assert!(table.route("GET", &path).is_some(), "{path}");
+            assert!(route("GET", &path).is_some(), "{path}");
         }
         assert!(!is_plain_segment(".."));
         assert!(!is_plain_segment("."));
@@ -333,7 +401,8 @@ mod tests {
             (route("GET", "/{app}/{app}"), "exactly once"),
             (route("GET", "agents/{app}"), "start with"),
             (route("GET", "/{app}//x"), "empty and dot"),
-            (route("get", "/{app}"), "upper-case"),
+            (route("get", "/{app}"), "one of GET"),
+            (route("FETCH", "/{app}"), "one of GET"),
             (route("GET", "/{app}/a%2f"), "literal segment"),
         ] {
             let error = check(&entry).unwrap_err();

@@ -2,26 +2,33 @@
 //!
 //! Order matters and is part of the contract: the credential is judged first
 //! (so an unauthenticated caller learns nothing about apps or operations),
-//! then the key's state, then the app, then the catalogue, then the grant.
+//! then the key's state (revoked, then expired), then the app, then the
+//! catalogue, then the grant.
 
-use crate::model::{Credential, Decision, HttpRequest, Reason, Request};
+use crate::model::{Credential, Decision, HttpRequest, Millis, Reason, ResolvedRequest};
 use crate::routes::RouteMatch;
-use crate::snapshot::{KeyRecord, Snapshot};
+use crate::snapshot::{KeyRecord, ScopeGrant, Snapshot};
 
 /// Decides `request` against `snapshot`; `None` means no snapshot is loaded.
-pub fn decide(snapshot: Option<&Snapshot>, request: &Request<'_>) -> Decision {
-    let (snapshot, key) = match judge_key(snapshot, request.credential) {
+/// A request whose ids were read from another snapshot is denied with
+/// [`Reason::PolicyError`]: its ids may name other apps and operations here.
+pub fn decide(snapshot: Option<&Snapshot>, request: &ResolvedRequest) -> Decision {
+    if snapshot.is_some_and(|snapshot| snapshot.stamp() != request.snapshot) {
+        return Decision::deny(Reason::PolicyError);
+    }
+    let (snapshot, key, scope) = match judge_key(snapshot, request.credential, request.now) {
         Ok(found) => found,
         Err(denied) => return denied,
     };
-    judge_grant(snapshot, key, request.app, Some(request.op))
+    let (grant, app) = scope;
+    judge_grant(snapshot, key, grant, request.app == Some(app), request.op)
 }
 
 /// A decision on an HTTP request, with the route it matched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Routed<'s, 'p> {
+pub struct Routed<'p> {
     /// The app and operation the route table gave, if a route matched.
-    pub route: Option<RouteMatch<'s, 'p>>,
+    pub route: Option<RouteMatch<'p>>,
     /// The decision.
     pub decision: Decision,
 }
@@ -30,26 +37,39 @@ pub struct Routed<'s, 'p> {
 /// the operation, then the same rules as [`decide`] apply. A request that
 /// matches no route is denied with [`Reason::UnknownOperation`], after the
 /// credential is judged, as for an operation missing from the catalogue.
-pub fn decide_http<'s, 'p>(
-    snapshot: Option<&'s Snapshot>,
-    request: &HttpRequest<'p>,
-) -> Routed<'s, 'p> {
+pub fn decide_http<'p>(snapshot: Option<&Snapshot>, request: &HttpRequest<'p>) -> Routed<'p> {
     let route = snapshot.and_then(|snapshot| snapshot.route(request.method, request.path));
-    let decision = match judge_key(snapshot, request.credential) {
+    let decision = match judge_key(snapshot, request.credential, request.now) {
         Err(denied) => denied,
-        Ok((snapshot, key)) => match route {
-            Some(route) => judge_grant(snapshot, key, route.app, Some(route.op)),
-            None => judge_grant(snapshot, key, "", None),
-        },
+        Ok((snapshot, key, (grant, app))) => {
+            let same_app = |route: &RouteMatch<'_>| snapshot.app_name(app) == Some(route.app);
+            match route {
+                Some(route) => judge_grant(snapshot, key, grant, same_app(&route), Some(route.op)),
+                None => judge_grant(snapshot, key, grant, true, None),
+            }
+        }
     };
     Routed { route, decision }
 }
 
-/// The credential and the key's state: the snapshot and the key, or a deny.
+/// A known key's decision before its app and operation are looked at.
+fn known(key: KeyRecord, reason: Reason) -> Decision {
+    Decision {
+        allow: reason == Reason::Allowed,
+        reason,
+        key_id: Some(key.id),
+        scope_id: Some(key.scope_id),
+        required: None,
+    }
+}
+
+/// The credential and the key's state: the snapshot, the key and its
+/// scope's grant and app, or a deny.
 fn judge_key(
     snapshot: Option<&Snapshot>,
     credential: Credential,
-) -> Result<(&Snapshot, KeyRecord), Decision> {
+    now: Millis,
+) -> Result<(&Snapshot, KeyRecord, (ScopeGrant, u32)), Decision> {
     let Some(snapshot) = snapshot else {
         return Err(Decision::deny(Reason::NoSnapshot));
     };
@@ -58,40 +78,39 @@ fn judge_key(
         Credential::Malformed => return Err(Decision::deny(Reason::MalformedKey)),
         Credential::Digest(digest) => digest,
     };
-    match snapshot.key(&digest) {
-        Some(key) => Ok((snapshot, key)),
-        None => Err(Decision::deny(Reason::UnknownKey)),
-    }
-}
-
-/// A known key's scope against the app and the operation (`None`: no route
-/// matched, so no operation is named).
-fn judge_grant(snapshot: &Snapshot, key: KeyRecord, app: &str, op: Option<&str>) -> Decision {
-    let known = |reason: Reason| Decision {
-        allow: reason == Reason::Allowed,
-        reason,
-        key_id: Some(key.id),
-        scope_id: Some(key.scope_id),
-        required: None,
+    let Some(key) = snapshot.key(&digest) else {
+        return Err(Decision::deny(Reason::UnknownKey));
     };
     let Some(scope) = snapshot.scope_of(&key) else {
-        return known(Reason::RevokedKey);
+        return Err(known(key, Reason::RevokedKey));
     };
-    let Some(op) = op else {
-        return known(Reason::UnknownOperation);
-    };
-    if scope.app != app {
-        return known(Reason::WrongApp);
+    if key.is_expired(now) {
+        return Err(known(key, Reason::ExpiredKey));
     }
-    let Some(required) = snapshot.requirement(op) else {
-        return known(Reason::UnknownOperation);
+    Ok((snapshot, key, scope))
+}
+
+/// A live key's scope against the app (whether it is the scope's) and the
+/// operation (`None`: not catalogued, or no route matched).
+fn judge_grant(
+    snapshot: &Snapshot,
+    key: KeyRecord,
+    grant: ScopeGrant,
+    same_app: bool,
+    op: Option<u32>,
+) -> Decision {
+    if !same_app {
+        return known(key, Reason::WrongApp);
+    }
+    let Some(required) = op.and_then(|op| snapshot.requirement(op)) else {
+        return known(key, Reason::UnknownOperation);
     };
-    if scope.grants(required) {
-        known(Reason::Allowed)
+    if grant.grants(required) {
+        known(key, Reason::Allowed)
     } else {
         Decision {
             required: Some(required),
-            ..known(Reason::InsufficientPermission)
+            ..known(key, Reason::InsufficientPermission)
         }
     }
 }
@@ -99,13 +118,18 @@ fn judge_grant(snapshot: &Snapshot, key: KeyRecord, app: &str, op: Option<&str>)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{AgentsLevel, KeyDigest, Requirement, RuntimePermission, RuntimeSet};
+    use crate::model::{
+        AgentsLevel, KeyDigest, Method, Request, Requirement, RuntimePermission, RuntimeSet,
+    };
     use crate::routes::default_routes;
     use crate::snapshot::{KeyEntry, ScopeEntry, SnapshotData, default_operations};
 
     const APP: &str = "acme";
     const LIVE: KeyDigest = KeyDigest([1; 32]);
     const REVOKED: KeyDigest = KeyDigest([2; 32]);
+    const EXPIRING: KeyDigest = KeyDigest([3; 32]);
+    /// The time the tests ask at, and `EXPIRING`'s not-after.
+    const NOW: Millis = 1_767_225_600_000;
 
     fn snapshot(agents: AgentsLevel, runtime: RuntimeSet) -> Snapshot {
         let data = SnapshotData {
@@ -122,12 +146,21 @@ mod tests {
                     id: 70,
                     scope_id: 7,
                     revoked: false,
+                    not_after: None,
                 },
                 KeyEntry {
                     digest: REVOKED,
                     id: 71,
                     scope_id: 7,
                     revoked: true,
+                    not_after: Some(NOW),
+                },
+                KeyEntry {
+                    digest: EXPIRING,
+                    id: 72,
+                    scope_id: 7,
+                    revoked: false,
+                    not_after: Some(NOW),
                 },
             ],
             routes: default_routes(),
@@ -135,15 +168,24 @@ mod tests {
         Snapshot::decode(&data.encode().unwrap()).unwrap()
     }
 
+    fn ask_at(
+        snapshot: &Snapshot,
+        credential: Credential,
+        app: &str,
+        op: &str,
+        now: Millis,
+    ) -> Decision {
+        let request = Request {
+            credential,
+            app,
+            op,
+            now,
+        };
+        decide(Some(snapshot), &snapshot.resolve(&request))
+    }
+
     fn ask(snapshot: &Snapshot, credential: Credential, app: &str, op: &str) -> Decision {
-        decide(
-            Some(snapshot),
-            &Request {
-                credential,
-                app,
-                op,
-            },
-        )
+        ask_at(snapshot, credential, app, op, NOW)
     }
 
     fn live(snapshot: &Snapshot, op: &str) -> Decision {
@@ -238,6 +280,72 @@ mod tests {
     }
 
     #[test]
+    fn a_key_works_until_its_not_after_and_is_expired_after_it() {
+        let snapshot = snapshot(AgentsLevel::Full, RuntimeSet::EMPTY);
+        let at = |now| {
+            ask_at(
+                &snapshot,
+                Credential::Digest(EXPIRING),
+                APP,
+                "agents.get",
+                now,
+            )
+        };
+        assert!(at(0).allow);
+        assert!(at(NOW).allow, "valid at its not-after itself");
+        let expired = at(NOW + 1);
+        assert_eq!(expired.reason, Reason::ExpiredKey);
+        assert_eq!((expired.key_id, expired.scope_id), (Some(72), Some(7)));
+        assert!(!expired.allow);
+        // Expiry is judged after revocation and before the app.
+        let revoked = ask_at(
+            &snapshot,
+            Credential::Digest(REVOKED),
+            APP,
+            "agents.get",
+            NOW + 1,
+        );
+        assert_eq!(revoked.reason, Reason::RevokedKey);
+        let elsewhere = ask_at(
+            &snapshot,
+            Credential::Digest(EXPIRING),
+            "globex",
+            "agents.get",
+            NOW + 1,
+        );
+        assert_eq!(elsewhere.reason, Reason::ExpiredKey);
+        // A key with no not-after never expires.
+        assert!(
+            ask_at(
+                &snapshot,
+                Credential::Digest(LIVE),
+                APP,
+                "agents.get",
+                Millis::MAX
+            )
+            .allow
+        );
+    }
+
+    #[test]
+    fn ids_from_another_snapshot_are_refused() {
+        let snapshot = snapshot(AgentsLevel::Full, RuntimeSet::EMPTY);
+        let request = Request {
+            credential: Credential::Digest(LIVE),
+            app: APP,
+            op: "agents.get",
+            now: NOW,
+        };
+        let mut resolved = snapshot.resolve(&request);
+        assert!(decide(Some(&snapshot), &resolved).allow);
+        resolved.snapshot ^= 1;
+        assert_eq!(
+            decide(Some(&snapshot), &resolved),
+            Decision::deny(Reason::PolicyError)
+        );
+    }
+
+    #[test]
     fn credential_problems_are_named_and_reveal_nothing() {
         let snapshot = snapshot(AgentsLevel::Full, RuntimeSet::EMPTY);
         let cases = [
@@ -264,10 +372,12 @@ mod tests {
 
     #[test]
     fn no_snapshot_denies_everything() {
-        let request = Request {
+        let request = ResolvedRequest {
             credential: Credential::Digest(LIVE),
-            app: APP,
-            op: "agents.get",
+            snapshot: 0,
+            app: Some(0),
+            op: Some(0),
+            now: NOW,
         };
         assert_eq!(decide(None, &request), Decision::deny(Reason::NoSnapshot));
     }
@@ -287,6 +397,7 @@ mod tests {
                 id: 1,
                 scope_id: 1,
                 revoked: false,
+                not_after: None,
             }],
             routes: Vec::new(),
         };
@@ -298,16 +409,17 @@ mod tests {
         assert!(live(&snapshot, "agents.publish").allow);
     }
 
-    fn http<'s>(
-        snapshot: &'s Snapshot,
+    fn http(
+        snapshot: &Snapshot,
         credential: Credential,
         method: &'static str,
         path: &'static str,
-    ) -> Routed<'s, 'static> {
+    ) -> Routed<'static> {
         let request = HttpRequest {
             credential,
-            method,
+            method: Method::parse(method),
             path,
+            now: NOW,
         };
         decide_http(Some(snapshot), &request)
     }
@@ -325,7 +437,7 @@ mod tests {
             get.route,
             Some(RouteMatch {
                 app: APP,
-                op: "agents.get"
+                op: snapshot.op_id("agents.get").unwrap(),
             })
         );
         assert_eq!(get.decision, live(&snapshot, "agents.get"));
@@ -365,8 +477,9 @@ mod tests {
         }
         let request = HttpRequest {
             credential: Credential::Digest(LIVE),
-            method: "GET",
+            method: Method::Get,
             path,
+            now: NOW,
         };
         assert_eq!(
             decide_http(None, &request).decision,

@@ -1,70 +1,64 @@
 //! The snapshot: the immutable key/scope/catalogue data a policy decides on.
 //!
-//! # Format (version 3)
+//! # Format (version 4)
+//!
+//! Every integer is little-endian; every string is UTF-8 behind a `u16`
+//! byte length. `conformance/CONTRACT.md` specifies the format byte for byte
+//! and is the reference; this is a summary.
 //!
 //! ```text
-//! offset  size  field
-//! 0       8     magic, b"KEYSCOPE"
-//! 8       2     format version, little-endian u16
-//! 10      2     reserved, zero
-//! 12      4     body length N, little-endian u32
-//! 16      N     body:
-//!                 4        meta length M, little-endian u32
-//!                 M        meta: catalogue, scope slots and route table,
-//!                          postcard-encoded
-//!                 4        key count K, little-endian u32
-//!                 48 * K   key records, sorted by digest, strictly ascending:
-//!                            0..32   SHA-256 of the raw key
-//!                            32..40  key id, little-endian u64
-//!                            40..44  scope slot (index into the meta's scopes)
-//!                            44..48  flags: bit 0 = revoked; others zero
-//! 16+N    32    SHA-256 of bytes 0..16+N (the snapshot's digest)
+//! header   8   magic, b"KEYSCOPE"
+//!          2   format version (4)
+//!          2   reserved, zero
+//!          4   body length N
+//! body     N   five sections, each a u32 count and its entries:
+//!   apps        name; strictly ascending (byte order). An app's id is its index.
+//!   operations  name, u8 kind (0 agents, 1 runtime), u8 level or permission;
+//!               strictly ascending by name. An operation's id is its index.
+//!   scopes      16 bytes each: u64 id, u32 app id (0xFFFFFFFF: a deleted
+//!               scope that revoked keys still name), u8 agents level,
+//!               u8 runtime bits, 2 reserved zero bytes; strictly ascending by id.
+//!   routes      u8 method code, u8 zero, u32 operation id, pattern; in
+//!               matching order.
+//!   keys        56 bytes each: 32 SHA-256 of the raw key, u64 key id,
+//!               u64 not-after (ms since the Unix epoch; u64::MAX: never),
+//!               u32 scope slot (index into scopes), u32 flags (bit 0:
+//!               revoked); strictly ascending by digest.
+//! trailer  32  SHA-256 of the header and the body (the snapshot's digest)
 //! ```
 //!
 //! The key table is fixed-size and sorted, so the policy decides straight
 //! from the snapshot bytes it was given: loading checks them in one pass and
 //! copies nothing, and a lookup is a binary search with no allocation. A
-//! million keys take 48 MB. The host encodes ([`SnapshotData::encode`]); the
+//! million keys take 56 MB. The host encodes ([`SnapshotData::encode`]); the
 //! policy loads with [`Snapshot::from_vec`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 
-use crate::model::{AgentsLevel, KeyDigest, Requirement, RuntimePermission, RuntimeSet};
+use crate::model::{
+    AgentsLevel, KeyDigest, Method, Millis, Request, Requirement, ResolvedRequest,
+    RuntimePermission, RuntimeSet,
+};
 use crate::routes::{RouteEntry, RouteMatch, RouteTable};
 
 /// The eight bytes every snapshot starts with.
 pub const MAGIC: [u8; 8] = *b"KEYSCOPE";
 /// The format version this crate writes and reads.
-pub const FORMAT_VERSION: u16 = 3;
+pub const FORMAT_VERSION: u16 = 4;
 
 const HEADER_LEN: usize = 16;
 const TRAILER_LEN: usize = 32;
-const RECORD_LEN: usize = 48;
+const RECORD_LEN: usize = 56;
 const REVOKED: u32 = 1;
-
-/// The small part of the body: the catalogue and the scopes keys point at.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Meta {
-    operations: Vec<OperationEntry>,
-    /// Live scopes, then deleted ones that revoked keys still name.
-    scopes: Vec<Slot>,
-    /// HTTP routes to operations, in matching order.
-    routes: Vec<RouteEntry>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Slot {
-    id: u64,
-    app: String,
-    agents: AgentsLevel,
-    runtime: RuntimeSet,
-    live: bool,
-}
+/// The app id of a deleted scope's slot.
+const NO_APP: u32 = u32::MAX;
+/// The not-after of a key that never expires.
+const NEVER: Millis = Millis::MAX;
 
 /// One entry of the operation catalogue.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,6 +93,8 @@ pub struct KeyEntry {
     pub scope_id: u64,
     /// Whether it has been revoked.
     pub revoked: bool,
+    /// The last moment the key is valid; `None`: until revoked.
+    pub not_after: Option<Millis>,
 }
 
 /// The contents of a snapshot, as the host builds it.
@@ -114,7 +110,13 @@ pub struct SnapshotData {
     pub routes: Vec<RouteEntry>,
 }
 
-/// The nine operations of the platform's public API, and what each requires.
+/// The operations of the platform's public API, and what each requires.
+///
+/// The platform does not document a permission for its run-status,
+/// session-read and attachment-delete routes; keyscope asks for the
+/// permission of the action they follow: a run's status needs `run`, reading
+/// sessions needs `session-create`, deleting an attachment needs
+/// `document-upload`.
 pub fn default_operations() -> Vec<OperationEntry> {
     use AgentsLevel::{Edit, Full, View};
     use RuntimePermission::{DocumentUpload, Run, SessionCreate, SessionTerminate};
@@ -125,9 +127,13 @@ pub fn default_operations() -> Vec<OperationEntry> {
         ("agents.create", Requirement::Agents(Full)),
         ("agents.delete", Requirement::Agents(Full)),
         ("runs.execute", Requirement::Runtime(Run)),
+        ("runs.status", Requirement::Runtime(Run)),
         ("sessions.create", Requirement::Runtime(SessionCreate)),
+        ("sessions.get", Requirement::Runtime(SessionCreate)),
+        ("sessions.list", Requirement::Runtime(SessionCreate)),
         ("sessions.terminate", Requirement::Runtime(SessionTerminate)),
         ("documents.upload", Requirement::Runtime(DocumentUpload)),
+        ("documents.delete", Requirement::Runtime(DocumentUpload)),
     ]
     .into_iter()
     .map(|(name, requires)| OperationEntry {
@@ -140,7 +146,8 @@ pub fn default_operations() -> Vec<OperationEntry> {
 /// Why a snapshot was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LoadError {
-    /// The bytes do not start with [`MAGIC`].
+    /// The bytes do not start with [`MAGIC`] (fewer than eight bytes
+    /// included).
     BadMagic,
     /// A format version this crate does not read.
     UnsupportedVersion(u16),
@@ -171,6 +178,10 @@ impl fmt::Display for LoadError {
 
 impl std::error::Error for LoadError {}
 
+fn malformed<T>(why: impl Into<String>) -> Result<T, LoadError> {
+    Err(LoadError::Malformed(why.into()))
+}
+
 /// Summary of a loaded snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotInfo {
@@ -178,12 +189,16 @@ pub struct SnapshotInfo {
     pub format_version: u16,
     /// SHA-256 of the snapshot (its trailer).
     pub digest: [u8; 32],
-    /// Number of live scopes.
+    /// Entries of the app table.
+    pub apps: u32,
+    /// Live scopes: scope slots that are not a deleted scope's.
     pub scopes: u32,
-    /// Number of keys, revoked included.
+    /// Key records, revoked and expired ones included.
     pub keys: u32,
-    /// Number of catalogue operations.
+    /// Entries of the operation catalogue.
     pub operations: u32,
+    /// Entries of the route table.
+    pub routes: u32,
 }
 
 impl SnapshotInfo {
@@ -203,27 +218,69 @@ pub fn hex(bytes: &[u8]) -> String {
         .collect()
 }
 
+fn requirement_code(requirement: Requirement) -> [u8; 2] {
+    match requirement {
+        Requirement::Agents(level) => [0, level as u8],
+        Requirement::Runtime(permission) => [1, permission as u8],
+    }
+}
+
+fn requirement_of(kind: u8, value: u8) -> Option<Requirement> {
+    match kind {
+        0 => AgentsLevel::ALL
+            .get(usize::from(value))
+            .map(|&level| Requirement::Agents(level)),
+        1 => RuntimePermission::ALL
+            .get(usize::from(value))
+            .map(|&permission| Requirement::Runtime(permission)),
+        _ => None,
+    }
+}
+
+/// Appends a string behind its `u16` length.
+fn put_str(bytes: &mut Vec<u8>, what: &str, text: &str) -> Result<(), LoadError> {
+    let len = u16::try_from(text.len())
+        .map_err(|_| LoadError::Malformed(format!("{what} longer than 65535 bytes")))?;
+    bytes.extend_from_slice(&len.to_le_bytes());
+    bytes.extend_from_slice(text.as_bytes());
+    Ok(())
+}
+
+fn put_count(bytes: &mut Vec<u8>, count: usize) -> Result<(), LoadError> {
+    let count = u32::try_from(count)
+        .map_err(|_| LoadError::Malformed("more than 2^32 entries".to_owned()))?;
+    bytes.extend_from_slice(&count.to_le_bytes());
+    Ok(())
+}
+
 impl SnapshotData {
-    /// Checks the invariants a decodable snapshot must hold: unique operation
-    /// names, unique scope ids, unique key digests and ids, every live key
-    /// pointing at a live scope, and well-formed routes.
+    /// Checks the invariants a decodable snapshot must hold: unique, non-empty
+    /// operation names, unique scope ids and non-empty apps, unique key
+    /// digests and ids, every live key pointing at a live scope, and routes
+    /// well-formed and naming catalogued operations.
     pub fn validate(&self) -> Result<(), LoadError> {
-        let malformed = |why: String| Err(LoadError::Malformed(why));
-        RouteTable::parse(&self.routes).map_err(|e| LoadError::Malformed(e.to_string()))?;
-        let mut names = std::collections::BTreeSet::new();
+        let mut names = BTreeSet::new();
         for op in &self.operations {
+            if op.name.is_empty() {
+                return malformed("an operation has an empty name");
+            }
             if !names.insert(op.name.as_str()) {
                 return malformed(format!("operation `{}` appears twice", op.name));
             }
         }
-        let mut scope_ids = std::collections::BTreeSet::new();
+        RouteTable::parse(&self.routes, |op| names.contains(op).then_some(0))
+            .map_err(|e| LoadError::Malformed(e.to_string()))?;
+        let mut scope_ids = BTreeSet::new();
         for scope in &self.scopes {
+            if scope.app.is_empty() {
+                return malformed(format!("scope {} has an empty app", scope.id));
+            }
             if !scope_ids.insert(scope.id) {
                 return malformed(format!("scope {} appears twice", scope.id));
             }
         }
-        let mut digests = std::collections::BTreeSet::new();
-        let mut key_ids = std::collections::BTreeSet::new();
+        let mut digests = BTreeSet::new();
+        let mut key_ids = BTreeSet::new();
         for key in &self.keys {
             if !digests.insert(key.digest) {
                 return malformed(format!("key {} has the digest of another key", key.id));
@@ -241,83 +298,104 @@ impl SnapshotData {
         Ok(())
     }
 
-    /// Encodes the snapshot (see the module docs for the layout).
+    /// Encodes the snapshot (see the module docs for the layout). The
+    /// encoding is canonical: the same contents give the same bytes.
     pub fn encode(&self) -> Result<Vec<u8>, LoadError> {
         self.validate()?;
-        let too_large = || LoadError::Malformed("snapshot larger than 4 GiB".to_owned());
-        let mut slots: Vec<Slot> = self
+        let apps: BTreeSet<&str> = self.scopes.iter().map(|s| s.app.as_str()).collect();
+        let app_id: BTreeMap<&str, u32> = apps.iter().copied().zip(0..).collect();
+        let mut operations: Vec<&OperationEntry> = self.operations.iter().collect();
+        operations.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        let op_id: BTreeMap<&str, u32> = operations
+            .iter()
+            .map(|op| op.name.as_str())
+            .zip(0..)
+            .collect();
+
+        // Slots: every live scope, and a grant-nothing slot for each deleted
+        // scope that a (necessarily revoked) key still names; by id.
+        let mut slots: BTreeMap<u64, Option<&ScopeEntry>> = self
             .scopes
             .iter()
-            .map(|scope| Slot {
-                id: scope.id,
-                app: scope.app.clone(),
-                agents: scope.agents,
-                runtime: scope.runtime,
-                live: true,
-            })
+            .map(|scope| (scope.id, Some(scope)))
             .collect();
-        let mut slot_of: BTreeMap<u64, u32> = BTreeMap::new();
-        for (slot, index) in slots.iter().zip(0u32..) {
-            slot_of.insert(slot.id, index);
-        }
-        let mut records = Vec::with_capacity(self.keys.len());
         for key in &self.keys {
-            let slot = match slot_of.get(&key.scope_id) {
-                Some(&slot) => slot,
-                // A tombstone of a deleted scope: keep its id, grant nothing.
-                None => {
-                    let slot = u32::try_from(slots.len()).map_err(|_| too_large())?;
-                    slots.push(Slot {
-                        id: key.scope_id,
-                        app: String::new(),
-                        agents: AgentsLevel::None,
-                        runtime: RuntimeSet::EMPTY,
-                        live: false,
-                    });
-                    slot_of.insert(key.scope_id, slot);
-                    slot
-                }
-            };
-            let mut record = [0u8; RECORD_LEN];
-            record[..32].copy_from_slice(&key.digest.0);
-            record[32..40].copy_from_slice(&key.id.to_le_bytes());
-            record[40..44].copy_from_slice(&slot.to_le_bytes());
-            let flags = if key.revoked { REVOKED } else { 0 };
-            record[44..48].copy_from_slice(&flags.to_le_bytes());
-            records.push(record);
+            slots.entry(key.scope_id).or_insert(None);
         }
-        records.sort_unstable_by(|a, b| a[..32].cmp(&b[..32]));
-        let meta = postcard::to_allocvec(&Meta {
-            operations: self.operations.clone(),
-            scopes: slots,
-            routes: self.routes.clone(),
-        })
-        .map_err(|e| LoadError::Malformed(format!("cannot encode: {e}")))?;
-        let mut bytes = Vec::with_capacity(
-            HEADER_LEN + 8 + meta.len() + records.len() * RECORD_LEN + TRAILER_LEN,
-        );
+        let slot_of: BTreeMap<u64, u32> = slots.keys().copied().zip(0..).collect();
+
+        let mut bytes =
+            Vec::with_capacity(HEADER_LEN + 1024 + self.keys.len() * RECORD_LEN + TRAILER_LEN);
         bytes.extend_from_slice(&MAGIC);
         bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-        bytes.extend_from_slice(&[0, 0, 0, 0, 0, 0]); // reserved, body length
-        let meta_len = u32::try_from(meta.len()).map_err(|_| too_large())?;
-        bytes.extend_from_slice(&meta_len.to_le_bytes());
-        bytes.extend_from_slice(&meta);
-        let key_count = u32::try_from(records.len()).map_err(|_| too_large())?;
-        bytes.extend_from_slice(&key_count.to_le_bytes());
+        bytes.extend_from_slice(&[0; 6]); // reserved, then the body length
+
+        put_count(&mut bytes, apps.len())?;
+        for app in &apps {
+            put_str(&mut bytes, "an app", app)?;
+        }
+        put_count(&mut bytes, operations.len())?;
+        for op in &operations {
+            put_str(&mut bytes, "an operation name", &op.name)?;
+            bytes.extend_from_slice(&requirement_code(op.requires));
+        }
+        put_count(&mut bytes, slots.len())?;
+        for (id, scope) in &slots {
+            bytes.extend_from_slice(&id.to_le_bytes());
+            match scope {
+                Some(scope) => {
+                    bytes.extend_from_slice(&app_id[scope.app.as_str()].to_le_bytes());
+                    bytes.extend_from_slice(&[scope.agents as u8, scope.runtime.bits(), 0, 0]);
+                }
+                None => {
+                    bytes.extend_from_slice(&NO_APP.to_le_bytes());
+                    bytes.extend_from_slice(&[0; 4]);
+                }
+            }
+        }
+        put_count(&mut bytes, self.routes.len())?;
+        for route in &self.routes {
+            // Checked by `validate`: a routable method and a catalogued op.
+            let method = route
+                .method
+                .parse::<Method>()
+                .map_err(|e| LoadError::Malformed(e.to_string()))?;
+            bytes.extend_from_slice(&[method.code(), 0]);
+            bytes.extend_from_slice(&op_id[route.op.as_str()].to_le_bytes());
+            put_str(&mut bytes, "a route pattern", &route.pattern)?;
+        }
+        let mut records: Vec<[u8; RECORD_LEN]> = self
+            .keys
+            .iter()
+            .map(|key| {
+                let mut record = [0u8; RECORD_LEN];
+                record[..32].copy_from_slice(&key.digest.0);
+                record[32..40].copy_from_slice(&key.id.to_le_bytes());
+                record[40..48].copy_from_slice(&key.not_after.unwrap_or(NEVER).to_le_bytes());
+                record[48..52].copy_from_slice(&slot_of[&key.scope_id].to_le_bytes());
+                let flags = if key.revoked { REVOKED } else { 0 };
+                record[52..56].copy_from_slice(&flags.to_le_bytes());
+                record
+            })
+            .collect();
+        records.sort_unstable_by(|a, b| a[..32].cmp(&b[..32]));
+        put_count(&mut bytes, records.len())?;
         for record in &records {
             bytes.extend_from_slice(record);
         }
-        let body_len = u32::try_from(bytes.len() - HEADER_LEN).map_err(|_| too_large())?;
+        let body_len = u32::try_from(bytes.len() - HEADER_LEN)
+            .map_err(|_| LoadError::Malformed("snapshot larger than 4 GiB".to_owned()))?;
         bytes[12..16].copy_from_slice(&body_len.to_le_bytes());
         let digest = Sha256::digest(&bytes);
         bytes.extend_from_slice(&digest);
         Ok(bytes)
     }
 
-    /// Decodes and checks snapshot bytes back into their contents.
+    /// Decodes and checks snapshot bytes back into their contents, in
+    /// canonical order: operations by name, scopes by id, keys by digest.
     pub fn decode(bytes: &[u8]) -> Result<(Self, SnapshotInfo), LoadError> {
         let view = Snapshot::decode(bytes)?;
-        let mut operations: Vec<OperationEntry> = view
+        let operations = view
             .operations
             .iter()
             .map(|(name, requires)| OperationEntry {
@@ -325,16 +403,17 @@ impl SnapshotData {
                 requires: *requires,
             })
             .collect();
-        operations.sort_by(|a, b| a.name.cmp(&b.name));
         let scopes = view
             .scopes
             .iter()
-            .filter(|scope| scope.live)
-            .map(|scope| ScopeEntry {
-                id: scope.grant.id,
-                app: scope.grant.app.clone(),
-                agents: scope.grant.agents,
-                runtime: scope.grant.runtime,
+            .filter_map(|slot| {
+                let app = view.apps.get(slot.app? as usize)?;
+                Some(ScopeEntry {
+                    id: slot.grant.id,
+                    app: app.to_string(),
+                    agents: slot.grant.agents,
+                    runtime: slot.grant.runtime,
+                })
             })
             .collect();
         let keys = (0..view.key_count)
@@ -345,10 +424,10 @@ impl SnapshotData {
                     id: record.id,
                     scope_id: view.scopes[record.slot].grant.id,
                     revoked: record.revoked,
+                    not_after: (record.not_after != NEVER).then_some(record.not_after),
                 }
             })
             .collect();
-        let info = view.info.clone();
         Ok((
             Self {
                 operations,
@@ -356,18 +435,16 @@ impl SnapshotData {
                 keys,
                 routes: view.routes.entries().to_vec(),
             },
-            info,
+            view.info.clone(),
         ))
     }
 }
 
-/// A scope as the rules see it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a scope grants, as the rules see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ScopeGrant {
     /// The scope's id.
     pub id: u64,
-    /// Its application.
-    pub app: String,
     /// Its Agents level.
     pub agents: AgentsLevel,
     /// Its runtime permissions.
@@ -391,6 +468,8 @@ pub struct KeyRecord {
     pub id: u64,
     /// Its scope's id.
     pub scope_id: u64,
+    /// The last moment it is valid ([`Millis::MAX`]: never expires).
+    pub not_after: Millis,
     /// Index of its scope's slot; `None` once revoked.
     scope: Option<usize>,
 }
@@ -400,18 +479,25 @@ impl KeyRecord {
     pub fn is_revoked(&self) -> bool {
         self.scope.is_none()
     }
+
+    /// Whether the key is past its not-after at `now`.
+    pub fn is_expired(&self, now: Millis) -> bool {
+        now > self.not_after
+    }
 }
 
 #[derive(Debug, Clone)]
 struct ScopeSlot {
     grant: ScopeGrant,
-    live: bool,
+    /// The app's id; `None` for a deleted scope.
+    app: Option<u32>,
 }
 
 /// One key record, read from the table.
 struct RawRecord {
     digest: [u8; 32],
     id: u64,
+    not_after: Millis,
     slot: usize,
     revoked: bool,
 }
@@ -421,7 +507,11 @@ struct RawRecord {
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     info: SnapshotInfo,
-    /// The catalogue, sorted by name.
+    /// The first word of the digest: what a resolved request names.
+    stamp: u64,
+    /// The app table, sorted; an app's id is its index.
+    apps: Vec<Box<str>>,
+    /// The catalogue, sorted by name; an operation's id is its index.
     operations: Vec<(Box<str>, Requirement)>,
     scopes: Vec<ScopeSlot>,
     routes: RouteTable,
@@ -431,10 +521,87 @@ pub struct Snapshot {
     key_count: usize,
 }
 
-fn le_u32(bytes: &[u8], at: usize) -> Option<u32> {
+fn le_u32(bytes: &[u8], at: usize) -> u32 {
     let mut word = [0; 4];
-    word.copy_from_slice(bytes.get(at..at + 4)?);
-    Some(u32::from_le_bytes(word))
+    word.copy_from_slice(&bytes[at..at + 4]);
+    u32::from_le_bytes(word)
+}
+
+fn le_u64(bytes: &[u8], at: usize) -> u64 {
+    let mut word = [0; 8];
+    word.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_le_bytes(word)
+}
+
+/// Reads the body's sections front to back; every read is bounds-checked
+/// and a short read names the section it was in.
+struct Reader<'b> {
+    body: &'b [u8],
+    at: usize,
+    section: &'static str,
+}
+
+impl<'b> Reader<'b> {
+    fn take(&mut self, n: usize) -> Result<&'b [u8], LoadError> {
+        let end = self.at.checked_add(n).filter(|&end| end <= self.body.len());
+        let Some(end) = end else {
+            return malformed(format!("the {} section runs past the body", self.section));
+        };
+        let bytes = &self.body[self.at..end];
+        self.at = end;
+        Ok(bytes)
+    }
+
+    fn u8(&mut self) -> Result<u8, LoadError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u16(&mut self) -> Result<u16, LoadError> {
+        let bytes = self.take(2)?;
+        Ok(u16::from_le_bytes([bytes[0], bytes[1]]))
+    }
+
+    fn u32(&mut self) -> Result<u32, LoadError> {
+        Ok(le_u32(self.take(4)?, 0))
+    }
+
+    fn u64(&mut self) -> Result<u64, LoadError> {
+        Ok(le_u64(self.take(8)?, 0))
+    }
+
+    /// A section's count, starting the section.
+    fn count(&mut self, section: &'static str) -> Result<usize, LoadError> {
+        self.section = section;
+        Ok(self.u32()? as usize)
+    }
+
+    fn str(&mut self, what: &str, index: usize) -> Result<&'b str, LoadError> {
+        let len = usize::from(self.u16()?);
+        let bytes = self.take(len)?;
+        let text = std::str::from_utf8(bytes).map_err(|_| {
+            LoadError::Malformed(format!("{} {index}: {what} is not UTF-8", self.section))
+        })?;
+        if text.is_empty() {
+            return malformed(format!("{} {index}: {what} is empty", self.section));
+        }
+        Ok(text)
+    }
+}
+
+/// Checks that names are strictly ascending, so also unique.
+fn ascending(section: &str, names: &[impl AsRef<str>]) -> Result<(), LoadError> {
+    match names
+        .windows(2)
+        .position(|pair| pair[0].as_ref() >= pair[1].as_ref())
+    {
+        Some(i) => malformed(format!(
+            "{section} {}: `{}` is not after `{}` (the {section} must be strictly ascending)",
+            i + 1,
+            names[i + 1].as_ref(),
+            names[i].as_ref()
+        )),
+        None => Ok(()),
+    }
 }
 
 impl Snapshot {
@@ -444,8 +611,9 @@ impl Snapshot {
     }
 
     /// Checks snapshot bytes and keeps them as the index: one pass, no copy.
+    /// The checks run in the order `conformance/CONTRACT.md` gives, so a
+    /// snapshot with several faults is refused for the first.
     pub fn from_vec(bytes: Vec<u8>) -> Result<Self, LoadError> {
-        let malformed = |why: &str| LoadError::Malformed(why.to_owned());
         if bytes.len() < MAGIC.len() || bytes[..MAGIC.len()] != MAGIC {
             return Err(LoadError::BadMagic);
         }
@@ -455,15 +623,14 @@ impl Snapshot {
             return Err(LoadError::UnsupportedVersion(version));
         }
         if header[10..12] != [0, 0] {
-            return Err(malformed("reserved header bytes are set"));
+            return malformed("the reserved header bytes are not zero");
         }
-        let body_len = le_u32(header, 12).ok_or(LoadError::Truncated)?;
-        let body_end = usize::try_from(body_len)
-            .ok()
-            .and_then(|len| len.checked_add(HEADER_LEN))
-            .ok_or(LoadError::Truncated)?;
+        let body_len = le_u32(header, 12) as usize;
         // Checked: on wasm32 a body length near 4 GiB would wrap `usize`
         // (found by fuzzing: fuzz/corpus/snapshot_decode/regression-wrapping-length).
+        let body_end = body_len
+            .checked_add(HEADER_LEN)
+            .ok_or(LoadError::Truncated)?;
         let expected_len = body_end
             .checked_add(TRAILER_LEN)
             .ok_or(LoadError::Truncated)?;
@@ -471,89 +638,136 @@ impl Snapshot {
             return Err(LoadError::Truncated);
         }
         if bytes.len() > expected_len {
-            return Err(LoadError::Malformed(format!(
-                "{} bytes after the end of the snapshot",
+            return malformed(format!(
+                "{} bytes after the trailer",
                 bytes.len() - expected_len
-            )));
+            ));
         }
         let digest: [u8; 32] = Sha256::digest(&bytes[..body_end]).into();
         if !bool::from(digest.ct_eq(&bytes[body_end..])) {
             return Err(LoadError::DigestMismatch);
         }
 
-        let body = &bytes[HEADER_LEN..body_end];
-        let meta_len = le_u32(body, 0).ok_or_else(|| malformed("no meta length"))? as usize;
-        let meta_bytes = (4usize)
-            .checked_add(meta_len)
-            .and_then(|meta_end| body.get(4..meta_end))
-            .ok_or_else(|| malformed("the meta runs past the body"))?;
-        let (meta, rest): (Meta, _) = postcard::take_from_bytes(meta_bytes)
-            .map_err(|e| LoadError::Malformed(format!("the meta does not decode: {e}")))?;
-        if !rest.is_empty() {
-            return Err(malformed("stray bytes after the meta"));
+        let mut body = Reader {
+            body: &bytes[HEADER_LEN..body_end],
+            at: 0,
+            section: "apps",
+        };
+        let count = body.count("apps")?;
+        let apps = (0..count)
+            .map(|i| body.str("the name", i).map(Box::from))
+            .collect::<Result<Vec<Box<str>>, _>>()?;
+        ascending("apps", &apps)?;
+
+        let count = body.count("operations")?;
+        let mut operations = Vec::new();
+        for i in 0..count {
+            let name: Box<str> = body.str("the name", i)?.into();
+            let (kind, value) = (body.u8()?, body.u8()?);
+            let Some(requires) = requirement_of(kind, value) else {
+                return malformed(format!(
+                    "operation {i}: requirement ({kind}, {value}) is not one of the contract's"
+                ));
+            };
+            operations.push((name, requires));
         }
-        let key_count =
-            le_u32(body, 4 + meta_len).ok_or_else(|| malformed("no key count"))? as usize;
-        let keys_in_body = 8 + meta_len;
-        if body.len() - keys_in_body != key_count.saturating_mul(RECORD_LEN) {
-            return Err(malformed("the key table does not match the key count"));
+        let names: Vec<&str> = operations.iter().map(|(name, _)| name.as_ref()).collect();
+        ascending("operations", &names)?;
+
+        let count = body.count("scopes")?;
+        let mut scopes: Vec<ScopeSlot> = Vec::new();
+        for i in 0..count {
+            let id = body.u64()?;
+            let app = body.u32()?;
+            let fields = body.take(4)?;
+            let bad = |why: &str| malformed(format!("scope slot {i} (scope {id}): {why}"));
+            let (Some(&agents), Some(runtime)) = (
+                AgentsLevel::ALL.get(usize::from(fields[0])),
+                RuntimeSet::from_bits(fields[1]),
+            ) else {
+                return bad("unknown agents level or runtime bits");
+            };
+            if fields[2..] != [0, 0] {
+                return bad("reserved bytes are not zero");
+            }
+            let app = match app {
+                NO_APP if agents != AgentsLevel::None || runtime != RuntimeSet::EMPTY => {
+                    return bad("a deleted scope's slot grants something");
+                }
+                NO_APP => None,
+                app if app as usize >= apps.len() => return bad("its app id is out of range"),
+                app => Some(app),
+            };
+            if scopes.last().is_some_and(|last| last.grant.id >= id) {
+                return bad("scope ids are not strictly ascending");
+            }
+            scopes.push(ScopeSlot {
+                grant: ScopeGrant {
+                    id,
+                    agents,
+                    runtime,
+                },
+                app,
+            });
         }
 
-        let mut names = std::collections::BTreeSet::new();
-        for op in &meta.operations {
-            if !names.insert(op.name.as_str()) {
-                return Err(LoadError::Malformed(format!(
-                    "operation `{}` appears twice",
-                    op.name
-                )));
-            }
+        let count = body.count("routes")?;
+        let mut entries = Vec::new();
+        for i in 0..count {
+            let (code, zero) = (body.u8()?, body.u8()?);
+            let op = body.u32()?;
+            let pattern = body.str("the pattern", i)?;
+            let (Some(method), 0) = (Method::from_code(code), zero) else {
+                return malformed(format!(
+                    "route {i}: unknown method code {code}, or a nonzero reserved byte"
+                ));
+            };
+            let Some((op, _)) = operations.get(op as usize) else {
+                return malformed(format!("route {i}: operation id {op} is out of range"));
+            };
+            entries.push(RouteEntry {
+                method: method.as_str().to_owned(),
+                pattern: pattern.to_owned(),
+                op: op.to_string(),
+            });
         }
-        let mut ids = std::collections::BTreeSet::new();
-        for slot in &meta.scopes {
-            if !ids.insert(slot.id) {
-                return Err(LoadError::Malformed(format!(
-                    "scope {} appears twice",
-                    slot.id
-                )));
-            }
-        }
-        let mut operations: Vec<(Box<str>, Requirement)> = meta
-            .operations
-            .into_iter()
-            .map(|op| (op.name.into_boxed_str(), op.requires))
-            .collect();
-        operations.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let scopes: Vec<ScopeSlot> = meta
-            .scopes
-            .into_iter()
-            .map(|slot| ScopeSlot {
-                grant: ScopeGrant {
-                    id: slot.id,
-                    app: slot.app,
-                    agents: slot.agents,
-                    runtime: slot.runtime,
-                },
-                live: slot.live,
-            })
-            .collect();
+        let op_id = |name: &str| names.binary_search(&name).ok().map(|i| i as u32);
         let routes =
-            RouteTable::parse(&meta.routes).map_err(|e| LoadError::Malformed(e.to_string()))?;
-        let live_scopes = scopes.iter().filter(|scope| scope.live).count();
+            RouteTable::parse(&entries, op_id).map_err(|e| LoadError::Malformed(e.to_string()))?;
+
+        let key_count = body.count("keys")?;
+        let keys_at = HEADER_LEN + body.at;
+        let table = body_end - keys_at;
+        if table < key_count.saturating_mul(RECORD_LEN) {
+            return malformed("the keys section runs past the body");
+        }
+        if table > key_count * RECORD_LEN {
+            return malformed(format!(
+                "{} bytes after the key table",
+                table - key_count * RECORD_LEN
+            ));
+        }
+
         let count = |n: usize| {
             u32::try_from(n).map_err(|_| LoadError::Malformed("too many entries".to_owned()))
         };
+        let info = SnapshotInfo {
+            format_version: version,
+            digest,
+            apps: count(apps.len())?,
+            scopes: count(scopes.iter().filter(|slot| slot.app.is_some()).count())?,
+            keys: count(key_count)?,
+            operations: count(operations.len())?,
+            routes: count(routes.len())?,
+        };
         let snapshot = Self {
-            info: SnapshotInfo {
-                format_version: version,
-                digest,
-                scopes: count(live_scopes)?,
-                keys: count(key_count)?,
-                operations: count(operations.len())?,
-            },
+            stamp: KeyDigest(digest).prefix(),
+            info,
+            apps,
             operations,
             scopes,
             routes,
-            keys_at: HEADER_LEN + keys_in_body,
+            keys_at,
             key_count,
             bytes,
         };
@@ -567,35 +781,30 @@ impl Snapshot {
     /// fuzz/corpus/snapshot_decode/regression-duplicate-key-id).
     fn check_keys(&self) -> Result<(), LoadError> {
         let mut ids = Vec::with_capacity(self.key_count);
-        let mut previous: Option<&[u8]> = None;
+        let mut previous: Option<[u8; 32]> = None;
         for i in 0..self.key_count {
-            let at = self.keys_at + i * RECORD_LEN;
-            let record = &self.bytes[at..at + RECORD_LEN];
             let raw = self.record(i);
-            let bad = |why: &str| Err(LoadError::Malformed(format!("key {}: {why}", raw.id)));
-            let flags = le_u32(record, 44).unwrap_or(u32::MAX);
+            let bad = |why: &str| malformed(format!("key record {i} (key {}): {why}", raw.id));
+            let flags = le_u32(&self.bytes, self.keys_at + i * RECORD_LEN + 52);
             if flags & !REVOKED != 0 {
                 return bad("unknown flags");
             }
             match self.scopes.get(raw.slot) {
                 None => return bad("its scope slot is out of range"),
-                Some(scope) if !scope.live && !raw.revoked => {
+                Some(slot) if slot.app.is_none() && !raw.revoked => {
                     return bad("a live key of a deleted scope");
                 }
                 Some(_) => {}
             }
-            if previous.is_some_and(|previous| previous >= &record[..32]) {
+            if previous.is_some_and(|previous| previous >= raw.digest) {
                 return bad("the key table is not sorted by digest, or repeats one");
             }
-            previous = Some(&record[..32]);
+            previous = Some(raw.digest);
             ids.push(raw.id);
         }
         ids.sort_unstable();
         match ids.windows(2).find(|pair| pair[0] == pair[1]) {
-            Some(pair) => Err(LoadError::Malformed(format!(
-                "key {} appears twice",
-                pair[0]
-            ))),
+            Some(pair) => malformed(format!("key {} appears twice", pair[0])),
             None => Ok(()),
         }
     }
@@ -605,13 +814,12 @@ impl Snapshot {
         let record = &self.bytes[at..at + RECORD_LEN];
         let mut digest = [0; 32];
         digest.copy_from_slice(&record[..32]);
-        let mut id = [0; 8];
-        id.copy_from_slice(&record[32..40]);
         RawRecord {
             digest,
-            id: u64::from_le_bytes(id),
-            slot: le_u32(record, 40).map_or(usize::MAX, |slot| slot as usize),
-            revoked: le_u32(record, 44).is_some_and(|flags| flags & REVOKED != 0),
+            id: le_u64(record, 32),
+            not_after: le_u64(record, 40),
+            slot: le_u32(record, 48) as usize,
+            revoked: le_u32(record, 52) & REVOKED != 0,
         }
     }
 
@@ -628,8 +836,51 @@ impl Snapshot {
         &self.info
     }
 
+    /// The first word of the snapshot's digest (big-endian): the stamp a
+    /// [`ResolvedRequest`] carries to say which snapshot its ids are from.
+    pub fn stamp(&self) -> u64 {
+        self.stamp
+    }
+
+    /// The app table; an app's id is its index.
+    pub fn apps(&self) -> impl ExactSizeIterator<Item = &str> {
+        self.apps.iter().map(AsRef::as_ref)
+    }
+
+    /// The catalogue's names; an operation's id is its index.
+    pub fn operation_names(&self) -> impl ExactSizeIterator<Item = &str> {
+        self.operations.iter().map(|(name, _)| name.as_ref())
+    }
+
+    /// The id of the app named `app`, if any scope's app is named so.
+    pub fn app_id(&self, app: &str) -> Option<u32> {
+        self.apps
+            .binary_search_by(|name| name.as_ref().cmp(app))
+            .ok()
+            .map(|i| i as u32)
+    }
+
+    /// The id of the operation named `op`, if it is catalogued.
+    pub fn op_id(&self, op: &str) -> Option<u32> {
+        self.operations
+            .binary_search_by(|(name, _)| name.as_ref().cmp(op))
+            .ok()
+            .map(|i| i as u32)
+    }
+
+    /// `request` with its names resolved to this snapshot's ids.
+    pub fn resolve(&self, request: &Request<'_>) -> ResolvedRequest {
+        ResolvedRequest {
+            credential: request.credential,
+            snapshot: self.stamp,
+            app: self.app_id(request.app),
+            op: self.op_id(request.op),
+            now: request.now,
+        }
+    }
+
     /// The route `method` and `path` match in the snapshot's route table.
-    pub fn route<'s, 'p>(&'s self, method: &str, path: &'p str) -> Option<RouteMatch<'s, 'p>> {
+    pub fn route<'p>(&self, method: Method, path: &'p str) -> Option<RouteMatch<'p>> {
         self.routes.route(method, path)
     }
 
@@ -653,23 +904,28 @@ impl Snapshot {
             .map(|record| KeyRecord {
                 id: record.id,
                 scope_id: self.scopes.get(record.slot).map_or(0, |s| s.grant.id),
+                not_after: record.not_after,
                 scope: (!record.revoked).then_some(record.slot),
             })
     }
 
-    /// The scope a live key belongs to; `None` for a revoked key.
-    pub fn scope_of(&self, key: &KeyRecord) -> Option<&ScopeGrant> {
-        key.scope
-            .and_then(|slot| self.scopes.get(slot))
-            .map(|scope| &scope.grant)
+    /// The scope a live key belongs to, with its app's id; `None` for a
+    /// revoked key.
+    pub fn scope_of(&self, key: &KeyRecord) -> Option<(ScopeGrant, u32)> {
+        let slot = self.scopes.get(key.scope?)?;
+        Some((slot.grant, slot.app?))
     }
 
-    /// What the named operation requires; `None` if it is not catalogued.
-    pub fn requirement(&self, op: &str) -> Option<Requirement> {
+    /// The name of the app with this id.
+    pub fn app_name(&self, app: u32) -> Option<&str> {
+        self.apps.get(app as usize).map(AsRef::as_ref)
+    }
+
+    /// What the operation with this id requires; `None` if there is none.
+    pub fn requirement(&self, op: u32) -> Option<Requirement> {
         self.operations
-            .binary_search_by(|(name, _)| name.as_ref().cmp(op))
-            .ok()
-            .map(|index| self.operations[index].1)
+            .get(op as usize)
+            .map(|(_, requires)| *requires)
     }
 }
 
@@ -692,15 +948,38 @@ mod tests {
                     id: 10,
                     scope_id: 1,
                     revoked: false,
+                    not_after: Some(1_767_225_600_000),
                 },
                 KeyEntry {
                     digest: KeyDigest([3; 32]),
                     id: 11,
                     scope_id: 99,
                     revoked: true,
+                    not_after: None,
                 },
             ],
             routes: crate::routes::default_routes(),
+        }
+    }
+
+    /// Recomputes the trailer after a test edits the bytes.
+    fn reseal(mut bytes: Vec<u8>) -> Vec<u8> {
+        let body_end = bytes.len() - TRAILER_LEN;
+        let digest = Sha256::digest(&bytes[..body_end]);
+        bytes[body_end..].copy_from_slice(&digest);
+        bytes
+    }
+
+    /// The offset of the key count in `sample()`'s encoding.
+    fn keys_section(bytes: &[u8]) -> usize {
+        let snapshot = Snapshot::decode(bytes).unwrap();
+        snapshot.keys_at - 4
+    }
+
+    fn refused(bytes: Vec<u8>) -> String {
+        match Snapshot::decode(&reseal(bytes)) {
+            Err(LoadError::Malformed(why)) => why,
+            other => panic!("expected a malformed snapshot, got {other:?}"),
         }
     }
 
@@ -714,8 +993,80 @@ mod tests {
         data.keys.sort_by_key(|key| key.digest);
         assert_eq!(decoded, data);
         assert_eq!(info.format_version, FORMAT_VERSION);
-        assert_eq!((info.scopes, info.keys, info.operations), (1, 2, 9));
+        assert_eq!(
+            (
+                info.apps,
+                info.scopes,
+                info.keys,
+                info.operations,
+                info.routes
+            ),
+            (1, 1, 2, 13, 14)
+        );
         assert_eq!(&info.digest[..], &bytes[bytes.len() - 32..]);
+        assert_eq!(
+            decoded.encode().unwrap(),
+            bytes,
+            "the encoding is canonical"
+        );
+    }
+
+    #[test]
+    fn a_deleted_scope_is_a_slot_that_grants_nothing() {
+        let bytes = sample().encode().unwrap();
+        let snapshot = Snapshot::decode(&bytes).unwrap();
+        // Slots by id: scope 1 (live), then scope 99 (deleted).
+        assert_eq!(snapshot.scopes.len(), 2);
+        assert_eq!(snapshot.scopes[1].app, None);
+        assert_eq!(snapshot.scopes[1].grant.id, 99);
+        let revoked = snapshot.key(&KeyDigest([3; 32])).unwrap();
+        assert_eq!((revoked.id, revoked.scope_id), (11, 99));
+        assert!(snapshot.scope_of(&revoked).is_none());
+    }
+
+    #[test]
+    fn the_layout_is_as_documented() {
+        let data = SnapshotData {
+            operations: vec![OperationEntry {
+                name: "x".to_owned(),
+                requires: Requirement::Runtime(RuntimePermission::SessionTerminate),
+            }],
+            scopes: vec![ScopeEntry {
+                id: 5,
+                app: "ab".to_owned(),
+                agents: AgentsLevel::Edit,
+                runtime: RuntimeSet::from_bits(0b1001).unwrap(),
+            }],
+            keys: vec![KeyEntry {
+                digest: KeyDigest([0xaa; 32]),
+                id: 9,
+                scope_id: 5,
+                revoked: false,
+                not_after: None,
+            }],
+            routes: vec![RouteEntry {
+                method: "PATCH".to_owned(),
+                pattern: "/{app}".to_owned(),
+                op: "x".to_owned(),
+            }],
+        };
+        let bytes = data.encode().unwrap();
+        let mut expected: Vec<u8> = b"KEYSCOPE\x04\x00\x00\x00".to_vec();
+        let body_len = bytes.len() - 16 - 32;
+        expected.extend_from_slice(&(body_len as u32).to_le_bytes());
+        expected.extend_from_slice(&[1, 0, 0, 0, 2, 0, b'a', b'b']); // apps
+        expected.extend_from_slice(&[1, 0, 0, 0, 1, 0, b'x', 1, 2]); // operations
+        expected.extend_from_slice(&[1, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 9, 0, 0]);
+        expected.extend_from_slice(&[1, 0, 0, 0, 8, 0, 0, 0, 0, 0, 6, 0]); // routes
+        expected.extend_from_slice(b"/{app}");
+        expected.extend_from_slice(&[1, 0, 0, 0]); // keys
+        expected.extend_from_slice(&[0xaa; 32]);
+        expected.extend_from_slice(&[9, 0, 0, 0, 0, 0, 0, 0]);
+        expected.extend_from_slice(&[0xff; 8]);
+        expected.extend_from_slice(&[0; 8]);
+        assert_eq!(body_len, expected.len() - 16);
+        expected.extend_from_slice(&Sha256::digest(&expected));
+        assert_eq!(bytes, expected);
     }
 
     #[test]
@@ -724,19 +1075,11 @@ mod tests {
         data.keys[1].scope_id = 1;
         data.keys[1].revoked = false;
         let mut bytes = data.encode().unwrap();
-        let meta_len = le_u32(&bytes, HEADER_LEN).unwrap() as usize;
-        let keys_at = HEADER_LEN + 8 + meta_len;
+        let keys_at = keys_section(&bytes) + 4;
         let first_id: [u8; 8] = bytes[keys_at + 32..keys_at + 40].try_into().unwrap();
         let second = keys_at + RECORD_LEN;
         bytes[second + 32..second + 40].copy_from_slice(&first_id);
-        let body_end = bytes.len() - TRAILER_LEN;
-        let digest = Sha256::digest(&bytes[..body_end]);
-        bytes[body_end..].copy_from_slice(&digest);
-        let error = Snapshot::decode(&bytes).unwrap_err();
-        assert!(
-            matches!(&error, LoadError::Malformed(why) if why.contains("appears twice")),
-            "{error}"
-        );
+        assert!(refused(bytes).contains("appears twice"));
     }
 
     #[test]
@@ -771,21 +1114,128 @@ mod tests {
     fn header_problems_are_named() {
         let bytes = sample().encode().unwrap();
         let mut wrong_version = bytes.clone();
-        wrong_version[8] = 9;
+        wrong_version[8] = 3;
         assert_eq!(
             SnapshotData::decode(&wrong_version).unwrap_err(),
-            LoadError::UnsupportedVersion(9)
+            LoadError::UnsupportedVersion(3)
         );
         assert_eq!(
             SnapshotData::decode(b"PK\x03\x04 not a snapshot").unwrap_err(),
             LoadError::BadMagic
         );
+        let mut reserved = bytes.clone();
+        reserved[10] = 1;
+        assert!(refused(reserved).contains("reserved header"));
         let mut longer = bytes;
         longer.push(0);
-        assert!(matches!(
+        assert_eq!(
             SnapshotData::decode(&longer).unwrap_err(),
-            LoadError::Malformed(_)
-        ));
+            LoadError::Malformed("1 bytes after the trailer".to_owned())
+        );
+    }
+
+    #[test]
+    fn body_problems_are_named() {
+        let bytes = sample().encode().unwrap();
+        let keys = keys_section(&bytes);
+        let record = keys + 4;
+        // The sample's first key record is key 11's ([3; 32] sorts first).
+        type Edit<'a> = &'a dyn Fn(&mut Vec<u8>);
+        let edits: [(Edit<'_>, &str); 6] = [
+            (&|b| b[record + 52] = 2, "unknown flags"),
+            (&|b| b[record + 48] = 7, "slot is out of range"),
+            (&|b| b[record + 52] = 0, "a live key of a deleted scope"),
+            (&|b| b[record] = 0xff, "not sorted by digest"),
+            (&|b| b[keys] = 3, "runs past the body"),
+            (
+                &|b| {
+                    let end = b.len() - TRAILER_LEN;
+                    b.insert(end, 0);
+                    let len = le_u32(b, 12) + 1;
+                    b[12..16].copy_from_slice(&len.to_le_bytes());
+                },
+                "1 bytes after the key table",
+            ),
+        ];
+        for (edit, why) in edits {
+            let mut corrupt = bytes.clone();
+            edit(&mut corrupt);
+            let error = refused(corrupt);
+            assert!(error.contains(why), "{error} (expected `{why}`)");
+        }
+        // An empty snapshot's body is five zero counts; one app whose length
+        // (the catalogue's count, made 255) runs past the end.
+        let mut empty = SnapshotData::default().encode().unwrap();
+        assert_eq!(empty.len(), 16 + 20 + 32);
+        empty[16] = 1;
+        empty[20] = 0xff;
+        assert!(refused(empty).contains("the apps section runs past the body"));
+    }
+
+    #[test]
+    fn catalogue_and_scope_problems_are_named() {
+        let refuse = |data: SnapshotData, edit: &dyn Fn(&mut Vec<u8>), why: &str| {
+            let mut bytes = data.encode().unwrap();
+            edit(&mut bytes);
+            let error = refused(bytes);
+            assert!(error.contains(why), "{error} (expected `{why}`)");
+        };
+        let one_scope = |app: &str| SnapshotData {
+            scopes: vec![
+                ScopeEntry {
+                    id: 1,
+                    app: app.to_owned(),
+                    agents: AgentsLevel::None,
+                    runtime: RuntimeSet::EMPTY,
+                },
+                ScopeEntry {
+                    id: 2,
+                    app: "b".to_owned(),
+                    agents: AgentsLevel::None,
+                    runtime: RuntimeSet::EMPTY,
+                },
+            ],
+            ..SnapshotData::default()
+        };
+        // apps `a`, `b` at 20 and 23: make the first `b` too.
+        refuse(one_scope("a"), &|b| b[22] = b'b', "strictly ascending");
+        refuse(one_scope("a"), &|b| b[22] = 0xff, "not UTF-8");
+        let scopes_at = 20 + 3 + 3 + 4; // apps, then an empty catalogue
+        refuse(
+            one_scope("a"),
+            &|b| b[scopes_at + 4 + 12] = 4,
+            "unknown agents level",
+        );
+        refuse(
+            one_scope("a"),
+            &|b| b[scopes_at + 4 + 14] = 1,
+            "reserved bytes",
+        );
+        refuse(
+            one_scope("a"),
+            &|b| b[scopes_at + 4 + 8] = 9,
+            "app id is out of range",
+        );
+        refuse(
+            one_scope("a"),
+            &|b| b[scopes_at + 4 + 16] = 1,
+            "strictly ascending",
+        );
+        refuse(
+            one_scope("a"),
+            &|b| {
+                b[scopes_at + 4 + 8..scopes_at + 4 + 12].copy_from_slice(&NO_APP.to_le_bytes());
+                b[scopes_at + 4 + 13] = 1;
+            },
+            "grants something",
+        );
+        let ops = SnapshotData {
+            operations: default_operations(),
+            ..SnapshotData::default()
+        };
+        // No apps: the catalogue's first entry (`agents.create`) is at 24.
+        refuse(ops.clone(), &|b| b[24 + 2 + 13] = 2, "requirement (2, 3)");
+        refuse(ops, &|b| b[24 + 2 + 7] = b'z', "strictly ascending");
     }
 
     #[test]
@@ -805,6 +1255,11 @@ mod tests {
         let mut data = sample();
         data.operations.push(data.operations[0].clone());
         assert!(matches!(data.encode(), Err(LoadError::Malformed(_))));
+
+        let mut data = sample();
+        data.routes[0].op = "agents.fly".to_owned();
+        let err = data.encode().unwrap_err().to_string();
+        assert!(err.contains("not in the catalogue"), "{err}");
     }
 
     #[test]
@@ -818,15 +1273,35 @@ mod tests {
             id: 12,
             scope_id: 1,
             revoked: false,
+            not_after: None,
         });
         let snapshot = Snapshot::decode(&data.encode().unwrap()).unwrap();
-        assert_eq!(snapshot.key(&KeyDigest([7; 32])).map(|k| k.id), Some(10));
-        assert_eq!(snapshot.key(&KeyDigest(near)).map(|k| k.id), Some(12));
+        let ten = snapshot.key(&KeyDigest([7; 32])).unwrap();
+        assert_eq!((ten.id, ten.not_after), (10, 1_767_225_600_000));
+        let twelve = snapshot.key(&KeyDigest(near)).unwrap();
+        assert_eq!((twelve.id, twelve.not_after), (12, Millis::MAX));
         let mut other = [7; 32];
         other[31] = 9;
         assert!(snapshot.key(&KeyDigest(other)).is_none());
         let revoked = snapshot.key(&KeyDigest([3; 32])).unwrap();
         assert!(revoked.is_revoked());
         assert!(snapshot.scope_of(&revoked).is_none());
+    }
+
+    #[test]
+    fn names_resolve_to_the_ids_the_tables_give() {
+        let snapshot = Snapshot::decode(&sample().encode().unwrap()).unwrap();
+        assert_eq!(snapshot.apps().collect::<Vec<_>>(), ["acme"]);
+        assert_eq!(snapshot.app_id("acme"), Some(0));
+        assert_eq!(snapshot.app_id("globex"), None);
+        let names: Vec<&str> = snapshot.operation_names().collect();
+        let mut sorted = names.clone();
+        sorted.sort_unstable();
+        assert_eq!(names, sorted);
+        for (name, id) in names.iter().zip(0..) {
+            assert_eq!(snapshot.op_id(name), Some(id));
+        }
+        assert_eq!(snapshot.op_id("agents.fly"), None);
+        assert_eq!(snapshot.stamp(), KeyDigest(snapshot.info().digest).prefix());
     }
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use keyscope_keys::{self as keys, KeySecret};
 use keyscope_policy::snapshot::{KeyEntry, ScopeEntry, SnapshotData, default_operations};
-use keyscope_policy::{AgentsLevel, KeyDigest, Request, RuntimeSet, Snapshot, rules};
+use keyscope_policy::{AgentsLevel, KeyDigest, Millis, Request, RuntimeSet, Snapshot, rules};
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
@@ -18,6 +18,8 @@ use crate::error::Result;
 pub const SCOPES: u64 = 20;
 /// The scope of the held key: agents `full`, runtime `run,session-create`.
 pub const HELD_SCOPE: u64 = 3;
+/// The time the benchmarks ask at; one key in seven expires an hour later.
+pub const NOW: Millis = 1_767_225_600_000;
 
 /// A synthetic, store-shaped world: `SCOPES` scopes and `keys` keys (one in
 /// ten revoked), of which the caller holds key 1. The other digests are
@@ -38,6 +40,7 @@ pub fn synthetic_world(keys: u64) -> (SnapshotData, KeySecret) {
             id,
             scope_id: 1 + id % SCOPES,
             revoked: id % 10 == 0,
+            not_after: (id % 7 == 0).then_some(NOW + 3_600_000),
         })
         .collect();
     entries.push(KeyEntry {
@@ -45,6 +48,7 @@ pub fn synthetic_world(keys: u64) -> (SnapshotData, KeySecret) {
         id: 1,
         scope_id: HELD_SCOPE,
         revoked: false,
+        not_after: Some(NOW + 3_600_000),
     });
     let data = SnapshotData {
         operations: default_operations(),
@@ -68,8 +72,10 @@ pub struct PathFigures {
     pub p99_ns: f64,
 }
 
-/// Measures native rules, the component (reused instance), the full host
-/// path and `evaluate-batch` (256 per call), each for about `each`.
+/// Measures, side by side: the native rules and the component (reused
+/// instance) on the same resolved request; the native host path and the
+/// component's (raw key, SHA-256, names resolved, decided); and
+/// `evaluate-batch` (256 per call). Each runs for about `each`.
 pub fn run(component: &PolicyComponent, keys: u64, each: Duration) -> Result<Vec<PathFigures>> {
     let (data, held) = synthetic_world(keys);
     let bytes = data.encode()?;
@@ -81,14 +87,28 @@ pub fn run(component: &PolicyComponent, keys: u64, each: Duration) -> Result<Vec
         credential: keys::credential(Some(&raw)),
         app: "acme",
         op: "agents.update",
+        now: NOW,
     };
+    let resolved = native.resolve(&request);
+    debug_assert_eq!(resolved, instance.catalogue().resolve(&request));
     let batch = vec![request; 256];
     Ok(vec![
         measure("native rules", each, 256, || {
-            std::hint::black_box(rules::decide(Some(&native), &request));
+            std::hint::black_box(rules::decide(
+                Some(&native),
+                std::hint::black_box(&resolved),
+            ));
         }),
         measure("component", each, 256, || {
-            std::hint::black_box(instance.evaluate(&request));
+            std::hint::black_box(instance.evaluate_resolved(std::hint::black_box(&resolved)));
+        }),
+        measure("native host path (raw key)", each, 256, || {
+            let credential = keys::credential(Some(std::hint::black_box(&raw)));
+            let request = native.resolve(&Request {
+                credential,
+                ..request
+            });
+            std::hint::black_box(rules::decide(Some(&native), &request));
         }),
         measure("host path (raw key)", each, 256, || {
             let credential = keys::credential(Some(std::hint::black_box(&raw)));

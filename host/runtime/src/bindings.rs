@@ -9,42 +9,50 @@ wasmtime::component::bindgen!({
 });
 
 pub(crate) use self::exports::keyscope::policy::decide::{
-    AgentsLevel, Credential, Decision, HttpRequest, LoadError, Reason, Request, Requirement,
-    RuntimePermission, SnapshotInfo,
+    AgentsLevel, Catalogue, Credential, Decision, HttpRequest, LoadError, Method, Reason, Request,
+    Requirement, RuntimePermission, SnapshotInfo,
 };
 
 /// The export name of the decision interface, with its version.
-pub(crate) const DECIDE_INTERFACE: &str = "keyscope:policy/decide@0.2.0";
+pub(crate) const DECIDE_INTERFACE: &str = "keyscope:policy/decide@0.3.0";
 
-impl From<&model::Request<'_>> for Request {
-    fn from(request: &model::Request<'_>) -> Self {
+impl From<&model::ResolvedRequest> for Request {
+    fn from(request: &model::ResolvedRequest) -> Self {
         Self {
             credential: request.credential.into(),
-            app: request.app.to_owned(),
-            op: request.op.to_owned(),
+            snapshot: request.snapshot,
+            app: request.app,
+            op: request.op,
+            now: request.now,
         }
     }
 }
 
-impl Request {
-    /// Overwrites this request with `request`, reusing the strings' buffers.
-    pub(crate) fn set(&mut self, request: &model::Request<'_>) {
+impl HttpRequest {
+    /// Overwrites this request with `request`, reusing the path's buffer.
+    pub(crate) fn set(&mut self, request: &model::HttpRequest<'_>) {
         self.credential = request.credential.into();
-        self.app.clear();
-        self.app.push_str(request.app);
-        self.op.clear();
-        self.op.push_str(request.op);
+        self.method = request.method.into();
+        self.path.clear();
+        self.path.push_str(request.path);
+        self.now = request.now;
     }
 }
 
-impl HttpRequest {
-    /// Overwrites this request with `request`, reusing the strings' buffers.
-    pub(crate) fn set(&mut self, request: &model::HttpRequest<'_>) {
-        self.credential = request.credential.into();
-        self.method.clear();
-        self.method.push_str(request.method);
-        self.path.clear();
-        self.path.push_str(request.path);
+impl From<model::Method> for Method {
+    fn from(method: model::Method) -> Self {
+        match method {
+            model::Method::Get => Self::Get,
+            model::Method::Head => Self::Head,
+            model::Method::Post => Self::Post,
+            model::Method::Put => Self::Put,
+            model::Method::Delete => Self::Delete,
+            model::Method::Connect => Self::Connect,
+            model::Method::Options => Self::Options,
+            model::Method::Trace => Self::Trace,
+            model::Method::Patch => Self::Patch,
+            model::Method::Other => Self::Other,
+        }
     }
 }
 
@@ -69,6 +77,7 @@ impl From<Decision> for model::Decision {
             Reason::MalformedKey => model::Reason::MalformedKey,
             Reason::UnknownKey => model::Reason::UnknownKey,
             Reason::RevokedKey => model::Reason::RevokedKey,
+            Reason::ExpiredKey => model::Reason::ExpiredKey,
             Reason::WrongApp => model::Reason::WrongApp,
             Reason::InsufficientPermission => model::Reason::InsufficientPermission,
             Reason::UnknownOperation => model::Reason::UnknownOperation,

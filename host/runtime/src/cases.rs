@@ -6,10 +6,10 @@
 //! their own with `keyscope policy check --cases FILE`.
 
 use keyscope_keys::{self as keys, KeySecret};
-use keyscope_policy::Request;
 use keyscope_policy::snapshot::{
     KeyEntry, OperationEntry, ScopeEntry, SnapshotData, default_operations,
 };
+use keyscope_policy::{Millis, Request};
 use serde::Deserialize;
 
 use crate::component::PolicyComponent;
@@ -31,6 +31,10 @@ pub const GOLDEN: &[(&str, &str)] = &[
     (
         "custom-catalogue.json",
         include_str!("../../../tests/fixtures/golden/custom-catalogue.json"),
+    ),
+    (
+        "expiry-and-routes.json",
+        include_str!("../../../tests/fixtures/golden/expiry-and-routes.json"),
     ),
     (
         "no-snapshot.json",
@@ -93,7 +97,7 @@ pub struct CaseScope {
     pub runtime: Vec<String>,
 }
 
-/// A key: `{"id", "scope_id", "key", "revoked"}`.
+/// A key: `{"id", "scope_id", "key", "revoked", "not_after"?}`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CaseKey {
@@ -105,6 +109,18 @@ pub struct CaseKey {
     pub key: String,
     /// Whether it is revoked.
     pub revoked: bool,
+    /// The last moment it is valid, in ms since the Unix epoch; absent:
+    /// until revoked.
+    #[serde(default)]
+    pub not_after: Option<Millis>,
+}
+
+/// The time a case is asked at unless it says otherwise:
+/// 2026-01-01T00:00:00Z, in ms since the Unix epoch.
+pub const CASE_NOW: Millis = 1_767_225_600_000;
+
+fn case_now() -> Millis {
+    CASE_NOW
 }
 
 /// A request and the decision it must get.
@@ -119,6 +135,9 @@ pub struct Case {
     pub app: String,
     /// The operation.
     pub op: String,
+    /// The time of the request, in ms since the Unix epoch.
+    #[serde(default = "case_now")]
+    pub now: Millis,
     /// The decision JSON expected.
     pub expect: serde_json::Value,
 }
@@ -185,14 +204,24 @@ impl CaseFile {
                     id: key.id,
                     scope_id: key.scope_id,
                     revoked: key.revoked,
+                    not_after: key.not_after,
                 })
             })
             .collect::<Result<_>>()?;
+        // The default routes, of those operations the catalogue has.
+        let routes = keyscope_policy::routes::default_routes()
+            .into_iter()
+            .filter(|route| {
+                operations
+                    .iter()
+                    .any(|op: &OperationEntry| op.name == route.op)
+            })
+            .collect();
         Ok(SnapshotData {
             operations,
             scopes,
             keys,
-            routes: keyscope_policy::routes::default_routes(),
+            routes,
         })
     }
 
@@ -208,6 +237,7 @@ impl CaseFile {
                 credential: keys::credential(case.key.as_deref()),
                 app: &case.app,
                 op: &case.op,
+                now: case.now,
             };
             if let Some(got) = run_case(&mut instance, &request, &case.expect)? {
                 return Err(Error::CaseFailed {

@@ -62,6 +62,8 @@ pub struct WireCase {
     pub app: String,
     /// The operation.
     pub op: String,
+    /// The time of the request, in ms since the Unix epoch.
+    pub now: keyscope_policy::Millis,
     /// The decision expected, as the CLI prints it.
     pub expect: serde_json::Value,
 }
@@ -126,6 +128,7 @@ pub fn build(files: &[CaseFile]) -> Result<Suite> {
                         credential: keys::credential(case.key.as_deref()).into(),
                         app: case.app.clone(),
                         op: case.op.clone(),
+                        now: case.now,
                         expect: case.expect.clone(),
                     })
                     .collect(),
@@ -134,7 +137,7 @@ pub fn build(files: &[CaseFile]) -> Result<Suite> {
         .collect::<Result<_>>()?;
     Ok(Suite {
         contract: Contract {
-            interface: "keyscope:policy/decide@0.2.0".to_owned(),
+            interface: "keyscope:policy/decide@0.3.0".to_owned(),
             snapshot_format: keyscope_policy::snapshot::FORMAT_VERSION,
             document: "conformance/CONTRACT.md".to_owned(),
         },
@@ -166,6 +169,7 @@ pub fn run(suite: &Suite, component: &PolicyComponent) -> Result<Report> {
                 credential: case.credential.to_credential()?,
                 app: &case.app,
                 op: &case.op,
+                now: case.now,
             };
             let mismatch = run_case(&mut instance, &request, &case.expect)?;
             if derived != case.credential {

@@ -13,10 +13,11 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use keyscope_policy::{Decision, HttpRequest, Reason, Request, SnapshotInfo};
+use keyscope_policy::{Decision, HttpRequest, Reason, Request, ResolvedRequest, SnapshotInfo};
 use wasmtime::{Store, StoreLimitsBuilder};
 
 use crate::bindings::{self, Policy};
+use crate::catalogue::Catalogue;
 use crate::component::PolicyComponent;
 use crate::engine::{HostState, Limits};
 use crate::error::{Error, Result};
@@ -65,31 +66,24 @@ pub struct PolicyInstance {
     running: Option<(Store<HostState>, Policy)>,
     /// The last snapshot loaded, to reload into a rebuilt instance.
     snapshot: Option<Arc<[u8]>>,
-    /// A request whose strings are reused from call to call, so that lowering
-    /// a request allocates nothing on the host.
-    scratch: bindings::Request,
-    /// The same, for HTTP requests.
+    /// The names of the loaded snapshot's ids.
+    catalogue: Catalogue,
+    /// An HTTP request whose path buffer is reused from call to call, so
+    /// that lowering a request allocates nothing on the host.
     http_scratch: bindings::HttpRequest,
-}
-
-fn empty_request() -> bindings::Request {
-    bindings::Request {
-        credential: bindings::Credential::Missing,
-        app: String::new(),
-        op: String::new(),
-    }
 }
 
 fn empty_http_request() -> bindings::HttpRequest {
     bindings::HttpRequest {
         credential: bindings::Credential::Missing,
-        method: String::new(),
+        method: bindings::Method::Other,
         path: String::new(),
+        now: 0,
     }
 }
 
 /// The app and operation a route named. (The guest's `RouteMatch` borrows
-/// from its table and the path; this one owns its strings.)
+/// the path and gives the operation's id; this one owns the names.)
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MatchedRoute {
     /// The app, from the path.
@@ -138,7 +132,7 @@ impl PolicyInstance {
             limits,
             running: Some(running),
             snapshot: None,
-            scratch: empty_request(),
+            catalogue: Catalogue::default(),
             http_scratch: empty_http_request(),
         }
     }
@@ -154,15 +148,28 @@ impl PolicyInstance {
         if fault::hit(Fault::LoadSnapshot) {
             return Err(Error::Injected(Fault::LoadSnapshot));
         }
-        let info = self
+        let info: SnapshotInfo = self
             .call(self.limits.load_timeout, |policy, store| {
                 policy
                     .keyscope_policy_decide()
                     .call_load_snapshot(store, &bytes)
             })?
-            .map_err(keyscope_policy::LoadError::from)?;
+            .map_err(keyscope_policy::LoadError::from)?
+            .into();
         self.snapshot = Some(bytes);
-        Ok(info.into())
+        // Until the names are read, every request is for another snapshot,
+        // so a failure here fails closed.
+        self.catalogue = Catalogue::default();
+        let names = self.call(self.limits.load_timeout, |policy, store| {
+            policy.keyscope_policy_decide().call_names(store)
+        })?;
+        self.catalogue = Catalogue::new(&info.digest, names);
+        Ok(info)
+    }
+
+    /// The names of the loaded snapshot's ids.
+    pub fn catalogue(&self) -> &Catalogue {
+        &self.catalogue
     }
 
     /// The largest linear memory this instance has been granted, in bytes.
@@ -181,15 +188,25 @@ impl PolicyInstance {
 
     /// Decides one request, or says why the policy failed.
     pub fn try_evaluate(&mut self, request: &Request<'_>) -> Result<Decision> {
-        let mut scratch = std::mem::replace(&mut self.scratch, empty_request());
-        scratch.set(request);
-        let decision = self.call(self.limits.evaluate_timeout, |policy, store| {
+        let resolved = self.catalogue.resolve(request);
+        self.try_evaluate_resolved(&resolved)
+    }
+
+    /// Decides a request already resolved to the loaded snapshot's ids
+    /// ([`PolicyInstance::catalogue`]). Fails closed.
+    pub fn evaluate_resolved(&mut self, request: &ResolvedRequest) -> Decision {
+        self.try_evaluate_resolved(request)
+            .unwrap_or(Decision::deny(Reason::PolicyError))
+    }
+
+    fn try_evaluate_resolved(&mut self, request: &ResolvedRequest) -> Result<Decision> {
+        let lowered = bindings::Request::from(request);
+        self.call(self.limits.evaluate_timeout, |policy, store| {
             policy
                 .keyscope_policy_decide()
-                .call_evaluate(store, &scratch)
-        });
-        self.scratch = scratch;
-        decision.map(Decision::from)
+                .call_evaluate(store, lowered)
+        })
+        .map(Decision::from)
     }
 
     /// Routes and decides an HTTP request. Fails closed: any failure of the
@@ -211,6 +228,7 @@ impl PolicyInstance {
         self.http_scratch = scratch;
         let routed = routed?;
         let decision = Decision::from(routed.decision);
+        let path = request.path;
         let Some(route) = routed.route else {
             // Fail closed: an allow must name what it allowed.
             if decision.allow {
@@ -223,10 +241,24 @@ impl PolicyInstance {
                 decision,
             });
         };
+        // Fail closed: a route must name a place in the path and a
+        // catalogued operation.
+        let start = route.app_offset as usize;
+        let app = start
+            .checked_add(route.app_length as usize)
+            .and_then(|end| path.get(start..end));
+        let op = self.catalogue.operation(route.op);
+        let (Some(app), Some(op)) = (app, op) else {
+            return Err(Error::PolicyFailed(format!(
+                "the policy matched a route outside the path or the catalogue \
+                 (app at {start}+{}, operation {})",
+                route.app_length, route.op
+            )));
+        };
         Ok(RoutedDecision {
             route: Some(MatchedRoute {
-                app: route.app,
-                op: route.op,
+                app: app.to_owned(),
+                op: op.to_owned(),
             }),
             decision,
         })
@@ -235,7 +267,10 @@ impl PolicyInstance {
     /// Decides many requests in one call; the answers come back in order.
     /// Fails closed: if the policy fails, every request is denied.
     pub fn evaluate_batch(&mut self, requests: &[Request<'_>]) -> Vec<Decision> {
-        let lowered: Vec<bindings::Request> = requests.iter().map(Into::into).collect();
+        let lowered: Vec<bindings::Request> = requests
+            .iter()
+            .map(|request| bindings::Request::from(&self.catalogue.resolve(request)))
+            .collect();
         match self.call(self.limits.evaluate_timeout, |policy, store| {
             policy
                 .keyscope_policy_decide()
@@ -319,9 +354,11 @@ impl From<bindings::SnapshotInfo> for SnapshotInfo {
         Self {
             format_version: info.format_version,
             digest: keyscope_policy::KeyDigest::from_words([a, b, c, d]).0,
+            apps: info.apps,
             scopes: info.scopes,
             keys: info.keys,
             operations: info.operations,
+            routes: info.routes,
         }
     }
 }

@@ -17,6 +17,7 @@
 pub mod bench;
 mod bindings;
 pub mod cases;
+pub mod catalogue;
 pub mod component;
 pub mod conformance;
 pub mod decision;
@@ -27,8 +28,10 @@ pub mod files;
 pub mod instance;
 pub mod json_input;
 pub mod swap;
+pub mod time;
 
 pub use cases::CaseFile;
+pub use catalogue::Catalogue;
 pub use component::{EMBEDDED_POLICY, PolicyComponent, PolicyInfo};
 pub use decision::DecisionJson;
 pub use engine::{Limits, PolicyEngine};
@@ -36,8 +39,8 @@ pub use error::{Error, Result};
 pub use instance::{MatchedRoute, PolicyInstance, RoutedDecision};
 pub use keyscope_keys::{self as keys, KeySecret};
 pub use keyscope_policy::{
-    AgentsLevel, Credential, Decision, HttpRequest, KeyDigest, Reason, Request, Requirement,
-    RouteEntry, RuntimePermission, RuntimeSet, SnapshotInfo,
+    AgentsLevel, Credential, Decision, HttpRequest, KeyDigest, Method, Millis, Reason, Request,
+    Requirement, ResolvedRequest, RouteEntry, RuntimePermission, RuntimeSet, SnapshotInfo,
 };
 pub use swap::{
     BatchOutcome, Generation, LiveOptions, LivePolicy, Outcome, SelfTest, SwapError, SwapStep,

@@ -13,7 +13,11 @@ use super::config::HeaderConfig;
 pub fn status(reason: Reason) -> u16 {
     match reason {
         Reason::Allowed => 200,
-        Reason::MissingKey | Reason::MalformedKey | Reason::UnknownKey | Reason::RevokedKey => 401,
+        Reason::MissingKey
+        | Reason::MalformedKey
+        | Reason::UnknownKey
+        | Reason::RevokedKey
+        | Reason::ExpiredKey => 401,
         Reason::WrongApp | Reason::InsufficientPermission | Reason::UnknownOperation => 403,
         Reason::NoSnapshot | Reason::PolicyError => 503,
     }

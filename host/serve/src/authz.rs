@@ -4,11 +4,12 @@
 //! microsecond, so it runs on the executor's thread (see the README).
 
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use keyscope_keys as keys;
-use keyscope_policy::{Credential, HttpRequest, Reason, Request};
+use keyscope_policy::{Credential, HttpRequest, Method, Reason, Request};
 use keyscope_runtime::swap::{LivePolicy, Outcome, Worker};
+use keyscope_runtime::time::now_ms;
 
 use super::config::HeaderConfig;
 use super::decision_log::{DecisionLog, DecisionRecord};
@@ -172,16 +173,19 @@ impl Authorizer {
             None => Outcome::unserved(Reason::NoSnapshot),
             Some(live) => {
                 let mut worker = self.take_worker(live);
+                let now = now_ms();
                 let outcome = match target {
                     Target::Op { app, op } => worker.evaluate(&Request {
                         credential,
                         app,
                         op,
+                        now,
                     }),
                     Target::Http { method, path } => worker.evaluate_http(&HttpRequest {
                         credential,
-                        method,
+                        method: Method::parse(method),
                         path,
+                        now,
                     }),
                 };
                 self.put_worker(worker);
@@ -225,9 +229,7 @@ fn record(front: Front, target: Target<'_>, outcome: &Outcome, took: Duration) -
     };
     let decision = &outcome.decision;
     DecisionRecord {
-        time_ms: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        time_ms: now_ms(),
         generation: outcome.generation,
         front: front.as_str(),
         key_id: decision.key_id,

@@ -51,6 +51,12 @@ pub struct ApiKey {
     pub created_at: String,
     /// When it was revoked; `None` while it is valid.
     pub revoked_at: Option<String>,
+    /// The last moment it is valid, as `created_at` is written; `None`:
+    /// until revoked.
+    pub expires_at: Option<String>,
+    /// The same, in milliseconds since the Unix epoch.
+    #[serde(skip)]
+    pub not_after_ms: Option<u64>,
 }
 
 /// A key just created: the only time its secret exists outside the caller.
@@ -73,6 +79,7 @@ impl NewKey {
             scope_id: self.key.scope_id,
             key: self.secret.expose(),
             created_at: &self.key.created_at,
+            expires_at: self.key.expires_at.as_deref(),
         }
     }
 }
@@ -90,6 +97,9 @@ pub struct ShownKey<'a> {
     pub key: &'a str,
     /// When it was created.
     pub created_at: &'a str,
+    /// When it stops working, if it does before it is revoked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<&'a str>,
 }
 
 /// Names a scope: by id (`12`) or by `APP/NAME`.

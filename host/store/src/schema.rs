@@ -68,6 +68,23 @@ const MIGRATIONS: &[&str] = &[
         created_at TEXT NOT NULL
     );
 "#,
+    r#"
+    ALTER TABLE keys ADD COLUMN not_after_ms INTEGER
+        CHECK (not_after_ms IS NULL OR not_after_ms >= 0);
+    -- Snapshot format 4 names a route's operation by its catalogue id, so a
+    -- route to an operation no longer catalogued (which could only deny) goes.
+    DELETE FROM routes WHERE op NOT IN (SELECT name FROM operations);
+"#,
+];
+
+/// The default operations schema 3 added (the platform's run-status,
+/// session-read and attachment-delete routes); an older store gets them and
+/// their routes when it is migrated, unless it already has those names.
+const ADDED_IN_3: [&str; 4] = [
+    "runs.status",
+    "sessions.get",
+    "sessions.list",
+    "documents.delete",
 ];
 
 /// The schema version this build writes.
@@ -195,11 +212,23 @@ fn migrate(mut conn: Connection, path: &Path) -> Result<Connection> {
                 drop(insert);
                 tx.pragma_update(None, "application_id", APPLICATION_ID)?;
             }
-            if version < 2 {
-                let mut insert =
-                    tx.prepare("INSERT INTO routes (method, pattern, op) VALUES (?1, ?2, ?3)")?;
+            if (1..3).contains(&version) {
+                let mut insert = tx
+                    .prepare("INSERT OR IGNORE INTO operations (name, requires) VALUES (?1, ?2)")?;
+                for op in default_operations() {
+                    if ADDED_IN_3.contains(&op.name.as_str()) {
+                        insert.execute(params![op.name, op.requires.to_string()])?;
+                    }
+                }
+            }
+            if version < 3 {
+                let mut insert = tx.prepare(
+                    "INSERT OR IGNORE INTO routes (method, pattern, op) VALUES (?1, ?2, ?3)",
+                )?;
                 for route in default_routes() {
-                    insert.execute(params![route.method, route.pattern, route.op])?;
+                    if version < 2 || ADDED_IN_3.contains(&route.op.as_str()) {
+                        insert.execute(params![route.method, route.pattern, route.op])?;
+                    }
                 }
             }
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;

@@ -192,9 +192,11 @@ impl Store for SqliteStore {
         &mut self,
         scope: &ScopeRef,
         name: &str,
+        not_after: Option<u64>,
         deliver: impl FnOnce(&NewKey) -> std::result::Result<T, E>,
     ) -> Result<std::result::Result<(T, NewKey), E>> {
         check_name("key name", name)?;
+        let not_after = not_after.map(check_not_after).transpose()?;
         fault::pause(fault::Pause::BeforeTransaction);
         let tx = self.write()?;
         let scope = get_scope(&tx, scope)?;
@@ -220,14 +222,15 @@ impl Store for SqliteStore {
         let secret = KeySecret::generate();
         tx.execute(
             &format!(
-                "INSERT INTO keys (scope_id, name, digest, prefix, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, {NOW})"
+                "INSERT INTO keys (scope_id, name, digest, prefix, created_at, not_after_ms) \
+                 VALUES (?1, ?2, ?3, ?4, {NOW}, ?5)"
             ),
             params![
                 scope.id,
                 name,
                 &secret.digest().0[..],
-                secret.display_prefix()
+                secret.display_prefix(),
+                not_after
             ],
         )?;
         let key = get_key(&tx, last_id(&tx)?)?;
@@ -317,6 +320,21 @@ impl Store for SqliteStore {
 
     fn remove_operation(&mut self, name: &str) -> Result<()> {
         let tx = self.write()?;
+        let routed: Vec<String> = read_routes(&tx)?
+            .into_iter()
+            .filter(|route| route.op == name)
+            .map(|route| format!("`{} {}`", route.method, route.pattern))
+            .collect();
+        if !routed.is_empty() {
+            return Err(Error::invalid(
+                "operation",
+                name,
+                format!(
+                    "routes still name it ({}); remove them first with `keyscope route remove`",
+                    routed.join(", ")
+                ),
+            ));
+        }
         if tx.execute("DELETE FROM operations WHERE name = ?1", [name])? == 0 {
             return Err(Error::invalid(
                 "operation",
@@ -340,16 +358,16 @@ impl Store for SqliteStore {
         let scopes = list_scopes_for_snapshot(&tx)?;
         let mut stmt = tx.prepare(
             "SELECT k.digest, k.id, k.scope_id, \
-                    k.revoked_at IS NOT NULL OR s.deleted_at IS NOT NULL \
+                    k.revoked_at IS NOT NULL OR s.deleted_at IS NOT NULL, k.not_after_ms \
              FROM keys k JOIN scopes s ON s.id = k.scope_id ORDER BY k.id",
         )?;
         let keys = stmt
             .query_map([], |row| {
                 let digest: Vec<u8> = row.get(0)?;
-                Ok((digest, row.get(1)?, row.get(2)?, row.get(3)?))
+                Ok((digest, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?))
             })?
             .map(|row| {
-                let (digest, id, scope_id, revoked) = row?;
+                let (digest, id, scope_id, revoked, not_after) = row?;
                 let digest =
                     <[u8; 32]>::try_from(digest.as_slice()).map_err(|_| Error::NotAStore {
                         path: self.path.clone(),
@@ -360,6 +378,7 @@ impl Store for SqliteStore {
                     id,
                     scope_id,
                     revoked,
+                    not_after,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -451,8 +470,27 @@ impl Store for SqliteStore {
     }
 }
 
+/// A not-after for a new key: in the future, and storable.
+fn check_not_after(not_after: u64) -> Result<i64> {
+    let stored = i64::try_from(not_after).map_err(|_| {
+        Error::invalid("not-after", &not_after.to_string(), "too far in the future")
+    })?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    if not_after <= now {
+        return Err(Error::invalid(
+            "not-after",
+            &not_after.to_string(),
+            "it is not in the future, so the key would be expired already",
+        ));
+    }
+    Ok(stored)
+}
+
 const SCOPE_COLUMNS: &str = "SELECT id, app, name, agents, runtime, created_at FROM scopes";
-const KEY_COLUMNS: &str = "SELECT id, name, scope_id, prefix, created_at, revoked_at FROM keys";
+const KEY_COLUMNS: &str = "SELECT id, name, scope_id, prefix, created_at, revoked_at, \
+     strftime('%Y-%m-%dT%H:%M:%fZ', not_after_ms / 1000.0, 'unixepoch'), not_after_ms FROM keys";
 
 fn scope_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Scope>> {
     let agents: String = row.get(3)?;
@@ -487,6 +525,8 @@ fn key_from_row(row: &Row<'_>) -> rusqlite::Result<ApiKey> {
         prefix: row.get(3)?,
         created_at: row.get(4)?,
         revoked_at: row.get(5)?,
+        expires_at: row.get(6)?,
+        not_after_ms: row.get(7)?,
     })
 }
 

@@ -40,21 +40,25 @@ pub trait Store {
     fn delete_scope(&mut self, scope: &ScopeRef, revoke_keys: bool)
     -> Result<(Scope, Vec<ApiKey>)>;
 
-    /// Issues a key for a scope. The returned secret exists nowhere else.
+    /// Issues a key for a scope, valid until revoked. The returned secret
+    /// exists nowhere else.
     fn create_key(&mut self, scope: &ScopeRef, name: &str) -> Result<NewKey> {
-        self.create_key_delivered(scope, name, |_| Ok::<_, std::convert::Infallible>(()))?
+        self.create_key_delivered(scope, name, None, |_| Ok::<_, std::convert::Infallible>(()))?
             .map(|((), key)| key)
             .map_err(|never| match never {})
     }
 
-    /// Issues a key for a scope and hands it to `deliver` (which shows the
-    /// secret to its user) before the key is committed. If `deliver` fails,
-    /// the key is rolled back: no key is ever live whose secret nobody got.
-    /// A store error is the outer `Err`; a failed delivery the inner one.
+    /// Issues a key for a scope, valid until revoked or until `not_after`
+    /// (ms since the Unix epoch, which must be in the future), and hands it
+    /// to `deliver` (which shows the secret to its user) before the key is
+    /// committed. If `deliver` fails, the key is rolled back: no key is ever
+    /// live whose secret nobody got. A store error is the outer `Err`; a
+    /// failed delivery the inner one.
     fn create_key_delivered<T, E>(
         &mut self,
         scope: &ScopeRef,
         name: &str,
+        not_after: Option<u64>,
         deliver: impl FnOnce(&NewKey) -> std::result::Result<T, E>,
     ) -> Result<std::result::Result<(T, NewKey), E>>;
 

@@ -22,7 +22,8 @@ mod component {
     });
 
     use exports::keyscope::policy::decide::{
-        Decision, Guest, HttpRequest, LoadError, Reason, Request, RoutedDecision, SnapshotInfo,
+        Catalogue, Decision, Guest, HttpRequest, LoadError, Reason, Request, RoutedDecision,
+        SnapshotInfo,
     };
 
     struct Hostile;
@@ -50,10 +51,19 @@ mod component {
             Ok(SnapshotInfo {
                 format_version: version,
                 digest: (0, 0, 0, 0),
+                apps: 0,
                 scopes: 0,
                 keys: 0,
                 operations: 0,
+                routes: 0,
             })
+        }
+
+        fn names() -> Catalogue {
+            Catalogue {
+                apps: Vec::new(),
+                operations: Vec::new(),
+            }
         }
 
         fn evaluate(_request: Request) -> Decision {

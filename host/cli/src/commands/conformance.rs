@@ -90,6 +90,7 @@ fn bench(suite: &Suite, component: &PolicyComponent, n: u32) -> anyhow::Result<f
         credential: keyscope_runtime::keys::credential(case.key.as_deref()),
         app: &case.app,
         op: &case.op,
+        now: case.now,
     };
     let started = Instant::now();
     for _ in 0..n {

@@ -62,6 +62,7 @@ impl Demo {
             credential: keys::credential(key),
             app,
             op,
+            now: keyscope_runtime::time::now_ms(),
         });
         let line = Evaluated {
             step: self.step,

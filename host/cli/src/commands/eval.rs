@@ -87,6 +87,7 @@ pub fn run(args: EvalArgs, store: &Path, out: &Output) -> anyhow::Result<ExitCod
         credential,
         app,
         op,
+        now: keyscope_runtime::time::now_ms(),
     });
     let decision = decision.unwrap_or_else(|error| {
         eprintln!("keyscope: policy failed, denying: {error}");
@@ -146,12 +147,14 @@ fn run_batch(source: &Path, store: &Path, args: &EvalArgs) -> anyhow::Result<Exi
             .map_err(|error| anyhow::anyhow!("batch line {}: {error}", number + 1))?;
         lines.push(parsed);
     }
+    let now = keyscope_runtime::time::now_ms();
     let requests: Vec<Request<'_>> = lines
         .iter()
         .map(|line| Request {
             credential: keys::credential(line.key.as_deref().map(String::as_str)),
             app: &line.app,
             op: &line.op,
+            now,
         })
         .collect();
     let mut instance = ready_instance(store, args.policy.as_deref(), args.snapshot.as_deref())?;

@@ -19,6 +19,12 @@ pub enum KeyCommand {
         /// The key's name, unique among the scope's live keys.
         #[arg(long)]
         name: String,
+        /// Make the key stop working this long from now (`90s`, `15m`,
+        /// `12h`, `30d`; also `ms`), even where no new snapshot arrives:
+        /// every gateway judges it against its own clock. Default: valid
+        /// until revoked.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration_ms)]
+        expires_in: Option<u64>,
     },
     /// List keys (never their secrets).
     List {
@@ -31,6 +37,33 @@ pub enum KeyCommand {
         /// The key's id.
         key_id: u64,
     },
+}
+
+/// `DURATION` as milliseconds: a whole number and a unit (`ms`, `s`, `m`,
+/// `h`, `d`).
+fn parse_duration_ms(text: &str) -> Result<u64, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("`{text}` has no unit; say `90s`, `15m`, `12h` or `30d`"))?;
+    let (number, unit) = text.split_at(split);
+    let unit_ms: u64 = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("unknown unit `{unit}`; use ms, s, m, h or d")),
+    };
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` does not start with a whole number"))?;
+    match number.checked_mul(unit_ms) {
+        Some(0) => {
+            Err("a key that expires at once is never valid; give a positive duration".to_owned())
+        }
+        Some(ms) => Ok(ms),
+        None => Err(format!("`{text}` is too long")),
+    }
 }
 
 /// Shows a new key's secret, this once: on stdout, flushed, and never to a
@@ -54,13 +87,19 @@ fn deliver(new: &NewKey, out: &Output) -> Result<(), String> {
 
 pub fn run(command: KeyCommand, store: &Path, out: &Output) -> anyhow::Result<ExitCode> {
     match command {
-        KeyCommand::Create { scope, name } => {
+        KeyCommand::Create {
+            scope,
+            name,
+            expires_in,
+        } => {
             let scope: ScopeRef = scope.parse()?;
+            let not_after =
+                expires_in.map(|ms| keyscope_runtime::time::now_ms().saturating_add(ms));
             let mut store = Store::open_existing(store)?;
             // The secret is written and flushed before the key is committed:
             // if it cannot be delivered, the key is rolled back.
             let shown = std::cell::Cell::new(false);
-            let delivered = store.create_key_delivered(&scope, &name, |new| {
+            let delivered = store.create_key_delivered(&scope, &name, not_after, |new| {
                 deliver(new, out).inspect(|()| shown.set(true))
             });
             let delivered = match delivered {

@@ -188,9 +188,12 @@ fn runtime_text(scope: &Scope) -> String {
 }
 
 pub fn key_line(key: &ApiKey) -> String {
-    let state = match &key.revoked_at {
-        Some(at) => format!("revoked {at}"),
-        None => "live".to_owned(),
+    let now = keyscope_runtime::time::now_ms();
+    let state = match (&key.revoked_at, &key.expires_at, key.not_after_ms) {
+        (Some(at), _, _) => format!("revoked {at}"),
+        (None, Some(at), Some(ms)) if ms < now => format!("expired {at}"),
+        (None, Some(at), _) => format!("live, expires {at}"),
+        (None, _, _) => "live".to_owned(),
     };
     format!(
         "{:>4}  {:<24}  scope {:<4}  {}…  created {}  {}",

@@ -5,7 +5,6 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use keyscope_policy::SnapshotInfo;
@@ -14,6 +13,7 @@ use serde::Serialize;
 use super::pipeline::{ComponentCache, SelfTest, SwapError, Swapped, compile, digest_hex, prove};
 use crate::component::{EMBEDDED_POLICY, PolicyComponent};
 use crate::engine::{Limits, PolicyEngine};
+use crate::time::now_ms;
 
 /// One published generation: a component and a snapshot, loaded together.
 #[derive(Debug)]
@@ -309,10 +309,4 @@ fn record(generation: Option<&Generation>, kind: &'static str, outcome: String) 
         at_ms: now_ms(),
         outcome,
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

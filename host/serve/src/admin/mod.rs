@@ -278,10 +278,13 @@ async fn list_keys(State(admin): State<Admin>, Query(filter): Query<ScopeFilter>
 struct NewKeyRequest {
     scope: String,
     name: String,
+    /// The last moment the key is valid, in ms since the Unix epoch.
+    #[serde(default)]
+    not_after_ms: Option<u64>,
 }
 
 impl Fields for NewKeyRequest {
-    const FIELDS: &'static str = r#"{"scope","name"}"#;
+    const FIELDS: &'static str = r#"{"scope","name","not_after_ms"?}"#;
 }
 
 async fn create_key(State(admin): State<Admin>, Body(new): Body<NewKeyRequest>) -> Handled {
@@ -289,7 +292,7 @@ async fn create_key(State(admin): State<Admin>, Body(new): Body<NewKeyRequest>) 
     Ok(change(admin, move |store| {
         // The response is built before the key is committed: a key whose
         // secret could not be put in the response is rolled back.
-        let built = store.create_key_delivered(&scope, &new.name, |created| {
+        let built = store.create_key_delivered(&scope, &new.name, new.not_after_ms, |created| {
             serde_json::to_vec(&created.shown()).map(Zeroizing::new)
         })?;
         let (body, _) = built.map_err(|_| {
