@@ -99,3 +99,64 @@ fn the_cli_runs_the_suite_and_fails_on_a_mismatch() {
         .stdout(contains(", 1 failed"))
         .stderr(contains("FAIL"));
 }
+
+/// A snapshot's contents as `conformance/python/make_snapshot.py` reads
+/// them: everything explicit, digests in hex.
+fn contents_json(data: &keyscope_policy::SnapshotData) -> serde_json::Value {
+    serde_json::json!({
+        "operations": data.operations.iter().map(|op| serde_json::json!({
+            "name": op.name, "requires": op.requires.to_string(),
+        })).collect::<Vec<_>>(),
+        "scopes": data.scopes.iter().map(|scope| serde_json::json!({
+            "id": scope.id,
+            "app": scope.app,
+            "agents": scope.agents.as_str(),
+            "runtime": scope.runtime.iter().map(|p| p.as_str()).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "keys": data.keys.iter().map(|key| serde_json::json!({
+            "sha256": hex::encode(key.digest.0),
+            "id": key.id,
+            "scope_id": key.scope_id,
+            "revoked": key.revoked,
+            "not_after": key.not_after,
+        })).collect::<Vec<_>>(),
+        "routes": data.routes.iter().map(|route| serde_json::json!({
+            "method": route.method, "pattern": route.pattern, "op": route.op,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+#[test]
+fn a_snapshot_written_from_the_contract_alone_is_keyscopes_byte_for_byte() {
+    let script = fixtures().join("../../conformance/python/make_snapshot.py");
+    let dir = tempfile::tempdir().unwrap();
+    let mut checked = 0;
+    for file in CaseFile::golden().unwrap().iter().filter(|file| file.load) {
+        let data = file.snapshot_data().unwrap();
+        let contents = dir.path().join(format!("{}.contents.json", file.name));
+        let out = dir.path().join(format!("{}.snapshot", file.name));
+        std::fs::write(&contents, contents_json(&data).to_string()).unwrap();
+        let status = std::process::Command::new("python3")
+            .arg(&script)
+            .arg(&contents)
+            .arg(&out)
+            .status()
+            .expect("python3 runs the contract's producer");
+        assert!(status.success(), "make_snapshot.py failed on {}", file.name);
+        let written = std::fs::read(&out).unwrap();
+        assert_eq!(
+            written,
+            data.encode().unwrap(),
+            "{}: the producer written from CONTRACT.md disagrees with keyscope's encoder",
+            file.name
+        );
+        // And the component takes it, deciding the file's cases the same.
+        let mut instance = component()
+            .instantiate(keyscope_runtime::Limits::default())
+            .unwrap();
+        let info = instance.load_snapshot(&written).unwrap();
+        assert_eq!(info.format_version, 4);
+        checked += 1;
+    }
+    assert!(checked >= 4, "only {checked} snapshots compared");
+}

@@ -259,3 +259,53 @@ fn a_cli_revocation_is_denied_through_nginx_by_the_next_poll() {
         "a denied request reached the upstream"
     );
 }
+
+#[test]
+fn the_platforms_remaining_runtime_routes_go_through_nginx() {
+    let sandbox = Sandbox::new();
+    sandbox.scope(
+        "acme",
+        "runner",
+        "none",
+        "run,session-create,document-upload",
+    );
+    sandbox.scope("acme", "terminator", "full", "session-terminate");
+    let (_, runner) = sandbox.key("acme/runner", "runner");
+    let (_, terminator) = sandbox.key("acme/terminator", "terminator");
+    let server = sandbox.serve(&[]);
+    let (upstream, seen) = upstream();
+    let nginx = start_nginx(&sandbox, &server, upstream);
+    let http = http_client();
+    let ask = |method: &str, path: &str, key: &str| -> u16 {
+        let request = ureq::http::Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", nginx.addr))
+            .header("x-api-key", key);
+        http.run(request.body(String::new()).unwrap())
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    const ENV: &str = "/api/v2/apps/acme/environments/prod";
+    let routes = [
+        ("POST", format!("{ENV}/runs/r-42/status")),
+        ("GET", format!("{ENV}/sessions?sessionId=s-1")),
+        ("GET", format!("{ENV}/sessions?sessionReference=ref-1")),
+        ("GET", format!("{ENV}/sessions/list")),
+        ("DELETE", format!("{ENV}/attachments/file-7")),
+    ];
+    let mut allowed = Vec::new();
+    for (method, path) in &routes {
+        // run, session-create and document-upload grant them ...
+        assert_eq!(ask(method, path, &runner), 200, "{method} {path}");
+        allowed.push(format!("{method} {path} HTTP/1.1"));
+        // ... and Agents `full` with session-terminate does not.
+        assert_eq!(ask(method, path, &terminator), 403, "{method} {path}");
+    }
+    let seen = seen.lock().unwrap().clone();
+    let lines: Vec<&str> = seen.iter().map(|(line, _)| line.as_str()).collect();
+    assert_eq!(
+        lines, allowed,
+        "the upstream saw exactly the allowed requests"
+    );
+}

@@ -43,6 +43,24 @@ function toWit(cred) {
   return { tag: 'digest', val: [0, 8, 16, 24].map((at) => bytes.readBigUInt64BE(at)) };
 }
 
+/**
+ * Turns a case's names into the loaded snapshot's ids (CONTRACT.md,
+ * "Requests"): `stamp` is the first word of the snapshot's digest, `names`
+ * what `names()` gave after the load.
+ */
+function resolver(stamp, names) {
+  const ids = (list) => new Map(list.map((name, id) => [name, id]));
+  const apps = ids(names.apps);
+  const operations = ids(names.operations);
+  return (c) => ({
+    credential: toWit(c.credential),
+    snapshot: stamp,
+    app: apps.get(c.app),
+    op: operations.get(c.op),
+    now: BigInt(c.now),
+  });
+}
+
 /** The decision as the CLI prints it. */
 function toJson(d) {
   return {
@@ -91,12 +109,14 @@ async function main() {
   try {
     for (const group of suite.groups) {
       const api = await instantiate();
+      let resolve = resolver(0n, { apps: [], operations: [] });
       if (group.snapshot !== null) {
-        api.loadSnapshot(Buffer.from(group.snapshot, 'hex')); // throws on a load error
+        const info = api.loadSnapshot(Buffer.from(group.snapshot, 'hex')); // throws on a load error
+        resolve = resolver(info.digest[0], api.names());
       }
       for (const c of group.cases) {
         const derived = credential(c.key);
-        const got = toJson(api.evaluate({ credential: toWit(c.credential), app: c.app, op: c.op }));
+        const got = toJson(api.evaluate(resolve(c)));
         if (!isDeepStrictEqual(derived, c.credential)) {
           failed++;
           console.error(`FAIL ${group.name} / ${c.name}: credential ${JSON.stringify(derived)}, suite says ${JSON.stringify(c.credential)}`);
@@ -107,7 +127,7 @@ async function main() {
           passed++;
         }
         if (bench > 0 && timed === null && c.expect.allow) {
-          const request = { credential: toWit(c.credential), app: c.app, op: c.op };
+          const request = resolve(c);
           const start = process.hrtime.bigint();
           for (let i = 0; i < bench; i++) api.evaluate(request);
           timed = Number(process.hrtime.bigint() - start) / bench;

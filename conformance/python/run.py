@@ -19,7 +19,7 @@ import zlib
 import wasmtime
 import wasmtime.component as wc
 
-INTERFACE = "keyscope:policy/decide@0.2.0"
+INTERFACE = "keyscope:policy/decide@0.3.0"
 BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 KEY_LEN = 3 + 32 + 6
 ALNUM = re.compile(r"^[0-9A-Za-z]+$")
@@ -49,12 +49,24 @@ def to_wit(cred):
     return wc.Variant("digest", tuple(int.from_bytes(raw[i : i + 8], "big") for i in range(0, 32, 8)))
 
 
-def request(cred, app, op):
-    r = wc.Record()
-    r.credential = to_wit(cred)
-    r.app = app
-    r.op = op
-    return r
+class Resolver:
+    """Turns a case's names into the loaded snapshot's ids (CONTRACT.md,
+    "Requests"): `stamp` is the first word of the snapshot's digest, `names`
+    what `names()` gave after the load."""
+
+    def __init__(self, stamp=0, apps=(), operations=()):
+        self.stamp = stamp
+        self.apps = {name: i for i, name in enumerate(apps)}
+        self.operations = {name: i for i, name in enumerate(operations)}
+
+    def request(self, case):
+        r = wc.Record()
+        r.credential = to_wit(case["credential"])
+        r.snapshot = self.stamp
+        r.app = self.apps.get(case["app"])
+        r.op = self.operations.get(case["op"])
+        r.now = case["now"]
+        return r
 
 
 def to_json(d):
@@ -79,13 +91,16 @@ class Policy:
         if iface is None:
             raise RuntimeError(f"the component does not export {INTERFACE}")
         func = lambda name: instance.get_func(self.store, instance.get_export_index(self.store, name, iface))
-        self._load, self._evaluate = func("load-snapshot"), func("evaluate")
+        self._load, self._names, self._evaluate = func("load-snapshot"), func("names"), func("evaluate")
 
     def load_snapshot(self, data):
         info = self._load(self.store, data)
         if isinstance(info, wc.Variant):  # the err side of result<snapshot-info, load-error>
             raise RuntimeError(f"snapshot refused: {info.tag} {info.payload or ''}")
         return info
+
+    def names(self):
+        return self._names(self.store)
 
     def evaluate(self, req):
         return self._evaluate(self.store, req)
@@ -106,11 +121,14 @@ def main(argv):
     timed = None
     for group in suite["groups"]:
         policy = Policy(engine, component)
+        resolver = Resolver()
         if group["snapshot"] is not None:
-            policy.load_snapshot(bytes.fromhex(group["snapshot"]))
+            info = policy.load_snapshot(bytes.fromhex(group["snapshot"]))
+            names = policy.names()
+            resolver = Resolver(info.digest[0], names.apps, names.operations)
         for case in group["cases"]:
             derived = credential(case["key"])
-            got = to_json(policy.evaluate(request(case["credential"], case["app"], case["op"])))
+            got = to_json(policy.evaluate(resolver.request(case)))
             if derived != case["credential"]:
                 failed += 1
                 print(f"FAIL {group['name']} / {case['name']}: credential {derived}, suite says {case['credential']}", file=sys.stderr)
@@ -120,7 +138,7 @@ def main(argv):
             else:
                 passed += 1
             if bench and timed is None and case["expect"]["allow"]:
-                req = request(case["credential"], case["app"], case["op"])
+                req = resolver.request(case)
                 start = time.perf_counter_ns()
                 for _ in range(bench):
                     policy.evaluate(req)

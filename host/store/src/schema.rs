@@ -242,3 +242,66 @@ fn migrate(mut conn: Connection, path: &Path) -> Result<Connection> {
     conn.pragma_update(None, "foreign_keys", "ON")?;
     Ok(conn)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store as schema 2 left it: the nine operations and ten routes of
+    /// that release, and a route whose operation was since removed.
+    fn schema_2_store(path: &Path) {
+        let conn = Connection::open(path).unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.execute_batch(MIGRATIONS[1]).unwrap();
+        for op in default_operations() {
+            if !ADDED_IN_3.contains(&op.name.as_str()) {
+                conn.execute(
+                    "INSERT INTO operations (name, requires) VALUES (?1, ?2)",
+                    params![op.name, op.requires.to_string()],
+                )
+                .unwrap();
+            }
+        }
+        for route in default_routes() {
+            if !ADDED_IN_3.contains(&route.op.as_str()) {
+                conn.execute(
+                    "INSERT INTO routes (method, pattern, op) VALUES (?1, ?2, ?3)",
+                    params![route.method, route.pattern, route.op],
+                )
+                .unwrap();
+            }
+        }
+        conn.execute(
+            "INSERT INTO routes (method, pattern, op) VALUES ('GET', '/{app}/gone', 'gone.op')",
+            [],
+        )
+        .unwrap();
+        conn.pragma_update(None, "application_id", APPLICATION_ID)
+            .unwrap();
+        conn.pragma_update(None, "user_version", 2).unwrap();
+    }
+
+    #[test]
+    fn a_schema_2_store_gains_not_after_and_the_new_routes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        schema_2_store(&path);
+        let conn = open(&path).unwrap();
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let count = |sql: &str| -> i64 { conn.query_row(sql, [], |row| row.get(0)).unwrap() };
+        assert_eq!(count("SELECT count(*) FROM operations"), 13);
+        assert_eq!(count("SELECT count(*) FROM routes"), 14);
+        assert_eq!(
+            count("SELECT count(*) FROM routes WHERE op = 'gone.op'"),
+            0,
+            "a route to an operation no longer catalogued is gone"
+        );
+        assert_eq!(
+            count("SELECT count(*) FROM pragma_table_info('keys') WHERE name = 'not_after_ms'"),
+            1
+        );
+    }
+}
