@@ -11,9 +11,7 @@ use std::sync::OnceLock;
 use arbitrary::Arbitrary;
 use keyscope_keys::{self as keys, KeySecret};
 use keyscope_policy::snapshot::{KeyEntry, ScopeEntry, SnapshotData, default_operations};
-use keyscope_policy::{
-    AgentsLevel, Credential, HttpRequest, Reason, RuntimeSet, Snapshot, rules,
-};
+use keyscope_policy::{AgentsLevel, Credential, HttpRequest, Reason, RuntimeSet, Snapshot, rules};
 use keyscope_serve as serve;
 use libfuzzer_sys::fuzz_target;
 
@@ -43,6 +41,7 @@ fn world() -> &'static (Snapshot, String) {
                 id: 1,
                 scope_id: 1,
                 revoked: false,
+                not_after: None,
             }],
             routes: keyscope_policy::routes::default_routes(),
         };
@@ -92,8 +91,9 @@ fuzz_target!(|input: Input| {
         Some(snapshot),
         &HttpRequest {
             credential,
-            method: &input.method,
+            method: keyscope_policy::Method::parse(&input.method),
             path: &input.path,
+            now: 0,
         },
     );
     let status = serve::status(routed.decision.reason);

@@ -14,27 +14,33 @@ use keyscope_policy::{Snapshot, rules};
 use libfuzzer_sys::fuzz_target;
 
 const APPS: [&str; 3] = ["acme", "globex", "initech"];
-const OPS: [&str; 10] = [
+const OPS: [&str; 14] = [
     "agents.list",
     "agents.get",
     "agents.update",
     "agents.create",
     "agents.delete",
     "runs.execute",
+    "runs.status",
     "sessions.create",
+    "sessions.get",
+    "sessions.list",
     "sessions.terminate",
     "documents.upload",
+    "documents.delete",
     "agents.fly",
 ];
+/// Keys' not-afters and requests' times are drawn around this moment.
+const NOW: u64 = 1_767_225_600_000;
 
 #[derive(Debug, Arbitrary)]
 struct Input {
     /// (app, level 0..4, runtime bits)
     scopes: Vec<(u8, u8, u8)>,
-    /// (digest seed, scope index, revoked)
-    keys: Vec<(u8, u8, bool)>,
-    /// (credential kind, key index or seed, app, op)
-    requests: Vec<(u8, u8, u8, u8)>,
+    /// (digest seed, scope index, revoked, not-after: none, or NOW + n - 2)
+    keys: Vec<(u8, u8, bool, Option<u8>)>,
+    /// (credential kind, key index or seed, app, op, time: NOW + n - 2)
+    requests: Vec<(u8, u8, u8, u8, u8)>,
 }
 
 fn level(n: u8) -> AgentsLevel {
@@ -68,6 +74,12 @@ fn reference(data: &SnapshotData, request: &Request<'_>) -> Decision {
     let Some(scope) = scope.filter(|_| !key.revoked) else {
         return decision(Reason::RevokedKey, None);
     };
+    if key
+        .not_after
+        .is_some_and(|not_after| request.now > not_after)
+    {
+        return decision(Reason::ExpiredKey, None);
+    }
     if scope.app != request.app {
         return decision(Reason::WrongApp, None);
     }
@@ -75,10 +87,14 @@ fn reference(data: &SnapshotData, request: &Request<'_>) -> Decision {
         "agents.list" | "agents.get" => Requirement::Agents(AgentsLevel::View),
         "agents.update" => Requirement::Agents(AgentsLevel::Edit),
         "agents.create" | "agents.delete" => Requirement::Agents(AgentsLevel::Full),
-        "runs.execute" => Requirement::Runtime(RuntimePermission::Run),
-        "sessions.create" => Requirement::Runtime(RuntimePermission::SessionCreate),
+        "runs.execute" | "runs.status" => Requirement::Runtime(RuntimePermission::Run),
+        "sessions.create" | "sessions.get" | "sessions.list" => {
+            Requirement::Runtime(RuntimePermission::SessionCreate)
+        }
         "sessions.terminate" => Requirement::Runtime(RuntimePermission::SessionTerminate),
-        "documents.upload" => Requirement::Runtime(RuntimePermission::DocumentUpload),
+        "documents.upload" | "documents.delete" => {
+            Requirement::Runtime(RuntimePermission::DocumentUpload)
+        }
         _ => return decision(Reason::UnknownOperation, None),
     };
     let granted = match needed {
@@ -111,7 +127,7 @@ fuzz_target!(|input: Input| {
         })
         .collect();
     let mut keys: Vec<KeyEntry> = Vec::new();
-    for (&(seed, scope, revoked), id) in input.keys.iter().take(16).zip(100u64..) {
+    for (&(seed, scope, revoked, not_after), id) in input.keys.iter().take(16).zip(100u64..) {
         let digest = KeyDigest([seed; 32]);
         if scopes.is_empty() || keys.iter().any(|key| key.digest == digest) {
             continue;
@@ -127,6 +143,7 @@ fuzz_target!(|input: Input| {
             id,
             scope_id,
             revoked,
+            not_after: not_after.map(|n| NOW + u64::from(n % 5) - 2),
         });
     }
     let data = SnapshotData {
@@ -137,7 +154,7 @@ fuzz_target!(|input: Input| {
     };
     let bytes = data.encode().expect("a valid world encodes");
     let snapshot = Snapshot::decode(&bytes).expect("and loads");
-    for &(kind, which, app, op) in input.requests.iter().take(32) {
+    for &(kind, which, app, op, time) in input.requests.iter().take(32) {
         let credential = match kind % 4 {
             0 => Credential::Missing,
             1 => Credential::Malformed,
@@ -150,9 +167,10 @@ fuzz_target!(|input: Input| {
             credential,
             app: APPS[usize::from(app) % APPS.len()],
             op: OPS[usize::from(op) % OPS.len()],
+            now: NOW + u64::from(time % 5) - 2,
         };
         assert_eq!(
-            rules::decide(Some(&snapshot), &request),
+            rules::decide(Some(&snapshot), &snapshot.resolve(&request)),
             reference(&data, &request),
             "{request:?}"
         );

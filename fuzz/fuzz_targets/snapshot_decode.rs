@@ -8,8 +8,8 @@
 
 use std::sync::{Mutex, OnceLock};
 
-use keyscope_runtime::{Limits, PolicyComponent, PolicyEngine, PolicyInstance};
 use keyscope_policy::{LoadError, Snapshot, SnapshotData};
+use keyscope_runtime::{Limits, PolicyComponent, PolicyEngine, PolicyInstance};
 use libfuzzer_sys::fuzz_target;
 use sha2::{Digest as _, Sha256};
 
@@ -49,9 +49,9 @@ fuzz_target!(|input: &[u8]| {
             );
         }
         (Err(native), Err(keyscope_runtime::Error::Snapshot(component))) => {
-            // The same reason; a `malformed` message may differ, as postcard
-            // words a varint too large for a 32-bit usize differently on
-            // wasm32 (corpus/snapshot_decode/regression-usize-varint).
+            // The same reason; a `malformed` message may differ between a
+            // 64-bit and a 32-bit `usize` (format 3's postcard meta did:
+            // corpus/snapshot_decode/regression-usize-varint).
             assert_eq!(
                 std::mem::discriminant(native),
                 std::mem::discriminant(component)
