@@ -2,7 +2,9 @@
 //! door, at a fixed request rate: `/v1/check` (HTTP/1.1, keep-alive) and the
 //! Envoy ext_authz gRPC service. The server's CPU time is read from
 //! `/proc/PID/task/*/schedstat` (nanoseconds, every thread) before and after
-//! each run, so the figure is the server's own work, not the client's.
+//! each run, so the figure is the server's own work, not the client's; what
+//! the server spends idle over the same time is measured first and taken
+//! off.
 //!
 //! `door-cpu PID HTTP_ADDR GRPC_ADDR KEY [RATE] [SECONDS]`; see
 //! benches/serve/cpu.sh, which runs it against two builds side by side.
@@ -123,6 +125,15 @@ fn main() {
     };
 
     runtime.block_on(async {
+        // What the server spends with no request at all (its epoch ticker,
+        // its store poller), subtracted from each door's figure.
+        let before = cpu_ns(pid);
+        tokio::time::sleep(Duration::from_secs(seconds)).await;
+        let idle = cpu_ns(pid) - before;
+        println!(
+            "idle             server CPU {:>8.2} ms in {seconds} s, subtracted below",
+            idle as f64 / 1e6
+        );
         let before = cpu_ns(pid);
         let http_addr = http_addr.clone();
         let decisions = paced(|| {
@@ -142,7 +153,7 @@ fn main() {
             }
         })
         .await;
-        report("/v1/check", rate, decisions, cpu_ns(pid) - before);
+        report("/v1/check", rate, decisions, (cpu_ns(pid) - before).saturating_sub(idle));
 
         let before = cpu_ns(pid);
         let grpc_addr = grpc_addr.clone();
@@ -164,7 +175,7 @@ fn main() {
             }
         })
         .await;
-        report("grpc ext_authz", rate, decisions, cpu_ns(pid) - before);
+        report("grpc ext_authz", rate, decisions, (cpu_ns(pid) - before).saturating_sub(idle));
     });
 }
 
