@@ -153,7 +153,12 @@ fn main() {
             }
         })
         .await;
-        report("/v1/check", rate, decisions, (cpu_ns(pid) - before).saturating_sub(idle));
+        report(
+            "/v1/check",
+            rate,
+            decisions,
+            (cpu_ns(pid) - before).saturating_sub(idle),
+        );
 
         let before = cpu_ns(pid);
         let grpc_addr = grpc_addr.clone();
@@ -175,7 +180,12 @@ fn main() {
             }
         })
         .await;
-        report("grpc ext_authz", rate, decisions, (cpu_ns(pid) - before).saturating_sub(idle));
+        report(
+            "grpc ext_authz",
+            rate,
+            decisions,
+            (cpu_ns(pid) - before).saturating_sub(idle),
+        );
     });
 }
 
