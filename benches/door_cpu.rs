@@ -17,9 +17,7 @@
 
 use std::time::Duration;
 
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
-use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
@@ -109,20 +107,7 @@ fn main() {
         body.len()
     )
     .into_bytes();
-    let grpc_request = CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(Request {
-                http: Some(HttpRequest {
-                    method: "GET".to_owned(),
-                    path: "/api/v2/apps/acme/agents/a1".to_owned(),
-                    headers: [("x-api-key".to_owned(), key.clone())].into(),
-                    ..HttpRequest::default()
-                }),
-                ..Request::default()
-            }),
-            ..AttributeContext::default()
-        }),
-    };
+    let grpc_request = keyscope_benches::check_request(key);
 
     runtime.block_on(async {
         // What the server spends with no request at all (its epoch ticker,

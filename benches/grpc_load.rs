@@ -12,9 +12,7 @@
 
 use std::time::{Duration, Instant};
 
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
-use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -30,20 +28,7 @@ fn main() {
         .build()
         .unwrap();
     let (count, mut latencies, denied) = runtime.block_on(async {
-        let request = CheckRequest {
-            attributes: Some(AttributeContext {
-                request: Some(Request {
-                    http: Some(HttpRequest {
-                        method: "GET".to_owned(),
-                        path: "/api/v2/apps/acme/agents/a1".to_owned(),
-                        headers: [("x-api-key".to_owned(), key.clone())].into(),
-                        ..HttpRequest::default()
-                    }),
-                    ..Request::default()
-                }),
-                ..AttributeContext::default()
-            }),
-        };
+        let request = keyscope_benches::check_request(key);
         let deadline = Instant::now() + Duration::from_secs(seconds);
         let mut tasks = Vec::new();
         for _ in 0..concurrency {

@@ -19,3 +19,24 @@ pub fn world(keys: u64) -> World {
     let (data, held) = keyscope_runtime::bench::synthetic_world(keys);
     World { data, held }
 }
+
+/// The ext_authz check the serve load generators send: `GET` of one agent
+/// of `acme`, with `key` in `x-api-key`.
+pub fn check_request(key: &str) -> envoy_types::pb::envoy::service::auth::v3::CheckRequest {
+    use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
+    use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(Request {
+                http: Some(HttpRequest {
+                    method: "GET".to_owned(),
+                    path: "/api/v2/apps/acme/agents/a1".to_owned(),
+                    headers: [("x-api-key".to_owned(), key.to_owned())].into(),
+                    ..HttpRequest::default()
+                }),
+                ..Request::default()
+            }),
+            ..AttributeContext::default()
+        }),
+    }
+}
