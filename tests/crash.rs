@@ -185,7 +185,7 @@ fn whole_store(sandbox: &Sandbox, at: &str) -> Vec<(keyscope_runtime::KeyDigest,
     assert_eq!(orphans, 0, "{at}: a half-made key");
     drop(conn);
     let mut store = Store::open_existing(sandbox.store()).unwrap();
-    let data = store.snapshot_data().unwrap();
+    let data = store.snapshot_data().unwrap().data;
     data.validate().unwrap();
     assert_eq!(data.scopes.len(), 1, "{at}");
     data.keys

@@ -181,17 +181,21 @@ fn a_store_read_fault_during_a_rebuild_keeps_the_last_generation() {
     let _disarm = Disarm;
     let (dir, mut store, key, key_id) = world();
     let policy = live(&mut store);
+    let location = keyscope_store::Location::Sqlite(dir.path().join("keyscope.db"));
+    let mut watched = keyscope_store::AnyStore::open_existing(&location).unwrap();
+    let (builder, _) = keyscope_store::snapshot::Builder::new(&mut watched).unwrap();
     let refresher = Refresher::new(
         Arc::clone(&policy),
-        Store::open_existing(dir.path().join("keyscope.db")).unwrap(),
+        watched,
+        builder,
+        location.to_string(),
         None,
         keyscope_runtime::files::MAX_POLICY_BYTES,
-    )
-    .unwrap();
+    );
     store.revoke_key(key_id).unwrap();
     for _ in 0..10 {
         keyscope_store::fault::arm_store_read(1);
-        let error = refresher.refresh_if_changed().unwrap_err();
+        let error = refresher.refresh().unwrap_err();
         assert!(
             matches!(
                 error,
@@ -200,11 +204,14 @@ fn a_store_read_fault_during_a_rebuild_keeps_the_last_generation() {
             "{error}"
         );
         assert_eq!(policy.current().number, 1);
+        let freshness = refresher.freshness();
+        assert!(freshness.stale && freshness.stale_since_ms.is_some());
     }
     keyscope_store::fault::arm_store_read(0);
     // The change was not lost: the next poll picks it up.
-    let generation = refresher.refresh_if_changed().unwrap().unwrap();
+    let generation = refresher.refresh().unwrap().unwrap();
     assert_eq!(generation.number, 2);
+    assert!(!refresher.freshness().stale);
     let answers = ask_all(&mut policy.worker(), &key);
     assert!(
         answers.iter().all(|(allowed, _)| !allowed),

@@ -34,11 +34,15 @@ mod hardening;
 mod leak;
 /// A real nginx with auth_request in front of keyscope serve.
 mod nginx;
+/// A throwaway PostgreSQL cluster for the tests.
+mod pg;
 /// keyscope serve over real sockets: every door, admin, freshness, drain.
 mod serve;
+/// The shared store: servers, CLI and copies on a real PostgreSQL.
+mod shared_store;
 /// Mixed load for 30 s, every decision checked against the store history.
 mod soak;
-/// The SQLite store: limits, names, tombstones, refusals.
+/// The store's behaviour, one suite run on SQLite and on PostgreSQL.
 mod store;
 /// Shared set-up: a sandboxed store, the binary, a running server.
 mod support;

@@ -1,14 +1,48 @@
-//! The store through the library API: transactions, tombstones, snapshots.
+//! The store through the library API, one suite run on both backends:
+//! transactions, limits, names, tombstones, revisions and the changes since
+//! one, copies. Each case is written once, against [`Backend`]; the
+//! `backends!` list runs it on SQLite and on PostgreSQL.
 
 use keyscope_runtime::{AgentsLevel, RuntimeSet};
+use keyscope_store::snapshot::Builder;
 use keyscope_store::{
-    ScopeRef, ScopeUpdate, SqliteStore as Store, Store as _, StoreError as Error,
+    AnyStore as Store, Location, Quotas, ScopeRef, ScopeUpdate, Store as _, StoreError as Error,
 };
 
-fn store() -> (tempfile::TempDir, Store) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path().join("k.db")).unwrap();
-    (dir, store)
+/// Where a case's store lives; it opens as often as the case likes.
+pub struct Backend {
+    _dir: tempfile::TempDir,
+    location: Location,
+}
+
+impl Backend {
+    fn sqlite() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let location = Location::Sqlite(dir.path().join("k.db"));
+        Self {
+            _dir: dir,
+            location,
+        }
+    }
+
+    fn postgres() -> Self {
+        // The password in the URL here: the library reads no environment
+        // then. The CLI tests pass it in $PGPASSWORD.
+        let url = crate::pg::shared().database();
+        let url = url.replacen(
+            crate::pg::USER,
+            &format!("{}:{}", crate::pg::USER, crate::pg::PASSWORD),
+            1,
+        );
+        Self {
+            _dir: tempfile::tempdir().unwrap(),
+            location: url.parse().unwrap(),
+        }
+    }
+
+    fn open(&self) -> Store {
+        Store::open(&self.location).unwrap()
+    }
 }
 
 fn by_path(app: &str, name: &str) -> ScopeRef {
@@ -18,42 +52,74 @@ fn by_path(app: &str, name: &str) -> ScopeRef {
     }
 }
 
-#[test]
-fn the_store_keeps_only_digests_and_prefixes() {
-    let (_dir, mut store) = store();
+/// Each case, as a test on each backend.
+macro_rules! backends {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[test] fn $case() { super::$case(&super::Backend::sqlite()) })*
+        }
+        mod postgres {
+            $(#[test] fn $case() { super::$case(&super::Backend::postgres()) })*
+        }
+    };
+}
+
+backends!(
+    the_store_keeps_only_digests_and_prefixes,
+    revocation_is_idempotent_and_keeps_its_first_time,
+    snapshots_carry_tombstones_of_deleted_scopes,
+    a_failed_change_leaves_nothing_behind,
+    a_store_reopens_with_its_data,
+    limits_and_names_hold,
+    every_change_takes_a_revision_and_shows_in_the_changes_since,
+    an_incremental_rebuild_equals_a_full_one,
+    a_copy_to_the_other_backend_builds_the_same_snapshot,
+    the_catalogue_and_routes_keep_their_rules,
+);
+
+fn the_store_keeps_only_digests_and_prefixes(backend: &Backend) {
+    let mut store = backend.open();
     store
         .create_scope("acme", "s", AgentsLevel::View, RuntimeSet::EMPTY)
         .unwrap();
     let created = store.create_key(&by_path("acme", "s"), "k").unwrap();
     assert_eq!(created.key.prefix, created.secret.display_prefix());
-    let data = store.snapshot_data().unwrap();
+    let data = store.snapshot_data().unwrap().data;
     assert_eq!(data.keys.len(), 1);
     assert_eq!(data.keys[0].digest, created.secret.digest());
 }
 
-#[test]
-fn revocation_is_idempotent_and_keeps_its_first_time() {
-    let (_dir, mut store) = store();
+fn revocation_is_idempotent_and_keeps_its_first_time(backend: &Backend) {
+    let mut store = backend.open();
     store
         .create_scope("acme", "s", AgentsLevel::View, RuntimeSet::EMPTY)
         .unwrap();
     let key = store.create_key(&ScopeRef::Id(1), "k").unwrap().key;
     let first = store.revoke_key(key.id).unwrap();
+    let revision = store.revision().unwrap();
     let second = store.revoke_key(key.id).unwrap();
     assert!(first.revoked_at.is_some());
     assert_eq!(first.revoked_at, second.revoked_at);
+    assert_eq!(
+        store.revision().unwrap(),
+        revision,
+        "revoking a revoked key changes nothing"
+    );
     assert!(matches!(store.revoke_key(42), Err(Error::KeyNotFound(42))));
 }
 
-#[test]
-fn snapshots_carry_tombstones_of_deleted_scopes() {
-    let (_dir, mut store) = store();
+fn snapshots_carry_tombstones_of_deleted_scopes(backend: &Backend) {
+    let mut store = backend.open();
     let scope = store
         .create_scope("acme", "s", AgentsLevel::Full, RuntimeSet::EMPTY)
         .unwrap();
     store.create_key(&ScopeRef::Id(scope.id), "k").unwrap();
+    assert!(matches!(
+        store.delete_scope(&ScopeRef::Id(scope.id), false),
+        Err(Error::ScopeHasLiveKeys { count: 1, .. })
+    ));
     store.delete_scope(&ScopeRef::Id(scope.id), true).unwrap();
-    let data = store.snapshot_data().unwrap();
+    let data = store.snapshot_data().unwrap().data;
     assert!(data.scopes.is_empty());
     assert_eq!(data.keys.len(), 1);
     assert!(data.keys[0].revoked);
@@ -62,17 +128,21 @@ fn snapshots_carry_tombstones_of_deleted_scopes() {
         store.scope(&ScopeRef::Id(scope.id)),
         Err(Error::ScopeNotFound(_))
     ));
+    // The name is free again; the tombstone stays.
+    store
+        .create_scope("acme", "s", AgentsLevel::View, RuntimeSet::EMPTY)
+        .unwrap();
 }
 
-#[test]
-fn a_failed_change_leaves_nothing_behind() {
-    let (_dir, mut store) = store();
+fn a_failed_change_leaves_nothing_behind(backend: &Backend) {
+    let mut store = backend.open();
     store
         .create_scope("acme", "a", AgentsLevel::View, RuntimeSet::EMPTY)
         .unwrap();
     store
         .create_scope("acme", "b", AgentsLevel::View, RuntimeSet::EMPTY)
         .unwrap();
+    let revision = store.revision().unwrap();
     let rename = ScopeUpdate {
         name: Some("a".to_owned()),
         agents: Some(AgentsLevel::Full),
@@ -88,21 +158,205 @@ fn a_failed_change_leaves_nothing_behind() {
         AgentsLevel::View,
         "a refused update changes nothing"
     );
+    assert_eq!(store.revision().unwrap(), revision, "nor the revision");
 }
 
-#[test]
-fn a_store_reopens_with_its_data() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("k.db");
+fn a_store_reopens_with_its_data(backend: &Backend) {
     {
-        let mut store = Store::open(&path).unwrap();
+        let mut store = backend.open();
         store
             .create_scope("acme", "s", AgentsLevel::Edit, "run".parse().unwrap())
             .unwrap();
     }
-    let store = Store::open_existing(&path).unwrap();
+    let store = Store::open_existing(&backend.location).unwrap();
     let scopes = store.list_scopes(None).unwrap();
     assert_eq!(scopes.len(), 1);
     assert_eq!(scopes[0].runtime.to_string(), "run");
     assert_eq!(store.operations().unwrap().len(), 13);
+    assert_eq!(store.routes().unwrap().len(), 14);
+}
+
+fn limits_and_names_hold(backend: &Backend) {
+    let mut store = backend.open();
+    store
+        .set_quotas(Quotas {
+            scopes_per_app: 2,
+            keys_per_scope: 2,
+        })
+        .unwrap();
+    let s = store
+        .create_scope("acme", "s", AgentsLevel::View, RuntimeSet::EMPTY)
+        .unwrap();
+    assert!(matches!(
+        store.create_scope("acme", "s", AgentsLevel::View, RuntimeSet::EMPTY),
+        Err(Error::DuplicateScope { .. })
+    ));
+    store
+        .create_scope("acme", "t", AgentsLevel::View, RuntimeSet::EMPTY)
+        .unwrap();
+    assert!(matches!(
+        store.create_scope("acme", "u", AgentsLevel::View, RuntimeSet::EMPTY),
+        Err(Error::ScopeLimit { limit: 2, .. })
+    ));
+    // Another app has its own count.
+    store
+        .create_scope("other", "u", AgentsLevel::View, RuntimeSet::EMPTY)
+        .unwrap();
+    let scope = ScopeRef::Id(s.id);
+    let first = store.create_key(&scope, "k1").unwrap();
+    assert!(matches!(
+        store.create_key(&scope, "k1"),
+        Err(Error::DuplicateKey { .. })
+    ));
+    store.create_key(&scope, "k2").unwrap();
+    assert!(matches!(
+        store.create_key(&scope, "k3"),
+        Err(Error::KeyLimit { limit: 2, .. })
+    ));
+    // A revoked key frees its place and its name.
+    store.revoke_key(first.key.id).unwrap();
+    store.create_key(&scope, "k1").unwrap();
+    assert!(matches!(
+        store.create_key(&scope, "bad/name"),
+        Err(Error::Invalid { .. })
+    ));
+    assert_eq!(
+        store.quotas().unwrap(),
+        Quotas {
+            scopes_per_app: 2,
+            keys_per_scope: 2
+        }
+    );
+}
+
+fn every_change_takes_a_revision_and_shows_in_the_changes_since(backend: &Backend) {
+    let mut store = backend.open();
+    let start = store.revision().unwrap();
+    let scope = store
+        .create_scope("acme", "s", AgentsLevel::View, RuntimeSet::EMPTY)
+        .unwrap();
+    let after_scope = store.revision().unwrap();
+    assert!(after_scope > start);
+    let key = store.create_key(&ScopeRef::Id(scope.id), "k").unwrap().key;
+    let other = store.create_key(&ScopeRef::Id(scope.id), "k2").unwrap().key;
+    let after_keys = store.revision().unwrap();
+    store.revoke_key(key.id).unwrap();
+    let changes = store.changes_since(after_keys).unwrap();
+    assert_eq!(changes.revision, store.revision().unwrap());
+    assert!(changes.scopes.is_empty());
+    assert_eq!(changes.keys.len(), 1, "only the revoked key changed");
+    assert_eq!(changes.keys[0].id, key.id);
+    assert!(changes.keys[0].revoked);
+    assert!(changes.catalogue.is_none());
+
+    let changes = store.changes_since(after_scope).unwrap();
+    let ids: Vec<u64> = changes.keys.iter().map(|k| k.id).collect();
+    assert_eq!(ids, [key.id, other.id]);
+
+    store
+        .set_operation("agents.export", "agents:view".parse().unwrap())
+        .unwrap();
+    let changes = store.changes_since(changes.revision).unwrap();
+    let (ops, routes) = changes.catalogue.expect("the catalogue changed");
+    assert_eq!(ops.len(), 14);
+    assert_eq!(routes.len(), 14);
+    assert!(store.changes_since(changes.revision).unwrap().is_empty());
+}
+
+fn an_incremental_rebuild_equals_a_full_one(backend: &Backend) {
+    let mut store = backend.open();
+    let a = store
+        .create_scope("acme", "a", AgentsLevel::View, RuntimeSet::EMPTY)
+        .unwrap();
+    let k = store.create_key(&ScopeRef::Id(a.id), "k").unwrap().key;
+    let (mut builder, _) = Builder::new(&mut store).unwrap();
+    assert!(builder.update(&mut store).unwrap().is_none(), "no change");
+
+    let b = store
+        .create_scope("acme", "b", AgentsLevel::Full, "run".parse().unwrap())
+        .unwrap();
+    store.create_key(&ScopeRef::Id(b.id), "k").unwrap();
+    store.revoke_key(k.id).unwrap();
+    store
+        .update_scope(
+            &ScopeRef::Id(a.id),
+            &ScopeUpdate {
+                agents: Some(AgentsLevel::Edit),
+                ..ScopeUpdate::default()
+            },
+        )
+        .unwrap();
+    store.delete_scope(&ScopeRef::Id(b.id), true).unwrap();
+    store
+        .remove_route("GET", "/api/v2/apps/{app}/agents")
+        .unwrap();
+    let update = builder.update(&mut store).unwrap().expect("changes");
+    assert_eq!(update.revision, store.revision().unwrap());
+    assert_eq!(
+        update.snapshot,
+        keyscope_store::snapshot::build(&mut store).unwrap(),
+        "the snapshot from the changes is the snapshot of the whole store"
+    );
+}
+
+fn a_copy_to_the_other_backend_builds_the_same_snapshot(backend: &Backend) {
+    let mut store = backend.open();
+    let a = store
+        .create_scope("acme", "a", AgentsLevel::View, RuntimeSet::EMPTY)
+        .unwrap();
+    let k = store.create_key(&ScopeRef::Id(a.id), "k").unwrap();
+    store.create_key(&ScopeRef::Id(a.id), "gone").unwrap();
+    store.revoke_key(k.key.id + 1).unwrap();
+    let b = store
+        .create_scope("acme", "b", AgentsLevel::Full, RuntimeSet::EMPTY)
+        .unwrap();
+    store.delete_scope(&ScopeRef::Id(b.id), true).unwrap();
+    store
+        .set_quotas(Quotas {
+            scopes_per_app: 7,
+            keys_per_scope: 9,
+        })
+        .unwrap();
+    store.set_admin_token_digest(&[7; 32]).unwrap();
+
+    let other = match backend.location {
+        Location::Sqlite(_) => Backend::postgres(),
+        Location::Postgres(_) => Backend::sqlite(),
+    };
+    let mut copy = other.open();
+    let dump = keyscope_store::copy::copy(&mut store, &mut copy, |_| {}, &mut |_| {}).unwrap();
+    assert_eq!(copy.dump().unwrap(), dump, "every row, as it was");
+    assert_eq!(
+        keyscope_store::snapshot::build(&mut copy).unwrap(),
+        keyscope_store::snapshot::build(&mut store).unwrap()
+    );
+    assert_eq!(copy.revision().unwrap(), store.revision().unwrap());
+    assert_eq!(copy.admin_token_digest().unwrap(), Some([7; 32]));
+    // Ids go on after the copied ones, and a copy is refused into a store
+    // that holds data.
+    let next = copy.create_key(&ScopeRef::Id(a.id), "new").unwrap();
+    assert_eq!(next.key.id, k.key.id + 2);
+    assert!(matches!(
+        keyscope_store::copy::copy(&mut store, &mut copy, |_| {}, &mut |_| {}),
+        Err(Error::DestinationNotEmpty(_))
+    ));
+}
+
+fn the_catalogue_and_routes_keep_their_rules(backend: &Backend) {
+    let mut store = backend.open();
+    assert!(matches!(
+        store.remove_operation("sessions.get"),
+        Err(Error::Invalid { .. })
+    ));
+    assert!(matches!(
+        store.set_route("GET", "/{app}/x", "no.such.op"),
+        Err(Error::Invalid { .. })
+    ));
+    store.set_route("GET", "/{app}/x", "sessions.get").unwrap();
+    assert!(matches!(
+        store.remove_route("GET", "/{app}/y"),
+        Err(Error::Invalid { .. })
+    ));
+    let routes = store.routes().unwrap();
+    assert_eq!(routes.last().unwrap().pattern, "/{app}/x");
 }

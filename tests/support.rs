@@ -5,20 +5,54 @@ use std::path::{Path, PathBuf};
 use assert_cmd::Command;
 use tempfile::TempDir;
 
-/// A temporary directory with a store path in it.
+/// A temporary directory with a store path in it, or a PostgreSQL
+/// database of its own.
 pub struct Sandbox {
     pub dir: TempDir,
+    /// The PostgreSQL URL (no password), if the store is there.
+    postgres: Option<String>,
 }
 
 impl Sandbox {
     pub fn new() -> Self {
         Self {
             dir: tempfile::tempdir().unwrap(),
+            postgres: None,
         }
     }
 
+    /// A sandbox whose store is a new database on `cluster`.
+    pub fn on_postgres(cluster: &crate::pg::Cluster) -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+            postgres: Some(cluster.database()),
+        }
+    }
+
+    /// The SQLite store's file (a PostgreSQL sandbox has none).
     pub fn store(&self) -> PathBuf {
+        assert!(
+            self.postgres.is_none(),
+            "a PostgreSQL sandbox has no store file"
+        );
         self.dir.path().join("keyscope.db")
+    }
+
+    /// The `--store` argument: the file, or the database URL.
+    pub fn store_arg(&self) -> std::ffi::OsString {
+        match &self.postgres {
+            Some(url) => url.into(),
+            None => self.store().into_os_string(),
+        }
+    }
+
+    /// The environment a keyscope process needs for this store: the
+    /// database password, as a deployment passes it.
+    fn store_env(&self, command: &mut std::process::Command) {
+        command.env_remove("PGPASSWORD").env_remove("PGPASSFILE");
+        if self.postgres.is_some() {
+            command.env("PGPASSWORD", crate::pg::PASSWORD);
+        }
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -32,13 +66,15 @@ impl Sandbox {
         I: IntoIterator<Item = S>,
         S: AsRef<std::ffi::OsStr>,
     {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyscope"));
-        cmd.env_remove("KEYSCOPE_API_KEY")
+        let mut std_cmd = std::process::Command::new(env!("CARGO_BIN_EXE_keyscope"));
+        self.store_env(&mut std_cmd);
+        std_cmd
+            .env_remove("KEYSCOPE_API_KEY")
             .env_remove("KEYSCOPE_STORE")
             .arg("--store")
-            .arg(self.store())
+            .arg(self.store_arg())
             .args(args);
-        cmd
+        Command::from_std(std_cmd)
     }
 
     /// Runs a command that must succeed and returns its stdout as JSON.
@@ -183,11 +219,12 @@ impl Sandbox {
                 command
             }
         };
+        self.store_env(&mut command);
         let mut child = command
             .env_remove("KEYSCOPE_STORE")
             .env("KEYSCOPE_LOG", "warn")
             .arg("--store")
-            .arg(self.store())
+            .arg(self.store_arg())
             .args([
                 "serve",
                 "--listen",
@@ -282,6 +319,74 @@ impl Server {
 
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://{}{path}", self.admin)
+    }
+
+    /// `POST /v1/check` with `body`; the decision.
+    pub fn check(&self, body: &serde_json::Value) -> serde_json::Value {
+        http_client()
+            .post(self.url("/v1/check"))
+            .send_json(body)
+            .unwrap()
+            .body_mut()
+            .read_json()
+            .unwrap()
+    }
+
+    /// An admin API call with the server's token; the status and the JSON
+    /// body (null if there is none).
+    pub fn admin(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let request = ureq::http::Request::builder()
+            .method(method)
+            .uri(self.admin_url(path))
+            .header("authorization", format!("Bearer {}", self.admin_token))
+            .header("content-type", "application/json")
+            .body(body.map(|b| b.to_string()).unwrap_or_default())
+            .unwrap();
+        let mut response = http_client().run(request).unwrap();
+        let status = response.status().as_u16();
+        (
+            status,
+            response
+                .body_mut()
+                .read_json()
+                .unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// `GET /readyz`.
+    pub fn ready(&self) -> serde_json::Value {
+        http_client()
+            .get(self.url("/readyz"))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_json()
+            .unwrap()
+    }
+}
+
+/// Polls `condition` until it holds, for up to `seconds`; how long it took.
+pub fn wait_until(
+    seconds: u64,
+    what: &str,
+    mut condition: impl FnMut() -> bool,
+) -> std::time::Duration {
+    let start = std::time::Instant::now();
+    let deadline = start + std::time::Duration::from_secs(seconds);
+    loop {
+        if condition() {
+            return start.elapsed();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within {seconds} s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
 

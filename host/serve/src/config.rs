@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use keyscope_store::Location;
 use serde::Deserialize;
 
 use super::ServeError;
@@ -13,9 +14,9 @@ use super::ServeError;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServeConfig {
-    /// The store file: always the global `--store` (or `$KEYSCOPE_STORE`).
+    /// The store: always the global `--store` (or `$KEYSCOPE_STORE`).
     #[serde(skip)]
-    pub store: PathBuf,
+    pub store: Location,
     /// The HTTP listener: `/v1/check`, nginx `auth_request`, Envoy HTTP
     /// ext_authz, `/healthz`, `/readyz`, `/metrics`.
     pub listen: SocketAddr,
@@ -100,7 +101,7 @@ pub struct AdminConfig {
 impl Default for ServeConfig {
     fn default() -> Self {
         Self {
-            store: PathBuf::from("keyscope.db"),
+            store: Location::Sqlite(PathBuf::from("keyscope.db")),
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             grpc_listen: None,
             policy: None,

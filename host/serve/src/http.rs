@@ -32,9 +32,15 @@ use super::authz::{self, Authorizer, Target};
 use super::config::RequestLimits;
 use super::conn::{self, AcceptLimits};
 use super::metrics::Front;
+use super::refresh::Refresher;
 
 /// The public router.
-pub fn router(authorizer: Arc<Authorizer>, envoy_prefix: &str, limits: &RequestLimits) -> Router {
+pub fn router(
+    authorizer: Arc<Authorizer>,
+    refresher: Arc<Refresher>,
+    envoy_prefix: &str,
+    limits: &RequestLimits,
+) -> Router {
     Router::new()
         .route("/v1/check", post(check))
         .route("/auth", any(nginx))
@@ -47,7 +53,12 @@ pub fn router(authorizer: Arc<Authorizer>, envoy_prefix: &str, limits: &RequestL
             )
         })
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(ready))
+        .route(
+            "/readyz",
+            get(move |State(authorizer): State<Arc<Authorizer>>| {
+                ready(authorizer, Arc::clone(&refresher))
+            }),
+        )
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(
@@ -271,7 +282,10 @@ async fn check(
     axum::Json(body).into_response()
 }
 
-async fn ready(State(authorizer): State<Arc<Authorizer>>) -> Response {
+/// Ready while a generation serves, stale snapshot or not (fail static:
+/// the last good state keeps deciding); the body says whether the store
+/// could be read, and since when it could not.
+async fn ready(authorizer: Arc<Authorizer>, refresher: Arc<Refresher>) -> Response {
     match authorizer.live() {
         Some(live) => {
             let generation = live.current();
@@ -280,6 +294,7 @@ async fn ready(State(authorizer): State<Arc<Authorizer>>) -> Response {
                 "generation": generation.number,
                 "module": generation.component.info().digest,
                 "snapshot": generation.snapshot_info.digest_hex(),
+                "store": refresher.freshness(),
             }))
             .into_response()
         }

@@ -1,12 +1,18 @@
 //! Freshness: the server's snapshot follows the store, and its module
 //! follows its file.
 //!
-//! A thread polls SQLite's `data_version`, which changes whenever another
-//! connection (the CLI in another process, or the admin API) commits. On a
-//! change it rebuilds the snapshot and swaps it in. Rebuilds are serialised,
-//! and each reads the store as of when it starts, so the last swap always
-//! holds every change committed before it began: a revocation never goes
-//! back to live.
+//! A thread polls the store's change revision, which grows with every
+//! change committed by any process (the CLI elsewhere, another server's
+//! admin API, this one's). On a change it reads only the rows changed
+//! since the revision it holds ([`keyscope_store::snapshot::Builder`]),
+//! applies them to its copy, and swaps the new snapshot in. Rebuilds are
+//! serialised, and each reads one consistent view of the store, so the last
+//! swap always holds every change committed before it began: a revocation
+//! never goes back to live.
+//!
+//! When the store cannot be read (a database restarting, a network gone),
+//! the last snapshot keeps serving, [`Freshness`] says since when it is
+//! stale, and the next poll tries again, reconnecting by itself.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
@@ -16,18 +22,41 @@ use std::time::Duration;
 
 use keyscope_runtime::SwapError;
 use keyscope_runtime::swap::{Generation, LivePolicy};
-use keyscope_store::SqliteStore as Store;
-use keyscope_store::StoreError;
+use keyscope_runtime::time::now_ms;
+use keyscope_store::snapshot::Builder;
+use keyscope_store::{AnyStore as Store, StoreError};
+use serde::Serialize;
 
 struct Watched {
     store: Store,
-    data_version: Option<i64>,
+    builder: Builder,
+}
+
+/// Whether the snapshot is known to hold the store's latest state.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Freshness {
+    /// The store, as it may be shown (never a password).
+    pub store: String,
+    /// The store revision the live snapshot was built at.
+    pub revision: u64,
+    /// When the store was last read successfully (ms since the Unix epoch).
+    pub checked_at_ms: u64,
+    /// Whether the store could not be read since then: the snapshot serves
+    /// on, but may miss changes made meanwhile.
+    pub stale: bool,
+    /// Since when the store could not be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stale_since_ms: Option<u64>,
+    /// Why, from the last failed read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// Rebuilds and swaps snapshots and modules for a live policy.
 pub struct Refresher {
     live: Arc<LivePolicy>,
     watched: Mutex<Watched>,
+    freshness: Mutex<Freshness>,
     policy: Option<PathBuf>,
     max_policy_bytes: u64,
 }
@@ -41,24 +70,30 @@ impl std::fmt::Debug for Refresher {
 }
 
 impl Refresher {
-    /// Watches `store` for `live`; `policy` is the module file to reload,
-    /// read only if it is a regular file of at most `max_policy_bytes`.
+    /// Watches `store` for `live`, whose snapshot `builder` built;
+    /// `policy` is the module file to reload, read only if it is a regular
+    /// file of at most `max_policy_bytes`.
     pub fn new(
         live: Arc<LivePolicy>,
         store: Store,
+        builder: Builder,
+        shown: String,
         policy: Option<PathBuf>,
         max_policy_bytes: u64,
-    ) -> Result<Self, StoreError> {
-        let data_version = Some(store.data_version()?);
-        Ok(Self {
+    ) -> Self {
+        let freshness = Freshness {
+            store: shown,
+            revision: builder.revision(),
+            checked_at_ms: now_ms(),
+            ..Freshness::default()
+        };
+        Self {
             live,
-            watched: Mutex::new(Watched {
-                store,
-                data_version,
-            }),
+            watched: Mutex::new(Watched { store, builder }),
+            freshness: Mutex::new(freshness),
             policy,
             max_policy_bytes,
-        })
+        }
     }
 
     /// The live policy.
@@ -66,34 +101,63 @@ impl Refresher {
         &self.live
     }
 
-    /// Rebuilds the snapshot if the store changed since the last rebuild;
-    /// the new generation, if one was published.
-    pub fn refresh_if_changed(&self) -> Result<Option<Arc<Generation>>> {
-        self.rebuild(false)
+    /// Whether the live snapshot is known to be current.
+    pub fn freshness(&self) -> Freshness {
+        self.freshness
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
-    /// Rebuilds the snapshot now, as after a change made through this
-    /// server; the new generation, if the snapshot differs.
+    /// Brings the snapshot up to the store's revision, if it moved on: the
+    /// new generation, if one was published. A failed read leaves the
+    /// current generation serving and marks it stale.
     pub fn refresh(&self) -> Result<Option<Arc<Generation>>> {
-        self.rebuild(true)
+        let mut watched = self.watched.lock().unwrap_or_else(PoisonError::into_inner);
+        let Watched { store, builder } = &mut *watched;
+        let update = match builder.update(store) {
+            Ok(update) => update,
+            Err(error) => {
+                self.mark_stale(&error);
+                return Err(error.into());
+            }
+        };
+        let generation = match update {
+            None => None,
+            Some(update) => {
+                // The trailer is the snapshot's digest: skip a swap that
+                // changes nothing.
+                let current = self.live.current();
+                if update.snapshot.ends_with(&current.snapshot_info.digest) {
+                    None
+                } else {
+                    Some(self.live.swap_snapshot(&update.snapshot)?)
+                }
+            }
+        };
+        let mut freshness = self
+            .freshness
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        freshness.revision = builder.revision();
+        freshness.checked_at_ms = now_ms();
+        freshness.stale = false;
+        freshness.stale_since_ms = None;
+        freshness.error = None;
+        Ok(generation)
     }
 
-    fn rebuild(&self, always: bool) -> Result<Option<Arc<Generation>>> {
-        let mut watched = self.watched.lock().unwrap_or_else(PoisonError::into_inner);
-        let version = watched.store.data_version()?;
-        if !always && watched.data_version == Some(version) {
-            return Ok(None);
+    fn mark_stale(&self, error: &StoreError) {
+        let mut freshness = self
+            .freshness
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if !freshness.stale {
+            tracing::warn!(%error, "the store cannot be read: the last snapshot keeps serving");
         }
-        let bytes = keyscope_store::snapshot::build(&mut watched.store)?;
-        // The trailer is the snapshot's digest: skip a swap that changes nothing.
-        let current = self.live.current();
-        let generation = if bytes.ends_with(&current.snapshot_info.digest) {
-            None
-        } else {
-            Some(self.live.swap_snapshot(&bytes)?)
-        };
-        watched.data_version = Some(version);
-        Ok(generation)
+        freshness.stale = true;
+        freshness.stale_since_ms.get_or_insert_with(now_ms);
+        freshness.error = Some(error.to_string());
     }
 
     /// Reloads the module from `path`, or from the configured file.
@@ -125,7 +189,7 @@ impl Refresher {
             .name("keyscope-store-watch".to_owned())
             .spawn(move || {
                 while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
-                    match refresher.refresh_if_changed() {
+                    match refresher.refresh() {
                         Ok(Some(generation)) => tracing::info!(
                             generation = generation.number,
                             snapshot = %generation.snapshot_info.digest_hex(),
@@ -133,6 +197,7 @@ impl Refresher {
                         ),
                         Ok(None) => {}
                         // The last good generation keeps serving.
+                        Err(RefreshError::Store(_)) => {}
                         Err(error) => tracing::error!(%error, "store changed: rebuild failed"),
                     }
                 }

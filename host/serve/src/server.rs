@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use keyscope_runtime::swap::{LiveOptions, LivePolicy};
-use keyscope_store::{SqliteStore as Store, Store as _};
+use keyscope_store::snapshot::Builder;
+use keyscope_store::{AnyStore as Store, Store as _};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
@@ -161,7 +162,12 @@ impl Server {
         let mut servers = tokio::task::JoinSet::new();
         servers.spawn(http::serve(
             http_listener,
-            http::router(Arc::clone(&authorizer), &config.envoy_path_prefix, &limits),
+            http::router(
+                Arc::clone(&authorizer),
+                Arc::clone(&refresher),
+                &config.envoy_path_prefix,
+                &limits,
+            ),
             limits.clone(),
             accept,
             stopped.clone(),
@@ -281,7 +287,7 @@ struct AdminToken {
 /// Opens the store, builds the first generation, and sets up the admin token.
 fn start_live(config: &ServeConfig) -> Result<Started, ServeError> {
     let mut store = Store::open_existing(&config.store)?;
-    let snapshot = keyscope_store::snapshot::build(&mut store)?;
+    let (builder, snapshot) = Builder::new(&mut store)?;
     let module = config
         .policy
         .as_deref()
@@ -295,9 +301,11 @@ fn start_live(config: &ServeConfig) -> Result<Started, ServeError> {
     let refresher = Arc::new(Refresher::new(
         live,
         store,
+        builder,
+        config.store.to_string(),
         config.policy.clone(),
         config.limits.max_policy_bytes,
-    )?);
+    ));
     let admin = match config.admin.listen {
         None => None,
         Some(_) => {

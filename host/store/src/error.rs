@@ -8,25 +8,25 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The store file exists but is not a keyscope store.
-    #[error("`{path}` is not a keyscope store: {why}")]
+    #[error("`{store}` is not a keyscope store: {why}")]
     NotAStore {
-        /// The file.
-        path: PathBuf,
+        /// The file or database, as it may be shown.
+        store: String,
         /// What gave it away.
         why: String,
     },
     /// There is no store file where one was expected.
     #[error(
-        "no store at `{0}`; create one with `keyscope scope create`, or point --store (or $KEYSCOPE_STORE) at it"
+        "no store at `{0}`; create one with `keyscope scope create` or `keyscope store migrate`, or point --store (or $KEYSCOPE_STORE) at it"
     )]
-    NoStore(PathBuf),
+    NoStore(String),
     /// The store was written by a newer keyscope.
     #[error(
-        "store `{path}` has schema version {found}, newer than this keyscope understands ({supported}); upgrade keyscope"
+        "store `{store}` has schema version {found}, newer than this keyscope understands ({supported}); upgrade keyscope"
     )]
     StoreTooNew {
-        /// The file.
-        path: PathBuf,
+        /// The file or database, as it may be shown.
+        store: String,
         /// Its schema version.
         found: i64,
         /// The newest this build understands.
@@ -35,6 +35,23 @@ pub enum StoreError {
     /// SQLite failed.
     #[error("store: {0}")]
     Sqlite(#[source] rusqlite::Error),
+    /// PostgreSQL refused a statement or a connection.
+    #[error("store: {}", describe(.0))]
+    Postgres(#[source] postgres::Error),
+    /// The database cannot be reached (down, restarting, or the network):
+    /// nothing was changed. A server keeps deciding on its last snapshot.
+    #[error("store `{store}` is unavailable: {why}; nothing was changed, try again")]
+    Unavailable {
+        /// The database, as it may be shown.
+        store: String,
+        /// What the connection said.
+        why: String,
+    },
+    /// `store copy` refuses a destination that already holds data.
+    #[error(
+        "the destination store already holds {0} scope(s) and key(s); copy into a new, empty store"
+    )]
+    DestinationNotEmpty(u64),
     /// No scope matches the given id or `APP/NAME`.
     #[error("no scope `{0}`")]
     ScopeNotFound(String),
@@ -117,6 +134,12 @@ pub enum StoreError {
     },
 }
 
+impl From<postgres::Error> for StoreError {
+    fn from(error: postgres::Error) -> Self {
+        Self::Postgres(error)
+    }
+}
+
 impl From<rusqlite::Error> for StoreError {
     fn from(error: rusqlite::Error) -> Self {
         Self::Sqlite(error)
@@ -131,9 +154,12 @@ impl StoreError {
             | Self::NoStore(_)
             | Self::StoreTooNew { .. }
             | Self::Sqlite(_)
+            | Self::Postgres(_)
+            | Self::DestinationNotEmpty(_)
             | Self::Snapshot(_)
             | Self::Injected(_) => "store",
             Self::Io { .. } => "io",
+            Self::Unavailable { .. } => "unavailable",
             Self::ScopeNotFound(_) | Self::KeyNotFound(_) => "not-found",
             Self::DuplicateScope { .. }
             | Self::DuplicateKey { .. }
@@ -141,6 +167,14 @@ impl StoreError {
             | Self::KeyLimit { .. }
             | Self::ScopeHasLiveKeys { .. } => "conflict",
             Self::Invalid { .. } | Self::UnknownName(_) => "invalid-input",
+        }
+    }
+
+    /// A [`StoreError::NotAStore`] for the store shown as `store`.
+    pub(crate) fn not_a_store(store: impl std::fmt::Display, why: impl Into<String>) -> Self {
+        Self::NotAStore {
+            store: store.to_string(),
+            why: why.into(),
         }
     }
 
@@ -152,6 +186,22 @@ impl StoreError {
             why: why.into(),
         }
     }
+}
+
+/// A PostgreSQL error with its causes: the client's own text is only its
+/// kind ("db error"), the server's message is its source. Neither holds the
+/// password.
+pub(crate) fn describe(error: &postgres::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let said = cause.to_string();
+        if !text.contains(&said) {
+            text = format!("{text}: {said}");
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// `text` as it may be shown: control characters escaped (`\u{1b}`), and at

@@ -1,27 +1,46 @@
 //! keyscope's store: scopes, keys (as their SHA-256 only), limits, the
-//! operation catalogue and the route table, and the snapshot built from
-//! them.
+//! operation catalogue and the route table, their change revisions, and
+//! the snapshot built from them.
 //!
 //! - [`Store`]: the contract every backend keeps.
-//! - [`SqliteStore`]: the embedded store, one SQLite file, one transaction
-//!   per change; a new key is committed only once its secret was delivered
-//!   ([`SqliteStore::create_key_delivered`]).
-//! - [`snapshot::build`]: the snapshot the policy component decides on.
+//! - [`SqliteStore`]: the embedded store, one SQLite file.
+//! - [`PostgresStore`]: the shared store, one PostgreSQL database that many
+//!   processes on many machines use at once.
+//! - [`AnyStore`]: either, as a [`Location`] (`--store`) names it.
+//! - [`changes`]: change revisions, and the rows changed since one.
+//! - [`snapshot`]: the snapshot the policy component decides on, built
+//!   whole or kept up to date from the changes.
+//! - [`copy`]: a whole store from one backend to another.
 //! - [`StoreError`]: what a change or a read refused, by cause.
+//!
+//! Every change is one transaction, and writers are serialised (SQLite's
+//! write lock; PostgreSQL's lock on the revision row), so limits and unique
+//! names hold across processes. A new key is committed only once its secret
+//! was delivered ([`Store::create_key_delivered`]).
 //!
 //! No WebAssembly here: the store knows the snapshot format
 //! (`keyscope-policy`) and the key format (`keyscope-keys`), nothing of
 //! how a policy runs.
 
+mod any;
+pub mod changes;
+mod checks;
+pub mod copy;
 mod error;
 pub mod fault;
+mod location;
+mod pg;
+mod pg_schema;
 mod records;
 mod schema;
 pub mod snapshot;
 mod sqlite;
 mod store;
 
+pub use any::AnyStore;
 pub use error::{Result, StoreError, printable};
+pub use location::{Location, PostgresUrl};
+pub use pg::PostgresStore;
 pub use records::{ApiKey, NewKey, Quotas, Scope, ScopeRef, ScopeUpdate, ShownKey};
 pub use sqlite::SqliteStore;
 pub use store::Store;

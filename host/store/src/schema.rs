@@ -75,6 +75,20 @@ const MIGRATIONS: &[&str] = &[
     -- route to an operation no longer catalogued (which could only deny) goes.
     DELETE FROM routes WHERE op NOT IN (SELECT name FROM operations);
 "#,
+    // Change revisions (`crate::changes`): a row's `rev` is the revision of
+    // its last change; rows from before start at 0, as does the store.
+    r#"
+    ALTER TABLE scopes ADD COLUMN rev INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE keys ADD COLUMN rev INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX scopes_rev ON scopes (rev);
+    CREATE INDEX keys_rev ON keys (rev);
+    CREATE TABLE revision (
+        id        INTEGER PRIMARY KEY CHECK (id = 1),
+        revision  INTEGER NOT NULL,
+        catalogue INTEGER NOT NULL
+    );
+    INSERT INTO revision (id, revision, catalogue) VALUES (1, 0, 0);
+"#,
 ];
 
 /// The default operations schema 3 added (the platform's run-status,
@@ -103,10 +117,7 @@ pub(crate) fn open(path: &Path) -> Result<Connection> {
             | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
-    let not_a_store = |why: String| Error::NotAStore {
-        path: path.to_owned(),
-        why,
-    };
+    let not_a_store = |why: String| Error::not_a_store(path.display(), why);
     // Reading the header is the first access; SQLite refuses a file that is
     // not a database here without writing to it.
     let (application_id, tables): (i64, i64) = conn
@@ -146,10 +157,10 @@ fn check_file(path: &Path) -> Result<()> {
     };
     match std::fs::metadata(path) {
         Ok(meta) if !meta.is_file() => {
-            return Err(Error::NotAStore {
-                path: path.to_owned(),
-                why: "it is not a regular file".to_owned(),
-            });
+            return Err(Error::not_a_store(
+                path.display(),
+                "it is not a regular file",
+            ));
         }
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -180,10 +191,10 @@ fn check_file(path: &Path) -> Result<()> {
     if header.is_empty() || header == SQLITE_HEADER {
         Ok(())
     } else {
-        Err(Error::NotAStore {
-            path: path.to_owned(),
-            why: "it is not an SQLite database".to_owned(),
-        })
+        Err(Error::not_a_store(
+            path.display(),
+            "it is not an SQLite database",
+        ))
     }
 }
 
@@ -193,7 +204,7 @@ fn migrate(mut conn: Connection, path: &Path) -> Result<Connection> {
         let version: i64 = tx.query_row("PRAGMA user_version", [], |row| row.get(0))?;
         if version > SCHEMA_VERSION {
             return Err(Error::StoreTooNew {
-                path: path.to_owned(),
+                store: path.display().to_string(),
                 found: version,
                 supported: SCHEMA_VERSION,
             });

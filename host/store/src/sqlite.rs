@@ -8,14 +8,15 @@ use std::path::{Path, PathBuf};
 
 use keyscope_keys::KeySecret;
 use keyscope_policy::snapshot::{KeyEntry, OperationEntry, ScopeEntry, SnapshotData};
-use keyscope_policy::{AgentsLevel, KeyDigest, Requirement, RouteEntry, RuntimeSet};
+use keyscope_policy::{AgentsLevel, Requirement, RouteEntry, RuntimeSet};
 use rusqlite::{Connection, OptionalExtension as _, Row, Transaction, TransactionBehavior, params};
 
+use crate::changes::{Changes, Revisioned, ScopeChange};
+use crate::copy::{Dump, KeyRow, RouteRow, ScopeRow};
 use crate::error::{Result, StoreError as Error};
-use crate::fault;
 use crate::records::{ApiKey, NewKey, Quotas, Scope, ScopeRef, ScopeUpdate};
-use crate::schema;
 use crate::store::Store;
+use crate::{checks, fault, schema};
 
 const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
 
@@ -39,7 +40,7 @@ impl SqliteStore {
     pub fn open_existing(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         if !path.exists() {
-            return Err(Error::NoStore(path.to_owned()));
+            return Err(Error::NoStore(path.display().to_string()));
         }
         Self::open(path)
     }
@@ -47,14 +48,6 @@ impl SqliteStore {
     /// The store's file.
     pub fn path(&self) -> &Path {
         &self.path
-    }
-
-    /// SQLite's `data_version` for this connection: it changes when another
-    /// connection (in this process or another) commits a change.
-    pub fn data_version(&self) -> Result<i64> {
-        Ok(self
-            .conn
-            .query_row("PRAGMA data_version", [], |row| row.get(0))?)
     }
 
     fn write(&mut self) -> Result<Transaction<'_>> {
@@ -72,8 +65,8 @@ impl Store for SqliteStore {
         agents: AgentsLevel,
         runtime: RuntimeSet,
     ) -> Result<Scope> {
-        check_name("app", app)?;
-        check_name("scope name", name)?;
+        checks::name("app", app)?;
+        checks::name("scope name", name)?;
         let tx = self.write()?;
         let quotas = read_quotas(&tx)?;
         let count: u32 = tx.query_row(
@@ -81,24 +74,20 @@ impl Store for SqliteStore {
             [app],
             |row| row.get(0),
         )?;
-        if count >= quotas.scopes_per_app {
-            return Err(Error::ScopeLimit {
-                app: app.to_owned(),
-                limit: quotas.scopes_per_app,
-            });
-        }
+        checks::room_for_scope(app, count, &quotas)?;
         if find_scope(&tx, &scope_path(app, name))?.is_some() {
             return Err(Error::DuplicateScope {
                 app: app.to_owned(),
                 name: name.to_owned(),
             });
         }
+        let rev = bump(&tx, false)?;
         tx.execute(
             &format!(
-                "INSERT INTO scopes (app, name, agents, runtime, created_at, updated_at) \
-                 VALUES (?1, ?2, ?3, ?4, {NOW}, {NOW})"
+                "INSERT INTO scopes (app, name, agents, runtime, created_at, updated_at, rev) \
+                 VALUES (?1, ?2, ?3, ?4, {NOW}, {NOW}, ?5)"
             ),
-            params![app, name, agents.as_str(), runtime.bits()],
+            params![app, name, agents.as_str(), runtime.bits(), rev],
         )?;
         let id = last_id(&tx)?;
         let scope = get_scope(&tx, &ScopeRef::Id(id))?;
@@ -125,7 +114,7 @@ impl Store for SqliteStore {
         let tx = self.write()?;
         let current = get_scope(&tx, scope)?;
         if let Some(name) = &update.name {
-            check_name("scope name", name)?;
+            checks::name("scope name", name)?;
             if *name != current.name && find_scope(&tx, &scope_path(&current.app, name))?.is_some()
             {
                 return Err(Error::DuplicateScope {
@@ -134,16 +123,18 @@ impl Store for SqliteStore {
                 });
             }
         }
+        let rev = bump(&tx, false)?;
         tx.execute(
             &format!(
-                "UPDATE scopes SET name = ?2, agents = ?3, runtime = ?4, updated_at = {NOW} \
-                 WHERE id = ?1"
+                "UPDATE scopes SET name = ?2, agents = ?3, runtime = ?4, updated_at = {NOW}, \
+                 rev = ?5 WHERE id = ?1"
             ),
             params![
                 current.id,
                 update.name.as_deref().unwrap_or(&current.name),
                 update.agents.unwrap_or(current.agents).as_str(),
                 update.runtime.unwrap_or(current.runtime).bits(),
+                rev,
             ],
         )?;
         let scope = get_scope(&tx, &ScopeRef::Id(current.id))?;
@@ -170,15 +161,17 @@ impl Store for SqliteStore {
                 count: live.len() as u64,
             });
         }
+        let rev = bump(&tx, false)?;
         tx.execute(
             &format!(
-                "UPDATE keys SET revoked_at = {NOW} WHERE scope_id = ?1 AND revoked_at IS NULL"
+                "UPDATE keys SET revoked_at = {NOW}, rev = ?2 \
+                 WHERE scope_id = ?1 AND revoked_at IS NULL"
             ),
-            [current.id],
+            params![current.id, rev],
         )?;
         tx.execute(
-            &format!("UPDATE scopes SET deleted_at = {NOW} WHERE id = ?1"),
-            [current.id],
+            &format!("UPDATE scopes SET deleted_at = {NOW}, rev = ?2 WHERE id = ?1"),
+            params![current.id, rev],
         )?;
         let revoked = live
             .iter()
@@ -195,8 +188,8 @@ impl Store for SqliteStore {
         not_after: Option<u64>,
         deliver: impl FnOnce(&NewKey) -> std::result::Result<T, E>,
     ) -> Result<std::result::Result<(T, NewKey), E>> {
-        check_name("key name", name)?;
-        let not_after = not_after.map(check_not_after).transpose()?;
+        checks::name("key name", name)?;
+        let not_after = not_after.map(checks::not_after).transpose()?;
         fault::pause(fault::Pause::BeforeTransaction);
         let tx = self.write()?;
         let scope = get_scope(&tx, scope)?;
@@ -207,30 +200,21 @@ impl Store for SqliteStore {
             params![scope.id, name],
             |row| Ok((row.get(0)?, row.get(1)?)),
         )?;
-        if same_name > 0 {
-            return Err(Error::DuplicateKey {
-                scope: scope.path(),
-                name: name.to_owned(),
-            });
-        }
-        if live >= quotas.keys_per_scope {
-            return Err(Error::KeyLimit {
-                scope: scope.path(),
-                limit: quotas.keys_per_scope,
-            });
-        }
+        checks::room_for_key(&scope, name, live, same_name, &quotas)?;
         let secret = KeySecret::generate();
+        let rev = bump(&tx, false)?;
         tx.execute(
             &format!(
-                "INSERT INTO keys (scope_id, name, digest, prefix, created_at, not_after_ms) \
-                 VALUES (?1, ?2, ?3, ?4, {NOW}, ?5)"
+                "INSERT INTO keys (scope_id, name, digest, prefix, created_at, not_after_ms, rev) \
+                 VALUES (?1, ?2, ?3, ?4, {NOW}, ?5, ?6)"
             ),
             params![
                 scope.id,
                 name,
                 &secret.digest().0[..],
                 secret.display_prefix(),
-                not_after
+                not_after,
+                rev
             ],
         )?;
         let key = get_key(&tx, last_id(&tx)?)?;
@@ -260,10 +244,18 @@ impl Store for SqliteStore {
             return Err(Error::KeyNotFound(id));
         };
         let tx = self.write()?;
-        tx.execute(
-            &format!("UPDATE keys SET revoked_at = {NOW} WHERE id = ?1 AND revoked_at IS NULL"),
+        let live: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM keys WHERE id = ?1 AND revoked_at IS NULL)",
             [id_sql],
+            |row| row.get(0),
         )?;
+        if live {
+            let rev = bump(&tx, false)?;
+            tx.execute(
+                &format!("UPDATE keys SET revoked_at = {NOW}, rev = ?2 WHERE id = ?1"),
+                params![id_sql, rev],
+            )?;
+        }
         let key = get_key(&tx, id)?;
         tx.commit()?;
         Ok(key)
@@ -274,18 +266,7 @@ impl Store for SqliteStore {
     }
 
     fn set_quotas(&mut self, quotas: Quotas) -> Result<Quotas> {
-        for (what, value) in [
-            ("scopes per app", quotas.scopes_per_app),
-            ("keys per scope", quotas.keys_per_scope),
-        ] {
-            if value == 0 {
-                return Err(Error::invalid(
-                    "limit",
-                    &format!("{what} = 0"),
-                    "a limit must be at least 1",
-                ));
-            }
-        }
+        checks::quotas(&quotas)?;
         let tx = self.write()?;
         let mut upsert = tx.prepare(
             "INSERT INTO settings (name, value) VALUES (?1, ?2) \
@@ -304,8 +285,9 @@ impl Store for SqliteStore {
     }
 
     fn set_operation(&mut self, name: &str, requires: Requirement) -> Result<OperationEntry> {
-        check_name("operation", name)?;
+        checks::name("operation", name)?;
         let tx = self.write()?;
+        bump(&tx, true)?;
         tx.execute(
             "INSERT INTO operations (name, requires) VALUES (?1, ?2) \
              ON CONFLICT (name) DO UPDATE SET requires = excluded.requires",
@@ -320,76 +302,95 @@ impl Store for SqliteStore {
 
     fn remove_operation(&mut self, name: &str) -> Result<()> {
         let tx = self.write()?;
-        let routed: Vec<String> = read_routes(&tx)?
-            .into_iter()
-            .filter(|route| route.op == name)
-            .map(|route| format!("`{} {}`", route.method, route.pattern))
-            .collect();
-        if !routed.is_empty() {
-            return Err(Error::invalid(
-                "operation",
-                name,
-                format!(
-                    "routes still name it ({}); remove them first with `keyscope route remove`",
-                    routed.join(", ")
-                ),
-            ));
-        }
+        checks::unrouted(name, &read_routes(&tx)?)?;
         if tx.execute("DELETE FROM operations WHERE name = ?1", [name])? == 0 {
-            return Err(Error::invalid(
-                "operation",
-                name,
-                "it is not in the catalogue",
-            ));
+            return Err(checks::no_operation(name));
         }
+        bump(&tx, true)?;
         tx.commit()?;
         Ok(())
     }
 
-    fn snapshot_data(&mut self) -> Result<SnapshotData> {
+    fn snapshot_data(&mut self) -> Result<Revisioned<SnapshotData>> {
         if fault::store_read_fails() {
             return Err(Error::Injected("store-read"));
         }
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Deferred)?;
-        let operations = read_operations(&tx)?;
-        let routes = read_routes(&tx)?;
-        let scopes = list_scopes_for_snapshot(&tx)?;
+        let (revision, _) = read_revision(&tx)?;
+        let data = SnapshotData {
+            operations: read_operations(&tx)?,
+            scopes: list_scopes_for_snapshot(&tx)?,
+            keys: snapshot_keys(&tx, 0, &self.path)?,
+            routes: read_routes(&tx)?,
+        };
+        tx.commit()?;
+        Ok(Revisioned { revision, data })
+    }
+
+    fn revision(&mut self) -> Result<u64> {
+        Ok(read_revision(&self.conn)?.0)
+    }
+
+    fn changes_since(&mut self, revision: u64) -> Result<Changes> {
+        if fault::store_read_fails() {
+            return Err(Error::Injected("store-read"));
+        }
+        let since = i64::try_from(revision).unwrap_or(i64::MAX);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Deferred)?;
+        let (now, catalogue) = read_revision(&tx)?;
         let mut stmt = tx.prepare(
-            "SELECT k.digest, k.id, k.scope_id, \
-                    k.revoked_at IS NOT NULL OR s.deleted_at IS NOT NULL, k.not_after_ms \
-             FROM keys k JOIN scopes s ON s.id = k.scope_id ORDER BY k.id",
+            "SELECT id, app, agents, runtime, deleted_at IS NOT NULL FROM scopes \
+             WHERE rev > ?1 ORDER BY id",
         )?;
-        let keys = stmt
-            .query_map([], |row| {
-                let digest: Vec<u8> = row.get(0)?;
-                Ok((digest, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?))
+        let scopes = stmt
+            .query_map([since], |row| {
+                Ok((
+                    row.get::<_, u64>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, u8>(3)?,
+                    row.get::<_, bool>(4)?,
+                ))
             })?
             .map(|row| {
-                let (digest, id, scope_id, revoked, not_after) = row?;
-                let digest =
-                    <[u8; 32]>::try_from(digest.as_slice()).map_err(|_| Error::NotAStore {
-                        path: self.path.clone(),
-                        why: format!("key {id} has a digest that is not 32 bytes"),
-                    })?;
-                Ok(KeyEntry {
-                    digest: KeyDigest(digest),
-                    id,
-                    scope_id,
-                    revoked,
-                    not_after,
-                })
+                let (id, app, agents, runtime, deleted) = row?;
+                scope_change(id, app, &agents, runtime, deleted)
             })
             .collect::<Result<Vec<_>>>()?;
         drop(stmt);
+        let keys = snapshot_keys(&tx, since, &self.path)?;
+        let catalogue = if catalogue > revision {
+            Some((read_operations(&tx)?, read_routes(&tx)?))
+        } else {
+            None
+        };
         tx.commit()?;
-        Ok(SnapshotData {
-            operations,
+        Ok(Changes {
+            revision: now,
             scopes,
             keys,
-            routes,
+            catalogue,
         })
+    }
+
+    fn dump(&mut self) -> Result<Dump> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Deferred)?;
+        let dump = dump(&tx)?;
+        tx.commit()?;
+        Ok(dump)
+    }
+
+    fn restore(&mut self, dump: &Dump, progress: &mut dyn FnMut(u64)) -> Result<()> {
+        let tx = self.write()?;
+        restore(&tx, dump, progress)?;
+        tx.commit()?;
+        Ok(())
     }
 
     fn admin_token_digest(&self) -> Result<Option<[u8; 32]>> {
@@ -401,9 +402,11 @@ impl Store for SqliteStore {
             .optional()?;
         digest
             .map(|digest| {
-                <[u8; 32]>::try_from(digest.as_slice()).map_err(|_| Error::NotAStore {
-                    path: self.path.clone(),
-                    why: "the admin token digest is not 32 bytes".to_owned(),
+                <[u8; 32]>::try_from(digest.as_slice()).map_err(|_| {
+                    Error::not_a_store(
+                        self.path.display(),
+                        "the admin token digest is not 32 bytes",
+                    )
                 })
             })
             .transpose()
@@ -428,21 +431,12 @@ impl Store for SqliteStore {
     }
 
     fn set_route(&mut self, method: &str, pattern: &str, op: &str) -> Result<RouteEntry> {
-        let route = RouteEntry {
-            method: method.to_owned(),
-            pattern: pattern.to_owned(),
-            op: op.to_owned(),
-        };
-        keyscope_policy::routes::check(&route)
-            .map_err(|e| Error::invalid("route", &e.route, e.why))?;
+        let route = checks::route(method, pattern, op)?;
         let tx = self.write()?;
         if read_operations(&tx)?.iter().all(|entry| entry.name != op) {
-            return Err(Error::invalid(
-                "operation",
-                op,
-                "it is not in the catalogue; add it with `keyscope op set`",
-            ));
+            return Err(checks::uncatalogued(op));
         }
+        bump(&tx, true)?;
         tx.execute(
             "INSERT INTO routes (method, pattern, op) VALUES (?1, ?2, ?3) \
              ON CONFLICT (method, pattern) DO UPDATE SET op = excluded.op",
@@ -459,33 +453,12 @@ impl Store for SqliteStore {
             params![method, pattern],
         )?;
         if removed == 0 {
-            return Err(Error::invalid(
-                "route",
-                &format!("{method} {pattern}"),
-                "it is not in the route table",
-            ));
+            return Err(checks::no_route(method, pattern));
         }
+        bump(&tx, true)?;
         tx.commit()?;
         Ok(())
     }
-}
-
-/// A not-after for a new key: in the future, and storable.
-fn check_not_after(not_after: u64) -> Result<i64> {
-    let stored = i64::try_from(not_after).map_err(|_| {
-        Error::invalid("not-after", &not_after.to_string(), "too far in the future")
-    })?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    if not_after <= now {
-        return Err(Error::invalid(
-            "not-after",
-            &not_after.to_string(),
-            "it is not in the future, so the key would be expired already",
-        ));
-    }
-    Ok(stored)
 }
 
 const SCOPE_COLUMNS: &str = "SELECT id, app, name, agents, runtime, created_at FROM scopes";
@@ -503,15 +476,9 @@ fn scope_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Scope>> {
             Ok(agents) => agents,
             Err(e) => return Ok(Err(Error::from(e))),
         },
-        runtime: match RuntimeSet::from_bits(runtime) {
-            Some(runtime) => runtime,
-            None => {
-                return Ok(Err(Error::invalid(
-                    "stored runtime permissions",
-                    &runtime.to_string(),
-                    "unknown permission bits",
-                )));
-            }
+        runtime: match crate::copy::runtime(runtime) {
+            Ok(runtime) => runtime,
+            Err(e) => return Ok(Err(e)),
         },
         created_at: row.get(5)?,
     }))
@@ -666,24 +633,215 @@ fn scope_path(app: &str, name: &str) -> ScopeRef {
     }
 }
 
-/// Apps, scope names and key names: 1 to 64 characters from
-/// `[A-Za-z0-9._-]`, starting with a letter or digit. No `/`, so `APP/NAME`
-/// is unambiguous.
-fn check_name(what: &'static str, value: &str) -> Result<()> {
-    let first_ok = value
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphanumeric());
-    let rest_ok = value
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if first_ok && rest_ok && value.len() <= 64 {
-        Ok(())
+/// Takes the next revision for a change in this transaction; with
+/// `catalogue`, the change is to the operations or routes.
+fn bump(tx: &Connection, catalogue: bool) -> Result<i64> {
+    let sql = if catalogue {
+        "UPDATE revision SET revision = revision + 1, catalogue = revision + 1 WHERE id = 1 \
+         RETURNING revision"
     } else {
-        Err(Error::invalid(
-            what,
-            value,
-            "use 1 to 64 characters from [A-Za-z0-9._-], starting with a letter or digit",
-        ))
+        "UPDATE revision SET revision = revision + 1 WHERE id = 1 RETURNING revision"
+    };
+    Ok(tx.query_row(sql, [], |row| row.get(0))?)
+}
+
+/// The store's revision, and that of its last catalogue or route change.
+fn read_revision(conn: &Connection) -> Result<(u64, u64)> {
+    Ok(conn.query_row(
+        "SELECT revision, catalogue FROM revision WHERE id = 1",
+        [],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )?)
+}
+
+/// Every key changed after revision `since` (0: every key), in the state
+/// a snapshot gives it, by id.
+fn snapshot_keys(conn: &Connection, since: i64, path: &Path) -> Result<Vec<KeyEntry>> {
+    let mut stmt = conn.prepare(
+        "SELECT k.digest, k.id, k.scope_id, \
+                k.revoked_at IS NOT NULL OR s.deleted_at IS NOT NULL, k.not_after_ms \
+         FROM keys k JOIN scopes s ON s.id = k.scope_id WHERE k.rev > ?1 ORDER BY k.id",
+    )?;
+    stmt.query_map([since], |row| {
+        let digest: Vec<u8> = row.get(0)?;
+        Ok((digest, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?))
+    })?
+    .map(|row| {
+        let (digest, id, scope_id, revoked, not_after) = row?;
+        crate::copy::key_entry(&digest, id, scope_id, revoked, not_after)
+            .map_err(|why| Error::not_a_store(path.display(), why))
+    })
+    .collect()
+}
+
+/// A scope as a change carries it.
+fn scope_change(
+    id: u64,
+    app: String,
+    agents: &str,
+    runtime: u8,
+    deleted: bool,
+) -> Result<ScopeChange> {
+    if deleted {
+        return Ok(ScopeChange::Deleted(id));
     }
+    Ok(ScopeChange::Live(ScopeEntry {
+        id,
+        app,
+        agents: agents.parse()?,
+        runtime: crate::copy::runtime(runtime)?,
+    }))
+}
+
+/// The whole store, rows as they are.
+fn dump(conn: &Connection) -> Result<Dump> {
+    let (revision, catalogue_revision) = read_revision(conn)?;
+    let scopes = conn
+        .prepare(
+            "SELECT id, app, name, agents, runtime, created_at, updated_at, deleted_at, rev \
+             FROM scopes ORDER BY id",
+        )?
+        .query_map([], |row| {
+            Ok(ScopeRow {
+                id: row.get(0)?,
+                app: row.get(1)?,
+                name: row.get(2)?,
+                agents: row.get(3)?,
+                runtime: row.get(4)?,
+                created_at: row.get(5)?,
+                updated_at: row.get(6)?,
+                deleted_at: row.get(7)?,
+                rev: row.get(8)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let keys = conn
+        .prepare(
+            "SELECT id, scope_id, name, digest, prefix, created_at, revoked_at, not_after_ms, rev \
+             FROM keys ORDER BY id",
+        )?
+        .query_map([], |row| {
+            Ok(KeyRow {
+                id: row.get(0)?,
+                scope_id: row.get(1)?,
+                name: row.get(2)?,
+                digest: row.get(3)?,
+                prefix: row.get(4)?,
+                created_at: row.get(5)?,
+                revoked_at: row.get(6)?,
+                not_after_ms: row.get(7)?,
+                rev: row.get(8)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let operations = conn
+        .prepare("SELECT name, requires FROM operations ORDER BY name")?
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let routes = conn
+        .prepare("SELECT position, method, pattern, op FROM routes ORDER BY position")?
+        .query_map([], |row| {
+            Ok(RouteRow {
+                position: row.get(0)?,
+                method: row.get(1)?,
+                pattern: row.get(2)?,
+                op: row.get(3)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let settings = conn
+        .prepare("SELECT name, value FROM settings ORDER BY name")?
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let admin_token = conn
+        .query_row(
+            "SELECT digest, created_at FROM admin_token WHERE id = 1",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .optional()?;
+    Ok(Dump {
+        revision,
+        catalogue_revision,
+        scopes,
+        keys,
+        operations,
+        routes,
+        settings,
+        admin_token,
+    })
+}
+
+/// Writes `dump` into this (empty) store, replacing its catalogue and routes.
+fn restore(conn: &Connection, dump: &Dump, progress: &mut dyn FnMut(u64)) -> Result<()> {
+    let held: i64 = conn.query_row(
+        "SELECT (SELECT count(*) FROM scopes) + (SELECT count(*) FROM keys)",
+        [],
+        |row| row.get(0),
+    )?;
+    crate::copy::check_empty(held)?;
+    conn.execute_batch("DELETE FROM routes; DELETE FROM operations; DELETE FROM settings;")?;
+    let mut insert = conn.prepare(
+        "INSERT INTO scopes (id, app, name, agents, runtime, created_at, updated_at, deleted_at, rev) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?;
+    for s in &dump.scopes {
+        insert.execute(params![
+            s.id,
+            s.app,
+            s.name,
+            s.agents,
+            s.runtime,
+            s.created_at,
+            s.updated_at,
+            s.deleted_at,
+            s.rev
+        ])?;
+        progress(1);
+    }
+    let mut insert = conn.prepare(
+        "INSERT INTO keys (id, scope_id, name, digest, prefix, created_at, revoked_at, not_after_ms, rev) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?;
+    for k in &dump.keys {
+        insert.execute(params![
+            k.id,
+            k.scope_id,
+            k.name,
+            k.digest,
+            k.prefix,
+            k.created_at,
+            k.revoked_at,
+            k.not_after_ms,
+            k.rev
+        ])?;
+        progress(1);
+    }
+    let mut insert = conn.prepare("INSERT INTO operations (name, requires) VALUES (?1, ?2)")?;
+    for (name, requires) in &dump.operations {
+        insert.execute(params![name, requires])?;
+        progress(1);
+    }
+    let mut insert =
+        conn.prepare("INSERT INTO routes (position, method, pattern, op) VALUES (?1, ?2, ?3, ?4)")?;
+    for r in &dump.routes {
+        insert.execute(params![r.position, r.method, r.pattern, r.op])?;
+        progress(1);
+    }
+    let mut insert = conn.prepare("INSERT INTO settings (name, value) VALUES (?1, ?2)")?;
+    for (name, value) in &dump.settings {
+        insert.execute(params![name, value])?;
+    }
+    conn.execute("DELETE FROM admin_token", [])?;
+    if let Some((digest, created_at)) = &dump.admin_token {
+        conn.execute(
+            "INSERT INTO admin_token (id, digest, created_at) VALUES (1, ?1, ?2)",
+            params![digest, created_at],
+        )?;
+    }
+    conn.execute(
+        "UPDATE revision SET revision = ?1, catalogue = ?2 WHERE id = 1",
+        params![dump.revision, dump.catalogue_revision],
+    )?;
+    Ok(())
 }

@@ -1,7 +1,8 @@
 //! The store's contract: what the CLI, the admin API and the snapshot
 //! builder need of a store, whatever keeps the data. SQLite
-//! ([`crate::SqliteStore`]) is the embedded implementation; a shared
-//! database is the next.
+//! ([`crate::SqliteStore`]) is the embedded implementation, PostgreSQL
+//! ([`crate::PostgresStore`]) the shared one; [`crate::AnyStore`] is
+//! either, as `--store` names it.
 //!
 //! Every change is one transaction: it is whole or not at all. Names are
 //! unique among the live, per-app and per-scope limits hold, and revocation
@@ -10,6 +11,8 @@
 use keyscope_policy::snapshot::{OperationEntry, SnapshotData};
 use keyscope_policy::{AgentsLevel, Requirement, RouteEntry, RuntimeSet};
 
+use crate::changes::{Changes, Revisioned};
+use crate::copy::Dump;
 use crate::error::Result;
 use crate::records::{ApiKey, NewKey, Quotas, Scope, ScopeRef, ScopeUpdate};
 
@@ -86,8 +89,24 @@ pub trait Store {
     fn remove_operation(&mut self, name: &str) -> Result<()>;
 
     /// Everything a snapshot holds, read in one transaction so that it is
-    /// consistent: the catalogue, the live scopes, and every key.
-    fn snapshot_data(&mut self) -> Result<SnapshotData>;
+    /// consistent: the catalogue, the live scopes, and every key, with the
+    /// revision they are at.
+    fn snapshot_data(&mut self) -> Result<Revisioned<SnapshotData>>;
+
+    /// The store's change revision: it grows with every committed change to
+    /// what a snapshot holds ([`crate::changes`]).
+    fn revision(&mut self) -> Result<u64>;
+
+    /// What changed after `revision`, read in one transaction.
+    fn changes_since(&mut self, revision: u64) -> Result<Changes>;
+
+    /// Every row, read in one transaction, for `store copy`.
+    fn dump(&mut self) -> Result<Dump>;
+
+    /// Writes `dump` into this store in one transaction. Refused unless the
+    /// store holds no scope and no key; its catalogue, routes, limits and
+    /// admin token are replaced. `progress` is told of each row written.
+    fn restore(&mut self, dump: &Dump, progress: &mut dyn FnMut(u64)) -> Result<()>;
 
     /// The SHA-256 of the server's admin token, once one is set.
     fn admin_token_digest(&self) -> Result<Option<[u8; 32]>>;

@@ -9,7 +9,8 @@ use clap::Args;
 use keyscope_runtime::{
     Decision, DecisionJson, PolicyComponent, PolicyEngine, PolicyInstance, Request, keys,
 };
-use keyscope_store::SqliteStore as Store;
+use keyscope_store::AnyStore as Store;
+use keyscope_store::Location;
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
@@ -49,7 +50,7 @@ pub struct EvalArgs {
 /// A policy instance with a snapshot loaded: from `snapshot` if given, else
 /// built from the store.
 pub fn ready_instance(
-    store: &Path,
+    store: &Location,
     policy: Option<&Path>,
     snapshot: Option<&Path>,
 ) -> anyhow::Result<PolicyInstance> {
@@ -73,7 +74,7 @@ pub fn ready_instance(
     Ok(instance)
 }
 
-pub fn run(args: EvalArgs, store: &Path, out: &Output) -> anyhow::Result<ExitCode> {
+pub fn run(args: EvalArgs, store: &Location, out: &Output) -> anyhow::Result<ExitCode> {
     if let Some(batch) = &args.batch {
         return run_batch(batch, store, &args);
     }
@@ -124,7 +125,7 @@ struct BatchLine {
     op: String,
 }
 
-fn run_batch(source: &Path, store: &Path, args: &EvalArgs) -> anyhow::Result<ExitCode> {
+fn run_batch(source: &Path, store: &Location, args: &EvalArgs) -> anyhow::Result<ExitCode> {
     let mut text = Zeroizing::new(String::new());
     if source == Path::new("-") {
         std::io::stdin()

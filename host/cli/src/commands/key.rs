@@ -1,10 +1,10 @@
 //! `keyscope key ...`
 
-use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use keyscope_store::{NewKey, ScopeRef, SqliteStore as Store, Store as _};
+use keyscope_store::Location;
+use keyscope_store::{AnyStore as Store, NewKey, ScopeRef, Store as _};
 
 use super::output::{self, Output};
 
@@ -85,7 +85,7 @@ fn deliver(new: &NewKey, out: &Output) -> Result<(), String> {
         })
 }
 
-pub fn run(command: KeyCommand, store: &Path, out: &Output) -> anyhow::Result<ExitCode> {
+pub fn run(command: KeyCommand, store: &Location, out: &Output) -> anyhow::Result<ExitCode> {
     match command {
         KeyCommand::Create {
             scope,

@@ -1,10 +1,10 @@
 //! `keyscope limits ...`
 
-use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use keyscope_store::{Quotas, SqliteStore as Store, Store as _};
+use keyscope_store::Location;
+use keyscope_store::{AnyStore as Store, Quotas, Store as _};
 
 use super::output::Output;
 
@@ -23,7 +23,7 @@ pub enum LimitsCommand {
     },
 }
 
-pub fn run(command: LimitsCommand, store: &Path, out: &Output) -> anyhow::Result<ExitCode> {
+pub fn run(command: LimitsCommand, store: &Location, out: &Output) -> anyhow::Result<ExitCode> {
     let quotas = match command {
         LimitsCommand::Show => Store::open_existing(store)?.quotas()?,
         LimitsCommand::Set {

@@ -13,11 +13,12 @@ mod route;
 mod scope;
 mod serve;
 mod snapshot;
+mod store;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use keyscope_store::Location;
 
 pub use output::Output;
 
@@ -30,15 +31,18 @@ pub const EXIT_ERROR: u8 = 2;
 #[derive(Debug, Parser)]
 #[command(name = "keyscope", version, about, max_term_width = 100)]
 pub struct Cli {
-    /// The store file.
+    /// The store: an SQLite file, or a PostgreSQL database as
+    /// postgres://USER@HOST:PORT/DB (the password from $PGPASSWORD or a
+    /// password file, not the command line).
     #[arg(
         long,
         global = true,
         env = "KEYSCOPE_STORE",
         default_value = "keyscope.db",
-        value_name = "PATH"
+        value_name = "PATH|URL",
+        hide_env_values = true
     )]
-    store: PathBuf,
+    store: Location,
 
     /// Machine-readable JSON output.
     #[arg(long, global = true)]
@@ -73,6 +77,9 @@ enum Command {
     /// Scopes per app and keys per scope.
     #[command(subcommand)]
     Limits(limits::LimitsCommand),
+    /// The store itself: migrate its schema, copy it to another backend.
+    #[command(subcommand)]
+    Store(store::StoreCommand),
     /// Measure decisions per second and latency on this machine.
     Bench(bench::BenchArgs),
     /// Run the conformance suite against a policy component.
@@ -103,6 +110,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Op(command) => op::run(command, &cli.store, &out),
         Command::Route(command) => route::run(command, &cli.store, &out),
         Command::Limits(command) => limits::run(command, &cli.store, &out),
+        Command::Store(command) => store::run(command, &cli.store, &out),
         Command::Bench(args) => bench::run(args, &out),
         Command::Conformance(args) => conformance::run(args, &out),
         Command::Serve(args) => serve::run(args, &cli.store),

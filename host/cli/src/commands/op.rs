@@ -1,11 +1,11 @@
 //! `keyscope op ...`: the operation catalogue carried in the snapshot.
 
-use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Subcommand;
 use keyscope_runtime::Requirement;
-use keyscope_store::{SqliteStore as Store, Store as _};
+use keyscope_store::Location;
+use keyscope_store::{AnyStore as Store, Store as _};
 use serde::Serialize;
 
 use super::output::Output;
@@ -40,7 +40,7 @@ struct OperationJson {
     requires: String,
 }
 
-pub fn run(command: OpCommand, store: &Path, out: &Output) -> anyhow::Result<ExitCode> {
+pub fn run(command: OpCommand, store: &Location, out: &Output) -> anyhow::Result<ExitCode> {
     let print = |ops: Vec<keyscope_policy::snapshot::OperationEntry>| {
         let ops: Vec<OperationJson> = ops
             .into_iter()

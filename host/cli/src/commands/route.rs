@@ -1,12 +1,12 @@
 //! `keyscope route ...`: the route table carried in the snapshot, which maps
 //! the platform's HTTP API to operations for the proxy front doors.
 
-use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Subcommand;
 use keyscope_runtime::RouteEntry;
-use keyscope_store::{SqliteStore as Store, Store as _};
+use keyscope_store::Location;
+use keyscope_store::{AnyStore as Store, Store as _};
 
 use super::output::Output;
 
@@ -32,7 +32,7 @@ pub enum RouteCommand {
     },
 }
 
-pub fn run(command: RouteCommand, store: &Path, out: &Output) -> anyhow::Result<ExitCode> {
+pub fn run(command: RouteCommand, store: &Location, out: &Output) -> anyhow::Result<ExitCode> {
     let print = |routes: Vec<RouteEntry>| {
         out.print(&routes, || {
             routes

@@ -1,11 +1,11 @@
 //! `keyscope scope ...`
 
-use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Subcommand;
 use keyscope_runtime::{AgentsLevel, RuntimeSet};
-use keyscope_store::{ScopeRef, ScopeUpdate, SqliteStore as Store, Store as _};
+use keyscope_store::Location;
+use keyscope_store::{AnyStore as Store, ScopeRef, ScopeUpdate, Store as _};
 use serde::Serialize;
 
 use super::output::{self, Output};
@@ -79,7 +79,7 @@ struct Deleted {
     revoked_keys: Vec<u64>,
 }
 
-pub fn run(command: ScopeCommand, store: &Path, out: &Output) -> anyhow::Result<ExitCode> {
+pub fn run(command: ScopeCommand, store: &Location, out: &Output) -> anyhow::Result<ExitCode> {
     match command {
         ScopeCommand::Create {
             app,

@@ -2,12 +2,13 @@
 //! callers. Settings come from `--config FILE` (TOML), then these flags.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Args;
 use keyscope_serve::{Addresses, ServeConfig, Server};
+use keyscope_store::Location;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -40,7 +41,7 @@ pub struct ServeArgs {
     workers: Option<std::num::NonZeroUsize>,
 }
 
-pub fn run(args: ServeArgs, store: &Path) -> anyhow::Result<ExitCode> {
+pub fn run(args: ServeArgs, store: &Location) -> anyhow::Result<ExitCode> {
     let mut config = match &args.config {
         Some(path) => ServeConfig::from_file(path)?,
         None => ServeConfig::default(),

@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 use keyscope_policy::SnapshotData;
-use keyscope_store::SqliteStore as Store;
+use keyscope_store::AnyStore as Store;
+use keyscope_store::Location;
 use serde::Serialize;
 
 use super::output::{self, Output};
@@ -32,7 +33,7 @@ struct Exported<'a> {
     operations: u32,
 }
 
-pub fn run(command: SnapshotCommand, store: &Path, out: &Output) -> anyhow::Result<ExitCode> {
+pub fn run(command: SnapshotCommand, store: &Location, out: &Output) -> anyhow::Result<ExitCode> {
     let SnapshotCommand::Export { output } = command;
     let bytes = keyscope_store::snapshot::build(&mut Store::open_existing(store)?)?;
     let path = output.unwrap_or_else(|| PathBuf::from("-"));

@@ -125,11 +125,15 @@ fn store_error(err: &StoreError) -> ApiError {
         | StoreError::KeyLimit { .. }
         | StoreError::ScopeHasLiveKeys { .. } => StatusCode::CONFLICT,
         StoreError::Invalid { .. } | StoreError::UnknownName(_) => StatusCode::BAD_REQUEST,
+        // The database is out of reach: nothing changed, try again later.
+        StoreError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         // The server's own store failed: not the caller's fault.
         StoreError::NotAStore { .. }
         | StoreError::NoStore(_)
         | StoreError::StoreTooNew { .. }
         | StoreError::Sqlite(_)
+        | StoreError::Postgres(_)
+        | StoreError::DestinationNotEmpty(_)
         | StoreError::Snapshot(_)
         | StoreError::Injected(_)
         | StoreError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,

@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use keyscope_policy::{AgentsLevel, RuntimeSet};
-use keyscope_store::{ScopeRef, ScopeUpdate, SqliteStore as Store, Store as _};
+use keyscope_store::{AnyStore as Store, ScopeRef, ScopeUpdate, Store as _};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
@@ -347,6 +347,7 @@ pub fn status_json(refresher: &Refresher) -> serde_json::Value {
             "operations": current.snapshot_info.operations,
         },
         "loaded_at_ms": current.loaded_at_ms,
+        "store": refresher.freshness(),
         "stats": {
             "swaps_published": stats.swaps_published.load(Relaxed),
             "swaps_refused": stats.swaps_refused.load(Relaxed),

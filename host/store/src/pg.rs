@@ -1,0 +1,968 @@
+//! The shared store: PostgreSQL, one database that many keyscope processes
+//! on many machines use at once.
+//!
+//! Every write takes the revision row's lock first (`SELECT ... FOR
+//! UPDATE`), so writers are serialised as SQLite serialises them: a limit
+//! counted inside the transaction holds when it commits, and revisions
+//! commit in order. The unique indexes back the name rules up. A statement
+//! that PostgreSQL still refuses as a serialization failure or deadlock is
+//! retried, before anything was shown to anyone.
+//!
+//! The connection is made on first use and made again after it broke: a
+//! server outlives a database restart. While the database is unreachable,
+//! every call fails with [`StoreError::Unavailable`] and changes nothing.
+
+use std::cell::RefCell;
+
+use keyscope_keys::KeySecret;
+use keyscope_policy::snapshot::{KeyEntry, OperationEntry, ScopeEntry, SnapshotData};
+use keyscope_policy::{AgentsLevel, Requirement, RouteEntry, RuntimeSet};
+use postgres::error::SqlState;
+use postgres::types::ToSql;
+use postgres::{Client, GenericClient, IsolationLevel, Row, Transaction};
+
+use crate::changes::{Changes, Revisioned, ScopeChange};
+use crate::copy::{Dump, KeyRow, RouteRow, ScopeRow};
+use crate::error::{Result, StoreError as Error};
+use crate::location::PostgresUrl;
+use crate::pg_schema::classify;
+use crate::records::{ApiKey, NewKey, Quotas, Scope, ScopeRef, ScopeUpdate};
+use crate::store::Store;
+use crate::{checks, fault, pg_schema};
+
+const NOW: &str =
+    r#"to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')"#;
+
+const SCOPE_COLUMNS: &str = "SELECT id, app, name, agents, runtime, created_at FROM scopes";
+const KEY_COLUMNS: &str = r#"SELECT id, name, scope_id, prefix, created_at, revoked_at,
+     to_char(to_timestamp(not_after_ms / 1000.0) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+     not_after_ms FROM keys"#;
+
+/// How often a write refused as a serialization failure is tried again.
+const RETRIES: u32 = 8;
+
+/// A store in a PostgreSQL database.
+pub struct PostgresStore {
+    url: PostgresUrl,
+    /// The connection; `None` until first used and after it broke.
+    client: RefCell<Option<Client>>,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url` and creates or migrates the
+    /// store's schema there.
+    pub fn open(url: &PostgresUrl) -> Result<Self> {
+        let mut client = pg_schema::connect(url)?;
+        pg_schema::migrate(&mut client, url).map_err(|e| classify(url, e))?;
+        Ok(Self::with_client(url, client))
+    }
+
+    /// Connects to an existing store; never creates one.
+    pub fn open_existing(url: &PostgresUrl) -> Result<Self> {
+        let mut client = pg_schema::connect(url)?;
+        if !pg_schema::exists(&mut client).map_err(|e| classify(url, e.into()))? {
+            return Err(Error::NoStore(url.to_string()));
+        }
+        pg_schema::migrate(&mut client, url).map_err(|e| classify(url, e))?;
+        Ok(Self::with_client(url, client))
+    }
+
+    fn with_client(url: &PostgresUrl, client: Client) -> Self {
+        Self {
+            url: url.clone(),
+            client: RefCell::new(Some(client)),
+        }
+    }
+
+    /// The database, as it may be shown.
+    pub fn url(&self) -> &PostgresUrl {
+        &self.url
+    }
+
+    /// Runs `f` on the connection, connecting first if there is none or it
+    /// broke. An error that says the database is out of reach drops the
+    /// connection and comes back as [`Error::Unavailable`].
+    fn with<T>(&self, f: impl FnOnce(&mut Client) -> Result<T>) -> Result<T> {
+        let mut slot = self.client.borrow_mut();
+        if slot.as_ref().is_none_or(Client::is_closed) {
+            *slot = None;
+            *slot = Some(pg_schema::connect(&self.url)?);
+        }
+        let Some(client) = slot.as_mut() else {
+            return Err(Error::Unavailable {
+                store: self.url.to_string(),
+                why: "no connection".to_owned(),
+            });
+        };
+        let result = f(client).map_err(|e| classify(&self.url, e));
+        if matches!(result, Err(Error::Unavailable { .. })) {
+            *slot = None;
+        }
+        result
+    }
+
+    /// Runs `f` in a write transaction holding the store's write lock,
+    /// retrying serialization failures, and commits.
+    fn write<T>(&self, mut f: impl FnMut(&mut Transaction<'_>) -> Result<T>) -> Result<T> {
+        self.with(|client| {
+            let mut attempt = 0;
+            loop {
+                let mut tx = begin_write(client)?;
+                match f(&mut tx).and_then(|value| {
+                    tx.commit()?;
+                    Ok(value)
+                }) {
+                    Err(error) if retryable(&error) && attempt < RETRIES => attempt += 1,
+                    done => return done,
+                }
+            }
+        })
+    }
+
+    /// Runs `f` in a read-only repeatable-read transaction: one consistent
+    /// view of the store.
+    fn read_consistent<T>(&self, f: impl FnOnce(&mut Transaction<'_>) -> Result<T>) -> Result<T> {
+        self.with(|client| {
+            let mut tx = client
+                .build_transaction()
+                .isolation_level(IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()?;
+            let value = f(&mut tx)?;
+            tx.commit()?;
+            Ok(value)
+        })
+    }
+}
+
+/// Begins a write: the revision row's lock is the store's write lock.
+fn begin_write(client: &mut Client) -> Result<Transaction<'_>> {
+    let mut tx = client.transaction()?;
+    tx.execute("SELECT 1 FROM revision WHERE id = 1 FOR UPDATE", &[])?;
+    Ok(tx)
+}
+
+/// A serialization failure or deadlock: the transaction may simply be run
+/// again.
+fn retryable(error: &Error) -> bool {
+    let Error::Postgres(error) = error else {
+        return false;
+    };
+    matches!(
+        error.code(),
+        Some(code) if *code == SqlState::T_R_SERIALIZATION_FAILURE
+            || *code == SqlState::T_R_DEADLOCK_DETECTED
+    )
+}
+
+impl Store for PostgresStore {
+    fn create_scope(
+        &mut self,
+        app: &str,
+        name: &str,
+        agents: AgentsLevel,
+        runtime: RuntimeSet,
+    ) -> Result<Scope> {
+        checks::name("app", app)?;
+        checks::name("scope name", name)?;
+        self.write(|tx| {
+            let quotas = read_quotas(tx)?;
+            let live: i64 = tx
+                .query_one(
+                    "SELECT count(*) FROM scopes WHERE app = $1 AND deleted_at IS NULL",
+                    &[&app],
+                )?
+                .get(0);
+            checks::room_for_scope(app, count(live), &quotas)?;
+            if find_scope(tx, &scope_path(app, name))?.is_some() {
+                return Err(Error::DuplicateScope {
+                    app: app.to_owned(),
+                    name: name.to_owned(),
+                });
+            }
+            let rev = bump(tx, false)?;
+            let id: i64 = tx
+                .query_one(
+                    &format!(
+                        "INSERT INTO scopes (app, name, agents, runtime, created_at, updated_at, rev) \
+                         VALUES ($1, $2, $3, $4, {NOW}, {NOW}, $5) RETURNING id"
+                    ),
+                    &[&app, &name, &agents.as_str(), &i32::from(runtime.bits()), &rev],
+                )?
+                .get(0);
+            get_scope(tx, &ScopeRef::Id(unsigned(id)))
+        })
+    }
+
+    fn list_scopes(&self, app: Option<&str>) -> Result<Vec<Scope>> {
+        self.with(|client| {
+            client
+                .query(
+                    &format!(
+                        "{SCOPE_COLUMNS} WHERE deleted_at IS NULL AND ($1::text IS NULL OR app = $1) \
+                         ORDER BY app, name"
+                    ),
+                    &[&app],
+                )?
+                .iter()
+                .map(scope_from_row)
+                .collect()
+        })
+    }
+
+    fn scope(&self, scope: &ScopeRef) -> Result<Scope> {
+        self.with(|client| get_scope(client, scope))
+    }
+
+    fn update_scope(&mut self, scope: &ScopeRef, update: &ScopeUpdate) -> Result<Scope> {
+        self.write(|tx| {
+            let current = get_scope(tx, scope)?;
+            if let Some(name) = &update.name {
+                checks::name("scope name", name)?;
+                if *name != current.name
+                    && find_scope(tx, &scope_path(&current.app, name))?.is_some()
+                {
+                    return Err(Error::DuplicateScope {
+                        app: current.app,
+                        name: name.clone(),
+                    });
+                }
+            }
+            let rev = bump(tx, false)?;
+            tx.execute(
+                &format!(
+                    "UPDATE scopes SET name = $2, agents = $3, runtime = $4, updated_at = {NOW}, \
+                     rev = $5 WHERE id = $1"
+                ),
+                &[
+                    &signed(current.id),
+                    &update.name.as_deref().unwrap_or(&current.name),
+                    &update.agents.unwrap_or(current.agents).as_str(),
+                    &i32::from(update.runtime.unwrap_or(current.runtime).bits()),
+                    &rev,
+                ],
+            )?;
+            let scope = get_scope(tx, &ScopeRef::Id(current.id))?;
+            fault::pause(fault::Pause::InTransaction);
+            Ok(scope)
+        })
+    }
+
+    fn delete_scope(
+        &mut self,
+        scope: &ScopeRef,
+        revoke_keys: bool,
+    ) -> Result<(Scope, Vec<ApiKey>)> {
+        self.write(|tx| {
+            let current = get_scope(tx, scope)?;
+            let live: Vec<ApiKey> = list_keys(tx, Some(current.id))?
+                .into_iter()
+                .filter(|key| key.revoked_at.is_none())
+                .collect();
+            if !live.is_empty() && !revoke_keys {
+                return Err(Error::ScopeHasLiveKeys {
+                    scope: current.path(),
+                    count: live.len() as u64,
+                });
+            }
+            let rev = bump(tx, false)?;
+            tx.execute(
+                &format!(
+                    "UPDATE keys SET revoked_at = {NOW}, rev = $2 \
+                     WHERE scope_id = $1 AND revoked_at IS NULL"
+                ),
+                &[&signed(current.id), &rev],
+            )?;
+            tx.execute(
+                &format!("UPDATE scopes SET deleted_at = {NOW}, rev = $2 WHERE id = $1"),
+                &[&signed(current.id), &rev],
+            )?;
+            let revoked = live
+                .iter()
+                .map(|key| get_key(tx, key.id))
+                .collect::<Result<Vec<_>>>()?;
+            Ok((current.clone(), revoked))
+        })
+    }
+
+    fn create_key_delivered<T, E>(
+        &mut self,
+        scope: &ScopeRef,
+        name: &str,
+        not_after: Option<u64>,
+        deliver: impl FnOnce(&NewKey) -> std::result::Result<T, E>,
+    ) -> Result<std::result::Result<(T, NewKey), E>> {
+        checks::name("key name", name)?;
+        let not_after = not_after.map(checks::not_after).transpose()?;
+        fault::pause(fault::Pause::BeforeTransaction);
+        self.with(|client| {
+            // Retried only up to the insert: once the secret is shown, the
+            // transaction commits or the key is gone.
+            let mut attempt = 0;
+            let (tx, created) = loop {
+                let mut tx = begin_write(client)?;
+                match insert_key(&mut tx, scope, name, not_after) {
+                    Ok(created) => break (tx, created),
+                    Err(error) if retryable(&error) && attempt < RETRIES => {
+                        drop(tx);
+                        attempt += 1;
+                    }
+                    Err(error) => return Err(error),
+                }
+            };
+            fault::pause(fault::Pause::InTransaction);
+            let delivered = match deliver(&created) {
+                Ok(delivered) => delivered,
+                // Dropping the transaction rolls the key back.
+                Err(error) => return Ok(Err(error)),
+            };
+            fault::pause(fault::Pause::Delivered);
+            tx.commit()?;
+            fault::pause(fault::Pause::Committed);
+            Ok(Ok((delivered, created)))
+        })
+    }
+
+    fn list_keys(&self, scope: Option<&ScopeRef>) -> Result<Vec<ApiKey>> {
+        self.with(|client| {
+            let scope_id = scope
+                .map(|s| get_scope(client, s))
+                .transpose()?
+                .map(|s| s.id);
+            list_keys(client, scope_id)
+        })
+    }
+
+    fn revoke_key(&mut self, id: u64) -> Result<ApiKey> {
+        let Ok(id_sql) = i64::try_from(id) else {
+            return Err(Error::KeyNotFound(id));
+        };
+        self.write(|tx| {
+            let live = tx
+                .query_opt(
+                    "SELECT 1 FROM keys WHERE id = $1 AND revoked_at IS NULL",
+                    &[&id_sql],
+                )?
+                .is_some();
+            if live {
+                let rev = bump(tx, false)?;
+                tx.execute(
+                    &format!("UPDATE keys SET revoked_at = {NOW}, rev = $2 WHERE id = $1"),
+                    &[&id_sql, &rev],
+                )?;
+            }
+            get_key(tx, id)
+        })
+    }
+
+    fn quotas(&self) -> Result<Quotas> {
+        self.with(read_quotas)
+    }
+
+    fn set_quotas(&mut self, quotas: Quotas) -> Result<Quotas> {
+        checks::quotas(&quotas)?;
+        self.write(|tx| {
+            for (name, value) in [
+                ("scopes_per_app", quotas.scopes_per_app),
+                ("keys_per_scope", quotas.keys_per_scope),
+            ] {
+                tx.execute(
+                    "INSERT INTO settings (name, value) VALUES ($1, $2) \
+                     ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                    &[&name, &i64::from(value)],
+                )?;
+            }
+            read_quotas(tx)
+        })
+    }
+
+    fn operations(&self) -> Result<Vec<OperationEntry>> {
+        self.with(read_operations)
+    }
+
+    fn set_operation(&mut self, name: &str, requires: Requirement) -> Result<OperationEntry> {
+        checks::name("operation", name)?;
+        self.write(|tx| {
+            bump(tx, true)?;
+            tx.execute(
+                "INSERT INTO operations (name, requires) VALUES ($1, $2) \
+                 ON CONFLICT (name) DO UPDATE SET requires = excluded.requires",
+                &[&name, &requires.to_string()],
+            )?;
+            Ok(OperationEntry {
+                name: name.to_owned(),
+                requires,
+            })
+        })
+    }
+
+    fn remove_operation(&mut self, name: &str) -> Result<()> {
+        self.write(|tx| {
+            checks::unrouted(name, &read_routes(tx)?)?;
+            if tx.execute("DELETE FROM operations WHERE name = $1", &[&name])? == 0 {
+                return Err(checks::no_operation(name));
+            }
+            bump(tx, true)?;
+            Ok(())
+        })
+    }
+
+    fn snapshot_data(&mut self) -> Result<Revisioned<SnapshotData>> {
+        if fault::store_read_fails() {
+            return Err(Error::Injected("store-read"));
+        }
+        let url = self.url.clone();
+        self.read_consistent(|tx| {
+            let (revision, _) = read_revision(tx)?;
+            let data = SnapshotData {
+                operations: read_operations(tx)?,
+                scopes: live_scopes(tx)?,
+                keys: snapshot_keys(tx, 0, &url)?,
+                routes: read_routes(tx)?,
+            };
+            Ok(Revisioned { revision, data })
+        })
+    }
+
+    fn revision(&mut self) -> Result<u64> {
+        self.with(|client| Ok(read_revision(client)?.0))
+    }
+
+    fn changes_since(&mut self, revision: u64) -> Result<Changes> {
+        if fault::store_read_fails() {
+            return Err(Error::Injected("store-read"));
+        }
+        let since = i64::try_from(revision).unwrap_or(i64::MAX);
+        let url = self.url.clone();
+        self.read_consistent(|tx| {
+            let (now, catalogue) = read_revision(tx)?;
+            let scopes = tx
+                .query(
+                    "SELECT id, app, agents, runtime, deleted_at IS NOT NULL FROM scopes \
+                     WHERE rev > $1 ORDER BY id",
+                    &[&since],
+                )?
+                .iter()
+                .map(|row| {
+                    let id = unsigned(row.get(0));
+                    if row.get(4) {
+                        return Ok(ScopeChange::Deleted(id));
+                    }
+                    Ok(ScopeChange::Live(ScopeEntry {
+                        id,
+                        app: row.get(1),
+                        agents: row.get::<_, &str>(2).parse()?,
+                        runtime: runtime(row.get(3))?,
+                    }))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let keys = snapshot_keys(tx, since, &url)?;
+            let catalogue = if catalogue > revision {
+                Some((read_operations(tx)?, read_routes(tx)?))
+            } else {
+                None
+            };
+            Ok(Changes {
+                revision: now,
+                scopes,
+                keys,
+                catalogue,
+            })
+        })
+    }
+
+    fn dump(&mut self) -> Result<Dump> {
+        self.read_consistent(dump)
+    }
+
+    fn restore(&mut self, dump: &Dump, progress: &mut dyn FnMut(u64)) -> Result<()> {
+        self.with(|client| {
+            let mut tx = begin_write(client)?;
+            restore(&mut tx, dump, progress)?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn admin_token_digest(&self) -> Result<Option<[u8; 32]>> {
+        let url = self.url.clone();
+        self.with(|client| {
+            client
+                .query_opt("SELECT digest FROM admin_token WHERE id = 1", &[])?
+                .map(|row| {
+                    <[u8; 32]>::try_from(row.get::<_, &[u8]>(0)).map_err(|_| {
+                        Error::not_a_store(&url, "the admin token digest is not 32 bytes")
+                    })
+                })
+                .transpose()
+        })
+    }
+
+    fn set_admin_token_digest(&mut self, digest: &[u8; 32]) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                &format!(
+                    "INSERT INTO admin_token (id, digest, created_at) VALUES (1, $1, {NOW}) \
+                     ON CONFLICT (id) DO UPDATE SET digest = excluded.digest, \
+                     created_at = excluded.created_at"
+                ),
+                &[&digest.as_slice()],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn routes(&self) -> Result<Vec<RouteEntry>> {
+        self.with(read_routes)
+    }
+
+    fn set_route(&mut self, method: &str, pattern: &str, op: &str) -> Result<RouteEntry> {
+        let route = checks::route(method, pattern, op)?;
+        self.write(|tx| {
+            if read_operations(tx)?.iter().all(|entry| entry.name != op) {
+                return Err(checks::uncatalogued(op));
+            }
+            bump(tx, true)?;
+            tx.execute(
+                "INSERT INTO routes (method, pattern, op) VALUES ($1, $2, $3) \
+                 ON CONFLICT (method, pattern) DO UPDATE SET op = excluded.op",
+                &[&method, &pattern, &op],
+            )?;
+            Ok(route.clone())
+        })
+    }
+
+    fn remove_route(&mut self, method: &str, pattern: &str) -> Result<()> {
+        self.write(|tx| {
+            let removed = tx.execute(
+                "DELETE FROM routes WHERE method = $1 AND pattern = $2",
+                &[&method, &pattern],
+            )?;
+            if removed == 0 {
+                return Err(checks::no_route(method, pattern));
+            }
+            bump(tx, true)?;
+            Ok(())
+        })
+    }
+}
+
+/// Checks the limits and inserts a new key, in a write transaction.
+fn insert_key(
+    tx: &mut Transaction<'_>,
+    scope: &ScopeRef,
+    name: &str,
+    not_after: Option<i64>,
+) -> Result<NewKey> {
+    let scope = get_scope(tx, scope)?;
+    let quotas = read_quotas(tx)?;
+    let row = tx.query_one(
+        "SELECT count(*), count(*) FILTER (WHERE name = $2) FROM keys \
+         WHERE scope_id = $1 AND revoked_at IS NULL",
+        &[&signed(scope.id), &name],
+    )?;
+    checks::room_for_key(&scope, name, count(row.get(0)), count(row.get(1)), &quotas)?;
+    let secret = KeySecret::generate();
+    let rev = bump(tx, false)?;
+    let id: i64 = tx
+        .query_one(
+            &format!(
+                "INSERT INTO keys (scope_id, name, digest, prefix, created_at, not_after_ms, rev) \
+                 VALUES ($1, $2, $3, $4, {NOW}, $5, $6) RETURNING id"
+            ),
+            &[
+                &signed(scope.id),
+                &name,
+                &&secret.digest().0[..],
+                &secret.display_prefix(),
+                &not_after,
+                &rev,
+            ],
+        )?
+        .get(0);
+    let key = get_key(tx, unsigned(id))?;
+    Ok(NewKey { key, secret })
+}
+
+/// Takes the next revision for a change in this transaction; with
+/// `catalogue`, the change is to the operations or routes.
+fn bump(tx: &mut Transaction<'_>, catalogue: bool) -> Result<i64> {
+    let sql = if catalogue {
+        "UPDATE revision SET revision = revision + 1, catalogue = revision + 1 WHERE id = 1 \
+         RETURNING revision"
+    } else {
+        "UPDATE revision SET revision = revision + 1 WHERE id = 1 RETURNING revision"
+    };
+    Ok(tx.query_one(sql, &[])?.get(0))
+}
+
+fn read_revision(client: &mut impl GenericClient) -> Result<(u64, u64)> {
+    let row = client.query_one("SELECT revision, catalogue FROM revision WHERE id = 1", &[])?;
+    Ok((unsigned(row.get(0)), unsigned(row.get(1))))
+}
+
+/// Every key changed after revision `since` (0: every key), in the state a
+/// snapshot gives it, by id; streamed, not collected as rows first.
+fn snapshot_keys(
+    client: &mut impl GenericClient,
+    since: i64,
+    url: &PostgresUrl,
+) -> Result<Vec<KeyEntry>> {
+    use postgres::fallible_iterator::FallibleIterator as _;
+    let mut rows = client.query_raw(
+        "SELECT k.digest, k.id, k.scope_id, \
+                k.revoked_at IS NOT NULL OR s.deleted_at IS NOT NULL, k.not_after_ms \
+         FROM keys k JOIN scopes s ON s.id = k.scope_id WHERE k.rev > $1 ORDER BY k.id",
+        [&since as &(dyn ToSql + Sync)],
+    )?;
+    let mut keys = Vec::new();
+    while let Some(row) = rows.next()? {
+        let key = crate::copy::key_entry(
+            row.get(0),
+            unsigned(row.get(1)),
+            unsigned(row.get(2)),
+            row.get(3),
+            row.get::<_, Option<i64>>(4).map(unsigned),
+        )
+        .map_err(|why| Error::not_a_store(url, why))?;
+        keys.push(key);
+    }
+    Ok(keys)
+}
+
+fn live_scopes(client: &mut impl GenericClient) -> Result<Vec<ScopeEntry>> {
+    client
+        .query(
+            &format!("{SCOPE_COLUMNS} WHERE deleted_at IS NULL ORDER BY id"),
+            &[],
+        )?
+        .iter()
+        .map(|row| {
+            let scope = scope_from_row(row)?;
+            Ok(ScopeEntry {
+                id: scope.id,
+                app: scope.app,
+                agents: scope.agents,
+                runtime: scope.runtime,
+            })
+        })
+        .collect()
+}
+
+fn scope_from_row(row: &Row) -> Result<Scope> {
+    Ok(Scope {
+        id: unsigned(row.get(0)),
+        app: row.get(1),
+        name: row.get(2),
+        agents: row.get::<_, &str>(3).parse()?,
+        runtime: runtime(row.get(4))?,
+        created_at: row.get(5),
+    })
+}
+
+fn key_from_row(row: &Row) -> ApiKey {
+    ApiKey {
+        id: unsigned(row.get(0)),
+        name: row.get(1),
+        scope_id: unsigned(row.get(2)),
+        prefix: row.get(3),
+        created_at: row.get(4),
+        revoked_at: row.get(5),
+        expires_at: row.get(6),
+        not_after_ms: row.get::<_, Option<i64>>(7).map(unsigned),
+    }
+}
+
+fn find_scope(client: &mut impl GenericClient, scope: &ScopeRef) -> Result<Option<Scope>> {
+    let row = match scope {
+        ScopeRef::Id(id) => match i64::try_from(*id) {
+            Ok(id) => client.query_opt(
+                &format!("{SCOPE_COLUMNS} WHERE id = $1 AND deleted_at IS NULL"),
+                &[&id],
+            )?,
+            Err(_) => None,
+        },
+        ScopeRef::Path { app, name } => client.query_opt(
+            &format!("{SCOPE_COLUMNS} WHERE app = $1 AND name = $2 AND deleted_at IS NULL"),
+            &[app, name],
+        )?,
+    };
+    row.as_ref().map(scope_from_row).transpose()
+}
+
+fn get_scope(client: &mut impl GenericClient, scope: &ScopeRef) -> Result<Scope> {
+    find_scope(client, scope)?
+        .ok_or_else(|| Error::ScopeNotFound(crate::error::printable(&scope.to_string())))
+}
+
+fn get_key(client: &mut impl GenericClient, id: u64) -> Result<ApiKey> {
+    let Ok(id_sql) = i64::try_from(id) else {
+        return Err(Error::KeyNotFound(id));
+    };
+    client
+        .query_opt(&format!("{KEY_COLUMNS} WHERE id = $1"), &[&id_sql])?
+        .as_ref()
+        .map(key_from_row)
+        .ok_or(Error::KeyNotFound(id))
+}
+
+fn list_keys(client: &mut impl GenericClient, scope_id: Option<u64>) -> Result<Vec<ApiKey>> {
+    let scope_id = scope_id.map(signed);
+    Ok(client
+        .query(
+            &format!("{KEY_COLUMNS} WHERE $1::bigint IS NULL OR scope_id = $1 ORDER BY id"),
+            &[&scope_id],
+        )?
+        .iter()
+        .map(key_from_row)
+        .collect())
+}
+
+fn read_operations(client: &mut impl GenericClient) -> Result<Vec<OperationEntry>> {
+    client
+        .query("SELECT name, requires FROM operations ORDER BY name", &[])?
+        .iter()
+        .map(|row| {
+            Ok(OperationEntry {
+                name: row.get(0),
+                requires: row.get::<_, &str>(1).parse()?,
+            })
+        })
+        .collect()
+}
+
+fn read_routes(client: &mut impl GenericClient) -> Result<Vec<RouteEntry>> {
+    Ok(client
+        .query(
+            "SELECT method, pattern, op FROM routes ORDER BY position",
+            &[],
+        )?
+        .iter()
+        .map(|row| RouteEntry {
+            method: row.get(0),
+            pattern: row.get(1),
+            op: row.get(2),
+        })
+        .collect())
+}
+
+fn read_quotas(client: &mut impl GenericClient) -> Result<Quotas> {
+    let mut quotas = Quotas::default();
+    for row in client.query(
+        "SELECT name, value FROM settings WHERE name IN ('scopes_per_app', 'keys_per_scope')",
+        &[],
+    )? {
+        let value = u32::try_from(row.get::<_, i64>(1)).unwrap_or(u32::MAX);
+        match row.get::<_, &str>(0) {
+            "scopes_per_app" => quotas.scopes_per_app = value,
+            _ => quotas.keys_per_scope = value,
+        }
+    }
+    Ok(quotas)
+}
+
+fn dump(tx: &mut Transaction<'_>) -> Result<Dump> {
+    let (revision, catalogue_revision) = read_revision(tx)?;
+    let scopes = tx
+        .query(
+            "SELECT id, app, name, agents, runtime, created_at, updated_at, deleted_at, rev \
+             FROM scopes ORDER BY id",
+            &[],
+        )?
+        .iter()
+        .map(|row| ScopeRow {
+            id: row.get(0),
+            app: row.get(1),
+            name: row.get(2),
+            agents: row.get(3),
+            runtime: u8::try_from(row.get::<_, i32>(4)).unwrap_or(u8::MAX),
+            created_at: row.get(5),
+            updated_at: row.get(6),
+            deleted_at: row.get(7),
+            rev: row.get(8),
+        })
+        .collect();
+    let keys = tx
+        .query(
+            "SELECT id, scope_id, name, digest, prefix, created_at, revoked_at, not_after_ms, rev \
+             FROM keys ORDER BY id",
+            &[],
+        )?
+        .iter()
+        .map(|row| KeyRow {
+            id: row.get(0),
+            scope_id: row.get(1),
+            name: row.get(2),
+            digest: row.get(3),
+            prefix: row.get(4),
+            created_at: row.get(5),
+            revoked_at: row.get(6),
+            not_after_ms: row.get(7),
+            rev: row.get(8),
+        })
+        .collect();
+    let operations = tx
+        .query("SELECT name, requires FROM operations ORDER BY name", &[])?
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    let routes = tx
+        .query(
+            "SELECT position, method, pattern, op FROM routes ORDER BY position",
+            &[],
+        )?
+        .iter()
+        .map(|row| RouteRow {
+            position: row.get(0),
+            method: row.get(1),
+            pattern: row.get(2),
+            op: row.get(3),
+        })
+        .collect();
+    let settings = tx
+        .query("SELECT name, value FROM settings ORDER BY name", &[])?
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    let admin_token = tx
+        .query_opt(
+            "SELECT digest, created_at FROM admin_token WHERE id = 1",
+            &[],
+        )?
+        .map(|row| (row.get(0), row.get(1)));
+    Ok(Dump {
+        revision,
+        catalogue_revision,
+        scopes,
+        keys,
+        operations,
+        routes,
+        settings,
+        admin_token,
+    })
+}
+
+fn restore(tx: &mut Transaction<'_>, dump: &Dump, progress: &mut dyn FnMut(u64)) -> Result<()> {
+    let held: i64 = tx
+        .query_one(
+            "SELECT (SELECT count(*) FROM scopes) + (SELECT count(*) FROM keys)",
+            &[],
+        )?
+        .get(0);
+    crate::copy::check_empty(held)?;
+    tx.batch_execute("DELETE FROM routes; DELETE FROM operations; DELETE FROM settings;")?;
+    let insert = tx.prepare(
+        "INSERT INTO scopes (id, app, name, agents, runtime, created_at, updated_at, deleted_at, rev) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )?;
+    for s in &dump.scopes {
+        tx.execute(
+            &insert,
+            &[
+                &s.id,
+                &s.app,
+                &s.name,
+                &s.agents,
+                &i32::from(s.runtime),
+                &s.created_at,
+                &s.updated_at,
+                &s.deleted_at,
+                &s.rev,
+            ],
+        )?;
+        progress(1);
+    }
+    let insert = tx.prepare(
+        "INSERT INTO keys (id, scope_id, name, digest, prefix, created_at, revoked_at, not_after_ms, rev) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )?;
+    for k in &dump.keys {
+        tx.execute(
+            &insert,
+            &[
+                &k.id,
+                &k.scope_id,
+                &k.name,
+                &k.digest,
+                &k.prefix,
+                &k.created_at,
+                &k.revoked_at,
+                &k.not_after_ms,
+                &k.rev,
+            ],
+        )?;
+        progress(1);
+    }
+    for (name, requires) in &dump.operations {
+        tx.execute(
+            "INSERT INTO operations (name, requires) VALUES ($1, $2)",
+            &[name, requires],
+        )?;
+        progress(1);
+    }
+    for r in &dump.routes {
+        tx.execute(
+            "INSERT INTO routes (position, method, pattern, op) VALUES ($1, $2, $3, $4)",
+            &[&r.position, &r.method, &r.pattern, &r.op],
+        )?;
+        progress(1);
+    }
+    for (name, value) in &dump.settings {
+        tx.execute(
+            "INSERT INTO settings (name, value) VALUES ($1, $2)",
+            &[name, value],
+        )?;
+    }
+    tx.execute("DELETE FROM admin_token", &[])?;
+    if let Some((digest, created_at)) = &dump.admin_token {
+        tx.execute(
+            "INSERT INTO admin_token (id, digest, created_at) VALUES (1, $1, $2)",
+            &[digest, created_at],
+        )?;
+    }
+    // The identities continue after the copied ids.
+    tx.batch_execute(
+        "SELECT setval(pg_get_serial_sequence('scopes', 'id'), coalesce(max(id), 0) + 1, false) FROM scopes;
+         SELECT setval(pg_get_serial_sequence('keys', 'id'), coalesce(max(id), 0) + 1, false) FROM keys;
+         SELECT setval(pg_get_serial_sequence('routes', 'position'), coalesce(max(position), 0) + 1, false) FROM routes;",
+    )?;
+    tx.execute(
+        "UPDATE revision SET revision = $1, catalogue = $2 WHERE id = 1",
+        &[&signed(dump.revision), &signed(dump.catalogue_revision)],
+    )?;
+    Ok(())
+}
+
+/// Stored runtime permission bits.
+fn runtime(bits: i32) -> Result<RuntimeSet> {
+    crate::copy::runtime(u8::try_from(bits).unwrap_or(u8::MAX))
+}
+
+/// An id or revision as PostgreSQL stores it (`BIGINT`, never negative
+/// here: identities and revisions start at 1, the checks refuse less).
+fn unsigned(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+fn signed(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn count(value: i64) -> u32 {
+    u32::try_from(value).unwrap_or(u32::MAX)
+}
+
+fn scope_path(app: &str, name: &str) -> ScopeRef {
+    ScopeRef::Path {
+        app: app.to_owned(),
+        name: name.to_owned(),
+    }
+}

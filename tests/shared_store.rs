@@ -1,0 +1,368 @@
+//! The shared store on a real PostgreSQL, used as a platform uses it: two
+//! servers and the CLI in separate processes on one database, the database
+//! stopped and started under traffic, twenty admins racing for the last key
+//! places, and a store copied from SQLite to PostgreSQL and back.
+
+use serde_json::{Value, json};
+
+use crate::pg::{self, Cluster};
+use crate::support::{Sandbox, Server, wait_until};
+
+/// A scope `acme/s` with Agents view; its id.
+fn acme_scope(sandbox: &Sandbox) -> u64 {
+    sandbox.scope("acme", "s", "view", "run")
+}
+
+fn allowed(server: &Server, key: &str) -> Value {
+    server.check(&json!({ "key": key, "app": "acme", "op": "agents.list" }))
+}
+
+#[test]
+fn a_revocation_by_the_cli_reaches_two_servers_on_one_database() {
+    let sandbox = Sandbox::on_postgres(pg::shared());
+    let scope = acme_scope(&sandbox);
+    let (key_id, key) = sandbox.key(&scope.to_string(), "k");
+    let first = sandbox.serve(&[]);
+    let second = sandbox.serve(&[]);
+    for server in [&first, &second] {
+        assert_eq!(allowed(server, &key)["allow"], true);
+    }
+    // The CLI, a third process, revokes.
+    sandbox
+        .keyscope(["key", "revoke", &key_id.to_string()])
+        .assert()
+        .success();
+    for (name, server) in [("first", &first), ("second", &second)] {
+        let took = wait_until(10, "the revocation reaching a server", || {
+            allowed(server, &key)["reason"] == "revoked-key"
+        });
+        eprintln!("{name} server: revoked key denied {took:?} after the CLI exited");
+        let ready = server.ready();
+        assert_eq!(ready["store"]["stale"], false, "{ready}");
+    }
+    // And a scope created through one server's admin API is live on the
+    // other too.
+    let (code, body) = first.admin(
+        "POST",
+        "/admin/scopes",
+        Some(json!({ "app": "acme", "name": "t", "agents": "full" })),
+    );
+    assert_eq!(code, 201, "{body}");
+    let (code, created) = first.admin(
+        "POST",
+        "/admin/keys",
+        Some(json!({ "scope": "acme/t", "name": "via-admin" })),
+    );
+    assert_eq!(code, 201, "{created}");
+    let new_key = created["key"].as_str().unwrap().to_owned();
+    wait_until(10, "a key made on one server reaching the other", || {
+        allowed(&second, &new_key)["allow"] == true
+    });
+}
+
+#[test]
+fn a_database_outage_keeps_the_last_snapshot_deciding_and_writes_resume() {
+    let cluster = Cluster::start();
+    let sandbox = Sandbox::on_postgres(&cluster);
+    let scope = acme_scope(&sandbox);
+    let (_, live_key) = sandbox.key(&scope.to_string(), "live");
+    let (revoked_id, revoked_key) = sandbox.key(&scope.to_string(), "revoked");
+    sandbox
+        .keyscope(["key", "revoke", &revoked_id.to_string()])
+        .assert()
+        .success();
+    let server = sandbox.serve(&[]);
+    let expect = |body: &Value, live: bool| {
+        if live {
+            assert_eq!(body["allow"], true, "{body}");
+        } else {
+            assert_eq!(body["allow"], false, "{body}");
+        }
+    };
+
+    // Traffic throughout: a second thread asks without a pause while the
+    // database stops and starts; every answer is checked.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let traffic = {
+        let stop = std::sync::Arc::clone(&stop);
+        let http = server.http;
+        let (live_key, revoked_key) = (live_key.clone(), revoked_key.clone());
+        std::thread::spawn(move || {
+            let client = crate::support::http_client();
+            let mut answers = 0_u64;
+            let mut wrong_allows = 0_u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) || answers < 100 {
+                for (key, live) in [
+                    (&live_key, true),
+                    (&revoked_key, false),
+                    (&"ks_nope".to_owned(), false),
+                ] {
+                    let body: Value = client
+                        .post(format!("http://{http}/v1/check"))
+                        .send_json(json!({ "key": key, "app": "acme", "op": "agents.list" }))
+                        .unwrap()
+                        .body_mut()
+                        .read_json()
+                        .unwrap();
+                    answers += 1;
+                    if body["allow"] == true && !live {
+                        wrong_allows += 1;
+                    }
+                    assert!(
+                        body["allow"] == live || body["reason"] != "policy-error",
+                        "a decision failed: {body}"
+                    );
+                }
+            }
+            (answers, wrong_allows)
+        })
+    };
+
+    cluster.stop_server();
+    // The server notices at its next poll, and says since when.
+    wait_until(30, "/readyz reporting the store stale", || {
+        server.ready()["store"]["stale"] == true
+    });
+    let ready = server.ready();
+    assert_eq!(ready["ready"], true, "fail static: still ready, {ready}");
+    assert!(
+        ready["store"]["stale_since_ms"].as_u64().is_some(),
+        "{ready}"
+    );
+    let (_, status) = server.admin("GET", "/admin/status", None);
+    assert_eq!(status["store"]["stale"], true, "{status}");
+    // Decisions go on from the last snapshot.
+    expect(&allowed(&server, &live_key), true);
+    expect(&allowed(&server, &revoked_key), false);
+    // Writes fail, clearly, and change nothing.
+    let (code, body) = server.admin(
+        "POST",
+        "/admin/scopes",
+        Some(json!({ "app": "acme", "name": "during", "agents": "view" })),
+    );
+    assert_eq!(code, 503, "{body}");
+    assert_eq!(body["error"]["kind"], "unavailable", "{body}");
+    let output = sandbox
+        .keyscope(["scope", "create", "--app", "acme", "--name", "cli-during"])
+        .assert()
+        .code(2);
+    let stderr = String::from_utf8_lossy(&output.get_output().stderr).into_owned();
+    assert!(stderr.contains("unavailable"), "{stderr}");
+    assert!(!stderr.contains(pg::PASSWORD), "{stderr}");
+
+    cluster.start_server();
+    wait_until(60, "the server reconnecting by itself", || {
+        server.ready()["store"]["stale"] == false
+    });
+    let (code, body) = server.admin(
+        "POST",
+        "/admin/scopes",
+        Some(json!({ "app": "acme", "name": "after", "agents": "view" })),
+    );
+    assert_eq!(code, 201, "writes resume: {body}");
+    let live_id = sandbox.json(["key", "list"])[0]["id"].as_u64().unwrap();
+    sandbox
+        .keyscope(["key", "revoke", &live_id.to_string()])
+        .assert()
+        .success();
+    wait_until(10, "a revocation after the outage", || {
+        allowed(&server, &live_key)["reason"] == "revoked-key"
+    });
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (answers, wrong_allows) = traffic.join().unwrap();
+    eprintln!("outage: {answers} decisions under traffic, {wrong_allows} wrong allows");
+    assert_eq!(wrong_allows, 0);
+    assert!(answers >= 100);
+}
+
+#[test]
+fn twenty_admins_racing_for_the_key_limit_get_exactly_forty_keys() {
+    let sandbox = Sandbox::on_postgres(pg::shared());
+    let scope = acme_scope(&sandbox).to_string();
+    let sandbox = std::sync::Arc::new(sandbox);
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(20));
+    let admins: Vec<_> = (0..20)
+        .map(|admin| {
+            let (sandbox, barrier, scope) = (
+                std::sync::Arc::clone(&sandbox),
+                std::sync::Arc::clone(&barrier),
+                scope.clone(),
+            );
+            std::thread::spawn(move || {
+                barrier.wait();
+                let mut made = 0;
+                for attempt in 0..3 {
+                    let output = sandbox
+                        .keyscope([
+                            "key",
+                            "create",
+                            "--scope",
+                            &scope,
+                            "--name",
+                            &format!("k{admin}-{attempt}"),
+                        ])
+                        .output()
+                        .unwrap();
+                    match output.status.code() {
+                        Some(0) => made += 1,
+                        Some(2) => {
+                            let stderr = String::from_utf8_lossy(&output.stderr);
+                            assert!(stderr.contains("40 live keys, its limit"), "{stderr}");
+                        }
+                        other => panic!("key create exited {other:?}"),
+                    }
+                }
+                made
+            })
+        })
+        .collect();
+    let made: u32 = admins.into_iter().map(|a| a.join().unwrap()).sum();
+    assert_eq!(made, 40, "60 attempts against a limit of 40");
+    let keys = sandbox.json(["key", "list"]);
+    assert_eq!(keys.as_array().unwrap().len(), 40);
+}
+
+#[test]
+fn store_copy_from_sqlite_to_postgres_and_back_keeps_every_key_working() {
+    let file = Sandbox::new();
+    let scope = acme_scope(&file);
+    let (_, key) = file.key(&scope.to_string(), "kept");
+    let (gone_id, gone) = file.key(&scope.to_string(), "gone");
+    file.keyscope(["key", "revoke", &gone_id.to_string()])
+        .assert()
+        .success();
+    let digest = |sandbox: &Sandbox| -> String {
+        sandbox.json([
+            "snapshot",
+            "export",
+            "-o",
+            sandbox.path("s.snap").to_str().unwrap(),
+        ])["digest"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let before = digest(&file);
+
+    let db = Sandbox::on_postgres(pg::shared());
+    let output = file
+        .keyscope(["--json", "store", "copy", "--to", db.store_arg().to_str().unwrap()])
+        .env("PGPASSWORD", pg::PASSWORD)
+        .assert()
+        .success();
+    let copied: Value = serde_json::from_slice(&output.get_output().stdout).unwrap();
+    assert_eq!(copied["keys"], 2, "{copied}");
+    assert!(
+        !copied.to_string().contains(pg::PASSWORD),
+        "the URL is shown without its password"
+    );
+    assert_eq!(digest(&db), before, "the same snapshot from PostgreSQL");
+    // The key issued on the file works on the database; the revoked one
+    // stays revoked.
+    assert_eq!(db.eval(&key, "acme", "agents.list").0, 0);
+    assert_eq!(
+        db.eval(&gone, "acme", "agents.list").1["reason"],
+        "revoked-key"
+    );
+
+    let back = Sandbox::new();
+    back.keyscope([
+        "store",
+        "copy",
+        "--from",
+        db.store_arg().to_str().unwrap(),
+        "--to",
+        back.store().to_str().unwrap(),
+    ])
+    .env("PGPASSWORD", pg::PASSWORD)
+    .assert()
+    .success();
+    assert_eq!(digest(&back), before, "and the same back in a file");
+    // A copy into a store that holds keys is refused, and changes nothing.
+    let output = file
+        .keyscope(["store", "copy", "--to", db.store_arg().to_str().unwrap()])
+        .env("PGPASSWORD", pg::PASSWORD)
+        .assert()
+        .code(2);
+    let stderr = String::from_utf8_lossy(&output.get_output().stderr).into_owned();
+    assert!(stderr.contains("already holds"), "{stderr}");
+    assert_eq!(digest(&db), before);
+}
+
+#[test]
+fn the_password_comes_from_a_password_file_and_is_never_shown() {
+    let cluster = pg::shared();
+    let sandbox = Sandbox::on_postgres(cluster);
+    let url = sandbox.store_arg().into_string().unwrap();
+    let passfile = sandbox.path("pgpass");
+    std::fs::write(
+        &passfile,
+        format!(
+            "# host:port:db:user:password\n*:*:*:{}:{}\n",
+            pg::USER,
+            pg::PASSWORD
+        ),
+    )
+    .unwrap();
+    let run = |url: &str, env: &[(&str, &str)]| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_keyscope"));
+        command
+            .env_remove("PGPASSWORD")
+            .env_remove("PGPASSFILE")
+            .env_remove("KEYSCOPE_STORE")
+            .envs(env.iter().copied())
+            .args(["--store", url, "store", "migrate"]);
+        command.output().unwrap()
+    };
+    // Open to others: refused, by name.
+    std::fs::set_permissions(
+        &passfile,
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    let output = run(&url, &[("PGPASSFILE", passfile.to_str().unwrap())]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("chmod 600"));
+    std::fs::set_permissions(
+        &passfile,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let output = run(&url, &[("PGPASSFILE", passfile.to_str().unwrap())]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let output = run(&format!("{url}?passfile={}", passfile.display()), &[]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // A wrong password in the URL: refused, and not echoed.
+    let wrong = url.replacen(pg::USER, &format!("{}:wrong-Pa55word", pg::USER), 1);
+    let output = run(&wrong, &[]);
+    assert_eq!(output.status.code(), Some(2));
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(said.contains("password authentication failed"), "{said}");
+    assert!(!said.contains("wrong-Pa55word"), "{said}");
+    // A newer schema than this build knows is refused.
+    let db = url.rsplit('/').next().unwrap();
+    cluster
+        .connect(db)
+        .batch_execute("UPDATE keyscope.schema_version SET version = 99")
+        .unwrap();
+    let output = run(&url, &[("PGPASSWORD", pg::PASSWORD)]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("schema version 99"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
