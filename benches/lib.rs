@@ -40,3 +40,80 @@ pub fn check_request(key: &str) -> envoy_types::pb::envoy::service::auth::v3::Ch
         }),
     }
 }
+
+/// A throwaway PostgreSQL cluster, the tests' own (`tests/pg.rs`).
+#[path = "../tests/pg.rs"]
+#[allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "set-up that cannot go on should stop loudly"
+)]
+pub mod pg;
+
+/// Fills the store at `location` (freshly created) with `keys` keys, 40 to
+/// a scope, 20 scopes to an app, written by SQL in one transaction: the
+/// store API would take as long as the figures it is here to measure. The
+/// digests are random; no secret exists for them.
+pub fn fill(location: &keyscope_store::Location, keys: u64) {
+    let scopes = keys.div_ceil(40).max(1);
+    let rows = format!(
+        "INSERT INTO scopes (id, app, name, agents, runtime, created_at, updated_at, rev)
+             SELECT g, 'app' || (g / 20), 's' || g, 'view', 1,
+                    '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z', g
+             FROM {series_scopes};
+         INSERT INTO keys (id, scope_id, name, digest, prefix, created_at, rev)
+             SELECT g, 1 + (g - 1) / 40, 'k' || g, {digest}, 'ks_fill',
+                    '2026-01-01T00:00:00.000Z', {scopes} + g
+             FROM {series_keys};
+         UPDATE revision SET revision = {scopes} + {keys};",
+        series_scopes = series(location, scopes),
+        series_keys = series(location, keys),
+        digest = match location {
+            keyscope_store::Location::Sqlite(_) => "randomblob(32)",
+            keyscope_store::Location::Postgres(_) => "sha256(int8send(g))",
+        },
+    );
+    match location {
+        keyscope_store::Location::Sqlite(path) => {
+            let mut conn = rusqlite::Connection::open(path).unwrap();
+            let tx = conn.transaction().unwrap();
+            tx.execute_batch(&rows).unwrap();
+            tx.commit().unwrap();
+        }
+        keyscope_store::Location::Postgres(_) => {
+            let mut client = pg::shared().connect(&database(location));
+            let mut tx = client.transaction().unwrap();
+            tx.batch_execute("SET search_path TO keyscope").unwrap();
+            tx.batch_execute(&rows).unwrap();
+            tx.batch_execute(
+                "SELECT setval(pg_get_serial_sequence('scopes', 'id'), (SELECT max(id) FROM scopes));
+                 SELECT setval(pg_get_serial_sequence('keys', 'id'), (SELECT max(id) FROM keys));
+                 ANALYZE;",
+            )
+            .unwrap();
+            tx.commit().unwrap();
+        }
+    }
+}
+
+/// `g` from 1 to `n`, in each backend's SQL.
+fn series(location: &keyscope_store::Location, n: u64) -> String {
+    match location {
+        keyscope_store::Location::Sqlite(_) => format!(
+            "(WITH RECURSIVE c(g) AS (SELECT 1 UNION ALL SELECT g + 1 FROM c WHERE g < {n}) SELECT g FROM c)"
+        ),
+        keyscope_store::Location::Postgres(_) => format!("generate_series(1, {n}) AS g"),
+    }
+}
+
+/// The database name of a PostgreSQL location.
+fn database(location: &keyscope_store::Location) -> String {
+    location
+        .to_string()
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}

@@ -20,6 +20,7 @@ pub const USER: &str = "keyscope";
 pub const PASSWORD: &str = "pg-test-password-7f3a";
 
 /// A running (or stopped) throwaway cluster.
+#[derive(Debug)]
 pub struct Cluster {
     pub port: u16,
     dir: PathBuf,
@@ -180,6 +181,62 @@ impl Cluster {
             "pg_ctl stop failed: {}",
             String::from_utf8_lossy(&output.stderr)
         );
+    }
+
+    /// Turns TLS on with a certificate for 127.0.0.1 signed by a CA of its
+    /// own, and refuses unencrypted host connections from then on. Returns
+    /// the CA's certificate (PEM).
+    pub fn require_tls(&self) -> PathBuf {
+        let dir = self.dir.join("tls");
+        std::fs::create_dir_all(&dir).unwrap();
+        let openssl = |args: &[&str]| {
+            let output = Command::new("openssl")
+                .current_dir(&dir)
+                .args(args)
+                .output()
+                .expect("openssl is not installed: `apt-get install openssl`");
+            assert!(
+                output.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        };
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+        openssl(&[&["req", "-x509"][..], &ec, &["-days", "2", "-subj", "/CN=keyscope test CA", "-keyout", "ca.key", "-out", "ca.crt"]].concat());
+        openssl(&[&["req"][..], &ec, &["-subj", "/CN=127.0.0.1", "-keyout", "server.key", "-out", "server.csr"]].concat());
+        std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+        openssl(&[
+            "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", "server.crt",
+        ]);
+        for file in ["server.crt", "server.key"] {
+            std::fs::copy(dir.join(file), self.data().join(file)).unwrap();
+            std::fs::set_permissions(
+                self.data().join(file),
+                std::os::unix::fs::PermissionsExt::from_mode(0o600),
+            )
+            .unwrap();
+        }
+        std::fs::write(
+            self.data().join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\n",
+        )
+        .unwrap();
+        let conf = self.data().join("postgresql.auto.conf");
+        let mut auto = std::fs::read_to_string(&conf).unwrap();
+        auto.push_str("ssl = on\n");
+        std::fs::write(&conf, auto).unwrap();
+        if running_as_root() {
+            let status = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(self.data())
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+        self.stop_server();
+        self.start_server();
+        dir.join("ca.crt")
     }
 
     /// A watchdog that stops this cluster and removes its directory once

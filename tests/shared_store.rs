@@ -247,7 +247,13 @@ fn store_copy_from_sqlite_to_postgres_and_back_keeps_every_key_working() {
 
     let db = Sandbox::on_postgres(pg::shared());
     let output = file
-        .keyscope(["--json", "store", "copy", "--to", db.store_arg().to_str().unwrap()])
+        .keyscope([
+            "--json",
+            "store",
+            "copy",
+            "--to",
+            db.store_arg().to_str().unwrap(),
+        ])
         .env("PGPASSWORD", pg::PASSWORD)
         .assert()
         .success();
@@ -365,4 +371,48 @@ fn the_password_comes_from_a_password_file_and_is_never_shown() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+#[test]
+fn tls_to_the_database_is_required_verified_or_refused() {
+    let cluster = Cluster::start();
+    let ca = cluster.require_tls();
+    let url = cluster.url("postgres");
+    let migrate = |query: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_keyscope"))
+            .env("PGPASSWORD", pg::PASSWORD)
+            .env_remove("PGPASSFILE")
+            .env_remove("KEYSCOPE_STORE")
+            .args(["--store", &format!("{url}?{query}"), "store", "migrate"])
+            .output()
+            .unwrap()
+    };
+    let said = |output: &std::process::Output| String::from_utf8_lossy(&output.stderr).into_owned();
+    // The server takes no unencrypted connection now.
+    let plain = migrate("sslmode=disable");
+    assert_eq!(plain.status.code(), Some(2), "{}", said(&plain));
+    assert!(said(&plain).contains("no encryption"), "{}", said(&plain));
+    // Encrypted, the server not verified (libpq's `require`).
+    let required = migrate("sslmode=require");
+    assert!(required.status.success(), "{}", said(&required));
+    // Encrypted and verified against the CA that signed the server.
+    let verified = migrate(&format!("sslmode=require&sslrootcert={}", ca.display()));
+    assert!(verified.status.success(), "{}", said(&verified));
+    // A certificate from another CA is refused.
+    let other = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new("openssl")
+        .current_dir(other.path())
+        .args([
+            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-days", "2", "-subj", "/CN=another CA", "-keyout", "k.pem", "-out", "ca.crt",
+        ])
+        .output()
+        .unwrap();
+    assert!(status.status.success());
+    let refused = migrate(&format!(
+        "sslmode=require&sslrootcert={}",
+        other.path().join("ca.crt").display()
+    ));
+    assert_eq!(refused.status.code(), Some(2), "{}", said(&refused));
+    assert!(said(&refused).contains("TLS"), "{}", said(&refused));
 }

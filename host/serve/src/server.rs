@@ -10,7 +10,7 @@ use keyscope_runtime::swap::{LiveOptions, LivePolicy};
 use keyscope_store::snapshot::Builder;
 use keyscope_store::{AnyStore as Store, Store as _};
 use tokio::net::TcpListener;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
 use tokio_stream::StreamExt as _;
 use zeroize::Zeroizing;
@@ -44,6 +44,7 @@ pub struct Server {
     grpc: Option<TcpListener>,
     admin_listener: Option<TcpListener>,
     addresses: Addresses,
+    signals: Signals,
 }
 
 impl std::fmt::Debug for Server {
@@ -91,6 +92,9 @@ impl Server {
             grpc: grpc.as_ref().map(local).transpose()?,
             admin: admin_listener.as_ref().map(local).transpose()?,
         };
+        // Installed before anyone can be told the server is up: a SIGTERM
+        // sent as soon as it says so is a shutdown, not a kill.
+        let signals = Signals::install()?;
         Ok(Self {
             config,
             refresher: started.refresher,
@@ -101,6 +105,7 @@ impl Server {
             grpc,
             admin_listener,
             addresses,
+            signals,
         })
     }
 
@@ -136,6 +141,7 @@ impl Server {
             grpc: grpc_listener,
             admin_listener,
             addresses: _,
+            signals,
         } = self;
         let limits = config.limits.clone();
         let listeners =
@@ -230,7 +236,7 @@ impl Server {
             "live: serving decisions"
         );
 
-        signals(&refresher).await?;
+        signals.wait(&refresher).await;
         tracing::info!("shutting down: draining requests in flight");
         let _ = stop.send(true);
         // Each server drains for up to the drain timeout; a client that
@@ -379,45 +385,64 @@ fn admin_token(
     })
 }
 
-/// Waits for SIGTERM or SIGINT; on SIGHUP reloads the module from its file
-/// and rebuilds the snapshot.
-async fn signals(refresher: &Arc<Refresher>) -> Result<(), ServeError> {
-    let install = |kind: SignalKind| {
-        signal(kind).map_err(|source| ServeError::Io {
-            what: "installing a signal handler".to_owned(),
-            source,
+/// The signals the server answers, installed at bind.
+struct Signals {
+    hangup: Signal,
+    terminate: Signal,
+    interrupt: Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Self, ServeError> {
+        let install = |kind: SignalKind| {
+            signal(kind).map_err(|source| ServeError::Io {
+                what: "installing a signal handler".to_owned(),
+                source,
+            })
+        };
+        Ok(Self {
+            hangup: install(SignalKind::hangup())?,
+            terminate: install(SignalKind::terminate())?,
+            interrupt: install(SignalKind::interrupt())?,
         })
-    };
-    let mut hangup = install(SignalKind::hangup())?;
-    let mut terminate = install(SignalKind::terminate())?;
-    let mut interrupt = install(SignalKind::interrupt())?;
-    loop {
-        tokio::select! {
-            _ = hangup.recv() => {
-                let refresher = Arc::clone(refresher);
-                let reloaded = tokio::task::spawn_blocking(move || {
-                    let module = refresher.reload_module(None);
-                    let snapshot = refresher.refresh();
-                    (module, snapshot)
-                })
-                .await;
-                match reloaded {
-                    Ok((Ok(generation), _)) => tracing::info!(
-                        generation = generation.number,
-                        module = %generation.component.info().digest,
-                        "SIGHUP: module reloaded"
-                    ),
-                    Ok((Err(ReloadError::NoPolicyFile), _)) => {
-                        tracing::info!("SIGHUP: no policy file to reload; snapshot refreshed");
+    }
+
+    /// Waits for SIGTERM or SIGINT; on SIGHUP reloads the module from its
+    /// file and brings the snapshot up to the store.
+    async fn wait(self, refresher: &Arc<Refresher>) {
+        let Self {
+            mut hangup,
+            mut terminate,
+            mut interrupt,
+        } = self;
+        loop {
+            tokio::select! {
+                _ = hangup.recv() => {
+                    let refresher = Arc::clone(refresher);
+                    let reloaded = tokio::task::spawn_blocking(move || {
+                        let module = refresher.reload_module(None);
+                        let snapshot = refresher.refresh();
+                        (module, snapshot)
+                    })
+                    .await;
+                    match reloaded {
+                        Ok((Ok(generation), _)) => tracing::info!(
+                            generation = generation.number,
+                            module = %generation.component.info().digest,
+                            "SIGHUP: module reloaded"
+                        ),
+                        Ok((Err(ReloadError::NoPolicyFile), _)) => {
+                            tracing::info!("SIGHUP: no policy file to reload; snapshot refreshed");
+                        }
+                        Ok((Err(error), _)) => {
+                            tracing::error!(%error, "SIGHUP: module refused; the current one keeps serving");
+                        }
+                        Err(error) => tracing::error!(%error, "SIGHUP: reload failed"),
                     }
-                    Ok((Err(error), _)) => {
-                        tracing::error!(%error, "SIGHUP: module refused; the current one keeps serving");
-                    }
-                    Err(error) => tracing::error!(%error, "SIGHUP: reload failed"),
                 }
+                _ = terminate.recv() => return,
+                _ = interrupt.recv() => return,
             }
-            _ = terminate.recv() => return Ok(()),
-            _ = interrupt.recv() => return Ok(()),
         }
     }
 }

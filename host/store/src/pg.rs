@@ -425,7 +425,7 @@ impl Store for PostgresStore {
             let data = SnapshotData {
                 operations: read_operations(tx)?,
                 scopes: live_scopes(tx)?,
-                keys: snapshot_keys(tx, 0, &url)?,
+                keys: snapshot_keys(tx, -1, &url)?,
                 routes: read_routes(tx)?,
             };
             Ok(Revisioned { revision, data })
@@ -609,8 +609,8 @@ fn read_revision(client: &mut impl GenericClient) -> Result<(u64, u64)> {
     Ok((unsigned(row.get(0)), unsigned(row.get(1))))
 }
 
-/// Every key changed after revision `since` (0: every key), in the state a
-/// snapshot gives it, by id; streamed, not collected as rows first.
+/// Every key changed after revision `since` (-1: every key), in the state
+/// a snapshot gives it, by id; streamed, not collected as rows first.
 fn snapshot_keys(
     client: &mut impl GenericClient,
     since: i64,
@@ -620,7 +620,7 @@ fn snapshot_keys(
     let mut rows = client.query_raw(
         "SELECT k.digest, k.id, k.scope_id, \
                 k.revoked_at IS NOT NULL OR s.deleted_at IS NOT NULL, k.not_after_ms \
-         FROM keys k JOIN scopes s ON s.id = k.scope_id WHERE k.rev > $1 ORDER BY k.id",
+         FROM keys k JOIN scopes s ON s.id = k.scope_id WHERE k.rev > $1",
         [&since as &(dyn ToSql + Sync)],
     )?;
     let mut keys = Vec::new();
@@ -635,6 +635,9 @@ fn snapshot_keys(
         .map_err(|why| Error::not_a_store(url, why))?;
         keys.push(key);
     }
+    // In id order, sorted here: the changed few come by their revision's
+    // index, not in id order.
+    keys.sort_unstable_by_key(|key| key.id);
     Ok(keys)
 }
 

@@ -287,6 +287,13 @@ mod tests {
             [],
         )
         .unwrap();
+        conn.execute_batch(
+            "INSERT INTO scopes (app, name, agents, runtime, created_at, updated_at) \
+                 VALUES ('acme', 's', 'view', 0, 'then', 'then');
+             INSERT INTO keys (scope_id, name, digest, prefix, created_at) \
+                 VALUES (1, 'k', zeroblob(32), 'ks_old', 'then');",
+        )
+        .unwrap();
         conn.pragma_update(None, "application_id", APPLICATION_ID)
             .unwrap();
         conn.pragma_update(None, "user_version", 2).unwrap();
@@ -314,5 +321,16 @@ mod tests {
             count("SELECT count(*) FROM pragma_table_info('keys') WHERE name = 'not_after_ms'"),
             1
         );
+        drop(conn);
+        // Rows from before revisions are in the snapshot, and a builder
+        // starting there sees later changes.
+        let mut store = crate::SqliteStore::open(&path).unwrap();
+        use crate::Store as _;
+        let held = store.snapshot_data().unwrap();
+        assert_eq!((held.revision, held.data.keys.len()), (0, 1));
+        store.revoke_key(1).unwrap();
+        let changes = store.changes_since(0).unwrap();
+        assert_eq!((changes.revision, changes.keys.len()), (1, 1));
+        assert!(changes.keys[0].revoked);
     }
 }

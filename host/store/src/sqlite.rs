@@ -322,7 +322,7 @@ impl Store for SqliteStore {
         let data = SnapshotData {
             operations: read_operations(&tx)?,
             scopes: list_scopes_for_snapshot(&tx)?,
-            keys: snapshot_keys(&tx, 0, &self.path)?,
+            keys: snapshot_keys(&tx, ALL, &self.path)?,
             routes: read_routes(&tx)?,
         };
         tx.commit()?;
@@ -343,8 +343,8 @@ impl Store for SqliteStore {
             .transaction_with_behavior(TransactionBehavior::Deferred)?;
         let (now, catalogue) = read_revision(&tx)?;
         let mut stmt = tx.prepare(
-            "SELECT id, app, agents, runtime, deleted_at IS NOT NULL FROM scopes \
-             WHERE rev > ?1 ORDER BY id",
+            "SELECT id, app, agents, runtime, deleted_at IS NOT NULL \
+             FROM scopes INDEXED BY scopes_rev WHERE rev > ?1 ORDER BY id",
         )?;
         let scopes = stmt
             .query_map([since], |row| {
@@ -654,15 +654,25 @@ fn read_revision(conn: &Connection) -> Result<(u64, u64)> {
     )?)
 }
 
-/// Every key changed after revision `since` (0: every key), in the state
-/// a snapshot gives it, by id.
+/// `since` for every row: rows from before revisions carry revision 0.
+const ALL: i64 = -1;
+
+/// Every key changed after revision `since` ([`ALL`]: every key), in the
+/// state a snapshot gives it, by id.
 fn snapshot_keys(conn: &Connection, since: i64, path: &Path) -> Result<Vec<KeyEntry>> {
-    let mut stmt = conn.prepare(
+    // Every key in id order; or the few changed since a revision, found by
+    // their revision's index (an id-order scan would read them all) and
+    // put in id order here.
+    let mut stmt = conn.prepare(if since == ALL {
         "SELECT k.digest, k.id, k.scope_id, \
                 k.revoked_at IS NOT NULL OR s.deleted_at IS NOT NULL, k.not_after_ms \
-         FROM keys k JOIN scopes s ON s.id = k.scope_id WHERE k.rev > ?1 ORDER BY k.id",
-    )?;
-    stmt.query_map([since], |row| {
+         FROM keys k JOIN scopes s ON s.id = k.scope_id WHERE k.rev > ?1 ORDER BY k.id"
+    } else {
+        "SELECT k.digest, k.id, k.scope_id, \
+                k.revoked_at IS NOT NULL OR s.deleted_at IS NOT NULL, k.not_after_ms \
+         FROM keys k INDEXED BY keys_rev JOIN scopes s ON s.id = k.scope_id WHERE k.rev > ?1"
+    })?;
+    let mut keys = stmt.query_map([since], |row| {
         let digest: Vec<u8> = row.get(0)?;
         Ok((digest, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?))
     })?
@@ -671,7 +681,9 @@ fn snapshot_keys(conn: &Connection, since: i64, path: &Path) -> Result<Vec<KeyEn
         crate::copy::key_entry(&digest, id, scope_id, revoked, not_after)
             .map_err(|why| Error::not_a_store(path.display(), why))
     })
-    .collect()
+    .collect::<Result<Vec<_>>>()?;
+    keys.sort_unstable_by_key(|key| key.id);
+    Ok(keys)
 }
 
 /// A scope as a change carries it.

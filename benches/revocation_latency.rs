@@ -1,0 +1,117 @@
+//! From a revocation's commit to the first deny by a second `keyscope
+//! serve` process, on a PostgreSQL store of a million keys: the way a
+//! revocation made by an admin anywhere reaches a gateway.
+//!
+//! `cargo build --release -p keyscope && cargo run --release -p
+//! keyscope-benches --bin revocation-latency [KEYS] [REVOCATIONS]`
+//!
+//! It starts its own PostgreSQL cluster (Debian's `postgresql`) and the
+//! release `keyscope` binary, both on loopback, and prints p50, p99 and
+//! the largest latency.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a benchmark that cannot set up should stop loudly"
+)]
+
+use std::io::BufRead as _;
+use std::time::{Duration, Instant};
+
+use keyscope_benches::{fill, pg};
+use keyscope_store::{AnyStore, Location, Quotas, ScopeRef, Store as _};
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let keys: u64 = args.next().map_or(1_000_000, |a| a.parse().unwrap());
+    let revocations: usize = args.next().map_or(50, |a| a.parse().unwrap());
+    let url = pg::shared().database();
+    let location: Location = url
+        .replacen(pg::USER, &format!("{}:{}", pg::USER, pg::PASSWORD), 1)
+        .parse()
+        .unwrap();
+    drop(AnyStore::open(&location).unwrap());
+    fill(&location, keys);
+    // Keys whose secrets we hold, made through the store like any other.
+    let mut store = AnyStore::open_existing(&location).unwrap();
+    store
+        .set_quotas(Quotas {
+            scopes_per_app: 20,
+            keys_per_scope: 10_000,
+        })
+        .unwrap();
+    let probes: Vec<_> = (0..revocations)
+        .map(|i| {
+            store
+                .create_key(&ScopeRef::Id(1), &format!("probe-{i}"))
+                .unwrap()
+        })
+        .collect();
+
+    let bin = std::env::var("KEYSCOPE_BIN").unwrap_or_else(|_| {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/keyscope").to_owned()
+    });
+    let mut server = std::process::Command::new(&bin)
+        .env("PGPASSWORD", pg::PASSWORD)
+        .env("KEYSCOPE_LOG", "warn")
+        .args(["--store", &url, "serve", "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("{bin}: {e}; build it with `cargo build --release -p keyscope`")
+        });
+    let mut stdout = std::io::BufReader::new(server.stdout.take().unwrap());
+    let mut http = None;
+    let mut line = String::new();
+    while stdout.read_line(&mut line).unwrap() > 0 {
+        let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if event["event"] == "listening" {
+            http = Some(event["http"].as_str().unwrap().to_owned());
+        }
+        if event["event"] == "ready" {
+            break;
+        }
+        line.clear();
+    }
+    let check = format!("http://{}/v1/check", http.unwrap());
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent();
+    let denied = |key: &str| -> bool {
+        let body: serde_json::Value = agent
+            .post(&check)
+            .send_json(serde_json::json!({"key": key, "app": "app0", "op": "agents.list"}))
+            .unwrap()
+            .body_mut()
+            .read_json()
+            .unwrap();
+        body["reason"] == "revoked-key"
+    };
+    let mut latencies = Vec::new();
+    for probe in &probes {
+        let key = probe.secret.expose();
+        assert!(!denied(key));
+        store.revoke_key(probe.key.id).unwrap();
+        let committed = Instant::now();
+        while !denied(key) {
+            assert!(
+                committed.elapsed() < Duration::from_secs(60),
+                "never denied"
+            );
+        }
+        latencies.push(committed.elapsed());
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    latencies.sort();
+    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
+    println!(
+        "{keys} keys, {} revocations, commit to a second process's deny: p50 {:?}, p99 {:?}, max {:?}",
+        latencies.len(),
+        at(0.5),
+        at(0.99),
+        latencies.last().unwrap()
+    );
+}
