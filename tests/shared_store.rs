@@ -403,8 +403,21 @@ fn tls_to_the_database_is_required_verified_or_refused() {
     let status = std::process::Command::new("openssl")
         .current_dir(other.path())
         .args([
-            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-            "-days", "2", "-subj", "/CN=another CA", "-keyout", "k.pem", "-out", "ca.crt",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=another CA",
+            "-keyout",
+            "k.pem",
+            "-out",
+            "ca.crt",
         ])
         .output()
         .unwrap();

@@ -6,6 +6,7 @@
 //! and [`snapshot`] modules serve the host (which encodes snapshots), the
 //! native-versus-component differential tests and the benchmarks.
 
+pub mod kept;
 pub mod model;
 pub mod routes;
 pub mod rules;

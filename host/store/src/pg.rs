@@ -421,12 +421,12 @@ impl Store for PostgresStore {
         }
         let url = self.url.clone();
         self.read_consistent(|tx| {
-            let (revision, _) = read_revision(tx)?;
+            let (revision, operations, scopes, routes) = small_tables(tx, &url)?;
             let data = SnapshotData {
-                operations: read_operations(tx)?,
-                scopes: live_scopes(tx)?,
+                operations,
+                scopes,
                 keys: snapshot_keys(tx, -1, &url)?,
-                routes: read_routes(tx)?,
+                routes,
             };
             Ok(Revisioned { revision, data })
         })
@@ -641,23 +641,75 @@ fn snapshot_keys(
     Ok(keys)
 }
 
-fn live_scopes(client: &mut impl GenericClient) -> Result<Vec<ScopeEntry>> {
-    client
-        .query(
-            &format!("{SCOPE_COLUMNS} WHERE deleted_at IS NULL ORDER BY id"),
-            &[],
-        )?
+/// The revision, the catalogue, the live scopes and the routes, in one
+/// round trip (the simple protocol takes several statements at once and
+/// answers in text); a small store's snapshot is mostly round trips.
+fn small_tables(
+    tx: &mut Transaction<'_>,
+    url: &PostgresUrl,
+) -> Result<(u64, Vec<OperationEntry>, Vec<ScopeEntry>, Vec<RouteEntry>)> {
+    use postgres::SimpleQueryMessage;
+    let messages = tx.simple_query(
+        "SELECT revision FROM revision WHERE id = 1;
+         SELECT name, requires FROM operations ORDER BY name;
+         SELECT id, app, agents, runtime FROM scopes WHERE deleted_at IS NULL ORDER BY id;
+         SELECT method, pattern, op FROM routes ORDER BY position;",
+    )?;
+    let mut results: Vec<Vec<Vec<String>>> = vec![Vec::new()];
+    for message in messages {
+        match message {
+            SimpleQueryMessage::Row(row) => {
+                let fields = (0..row.len())
+                    .map(|i| row.get(i).unwrap_or_default().to_owned())
+                    .collect();
+                if let Some(result) = results.last_mut() {
+                    result.push(fields);
+                }
+            }
+            SimpleQueryMessage::CommandComplete(_) => results.push(Vec::new()),
+            _ => {}
+        }
+    }
+    let bad = |what: &str| Error::not_a_store(url, format!("{what} is not a number"));
+    let number = |text: &str, what: &str| text.parse::<u64>().map_err(|_| bad(what));
+    let [revision, operations, scopes, routes, ..] = results.as_slice() else {
+        return Err(Error::not_a_store(url, "a table of the store is missing"));
+    };
+    let revision = match revision.first().and_then(|row| row.first()) {
+        Some(text) => number(text, "the revision")?,
+        None => return Err(Error::not_a_store(url, "it has no revision row")),
+    };
+    let operations = operations
         .iter()
         .map(|row| {
-            let scope = scope_from_row(row)?;
-            Ok(ScopeEntry {
-                id: scope.id,
-                app: scope.app,
-                agents: scope.agents,
-                runtime: scope.runtime,
+            Ok(OperationEntry {
+                name: row[0].clone(),
+                requires: row[1].parse()?,
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+    let scopes = scopes
+        .iter()
+        .map(|row| {
+            Ok(ScopeEntry {
+                id: number(&row[0], "a scope id")?,
+                app: row[1].clone(),
+                agents: row[2].parse()?,
+                runtime: runtime(
+                    i32::try_from(number(&row[3], "a scope's runtime")?).unwrap_or(i32::MAX),
+                )?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let routes = routes
+        .iter()
+        .map(|row| RouteEntry {
+            method: row[0].clone(),
+            pattern: row[1].clone(),
+            op: row[2].clone(),
+        })
+        .collect();
+    Ok((revision, operations, scopes, routes))
 }
 
 fn scope_from_row(row: &Row) -> Result<Scope> {

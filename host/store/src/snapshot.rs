@@ -2,9 +2,9 @@
 //! whole ([`build`]) or, for a server that keeps one up to date, by applying
 //! the changes since the one it holds ([`Builder`]).
 
-use keyscope_policy::snapshot::SnapshotData;
+use keyscope_policy::kept::{KeptSnapshot, SnapshotChanges};
 
-use crate::changes::Revisioned;
+use crate::changes::{Changes, ScopeChange};
 use crate::error::Result;
 use crate::store::Store;
 
@@ -13,11 +13,14 @@ pub fn build(store: &mut impl Store) -> Result<Vec<u8>> {
     Ok(store.snapshot_data()?.data.encode()?)
 }
 
-/// Keeps a snapshot's contents up to date with a store, reading only the
-/// rows changed since the revision it holds.
+/// Keeps a snapshot up to date with a store: it reads only the rows
+/// changed since the revision it holds and applies them to the snapshot it
+/// keeps encoded ([`KeptSnapshot`]), so neither the store nor the snapshot
+/// is gone through whole again.
 #[derive(Debug)]
 pub struct Builder {
-    held: Revisioned<SnapshotData>,
+    revision: u64,
+    kept: KeptSnapshot,
 }
 
 /// What [`Builder::update`] found.
@@ -35,36 +38,56 @@ impl Builder {
     /// Reads the whole store once; returns the builder and the snapshot.
     pub fn new(store: &mut impl Store) -> Result<(Self, Vec<u8>)> {
         let held = store.snapshot_data()?;
-        let snapshot = held.data.encode()?;
-        Ok((Self { held }, snapshot))
+        let (kept, snapshot) = KeptSnapshot::new(held.data)?;
+        Ok((
+            Self {
+                revision: held.revision,
+                kept,
+            },
+            snapshot,
+        ))
     }
 
     /// The revision of the snapshot held.
     pub fn revision(&self) -> u64 {
-        self.held.revision
+        self.revision
     }
 
     /// The snapshot at the store's current revision, if that moved on: the
     /// rows changed since the held one, applied to it. Nothing is changed
     /// if reading or encoding fails.
     pub fn update(&mut self, store: &mut impl Store) -> Result<Option<Update>> {
-        if store.revision()? == self.held.revision {
+        if store.revision()? == self.revision {
             return Ok(None);
         }
-        let changes = store.changes_since(self.held.revision)?;
-        if changes.revision == self.held.revision {
+        let changes = store.changes_since(self.revision)?;
+        if changes.revision == self.revision {
             return Ok(None);
         }
         let revision = changes.revision;
         let rows = changes.len();
-        let mut data = self.held.data.clone();
-        changes.apply(&mut data);
-        let snapshot = data.encode()?;
-        self.held = Revisioned { revision, data };
+        let snapshot = self.kept.apply(snapshot_changes(changes))?;
+        self.revision = revision;
         Ok(Some(Update {
             revision,
             rows,
             snapshot,
         }))
+    }
+}
+
+/// A store's changes as the kept snapshot takes them.
+fn snapshot_changes(changes: Changes) -> SnapshotChanges {
+    SnapshotChanges {
+        scopes: changes
+            .scopes
+            .into_iter()
+            .map(|change| match change {
+                ScopeChange::Live(scope) => (scope.id, Some(scope)),
+                ScopeChange::Deleted(id) => (id, None),
+            })
+            .collect(),
+        keys: changes.keys,
+        catalogue: changes.catalogue,
     }
 }

@@ -672,16 +672,17 @@ fn snapshot_keys(conn: &Connection, since: i64, path: &Path) -> Result<Vec<KeyEn
                 k.revoked_at IS NOT NULL OR s.deleted_at IS NOT NULL, k.not_after_ms \
          FROM keys k INDEXED BY keys_rev JOIN scopes s ON s.id = k.scope_id WHERE k.rev > ?1"
     })?;
-    let mut keys = stmt.query_map([since], |row| {
-        let digest: Vec<u8> = row.get(0)?;
-        Ok((digest, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?))
-    })?
-    .map(|row| {
-        let (digest, id, scope_id, revoked, not_after) = row?;
-        crate::copy::key_entry(&digest, id, scope_id, revoked, not_after)
-            .map_err(|why| Error::not_a_store(path.display(), why))
-    })
-    .collect::<Result<Vec<_>>>()?;
+    let mut keys = stmt
+        .query_map([since], |row| {
+            let digest: Vec<u8> = row.get(0)?;
+            Ok((digest, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?))
+        })?
+        .map(|row| {
+            let (digest, id, scope_id, revoked, not_after) = row?;
+            crate::copy::key_entry(&digest, id, scope_id, revoked, not_after)
+                .map_err(|why| Error::not_a_store(path.display(), why))
+        })
+        .collect::<Result<Vec<_>>>()?;
     keys.sort_unstable_by_key(|key| key.id);
     Ok(keys)
 }
