@@ -90,9 +90,16 @@ fn main() {
         body["reason"] == "revoked-key"
     };
     let mut latencies = Vec::new();
+    // Revocations at a random phase of the server's 100 ms poll: right after
+    // a deny, the next commit would always land just after a poll.
+    let mut phase = 0x2545_f491_4f6c_dd1d_u64;
     for probe in &probes {
         let key = probe.secret.expose();
         assert!(!denied(key));
+        phase ^= phase << 13;
+        phase ^= phase >> 7;
+        phase ^= phase << 17;
+        std::thread::sleep(Duration::from_millis(phase % 100));
         store.revoke_key(probe.key.id).unwrap();
         let committed = Instant::now();
         while !denied(key) {

@@ -26,6 +26,7 @@ mod any;
 pub mod changes;
 mod checks;
 pub mod copy;
+mod dump;
 mod error;
 pub mod fault;
 mod location;

@@ -22,7 +22,7 @@ use postgres::types::ToSql;
 use postgres::{Client, GenericClient, IsolationLevel, Row, Transaction};
 
 use crate::changes::{Changes, Revisioned, ScopeChange};
-use crate::copy::{Dump, KeyRow, RouteRow, ScopeRow};
+use crate::dump::{Dump, KeyRow, RouteRow, ScopeRow};
 use crate::error::{Result, StoreError as Error};
 use crate::location::PostgresUrl;
 use crate::pg_schema::classify;

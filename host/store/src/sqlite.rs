@@ -12,7 +12,7 @@ use keyscope_policy::{AgentsLevel, Requirement, RouteEntry, RuntimeSet};
 use rusqlite::{Connection, OptionalExtension as _, Row, Transaction, TransactionBehavior, params};
 
 use crate::changes::{Changes, Revisioned, ScopeChange};
-use crate::copy::{Dump, KeyRow, RouteRow, ScopeRow};
+use crate::dump::{Dump, KeyRow, RouteRow, ScopeRow};
 use crate::error::{Result, StoreError as Error};
 use crate::records::{ApiKey, NewKey, Quotas, Scope, ScopeRef, ScopeUpdate};
 use crate::store::Store;

@@ -12,7 +12,7 @@ use keyscope_policy::snapshot::{OperationEntry, SnapshotData};
 use keyscope_policy::{AgentsLevel, Requirement, RouteEntry, RuntimeSet};
 
 use crate::changes::{Changes, Revisioned};
-use crate::copy::Dump;
+use crate::dump::Dump;
 use crate::error::Result;
 use crate::records::{ApiKey, NewKey, Quotas, Scope, ScopeRef, ScopeUpdate};
 

@@ -13,6 +13,7 @@ use serde::Serialize;
 use super::pipeline::{ComponentCache, SelfTest, SwapError, Swapped, compile, digest_hex, prove};
 use crate::component::{EMBEDDED_POLICY, PolicyComponent};
 use crate::engine::{Limits, PolicyEngine};
+use crate::instance::PolicyInstance;
 use crate::time::now_ms;
 
 /// One published generation: a component and a snapshot, loaded together.
@@ -28,6 +29,21 @@ pub struct Generation {
     pub snapshot_info: SnapshotInfo,
     /// When it went live, in milliseconds since the Unix epoch.
     pub loaded_at_ms: u64,
+    /// The instance that proved it (instantiated, the snapshot loaded), for
+    /// the first worker that serves it: at a million keys, loading the
+    /// snapshot is most of a swap's cost, and this saves one load.
+    proved: Mutex<Option<PolicyInstance>>,
+}
+
+impl Generation {
+    /// The instance that proved this generation, once: the first worker to
+    /// ask serves with it.
+    pub(super) fn take_proved(&self) -> Option<PolicyInstance> {
+        self.proved
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
 }
 
 /// One line of the swap history.
@@ -116,7 +132,7 @@ impl LivePolicy {
         let mut state = SwapState::default();
         let component = compile(&engine, &mut state.cache, module)?;
         let snapshot: Arc<[u8]> = Arc::from(snapshot);
-        let snapshot_info = prove(
+        let (snapshot_info, proved) = prove(
             &component,
             &snapshot,
             &options.self_test,
@@ -129,6 +145,7 @@ impl LivePolicy {
             snapshot,
             snapshot_info,
             loaded_at_ms: now_ms(),
+            proved: Mutex::new(Some(proved)),
         };
         state
             .history
@@ -206,6 +223,7 @@ impl LivePolicy {
             snapshot: Arc::clone(&current.snapshot),
             snapshot_info: current.snapshot_info.clone(),
             loaded_at_ms: now_ms(),
+            proved: Mutex::new(None),
         });
         self.current.store(Arc::clone(&generation));
         Ok(generation)
@@ -240,7 +258,7 @@ impl LivePolicy {
                 Some(bytes) => Arc::from(bytes),
                 None => Arc::clone(&current.snapshot),
             };
-            let info = prove(
+            let (info, proved) = prove(
                 &component,
                 &snapshot,
                 &self.self_test,
@@ -253,6 +271,7 @@ impl LivePolicy {
                 snapshot,
                 snapshot_info: info,
                 loaded_at_ms: now_ms(),
+                proved: Mutex::new(Some(proved)),
             })
         })();
         let outcome = match attempt {

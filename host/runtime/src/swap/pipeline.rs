@@ -14,6 +14,7 @@ use crate::cases::CaseFile;
 use crate::component::PolicyComponent;
 use crate::engine::{Limits, PolicyEngine};
 use crate::error::{Error, Result};
+use crate::instance::PolicyInstance;
 
 /// A swap's result.
 pub(super) type Swapped<T> = std::result::Result<T, SwapError>;
@@ -159,20 +160,24 @@ pub(super) fn compile(
     Ok(component)
 }
 
-/// Steps 3 to 5: instantiate, load the snapshot, run the self-test.
+/// Steps 3 to 5: instantiate, load the snapshot, run the self-test. The
+/// snapshot as the component described it, and the instance that loaded
+/// it, ready to serve.
 pub(super) fn prove(
     component: &PolicyComponent,
     snapshot: &Arc<[u8]>,
     self_test: &SelfTest,
     limits: &Limits,
     module_is_new: bool,
-) -> Swapped<SnapshotInfo> {
-    let (info, _) = prove_steps(component, Some(snapshot), self_test, limits, module_is_new)?;
-    info.ok_or_else(|| {
-        at(SwapStep::LoadSnapshot)(Error::PolicyFailed(
+) -> Swapped<(SnapshotInfo, PolicyInstance)> {
+    let (info, _, probe) =
+        prove_steps(component, Some(snapshot), self_test, limits, module_is_new)?;
+    match info {
+        Some(info) => Ok((info, probe)),
+        None => Err(at(SwapStep::LoadSnapshot)(Error::PolicyFailed(
             "the snapshot was not loaded".to_owned(),
-        ))
-    })
+        ))),
+    }
 }
 
 fn prove_steps(
@@ -181,7 +186,7 @@ fn prove_steps(
     self_test: &SelfTest,
     limits: &Limits,
     module_is_new: bool,
-) -> Swapped<(Option<SnapshotInfo>, usize)> {
+) -> Swapped<(Option<SnapshotInfo>, usize, PolicyInstance)> {
     let mut probe = component
         .instantiate(limits.clone())
         .map_err(at(SwapStep::Instantiate))?;
@@ -192,7 +197,7 @@ fn prove_steps(
     let cases = self_test
         .run(component, limits, module_is_new)
         .map_err(at(SwapStep::SelfTest))?;
-    Ok((info, cases))
+    Ok((info, cases, probe))
 }
 
 /// What `keyscope policy check` found.
@@ -217,7 +222,7 @@ pub fn check(
     let engine = PolicyEngine::new().map_err(SwapError::Engine)?;
     let component = compile(&engine, &mut ComponentCache::default(), module)?;
     let snapshot: Option<Arc<[u8]>> = snapshot.map(Arc::from);
-    let (info, cases) = prove_steps(&component, snapshot.as_ref(), self_test, limits, true)?;
+    let (info, cases, _) = prove_steps(&component, snapshot.as_ref(), self_test, limits, true)?;
     Ok(CheckReport {
         policy: component.info().clone(),
         snapshot_digest: info.map(|info| info.digest_hex()),

@@ -148,6 +148,13 @@ impl Worker {
         let fresh = matches!(&self.serving, Some((serving, _)) if serving.number == number);
         if !fresh {
             let generation = arc_swap::Guard::into_inner(current);
+            if let Some(proved) = generation.take_proved() {
+                self.serving = Some((generation, proved));
+                return match &mut self.serving {
+                    Some((_, instance)) => Ok((instance, number)),
+                    None => Err(number),
+                };
+            }
             let reuse = self.serving.take().and_then(|(old, instance)| {
                 (old.component.info().digest == generation.component.info().digest)
                     .then_some(instance)
