@@ -56,6 +56,10 @@ pub mod pg;
 /// a scope, 20 scopes to an app, written by SQL in one transaction: the
 /// store API would take as long as the figures it is here to measure. The
 /// digests are random; no secret exists for them.
+#[allow(
+    clippy::unwrap_used,
+    reason = "set-up that cannot go on should stop loudly"
+)]
 pub fn fill(location: &keyscope_store::Location, keys: u64) {
     let scopes = keys.div_ceil(40).max(1);
     let rows = format!(

@@ -81,6 +81,9 @@ fn every_fault_on_the_decision_path_denies() {
     let _disarm = Disarm;
     let (_dir, mut store, key, _) = world();
     let policy = live(&mut store);
+    // The first worker serves with the instance that proved the generation;
+    // take it, so that every worker below instantiates and loads its own.
+    assert!(ask_all(&mut policy.worker(), &key)[0].0);
     let (mut injected, mut decisions, mut wrong_allows) = (0, 0, 0);
     for fault in [Fault::Instantiate, Fault::LoadSnapshot, Fault::EvaluateTrap] {
         let before = fault::injected(fault);
@@ -247,5 +250,46 @@ fn a_decision_log_that_cannot_be_written_changes_no_decision() {
     assert!(
         stderr.contains("the decision log cannot be written"),
         "{stderr}"
+    );
+}
+
+#[test]
+fn the_first_worker_of_a_generation_serves_with_the_instance_that_proved_it() {
+    let _disarm = Disarm;
+    let (_dir, mut store, key, key_id) = world();
+    let policy = live(&mut store);
+    store.revoke_key(key_id).unwrap();
+    let revoking = keyscope_store::snapshot::build(&mut store).unwrap();
+    let generation = policy.swap_snapshot(&revoking).unwrap();
+    // With instantiating and loading both made to fail, the first worker
+    // still serves the new generation: it loads nothing itself.
+    fault::arm(Fault::Instantiate, u32::MAX);
+    fault::arm(Fault::LoadSnapshot, u32::MAX);
+    let mut first = policy.worker();
+    let answers = ask_all(&mut first, &key);
+    assert!(
+        answers.iter().all(|(allowed, _)| !allowed),
+        "the key is revoked"
+    );
+    assert_eq!(first.generation().unwrap().number, generation.number);
+    // The instance is taken once: a second worker must make its own, and
+    // meets the faults (a deny, never an allow).
+    let mut second = policy.worker();
+    let before = policy
+        .stats()
+        .policy_errors
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        ask_all(&mut second, &key)
+            .iter()
+            .all(|(allowed, _)| !allowed)
+    );
+    assert!(
+        policy
+            .stats()
+            .policy_errors
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > before,
+        "the second worker met the faults"
     );
 }

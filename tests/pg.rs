@@ -305,6 +305,12 @@ impl Cluster {
             "while kill -0 {pid} 2>/dev/null; do sleep 1; done; {stop} >/dev/null 2>&1; rm -rf {}",
             self.dir.display()
         );
+        // Never waited for: it outlives this process by design, and init
+        // reaps it.
+        #[allow(
+            clippy::zombie_processes,
+            reason = "the watchdog must outlive the test process"
+        )]
         Command::new("sh")
             .args(["-c", &script])
             .stdin(Stdio::null())

@@ -820,6 +820,211 @@ impl Snapshot {
     }
 }
 
+/// Checks the catalogue, the routes and the scopes; the scope ids, sorted.
+pub(crate) fn validate_catalogue_and_scopes(
+    operations: &[OperationEntry],
+    routes: &[RouteEntry],
+    scopes: &[ScopeEntry],
+) -> Result<Vec<u64>, LoadError> {
+    let mut names = BTreeSet::new();
+    for op in operations {
+        if op.name.is_empty() {
+            return malformed("an operation has an empty name");
+        }
+        if !names.insert(op.name.as_str()) {
+            return malformed(format!("operation `{}` appears twice", op.name));
+        }
+    }
+    RouteTable::parse(routes, |op| names.contains(op).then_some(0))
+        .map_err(|e| LoadError::Malformed(e.to_string()))?;
+    let mut scope_ids = BTreeSet::new();
+    for scope in scopes {
+        if scope.app.is_empty() {
+            return malformed(format!("scope {} has an empty app", scope.id));
+        }
+        if !scope_ids.insert(scope.id) {
+            return malformed(format!("scope {} appears twice", scope.id));
+        }
+    }
+    Ok(scope_ids.into_iter().collect())
+}
+
+/// Checks the keys: unique digests and ids, every live key in a live scope
+/// (`scope_ids`, sorted). Sorted copies rather than sets: a million keys
+/// are checked in a few sorts instead of two million tree inserts.
+fn validate_keys(keys: &[KeyEntry], scope_ids: &[u64]) -> Result<(), LoadError> {
+    let mut digests: Vec<&[u8; 32]> = keys.iter().map(|key| &key.digest.0).collect();
+    digests.sort_unstable();
+    if let Some(twice) = digests.windows(2).find(|pair| pair[0] == pair[1]) {
+        let second = keys
+            .iter()
+            .filter(|key| key.digest.0 == *twice[0])
+            .nth(1)
+            .map_or(0, |key| key.id);
+        return malformed(format!("key {second} has the digest of another key"));
+    }
+    let mut ids: Vec<u64> = keys.iter().map(|key| key.id).collect();
+    ids.sort_unstable();
+    if let Some(twice) = ids.windows(2).find(|pair| pair[0] == pair[1]) {
+        return malformed(format!("key {} appears twice", twice[0]));
+    }
+    keys.iter()
+        .try_for_each(|key| live_key_in_live_scope(key, scope_ids))
+}
+
+/// A live key must belong to a live scope (`scope_ids`, sorted).
+pub(crate) fn live_key_in_live_scope(key: &KeyEntry, scope_ids: &[u64]) -> Result<(), LoadError> {
+    if !key.revoked && scope_ids.binary_search(&key.scope_id).is_err() {
+        return malformed(format!(
+            "live key {} belongs to scope {}, which is not in the snapshot",
+            key.id, key.scope_id
+        ));
+    }
+    Ok(())
+}
+
+/// The scope ids keys name, sorted and once each.
+pub(crate) fn named_scopes(scope_ids: impl Iterator<Item = u64>) -> Vec<u64> {
+    let mut named: Vec<u64> = scope_ids.collect();
+    named.sort_unstable();
+    named.dedup();
+    named
+}
+
+/// The slots: every live scope (`scopes`, by id), and a grant-nothing slot
+/// for each deleted scope that a (necessarily revoked) key still names
+/// (`named`, sorted); by id. A slot's number is its place here.
+pub(crate) fn slot_ids(scopes: &[&ScopeEntry], named: &[u64]) -> Vec<u64> {
+    let mut ids: Vec<u64> = scopes
+        .iter()
+        .map(|scope| scope.id)
+        .chain(named.iter().copied())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+/// The slot number of scope `scope_id`.
+pub(crate) fn slot_of(slot_ids: &[u64], scope_id: u64) -> u32 {
+    slot_ids
+        .binary_search(&scope_id)
+        .map_or(u32::MAX, |i| u32::try_from(i).unwrap_or(u32::MAX))
+}
+
+/// Everything before the key records: the header (body length still 0),
+/// apps, operations, slots and routes. `scopes` are the live ones, by id.
+pub(crate) fn encode_head(
+    operations: &[OperationEntry],
+    scopes: &[&ScopeEntry],
+    routes: &[RouteEntry],
+    slot_ids: &[u64],
+) -> Result<Vec<u8>, LoadError> {
+    let apps: BTreeSet<&str> = scopes.iter().map(|s| s.app.as_str()).collect();
+    let app_id: BTreeMap<&str, u32> = apps.iter().copied().zip(0..).collect();
+    let mut operations: Vec<&OperationEntry> = operations.iter().collect();
+    operations.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+    let op_id: BTreeMap<&str, u32> = operations
+        .iter()
+        .map(|op| op.name.as_str())
+        .zip(0..)
+        .collect();
+
+    let mut bytes = Vec::with_capacity(HEADER_LEN + 1024 + slot_ids.len() * 16);
+    bytes.extend_from_slice(&MAGIC);
+    bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    bytes.extend_from_slice(&[0; 6]); // reserved, then the body length
+
+    put_count(&mut bytes, apps.len())?;
+    for app in &apps {
+        put_str(&mut bytes, "an app", app)?;
+    }
+    put_count(&mut bytes, operations.len())?;
+    for op in &operations {
+        put_str(&mut bytes, "an operation name", &op.name)?;
+        bytes.extend_from_slice(&requirement_code(op.requires));
+    }
+    put_count(&mut bytes, slot_ids.len())?;
+    for id in slot_ids {
+        bytes.extend_from_slice(&id.to_le_bytes());
+        match scopes.binary_search_by_key(id, |scope| scope.id) {
+            Ok(i) => {
+                let scope = scopes[i];
+                bytes.extend_from_slice(&app_id[scope.app.as_str()].to_le_bytes());
+                bytes.extend_from_slice(&[scope.agents as u8, scope.runtime.bits(), 0, 0]);
+            }
+            Err(_) => {
+                bytes.extend_from_slice(&NO_APP.to_le_bytes());
+                bytes.extend_from_slice(&[0; 4]);
+            }
+        }
+    }
+    put_count(&mut bytes, routes.len())?;
+    for route in routes {
+        // Checked by `validate`: a routable method and a catalogued op.
+        let method = route
+            .method
+            .parse::<Method>()
+            .map_err(|e| LoadError::Malformed(e.to_string()))?;
+        bytes.extend_from_slice(&[method.code(), 0]);
+        bytes.extend_from_slice(&op_id[route.op.as_str()].to_le_bytes());
+        put_str(&mut bytes, "a route pattern", &route.pattern)?;
+    }
+    Ok(bytes)
+}
+
+/// A key's record, in slot `slot`.
+pub(crate) fn key_record(key: &KeyEntry, slot: u32) -> [u8; RECORD_LEN] {
+    let mut record = [0u8; RECORD_LEN];
+    record[..32].copy_from_slice(&key.digest.0);
+    record[32..40].copy_from_slice(&key.id.to_le_bytes());
+    record[40..48].copy_from_slice(&key.not_after.unwrap_or(NEVER).to_le_bytes());
+    record[48..52].copy_from_slice(&slot.to_le_bytes());
+    let flags = if key.revoked { REVOKED } else { 0 };
+    record[52..56].copy_from_slice(&flags.to_le_bytes());
+    record
+}
+
+/// The order of key records: by digest. Its first 8 bytes decide all but
+/// rare ties cheaply.
+pub(crate) fn record_order(a: &[u8; RECORD_LEN], b: &[u8; RECORD_LEN]) -> std::cmp::Ordering {
+    digest_prefix(a)
+        .cmp(&digest_prefix(b))
+        .then_with(|| a[8..32].cmp(&b[8..32]))
+}
+
+/// Sorts key records by digest.
+pub(crate) fn sort_records(records: &mut [[u8; RECORD_LEN]]) {
+    records.sort_unstable_by(record_order);
+}
+
+/// The whole snapshot: `bytes` (the head), the key records (by digest),
+/// the body length, and the SHA-256 trailer.
+pub(crate) fn finish(
+    mut bytes: Vec<u8>,
+    records: &[[u8; RECORD_LEN]],
+) -> Result<Vec<u8>, LoadError> {
+    bytes.reserve(4 + records.len() * RECORD_LEN + TRAILER_LEN);
+    put_count(&mut bytes, records.len())?;
+    for record in records {
+        bytes.extend_from_slice(record);
+    }
+    let body_len = u32::try_from(bytes.len() - HEADER_LEN)
+        .map_err(|_| LoadError::Malformed("snapshot larger than 4 GiB".to_owned()))?;
+    bytes[12..16].copy_from_slice(&body_len.to_le_bytes());
+    let digest = Sha256::digest(&bytes);
+    bytes.extend_from_slice(&digest);
+    Ok(bytes)
+}
+
+/// A key record's first 8 digest bytes, as a big-endian number: the same
+/// order as the bytes.
+fn digest_prefix(record: &[u8; RECORD_LEN]) -> u64 {
+    let mut prefix = [0u8; 8];
+    prefix.copy_from_slice(&record[..8]);
+    u64::from_be_bytes(prefix)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1195,209 +1400,4 @@ mod tests {
         assert_eq!(snapshot.op_id("agents.fly"), None);
         assert_eq!(snapshot.stamp(), KeyDigest(snapshot.info().digest).prefix());
     }
-}
-
-/// Checks the catalogue, the routes and the scopes; the scope ids, sorted.
-pub(crate) fn validate_catalogue_and_scopes(
-    operations: &[OperationEntry],
-    routes: &[RouteEntry],
-    scopes: &[ScopeEntry],
-) -> Result<Vec<u64>, LoadError> {
-    let mut names = BTreeSet::new();
-    for op in operations {
-        if op.name.is_empty() {
-            return malformed("an operation has an empty name");
-        }
-        if !names.insert(op.name.as_str()) {
-            return malformed(format!("operation `{}` appears twice", op.name));
-        }
-    }
-    RouteTable::parse(routes, |op| names.contains(op).then_some(0))
-        .map_err(|e| LoadError::Malformed(e.to_string()))?;
-    let mut scope_ids = BTreeSet::new();
-    for scope in scopes {
-        if scope.app.is_empty() {
-            return malformed(format!("scope {} has an empty app", scope.id));
-        }
-        if !scope_ids.insert(scope.id) {
-            return malformed(format!("scope {} appears twice", scope.id));
-        }
-    }
-    Ok(scope_ids.into_iter().collect())
-}
-
-/// Checks the keys: unique digests and ids, every live key in a live scope
-/// (`scope_ids`, sorted). Sorted copies rather than sets: a million keys
-/// are checked in a few sorts instead of two million tree inserts.
-fn validate_keys(keys: &[KeyEntry], scope_ids: &[u64]) -> Result<(), LoadError> {
-    let mut digests: Vec<&[u8; 32]> = keys.iter().map(|key| &key.digest.0).collect();
-    digests.sort_unstable();
-    if let Some(twice) = digests.windows(2).find(|pair| pair[0] == pair[1]) {
-        let second = keys
-            .iter()
-            .filter(|key| key.digest.0 == *twice[0])
-            .nth(1)
-            .map_or(0, |key| key.id);
-        return malformed(format!("key {second} has the digest of another key"));
-    }
-    let mut ids: Vec<u64> = keys.iter().map(|key| key.id).collect();
-    ids.sort_unstable();
-    if let Some(twice) = ids.windows(2).find(|pair| pair[0] == pair[1]) {
-        return malformed(format!("key {} appears twice", twice[0]));
-    }
-    keys.iter()
-        .try_for_each(|key| live_key_in_live_scope(key, scope_ids))
-}
-
-/// A live key must belong to a live scope (`scope_ids`, sorted).
-pub(crate) fn live_key_in_live_scope(key: &KeyEntry, scope_ids: &[u64]) -> Result<(), LoadError> {
-    if !key.revoked && scope_ids.binary_search(&key.scope_id).is_err() {
-        return malformed(format!(
-            "live key {} belongs to scope {}, which is not in the snapshot",
-            key.id, key.scope_id
-        ));
-    }
-    Ok(())
-}
-
-/// The scope ids keys name, sorted and once each.
-pub(crate) fn named_scopes(scope_ids: impl Iterator<Item = u64>) -> Vec<u64> {
-    let mut named: Vec<u64> = scope_ids.collect();
-    named.sort_unstable();
-    named.dedup();
-    named
-}
-
-/// The slots: every live scope (`scopes`, by id), and a grant-nothing slot
-/// for each deleted scope that a (necessarily revoked) key still names
-/// (`named`, sorted); by id. A slot's number is its place here.
-pub(crate) fn slot_ids(scopes: &[&ScopeEntry], named: &[u64]) -> Vec<u64> {
-    let mut ids: Vec<u64> = scopes
-        .iter()
-        .map(|scope| scope.id)
-        .chain(named.iter().copied())
-        .collect();
-    ids.sort_unstable();
-    ids.dedup();
-    ids
-}
-
-/// The slot number of scope `scope_id`.
-pub(crate) fn slot_of(slot_ids: &[u64], scope_id: u64) -> u32 {
-    slot_ids
-        .binary_search(&scope_id)
-        .map_or(u32::MAX, |i| u32::try_from(i).unwrap_or(u32::MAX))
-}
-
-/// Everything before the key records: the header (body length still 0),
-/// apps, operations, slots and routes. `scopes` are the live ones, by id.
-pub(crate) fn encode_head(
-    operations: &[OperationEntry],
-    scopes: &[&ScopeEntry],
-    routes: &[RouteEntry],
-    slot_ids: &[u64],
-) -> Result<Vec<u8>, LoadError> {
-    let apps: BTreeSet<&str> = scopes.iter().map(|s| s.app.as_str()).collect();
-    let app_id: BTreeMap<&str, u32> = apps.iter().copied().zip(0..).collect();
-    let mut operations: Vec<&OperationEntry> = operations.iter().collect();
-    operations.sort_unstable_by(|a, b| a.name.cmp(&b.name));
-    let op_id: BTreeMap<&str, u32> = operations
-        .iter()
-        .map(|op| op.name.as_str())
-        .zip(0..)
-        .collect();
-
-    let mut bytes = Vec::with_capacity(HEADER_LEN + 1024 + slot_ids.len() * 16);
-    bytes.extend_from_slice(&MAGIC);
-    bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    bytes.extend_from_slice(&[0; 6]); // reserved, then the body length
-
-    put_count(&mut bytes, apps.len())?;
-    for app in &apps {
-        put_str(&mut bytes, "an app", app)?;
-    }
-    put_count(&mut bytes, operations.len())?;
-    for op in &operations {
-        put_str(&mut bytes, "an operation name", &op.name)?;
-        bytes.extend_from_slice(&requirement_code(op.requires));
-    }
-    put_count(&mut bytes, slot_ids.len())?;
-    for id in slot_ids {
-        bytes.extend_from_slice(&id.to_le_bytes());
-        match scopes.binary_search_by_key(id, |scope| scope.id) {
-            Ok(i) => {
-                let scope = scopes[i];
-                bytes.extend_from_slice(&app_id[scope.app.as_str()].to_le_bytes());
-                bytes.extend_from_slice(&[scope.agents as u8, scope.runtime.bits(), 0, 0]);
-            }
-            Err(_) => {
-                bytes.extend_from_slice(&NO_APP.to_le_bytes());
-                bytes.extend_from_slice(&[0; 4]);
-            }
-        }
-    }
-    put_count(&mut bytes, routes.len())?;
-    for route in routes {
-        // Checked by `validate`: a routable method and a catalogued op.
-        let method = route
-            .method
-            .parse::<Method>()
-            .map_err(|e| LoadError::Malformed(e.to_string()))?;
-        bytes.extend_from_slice(&[method.code(), 0]);
-        bytes.extend_from_slice(&op_id[route.op.as_str()].to_le_bytes());
-        put_str(&mut bytes, "a route pattern", &route.pattern)?;
-    }
-    Ok(bytes)
-}
-
-/// A key's record, in slot `slot`.
-pub(crate) fn key_record(key: &KeyEntry, slot: u32) -> [u8; RECORD_LEN] {
-    let mut record = [0u8; RECORD_LEN];
-    record[..32].copy_from_slice(&key.digest.0);
-    record[32..40].copy_from_slice(&key.id.to_le_bytes());
-    record[40..48].copy_from_slice(&key.not_after.unwrap_or(NEVER).to_le_bytes());
-    record[48..52].copy_from_slice(&slot.to_le_bytes());
-    let flags = if key.revoked { REVOKED } else { 0 };
-    record[52..56].copy_from_slice(&flags.to_le_bytes());
-    record
-}
-
-/// The order of key records: by digest. Its first 8 bytes decide all but
-/// rare ties cheaply.
-pub(crate) fn record_order(a: &[u8; RECORD_LEN], b: &[u8; RECORD_LEN]) -> std::cmp::Ordering {
-    digest_prefix(a)
-        .cmp(&digest_prefix(b))
-        .then_with(|| a[8..32].cmp(&b[8..32]))
-}
-
-/// Sorts key records by digest.
-pub(crate) fn sort_records(records: &mut [[u8; RECORD_LEN]]) {
-    records.sort_unstable_by(record_order);
-}
-
-/// The whole snapshot: `bytes` (the head), the key records (by digest),
-/// the body length, and the SHA-256 trailer.
-pub(crate) fn finish(
-    mut bytes: Vec<u8>,
-    records: &[[u8; RECORD_LEN]],
-) -> Result<Vec<u8>, LoadError> {
-    bytes.reserve(4 + records.len() * RECORD_LEN + TRAILER_LEN);
-    put_count(&mut bytes, records.len())?;
-    for record in records {
-        bytes.extend_from_slice(record);
-    }
-    let body_len = u32::try_from(bytes.len() - HEADER_LEN)
-        .map_err(|_| LoadError::Malformed("snapshot larger than 4 GiB".to_owned()))?;
-    bytes[12..16].copy_from_slice(&body_len.to_le_bytes());
-    let digest = Sha256::digest(&bytes);
-    bytes.extend_from_slice(&digest);
-    Ok(bytes)
-}
-
-/// A key record's first 8 digest bytes, as a big-endian number: the same
-/// order as the bytes.
-fn digest_prefix(record: &[u8; RECORD_LEN]) -> u64 {
-    let mut prefix = [0u8; 8];
-    prefix.copy_from_slice(&record[..8]);
-    u64::from_be_bytes(prefix)
 }

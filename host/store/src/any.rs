@@ -18,8 +18,9 @@ use crate::store::Store;
 pub enum AnyStore {
     /// An SQLite file.
     Sqlite(SqliteStore),
-    /// A PostgreSQL database.
-    Postgres(PostgresStore),
+    /// A PostgreSQL database (boxed: its URL and connection make it the
+    /// larger by far).
+    Postgres(Box<PostgresStore>),
 }
 
 impl AnyStore {
@@ -28,7 +29,7 @@ impl AnyStore {
     pub fn open(location: &Location) -> Result<Self> {
         Ok(match location {
             Location::Sqlite(path) => Self::Sqlite(SqliteStore::open(path)?),
-            Location::Postgres(url) => Self::Postgres(PostgresStore::open(url)?),
+            Location::Postgres(url) => Self::Postgres(Box::new(PostgresStore::open(url)?)),
         })
     }
 
@@ -36,7 +37,7 @@ impl AnyStore {
     pub fn open_existing(location: &Location) -> Result<Self> {
         Ok(match location {
             Location::Sqlite(path) => Self::Sqlite(SqliteStore::open_existing(path)?),
-            Location::Postgres(url) => Self::Postgres(PostgresStore::open_existing(url)?),
+            Location::Postgres(url) => Self::Postgres(Box::new(PostgresStore::open_existing(url)?)),
         })
     }
 }

@@ -421,7 +421,12 @@ impl Store for PostgresStore {
         }
         let url = self.url.clone();
         self.read_consistent(|tx| {
-            let (revision, operations, scopes, routes) = small_tables(tx, &url)?;
+            let SmallTables {
+                revision,
+                operations,
+                scopes,
+                routes,
+            } = small_tables(tx, &url)?;
             let data = SnapshotData {
                 operations,
                 scopes,
@@ -641,13 +646,18 @@ fn snapshot_keys(
     Ok(keys)
 }
 
+/// What a snapshot holds besides the keys.
+struct SmallTables {
+    revision: u64,
+    operations: Vec<OperationEntry>,
+    scopes: Vec<ScopeEntry>,
+    routes: Vec<RouteEntry>,
+}
+
 /// The revision, the catalogue, the live scopes and the routes, in one
 /// round trip (the simple protocol takes several statements at once and
 /// answers in text); a small store's snapshot is mostly round trips.
-fn small_tables(
-    tx: &mut Transaction<'_>,
-    url: &PostgresUrl,
-) -> Result<(u64, Vec<OperationEntry>, Vec<ScopeEntry>, Vec<RouteEntry>)> {
+fn small_tables(tx: &mut Transaction<'_>, url: &PostgresUrl) -> Result<SmallTables> {
     use postgres::SimpleQueryMessage;
     let messages = tx.simple_query(
         "SELECT revision FROM revision WHERE id = 1;
@@ -709,7 +719,12 @@ fn small_tables(
             op: row[2].clone(),
         })
         .collect();
-    Ok((revision, operations, scopes, routes))
+    Ok(SmallTables {
+        revision,
+        operations,
+        scopes,
+        routes,
+    })
 }
 
 fn scope_from_row(row: &Row) -> Result<Scope> {
