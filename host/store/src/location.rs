@@ -17,16 +17,6 @@ pub enum Location {
     Postgres(PostgresUrl),
 }
 
-impl Location {
-    /// The SQLite file, if this is one.
-    pub fn sqlite_path(&self) -> Option<&Path> {
-        match self {
-            Self::Sqlite(path) => Some(path),
-            Self::Postgres(_) => None,
-        }
-    }
-}
-
 impl FromStr for Location {
     type Err = StoreError;
 

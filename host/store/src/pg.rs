@@ -82,11 +82,6 @@ impl PostgresStore {
         }
     }
 
-    /// The database, as it may be shown.
-    pub fn url(&self) -> &PostgresUrl {
-        &self.url
-    }
-
     /// Runs `f` on the connection, connecting first if there is none or it
     /// broke. An error that says the database is out of reach drops the
     /// connection and comes back as [`Error::Unavailable`].
