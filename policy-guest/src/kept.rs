@@ -32,8 +32,11 @@ pub struct KeptSnapshot {
     records: Vec<[u8; RECORD_LEN]>,
 }
 
-/// Changes to apply to a [`KeptSnapshot`].
-#[derive(Debug, Clone, Default)]
+/// Changes to apply to a [`KeptSnapshot`]. A fleet's delta bundles carry
+/// these (serialised), so a gateway applies a change as its control plane
+/// did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SnapshotChanges {
     /// Scopes by id: `Some` to create or replace, `None` to delete.
     pub scopes: Vec<(u64, Option<ScopeEntry>)>,
@@ -41,6 +44,42 @@ pub struct SnapshotChanges {
     pub keys: Vec<KeyEntry>,
     /// The whole catalogue and route table, if either changed.
     pub catalogue: Option<(Vec<OperationEntry>, Vec<RouteEntry>)>,
+}
+
+impl SnapshotChanges {
+    /// How many rows these changes carry.
+    pub fn rows(&self) -> usize {
+        self.scopes.len()
+            + self.keys.len()
+            + self
+                .catalogue
+                .as_ref()
+                .map_or(0, |(ops, routes)| ops.len() + routes.len())
+    }
+
+    /// Folds `later` (the changes after these) into these: the result
+    /// brings a snapshot to the same state as applying both in turn. A key
+    /// changed twice is carried once, in its later state.
+    pub fn then(&mut self, later: SnapshotChanges) {
+        self.scopes.extend(later.scopes);
+        if !later.keys.is_empty() {
+            let mut keys = std::mem::take(&mut self.keys);
+            keys.extend(later.keys);
+            // Stable, so the later of two states of one key stays last.
+            keys.sort_by_key(|key| key.digest);
+            let mut kept: Vec<KeyEntry> = Vec::with_capacity(keys.len());
+            for key in keys {
+                match kept.last_mut() {
+                    Some(last) if last.digest == key.digest => *last = key,
+                    _ => kept.push(key),
+                }
+            }
+            self.keys = kept;
+        }
+        if later.catalogue.is_some() {
+            self.catalogue = later.catalogue;
+        }
+    }
 }
 
 impl KeptSnapshot {
@@ -262,6 +301,10 @@ mod tests {
         data.keys = (1..=50).map(|id| key(id, 1 + id % 5, &mut rng)).collect();
         let (mut kept, bytes) = KeptSnapshot::new(data.clone()).unwrap();
         assert_eq!(bytes, data.encode().unwrap());
+        // A second copy takes the same changes folded into one every few
+        // rounds, as a delta bundle carries them.
+        let mut behind = kept.clone();
+        let mut folded = SnapshotChanges::default();
         let (mut next_scope, mut next_key) = (6, 51);
         for round in 0..200 {
             let mut changes = SnapshotChanges::default();
@@ -351,8 +394,13 @@ mod tests {
                 data.routes = routes.clone();
             }
             let whole = data.encode().unwrap();
+            folded.then(changes.clone());
             let applied = kept.apply(changes).unwrap();
             assert_eq!(applied, whole, "round {round}");
+            if round % 7 == 6 {
+                let caught_up = behind.apply(std::mem::take(&mut folded)).unwrap();
+                assert_eq!(caught_up, whole, "folded up to round {round}");
+            }
         }
         assert!(kept.keys() > 50);
     }

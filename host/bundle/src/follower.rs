@@ -1,0 +1,187 @@
+//! The gateway's side: which bundles it accepts, and the state it holds.
+//!
+//! [`Follower::prepare`] checks a bundle against the held state without
+//! changing it: signature and digests ([`open`]), no rollback, a delta's
+//! base is the held state, and a delta applied to the held snapshot gives
+//! exactly the signed resulting digest. The caller then swaps the result
+//! into its live policy (which may still refuse the module) and only then
+//! [`Follower::commit`]s it, so a refused bundle leaves nothing changed.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use ed25519_dalek::VerifyingKey;
+use keyscope_policy::kept::KeptSnapshot;
+use keyscope_policy::snapshot::SnapshotData;
+
+use crate::error::{BundleError, Result};
+use crate::format::{Kind, Layout, Manifest, open, snapshot_digest};
+
+/// A gateway's accepted state.
+#[derive(Debug)]
+struct Held {
+    manifest: Manifest,
+    /// The bundle's magic, manifest and signature, for the cache.
+    signed: Vec<u8>,
+    kept: KeptSnapshot,
+    module: Arc<[u8]>,
+}
+
+/// A bundle that passed every check, not yet live.
+#[derive(Debug)]
+pub struct Candidate {
+    /// Its manifest.
+    pub manifest: Manifest,
+    /// The resulting snapshot.
+    pub snapshot: Vec<u8>,
+    /// The module, if it differs from the held one (or none is held).
+    pub module: Option<Arc<[u8]>>,
+    signed: Vec<u8>,
+    kept: KeptSnapshot,
+}
+
+/// Follows a control plane's bundles, trusting one key.
+#[derive(Debug)]
+pub struct Follower {
+    trusted: VerifyingKey,
+    held: Option<Held>,
+}
+
+impl Follower {
+    /// Trusts bundles signed by `trusted`; holds nothing yet.
+    pub fn new(trusted: VerifyingKey) -> Self {
+        Self {
+            trusted,
+            held: None,
+        }
+    }
+
+    /// The manifest of the state held, if any.
+    pub fn held(&self) -> Option<&Manifest> {
+        self.held.as_ref().map(|held| &held.manifest)
+    }
+
+    /// Checks `bytes` (a served bundle or a cache, as `layout` says)
+    /// against the held state: the state it brings, or `None` if it brings
+    /// the one already held.
+    pub fn prepare(&self, bytes: &[u8], layout: Layout) -> Result<Option<Candidate>> {
+        let opened = open(bytes, &self.trusted, layout)?;
+        let manifest = opened.manifest;
+        if let Some(held) = &self.held {
+            let h = &held.manifest;
+            if manifest.revision < h.revision {
+                return Err(BundleError::Rollback {
+                    offered: manifest.revision,
+                    held: h.revision,
+                });
+            }
+            if manifest.revision == h.revision
+                && manifest.snapshot.sha256 == h.snapshot.sha256
+                && manifest.module.sha256 == h.module.sha256
+            {
+                return Ok(None);
+            }
+        }
+        let (kept, snapshot) = match (opened.snapshot, opened.delta) {
+            (Some(snapshot), _) => {
+                let (data, _) = SnapshotData::decode(snapshot)?;
+                let (kept, encoded) = KeptSnapshot::new(data)?;
+                if encoded != snapshot {
+                    return Err(BundleError::Malformed(
+                        "the snapshot is not in keyscope's canonical encoding, so deltas could \
+                         not apply to it"
+                            .into(),
+                    ));
+                }
+                (kept, encoded)
+            }
+            (None, Some(changes)) => {
+                let base = manifest
+                    .base
+                    .as_ref()
+                    .ok_or_else(|| BundleError::Malformed("a delta without its base".into()))?;
+                let held = self
+                    .held
+                    .as_ref()
+                    .filter(|held| {
+                        held.manifest.revision == base.revision
+                            && held.manifest.snapshot.sha256 == base.sha256
+                    })
+                    .ok_or_else(|| BundleError::WrongBase {
+                        base: base.revision,
+                        base_digest: short(&base.sha256),
+                        held: self.held().map_or(0, |m| m.revision),
+                        held_digest: self
+                            .held()
+                            .map_or_else(|| "nothing".to_owned(), |m| short(&m.snapshot.sha256)),
+                    })?;
+                let mut kept = held.kept.clone();
+                let snapshot = kept.apply(changes)?;
+                let found = snapshot_digest(&snapshot);
+                if found != manifest.snapshot.sha256 {
+                    return Err(BundleError::DeltaMismatch {
+                        found: short(&found),
+                        signed: short(&manifest.snapshot.sha256),
+                    });
+                }
+                (kept, snapshot)
+            }
+            (None, None) => return Err(BundleError::Malformed("no snapshot and no delta".into())),
+        };
+        let module = match opened.module {
+            Some(module) => Some(Arc::from(module)),
+            None if self
+                .held
+                .as_ref()
+                .is_some_and(|held| held.manifest.module.sha256 == manifest.module.sha256) =>
+            {
+                None
+            }
+            None => {
+                return Err(BundleError::Malformed(
+                    "the bundle names a module it does not carry, and another is held".into(),
+                ));
+            }
+        };
+        debug_assert!(manifest.kind == Kind::Full || manifest.base.is_some());
+        Ok(Some(Candidate {
+            manifest,
+            snapshot,
+            module,
+            signed: opened.signed.to_vec(),
+            kept,
+        }))
+    }
+
+    /// Holds `candidate`, which is now live. Returns the module now held.
+    pub fn commit(&mut self, candidate: Candidate) -> Arc<[u8]> {
+        let module = match (candidate.module, self.held.take()) {
+            (Some(module), _) => module,
+            (None, Some(held)) => held.module,
+            // prepare() refuses a bundle without a module when none is held.
+            (None, None) => Arc::from(Vec::new()),
+        };
+        self.held = Some(Held {
+            manifest: candidate.manifest,
+            signed: candidate.signed,
+            kept: candidate.kept,
+            module: Arc::clone(&module),
+        });
+        module
+    }
+
+    /// Writes the held state to `path` as a cache that verifies as the
+    /// bundle did: the signed manifest, `snapshot` (the live one) and the
+    /// module. Atomic: a temporary file, fsync, rename, fsync of the
+    /// directory.
+    pub fn write_cache(&self, path: &Path, snapshot: &[u8]) -> Result<()> {
+        let Some(held) = &self.held else {
+            return Ok(());
+        };
+        crate::cache::write_atomically(path, &[&held.signed, snapshot, &held.module])
+    }
+}
+
+fn short(hex: &str) -> String {
+    hex.get(..16).unwrap_or(hex).to_owned()
+}

@@ -1,0 +1,287 @@
+//! The control plane's side: the current state, the changes that led to
+//! it, and the bundle each gateway needs.
+//!
+//! A gateway says which state it holds (revision, snapshot digest, module
+//! digest). If the publisher still holds the changes since that state, the
+//! gateway gets a delta: those changes folded into one, and the module
+//! only if the gateway runs another. Otherwise, or if the delta would be
+//! larger than half the snapshot, it gets the full bundle. Bundles are
+//! built once per state and base and shared by every gateway that asks.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use ed25519_dalek::SigningKey;
+use keyscope_policy::kept::SnapshotChanges;
+
+use crate::format::{Base, Kind, Manifest, ModulePart, Part, seal, sha256_hex, snapshot_digest};
+use crate::keys::key_id;
+
+/// The most changes kept to build deltas from, by count and by rows; a
+/// gateway further behind gets the full bundle.
+const MAX_STEPS: usize = 1024;
+const MAX_STEP_ROWS: usize = 250_000;
+
+/// The state a gateway says it holds.
+#[derive(Debug, Clone, Copy)]
+pub struct Have<'a> {
+    /// Its revision.
+    pub revision: u64,
+    /// Its snapshot's digest (hex).
+    pub snapshot: &'a str,
+    /// Its module's digest (hex).
+    pub module: &'a str,
+}
+
+/// A bundle, built.
+#[derive(Debug, Clone)]
+pub struct Built {
+    /// Full or delta.
+    pub kind: Kind,
+    /// The bytes to send.
+    pub bytes: Arc<[u8]>,
+}
+
+struct State {
+    revision: u64,
+    snapshot: Arc<[u8]>,
+    snapshot_sha256: String,
+    module: Arc<[u8]>,
+    module_sha256: String,
+    published_at_ms: u64,
+}
+
+struct Step {
+    base: Base,
+    changes: SnapshotChanges,
+}
+
+/// Builds signed bundles of the current state for a fleet.
+pub struct Publisher {
+    key: SigningKey,
+    signer: String,
+    state: State,
+    steps: VecDeque<Step>,
+    step_rows: usize,
+    full: Option<Built>,
+    deltas: HashMap<(u64, bool), Built>,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher")
+            .field("signer", &self.signer)
+            .field("revision", &self.state.revision)
+            .field("steps", &self.steps.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Publisher {
+    /// Publishes `snapshot` at `revision`, decided by `module`, signed by
+    /// `key`.
+    pub fn new(key: SigningKey, revision: u64, snapshot: Arc<[u8]>, module: Arc<[u8]>) -> Self {
+        let signer = key_id(&key.verifying_key());
+        Self {
+            key,
+            signer,
+            state: State {
+                revision,
+                snapshot_sha256: snapshot_digest(&snapshot),
+                snapshot,
+                module_sha256: sha256_hex(&module),
+                module,
+                published_at_ms: now_ms(),
+            },
+            steps: VecDeque::new(),
+            step_rows: 0,
+            full: None,
+            deltas: HashMap::new(),
+        }
+    }
+
+    /// The revision published.
+    pub fn revision(&self) -> u64 {
+        self.state.revision
+    }
+
+    /// The snapshot published.
+    pub fn snapshot(&self) -> &Arc<[u8]> {
+        &self.state.snapshot
+    }
+
+    /// The entity tag of the published state: a gateway that holds it
+    /// gets 304.
+    pub fn etag(&self) -> String {
+        crate::format::etag(
+            self.state.revision,
+            &self.state.snapshot_sha256,
+            &self.state.module_sha256,
+        )
+    }
+
+    /// Moves on to `snapshot` at `revision`, which `changes` brought the
+    /// published snapshot to; `None` if they are not known (deltas then
+    /// start again from here).
+    pub fn advance(
+        &mut self,
+        revision: u64,
+        snapshot: Arc<[u8]>,
+        changes: Option<SnapshotChanges>,
+    ) {
+        let sha256 = snapshot_digest(&snapshot);
+        if revision == self.state.revision && sha256 == self.state.snapshot_sha256 {
+            return;
+        }
+        match changes {
+            Some(changes) if revision > self.state.revision => {
+                self.step_rows += changes.rows();
+                self.steps.push_back(Step {
+                    base: Base {
+                        revision: self.state.revision,
+                        sha256: self.state.snapshot_sha256.clone(),
+                    },
+                    changes,
+                });
+                while self.steps.len() > MAX_STEPS || self.step_rows > MAX_STEP_ROWS {
+                    match self.steps.pop_front() {
+                        Some(step) => self.step_rows -= step.changes.rows(),
+                        None => break,
+                    }
+                }
+            }
+            _ => {
+                self.steps.clear();
+                self.step_rows = 0;
+            }
+        }
+        self.state.revision = revision;
+        self.state.snapshot = snapshot;
+        self.state.snapshot_sha256 = sha256;
+        self.state.published_at_ms = now_ms();
+        self.forget_built();
+    }
+
+    /// Publishes `module` with the current snapshot.
+    pub fn set_module(&mut self, module: Arc<[u8]>) {
+        let sha256 = sha256_hex(&module);
+        if sha256 == self.state.module_sha256 {
+            return;
+        }
+        self.state.module = module;
+        self.state.module_sha256 = sha256;
+        self.state.published_at_ms = now_ms();
+        self.forget_built();
+    }
+
+    fn forget_built(&mut self) {
+        self.full = None;
+        self.deltas.clear();
+    }
+
+    /// The bundle that brings a gateway holding `have` (nothing, if
+    /// `None`) to the published state.
+    pub fn bundle(&mut self, have: Option<Have<'_>>) -> Built {
+        if let Some(have) = have
+            && let Some(built) = self.delta(have)
+        {
+            return built;
+        }
+        self.full()
+    }
+
+    /// The full bundle, with the module.
+    pub fn full(&mut self) -> Built {
+        if let Some(full) = &self.full {
+            return full.clone();
+        }
+        let manifest = self.manifest(Kind::Full, None, None, true);
+        let bytes = seal(
+            &manifest,
+            &self.key,
+            &[&self.state.snapshot, &self.state.module],
+        );
+        let built = Built {
+            kind: Kind::Full,
+            bytes: Arc::from(bytes),
+        };
+        self.full = Some(built.clone());
+        built
+    }
+
+    fn delta(&mut self, have: Have<'_>) -> Option<Built> {
+        let from = if have.revision == self.state.revision {
+            if have.snapshot != self.state.snapshot_sha256 {
+                return None;
+            }
+            self.steps.len()
+        } else {
+            self.steps.iter().position(|step| {
+                step.base.revision == have.revision && step.base.sha256 == have.snapshot
+            })?
+        };
+        let with_module = have.module != self.state.module_sha256;
+        if let Some(built) = self.deltas.get(&(have.revision, with_module)) {
+            return Some(built.clone());
+        }
+        let mut changes = SnapshotChanges::default();
+        for step in self.steps.range(from..) {
+            changes.then(step.changes.clone());
+        }
+        let delta = crate::format::encode_delta(&changes);
+        if delta.len() > self.state.snapshot.len() / 2 {
+            return None;
+        }
+        let base = Base {
+            revision: have.revision,
+            sha256: have.snapshot.to_owned(),
+        };
+        let part = Part {
+            sha256: sha256_hex(&delta),
+            bytes: delta.len() as u64,
+        };
+        let manifest = self.manifest(Kind::Delta, Some(base), Some(part), with_module);
+        let module: &[u8] = if with_module { &self.state.module } else { &[] };
+        let bytes = seal(&manifest, &self.key, &[&delta, module]);
+        let built = Built {
+            kind: Kind::Delta,
+            bytes: Arc::from(bytes),
+        };
+        self.deltas
+            .insert((have.revision, with_module), built.clone());
+        Some(built)
+    }
+
+    fn manifest(
+        &self,
+        kind: Kind,
+        base: Option<Base>,
+        delta: Option<Part>,
+        with_module: bool,
+    ) -> Manifest {
+        Manifest {
+            kind,
+            revision: self.state.revision,
+            published_at_ms: self.state.published_at_ms,
+            signer: self.signer.clone(),
+            snapshot: Part {
+                sha256: self.state.snapshot_sha256.clone(),
+                bytes: self.state.snapshot.len() as u64,
+            },
+            base,
+            delta,
+            module: ModulePart {
+                sha256: self.state.module_sha256.clone(),
+                bytes: self.state.module.len() as u64,
+                included: with_module,
+            },
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

@@ -1,0 +1,306 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+
+use ed25519_dalek::SigningKey;
+use keyscope_policy::kept::{KeptSnapshot, SnapshotChanges};
+use keyscope_policy::routes::default_routes;
+use keyscope_policy::snapshot::{KeyEntry, ScopeEntry, SnapshotData, default_operations};
+use keyscope_policy::{AgentsLevel, KeyDigest, RuntimeSet};
+
+use crate::format::{self, Kind, Layout, Manifest, Part};
+use crate::{BundleError, Follower, Have, Publisher};
+
+fn key(seed: u8) -> SigningKey {
+    SigningKey::from_bytes(&[seed; 32])
+}
+
+fn data(keys: u64) -> SnapshotData {
+    SnapshotData {
+        operations: default_operations(),
+        scopes: vec![ScopeEntry {
+            id: 1,
+            app: "app".into(),
+            agents: AgentsLevel::Full,
+            runtime: RuntimeSet::EMPTY,
+        }],
+        keys: (1..=keys).map(|id| key_entry(id, false)).collect(),
+        routes: default_routes(),
+    }
+}
+
+fn key_entry(id: u64, revoked: bool) -> KeyEntry {
+    let mut digest = [0u8; 32];
+    digest[..8].copy_from_slice(&id.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_be_bytes());
+    KeyEntry {
+        digest: KeyDigest(digest),
+        id,
+        scope_id: 1,
+        revoked,
+        not_after: None,
+    }
+}
+
+const MODULE: &[u8] = b"\0asm a module's bytes";
+
+/// A publisher at revision 1 with 100 keys, and its kept snapshot.
+fn publisher() -> (Publisher, KeptSnapshot) {
+    let (kept, snapshot) = KeptSnapshot::new(data(100)).unwrap();
+    let publisher = Publisher::new(key(1), 1, Arc::from(snapshot), Arc::from(MODULE));
+    (publisher, kept)
+}
+
+/// Revokes key `id` on the control plane's side, as the store reports it.
+fn revoke(publisher: &mut Publisher, kept: &mut KeptSnapshot, revision: u64, id: u64) {
+    let changes = SnapshotChanges {
+        keys: vec![key_entry(id, true)],
+        ..SnapshotChanges::default()
+    };
+    let snapshot = kept.apply(changes.clone()).unwrap();
+    publisher.advance(revision, Arc::from(snapshot), Some(changes));
+}
+
+fn have(manifest: &Manifest) -> Have<'_> {
+    Have {
+        revision: manifest.revision,
+        snapshot: &manifest.snapshot.sha256,
+        module: &manifest.module.sha256,
+    }
+}
+
+fn follow(follower: &mut Follower, bytes: &[u8]) -> Vec<u8> {
+    let candidate = follower.prepare(bytes, Layout::Served).unwrap().unwrap();
+    let snapshot = candidate.snapshot.clone();
+    follower.commit(candidate);
+    snapshot
+}
+
+#[test]
+fn a_gateway_follows_full_then_deltas_to_the_same_bytes() {
+    let (mut publisher, mut kept) = publisher();
+    let mut follower = Follower::new(key(1).verifying_key());
+    let full = publisher.bundle(None);
+    assert_eq!(full.kind, Kind::Full);
+    follow(&mut follower, &full.bytes);
+    for (revision, id) in [(2, 7), (3, 8), (5, 9)] {
+        revoke(&mut publisher, &mut kept, revision, id);
+        let delta = publisher.bundle(Some(have(follower.held().unwrap())));
+        assert_eq!(delta.kind, Kind::Delta);
+        assert!(
+            delta.bytes.len() < 2048,
+            "a revocation is small: {}",
+            delta.bytes.len()
+        );
+        let snapshot = follow(&mut follower, &delta.bytes);
+        assert_eq!(snapshot[..], publisher.snapshot()[..]);
+        assert_eq!(follower.held().unwrap().revision, revision);
+    }
+    // Nothing new: the same state is not a candidate.
+    let again = publisher.bundle(Some(have(follower.held().unwrap())));
+    assert!(
+        follower
+            .prepare(&again.bytes, Layout::Served)
+            .unwrap()
+            .is_none()
+    );
+}
+
+fn held_at_2() -> (Publisher, KeptSnapshot, Follower) {
+    let (mut publisher, mut kept) = publisher();
+    let mut follower = Follower::new(key(1).verifying_key());
+    follow(&mut follower, &publisher.bundle(None).bytes);
+    revoke(&mut publisher, &mut kept, 2, 7);
+    let delta = publisher.bundle(Some(have(follower.held().unwrap())));
+    follow(&mut follower, &delta.bytes);
+    (publisher, kept, follower)
+}
+
+fn refused(follower: &Follower, bytes: &[u8]) -> BundleError {
+    follower.prepare(bytes, Layout::Served).unwrap_err()
+}
+
+#[test]
+fn changed_bytes_are_refused() {
+    let (mut publisher, mut kept, follower) = held_at_2();
+    revoke(&mut publisher, &mut kept, 3, 8);
+    let delta = publisher
+        .bundle(Some(have(follower.held().unwrap())))
+        .bytes
+        .to_vec();
+    // A byte of the changes.
+    let mut tampered = delta.clone();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 1;
+    assert!(matches!(
+        refused(&follower, &tampered),
+        BundleError::Tampered("delta")
+    ));
+    // A byte of the manifest: the revision.
+    let needle = b"\"revision\":3";
+    let at = delta
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .unwrap()
+        + needle.len()
+        - 1;
+    let mut tampered = delta.clone();
+    tampered[at] = b'9';
+    assert!(matches!(
+        refused(&follower, &tampered),
+        BundleError::BadSignature
+    ));
+    // Truncated.
+    assert!(matches!(
+        refused(&follower, &delta[..delta.len() - 3]),
+        BundleError::Tampered("length")
+    ));
+    // A full bundle's snapshot.
+    let mut full = publisher.full().bytes.to_vec();
+    let middle = full.len() - MODULE.len() - 40;
+    full[middle] ^= 0x80;
+    assert!(matches!(
+        refused(&follower, &full),
+        BundleError::Tampered("snapshot")
+    ));
+}
+
+#[test]
+fn another_signer_and_no_signature_are_refused() {
+    let (_, _, follower) = held_at_2();
+    let (kept, snapshot) = KeptSnapshot::new(data(100)).unwrap();
+    drop(kept);
+    let mut other = Publisher::new(key(2), 9, Arc::from(snapshot.clone()), Arc::from(MODULE));
+    let error = refused(&follower, &other.full().bytes);
+    assert!(matches!(error, BundleError::OtherSigner { .. }), "{error}");
+    // A raw snapshot, and a bundle whose signature was zeroed.
+    assert!(matches!(
+        refused(&follower, &snapshot),
+        BundleError::Unsigned(_)
+    ));
+    let (mut publisher, _) = publisher();
+    let mut bytes = publisher.full().bytes.to_vec();
+    let len = u32::from_le_bytes(bytes[9..13].try_into().unwrap()) as usize;
+    bytes[13 + len..13 + len + 64].fill(0);
+    assert!(matches!(
+        refused(&follower, &bytes),
+        BundleError::Unsigned(_)
+    ));
+}
+
+#[test]
+fn an_older_revision_is_a_rollback() {
+    let (_, _, follower) = held_at_2();
+    let (mut old, _) = publisher();
+    let error = refused(&follower, &old.full().bytes);
+    assert!(
+        matches!(
+            error,
+            BundleError::Rollback {
+                offered: 1,
+                held: 2
+            }
+        ),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_delta_whose_result_is_not_its_signed_digest_is_refused() {
+    let (publisher, _, follower) = held_at_2();
+    let held = follower.held().unwrap().clone();
+    // Signed by the right key, but the changes revoke key 9 while the
+    // manifest names the snapshot with key 8 revoked.
+    let (mut kept, _) = KeptSnapshot::new(data(100)).unwrap();
+    kept.apply(SnapshotChanges {
+        keys: vec![key_entry(7, true)],
+        ..SnapshotChanges::default()
+    })
+    .unwrap();
+    let claimed = kept
+        .apply(SnapshotChanges {
+            keys: vec![key_entry(8, true)],
+            ..SnapshotChanges::default()
+        })
+        .unwrap();
+    let changes = format::encode_delta(&SnapshotChanges {
+        keys: vec![key_entry(9, true)],
+        ..SnapshotChanges::default()
+    });
+    let manifest = Manifest {
+        kind: Kind::Delta,
+        revision: 3,
+        published_at_ms: 0,
+        signer: held.signer.clone(),
+        snapshot: Part {
+            sha256: format::snapshot_digest(&claimed),
+            bytes: claimed.len() as u64,
+        },
+        base: Some(format::Base {
+            revision: held.revision,
+            sha256: held.snapshot.sha256.clone(),
+        }),
+        delta: Some(Part {
+            sha256: format::sha256_hex(&changes),
+            bytes: changes.len() as u64,
+        }),
+        module: crate::format::ModulePart {
+            included: false,
+            ..held.module.clone()
+        },
+    };
+    let bytes = format::seal(&manifest, &key(1), &[&changes]);
+    let error = refused(&follower, &bytes);
+    assert!(
+        matches!(error, BundleError::DeltaMismatch { .. }),
+        "{error}"
+    );
+    // And a delta from a base not held.
+    let mut manifest = manifest;
+    manifest.base = Some(format::Base {
+        revision: 1,
+        sha256: held.snapshot.sha256.clone(),
+    });
+    let bytes = format::seal(&manifest, &key(1), &[&changes]);
+    assert!(matches!(
+        refused(&follower, &bytes),
+        BundleError::WrongBase { .. }
+    ));
+    drop(publisher);
+}
+
+#[test]
+fn a_cache_verifies_and_restores_the_held_state() {
+    let (publisher, _, follower) = held_at_2();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bundle.cache");
+    follower.write_cache(&path, publisher.snapshot()).unwrap();
+    let bytes = crate::cache::read(&path).unwrap().unwrap();
+    let mut fresh = Follower::new(key(1).verifying_key());
+    let candidate = fresh.prepare(&bytes, Layout::Cache).unwrap().unwrap();
+    assert_eq!(candidate.snapshot[..], publisher.snapshot()[..]);
+    assert_eq!(candidate.module.as_deref(), Some(MODULE));
+    fresh.commit(candidate);
+    assert_eq!(fresh.held().unwrap().revision, 2);
+    // A cache edited on disk is refused like a bundle.
+    let mut edited = bytes;
+    let middle = edited.len() - MODULE.len() - 50;
+    edited[middle] ^= 1;
+    let fresh = Follower::new(key(1).verifying_key());
+    assert!(fresh.prepare(&edited, Layout::Cache).is_err());
+}
+
+#[test]
+fn a_module_change_alone_is_a_delta_with_the_module() {
+    let (mut publisher, _, follower) = held_at_2();
+    publisher.set_module(Arc::from(&b"\0asm another module"[..]));
+    let built = publisher.bundle(Some(have(follower.held().unwrap())));
+    assert_eq!(built.kind, Kind::Delta);
+    let candidate = follower
+        .prepare(&built.bytes, Layout::Served)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        candidate.module.as_deref(),
+        Some(&b"\0asm another module"[..])
+    );
+}
