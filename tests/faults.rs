@@ -193,6 +193,7 @@ fn a_store_read_fault_during_a_rebuild_keeps_the_last_generation() {
         builder,
         location.to_string(),
         None,
+        None,
         keyscope_runtime::files::MAX_POLICY_BYTES,
     );
     store.revoke_key(key_id).unwrap();
@@ -207,14 +208,14 @@ fn a_store_read_fault_during_a_rebuild_keeps_the_last_generation() {
             "{error}"
         );
         assert_eq!(policy.current().number, 1);
-        let freshness = refresher.freshness();
+        let freshness = refresher.freshness().unwrap();
         assert!(freshness.stale && freshness.stale_since_ms.is_some());
     }
     keyscope_store::fault::arm_store_read(0);
     // The change was not lost: the next poll picks it up.
     let generation = refresher.refresh().unwrap().unwrap();
     assert_eq!(generation.number, 2);
-    assert!(!refresher.freshness().stale);
+    assert!(!refresher.freshness().unwrap().stale);
     let answers = ask_all(&mut policy.worker(), &key);
     assert!(
         answers.iter().all(|(allowed, _)| !allowed),

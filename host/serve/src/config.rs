@@ -40,6 +40,55 @@ pub struct ServeConfig {
     pub limits: RequestLimits,
     /// The admin API; off unless `listen` is set.
     pub admin: AdminConfig,
+    /// Signed bundles: a control plane publishes them, a gateway follows
+    /// them instead of a store.
+    pub bundles: BundleConfig,
+}
+
+/// Signed bundles for a fleet of gateways (docs/fleet.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BundleConfig {
+    /// Control plane: the Ed25519 signing key (`keyscope bundle keygen`).
+    /// Bundles are then served at `GET /v1/bundle` on the admin listener.
+    pub signing_key: Option<PathBuf>,
+    /// A file holding the fleet token, readable by its owner only. A
+    /// control plane serves bundles to it (and to the admin token); a
+    /// gateway presents it.
+    pub fleet_token_file: Option<PathBuf>,
+    /// Gateway: the bundle URL (a control plane's `/v1/bundle`, or a
+    /// static file). The server then opens no store.
+    pub url: Option<String>,
+    /// Gateway: the public key every bundle must be signed by.
+    pub public_key: Option<PathBuf>,
+    /// Gateway: a directory for the last good bundle, to start from when
+    /// the bundle server is down.
+    pub cache: Option<PathBuf>,
+    /// Gateway: its id in the control plane's fleet view; the host name
+    /// and listen port if unset.
+    pub gateway_id: Option<String>,
+    /// Gateway: how long a long poll may wait, in seconds. A control
+    /// plane answers sooner when a newer state exists, and caps the wait
+    /// below its request timeout.
+    pub wait_s: u64,
+    /// Gateway: the pause between polls of a server that does not
+    /// long-poll (a static file), and after a failure, in ms.
+    pub interval_ms: u64,
+}
+
+impl Default for BundleConfig {
+    fn default() -> Self {
+        Self {
+            signing_key: None,
+            fleet_token_file: None,
+            url: None,
+            public_key: None,
+            cache: None,
+            gateway_id: None,
+            wait_s: 25,
+            interval_ms: 1000,
+        }
+    }
 }
 
 /// Header names.
@@ -112,6 +161,7 @@ impl Default for ServeConfig {
             envoy_path_prefix: "/ext_authz".to_owned(),
             limits: RequestLimits::default(),
             admin: AdminConfig::default(),
+            bundles: BundleConfig::default(),
         }
     }
 }
@@ -220,9 +270,54 @@ impl ServeConfig {
                 keyscope_store::printable(prefix)
             ));
         }
+        let bundles = &self.bundles;
+        if let Some(url) = &bundles.url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return bad("bundles.url must be an http:// or https:// URL".to_owned());
+            }
+            if bundles.public_key.is_none() {
+                return bad(
+                    "a gateway (--bundle-url) needs the control plane's public key: \
+                     --bundle-public-key FILE"
+                        .to_owned(),
+                );
+            }
+            if bundles.signing_key.is_some() {
+                return bad(
+                    "a server either follows bundles (--bundle-url) or signs them \
+                     (--bundle-signing-key), not both"
+                        .to_owned(),
+                );
+            }
+            if self.policy.is_some() {
+                return bad(
+                    "a gateway takes its module from its bundles; --policy is for the control plane"
+                        .to_owned(),
+                );
+            }
+        } else if bundles.public_key.is_some() || bundles.cache.is_some() {
+            return bad("--bundle-public-key and --bundle-cache need --bundle-url".to_owned());
+        }
+        if bundles.signing_key.is_some() {
+            if self.admin.listen.is_none() {
+                return bad(
+                    "bundles are served on the admin listener: --bundle-signing-key needs \
+                     --admin-listen"
+                        .to_owned(),
+                );
+            }
+            if bundles.fleet_token_file.is_none() {
+                return bad(
+                    "gateways authenticate with a fleet token: --bundle-signing-key needs \
+                     --fleet-token-file"
+                        .to_owned(),
+                );
+            }
+        }
         let limits = &self.limits;
         for (what, value) in [
             ("poll_ms", self.poll_ms),
+            ("bundles.interval_ms", bundles.interval_ms),
             ("limits.max_header_bytes", limits.max_header_bytes as u64),
             ("limits.max_body_bytes", limits.max_body_bytes as u64),
             ("limits.header_timeout_ms", limits.header_timeout_ms),

@@ -284,19 +284,28 @@ async fn check(
 
 /// Ready while a generation serves, stale snapshot or not (fail static:
 /// the last good state keeps deciding); the body says whether the store
-/// could be read, and since when it could not.
+/// (or a gateway's bundle server) could be read, and since when it could
+/// not. A gateway that holds no bundle yet is not ready.
 async fn ready(authorizer: Arc<Authorizer>, refresher: Arc<Refresher>) -> Response {
     match authorizer.live() {
         Some(live) => {
             let generation = live.current();
-            axum::Json(serde_json::json!({
-                "ready": true,
+            let ready = refresher.ready();
+            let (source, status) = refresher.source_status();
+            let mut body = serde_json::json!({
+                "ready": ready,
                 "generation": generation.number,
                 "module": generation.component.info().digest,
                 "snapshot": generation.snapshot_info.digest_hex(),
-                "store": refresher.freshness(),
-            }))
-            .into_response()
+            });
+            body[source] = status;
+            // A gateway with no bundle yet denies every key: not ready.
+            let code = if ready {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            (code, axum::Json(body)).into_response()
         }
         None => (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -18,9 +18,11 @@
 mod admin;
 mod answer;
 mod authz;
+mod bundles;
 mod config;
 mod conn;
 mod decision_log;
+mod gateway;
 mod grpc;
 mod http;
 mod metrics;
@@ -32,7 +34,8 @@ use std::path::PathBuf;
 
 pub use answer::{ProxyAnswer, status};
 pub use authz::credential;
-pub use config::{AdminConfig, HeaderConfig, RequestLimits, ServeConfig};
+pub use bundles::Bundles;
+pub use config::{AdminConfig, BundleConfig, HeaderConfig, RequestLimits, ServeConfig};
 pub use decision_log::DecisionRecord;
 pub use refresh::{RefreshError, Refresher, ReloadError};
 pub use server::{Addresses, Server};
@@ -81,6 +84,9 @@ pub enum ServeError {
     /// The first generation was refused.
     #[error(transparent)]
     Swap(#[from] SwapError),
+    /// A bundle signing key, public key or cache is unusable.
+    #[error(transparent)]
+    Bundle(#[from] keyscope_bundle::BundleError),
 }
 
 impl ServeError {
@@ -93,6 +99,7 @@ impl ServeError {
             Self::Store(error) => error.kind(),
             Self::File(error) => error.kind(),
             Self::Swap(_) => "policy-refused",
+            Self::Bundle(error) => error.kind(),
         }
     }
 }

@@ -13,6 +13,10 @@
 //! When the store cannot be read (a database restarting, a network gone),
 //! the last snapshot keeps serving, [`Freshness`] says since when it is
 //! stale, and the next poll tries again, reconnecting by itself.
+//!
+//! A control plane also publishes each new state to its fleet
+//! ([`Bundles`]). A gateway has no store: its state comes from signed
+//! bundles ([`Gateway`]), and this only reports on them.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
@@ -26,6 +30,9 @@ use keyscope_runtime::time::now_ms;
 use keyscope_store::snapshot::Builder;
 use keyscope_store::{AnyStore as Store, StoreError};
 use serde::Serialize;
+
+use crate::bundles::Bundles;
+use crate::gateway::Gateway;
 
 struct Watched {
     store: Store,
@@ -55,10 +62,21 @@ pub struct Freshness {
 /// Rebuilds and swaps snapshots and modules for a live policy.
 pub struct Refresher {
     live: Arc<LivePolicy>,
-    watched: Mutex<Watched>,
-    freshness: Mutex<Freshness>,
+    source: Source,
     policy: Option<PathBuf>,
     max_policy_bytes: u64,
+}
+
+/// Where the live state comes from.
+enum Source {
+    /// A store, read here; with bundles, published to a fleet too.
+    Store {
+        watched: Box<Mutex<Watched>>,
+        freshness: Mutex<Freshness>,
+        bundles: Option<Arc<Bundles>>,
+    },
+    /// Signed bundles, which the gateway follows.
+    Gateway(Arc<Gateway>),
 }
 
 impl std::fmt::Debug for Refresher {
@@ -70,14 +88,16 @@ impl std::fmt::Debug for Refresher {
 }
 
 impl Refresher {
-    /// Watches `store` for `live`, whose snapshot `builder` built;
-    /// `policy` is the module file to reload, read only if it is a regular
-    /// file of at most `max_policy_bytes`.
+    /// Watches `store` for `live`, whose snapshot `builder` built, and
+    /// publishes each new state to `bundles` if given; `policy` is the
+    /// module file to reload, read only if it is a regular file of at most
+    /// `max_policy_bytes`.
     pub fn new(
         live: Arc<LivePolicy>,
         store: Store,
         builder: Builder,
         shown: String,
+        bundles: Option<Arc<Bundles>>,
         policy: Option<PathBuf>,
         max_policy_bytes: u64,
     ) -> Self {
@@ -89,10 +109,23 @@ impl Refresher {
         };
         Self {
             live,
-            watched: Mutex::new(Watched { store, builder }),
-            freshness: Mutex::new(freshness),
+            source: Source::Store {
+                watched: Box::new(Mutex::new(Watched { store, builder })),
+                freshness: Mutex::new(freshness),
+                bundles,
+            },
             policy,
             max_policy_bytes,
+        }
+    }
+
+    /// Reports on `gateway`, whose bundles feed its live policy.
+    pub fn gateway(gateway: Arc<Gateway>) -> Self {
+        Self {
+            live: Arc::clone(gateway.live()),
+            source: Source::Gateway(gateway),
+            policy: None,
+            max_policy_bytes: 0,
         }
     }
 
@@ -101,24 +134,75 @@ impl Refresher {
         &self.live
     }
 
-    /// Whether the live snapshot is known to be current.
-    pub fn freshness(&self) -> Freshness {
-        self.freshness
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+    /// A control plane's bundles.
+    pub fn bundles(&self) -> Option<&Arc<Bundles>> {
+        match &self.source {
+            Source::Store { bundles, .. } => bundles.as_ref(),
+            Source::Gateway(_) => None,
+        }
+    }
+
+    /// Whether the live state came from its source: always for a store; a
+    /// gateway once it accepted a bundle (or loaded its cache).
+    pub fn ready(&self) -> bool {
+        match &self.source {
+            Source::Store { .. } => true,
+            Source::Gateway(gateway) => gateway.holds_bundle(),
+        }
+    }
+
+    /// Whether the live snapshot is known to hold the store's latest
+    /// state; `None` on a gateway.
+    pub fn freshness(&self) -> Option<Freshness> {
+        match &self.source {
+            Source::Store { freshness, .. } => Some(
+                freshness
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone(),
+            ),
+            Source::Gateway(_) => None,
+        }
+    }
+
+    /// Where the live state comes from and whether it is current, for
+    /// `/readyz` and `/admin/status`: `"store"` or `"bundle"`, and its
+    /// status.
+    pub fn source_status(&self) -> (&'static str, serde_json::Value) {
+        match &self.source {
+            Source::Store { freshness, .. } => {
+                let freshness = freshness
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone();
+                ("store", serde_json::to_value(freshness).unwrap_or_default())
+            }
+            Source::Gateway(gateway) => (
+                "bundle",
+                serde_json::to_value(gateway.status()).unwrap_or_default(),
+            ),
+        }
     }
 
     /// Brings the snapshot up to the store's revision, if it moved on: the
     /// new generation, if one was published. A failed read leaves the
-    /// current generation serving and marks it stale.
+    /// current generation serving and marks it stale. A gateway's bundles
+    /// arrive by its own polls: nothing to do here.
     pub fn refresh(&self) -> Result<Option<Arc<Generation>>> {
-        let mut watched = self.watched.lock().unwrap_or_else(PoisonError::into_inner);
+        let Source::Store {
+            watched,
+            freshness,
+            bundles,
+        } = &self.source
+        else {
+            return Ok(None);
+        };
+        let mut watched = watched.lock().unwrap_or_else(PoisonError::into_inner);
         let Watched { store, builder } = &mut *watched;
         let update = match builder.update(store) {
             Ok(update) => update,
             Err(error) => {
-                self.mark_stale(&error);
+                mark_stale(freshness, &error);
                 return Err(error.into());
             }
         };
@@ -128,17 +212,19 @@ impl Refresher {
                 // The trailer is the snapshot's digest: skip a swap that
                 // changes nothing.
                 let current = self.live.current();
-                if update.snapshot.ends_with(&current.snapshot_info.digest) {
+                let generation = if update.snapshot.ends_with(&current.snapshot_info.digest) {
                     None
                 } else {
                     Some(self.live.swap_snapshot(&update.snapshot)?)
+                };
+                if let Some(bundles) = bundles {
+                    let live = generation.clone().unwrap_or(current);
+                    bundles.advance(update.revision, &live, Some(update.changes));
                 }
+                generation
             }
         };
-        let mut freshness = self
-            .freshness
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut freshness = freshness.lock().unwrap_or_else(PoisonError::into_inner);
         freshness.revision = builder.revision();
         freshness.checked_at_ms = now_ms();
         freshness.stale = false;
@@ -147,24 +233,14 @@ impl Refresher {
         Ok(generation)
     }
 
-    fn mark_stale(&self, error: &StoreError) {
-        let mut freshness = self
-            .freshness
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if !freshness.stale {
-            tracing::warn!(%error, "the store cannot be read: the last snapshot keeps serving");
-        }
-        freshness.stale = true;
-        freshness.stale_since_ms.get_or_insert_with(now_ms);
-        freshness.error = Some(error.to_string());
-    }
-
     /// Reloads the module from `path`, or from the configured file.
     pub fn reload_module(
         &self,
         path: Option<&Path>,
     ) -> std::result::Result<Arc<Generation>, ReloadError> {
+        if let Source::Gateway(_) = self.source {
+            return Err(ReloadError::Gateway);
+        }
         let path = path
             .or(self.policy.as_deref())
             .ok_or(ReloadError::NoPolicyFile)?;
@@ -177,12 +253,22 @@ impl Refresher {
                 return Err(error);
             }
         };
-        Ok(self.live.swap_module(&bytes)?)
+        let generation = self.live.swap_module(&bytes)?;
+        if let Some(bundles) = self.bundles() {
+            bundles.module(&generation);
+        }
+        Ok(generation)
     }
 
     /// Polls the store every `interval` on a thread of its own, until the
     /// returned handle is dropped.
     pub fn watch(self: &Arc<Self>, interval: Duration) -> std::io::Result<Watcher> {
+        if let Source::Gateway(gateway) = &self.source {
+            return Ok(Watcher {
+                stop: Some(gateway.watch()?),
+                thread: None,
+            });
+        }
         let (stop, stopped) = mpsc::channel::<()>();
         let refresher = Arc::clone(self);
         let thread = std::thread::Builder::new()
@@ -209,9 +295,22 @@ impl Refresher {
     }
 }
 
+fn mark_stale(freshness: &Mutex<Freshness>, error: &StoreError) {
+    let mut freshness = freshness.lock().unwrap_or_else(PoisonError::into_inner);
+    if !freshness.stale {
+        tracing::warn!(%error, "the store cannot be read: the last snapshot keeps serving");
+    }
+    freshness.stale = true;
+    freshness.stale_since_ms.get_or_insert_with(now_ms);
+    freshness.error = Some(error.to_string());
+}
+
 /// Why a module reload failed; the current generation keeps serving.
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
+    /// A gateway's module comes from its bundles.
+    #[error("this server is a gateway: its module comes from its signed bundles")]
+    Gateway,
     /// No file was given and none is configured.
     #[error("no policy file to reload: start with --policy FILE, or name one")]
     NoPolicyFile,

@@ -16,8 +16,10 @@ use tokio_stream::StreamExt as _;
 use zeroize::Zeroizing;
 
 use crate::authz::Authorizer;
+use crate::bundles::Bundles;
 use crate::config::ServeConfig;
 use crate::decision_log::{DecisionLog, LogWriter};
+use crate::gateway::{Gateway, GatewayConfig};
 use crate::metrics::Metrics;
 use crate::refresh::{Refresher, ReloadError};
 use crate::{ServeError, admin, conn, grpc, http};
@@ -239,6 +241,9 @@ impl Server {
         signals.wait(&refresher).await;
         tracing::info!("shutting down: draining requests in flight");
         let _ = stop.send(true);
+        if let Some(bundles) = refresher.bundles() {
+            bundles.stopping();
+        }
         // Each server drains for up to the drain timeout; a client that
         // ignores the HTTP/2 GOAWAY must not hold the process beyond it.
         let drained = tokio::time::timeout(limits.drain_timeout(), async {
@@ -279,7 +284,8 @@ struct Started {
 }
 
 struct AdminStarted {
-    store: Store,
+    /// `None` on a gateway.
+    store: Option<Store>,
     token: AdminToken,
 }
 
@@ -290,8 +296,12 @@ struct AdminToken {
     shown: Option<Zeroizing<String>>,
 }
 
-/// Opens the store, builds the first generation, and sets up the admin token.
+/// Opens the store, builds the first generation, and sets up the admin
+/// token and, on a control plane, its bundles. A gateway opens no store.
 fn start_live(config: &ServeConfig) -> Result<Started, ServeError> {
+    if let Some(url) = &config.bundles.url {
+        return start_gateway(config, url);
+    }
     let mut store = Store::open_existing(&config.store)?;
     let (builder, snapshot) = Builder::new(&mut store)?;
     let module = config
@@ -304,11 +314,32 @@ fn start_live(config: &ServeConfig) -> Result<Started, ServeError> {
         &snapshot,
         LiveOptions::default(),
     )?);
+    let bundles = match (
+        &config.bundles.signing_key,
+        &config.bundles.fleet_token_file,
+    ) {
+        (Some(key), Some(token)) => {
+            let key = keyscope_bundle::keys::read_signing_key(key)?;
+            let token = read_token_file(token, "fleet token")?;
+            tracing::info!(
+                signer = %keyscope_bundle::keys::key_id(&key.verifying_key()),
+                "publishing signed bundles at /v1/bundle on the admin listener"
+            );
+            Some(Arc::new(Bundles::new(
+                key,
+                builder.revision(),
+                &live.current(),
+                admin::token_digest(&token),
+            )))
+        }
+        _ => None,
+    };
     let refresher = Arc::new(Refresher::new(
         live,
         store,
         builder,
         config.store.to_string(),
+        bundles,
         config.policy.clone(),
         config.limits.max_policy_bytes,
     ));
@@ -316,9 +347,65 @@ fn start_live(config: &ServeConfig) -> Result<Started, ServeError> {
         None => None,
         Some(_) => {
             let mut store = Store::open_existing(&config.store)?;
-            let token = admin_token(&mut store, config.admin.token_file.as_deref())?;
-            Some(AdminStarted { store, token })
+            let token = admin_token(Some(&mut store), config.admin.token_file.as_deref())?;
+            Some(AdminStarted {
+                store: Some(store),
+                token,
+            })
         }
+    };
+    Ok(Started { refresher, admin })
+}
+
+/// A gateway: its cache or an empty snapshot, then the bundle server.
+fn start_gateway(config: &ServeConfig, url: &str) -> Result<Started, ServeError> {
+    let bundles = &config.bundles;
+    let public_key = bundles
+        .public_key
+        .as_deref()
+        .map(keyscope_bundle::keys::read_public_key)
+        .transpose()?
+        .ok_or_else(|| ServeError::Invalid("a gateway needs --bundle-public-key".to_owned()))?;
+    let token = bundles
+        .fleet_token_file
+        .as_deref()
+        .map(|path| read_token_file(path, "fleet token"))
+        .transpose()?;
+    let cache = match &bundles.cache {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).map_err(|source| ServeError::Io {
+                what: format!("creating the bundle cache `{}`", dir.display()),
+                source,
+            })?;
+            Some(dir.join("bundle.cache"))
+        }
+        None => None,
+    };
+    let id = bundles.gateway_id.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+        let host = host.trim();
+        let host = if host.is_empty() { "gateway" } else { host };
+        format!("{host}:{}", config.listen.port())
+    });
+    let gateway = Gateway::start(
+        GatewayConfig {
+            url: url.to_owned(),
+            public_key,
+            token,
+            cache,
+            id,
+            wait: std::time::Duration::from_secs(bundles.wait_s),
+            interval: std::time::Duration::from_millis(bundles.interval_ms),
+        },
+        LiveOptions::default(),
+    )?;
+    let refresher = Arc::new(Refresher::gateway(gateway));
+    let admin = match config.admin.listen {
+        None => None,
+        Some(_) => Some(AdminStarted {
+            store: None,
+            token: admin_token(None, config.admin.token_file.as_deref())?,
+        }),
     };
     Ok(Started { refresher, admin })
 }
@@ -326,59 +413,76 @@ fn start_live(config: &ServeConfig) -> Result<Started, ServeError> {
 /// The shortest admin token a token file may hold.
 pub(crate) const MIN_ADMIN_TOKEN_LEN: usize = 16;
 
+/// Reads a token file: readable by its owner only, as ssh requires of a
+/// private key, UTF-8, and at least [`MIN_ADMIN_TOKEN_LEN`] characters.
+fn read_token_file(path: &std::path::Path, what: &str) -> Result<Zeroizing<String>, ServeError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let io = |source| ServeError::Io {
+        what: format!("reading {what} file `{}`", path.display()),
+        source,
+    };
+    let mode = std::fs::metadata(path).map_err(io)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        return Err(ServeError::Invalid(format!(
+            "the {what} file `{}` is open to group or others (mode {:04o}); \
+             run `chmod 600 {}`",
+            path.display(),
+            mode & 0o7777,
+            path.display()
+        )));
+    }
+    let bytes = Zeroizing::new(keyscope_runtime::files::read_regular(path, 4096)?);
+    let text = std::str::from_utf8(&bytes).map_err(|_| {
+        ServeError::Invalid(format!(
+            "the {what} file `{}` is not UTF-8 text",
+            path.display()
+        ))
+    })?;
+    let token = text.trim();
+    if token.len() < MIN_ADMIN_TOKEN_LEN {
+        return Err(ServeError::Invalid(format!(
+            "the {what} in `{}` is shorter than {MIN_ADMIN_TOKEN_LEN} characters",
+            path.display()
+        )));
+    }
+    Ok(Zeroizing::new(token.to_owned()))
+}
+
 /// The admin token's digest: from the token file, else the stored one, else
-/// a new token (returned to be shown once). A token file must be readable by
-/// its owner only, as ssh requires of a private key.
+/// a new token (returned to be shown once; a gateway, with no store, makes
+/// a new one at each start unless given a file).
 fn admin_token(
-    store: &mut Store,
+    store: Option<&mut Store>,
     file: Option<&std::path::Path>,
 ) -> Result<AdminToken, ServeError> {
     if let Some(path) = file {
-        use std::os::unix::fs::PermissionsExt as _;
-        let io = |source| ServeError::Io {
-            what: format!("reading admin token file `{}`", path.display()),
-            source,
-        };
-        let mode = std::fs::metadata(path).map_err(io)?.permissions().mode();
-        if mode & 0o077 != 0 {
-            return Err(ServeError::Invalid(format!(
-                "the admin token file `{}` is open to group or others (mode {:04o}); \
-                 run `chmod 600 {}`",
-                path.display(),
-                mode & 0o7777,
-                path.display()
-            )));
+        let token = read_token_file(path, "admin token")?;
+        let digest = admin::token_digest(&token);
+        if let Some(store) = store {
+            store.set_admin_token_digest(&digest)?;
         }
-        let bytes = Zeroizing::new(keyscope_runtime::files::read_regular(path, 4096)?);
-        let text = std::str::from_utf8(&bytes).map_err(|_| {
-            ServeError::Invalid(format!(
-                "the admin token file `{}` is not UTF-8 text",
-                path.display()
-            ))
-        })?;
-        let token = text.trim();
-        if token.len() < MIN_ADMIN_TOKEN_LEN {
-            return Err(ServeError::Invalid(format!(
-                "the admin token in `{}` is shorter than {MIN_ADMIN_TOKEN_LEN} characters",
-                path.display()
-            )));
-        }
-        let digest = admin::token_digest(token);
-        store.set_admin_token_digest(&digest)?;
         return Ok(AdminToken {
             digest,
             shown: None,
         });
     }
-    if let Some(digest) = store.admin_token_digest()? {
-        return Ok(AdminToken {
-            digest,
-            shown: None,
-        });
-    }
+    let store = match store {
+        Some(store) => {
+            if let Some(digest) = store.admin_token_digest()? {
+                return Ok(AdminToken {
+                    digest,
+                    shown: None,
+                });
+            }
+            Some(store)
+        }
+        None => None,
+    };
     let token = admin::generate_token();
     let digest = admin::token_digest(&token);
-    store.set_admin_token_digest(&digest)?;
+    if let Some(store) = store {
+        store.set_admin_token_digest(&digest)?;
+    }
     Ok(AdminToken {
         digest,
         shown: Some(token),

@@ -32,6 +32,9 @@ pub struct Update {
     pub rows: usize,
     /// The new snapshot.
     pub snapshot: Vec<u8>,
+    /// The changes applied: what a control plane sends its gateways as a
+    /// delta.
+    pub changes: SnapshotChanges,
 }
 
 impl Builder {
@@ -66,12 +69,14 @@ impl Builder {
         }
         let revision = changes.revision;
         let rows = changes.len();
-        let snapshot = self.kept.apply(snapshot_changes(changes))?;
+        let changes = snapshot_changes(changes);
+        let snapshot = self.kept.apply(changes.clone())?;
         self.revision = revision;
         Ok(Some(Update {
             revision,
             rows,
             snapshot,
+            changes,
         }))
     }
 }

@@ -1,9 +1,11 @@
 //! Argument parsing and dispatch. One file per subcommand group.
 
 mod bench;
+mod bundle;
 mod conformance;
 mod demo;
 mod eval;
+mod fleet;
 mod key;
 mod limits;
 mod op;
@@ -80,6 +82,12 @@ enum Command {
     /// The store itself: migrate its schema, copy it to another backend.
     #[command(subcommand)]
     Store(store::StoreCommand),
+    /// Signing keys and static bundles for a fleet of gateways.
+    #[command(subcommand)]
+    Bundle(bundle::BundleCommand),
+    /// A control plane's fleet of gateways.
+    #[command(subcommand)]
+    Fleet(fleet::FleetCommand),
     /// Measure decisions per second and latency on this machine.
     Bench(bench::BenchArgs),
     /// Run the conformance suite against a policy component.
@@ -111,6 +119,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Route(command) => route::run(command, &cli.store, &out),
         Command::Limits(command) => limits::run(command, &cli.store, &out),
         Command::Store(command) => store::run(command, &cli.store, &out),
+        Command::Bundle(command) => bundle::run(command, &cli.store, &out),
+        Command::Fleet(command) => fleet::run(command, &out),
         Command::Bench(args) => bench::run(args, &out),
         Command::Conformance(args) => conformance::run(args, &out),
         Command::Serve(args) => serve::run(args, &cli.store),

@@ -39,6 +39,28 @@ pub struct ServeArgs {
     /// Async worker threads (default: one per core).
     #[arg(long, value_name = "N")]
     workers: Option<std::num::NonZeroUsize>,
+    /// Control plane: sign bundles with this key and serve them to gateways
+    /// at GET /v1/bundle on the admin listener.
+    #[arg(long, value_name = "FILE")]
+    bundle_signing_key: Option<PathBuf>,
+    /// The fleet token: the one gateways must present (control plane), or
+    /// the one to present (gateway). A file readable by its owner only.
+    #[arg(long, value_name = "FILE")]
+    fleet_token_file: Option<PathBuf>,
+    /// Gateway: follow signed bundles from URL instead of a store.
+    #[arg(long, value_name = "URL")]
+    bundle_url: Option<String>,
+    /// Gateway: the public key bundles must be signed by.
+    #[arg(long, value_name = "FILE")]
+    bundle_public_key: Option<PathBuf>,
+    /// Gateway: keep the last good bundle in DIR, to start from it when the
+    /// bundle server is down.
+    #[arg(long, value_name = "DIR")]
+    bundle_cache: Option<PathBuf>,
+    /// Gateway: its id in the control plane's fleet view (default:
+    /// HOSTNAME:PORT).
+    #[arg(long, value_name = "ID")]
+    gateway_id: Option<String>,
 }
 
 pub fn run(args: ServeArgs, store: &Location) -> anyhow::Result<ExitCode> {
@@ -59,6 +81,13 @@ pub fn run(args: ServeArgs, store: &Location) -> anyhow::Result<ExitCode> {
         config.poll_ms = poll_ms;
     }
     config.workers = args.workers.or(config.workers);
+    let bundles = &mut config.bundles;
+    bundles.signing_key = args.bundle_signing_key.or(bundles.signing_key.take());
+    bundles.fleet_token_file = args.fleet_token_file.or(bundles.fleet_token_file.take());
+    bundles.url = args.bundle_url.or(bundles.url.take());
+    bundles.public_key = args.bundle_public_key.or(bundles.public_key.take());
+    bundles.cache = args.bundle_cache.or(bundles.cache.take());
+    bundles.gateway_id = args.gateway_id.or(bundles.gateway_id.take());
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("KEYSCOPE_LOG")

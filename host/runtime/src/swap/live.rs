@@ -23,6 +23,9 @@ pub struct Generation {
     pub number: u64,
     /// The component.
     pub component: PolicyComponent,
+    /// The component's bytes, as loaded: what a control plane publishes
+    /// to its fleet.
+    pub module: Arc<[u8]>,
     /// The snapshot bytes.
     pub snapshot: Arc<[u8]>,
     /// The snapshot as the component described it.
@@ -142,6 +145,7 @@ impl LivePolicy {
         let first = Generation {
             number: 1,
             component,
+            module: Arc::from(module),
             snapshot,
             snapshot_info,
             loaded_at_ms: now_ms(),
@@ -220,6 +224,7 @@ impl LivePolicy {
         let generation = Arc::new(Generation {
             number: current.number + 1,
             component,
+            module: Arc::from(module),
             snapshot: Arc::clone(&current.snapshot),
             snapshot_info: current.snapshot_info.clone(),
             loaded_at_ms: now_ms(),
@@ -246,13 +251,22 @@ impl LivePolicy {
             _ => "snapshot",
         };
         let attempt = (|| -> Swapped<Generation> {
-            let (component, module_is_new) = match module {
+            let (component, module_bytes, module_is_new) = match module {
                 Some(bytes) => {
                     let component = compile(&self.engine, &mut state.cache, bytes)?;
                     let is_new = component.info().digest != current.component.info().digest;
-                    (component, is_new)
+                    let bytes = if is_new {
+                        Arc::from(bytes)
+                    } else {
+                        Arc::clone(&current.module)
+                    };
+                    (component, bytes, is_new)
                 }
-                None => (current.component.clone(), false),
+                None => (
+                    current.component.clone(),
+                    Arc::clone(&current.module),
+                    false,
+                ),
             };
             let snapshot: Arc<[u8]> = match snapshot {
                 Some(bytes) => Arc::from(bytes),
@@ -268,6 +282,7 @@ impl LivePolicy {
             Ok(Generation {
                 number: current.number + 1,
                 component,
+                module: module_bytes,
                 snapshot,
                 snapshot_info: info,
                 loaded_at_ms: now_ms(),

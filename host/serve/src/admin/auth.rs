@@ -100,7 +100,16 @@ pub(super) async fn authenticate(
         .and_then(|value| value.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, token)| token_digest(token.trim()));
-    let valid = presented.is_some_and(|digest| bool::from(digest.ct_eq(&admin.token)));
+    // The fleet token reads bundles and nothing else.
+    let fleet = admin
+        .bundles
+        .as_ref()
+        .filter(|_| request.uri().path() == "/v1/bundle")
+        .map(|bundles| bundles.fleet_token);
+    let valid = presented.is_some_and(|digest| {
+        bool::from(digest.ct_eq(&admin.token))
+            | fleet.is_some_and(|fleet| bool::from(digest.ct_eq(&fleet)))
+    });
     if valid {
         return next.run(request).await;
     }

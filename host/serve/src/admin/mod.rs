@@ -5,6 +5,7 @@
 
 mod auth;
 mod errors;
+mod fleet;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -24,35 +25,48 @@ use self::auth::{FailedLogins, authenticate};
 pub use self::auth::{generate_token, token_digest};
 use self::errors::{ApiError, Body, uniform_errors};
 use crate::authz::Authorizer;
+use crate::bundles::Bundles;
 use crate::config::RequestLimits;
 use crate::refresh::{Refresher, ReloadError};
 
 #[derive(Clone)]
 struct Admin {
-    store: Arc<Mutex<Store>>,
+    /// `None` on a gateway, which follows bundles and holds no store.
+    store: Option<Arc<Mutex<Store>>>,
     refresher: Arc<Refresher>,
     authorizer: Arc<Authorizer>,
     token: [u8; 32],
     failures: Arc<FailedLogins>,
+    /// On a control plane: its bundles and fleet.
+    bundles: Option<Arc<Bundles>>,
+    /// The longest a bundle poll may wait: within the request timeout.
+    long_poll_max: std::time::Duration,
 }
 
 /// The admin router. Every request, to any path, is authenticated first:
 /// a known route and an unknown one get the same 401 without a token.
+/// `GET /v1/bundle` also takes the fleet token, and only it does.
 pub fn router(
-    store: Store,
+    store: Option<Store>,
     refresher: Arc<Refresher>,
     authorizer: Arc<Authorizer>,
     token: [u8; 32],
     limits: &RequestLimits,
 ) -> Router {
     let admin = Admin {
-        store: Arc::new(Mutex::new(store)),
+        store: store.map(|store| Arc::new(Mutex::new(store))),
+        bundles: refresher.bundles().cloned(),
         refresher,
         authorizer,
         token,
         failures: Arc::new(FailedLogins::default()),
+        long_poll_max: limits
+            .request_timeout()
+            .saturating_sub(std::time::Duration::from_secs(1)),
     };
     Router::new()
+        .route("/v1/bundle", get(fleet::bundle))
+        .route("/admin/fleet", get(fleet::fleet))
         .route("/admin/status", get(status))
         .route("/admin/policy", post(reload_policy))
         .route("/admin/scopes", get(list_scopes).post(create_scope))
@@ -93,7 +107,12 @@ async fn change(
 ) -> Response {
     let result = tokio::task::spawn_blocking(move || {
         let response = {
-            let mut store = admin.store.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut store = admin
+                .store
+                .as_ref()
+                .ok_or_else(gateway)?
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             apply(&mut store)?
         };
         // Committed: a failed rebuild is retried by the store watcher.
@@ -125,19 +144,34 @@ async fn read<T: Serialize + Send + 'static>(
     get: impl FnOnce(&Store) -> keyscope_store::Result<T> + Send + 'static,
 ) -> Handled {
     let result = tokio::task::spawn_blocking(move || {
-        let store = admin.store.lock().unwrap_or_else(PoisonError::into_inner);
-        get(&store)
+        let store = admin
+            .store
+            .as_ref()
+            .ok_or_else(gateway)?
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        get(&store).map_err(ApiError::from)
     })
     .await;
     match result {
         Ok(Ok(value)) => Ok(Json(value).into_response()),
-        Ok(Err(err)) => Err(err.into()),
+        Ok(Err(err)) => Err(err),
         Err(_) => Err(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
             "the read failed",
         )),
     }
+}
+
+/// What a gateway answers to a store route: it holds no store.
+fn gateway() -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "gateway",
+        "this server is a gateway that follows signed bundles and holds no store: \
+         change scopes and keys on its control plane",
+    )
 }
 
 /// Parses an optional level or permission set given as text.
@@ -337,7 +371,8 @@ pub fn status_json(refresher: &Refresher) -> serde_json::Value {
     let live = refresher.live();
     let current = live.current();
     let stats = live.stats();
-    serde_json::json!({
+    let (source, source_status) = refresher.source_status();
+    let mut status = serde_json::json!({
         "generation": current.number,
         "module": current.component.info(),
         "snapshot": {
@@ -347,7 +382,6 @@ pub fn status_json(refresher: &Refresher) -> serde_json::Value {
             "operations": current.snapshot_info.operations,
         },
         "loaded_at_ms": current.loaded_at_ms,
-        "store": refresher.freshness(),
         "stats": {
             "swaps_published": stats.swaps_published.load(Relaxed),
             "swaps_refused": stats.swaps_refused.load(Relaxed),
@@ -355,7 +389,9 @@ pub fn status_json(refresher: &Refresher) -> serde_json::Value {
             "instances_replaced": stats.instances_replaced.load(Relaxed),
         },
         "history": live.history(),
-    })
+    });
+    status[source] = source_status;
+    status
 }
 
 #[derive(Deserialize, Default)]
@@ -381,6 +417,7 @@ async fn reload_policy(State(admin): State<Admin>, body: axum::body::Bytes) -> H
         }))
         .into_response()),
         Ok(Err(err)) => Err(match err {
+            ReloadError::Gateway => gateway(),
             ReloadError::NoPolicyFile => {
                 ApiError::new(StatusCode::BAD_REQUEST, "invalid-input", err.to_string())
             }

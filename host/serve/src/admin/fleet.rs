@@ -1,0 +1,193 @@
+//! `GET /v1/bundle` for gateways and `GET /admin/fleet` for admins.
+//!
+//! A gateway polls with the state it holds (`revision`, `snapshot`,
+//! `module`), its `gateway` id, `wait` seconds, and `If-None-Match`. If it
+//! holds the published state, the poll waits until a newer one is
+//! published or `wait` runs out (then 304); otherwise it gets a delta from
+//! its state if one is held, else the full bundle.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::IntoResponse;
+use keyscope_bundle::Have;
+use keyscope_bundle::format::etag;
+use keyscope_runtime::time::now_ms;
+use serde::Deserialize;
+
+use super::errors::ApiError;
+use super::{Admin, Handled};
+use crate::bundles::{Bundles, Published, Seen};
+
+/// The longest a poll may wait, whatever it asks.
+const MAX_WAIT: Duration = Duration::from_secs(60);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Poll {
+    revision: Option<u64>,
+    snapshot: Option<String>,
+    module: Option<String>,
+    gateway: Option<String>,
+    wait: Option<u64>,
+}
+
+fn bundles(admin: &Admin) -> Result<Arc<Bundles>, ApiError> {
+    admin.bundles.clone().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "bundles-off",
+            "this server does not publish bundles: start it with --bundle-signing-key",
+        )
+    })
+}
+
+fn invalid(message: String) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid-input", message)
+}
+
+/// A gateway id: 1 to 128 characters of `[A-Za-z0-9._:-]`.
+fn check_id(id: &str) -> Result<(), ApiError> {
+    let ok = (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            "gateway: an id is 1 to 128 characters of A-Z, a-z, 0-9, `.`, `_`, `:`, `-`".into(),
+        ))
+    }
+}
+
+fn check_digest(what: &str, digest: &str) -> Result<(), ApiError> {
+    if digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(())
+    } else {
+        Err(invalid(format!("{what}: a digest is 64 hex digits")))
+    }
+}
+
+pub(super) async fn bundle(
+    State(admin): State<Admin>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(poll): Query<Poll>,
+    headers: HeaderMap,
+) -> Handled {
+    let bundles = bundles(&admin)?;
+    if let Some(id) = &poll.gateway {
+        check_id(id)?;
+    }
+    for (what, digest) in [("snapshot", &poll.snapshot), ("module", &poll.module)] {
+        if let Some(digest) = digest {
+            check_digest(what, digest)?;
+        }
+    }
+    let have = match (poll.revision, &poll.snapshot, &poll.module) {
+        (Some(revision), Some(snapshot), Some(module)) => Some(Have {
+            revision,
+            snapshot: snapshot.as_str(),
+            module: module.as_str(),
+        }),
+        (None, None, None) => None,
+        _ => {
+            return Err(invalid(
+                "revision, snapshot and module: give all three, or none".into(),
+            ));
+        }
+    };
+    if let (Some(id), Some(have)) = (&poll.gateway, have) {
+        bundles.seen(
+            id.clone(),
+            Seen {
+                revision: have.revision,
+                snapshot: have.snapshot.to_owned(),
+                module: have.module.to_owned(),
+                last_seen_ms: now_ms(),
+                address: peer.ip(),
+            },
+        );
+    }
+    let held_tag = have.map(|have| etag(have.revision, have.snapshot, have.module));
+    let if_none_match = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    let holds = |published: &Published| {
+        Some(&published.etag) == held_tag.as_ref()
+            || Some(&published.etag) == if_none_match.as_ref()
+    };
+    let mut published = bundles.published();
+    let wait = Duration::from_secs(poll.wait.unwrap_or(0))
+        .min(MAX_WAIT)
+        .min(admin.long_poll_max);
+    if holds(&published.borrow_and_update()) && !wait.is_zero() {
+        let _ = tokio::time::timeout(
+            wait,
+            published.wait_for(|published| published.stopping || !holds(published)),
+        )
+        .await;
+    }
+    let current = published.borrow().clone();
+    if holds(&current) {
+        let mut response = StatusCode::NOT_MODIFIED.into_response();
+        set_etag(response.headers_mut(), &current.etag);
+        return Ok(response);
+    }
+    let owned = have.map(|have| {
+        (
+            have.revision,
+            have.snapshot.to_owned(),
+            have.module.to_owned(),
+        )
+    });
+    let built = tokio::task::spawn_blocking(move || {
+        bundles.bundle(owned.as_ref().map(|(revision, snapshot, module)| Have {
+            revision: *revision,
+            snapshot,
+            module,
+        }))
+    })
+    .await
+    .map_err(|_| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "building the bundle failed",
+        )
+    })?;
+    let mut response = Body::from(Bytes::from_owner(built.bytes)).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/vnd.keyscope.bundle"),
+    );
+    set_etag(headers, &current.etag);
+    headers.insert(
+        "keyscope-bundle-kind",
+        HeaderValue::from_static(match built.kind {
+            keyscope_bundle::Kind::Full => "full",
+            keyscope_bundle::Kind::Delta => "delta",
+        }),
+    );
+    Ok(response)
+}
+
+fn set_etag(headers: &mut HeaderMap, tag: &str) {
+    if let Ok(value) = HeaderValue::from_str(tag) {
+        headers.insert(header::ETAG, value);
+    }
+    // Long polls answer as soon as a newer state exists: a gateway may
+    // poll again at once.
+    headers.insert("keyscope-long-poll", HeaderValue::from_static("1"));
+}
+
+pub(super) async fn fleet(State(admin): State<Admin>) -> Handled {
+    Ok(Json(bundles(&admin)?.fleet()).into_response())
+}

@@ -1,0 +1,404 @@
+//! A gateway: `keyscope serve --bundle-url URL --bundle-public-key FILE`.
+//! It holds no store and no database credentials. It follows signed
+//! bundles from a control plane (long polls, deltas) or from any static
+//! HTTP server (a file polled with `If-None-Match`), and decides on the
+//! last one it accepted.
+//!
+//! Every bundle goes through [`Follower::prepare`] (signature, digests,
+//! no rollback, a delta's exact result), then through the live policy's
+//! swap (which still proves the module and snapshot), and only then is it
+//! held and written to the cache. A refused bundle is counted by kind and
+//! changes nothing: the last good state keeps serving.
+//!
+//! At start the gateway loads its cache, which verifies as the bundle did.
+//! With no cache and no control plane it serves an empty snapshot, which
+//! denies every key, and `/readyz` says it is not ready.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use ed25519_dalek::VerifyingKey;
+use keyscope_bundle::{BundleError, Follower, Layout};
+use keyscope_policy::snapshot::{SnapshotData, default_operations};
+use keyscope_runtime::SwapError;
+use keyscope_runtime::swap::{Generation, LiveOptions, LivePolicy};
+use keyscope_runtime::time::now_ms;
+use serde::Serialize;
+use zeroize::Zeroizing;
+
+use crate::ServeError;
+
+/// The largest bundle a gateway downloads.
+const MAX_BUNDLE_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+
+/// How a gateway follows its bundles.
+#[derive(Debug)]
+pub struct GatewayConfig {
+    /// The bundle URL: a control plane's `/v1/bundle`, or a static file.
+    pub url: String,
+    /// The only key whose bundles it accepts.
+    pub public_key: VerifyingKey,
+    /// The fleet token it presents, if any.
+    pub token: Option<Zeroizing<String>>,
+    /// The cache file of the last good bundle.
+    pub cache: Option<PathBuf>,
+    /// Its id in the control plane's fleet view.
+    pub id: String,
+    /// How long a long poll may wait.
+    pub wait: Duration,
+    /// The pause between polls of a server that does not long-poll, and
+    /// after a failure.
+    pub interval: Duration,
+}
+
+/// What `/readyz` and `/admin/status` say of a gateway's bundles.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BundleStatus {
+    /// The bundle URL, without its query.
+    pub url: String,
+    /// This gateway's id.
+    pub gateway: String,
+    /// The revision served; `None` until a bundle was accepted.
+    pub revision: Option<u64>,
+    /// When the control plane published it.
+    pub published_at_ms: Option<u64>,
+    /// How old it is, from then.
+    pub age_ms: Option<u64>,
+    /// Whether it came from the cache, with no bundle accepted since.
+    pub from_cache: bool,
+    /// When the bundle server last answered.
+    pub checked_at_ms: u64,
+    /// Whether the last poll failed or its bundle was refused.
+    pub stale: bool,
+    /// Since when.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stale_since_ms: Option<u64>,
+    /// Why, from the last failure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Bundles refused, by kind.
+    pub refused: BTreeMap<&'static str, u64>,
+}
+
+/// Why a poll did not bring a new state.
+#[derive(Debug, thiserror::Error)]
+pub enum PollError {
+    /// The bundle server could not be reached or read.
+    #[error("bundle server: {0}")]
+    Transport(String),
+    /// It answered with an error status.
+    #[error("bundle server answered HTTP {0}")]
+    Status(u16),
+    /// The bundle was refused before it went live.
+    #[error("bundle refused: {0}")]
+    Refused(#[from] BundleError),
+    /// The live policy refused its module or snapshot.
+    #[error("bundle refused by the live policy: {0}")]
+    Swap(#[from] SwapError),
+}
+
+impl PollError {
+    fn kind(&self) -> Option<&'static str> {
+        match self {
+            Self::Refused(error) => Some(error.kind()),
+            Self::Swap(_) => Some("swap"),
+            Self::Transport(_) | Self::Status(_) => None,
+        }
+    }
+}
+
+/// A gateway's bundle follower and its status.
+pub struct Gateway {
+    config: GatewayConfig,
+    agent: ureq::Agent,
+    live: Arc<LivePolicy>,
+    follower: Mutex<Follower>,
+    /// The entity tag of the last bundle accepted from the URL.
+    etag: Mutex<Option<String>>,
+    status: Mutex<BundleStatus>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("url", &self.config.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gateway {
+    /// Starts from the cache if it verifies, else from an empty snapshot
+    /// that denies every key; then polls once without waiting.
+    pub fn start(config: GatewayConfig, options: LiveOptions) -> Result<Arc<Self>, ServeError> {
+        let mut follower = Follower::new(config.public_key);
+        let mut status = BundleStatus {
+            url: shown_url(&config.url),
+            gateway: config.id.clone(),
+            ..BundleStatus::default()
+        };
+        let cached = config
+            .cache
+            .as_deref()
+            .map(|path| -> Result<_, PollError> {
+                let Some(bytes) = keyscope_bundle::cache::read(path)? else {
+                    return Ok(None);
+                };
+                let Some(candidate) = follower.prepare(&bytes, Layout::Cache)? else {
+                    return Ok(None);
+                };
+                let live = LivePolicy::new(
+                    candidate.module.as_deref(),
+                    &candidate.snapshot,
+                    options.clone(),
+                )?;
+                status.revision = Some(candidate.manifest.revision);
+                status.published_at_ms = Some(candidate.manifest.published_at_ms);
+                status.from_cache = true;
+                follower.commit(candidate);
+                Ok(Some(live))
+            })
+            .transpose();
+        let live = match cached {
+            Ok(Some(Some(live))) => {
+                tracing::info!(
+                    revision = status.revision,
+                    "gateway: started from the bundle cache"
+                );
+                live
+            }
+            other => {
+                if let Err(error) = other {
+                    tracing::warn!(%error, "gateway: the bundle cache was refused; starting empty");
+                    count(&mut status, &error);
+                }
+                let empty = SnapshotData {
+                    operations: default_operations(),
+                    routes: keyscope_policy::routes::default_routes(),
+                    ..SnapshotData::default()
+                }
+                .encode()
+                .map_err(|e| ServeError::Invalid(e.to_string()))?;
+                LivePolicy::new(None, &empty, options)?
+            }
+        };
+        let agent = ureq::Agent::new_with_config(
+            ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_connect(Some(Duration::from_secs(5)))
+                .timeout_global(Some(config.wait + Duration::from_secs(60)))
+                .user_agent("keyscope-gateway")
+                .build(),
+        );
+        let gateway = Arc::new(Self {
+            config,
+            agent,
+            live: Arc::new(live),
+            follower: Mutex::new(follower),
+            etag: Mutex::new(None),
+            status: Mutex::new(status),
+        });
+        if let Err(error) = gateway.poll(Duration::ZERO) {
+            tracing::warn!(%error, "gateway: the first poll failed; serving what it holds");
+        }
+        Ok(gateway)
+    }
+
+    /// The live policy it feeds.
+    pub fn live(&self) -> &Arc<LivePolicy> {
+        &self.live
+    }
+
+    /// Whether it holds an accepted bundle (from the cache or a server).
+    pub fn holds_bundle(&self) -> bool {
+        self.status().revision.is_some()
+    }
+
+    /// Its status, with the age computed now.
+    pub fn status(&self) -> BundleStatus {
+        let mut status = self
+            .status
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        status.age_ms = status.published_at_ms.map(|at| now_ms().saturating_sub(at));
+        status
+    }
+
+    fn update(&self, change: impl FnOnce(&mut BundleStatus)) {
+        change(&mut self.status.lock().unwrap_or_else(PoisonError::into_inner));
+    }
+
+    /// One poll: waits up to `wait` on a control plane that long-polls.
+    /// Returns whether the server long-polls (and may be polled again at
+    /// once).
+    pub fn poll(&self, wait: Duration) -> Result<bool, PollError> {
+        let outcome = self.poll_inner(wait);
+        match &outcome {
+            Ok(_) => self.update(|status| {
+                status.checked_at_ms = now_ms();
+                status.stale = false;
+                status.stale_since_ms = None;
+                status.error = None;
+            }),
+            Err(error) => {
+                self.update(|status| {
+                    // Said once per outage; every refusal is said.
+                    if !status.stale || error.kind().is_some() {
+                        tracing::warn!(%error, "gateway: the last good bundle keeps serving");
+                    }
+                    if !matches!(error, PollError::Transport(_) | PollError::Status(_)) {
+                        status.checked_at_ms = now_ms();
+                    }
+                    status.stale = true;
+                    status.stale_since_ms.get_or_insert_with(now_ms);
+                    status.error = Some(error.to_string());
+                    count(status, error);
+                });
+            }
+        }
+        outcome
+    }
+
+    fn poll_inner(&self, wait: Duration) -> Result<bool, PollError> {
+        let held = self
+            .follower
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .held()
+            .cloned();
+        let mut request = self
+            .agent
+            .get(&self.config.url)
+            .query("gateway", &self.config.id)
+            .query("wait", wait.as_secs().to_string());
+        if let Some(held) = &held {
+            request = request
+                .query("revision", held.revision.to_string())
+                .query("snapshot", &held.snapshot.sha256)
+                .query("module", &held.module.sha256);
+        }
+        let etag = self
+            .etag
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some(etag) = etag {
+            request = request.header("if-none-match", etag);
+        }
+        if let Some(token) = &self.config.token {
+            request = request.header("authorization", format!("Bearer {}", token.as_str()));
+        }
+        let mut response = request
+            .call()
+            .map_err(|error| PollError::Transport(error.to_string()))?;
+        let long_poll = response.headers().contains_key("keyscope-long-poll");
+        let etag = response
+            .headers()
+            .get("etag")
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
+        match response.status().as_u16() {
+            304 => return Ok(long_poll),
+            200 => {}
+            status => return Err(PollError::Status(status)),
+        }
+        let bytes = response
+            .body_mut()
+            .with_config()
+            .limit(MAX_BUNDLE_BYTES)
+            .read_to_vec()
+            .map_err(|error| PollError::Transport(error.to_string()))?;
+        if let Some((generation, kind)) = self.accept(&bytes)? {
+            tracing::info!(
+                generation = generation.number,
+                kind,
+                bytes = bytes.len(),
+                snapshot = %generation.snapshot_info.digest_hex(),
+                "gateway: bundle accepted"
+            );
+        }
+        *self.etag.lock().unwrap_or_else(PoisonError::into_inner) = etag;
+        Ok(long_poll)
+    }
+
+    /// Checks a served bundle, swaps it in, then holds and caches it.
+    fn accept(&self, bytes: &[u8]) -> Result<Option<(Arc<Generation>, &'static str)>, PollError> {
+        let mut follower = self.follower.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(candidate) = follower.prepare(bytes, Layout::Served)? else {
+            return Ok(None);
+        };
+        let current = self.live.current();
+        let generation = match &candidate.module {
+            Some(module) if candidate.manifest.module.sha256 != current.component.info().digest => {
+                self.live.swap(module, &candidate.snapshot)?
+            }
+            _ => self.live.swap_snapshot(&candidate.snapshot)?,
+        };
+        let (revision, published) = (
+            candidate.manifest.revision,
+            candidate.manifest.published_at_ms,
+        );
+        let kind = match candidate.manifest.kind {
+            keyscope_bundle::Kind::Full => "full",
+            keyscope_bundle::Kind::Delta => "delta",
+        };
+        follower.commit(candidate);
+        if let Some(path) = &self.config.cache
+            && let Err(error) = follower.write_cache(path, &generation.snapshot)
+        {
+            tracing::error!(%error, "gateway: the bundle is live but could not be cached");
+        }
+        drop(follower);
+        self.update(|status| {
+            status.revision = Some(revision);
+            status.published_at_ms = Some(published);
+            status.from_cache = false;
+        });
+        Ok(Some((generation, kind)))
+    }
+
+    /// Polls on a thread of its own until the handle is dropped. The thread
+    /// is not joined: a long poll in flight ends with the process.
+    pub fn watch(self: &Arc<Self>) -> std::io::Result<Sender<()>> {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let gateway = Arc::clone(self);
+        std::thread::Builder::new()
+            .name("keyscope-bundle-poll".to_owned())
+            .spawn(move || {
+                loop {
+                    let again_at_once = matches!(gateway.poll(gateway.config.wait), Ok(true));
+                    let pause = if again_at_once {
+                        Duration::ZERO
+                    } else {
+                        gateway.config.interval
+                    };
+                    if let Err(RecvTimeoutError::Disconnected) = stopped.recv_timeout(pause) {
+                        return;
+                    }
+                }
+            })?;
+        Ok(stop)
+    }
+}
+
+fn count(status: &mut BundleStatus, error: &PollError) {
+    if let Some(kind) = error.kind() {
+        *status.refused.entry(kind).or_default() += 1;
+    }
+}
+
+/// A URL as it may be shown: no user info, no query.
+fn shown_url(url: &str) -> String {
+    let url = url.split(['?', '#']).next().unwrap_or_default();
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    format!("{scheme}://{host}{path}")
+}
