@@ -26,6 +26,8 @@ mod differential;
 mod expiry;
 /// Injected faults on the decision and swap paths: always a deny, never a swap.
 mod faults;
+/// A fleet: a control plane, gateways on signed bundles, static bundles.
+mod fleet;
 /// The golden cases (fixtures/golden), native and through the component.
 mod golden;
 /// Hostile and careless use: idle sockets, duplicate keys, special files.

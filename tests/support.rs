@@ -231,13 +231,16 @@ impl Sandbox {
                 "127.0.0.1:0",
                 "--grpc-listen",
                 "127.0.0.1:0",
-                "--admin-listen",
-                "127.0.0.1:0",
                 "--poll-ms",
                 "20",
                 "--admin-token-file",
             ])
             .arg(self.path("admin-token"))
+            .args(if extra.contains(&"--admin-listen") {
+                &[][..]
+            } else {
+                &["--admin-listen", "127.0.0.1:0"][..]
+            })
             .args(if extra.contains(&"--decision-log") {
                 Vec::new()
             } else {

@@ -81,6 +81,19 @@ pub struct BundleStatus {
     pub error: Option<String>,
     /// Bundles refused, by kind.
     pub refused: BTreeMap<&'static str, u64>,
+    /// The last bundle accepted from the server: full or delta, and its
+    /// size on the wire.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_bundle: Option<LastBundle>,
+}
+
+/// The last bundle a gateway accepted from its server.
+#[derive(Debug, Clone, Serialize)]
+pub struct LastBundle {
+    /// `full` or `delta`.
+    pub kind: &'static str,
+    /// Its size in bytes.
+    pub bytes: usize,
 }
 
 /// Why a poll did not bring a new state.
@@ -312,6 +325,12 @@ impl Gateway {
             .read_to_vec()
             .map_err(|error| PollError::Transport(error.to_string()))?;
         if let Some((generation, kind)) = self.accept(&bytes)? {
+            self.update(|status| {
+                status.last_bundle = Some(LastBundle {
+                    kind,
+                    bytes: bytes.len(),
+                });
+            });
             tracing::info!(
                 generation = generation.number,
                 kind,

@@ -1,0 +1,552 @@
+//! A fleet, as real processes: a control plane publishing signed bundles
+//! from its store, gateways that follow them with no store at all, and
+//! static bundles served by a real nginx. Every refused bundle is counted
+//! and changes no decision.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use keyscope_bundle::format::{self, Base, Kind, Layout, Manifest, ModulePart, Part};
+use keyscope_bundle::keys;
+use serde_json::{Value, json};
+
+use crate::support::{Sandbox, Server, http_client, wait_until};
+
+/// A control plane's store, signing key and fleet token.
+struct Fleet {
+    sandbox: Sandbox,
+    signing_key: PathBuf,
+    public_key: PathBuf,
+    token: PathBuf,
+}
+
+impl Fleet {
+    fn new() -> Self {
+        let sandbox = Sandbox::new();
+        let signing_key = sandbox.path("signing.key");
+        let made = sandbox.json(["bundle", "keygen", "-o", signing_key.to_str().unwrap()]);
+        let public_key = sandbox.path("signing.pub");
+        std::fs::write(&public_key, made["public_key"].as_str().unwrap()).unwrap();
+        let token = sandbox.path("fleet-token");
+        std::fs::write(&token, "ksfleet_test-token-0123456789").unwrap();
+        std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        Self {
+            sandbox,
+            signing_key,
+            public_key,
+            token,
+        }
+    }
+
+    fn control_plane(&self, extra: &[&str]) -> Server {
+        let mut args = vec![
+            "--bundle-signing-key",
+            self.signing_key.to_str().unwrap(),
+            "--fleet-token-file",
+            self.token.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        self.sandbox.serve(&args)
+    }
+
+    /// A gateway following `url`, in a sandbox of its own (no store is
+    /// opened there), caching in `cache`.
+    fn gateway(&self, url: &str, id: &str, cache: &Path, extra: &[&str]) -> (Sandbox, Server) {
+        let sandbox = Sandbox::new();
+        let mut args = vec![
+            "--bundle-url",
+            url,
+            "--bundle-public-key",
+            self.public_key.to_str().unwrap(),
+            "--fleet-token-file",
+            self.token.to_str().unwrap(),
+            "--bundle-cache",
+            cache.to_str().unwrap(),
+            "--gateway-id",
+            id,
+        ];
+        args.extend_from_slice(extra);
+        let server = sandbox.serve(&args);
+        assert!(
+            !sandbox.store().exists(),
+            "a gateway must not open a store"
+        );
+        (sandbox, server)
+    }
+}
+
+fn decide(server: &Server, key: &str) -> Value {
+    server.check(&json!({ "key": key, "app": "acme", "op": "agents.list" }))
+}
+
+fn allowed(server: &Server, key: &str) -> bool {
+    decide(server, key)["allow"] == true
+}
+
+fn bundle_status(server: &Server) -> Value {
+    http_client()
+        .get(server.url("/readyz"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_json::<Value>()
+        .unwrap()["bundle"]
+        .clone()
+}
+
+fn refused(server: &Server, kind: &str) -> u64 {
+    bundle_status(server)["refused"][kind].as_u64().unwrap_or(0)
+}
+
+fn fleet_status(fleet: &Fleet, control_plane: &Server) -> (i32, Value) {
+    let output = fleet
+        .sandbox
+        .keyscope([
+            "--json",
+            "fleet",
+            "status",
+            "--control-plane",
+            &control_plane.admin_url(""),
+            "--admin-token-file",
+        ])
+        .arg(fleet.sandbox.path("admin-token"))
+        .output()
+        .unwrap();
+    let body = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
+    (output.status.code().unwrap_or(-1), body)
+}
+
+#[test]
+fn a_cli_revocation_reaches_three_gateways_as_a_delta_and_fleet_status_shows_it() {
+    let fleet = Fleet::new();
+    let scope = fleet.sandbox.scope("acme", "s", "view", "run");
+    let (key_id, key) = fleet.sandbox.key(&scope.to_string(), "k");
+    let (_, other_key) = fleet.sandbox.key(&scope.to_string(), "other");
+    let control_plane = fleet.control_plane(&[]);
+    let url = control_plane.admin_url("/v1/bundle");
+    let caches = fleet.sandbox.path("caches");
+    let gateways: Vec<(Sandbox, Server)> = (1..=3)
+        .map(|n| {
+            fleet.gateway(
+                &url,
+                &format!("gw-{n}"),
+                &caches.join(n.to_string()),
+                &[],
+            )
+        })
+        .collect();
+    for (_, gateway) in &gateways {
+        assert!(allowed(gateway, &key), "{}", decide(gateway, &key));
+        assert_eq!(bundle_status(gateway)["last_bundle"]["kind"], "full");
+    }
+    // The fleet token reads bundles and nothing else.
+    let fleet_token = std::fs::read_to_string(&fleet.token).unwrap();
+    let status = http_client()
+        .get(control_plane.admin_url("/admin/fleet"))
+        .header("authorization", format!("Bearer {fleet_token}"))
+        .call()
+        .unwrap()
+        .status();
+    assert_eq!(status, 401);
+    let status = http_client()
+        .get(control_plane.admin_url("/v1/bundle"))
+        .call()
+        .unwrap()
+        .status();
+    assert_eq!(status, 401);
+
+    fleet
+        .sandbox
+        .keyscope(["key", "revoke", &key_id.to_string()])
+        .assert()
+        .success();
+    for (_, gateway) in &gateways {
+        let took = wait_until(10, "the revocation reaching a gateway", || {
+            decide(gateway, &key)["reason"] == "revoked-key"
+        });
+        eprintln!("gateway: revoked key denied {took:?} after the CLI exited");
+        assert!(allowed(gateway, &other_key));
+        let last = &bundle_status(gateway)["last_bundle"];
+        assert_eq!(last["kind"], "delta", "{last}");
+        assert!(last["bytes"].as_u64().unwrap() < 64 * 1024, "{last}");
+    }
+    // Every gateway reports the new revision on its next poll.
+    let mut last = Value::Null;
+    wait_until(10, "fleet status showing every gateway current", || {
+        let (code, body) = fleet_status(&fleet, &control_plane);
+        last = body;
+        code == 0
+    });
+    let gateways_seen = last["gateways"].as_array().unwrap();
+    assert_eq!(gateways_seen.len(), 3, "{last}");
+    for gateway in gateways_seen {
+        assert_eq!(gateway["current"], true, "{last}");
+        assert_eq!(gateway["revision"], last["revision"], "{last}");
+    }
+}
+
+/// A loopback port free now, for a server that must come back on it.
+fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+#[test]
+fn gateways_decide_on_without_their_control_plane_start_from_cache_and_catch_up() {
+    let fleet = Fleet::new();
+    let scope = fleet.sandbox.scope("acme", "s", "view", "run");
+    let (_, live_key) = fleet.sandbox.key(&scope.to_string(), "live");
+    let (first_id, first_key) = fleet.sandbox.key(&scope.to_string(), "first");
+    let (second_id, second_key) = fleet.sandbox.key(&scope.to_string(), "second");
+    let admin = free_port().to_string();
+    let mut control_plane = fleet.control_plane(&["--admin-listen", &admin]);
+    let url = control_plane.admin_url("/v1/bundle");
+    let caches = fleet.sandbox.path("caches");
+    let (_a, steady) = fleet.gateway(&url, "steady", &caches.join("steady"), &[]);
+    let (restarted_sandbox, mut restarted) =
+        fleet.gateway(&url, "restarted", &caches.join("restarted"), &[]);
+    fleet
+        .sandbox
+        .keyscope(["key", "revoke", &first_id.to_string()])
+        .assert()
+        .success();
+    for gateway in [&steady, &restarted] {
+        wait_until(10, "the first revocation reaching a gateway", || {
+            !allowed(gateway, &first_key)
+        });
+    }
+
+    // The control plane dies.
+    control_plane.child.kill().unwrap();
+    control_plane.child.wait().unwrap();
+    for gateway in [&steady, &restarted] {
+        assert!(allowed(gateway, &live_key));
+        assert!(!allowed(gateway, &first_key));
+        assert!(allowed(gateway, &second_key));
+    }
+    // A gateway restarted meanwhile starts from its cache.
+    restarted.stop();
+    drop(restarted);
+    let restarted = restarted_sandbox.serve(&[
+        "--bundle-url",
+        &url,
+        "--bundle-public-key",
+        fleet.public_key.to_str().unwrap(),
+        "--fleet-token-file",
+        fleet.token.to_str().unwrap(),
+        "--bundle-cache",
+        caches.join("restarted").to_str().unwrap(),
+        "--gateway-id",
+        "restarted",
+    ]);
+    let status = bundle_status(&restarted);
+    assert_eq!(status["from_cache"], true, "{status}");
+    assert_eq!(status["stale"], true, "{status}");
+    assert!(status["age_ms"].as_u64().is_some(), "{status}");
+    assert!(allowed(&restarted, &live_key));
+    assert!(!allowed(&restarted, &first_key));
+    // /readyz stays 200: the cached state serves (fail static).
+    let ready = http_client().get(restarted.url("/readyz")).call().unwrap();
+    assert_eq!(ready.status(), 200);
+
+    // A revocation made while the control plane is down...
+    fleet
+        .sandbox
+        .keyscope(["key", "revoke", &second_id.to_string()])
+        .assert()
+        .success();
+    assert!(allowed(&steady, &second_key));
+    // ...reaches every gateway once it is back.
+    let _control_plane = fleet.control_plane(&["--admin-listen", &admin]);
+    for gateway in [&steady, &restarted] {
+        wait_until(20, "gateways catching up with the control plane", || {
+            !allowed(gateway, &second_key)
+        });
+        assert!(allowed(gateway, &live_key));
+        assert_eq!(bundle_status(gateway)["stale"], false);
+    }
+}
+
+#[test]
+fn a_module_published_through_bundles_reaches_every_gateway() {
+    let fleet = Fleet::new();
+    let scope = fleet.sandbox.scope("acme", "s", "view", "run");
+    let (_, key) = fleet.sandbox.key(&scope.to_string(), "k");
+    let control_plane = fleet.control_plane(&[]);
+    let url = control_plane.admin_url("/v1/bundle");
+    let caches = fleet.sandbox.path("caches");
+    let gateways: Vec<(Sandbox, Server)> = ["m1", "m2"]
+        .into_iter()
+        .map(|id| fleet.gateway(&url, id, &caches.join(id), &[]))
+        .collect();
+    let twin = crate::swap::twin_module();
+    let twin_path = fleet.sandbox.path("twin.wasm");
+    std::fs::write(&twin_path, &twin).unwrap();
+    let (code, body) = control_plane.admin(
+        "POST",
+        "/admin/policy",
+        Some(json!({ "path": twin_path })),
+    );
+    assert_eq!(code, 200, "{body}");
+    let digest = format::sha256_hex(&twin);
+    for (_, gateway) in &gateways {
+        wait_until(10, "the module reaching a gateway", || {
+            gateway.ready()["module"] == digest.as_str()
+        });
+        assert!(allowed(gateway, &key));
+    }
+}
+
+/// nginx serving `root` as static files, with its own ETags, logging
+/// each request's status.
+struct StaticServer {
+    child: Child,
+    addr: SocketAddr,
+    root: PathBuf,
+    log: PathBuf,
+    published: u64,
+}
+
+impl Drop for StaticServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl StaticServer {
+    fn start(dir: &Path) -> Self {
+        let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+            .into_iter()
+            .find(|path| Path::new(path).exists())
+            .expect("nginx is not installed: `apt-get install nginx` (.ci/run does this)");
+        let addr = free_port();
+        let root = dir.join("www");
+        std::fs::create_dir_all(&root).unwrap();
+        let log = dir.join("access.log");
+        let d = dir.display();
+        let conf = format!(
+            "daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/nginx-error.log warn;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{\n  access_log {log} combined;\n  client_body_temp_path {d}/body;\n\
+               proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n\
+               uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+               server {{ listen {addr}; root {root}; location / {{ }} }}\n}}\n",
+            log = log.display(),
+            root = root.display(),
+        );
+        std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+        let child = Command::new(nginx)
+            .arg("-p")
+            .arg(dir)
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_until(10, "nginx listening", || {
+            std::net::TcpStream::connect(addr).is_ok()
+        });
+        Self {
+            child,
+            addr,
+            root,
+            log,
+            published: 0,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/bundle.ksb", self.addr)
+    }
+
+    /// Serves `bytes` as the bundle: written beside it and renamed over
+    /// it, with a modification time of its own, so nginx's ETag (mtime and
+    /// size) changes even for a same-sized file.
+    fn publish(&mut self, bytes: &[u8]) {
+        self.published += 1;
+        let tmp = self.root.join(".bundle.tmp");
+        std::fs::write(&tmp, bytes).unwrap();
+        let stamp = format!("@{}", 1_700_000_000 + self.published * 10);
+        let touched = Command::new("touch")
+            .args(["-d", &stamp])
+            .arg(&tmp)
+            .status()
+            .unwrap();
+        assert!(touched.success());
+        std::fs::rename(&tmp, self.root.join("bundle.ksb")).unwrap();
+    }
+
+    fn not_modified_answers(&self) -> usize {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|line| line.contains("\" 304 "))
+            .count()
+    }
+}
+
+/// `keyscope bundle build` of the fleet's store, signed by `key`; the
+/// bundle's bytes.
+fn build(fleet: &Fleet, key: &Path, extra: &[&str]) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = vec![
+        "--json",
+        "bundle",
+        "build",
+        "--signing-key",
+        key.to_str().unwrap(),
+        "-o",
+        dir.path().to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let built = fleet.sandbox.json(args);
+    std::fs::read(built["path"].as_str().unwrap()).unwrap()
+}
+
+#[test]
+fn static_bundles_behind_nginx_are_followed_and_bad_ones_refused_and_counted() {
+    let fleet = Fleet::new();
+    let scope = fleet.sandbox.scope("acme", "s", "view", "run");
+    let (_, live_key) = fleet.sandbox.key(&scope.to_string(), "live");
+    let (revoked_id, revoked_key) = fleet.sandbox.key(&scope.to_string(), "revoked");
+    let mut nginx = StaticServer::start(fleet.sandbox.dir.path());
+    let older = build(&fleet, &fleet.signing_key, &[]);
+    nginx.publish(&older);
+    let config = fleet.sandbox.path("gateway.toml");
+    std::fs::write(&config, "[bundles]\ninterval_ms = 50\n").unwrap();
+    let (_g, gateway) = fleet.gateway(
+        &nginx.url(),
+        "static",
+        &fleet.sandbox.path("cache"),
+        &["--config", config.to_str().unwrap()],
+    );
+    assert!(allowed(&gateway, &revoked_key));
+    // nginx answers the polls of an unchanged file with 304.
+    wait_until(10, "nginx answering 304 to If-None-Match", || {
+        nginx.not_modified_answers() >= 2
+    });
+
+    fleet
+        .sandbox
+        .keyscope(["key", "revoke", &revoked_id.to_string()])
+        .assert()
+        .success();
+    let current = build(&fleet, &fleet.signing_key, &[]);
+    nginx.publish(&current);
+    wait_until(10, "the gateway picking up the new static bundle", || {
+        !allowed(&gateway, &revoked_key)
+    });
+    let held = format::open(
+        &current,
+        &keys::read_public_key(&fleet.public_key).unwrap(),
+        Layout::Served,
+    )
+    .unwrap()
+    .manifest;
+
+    // Each bad bundle is refused, counted, and changes no decision.
+    let mut tampered = current.clone();
+    let middle = tampered.len() / 2;
+    tampered[middle] ^= 0x40;
+    let other_key = fleet.sandbox.path("other.key");
+    fleet
+        .sandbox
+        .keyscope(["bundle", "keygen", "-o", other_key.to_str().unwrap()])
+        .assert()
+        .success();
+    let other_signer = build(&fleet, &other_key, &[]);
+    let unsigned = {
+        let path = fleet.sandbox.path("snapshot.bin");
+        fleet
+            .sandbox
+            .keyscope(["snapshot", "export", "-o", path.to_str().unwrap()])
+            .assert()
+            .success();
+        std::fs::read(path).unwrap()
+    };
+    let mismatched_delta = mismatched_delta(&fleet, &held, &older);
+    let bad_module = {
+        let signing = keys::read_signing_key(&fleet.signing_key).unwrap();
+        let snapshot = format::open(
+            &current,
+            &signing.verifying_key(),
+            Layout::Served,
+        )
+        .unwrap()
+        .snapshot
+        .unwrap()
+        .to_vec();
+        keyscope_bundle::Publisher::new(
+            signing,
+            held.revision + 1,
+            snapshot.into(),
+            keyscope_test_artifacts::ALLOW_ALL.into(),
+        )
+        .full()
+        .bytes
+        .to_vec()
+    };
+    for (kind, bytes) in [
+        ("tampered", &tampered),
+        ("other-signer", &other_signer),
+        ("unsigned", &unsigned),
+        ("rollback", &older),
+        ("delta-mismatch", &mismatched_delta),
+        ("swap", &bad_module),
+    ] {
+        let before = refused(&gateway, kind);
+        nginx.publish(bytes);
+        wait_until(10, &format!("a {kind} bundle refused and counted"), || {
+            refused(&gateway, kind) > before
+        });
+        assert!(allowed(&gateway, &live_key), "{kind}");
+        assert_eq!(decide(&gateway, &revoked_key)["reason"], "revoked-key", "{kind}");
+        let status = bundle_status(&gateway);
+        assert_eq!(status["revision"], held.revision, "{kind}: {status}");
+        assert_eq!(status["stale"], true, "{kind}: {status}");
+        assert_eq!(
+            gateway.ready()["module"],
+            held.module.sha256.as_str(),
+            "{kind}: the module must not change"
+        );
+    }
+    // The good bundle again: nothing new to take, and no longer stale.
+    nginx.publish(&current);
+    wait_until(10, "the gateway fresh again", || {
+        bundle_status(&gateway)["stale"] == false
+    });
+}
+
+/// A delta from the gateway's held state, signed by the right key, whose
+/// changes (none) do not give the resulting snapshot its manifest names
+/// (the older bundle's).
+fn mismatched_delta(fleet: &Fleet, held: &Manifest, older: &[u8]) -> Vec<u8> {
+    let signing = keys::read_signing_key(&fleet.signing_key).unwrap();
+    let older = format::open(older, &signing.verifying_key(), Layout::Served)
+        .unwrap()
+        .manifest;
+    let changes = format::encode_delta(&Default::default());
+    let manifest = Manifest {
+        kind: Kind::Delta,
+        revision: held.revision + 1,
+        published_at_ms: held.published_at_ms,
+        signer: held.signer.clone(),
+        snapshot: older.snapshot,
+        base: Some(Base {
+            revision: held.revision,
+            sha256: held.snapshot.sha256.clone(),
+        }),
+        delta: Some(Part {
+            sha256: format::sha256_hex(&changes),
+            bytes: changes.len() as u64,
+        }),
+        module: ModulePart {
+            included: false,
+            ..held.module.clone()
+        },
+    };
+    format::seal(&manifest, &signing, &[&changes])
+}
