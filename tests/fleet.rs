@@ -69,10 +69,7 @@ impl Fleet {
         ];
         args.extend_from_slice(extra);
         let server = sandbox.serve(&args);
-        assert!(
-            !sandbox.store().exists(),
-            "a gateway must not open a store"
-        );
+        assert!(!sandbox.store().exists(), "a gateway must not open a store");
         (sandbox, server)
     }
 }
@@ -128,14 +125,7 @@ fn a_cli_revocation_reaches_three_gateways_as_a_delta_and_fleet_status_shows_it(
     let url = control_plane.admin_url("/v1/bundle");
     let caches = fleet.sandbox.path("caches");
     let gateways: Vec<(Sandbox, Server)> = (1..=3)
-        .map(|n| {
-            fleet.gateway(
-                &url,
-                &format!("gw-{n}"),
-                &caches.join(n.to_string()),
-                &[],
-            )
-        })
+        .map(|n| fleet.gateway(&url, &format!("gw-{n}"), &caches.join(n.to_string()), &[]))
         .collect();
     for (_, gateway) in &gateways {
         assert!(allowed(gateway, &key), "{}", decide(gateway, &key));
@@ -189,7 +179,10 @@ fn a_cli_revocation_reaches_three_gateways_as_a_delta_and_fleet_status_shows_it(
 
 /// A loopback port free now, for a server that must come back on it.
 fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
 }
 
 #[test]
@@ -283,11 +276,8 @@ fn a_module_published_through_bundles_reaches_every_gateway() {
     let twin = crate::swap::twin_module();
     let twin_path = fleet.sandbox.path("twin.wasm");
     std::fs::write(&twin_path, &twin).unwrap();
-    let (code, body) = control_plane.admin(
-        "POST",
-        "/admin/policy",
-        Some(json!({ "path": twin_path })),
-    );
+    let (code, body) =
+        control_plane.admin("POST", "/admin/policy", Some(json!({ "path": twin_path })));
     assert_eq!(code, 200, "{body}");
     let digest = format::sha256_hex(&twin);
     for (_, gateway) in &gateways {
@@ -470,15 +460,11 @@ fn static_bundles_behind_nginx_are_followed_and_bad_ones_refused_and_counted() {
     let mismatched_delta = mismatched_delta(&fleet, &held, &older);
     let bad_module = {
         let signing = keys::read_signing_key(&fleet.signing_key).unwrap();
-        let snapshot = format::open(
-            &current,
-            &signing.verifying_key(),
-            Layout::Served,
-        )
-        .unwrap()
-        .snapshot
-        .unwrap()
-        .to_vec();
+        let snapshot = format::open(&current, &signing.verifying_key(), Layout::Served)
+            .unwrap()
+            .snapshot
+            .unwrap()
+            .to_vec();
         keyscope_bundle::Publisher::new(
             signing,
             held.revision + 1,
@@ -503,7 +489,11 @@ fn static_bundles_behind_nginx_are_followed_and_bad_ones_refused_and_counted() {
             refused(&gateway, kind) > before
         });
         assert!(allowed(&gateway, &live_key), "{kind}");
-        assert_eq!(decide(&gateway, &revoked_key)["reason"], "revoked-key", "{kind}");
+        assert_eq!(
+            decide(&gateway, &revoked_key)["reason"],
+            "revoked-key",
+            "{kind}"
+        );
         let status = bundle_status(&gateway);
         assert_eq!(status["revision"], held.revision, "{kind}: {status}");
         assert_eq!(status["stale"], true, "{kind}: {status}");
