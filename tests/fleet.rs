@@ -158,8 +158,9 @@ fn a_cli_revocation_reaches_three_gateways_as_a_delta_and_fleet_status_shows_it(
         });
         eprintln!("gateway: revoked key denied {took:?} after the CLI exited");
         assert!(allowed(gateway, &other_key));
-        let last = &bundle_status(gateway)["last_bundle"];
-        assert_eq!(last["kind"], "delta", "{last}");
+        let status = bundle_status(gateway);
+        let last = &status["last_bundle"];
+        assert_eq!(last["kind"], "delta", "{status}");
         assert!(last["bytes"].as_u64().unwrap() < 64 * 1024, "{last}");
     }
     // Every gateway reports the new revision on its next poll.
@@ -539,4 +540,92 @@ fn mismatched_delta(fleet: &Fleet, held: &Manifest, older: &[u8]) -> Vec<u8> {
         },
     };
     format::seal(&manifest, &signing, &[&changes])
+}
+
+#[test]
+fn the_bundle_endpoint_answers_304_long_polls_and_sends_deltas_from_a_held_state() {
+    let fleet = Fleet::new();
+    let scope = fleet.sandbox.scope("acme", "s", "view", "run");
+    let (key_id, _) = fleet.sandbox.key(&scope.to_string(), "k");
+    let control_plane = fleet.control_plane(&[]);
+    let token = std::fs::read_to_string(&fleet.token).unwrap();
+    let public = keys::read_public_key(&fleet.public_key).unwrap();
+    let get = |query: &str, etag: Option<&str>| {
+        let mut request = http_client()
+            .get(control_plane.admin_url(&format!("/v1/bundle{query}")))
+            .header("authorization", format!("Bearer {token}"));
+        if let Some(etag) = etag {
+            request = request.header("if-none-match", etag);
+        }
+        let mut response = request.call().unwrap();
+        let status = response.status().as_u16();
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .map(|v| v.to_str().unwrap().to_owned())
+        };
+        let (etag, kind) = (header("etag"), header("keyscope-bundle-kind"));
+        let body = response.body_mut().read_to_vec().unwrap();
+        (status, etag, kind, body)
+    };
+    let (status, etag, kind, full) = get("", None);
+    assert_eq!((status, kind.as_deref()), (200, Some("full")));
+    let etag = etag.unwrap();
+    let held = format::open(&full, &public, Layout::Served)
+        .unwrap()
+        .manifest;
+    assert_eq!(held.etag(), etag);
+    // Nothing newer: 304, at once without a wait.
+    let (status, same, _, body) = get("", Some(&etag));
+    assert_eq!(
+        (status, same.as_deref(), body.len()),
+        (304, Some(etag.as_str()), 0)
+    );
+    // A long poll answers as soon as a newer state exists.
+    let have = format!(
+        "?revision={}&snapshot={}&module={}&gateway=probe&wait=50",
+        held.revision, held.snapshot.sha256, held.module.sha256
+    );
+    let (status, newer, kind, delta) = std::thread::scope(|threads| {
+        let poll = threads.spawn(|| get(&have, Some(&etag)));
+        // The poll is waiting once the fleet view has seen it.
+        wait_until(10, "the long poll registering", || {
+            control_plane.admin("GET", "/admin/fleet", None).1["gateways"]
+                .as_array()
+                .is_some_and(|gateways| !gateways.is_empty())
+        });
+        fleet
+            .sandbox
+            .keyscope(["key", "revoke", &key_id.to_string()])
+            .assert()
+            .success();
+        poll.join().unwrap()
+    });
+    assert_eq!((status, kind.as_deref()), (200, Some("delta")));
+    assert_ne!(newer.as_deref(), Some(etag.as_str()));
+    let opened = format::open(&delta, &public, Layout::Served).unwrap();
+    assert_eq!(opened.manifest.kind, Kind::Delta);
+    assert_eq!(opened.manifest.base.unwrap().revision, held.revision);
+    assert!(
+        opened.module.is_none(),
+        "the module is sent only when it changed"
+    );
+    assert!(
+        delta.len() < 4096,
+        "{} bytes for one revocation",
+        delta.len()
+    );
+    // Bad polls are named.
+    for (query, what) in [
+        ("?revision=1", "give all three"),
+        ("?revision=1&snapshot=zz&module=zz", "64 hex digits"),
+        ("?gateway=a%20b", "gateway"),
+        ("?wait=soon", "wait"),
+    ] {
+        let (status, _, _, body) = get(query, None);
+        let text = String::from_utf8_lossy(&body);
+        assert_eq!(status, 400, "{query}: {text}");
+        assert!(text.contains(what), "{query}: {text}");
+    }
 }

@@ -40,6 +40,8 @@ pub struct Built {
     pub kind: Kind,
     /// The bytes to send.
     pub bytes: Arc<[u8]>,
+    /// Why a gateway that said what it holds got the full bundle.
+    pub why_full: Option<&'static str>,
 }
 
 struct State {
@@ -182,12 +184,16 @@ impl Publisher {
     /// The bundle that brings a gateway holding `have` (nothing, if
     /// `None`) to the published state.
     pub fn bundle(&mut self, have: Option<Have<'_>>) -> Built {
-        if let Some(have) = have
-            && let Some(built) = self.delta(have)
-        {
-            return built;
+        let Some(have) = have else {
+            return self.full();
+        };
+        match self.delta(have) {
+            Ok(built) => built,
+            Err(why) => Built {
+                why_full: Some(why),
+                ..self.full()
+            },
         }
-        self.full()
     }
 
     /// The full bundle, with the module.
@@ -204,25 +210,29 @@ impl Publisher {
         let built = Built {
             kind: Kind::Full,
             bytes: Arc::from(bytes),
+            why_full: None,
         };
         self.full = Some(built.clone());
         built
     }
 
-    fn delta(&mut self, have: Have<'_>) -> Option<Built> {
+    fn delta(&mut self, have: Have<'_>) -> Result<Built, &'static str> {
         let from = if have.revision == self.state.revision {
             if have.snapshot != self.state.snapshot_sha256 {
-                return None;
+                return Err("another snapshot at the published revision");
             }
             self.steps.len()
         } else {
-            self.steps.iter().position(|step| {
-                step.base.revision == have.revision && step.base.sha256 == have.snapshot
-            })?
+            self.steps
+                .iter()
+                .position(|step| {
+                    step.base.revision == have.revision && step.base.sha256 == have.snapshot
+                })
+                .ok_or("no changes held from that state")?
         };
         let with_module = have.module != self.state.module_sha256;
         if let Some(built) = self.deltas.get(&(have.revision, with_module)) {
-            return Some(built.clone());
+            return Ok(built.clone());
         }
         let mut changes = SnapshotChanges::default();
         for step in self.steps.range(from..) {
@@ -230,7 +240,7 @@ impl Publisher {
         }
         let delta = crate::format::encode_delta(&changes);
         if delta.len() > self.state.snapshot.len() / 2 {
-            return None;
+            return Err("the delta is larger than half the snapshot");
         }
         let base = Base {
             revision: have.revision,
@@ -246,10 +256,11 @@ impl Publisher {
         let built = Built {
             kind: Kind::Delta,
             bytes: Arc::from(bytes),
+            why_full: None,
         };
         self.deltas
             .insert((have.revision, with_module), built.clone());
-        Some(built)
+        Ok(built)
     }
 
     fn manifest(

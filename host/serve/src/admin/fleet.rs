@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::{Body, Bytes};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::IntoResponse;
@@ -25,7 +26,7 @@ use super::{Admin, Handled};
 use crate::bundles::{Bundles, Published, Seen};
 
 /// The longest a poll may wait, whatever it asks.
-const MAX_WAIT: Duration = Duration::from_secs(60);
+pub(super) const MAX_WAIT: Duration = Duration::from_secs(60);
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -77,10 +78,18 @@ fn check_digest(what: &str, digest: &str) -> Result<(), ApiError> {
 pub(super) async fn bundle(
     State(admin): State<Admin>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Query(poll): Query<Poll>,
+    poll: Result<Query<Poll>, QueryRejection>,
     headers: HeaderMap,
 ) -> Handled {
     let bundles = bundles(&admin)?;
+    let Query(poll) = poll.map_err(|rejection| {
+        // Names the parameter at fault; shown printable and short.
+        let why = keyscope_store::printable(&rejection.body_text());
+        invalid(format!(
+            "the poll's query (revision, snapshot, module, gateway, wait): {}",
+            why.chars().take(200).collect::<String>()
+        ))
+    })?;
     if let Some(id) = &poll.gateway {
         check_id(id)?;
     }
@@ -124,9 +133,7 @@ pub(super) async fn bundle(
             || Some(&published.etag) == if_none_match.as_ref()
     };
     let mut published = bundles.published();
-    let wait = Duration::from_secs(poll.wait.unwrap_or(0))
-        .min(MAX_WAIT)
-        .min(admin.long_poll_max);
+    let wait = Duration::from_secs(poll.wait.unwrap_or(0)).min(admin.long_poll_max);
     if holds(&published.borrow_and_update()) && !wait.is_zero() {
         let _ = tokio::time::timeout(
             wait,
@@ -162,6 +169,14 @@ pub(super) async fn bundle(
             "building the bundle failed",
         )
     })?;
+    if let Some(why) = built.why_full {
+        tracing::info!(
+            gateway = poll.gateway.as_deref().unwrap_or("-"),
+            revision = poll.revision,
+            why,
+            "bundle poll: the full bundle, not a delta"
+        );
+    }
     let mut response = Body::from(Bytes::from_owner(built.bytes)).into_response();
     let headers = response.headers_mut();
     headers.insert(

@@ -39,7 +39,7 @@ struct Admin {
     failures: Arc<FailedLogins>,
     /// On a control plane: its bundles and fleet.
     bundles: Option<Arc<Bundles>>,
-    /// The longest a bundle poll may wait: within the request timeout.
+    /// The longest a bundle poll may wait: within the idle timeout.
     long_poll_max: std::time::Duration,
 }
 
@@ -60,12 +60,19 @@ pub fn router(
         authorizer,
         token,
         failures: Arc::new(FailedLogins::default()),
-        long_poll_max: limits
-            .request_timeout()
-            .saturating_sub(std::time::Duration::from_secs(1)),
+        // A waiting poll sends nothing: it must answer before the idle
+        // timeout closes its connection.
+        long_poll_max: fleet::MAX_WAIT.min(
+            limits
+                .idle_timeout()
+                .saturating_sub(std::time::Duration::from_secs(5)),
+        ),
     };
+    let timeout = |after| {
+        tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, after)
+    };
+    let long_poll_max = admin.long_poll_max;
     Router::new()
-        .route("/v1/bundle", get(fleet::bundle))
         .route("/admin/fleet", get(fleet::fleet))
         .route("/admin/status", get(status))
         .route("/admin/policy", post(reload_policy))
@@ -76,15 +83,18 @@ pub fn router(
         )
         .route("/admin/keys", get(list_keys).post(create_key))
         .route("/admin/keys/{id}/revoke", post(revoke_key))
+        .route_layer(timeout(limits.request_timeout()))
+        // A bundle poll may wait for a newer state: its deadline is the
+        // longest wait plus the request timeout.
+        .route(
+            "/v1/bundle",
+            get(fleet::bundle).layer(timeout(long_poll_max + limits.request_timeout())),
+        )
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not-found", "no such admin route")
         })
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .layer(middleware::from_fn_with_state(admin.clone(), authenticate))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            limits.request_timeout(),
-        ))
         // Outermost, so that every error, a timeout's too, has the one shape.
         .layer(middleware::map_response(uniform_errors))
         .with_state(admin)
