@@ -324,27 +324,14 @@ impl Gateway {
             .limit(MAX_BUNDLE_BYTES)
             .read_to_vec()
             .map_err(|error| PollError::Transport(error.to_string()))?;
-        if let Some((generation, kind)) = self.accept(&bytes)? {
-            self.update(|status| {
-                status.last_bundle = Some(LastBundle {
-                    kind,
-                    bytes: bytes.len(),
-                });
-            });
-            tracing::info!(
-                generation = generation.number,
-                kind,
-                bytes = bytes.len(),
-                snapshot = %generation.snapshot_info.digest_hex(),
-                "gateway: bundle accepted"
-            );
-        }
+        self.accept(&bytes)?;
         *self.etag.lock().unwrap_or_else(PoisonError::into_inner) = etag;
         Ok(long_poll)
     }
 
-    /// Checks a served bundle, swaps it in, then holds and caches it.
-    fn accept(&self, bytes: &[u8]) -> Result<Option<(Arc<Generation>, &'static str)>, PollError> {
+    /// Checks a served bundle, swaps it in, says so, then holds and caches
+    /// it.
+    fn accept(&self, bytes: &[u8]) -> Result<Option<Arc<Generation>>, PollError> {
         let mut follower = self.follower.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(candidate) = follower.prepare(bytes, Layout::Served)? else {
             return Ok(None);
@@ -356,27 +343,36 @@ impl Gateway {
             }
             _ => self.live.swap_snapshot(&candidate.snapshot)?,
         };
-        let (revision, published) = (
-            candidate.manifest.revision,
-            candidate.manifest.published_at_ms,
-        );
-        let kind = match candidate.manifest.kind {
+        // Live: the status says so before anything slower happens.
+        let manifest = &candidate.manifest;
+        let kind = match manifest.kind {
             keyscope_bundle::Kind::Full => "full",
             keyscope_bundle::Kind::Delta => "delta",
         };
+        self.update(|status| {
+            status.revision = Some(manifest.revision);
+            status.published_at_ms = Some(manifest.published_at_ms);
+            status.from_cache = false;
+            status.last_bundle = Some(LastBundle {
+                kind,
+                bytes: bytes.len(),
+            });
+        });
+        tracing::info!(
+            generation = generation.number,
+            kind,
+            bytes = bytes.len(),
+            revision = manifest.revision,
+            snapshot = %generation.snapshot_info.digest_hex(),
+            "gateway: bundle accepted"
+        );
         follower.commit(candidate);
         if let Some(path) = &self.config.cache
             && let Err(error) = follower.write_cache(path, &generation.snapshot)
         {
             tracing::error!(%error, "gateway: the bundle is live but could not be cached");
         }
-        drop(follower);
-        self.update(|status| {
-            status.revision = Some(revision);
-            status.published_at_ms = Some(published);
-            status.from_cache = false;
-        });
-        Ok(Some((generation, kind)))
+        Ok(Some(generation))
     }
 
     /// Polls on a thread of its own until the handle is dropped. The thread
