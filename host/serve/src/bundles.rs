@@ -94,16 +94,18 @@ impl Bundles {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The snapshot moved to `revision`, through `changes` if known.
+    /// The snapshot moved to `revision`, through `changes` if known,
+    /// decided by `module`.
     pub fn advance(
         &self,
         revision: u64,
-        generation: &Generation,
+        snapshot: Arc<[u8]>,
+        module: Arc<[u8]>,
         changes: Option<SnapshotChanges>,
     ) {
         let mut publisher = self.publisher();
-        publisher.advance(revision, Arc::clone(&generation.snapshot), changes);
-        publisher.set_module(Arc::clone(&generation.module));
+        publisher.advance(revision, snapshot, changes);
+        publisher.set_module(module);
         self.signal(&publisher);
     }
 

@@ -332,10 +332,12 @@ impl Gateway {
     /// Checks a served bundle, swaps it in, says so, then holds and caches
     /// it.
     fn accept(&self, bytes: &[u8]) -> Result<Option<Arc<Generation>>, PollError> {
+        let started = std::time::Instant::now();
         let mut follower = self.follower.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(candidate) = follower.prepare(bytes, Layout::Served)? else {
             return Ok(None);
         };
+        let prepared = started.elapsed();
         let current = self.live.current();
         let generation = match &candidate.module {
             Some(module) if candidate.manifest.module.sha256 != current.component.info().digest => {
@@ -364,6 +366,8 @@ impl Gateway {
             bytes = bytes.len(),
             revision = manifest.revision,
             snapshot = %generation.snapshot_info.digest_hex(),
+            checked_ms = prepared.as_millis() as u64,
+            live_ms = started.elapsed().as_millis() as u64,
             "gateway: bundle accepted"
         );
         follower.commit(candidate);

@@ -209,19 +209,24 @@ impl Refresher {
         let generation = match update {
             None => None,
             Some(update) => {
+                let current = self.live.current();
+                // Gateways prove every bundle before it goes live, so the
+                // fleet is told first: their swaps run beside this one.
+                if let Some(bundles) = bundles {
+                    bundles.advance(
+                        update.revision,
+                        Arc::from(update.snapshot.as_slice()),
+                        Arc::clone(&current.module),
+                        Some(update.changes),
+                    );
+                }
                 // The trailer is the snapshot's digest: skip a swap that
                 // changes nothing.
-                let current = self.live.current();
-                let generation = if update.snapshot.ends_with(&current.snapshot_info.digest) {
+                if update.snapshot.ends_with(&current.snapshot_info.digest) {
                     None
                 } else {
                     Some(self.live.swap_snapshot(&update.snapshot)?)
-                };
-                if let Some(bundles) = bundles {
-                    let live = generation.clone().unwrap_or(current);
-                    bundles.advance(update.revision, &live, Some(update.changes));
                 }
-                generation
             }
         };
         let mut freshness = freshness.lock().unwrap_or_else(PoisonError::into_inner);
