@@ -21,16 +21,15 @@
     reason = "a benchmark that cannot set up should stop loudly"
 )]
 
-use std::io::BufRead as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use keyscope_benches::fill;
+use keyscope_benches::{filled_with_probes, start};
 use keyscope_bundle::{Follower, Layout};
 use keyscope_runtime::swap::{LiveOptions, LivePolicy};
-use keyscope_store::{AnyStore, Location, Quotas, ScopeRef, Store as _};
+use keyscope_store::{Location, Store as _};
 use serde_json::Value;
 
 const TOKEN: &str = "ksfleet_bench-token-0123456789";
@@ -45,22 +44,7 @@ fn main() {
 
     let dir = tempfile::tempdir().unwrap();
     let location = Location::Sqlite(dir.path().join("keyscope.db"));
-    drop(AnyStore::open(&location).unwrap());
-    fill(&location, keys);
-    let mut store = AnyStore::open_existing(&location).unwrap();
-    store
-        .set_quotas(Quotas {
-            scopes_per_app: 20,
-            keys_per_scope: 10_000,
-        })
-        .unwrap();
-    let probes: Vec<_> = (0..revocations)
-        .map(|i| {
-            store
-                .create_key(&ScopeRef::Id(1), &format!("probe-{i}"))
-                .unwrap()
-        })
-        .collect();
+    let (mut store, probes) = filled_with_probes(&location, keys, revocations);
     let signing = dir.path().join("signing.key");
     let public = keyscope_bundle::keys::generate(&signing).unwrap();
     let public_file = dir.path().join("signing.pub");
@@ -74,21 +58,24 @@ fn main() {
     std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
     let path = |p: &Path| p.to_str().unwrap().to_owned();
 
-    let (mut control_plane, listening) = start(&[
-        "--store",
-        &path(dir.path().join("keyscope.db").as_path()),
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--admin-token-file",
-        &path(&token),
-        "--bundle-signing-key",
-        &path(&signing),
-        "--fleet-token-file",
-        &path(&token),
-    ]);
+    let (mut control_plane, listening) = start(
+        &[
+            "--store",
+            &path(dir.path().join("keyscope.db").as_path()),
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--admin-token-file",
+            &path(&token),
+            "--bundle-signing-key",
+            &path(&signing),
+            "--fleet-token-file",
+            &path(&token),
+        ],
+        &[],
+    );
     let admin = listening["admin"].as_str().unwrap().to_owned();
     let bundle_url = format!("http://{admin}/v1/bundle");
     let agent = ureq::Agent::config_builder()
@@ -139,21 +126,24 @@ fn main() {
     let mut fleet: Vec<(Child, String)> = Vec::new();
     for n in 0..gateways {
         let started = Instant::now();
-        let (child, listening) = start(&[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--bundle-url",
-            &bundle_url,
-            "--bundle-public-key",
-            &path(&public_file),
-            "--fleet-token-file",
-            &path(&token),
-            "--bundle-cache",
-            &path(&dir.path().join(format!("cache-{n}"))),
-            "--gateway-id",
-            &format!("bench-{n}"),
-        ]);
+        let (child, listening) = start(
+            &[
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--bundle-url",
+                &bundle_url,
+                "--bundle-public-key",
+                &path(&public_file),
+                "--fleet-token-file",
+                &path(&token),
+                "--bundle-cache",
+                &path(&dir.path().join(format!("cache-{n}"))),
+                "--gateway-id",
+                &format!("bench-{n}"),
+            ],
+            &[],
+        );
         println!(
             "gateway {n}: ready with the full bundle in {:?}",
             started.elapsed()
@@ -262,40 +252,6 @@ fn main() {
     );
     let _ = control_plane.kill();
     let _ = control_plane.wait();
-}
-
-/// Starts the release binary with `args`; its `listening` event.
-fn start(args: &[&str]) -> (Child, Value) {
-    let bin = std::env::var("KEYSCOPE_BIN").unwrap_or_else(|_| {
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/keyscope").to_owned()
-    });
-    let mut child = Command::new(&bin)
-        .env(
-            "KEYSCOPE_LOG",
-            std::env::var("KEYSCOPE_LOG").unwrap_or_else(|_| "warn".to_owned()),
-        )
-        .env_remove("KEYSCOPE_STORE")
-        .args(args)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("{bin}: {e}; build it with `cargo build --release -p keyscope`")
-        });
-    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut listening = Value::Null;
-    let mut line = String::new();
-    while stdout.read_line(&mut line).unwrap() > 0 {
-        let event: Value = serde_json::from_str(&line).unwrap();
-        if event["event"] == "listening" {
-            listening = event;
-        } else if event["event"] == "ready" {
-            break;
-        }
-        line.clear();
-    }
-    // Keep the pipe open: a server never writes to a closed stdout.
-    std::mem::forget(stdout);
-    (child, listening)
 }
 
 /// A process's resident memory (KiB) and its CPU use over `window`, as a

@@ -121,3 +121,78 @@ fn database(location: &keyscope_store::Location) -> String {
         .unwrap_or_default()
         .to_owned()
 }
+
+/// Starts the release `keyscope` binary (or `$KEYSCOPE_BIN`) with `args`
+/// and `env`, logging at `$KEYSCOPE_LOG` (`warn` by default); returns once
+/// it says it is ready, with its `listening` event.
+#[allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "set-up that cannot go on should stop loudly"
+)]
+pub fn start(args: &[&str], env: &[(&str, &str)]) -> (std::process::Child, serde_json::Value) {
+    use std::io::BufRead as _;
+    let bin = std::env::var("KEYSCOPE_BIN").unwrap_or_else(|_| {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/keyscope").to_owned()
+    });
+    let mut child = std::process::Command::new(&bin)
+        .env(
+            "KEYSCOPE_LOG",
+            std::env::var("KEYSCOPE_LOG").unwrap_or_else(|_| "warn".to_owned()),
+        )
+        .env_remove("KEYSCOPE_STORE")
+        .envs(env.iter().copied())
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("{bin}: {e}; build it with `cargo build --release -p keyscope`")
+        });
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut listening = serde_json::Value::Null;
+    let mut line = String::new();
+    while stdout.read_line(&mut line).unwrap() > 0 {
+        let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if event["event"] == "listening" {
+            listening = event;
+        } else if event["event"] == "ready" {
+            break;
+        }
+        line.clear();
+    }
+    // Keep the pipe open: a server never writes to a closed stdout.
+    std::mem::forget(stdout);
+    (child, listening)
+}
+
+/// A store at `location` filled with `keys` keys ([`fill`]), and `probes`
+/// more in scope 1 made through the store, whose secrets we hold: the keys
+/// a latency bench revokes.
+#[allow(
+    clippy::unwrap_used,
+    reason = "set-up that cannot go on should stop loudly"
+)]
+pub fn filled_with_probes(
+    location: &keyscope_store::Location,
+    keys: u64,
+    probes: usize,
+) -> (keyscope_store::AnyStore, Vec<keyscope_store::NewKey>) {
+    use keyscope_store::{AnyStore, Quotas, ScopeRef, Store as _};
+    drop(AnyStore::open(location).unwrap());
+    fill(location, keys);
+    let mut store = AnyStore::open_existing(location).unwrap();
+    store
+        .set_quotas(Quotas {
+            scopes_per_app: 20,
+            keys_per_scope: 10_000,
+        })
+        .unwrap();
+    let probes = (0..probes)
+        .map(|i| {
+            store
+                .create_key(&ScopeRef::Id(1), &format!("probe-{i}"))
+                .unwrap()
+        })
+        .collect();
+    (store, probes)
+}

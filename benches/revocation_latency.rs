@@ -16,11 +16,10 @@
     reason = "a benchmark that cannot set up should stop loudly"
 )]
 
-use std::io::BufRead as _;
 use std::time::{Duration, Instant};
 
-use keyscope_benches::{fill, pg};
-use keyscope_store::{AnyStore, Location, Quotas, ScopeRef, Store as _};
+use keyscope_benches::{filled_with_probes, pg, start};
+use keyscope_store::{Location, Store as _};
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -31,49 +30,13 @@ fn main() {
         .replacen(pg::USER, &format!("{}:{}", pg::USER, pg::PASSWORD), 1)
         .parse()
         .unwrap();
-    drop(AnyStore::open(&location).unwrap());
-    fill(&location, keys);
-    // Keys whose secrets we hold, made through the store like any other.
-    let mut store = AnyStore::open_existing(&location).unwrap();
-    store
-        .set_quotas(Quotas {
-            scopes_per_app: 20,
-            keys_per_scope: 10_000,
-        })
-        .unwrap();
-    let probes: Vec<_> = (0..revocations)
-        .map(|i| {
-            store
-                .create_key(&ScopeRef::Id(1), &format!("probe-{i}"))
-                .unwrap()
-        })
-        .collect();
+    let (mut store, probes) = filled_with_probes(&location, keys, revocations);
 
-    let bin = std::env::var("KEYSCOPE_BIN").unwrap_or_else(|_| {
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/keyscope").to_owned()
-    });
-    let mut server = std::process::Command::new(&bin)
-        .env("PGPASSWORD", pg::PASSWORD)
-        .env("KEYSCOPE_LOG", "warn")
-        .args(["--store", &url, "serve", "--listen", "127.0.0.1:0"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("{bin}: {e}; build it with `cargo build --release -p keyscope`")
-        });
-    let mut stdout = std::io::BufReader::new(server.stdout.take().unwrap());
-    let mut http = None;
-    let mut line = String::new();
-    while stdout.read_line(&mut line).unwrap() > 0 {
-        let event: serde_json::Value = serde_json::from_str(&line).unwrap();
-        if event["event"] == "listening" {
-            http = Some(event["http"].as_str().unwrap().to_owned());
-        }
-        if event["event"] == "ready" {
-            break;
-        }
-        line.clear();
-    }
+    let (mut server, listening) = start(
+        &["--store", &url, "serve", "--listen", "127.0.0.1:0"],
+        &[("PGPASSWORD", pg::PASSWORD)],
+    );
+    let http = listening["http"].as_str().map(str::to_owned);
     let check = format!("http://{}/v1/check", http.unwrap());
     let agent = ureq::Agent::config_builder()
         .http_status_as_error(false)

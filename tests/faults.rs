@@ -209,13 +209,13 @@ fn a_store_read_fault_during_a_rebuild_keeps_the_last_generation() {
         );
         assert_eq!(policy.current().number, 1);
         let freshness = refresher.freshness().unwrap();
-        assert!(freshness.stale && freshness.stale_since_ms.is_some());
+        assert!(freshness.staleness.stale && freshness.staleness.stale_since_ms.is_some());
     }
     keyscope_store::fault::arm_store_read(0);
     // The change was not lost: the next poll picks it up.
     let generation = refresher.refresh().unwrap().unwrap();
     assert_eq!(generation.number, 2);
-    assert!(!refresher.freshness().unwrap().stale);
+    assert!(!refresher.freshness().unwrap().staleness.stale);
     let answers = ask_all(&mut policy.worker(), &key);
     assert!(
         answers.iter().all(|(allowed, _)| !allowed),

@@ -4,6 +4,7 @@
 //! and changes no decision.
 
 use std::net::{SocketAddr, TcpListener};
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -628,4 +629,75 @@ fn the_bundle_endpoint_answers_304_long_polls_and_sends_deltas_from_a_held_state
         assert_eq!(status, 400, "{query}: {text}");
         assert!(text.contains(what), "{query}: {text}");
     }
+}
+
+#[test]
+fn bad_bundle_flags_and_key_files_are_named_and_change_nothing() {
+    let fleet = Fleet::new();
+    let serve = |args: &[&str]| {
+        let output = fleet
+            .sandbox
+            .keyscope(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        assert!(output.stdout.is_empty(), "it never listened: {args:?}");
+        String::from_utf8(output.stderr).unwrap()
+    };
+    let signing = fleet.signing_key.to_str().unwrap();
+    let public = fleet.public_key.to_str().unwrap();
+    for (args, named) in [
+        (
+            vec!["--bundle-url", "http://127.0.0.1:1/v1/bundle"],
+            "--bundle-public-key",
+        ),
+        (
+            vec!["--bundle-url", "ftp://x/b", "--bundle-public-key", public],
+            "http://",
+        ),
+        (
+            vec![
+                "--bundle-url",
+                "http://127.0.0.1:1/b",
+                "--bundle-public-key",
+                signing,
+            ],
+            "private signing key",
+        ),
+        (vec!["--bundle-signing-key", signing], "--admin-listen"),
+        (
+            vec![
+                "--bundle-signing-key",
+                signing,
+                "--admin-listen",
+                "127.0.0.1:0",
+            ],
+            "--fleet-token-file",
+        ),
+        (vec!["--bundle-public-key", public], "--bundle-url"),
+    ] {
+        let stderr = serve(&args);
+        assert!(stderr.contains(named), "{args:?}: {stderr}");
+    }
+    // keygen never overwrites a key.
+    let before = std::fs::read(&fleet.signing_key).unwrap();
+    fleet
+        .sandbox
+        .keyscope(["bundle", "keygen", "-o", signing])
+        .assert()
+        .code(2);
+    assert_eq!(std::fs::read(&fleet.signing_key).unwrap(), before);
+    // A signing key others can read is refused, and nothing is written.
+    std::fs::set_permissions(&fleet.signing_key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = fleet.sandbox.path("static");
+    let output = fleet
+        .sandbox
+        .keyscope(["bundle", "build", "--signing-key", signing, "-o"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("chmod 600"));
+    assert!(!out.join("bundle.ksb").exists());
 }

@@ -30,6 +30,7 @@ use serde::Serialize;
 use zeroize::Zeroizing;
 
 use crate::ServeError;
+use crate::refresh::Staleness;
 
 /// The largest bundle a gateway downloads.
 const MAX_BUNDLE_BYTES: u64 = 2 * 1024 * 1024 * 1024;
@@ -69,16 +70,10 @@ pub struct BundleStatus {
     pub age_ms: Option<u64>,
     /// Whether it came from the cache, with no bundle accepted since.
     pub from_cache: bool,
-    /// When the bundle server last answered.
-    pub checked_at_ms: u64,
-    /// Whether the last poll failed or its bundle was refused.
-    pub stale: bool,
-    /// Since when.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub stale_since_ms: Option<u64>,
-    /// Why, from the last failure.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+    /// Whether the bundle server answered the last poll with a bundle
+    /// accepted or nothing new (a refused bundle is stale too).
+    #[serde(flatten)]
+    pub staleness: Staleness,
     /// Bundles refused, by kind.
     pub refused: BTreeMap<&'static str, u64>,
     /// The last bundle accepted from the server: full or delta, and its
@@ -250,24 +245,18 @@ impl Gateway {
     pub fn poll(&self, wait: Duration) -> Result<bool, PollError> {
         let outcome = self.poll_inner(wait);
         match &outcome {
-            Ok(_) => self.update(|status| {
-                status.checked_at_ms = now_ms();
-                status.stale = false;
-                status.stale_since_ms = None;
-                status.error = None;
-            }),
+            Ok(_) => self.update(|status| status.staleness.checked()),
             Err(error) => {
                 self.update(|status| {
+                    let refused = error.kind().is_some();
+                    if refused {
+                        // The server answered; its bundle did not pass.
+                        status.staleness.checked_at_ms = now_ms();
+                    }
                     // Said once per outage; every refusal is said.
-                    if !status.stale || error.kind().is_some() {
+                    if status.staleness.failed(error) || refused {
                         tracing::warn!(%error, "gateway: the last good bundle keeps serving");
                     }
-                    if !matches!(error, PollError::Transport(_) | PollError::Status(_)) {
-                        status.checked_at_ms = now_ms();
-                    }
-                    status.stale = true;
-                    status.stale_since_ms.get_or_insert_with(now_ms);
-                    status.error = Some(error.to_string());
                     count(status, error);
                 });
             }

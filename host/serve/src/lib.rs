@@ -37,7 +37,7 @@ pub use authz::credential;
 pub use bundles::Bundles;
 pub use config::{AdminConfig, BundleConfig, HeaderConfig, RequestLimits, ServeConfig};
 pub use decision_log::DecisionRecord;
-pub use refresh::{RefreshError, Refresher, ReloadError};
+pub use refresh::{Freshness, RefreshError, Refresher, ReloadError, Staleness};
 pub use server::{Addresses, Server};
 
 use keyscope_runtime::SwapError;

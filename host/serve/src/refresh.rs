@@ -46,17 +46,45 @@ pub struct Freshness {
     pub store: String,
     /// The store revision the live snapshot was built at.
     pub revision: u64,
-    /// When the store was last read successfully (ms since the Unix epoch).
+    /// Whether the store could be read.
+    #[serde(flatten)]
+    pub staleness: Staleness,
+}
+
+/// Whether a source of state (a store, a bundle server) could be read:
+/// when it last was, and since when it has not been. The state held
+/// serves on either way, but may miss changes made meanwhile.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Staleness {
+    /// When the source last answered (ms since the Unix epoch).
     pub checked_at_ms: u64,
-    /// Whether the store could not be read since then: the snapshot serves
-    /// on, but may miss changes made meanwhile.
+    /// Whether it failed since.
     pub stale: bool,
-    /// Since when the store could not be read.
+    /// Since when.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stale_since_ms: Option<u64>,
-    /// Why, from the last failed read.
+    /// Why, from the last failure.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+impl Staleness {
+    /// The source answered just now.
+    pub fn checked(&mut self) {
+        *self = Self {
+            checked_at_ms: now_ms(),
+            ..Self::default()
+        };
+    }
+
+    /// The source failed; whether this begins an outage.
+    pub fn failed(&mut self, error: &impl std::fmt::Display) -> bool {
+        let began = !self.stale;
+        self.stale = true;
+        self.stale_since_ms.get_or_insert_with(now_ms);
+        self.error = Some(error.to_string());
+        began
+    }
 }
 
 /// Rebuilds and swaps snapshots and modules for a live policy.
@@ -101,12 +129,12 @@ impl Refresher {
         policy: Option<PathBuf>,
         max_policy_bytes: u64,
     ) -> Self {
-        let freshness = Freshness {
+        let mut freshness = Freshness {
             store: shown,
             revision: builder.revision(),
-            checked_at_ms: now_ms(),
             ..Freshness::default()
         };
+        freshness.staleness.checked();
         Self {
             live,
             source: Source::Store {
@@ -231,10 +259,7 @@ impl Refresher {
         };
         let mut freshness = freshness.lock().unwrap_or_else(PoisonError::into_inner);
         freshness.revision = builder.revision();
-        freshness.checked_at_ms = now_ms();
-        freshness.stale = false;
-        freshness.stale_since_ms = None;
-        freshness.error = None;
+        freshness.staleness.checked();
         Ok(generation)
     }
 
@@ -302,12 +327,9 @@ impl Refresher {
 
 fn mark_stale(freshness: &Mutex<Freshness>, error: &StoreError) {
     let mut freshness = freshness.lock().unwrap_or_else(PoisonError::into_inner);
-    if !freshness.stale {
+    if freshness.staleness.failed(error) {
         tracing::warn!(%error, "the store cannot be read: the last snapshot keeps serving");
     }
-    freshness.stale = true;
-    freshness.stale_since_ms.get_or_insert_with(now_ms);
-    freshness.error = Some(error.to_string());
 }
 
 /// Why a module reload failed; the current generation keeps serving.
