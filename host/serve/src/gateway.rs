@@ -30,7 +30,7 @@ use serde::Serialize;
 use zeroize::Zeroizing;
 
 use crate::ServeError;
-use crate::refresh::Staleness;
+use crate::staleness::Staleness;
 
 /// The largest bundle a gateway downloads.
 const MAX_BUNDLE_BYTES: u64 = 2 * 1024 * 1024 * 1024;

@@ -28,6 +28,7 @@ mod http;
 mod metrics;
 mod refresh;
 mod server;
+mod staleness;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -37,8 +38,9 @@ pub use authz::credential;
 pub use bundles::Bundles;
 pub use config::{AdminConfig, BundleConfig, HeaderConfig, RequestLimits, ServeConfig};
 pub use decision_log::DecisionRecord;
-pub use refresh::{Freshness, RefreshError, Refresher, ReloadError, Staleness};
+pub use refresh::{Freshness, RefreshError, Refresher, ReloadError};
 pub use server::{Addresses, Server};
+pub use staleness::Staleness;
 
 use keyscope_runtime::SwapError;
 use keyscope_store::StoreError;

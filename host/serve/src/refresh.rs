@@ -26,13 +26,13 @@ use std::time::Duration;
 
 use keyscope_runtime::SwapError;
 use keyscope_runtime::swap::{Generation, LivePolicy};
-use keyscope_runtime::time::now_ms;
 use keyscope_store::snapshot::Builder;
 use keyscope_store::{AnyStore as Store, StoreError};
 use serde::Serialize;
 
 use crate::bundles::Bundles;
 use crate::gateway::Gateway;
+use crate::staleness::Staleness;
 
 struct Watched {
     store: Store,
@@ -49,42 +49,6 @@ pub struct Freshness {
     /// Whether the store could be read.
     #[serde(flatten)]
     pub staleness: Staleness,
-}
-
-/// Whether a source of state (a store, a bundle server) could be read:
-/// when it last was, and since when it has not been. The state held
-/// serves on either way, but may miss changes made meanwhile.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Staleness {
-    /// When the source last answered (ms since the Unix epoch).
-    pub checked_at_ms: u64,
-    /// Whether it failed since.
-    pub stale: bool,
-    /// Since when.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub stale_since_ms: Option<u64>,
-    /// Why, from the last failure.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-impl Staleness {
-    /// The source answered just now.
-    pub fn checked(&mut self) {
-        *self = Self {
-            checked_at_ms: now_ms(),
-            ..Self::default()
-        };
-    }
-
-    /// The source failed; whether this begins an outage.
-    pub fn failed(&mut self, error: &impl std::fmt::Display) -> bool {
-        let began = !self.stale;
-        self.stale = true;
-        self.stale_since_ms.get_or_insert_with(now_ms);
-        self.error = Some(error.to_string());
-        began
-    }
 }
 
 /// Rebuilds and swaps snapshots and modules for a live policy.
