@@ -1,0 +1,52 @@
+//! Bundles as a gateway receives them: any bytes are refused with a named
+//! error or accepted, never a panic. The first byte picks the mode: the
+//! rest as a served bundle, or as a cache; or the rest split at its first
+//! NUL into a manifest (JSON) and a snapshot body, which are framed, given
+//! their SHA-256 trailer and signed with the trusted key, so that the
+//! fuzzer gets past the signature and the digests into the layout checks
+//! and the snapshot's decoding.
+
+#![no_main]
+
+use std::sync::OnceLock;
+
+use ed25519_dalek::SigningKey;
+use keyscope_bundle::format::{self, Part};
+use keyscope_bundle::{Follower, Layout, Manifest};
+use libfuzzer_sys::fuzz_target;
+use sha2::{Digest as _, Sha256};
+
+fn key() -> &'static SigningKey {
+    static KEY: OnceLock<SigningKey> = OnceLock::new();
+    KEY.get_or_init(|| SigningKey::from_bytes(&[7; 32]))
+}
+
+fuzz_target!(|input: &[u8]| {
+    let Some((&mode, rest)) = input.split_first() else {
+        return;
+    };
+    let follower = Follower::new(key().verifying_key());
+    match mode % 3 {
+        0 => drop(follower.prepare(rest, Layout::Served)),
+        1 => drop(follower.prepare(rest, Layout::Cache)),
+        _ => {
+            let (json, body) = match rest.iter().position(|&b| b == 0) {
+                Some(at) => (&rest[..at], &rest[at + 1..]),
+                None => (rest, &[][..]),
+            };
+            let Ok(mut manifest) = serde_json::from_slice::<Manifest>(json) else {
+                return;
+            };
+            let mut snapshot = body.to_vec();
+            let digest = Sha256::digest(&snapshot);
+            snapshot.extend_from_slice(&digest);
+            manifest.signer = keyscope_bundle::keys::key_id(&key().verifying_key());
+            manifest.snapshot = Part {
+                sha256: hex::encode(digest),
+                bytes: snapshot.len() as u64,
+            };
+            let bytes = format::seal(&manifest, key(), &[&snapshot]);
+            drop(follower.prepare(&bytes, Layout::Served));
+        }
+    }
+});
