@@ -295,6 +295,7 @@ fn a_module_published_through_bundles_reaches_every_gateway() {
 struct StaticServer {
     child: Child,
     addr: SocketAddr,
+    https: bool,
     root: PathBuf,
     log: PathBuf,
     published: u64,
@@ -309,6 +310,12 @@ impl Drop for StaticServer {
 
 impl StaticServer {
     fn start(dir: &Path) -> Self {
+        Self::start_with(dir, None)
+    }
+
+    /// With `tls`, a directory holding `server.crt` and `server.key`, it
+    /// serves https.
+    fn start_with(dir: &Path, tls: Option<&Path>) -> Self {
         let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"]
             .into_iter()
             .find(|path| Path::new(path).exists())
@@ -318,13 +325,20 @@ impl StaticServer {
         std::fs::create_dir_all(&root).unwrap();
         let log = dir.join("access.log");
         let d = dir.display();
+        let listen = match tls {
+            Some(tls) => format!(
+                "listen {addr} ssl; ssl_certificate {t}/server.crt; ssl_certificate_key {t}/server.key;",
+                t = tls.display()
+            ),
+            None => format!("listen {addr};"),
+        };
         let conf = format!(
             "daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/nginx-error.log warn;\n\
              events {{ worker_connections 64; }}\n\
              http {{\n  access_log {log} combined;\n  client_body_temp_path {d}/body;\n\
                proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n\
                uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
-               server {{ listen {addr}; root {root}; location / {{ }} }}\n}}\n",
+               server {{ {listen} root {root}; location / {{ }} }}\n}}\n",
             log = log.display(),
             root = root.display(),
         );
@@ -344,6 +358,7 @@ impl StaticServer {
         Self {
             child,
             addr,
+            https: tls.is_some(),
             root,
             log,
             published: 0,
@@ -351,7 +366,8 @@ impl StaticServer {
     }
 
     fn url(&self) -> String {
-        format!("http://{}/bundle.ksb", self.addr)
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}/bundle.ksb", self.addr)
     }
 
     /// Serves `bytes` as the bundle: written beside it and renamed over
@@ -700,4 +716,54 @@ fn bad_bundle_flags_and_key_files_are_named_and_change_nothing() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("chmod 600"));
     assert!(!out.join("bundle.ksb").exists());
+}
+
+#[test]
+fn a_gateway_trusts_a_private_ca_for_https_bundles_and_only_when_told() {
+    let fleet = Fleet::new();
+    let scope = fleet.sandbox.scope("acme", "s", "view", "run");
+    let (_, key) = fleet.sandbox.key(&scope.to_string(), "k");
+    let tls = fleet.sandbox.path("tls");
+    std::fs::create_dir_all(&tls).unwrap();
+    crate::pg::certificates(&tls);
+    let mut nginx = StaticServer::start_with(fleet.sandbox.dir.path(), Some(&tls));
+    nginx.publish(&build(&fleet, &fleet.signing_key, &[]));
+    let ca = tls.join("ca.crt");
+    let (_t, trusting) = fleet.gateway(
+        &nginx.url(),
+        "private-ca",
+        &fleet.sandbox.path("cache-ca"),
+        &["--bundle-ca", ca.to_str().unwrap()],
+    );
+    assert!(allowed(&trusting, &key), "{}", bundle_status(&trusting));
+    // Without the CA, the webpki roots do not know the server: no bundle,
+    // every key denied, not ready.
+    let (_u, unknowing) = fleet.gateway(
+        &nginx.url(),
+        "webpki-roots",
+        &fleet.sandbox.path("cache-none"),
+        &[],
+    );
+    let status = bundle_status(&unknowing);
+    assert_eq!(status["stale"], true, "{status}");
+    assert_eq!(status["revision"], Value::Null, "{status}");
+    assert!(!allowed(&unknowing, &key));
+    let ready = http_client().get(unknowing.url("/readyz")).call().unwrap();
+    assert_eq!(ready.status(), 503);
+    // A file with no certificate is refused at start.
+    let output = fleet
+        .sandbox
+        .keyscope([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--bundle-url",
+            &nginx.url(),
+        ])
+        .args(["--bundle-public-key", fleet.public_key.to_str().unwrap()])
+        .args(["--bundle-ca", fleet.public_key.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no PEM certificate"));
 }

@@ -61,6 +61,9 @@ pub struct BundleConfig {
     pub url: Option<String>,
     /// Gateway: the public key every bundle must be signed by.
     pub public_key: Option<PathBuf>,
+    /// Gateway: PEM certificates of the CAs an `https://` bundle URL's
+    /// server must chain to, instead of the webpki roots (a private CA).
+    pub ca: Option<PathBuf>,
     /// Gateway: a directory for the last good bundle, to start from when
     /// the bundle server is down.
     pub cache: Option<PathBuf>,
@@ -83,6 +86,7 @@ impl Default for BundleConfig {
             fleet_token_file: None,
             url: None,
             public_key: None,
+            ca: None,
             cache: None,
             gateway_id: None,
             wait_s: 25,
@@ -295,8 +299,10 @@ impl ServeConfig {
                         .to_owned(),
                 );
             }
-        } else if bundles.public_key.is_some() || bundles.cache.is_some() {
-            return bad("--bundle-public-key and --bundle-cache need --bundle-url".to_owned());
+        } else if bundles.public_key.is_some() || bundles.cache.is_some() || bundles.ca.is_some() {
+            return bad(
+                "--bundle-public-key, --bundle-ca and --bundle-cache need --bundle-url".to_owned(),
+            );
         }
         if bundles.signing_key.is_some() {
             if self.admin.listen.is_none() {

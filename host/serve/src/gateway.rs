@@ -44,6 +44,9 @@ pub struct GatewayConfig {
     pub public_key: VerifyingKey,
     /// The fleet token it presents, if any.
     pub token: Option<Zeroizing<String>>,
+    /// PEM certificates of the CAs to trust for `https://`, instead of
+    /// the webpki roots.
+    pub ca: Option<Vec<u8>>,
     /// The cache file of the last good bundle.
     pub cache: Option<PathBuf>,
     /// Its id in the control plane's fleet view.
@@ -192,8 +195,24 @@ impl Gateway {
                 LivePolicy::new(None, &empty, options)?
             }
         };
+        let mut tls = ureq::tls::TlsConfig::builder();
+        if let Some(pem) = &config.ca {
+            let certificates = ureq::tls::parse_pem(pem)
+                .filter_map(|item| match item {
+                    Ok(ureq::tls::PemItem::Certificate(certificate)) => Some(certificate),
+                    _ => None,
+                })
+                .collect::<Vec<_>>();
+            if certificates.is_empty() {
+                return Err(ServeError::Invalid(
+                    "--bundle-ca holds no PEM certificate".to_owned(),
+                ));
+            }
+            tls = tls.root_certs(ureq::tls::RootCerts::Specific(Arc::new(certificates)));
+        }
         let agent = ureq::Agent::new_with_config(
             ureq::Agent::config_builder()
+                .tls_config(tls.build())
                 .http_status_as_error(false)
                 .timeout_connect(Some(Duration::from_secs(5)))
                 .timeout_global(Some(config.wait + Duration::from_secs(60)))

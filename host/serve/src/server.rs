@@ -371,6 +371,11 @@ fn start_gateway(config: &ServeConfig, url: &str) -> Result<Started, ServeError>
         .as_deref()
         .map(|path| read_token_file(path, "fleet token"))
         .transpose()?;
+    let ca = bundles
+        .ca
+        .as_deref()
+        .map(|path| keyscope_runtime::files::read_regular(path, 1024 * 1024))
+        .transpose()?;
     let cache = match &bundles.cache {
         Some(dir) => {
             std::fs::create_dir_all(dir).map_err(|source| ServeError::Io {
@@ -392,6 +397,7 @@ fn start_gateway(config: &ServeConfig, url: &str) -> Result<Started, ServeError>
             url: url.to_owned(),
             public_key,
             token,
+            ca,
             cache,
             id,
             wait: std::time::Duration::from_secs(bundles.wait_s),

@@ -53,6 +53,10 @@ pub struct ServeArgs {
     /// Gateway: the public key bundles must be signed by.
     #[arg(long, value_name = "FILE")]
     bundle_public_key: Option<PathBuf>,
+    /// Gateway: trust the CAs in this PEM file for an https:// bundle URL,
+    /// instead of the webpki roots.
+    #[arg(long, value_name = "FILE")]
+    bundle_ca: Option<PathBuf>,
     /// Gateway: keep the last good bundle in DIR, to start from it when the
     /// bundle server is down.
     #[arg(long, value_name = "DIR")]
@@ -87,6 +91,7 @@ pub fn run(args: ServeArgs, store: &Location) -> anyhow::Result<ExitCode> {
     bundles.url = args.bundle_url.or(bundles.url.take());
     bundles.public_key = args.bundle_public_key.or(bundles.public_key.take());
     bundles.cache = args.bundle_cache.or(bundles.cache.take());
+    bundles.ca = args.bundle_ca.or(bundles.ca.take());
     bundles.gateway_id = args.gateway_id.or(bundles.gateway_id.take());
     tracing_subscriber::fmt()
         .with_env_filter(
