@@ -26,7 +26,7 @@ use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use keyscope_benches::{filled_with_probes, start};
+use keyscope_benches::{filled_with_probes, revoked, start};
 use keyscope_bundle::{Follower, Layout};
 use keyscope_runtime::swap::{LiveOptions, LivePolicy};
 use keyscope_store::{Location, Store as _};
@@ -150,16 +150,7 @@ fn main() {
         );
         fleet.push((child, listening["http"].as_str().unwrap().to_owned()));
     }
-    let denied = |http: &str, key: &str| -> bool {
-        let body: Value = agent
-            .post(&format!("http://{http}/v1/check"))
-            .send_json(serde_json::json!({"key": key, "app": "app0", "op": "agents.list"}))
-            .unwrap()
-            .body_mut()
-            .read_json()
-            .unwrap();
-        body["reason"] == "revoked-key"
-    };
+    let denied = |http: &str, key: &str| revoked(&agent, http, key);
     let mut latencies = Vec::new();
     let mut largest = 0u64;
     let mut phase = 0x2545_f491_4f6c_dd1d_u64;

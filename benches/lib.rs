@@ -196,3 +196,20 @@ pub fn filled_with_probes(
         .collect();
     (store, probes)
 }
+
+/// Whether the server at `http` denies `key` as revoked, asked through
+/// `POST /v1/check` as a client would.
+#[allow(
+    clippy::unwrap_used,
+    reason = "a bench whose server stopped answering should stop loudly"
+)]
+pub fn revoked(agent: &ureq::Agent, http: &str, key: &str) -> bool {
+    let body: serde_json::Value = agent
+        .post(&format!("http://{http}/v1/check"))
+        .send_json(serde_json::json!({"key": key, "app": "app0", "op": "agents.list"}))
+        .unwrap()
+        .body_mut()
+        .read_json()
+        .unwrap();
+    body["reason"] == "revoked-key"
+}

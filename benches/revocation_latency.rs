@@ -18,7 +18,7 @@
 
 use std::time::{Duration, Instant};
 
-use keyscope_benches::{filled_with_probes, pg, start};
+use keyscope_benches::{filled_with_probes, pg, revoked, start};
 use keyscope_store::{Location, Store as _};
 
 fn main() {
@@ -36,22 +36,12 @@ fn main() {
         &["--store", &url, "serve", "--listen", "127.0.0.1:0"],
         &[("PGPASSWORD", pg::PASSWORD)],
     );
-    let http = listening["http"].as_str().map(str::to_owned);
-    let check = format!("http://{}/v1/check", http.unwrap());
+    let http = listening["http"].as_str().unwrap().to_owned();
     let agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .build()
         .new_agent();
-    let denied = |key: &str| -> bool {
-        let body: serde_json::Value = agent
-            .post(&check)
-            .send_json(serde_json::json!({"key": key, "app": "app0", "op": "agents.list"}))
-            .unwrap()
-            .body_mut()
-            .read_json()
-            .unwrap();
-        body["reason"] == "revoked-key"
-    };
+    let denied = |key: &str| revoked(&agent, &http, key);
     let mut latencies = Vec::new();
     // Revocations at a random phase of the server's 100 ms poll: right after
     // a deny, the next commit would always land just after a poll.

@@ -15,7 +15,7 @@ use keyscope_policy::kept::KeptSnapshot;
 use keyscope_policy::snapshot::SnapshotData;
 
 use crate::error::{BundleError, Result};
-use crate::format::{Kind, Layout, Manifest, open, snapshot_digest};
+use crate::format::{Layout, Manifest, open, snapshot_digest};
 
 /// A gateway's accepted state.
 #[derive(Debug)]
@@ -143,7 +143,6 @@ impl Follower {
                 ));
             }
         };
-        debug_assert!(manifest.kind == Kind::Full || manifest.base.is_some());
         Ok(Some(Candidate {
             manifest,
             snapshot,
