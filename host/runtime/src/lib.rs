@@ -14,6 +14,7 @@
 //! No SQL, no async runtime, no command line: the store and the server are
 //! crates of their own.
 
+pub mod answer;
 pub mod bench;
 mod bindings;
 pub mod cases;

@@ -1,48 +1,13 @@
 //! The answer to a proxy, built once from a decision: its HTTP status, the
-//! headers to set, and the body. The HTTP doors (`/auth`, Envoy's HTTP
-//! ext_authz) and the gRPC door only render it.
+//! headers to set, and the body. Their rules are the runtime's
+//! [`keyscope_runtime::answer`], shared with the embedded library. The HTTP
+//! doors (`/auth`, Envoy's HTTP ext_authz) and the gRPC door only render it.
 
-use keyscope_policy::{Decision, Reason};
-use serde::Serialize;
+use keyscope_policy::Decision;
+pub use keyscope_runtime::answer::status;
+use keyscope_runtime::answer::{denial_body, www_authenticate};
 
 use super::config::HeaderConfig;
-
-/// The HTTP status a decision maps to: 200 allows; 401 for a credential
-/// problem (the caller must authenticate); 403 for one of permission; 503
-/// when the server cannot decide (it still denies).
-pub fn status(reason: Reason) -> u16 {
-    match reason {
-        Reason::Allowed => 200,
-        Reason::MissingKey
-        | Reason::MalformedKey
-        | Reason::UnknownKey
-        | Reason::RevokedKey
-        | Reason::ExpiredKey => 401,
-        Reason::WrongApp | Reason::InsufficientPermission | Reason::UnknownOperation => 403,
-        Reason::NoSnapshot | Reason::PolicyError => 503,
-    }
-}
-
-/// `WWW-Authenticate` for a 401 (RFC 6750): no error code when no key was
-/// presented, `invalid_token` otherwise.
-fn www_authenticate(reason: Reason) -> &'static str {
-    match reason {
-        Reason::MissingKey => "Bearer realm=\"keyscope\"",
-        _ => "Bearer realm=\"keyscope\", error=\"invalid_token\"",
-    }
-}
-
-/// The small JSON body of a denied request: the reason, never the key.
-#[derive(Debug, Serialize)]
-struct DenialBody {
-    /// `unauthorized`, `forbidden` or `unavailable`.
-    error: &'static str,
-    /// The decision's reason.
-    reason: &'static str,
-    /// What was required, when denied for permission.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    required: Option<String>,
-}
 
 /// What to answer a proxy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,33 +45,22 @@ impl ProxyAnswer {
             };
         }
         let mut headers = vec![("content-type".to_owned(), "application/json".to_owned())];
-        if status == 401 {
-            headers.push((
-                "www-authenticate".to_owned(),
-                www_authenticate(decision.reason).to_owned(),
-            ));
+        if let Some(challenge) = www_authenticate(decision.reason) {
+            headers.push(("www-authenticate".to_owned(), challenge.to_owned()));
         }
-        let body = DenialBody {
-            error: match status {
-                401 => "unauthorized",
-                403 => "forbidden",
-                _ => "unavailable",
-            },
-            reason: decision.reason.as_str(),
-            required: decision.required.map(|required| required.to_string()),
-        };
         Self {
             status,
             reason: decision.reason.as_str(),
             headers,
-            // Three short strings: encoding cannot fail.
-            body: Some(serde_json::to_string(&body).unwrap_or_default()),
+            body: denial_body(decision),
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use keyscope_policy::Reason;
+
     use super::*;
 
     #[test]

@@ -6,7 +6,6 @@
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
-use keyscope_keys as keys;
 use keyscope_policy::{Credential, HttpRequest, Method, Reason, Request};
 use keyscope_runtime::swap::{LivePolicy, Outcome, Worker};
 use keyscope_runtime::time::now_ms;
@@ -45,77 +44,6 @@ impl Target<'_> {
                 .map(|route| (route.app.as_str(), route.op.as_str())),
         }
     }
-}
-
-/// The credential a request presents, from every copy of the API key header
-/// and of `Authorization` it carries.
-///
-/// One credential, or none, or the request is ambiguous and the answer is
-/// [`Credential::Malformed`]: an upstream that reads another copy than the
-/// one checked would act on a key that was never checked. Ambiguous means
-/// any of:
-/// - the API key header more than once, or one copy holding a
-///   comma-joined list (Envoy joins repeated headers that way);
-/// - the API key header beside a `Bearer` token that is itself a keyscope
-///   key (it starts with `ks_`);
-/// - no API key header, and more than one `Bearer` token.
-///
-/// A `Bearer` token that is not a keyscope key (a user's JWT for the
-/// upstream) beside the API key header is the upstream's business: the API
-/// key decides. Without the API key header, a lone `Bearer` token is the
-/// credential; a header that is not text is malformed; another
-/// authorization scheme presents no key.
-pub fn credential<'a>(
-    api_keys: impl IntoIterator<Item = &'a [u8]>,
-    authorizations: impl IntoIterator<Item = &'a [u8]>,
-) -> Credential {
-    let mut api_keys = api_keys.into_iter();
-    let api_key = api_keys.next();
-    if api_keys.next().is_some() || api_key.is_some_and(|value| value.contains(&b',')) {
-        return Credential::Malformed;
-    }
-    let mut bearers = authorizations.into_iter().filter_map(bearer_token);
-    if let Some(value) = api_key {
-        if bearers.any(|token| token.starts_with(keys::KEY_PREFIX.as_bytes())) {
-            return Credential::Malformed;
-        }
-        return text_credential(value);
-    }
-    match (bearers.next(), bearers.next()) {
-        (None, _) => Credential::Missing,
-        (Some(token), None) => text_credential(token),
-        (Some(_), Some(_)) => Credential::Malformed,
-    }
-}
-
-/// The token of an `Authorization: Bearer` value, if it is one.
-fn bearer_token(value: &[u8]) -> Option<&[u8]> {
-    const SCHEME: &[u8] = b"bearer ";
-    let head = value.get(..SCHEME.len())?;
-    head.eq_ignore_ascii_case(SCHEME)
-        .then(|| value[SCHEME.len()..].trim_ascii())
-}
-
-/// A presented key, as text: a value that is not UTF-8 is malformed.
-fn text_credential(value: &[u8]) -> Credential {
-    match std::str::from_utf8(value) {
-        Ok(key) => keys::credential(Some(key)),
-        Err(_) => Credential::Malformed,
-    }
-}
-
-/// Whether a request presents any credential keyscope would read: the API
-/// key header, or a `Bearer` token that is a keyscope key. `/v1/check` uses
-/// it to refuse a key in the body beside one in the headers.
-pub fn presents_key<'a>(
-    api_keys: impl IntoIterator<Item = &'a [u8]>,
-    authorizations: impl IntoIterator<Item = &'a [u8]>,
-) -> bool {
-    api_keys.into_iter().next().is_some()
-        || authorizations
-            .into_iter()
-            .filter_map(bearer_token)
-            .any(|token| token.starts_with(keys::KEY_PREFIX.as_bytes()))
 }
 
 /// The shared decision core.

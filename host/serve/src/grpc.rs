@@ -12,7 +12,7 @@ use envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest;
 use tonic::{Request, Response, Status};
 
 use super::answer::ProxyAnswer;
-use super::authz::{self, Authorizer, Target};
+use super::authz::{Authorizer, Target};
 use super::metrics::Front;
 
 /// The ext_authz service.
@@ -80,7 +80,7 @@ impl Authorization for ExtAuthz {
             ));
         }
         let names = self.authorizer.headers();
-        let credential = authz::credential(
+        let credential = keyscope_keys::credential_from_headers(
             header_values(http, &names.api_key),
             header_values(http, "authorization"),
         );

@@ -28,7 +28,7 @@ use tower_http::timeout::TimeoutLayer;
 use zeroize::Zeroizing;
 
 use super::answer::ProxyAnswer;
-use super::authz::{self, Authorizer, Target};
+use super::authz::{Authorizer, Target};
 use super::config::RequestLimits;
 use super::conn::{self, AcceptLimits};
 use super::metrics::Front;
@@ -119,10 +119,10 @@ pub async fn serve(
 }
 
 /// The credential of a request, from every copy of the configured header
-/// and of `Authorization` ([`authz::credential`]).
+/// and of `Authorization` ([`keyscope_keys::credential_from_headers`]).
 fn credential_of(authorizer: &Authorizer, headers: &HeaderMap) -> Credential {
     let (api_keys, authorizations) = credential_headers(authorizer, headers);
-    authz::credential(api_keys, authorizations)
+    keyscope_keys::credential_from_headers(api_keys, authorizations)
 }
 
 /// Every copy of the API key header, and of `Authorization`.
@@ -255,7 +255,7 @@ async fn check(
     let (api_keys, authorizations) = credential_headers(&authorizer, &headers);
     let credential = match &request.key {
         // A key in the body and another in the headers: two credentials.
-        Some(_) if authz::presents_key(api_keys, authorizations) => Credential::Malformed,
+        Some(_) if keyscope_keys::presents_key(api_keys, authorizations) => Credential::Malformed,
         Some(key) => keyscope_keys::credential(Some(key)),
         None => credential_of(&authorizer, &headers),
     };

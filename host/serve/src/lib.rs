@@ -22,25 +22,22 @@ mod bundles;
 mod config;
 mod conn;
 mod decision_log;
-mod gateway;
 mod grpc;
 mod http;
 mod metrics;
 mod refresh;
 mod server;
-mod staleness;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 pub use answer::{ProxyAnswer, status};
-pub use authz::credential;
 pub use bundles::Bundles;
 pub use config::{AdminConfig, BundleConfig, HeaderConfig, RequestLimits, ServeConfig};
 pub use decision_log::DecisionRecord;
+pub use keyscope_gateway::Staleness;
 pub use refresh::{Freshness, RefreshError, Refresher, ReloadError};
 pub use server::{Addresses, Server};
-pub use staleness::Staleness;
 
 use keyscope_runtime::SwapError;
 use keyscope_store::StoreError;
@@ -89,6 +86,9 @@ pub enum ServeError {
     /// A bundle signing key, public key or cache is unusable.
     #[error(transparent)]
     Bundle(#[from] keyscope_bundle::BundleError),
+    /// The gateway could not start.
+    #[error(transparent)]
+    Gateway(#[from] keyscope_gateway::StartError),
 }
 
 impl ServeError {
@@ -102,6 +102,8 @@ impl ServeError {
             Self::File(error) => error.kind(),
             Self::Swap(_) => "policy-refused",
             Self::Bundle(error) => error.kind(),
+            Self::Gateway(keyscope_gateway::StartError::Swap(_)) => "policy-refused",
+            Self::Gateway(_) => "invalid-config",
         }
     }
 }

@@ -31,8 +31,8 @@ use keyscope_store::{AnyStore as Store, StoreError};
 use serde::Serialize;
 
 use crate::bundles::Bundles;
-use crate::gateway::Gateway;
-use crate::staleness::Staleness;
+use keyscope_gateway::Gateway;
+use keyscope_gateway::Staleness;
 
 struct Watched {
     store: Store,

@@ -19,10 +19,10 @@ use crate::authz::Authorizer;
 use crate::bundles::Bundles;
 use crate::config::ServeConfig;
 use crate::decision_log::{DecisionLog, LogWriter};
-use crate::gateway::{Gateway, GatewayConfig};
 use crate::metrics::Metrics;
 use crate::refresh::{Refresher, ReloadError};
 use crate::{ServeError, admin, conn, grpc, http};
+use keyscope_gateway::{Gateway, GatewayConfig};
 
 /// The listeners' addresses, with port 0 resolved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,5 +1,5 @@
-//! A gateway: `keyscope serve --bundle-url URL --bundle-public-key FILE`.
-//! It holds no store and no database credentials. It follows signed
+//! A gateway (`keyscope serve --bundle-url URL --bundle-public-key FILE`,
+//! or the embedded library with `bundle_url`). It holds no store and no database credentials. It follows signed
 //! bundles from a control plane (long polls, deltas) or from any static
 //! HTTP server (a file polled with `If-None-Match`), and decides on the
 //! last one it accepted.
@@ -29,7 +29,6 @@ use keyscope_runtime::time::now_ms;
 use serde::Serialize;
 use zeroize::Zeroizing;
 
-use crate::ServeError;
 use crate::staleness::Staleness;
 
 /// The largest bundle a gateway downloads.
@@ -111,6 +110,20 @@ pub enum PollError {
     Swap(#[from] SwapError),
 }
 
+/// Why a gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Its CA file holds no certificate.
+    #[error("the bundle CA file holds no PEM certificate")]
+    NoCertificate,
+    /// Even the empty starting state was refused.
+    #[error("the empty starting snapshot was refused: {0}")]
+    Empty(String),
+    /// The live policy could not start.
+    #[error(transparent)]
+    Swap(#[from] SwapError),
+}
+
 impl PollError {
     fn kind(&self) -> Option<&'static str> {
         match self {
@@ -143,7 +156,7 @@ impl std::fmt::Debug for Gateway {
 impl Gateway {
     /// Starts from the cache if it verifies, else from an empty snapshot
     /// that denies every key; then polls once without waiting.
-    pub fn start(config: GatewayConfig, options: LiveOptions) -> Result<Arc<Self>, ServeError> {
+    pub fn start(config: GatewayConfig, options: LiveOptions) -> Result<Arc<Self>, StartError> {
         let mut follower = Follower::new(config.public_key);
         let mut status = BundleStatus {
             url: shown_url(&config.url),
@@ -191,7 +204,7 @@ impl Gateway {
                     ..SnapshotData::default()
                 }
                 .encode()
-                .map_err(|e| ServeError::Invalid(e.to_string()))?;
+                .map_err(|e| StartError::Empty(e.to_string()))?;
                 LivePolicy::new(None, &empty, options)?
             }
         };
@@ -204,9 +217,7 @@ impl Gateway {
                 })
                 .collect::<Vec<_>>();
             if certificates.is_empty() {
-                return Err(ServeError::Invalid(
-                    "--bundle-ca holds no PEM certificate".to_owned(),
-                ));
+                return Err(StartError::NoCertificate);
             }
             tls = tls.root_certs(ureq::tls::RootCerts::Specific(Arc::new(certificates)));
         }
