@@ -1,0 +1,177 @@
+//! The header is current, and the C ABI decides as the runtime does.
+
+use std::ffi::CStr;
+use std::path::Path;
+
+use crate::ffi::*;
+
+/// Regenerates `include/keyscope.h` from `src/ffi.rs`; a difference fails,
+/// unless `KEYSCOPE_BLESS=1`, which rewrites it.
+#[test]
+fn the_c_header_is_current() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let config = cbindgen::Config::from_file(dir.join("cbindgen.toml")).unwrap();
+    let mut generated = Vec::new();
+    cbindgen::Builder::new()
+        .with_config(config)
+        .with_src(dir.join("src/ffi.rs"))
+        .generate()
+        .unwrap()
+        .write(&mut generated);
+    let generated = String::from_utf8(generated).unwrap();
+    let path = dir.join("include/keyscope.h");
+    if std::env::var_os("KEYSCOPE_BLESS").is_some() {
+        std::fs::write(&path, &generated).unwrap();
+    }
+    let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        checked_in == generated,
+        "include/keyscope.h is out of date: run `KEYSCOPE_BLESS=1 cargo test -p keyscope-embed`"
+    );
+}
+
+fn text(buffer: &[std::ffi::c_char]) -> &str {
+    // SAFETY (test): the library NUL-terminates every text it writes.
+    #[allow(unsafe_code)]
+    let text = unsafe { CStr::from_ptr(buffer.as_ptr()) };
+    text.to_str().unwrap()
+}
+
+#[test]
+fn a_bad_configuration_is_a_null_handle_with_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("keyscope.toml");
+    std::fs::write(&config, "snapshot = \"missing.ks\"\n").unwrap();
+    let path = std::ffi::CString::new(config.to_str().unwrap()).unwrap();
+    let mut error = [0 as std::ffi::c_char; 256];
+    #[allow(unsafe_code)]
+    // SAFETY (test): a NUL-terminated path and a buffer of its length.
+    let handle = unsafe { keyscope_open(path.as_ptr(), error.as_mut_ptr(), error.len()) };
+    assert!(handle.is_null());
+    assert!(text(&error).contains("missing.ks"), "{}", text(&error));
+}
+
+#[test]
+fn null_arguments_deny_with_policy_error() {
+    #[allow(unsafe_code)]
+    // SAFETY (test): a null handle and request are what is tested.
+    let (code, out) = unsafe {
+        let mut out: keyscope_decision = std::mem::zeroed();
+        let code = keyscope_decide(std::ptr::null(), std::ptr::null(), &mut out);
+        (code, out)
+    };
+    assert_eq!(code, -1);
+    assert_eq!(out.allow, 0);
+    assert_eq!(out.status, 503);
+    assert_eq!(text(&out.reason), "policy-error");
+    assert_eq!(
+        text(&out.body),
+        r#"{"error":"unavailable","reason":"policy-error"}"#
+    );
+}
+
+#[test]
+fn every_denial_body_fits_whole() {
+    use keyscope_policy::{AgentsLevel, Decision, Reason, Requirement, RuntimePermission};
+    let requirements = AgentsLevel::ALL
+        .into_iter()
+        .map(Requirement::Agents)
+        .chain(RuntimePermission::ALL.into_iter().map(Requirement::Runtime));
+    for required in requirements {
+        for reason in Reason::ALL {
+            let decision = Decision {
+                required: Some(required),
+                ..Decision::deny(reason)
+            };
+            let body = keyscope_runtime::answer::denial_body(&decision).unwrap();
+            assert!(body.len() < 200, "{body}");
+        }
+    }
+}
+
+/// The declarations only: no preprocessor lines, comments or C++ guards,
+/// whitespace collapsed.
+fn declarations(c: &str) -> String {
+    let mut text = String::new();
+    let mut in_block_comment = false;
+    for line in c.lines() {
+        let mut line = line;
+        if in_block_comment {
+            match line.find("*/") {
+                Some(end) => {
+                    line = &line[end + 2..];
+                    in_block_comment = false;
+                }
+                None => continue,
+            }
+        }
+        if let Some(start) = line.find("/*") {
+            in_block_comment = !line[start..].contains("*/");
+            line = &line[..start];
+        }
+        let line = line.split("//").next().unwrap_or_default().trim();
+        if line.starts_with('#') || line == "extern \"C\" {" || line == "}" {
+            continue;
+        }
+        text.push_str(line);
+        text.push(' ');
+    }
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[test]
+fn the_lua_modules_declarations_are_the_headers() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let header = std::fs::read_to_string(dir.join("include/keyscope.h")).unwrap();
+    let lua = std::fs::read_to_string(dir.join("../../integrations/nginx/keyscope.lua")).unwrap();
+    let cdef = lua
+        .split_once("ffi.cdef[[")
+        .and_then(|(_, rest)| rest.split_once("]]"))
+        .map(|(cdef, _)| cdef)
+        .expect("keyscope.lua has an ffi.cdef[[ ... ]] block");
+    assert_eq!(
+        declarations(cdef),
+        declarations(&header),
+        "integrations/nginx/keyscope.lua's ffi.cdef differs from include/keyscope.h"
+    );
+}
+
+/// The header is valid C99 on its own, warnings as errors (when a C
+/// compiler is installed; Debian's `gcc` is).
+#[test]
+fn the_c_header_compiles_as_c99() {
+    let Ok(cc) = which_cc() else {
+        eprintln!("no C compiler: skipped");
+        return;
+    };
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("include");
+    let output = std::process::Command::new(cc)
+        .args(["-std=c99", "-Wall", "-Wextra", "-pedantic", "-Werror", "-fsyntax-only", "-x", "c", "-I"])
+        .arg(&dir)
+        .arg("-")
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write as _;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(b"#include \"keyscope.h\"\nint main(void) { return (int)keyscope_abi_version(); }\n")?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn which_cc() -> Result<&'static str, ()> {
+    ["/usr/bin/cc", "/usr/bin/gcc"]
+        .into_iter()
+        .find(|path| Path::new(path).exists())
+        .ok_or(())
+}
