@@ -15,15 +15,15 @@ use serde_json::{Value, json};
 use crate::support::{Sandbox, Server, http_client, wait_until};
 
 /// A control plane's store, signing key and fleet token.
-struct Fleet {
-    sandbox: Sandbox,
+pub(crate) struct Fleet {
+    pub(crate) sandbox: Sandbox,
     signing_key: PathBuf,
-    public_key: PathBuf,
-    token: PathBuf,
+    pub(crate) public_key: PathBuf,
+    pub(crate) token: PathBuf,
 }
 
 impl Fleet {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let sandbox = Sandbox::new();
         let signing_key = sandbox.path("signing.key");
         let made = sandbox.json(["bundle", "keygen", "-o", signing_key.to_str().unwrap()]);
@@ -41,7 +41,7 @@ impl Fleet {
         }
     }
 
-    fn control_plane(&self, extra: &[&str]) -> Server {
+    pub(crate) fn control_plane(&self, extra: &[&str]) -> Server {
         let mut args = vec![
             "--bundle-signing-key",
             self.signing_key.to_str().unwrap(),
@@ -98,7 +98,7 @@ fn refused(server: &Server, kind: &str) -> u64 {
     bundle_status(server)["refused"][kind].as_u64().unwrap_or(0)
 }
 
-fn fleet_status(fleet: &Fleet, control_plane: &Server) -> (i32, Value) {
+pub(crate) fn fleet_status(fleet: &Fleet, control_plane: &Server) -> (i32, Value) {
     let output = fleet
         .sandbox
         .keyscope([

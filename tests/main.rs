@@ -22,6 +22,8 @@ mod conformance;
 mod crash;
 /// Native rules against the component, on random requests (proptest).
 mod differential;
+/// keyscope inside nginx's workers: libkeyscope through the Lua module.
+mod embedded;
 /// docs/envoy.yaml checked against Envoy's own protobuf definitions.
 mod envoy_config;
 /// A key's not-after against the request's time, through the CLI and serve.

@@ -36,11 +36,12 @@ fn nginx_conf(
     )
 }
 
-/// What the upstream saw: request lines, and the key id header of each.
-type Seen = Arc<Mutex<Vec<(String, Option<String>)>>>;
+/// What the upstream saw: request lines, and the key id and scope id
+/// headers of each.
+pub(crate) type Seen = Arc<Mutex<Vec<(String, Option<String>, Option<String>)>>>;
 
 /// A minimal HTTP/1 upstream: answers 200 and records each request.
-fn upstream() -> (SocketAddr, Seen) {
+pub(crate) fn upstream() -> (SocketAddr, Seen) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let seen: Seen = Arc::default();
@@ -53,22 +54,24 @@ fn upstream() -> (SocketAddr, Seen) {
             if reader.read_line(&mut request_line).is_err() {
                 continue;
             }
-            let mut key_id = None;
+            let (mut key_id, mut scope_id) = (None, None);
             loop {
                 let mut line = String::new();
                 if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
                     break;
                 }
-                if let Some((name, value)) = line.split_once(':')
-                    && name.eq_ignore_ascii_case("x-keyscope-key-id")
-                {
-                    key_id = Some(value.trim().to_owned());
+                if let Some((name, value)) = line.split_once(':') {
+                    if name.eq_ignore_ascii_case("x-keyscope-key-id") {
+                        key_id = Some(value.trim().to_owned());
+                    } else if name.eq_ignore_ascii_case("x-keyscope-scope-id") {
+                        scope_id = Some(value.trim().to_owned());
+                    }
                 }
             }
             record
                 .lock()
                 .unwrap()
-                .push((request_line.trim().to_owned(), key_id));
+                .push((request_line.trim().to_owned(), key_id, scope_id));
             let _ = stream.write_all(
                 b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\nConnection: close\r\n\r\nupstream",
             );
@@ -207,11 +210,11 @@ fn nginx_auth_request_lets_through_only_what_keyscope_allows() {
     }
     // The upstream saw exactly the allowed requests, each with the key id.
     let seen = seen.lock().unwrap().clone();
-    let lines: Vec<&str> = seen.iter().map(|(line, _)| line.as_str()).collect();
+    let lines: Vec<&str> = seen.iter().map(|(line, _, _)| line.as_str()).collect();
     assert_eq!(lines, allowed);
     assert!(
         seen.iter()
-            .all(|(_, key_id)| key_id.as_deref() == Some("1")),
+            .all(|(_, key_id, _)| key_id.as_deref() == Some("1")),
         "{seen:?}"
     );
 }
@@ -303,7 +306,7 @@ fn the_platforms_remaining_runtime_routes_go_through_nginx() {
         assert_eq!(ask(method, path, &terminator), 403, "{method} {path}");
     }
     let seen = seen.lock().unwrap().clone();
-    let lines: Vec<&str> = seen.iter().map(|(line, _)| line.as_str()).collect();
+    let lines: Vec<&str> = seen.iter().map(|(line, _, _)| line.as_str()).collect();
     assert_eq!(
         lines, allowed,
         "the upstream saw exactly the allowed requests"

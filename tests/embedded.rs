@@ -1,0 +1,728 @@
+//! keyscope inside nginx: docs/nginx-embedded.conf, run as it is (only its
+//! two ports changed), by a real nginx with Debian's Lua module, two worker
+//! processes each deciding with libkeyscope through LuaJIT's FFI.
+//!
+//! nginx and `libnginx-mod-http-lua` come from Debian (`.ci/run` installs
+//! them). libkeyscope.so is built beside this test binary: the test crate
+//! depends on `keyscope-embed`.
+
+use std::collections::BTreeMap;
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+
+use keyscope_runtime::EMBEDDED_POLICY;
+use keyscope_test_artifacts as hostile;
+use serde_json::Value;
+
+use crate::nginx::upstream;
+use crate::support::{Sandbox, fixtures, http_client, wait_until};
+
+/// The documented configuration.
+fn documented_conf() -> String {
+    std::fs::read_to_string(fixtures().join("../../docs/nginx-embedded.conf")).unwrap()
+}
+
+/// libkeyscope.so from this build: next to the test binary's deps.
+fn library() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let deps = exe.parent().unwrap();
+    [deps.join("libkeyscope.so"), deps.join("../libkeyscope.so")]
+        .into_iter()
+        .find(|path| path.exists())
+        .expect("libkeyscope.so is built with the tests (keyscope-embed is a dev-dependency)")
+}
+
+fn nginx_binary() -> &'static str {
+    ["/usr/sbin/nginx", "/usr/bin/nginx"]
+        .into_iter()
+        .find(|path| Path::new(path).exists())
+        .expect("nginx is not installed: `apt-get install nginx libnginx-mod-http-lua` (.ci/run does this)")
+}
+
+/// An nginx prefix: the library, the Lua module and `keyscope.toml`.
+struct Prefix {
+    dir: PathBuf,
+}
+
+impl Prefix {
+    fn new(sandbox: &Sandbox, config: &str) -> Self {
+        let dir = sandbox.path("nginx");
+        for sub in ["logs", "temp"] {
+            std::fs::create_dir_all(dir.join(sub)).unwrap();
+        }
+        std::os::unix::fs::symlink(library(), dir.join("libkeyscope.so")).unwrap();
+        std::os::unix::fs::symlink(
+            fixtures().join("../../integrations/nginx/keyscope.lua"),
+            dir.join("keyscope.lua"),
+        )
+        .unwrap();
+        std::fs::write(dir.join("keyscope.toml"), config).unwrap();
+        Self { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    fn error_log(&self) -> String {
+        std::fs::read_to_string(self.path("logs/error.log")).unwrap_or_default()
+    }
+
+    /// Writes a file as `keyscope snapshot export` does: whole, by rename.
+    fn replace(&self, name: &str, bytes: &[u8]) {
+        let temporary = self.path(&format!(".{name}.new"));
+        std::fs::write(&temporary, bytes).unwrap();
+        std::fs::rename(&temporary, self.path(name)).unwrap();
+    }
+}
+
+/// nginx, master and two workers, on the documented configuration.
+struct Nginx {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SIGTERM: the master stops its workers, then itself.
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// Starts nginx on `conf` in `prefix`; waits until both workers answer with
+/// their handle's status.
+fn start(prefix: &Prefix, conf: &str, upstream: SocketAddr) -> Nginx {
+    let addr = free_port();
+    assert!(conf.contains("127.0.0.1:8080") && conf.contains("127.0.0.1:9000"));
+    let conf = conf
+        .replace("127.0.0.1:8080", &addr.to_string())
+        .replace("127.0.0.1:9000", &upstream.to_string());
+    std::fs::write(prefix.path("nginx.conf"), conf).unwrap();
+    let mut globals = "daemon off;".to_owned();
+    // As root, nginx runs its workers as `nobody`, who cannot read the
+    // test's private directories; a real install gives its files to the
+    // workers' user instead.
+    if std::fs::metadata("/proc/self").unwrap().uid() == 0 {
+        globals.push_str(" user root;");
+    }
+    let child = Command::new(nginx_binary())
+        .arg("-p")
+        .arg(format!("{}/", prefix.dir.display()))
+        .arg("-c")
+        .arg(prefix.path("nginx.conf"))
+        .args(["-g", &globals])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let nginx = Nginx { child, addr };
+    let started = Instant::now();
+    while TcpStream::connect(addr).is_err() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "nginx did not start: {}",
+            prefix.error_log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    workers(&nginx);
+    nginx
+}
+
+/// One request on a connection of its own (so that both workers are
+/// asked): the status code, the headers in lower case, and the body.
+fn ask_raw(addr: SocketAddr, head: &str) -> (u16, BTreeMap<String, String>, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    write!(stream, "{head}Host: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|line| line.split(' ').nth(1))
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let headers = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.to_ascii_lowercase(), value.trim().to_owned()))
+        .collect();
+    // Chunked bodies: the JSON is the one chunk.
+    let body = if body.contains("\r\n") {
+        body.lines().nth(1).unwrap_or_default().to_owned()
+    } else {
+        body.to_owned()
+    };
+    (status, headers, body)
+}
+
+fn ask(addr: SocketAddr, method: &str, path: &str, key: Option<&str>) -> u16 {
+    let key = key
+        .map(|key| format!("x-api-key: {key}\r\n"))
+        .unwrap_or_default();
+    ask_raw(addr, &format!("{method} {path} HTTP/1.1\r\n{key}")).0
+}
+
+/// Each worker's status, by pid: asked on fresh connections until both
+/// workers answered (reuseport spreads connections over them).
+fn workers(nginx: &Nginx) -> BTreeMap<u64, Value> {
+    let mut seen = BTreeMap::new();
+    wait_until(30, "both nginx workers answering with their status", || {
+        let (status, _, body) = ask_raw(nginx.addr, "GET /_keyscope/status HTTP/1.1\r\n");
+        if let (200 | 503, Ok(value)) = (status, serde_json::from_str::<Value>(&body)) {
+            seen.insert(value["pid"].as_u64().unwrap(), value["status"].clone());
+        }
+        seen.len() == 2
+    });
+    seen
+}
+
+/// Waits until both workers report what `condition` looks for.
+fn until_both(nginx: &Nginx, what: &str, mut condition: impl FnMut(&Value) -> bool) {
+    wait_until(30, what, || workers(nginx).values().all(&mut condition));
+}
+
+fn export(sandbox: &Sandbox, prefix: &Prefix) {
+    sandbox
+        .keyscope(["snapshot", "export", "-o"])
+        .arg(prefix.path("snapshot.ks"))
+        .assert()
+        .success();
+}
+
+fn no_key_in(text: &str, keys: &[&String], what: &str) {
+    for key in keys {
+        assert!(!text.contains(key.as_str()), "a raw key in {what}");
+    }
+}
+
+#[test]
+fn embedded_nginx_lets_through_only_what_keyscope_allows_in_both_workers() {
+    let sandbox = Sandbox::new();
+    let viewer_scope = sandbox.scope("acme", "viewer", "view", "run");
+    sandbox.scope("globex", "editor", "edit", "");
+    let runner_scope = sandbox.scope(
+        "acme",
+        "runner",
+        "none",
+        "run,session-create,document-upload",
+    );
+    let (viewer_id, viewer) = sandbox.key("acme/viewer", "viewer");
+    let (revoked_id, revoked) = sandbox.key("acme/viewer", "revoked");
+    sandbox
+        .keyscope(["key", "revoke", &revoked_id.to_string()])
+        .assert()
+        .success();
+    let (_, other_app) = sandbox.key("globex/editor", "other");
+    let (runner_id, runner) = sandbox.key("acme/runner", "runner");
+    let prefix = Prefix::new(&sandbox, "snapshot = \"snapshot.ks\"\n");
+    export(&sandbox, &prefix);
+    let (upstream, seen) = upstream();
+    let nginx = start(&prefix, &documented_conf(), upstream);
+
+    // Two worker processes, each with its own handle on generation 1.
+    let statuses = workers(&nginx);
+    assert_eq!(statuses.len(), 2);
+    for status in statuses.values() {
+        assert_eq!(status["source"], "snapshot-file", "{status}");
+        assert_eq!(status["generation"], 1, "{status}");
+        assert_eq!(status["keys"], 4, "{status}");
+    }
+
+    const ENV: &str = "/api/v2/apps/acme/environments/prod";
+    let cases: Vec<(&str, String, Option<&String>, u16)> = vec![
+        ("GET", "/api/v2/apps/acme/agents".into(), Some(&viewer), 200),
+        (
+            "GET",
+            "/api/v2/apps/acme/agents/a1?full=1".into(),
+            Some(&viewer),
+            200,
+        ),
+        ("POST", format!("{ENV}/runs/execute"), Some(&viewer), 200),
+        ("GET", "/api/v2/apps/acme/agents".into(), None, 401),
+        (
+            "GET",
+            "/api/v2/apps/acme/agents".into(),
+            Some(&revoked),
+            401,
+        ),
+        (
+            "GET",
+            "/api/v2/apps/acme/agents".into(),
+            Some(&other_app),
+            403,
+        ),
+        (
+            "DELETE",
+            "/api/v2/apps/acme/agents/a1".into(),
+            Some(&viewer),
+            403,
+        ),
+        ("POST", format!("{ENV}/sessions"), Some(&viewer), 403),
+        (
+            "GET",
+            "/api/v2/apps/acme/secrets".into(),
+            Some(&viewer),
+            403,
+        ),
+        // The platform's remaining runtime routes.
+        (
+            "POST",
+            format!("{ENV}/runs/r-42/status"),
+            Some(&runner),
+            200,
+        ),
+        (
+            "GET",
+            format!("{ENV}/sessions?sessionId=s-1"),
+            Some(&runner),
+            200,
+        ),
+        ("GET", format!("{ENV}/sessions/list"), Some(&runner), 200),
+        (
+            "DELETE",
+            format!("{ENV}/attachments/file-7"),
+            Some(&runner),
+            200,
+        ),
+        (
+            "DELETE",
+            format!("{ENV}/attachments/file-7"),
+            Some(&viewer),
+            403,
+        ),
+    ];
+    let mut allowed = Vec::new();
+    for (method, path, key, status) in &cases {
+        assert_eq!(
+            ask(nginx.addr, method, path, key.map(String::as_str)),
+            *status,
+            "{method} {path}"
+        );
+        if *status == 200 {
+            allowed.push(format!("{method} {path} HTTP/1.1"));
+        }
+    }
+
+    // A deny is answered by the worker: status, challenge, JSON reason.
+    let (status, headers, body) = ask_raw(
+        nginx.addr,
+        &format!("GET /api/v2/apps/acme/agents HTTP/1.1\r\nx-api-key: {revoked}\r\n"),
+    );
+    assert_eq!(status, 401);
+    assert_eq!(
+        headers["www-authenticate"],
+        "Bearer realm=\"keyscope\", error=\"invalid_token\""
+    );
+    assert_eq!(headers["content-type"], "application/json");
+    assert_eq!(body, r#"{"error":"unauthorized","reason":"revoked-key"}"#);
+    let (status, headers, body) = ask_raw(nginx.addr, "GET /api/v2/apps/acme/agents HTTP/1.1\r\n");
+    assert_eq!(
+        (status, headers["www-authenticate"].as_str()),
+        (401, "Bearer realm=\"keyscope\"")
+    );
+    assert_eq!(body, r#"{"error":"unauthorized","reason":"missing-key"}"#);
+    let (status, _, body) = ask_raw(
+        nginx.addr,
+        &format!("DELETE /api/v2/apps/acme/agents/a1 HTTP/1.1\r\nx-api-key: {viewer}\r\n"),
+    );
+    assert_eq!(status, 403);
+    assert_eq!(
+        body,
+        r#"{"error":"forbidden","reason":"insufficient-permission","required":"agents:full"}"#
+    );
+
+    // `Authorization: Bearer` carries a key too; a client's own id headers
+    // are replaced by the real ones.
+    let (status, _, _) = ask_raw(
+        nginx.addr,
+        &format!(
+            "GET /api/v2/apps/acme/agents HTTP/1.1\r\nAuthorization: Bearer {viewer}\r\n\
+             X-Keyscope-Key-Id: 999\r\nX-Keyscope-Scope-Id: 999\r\n"
+        ),
+    );
+    assert_eq!(status, 200);
+    allowed.push("GET /api/v2/apps/acme/agents HTTP/1.1".to_owned());
+    // A user's JWT beside the API key is the upstream's business.
+    let (status, _, _) = ask_raw(
+        nginx.addr,
+        &format!(
+            "GET /api/v2/apps/acme/agents HTTP/1.1\r\nx-api-key: {runner}\r\n\
+             Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.e30.sig\r\n"
+        ),
+    );
+    assert_eq!(status, 403, "runner has Agents none");
+
+    // Ambiguous: two copies of the key header (either order), the key
+    // header beside a Bearer keyscope key, two Bearer tokens, and a copy
+    // hidden past nginx's default limit of 100 headers.
+    let filler: String = (0..120).map(|i| format!("x-filler-{i}: {i}\r\n")).collect();
+    for head in [
+        format!("x-api-key: {viewer}\r\nx-api-key: {revoked}\r\n"),
+        format!("x-api-key: {revoked}\r\nx-api-key: {viewer}\r\n"),
+        format!("x-api-key: {viewer}\r\nAuthorization: Bearer {other_app}\r\n"),
+        format!("Authorization: Bearer {viewer}\r\nAuthorization: Bearer {runner}\r\n"),
+        format!("x-api-key: {viewer}\r\n{filler}x-api-key: {revoked}\r\n"),
+    ] {
+        let (status, _, body) = ask_raw(
+            nginx.addr,
+            &format!("GET /api/v2/apps/acme/agents HTTP/1.1\r\n{head}"),
+        );
+        if status == 400 {
+            // nginx itself refuses a second `Authorization` header.
+            assert!(head.matches("Authorization").count() == 2, "{head}");
+            continue;
+        }
+        assert_eq!(status, 401, "{head}");
+        assert!(body.contains("malformed-key"), "{body}");
+    }
+
+    // The upstream saw exactly the allowed requests, with their ids.
+    let seen = seen.lock().unwrap().clone();
+    let lines: Vec<&str> = seen.iter().map(|(line, _, _)| line.as_str()).collect();
+    assert_eq!(lines, allowed);
+    for (line, key_id, scope_id) in &seen {
+        let ids = (
+            key_id.as_deref().unwrap().parse::<u64>().unwrap(),
+            scope_id.as_deref().unwrap().parse::<u64>().unwrap(),
+        );
+        assert!(
+            ids == (viewer_id, viewer_scope) || ids == (runner_id, runner_scope),
+            "{line}: {ids:?}"
+        );
+    }
+    assert!(
+        seen.iter()
+            .all(|(_, key_id, _)| key_id.as_deref() != Some("999")),
+        "a client's own id header reached the upstream"
+    );
+
+    // Both workers decided: each one's handle counts its own decisions in
+    // its generation, and neither recorded an error.
+    for status in workers(&nginx).values() {
+        assert_eq!(status["errors"], 0, "{status}");
+        assert_eq!(status["policy_errors"], 0, "{status}");
+    }
+    // Nothing the workers wrote holds a key.
+    let keys = [&viewer, &revoked, &other_app, &runner];
+    no_key_in(&prefix.error_log(), &keys, "nginx's error log");
+    assert!(prefix.error_log().contains("keyscope: generation 1 live"));
+}
+
+#[test]
+fn a_revocation_reaches_both_workers_through_the_rewritten_snapshot_file() {
+    let sandbox = Sandbox::new();
+    sandbox.scope("acme", "viewer", "view", "");
+    let (key_id, key) = sandbox.key("acme/viewer", "viewer");
+    let (_, other) = sandbox.key("acme/viewer", "other");
+    let prefix = Prefix::new(&sandbox, "snapshot = \"snapshot.ks\"\n");
+    export(&sandbox, &prefix);
+    let (upstream, _) = upstream();
+    let nginx = start(&prefix, &documented_conf(), upstream);
+    let path = "/api/v2/apps/acme/agents";
+    assert_eq!(ask(nginx.addr, "GET", path, Some(&key)), 200);
+
+    sandbox
+        .keyscope(["key", "revoke", &key_id.to_string()])
+        .assert()
+        .success();
+    export(&sandbox, &prefix);
+    let exported = Instant::now();
+    // Every worker swaps the new file in: each reports a second generation
+    // with the new snapshot, and then every connection is denied.
+    until_both(&nginx, "both workers on the new snapshot", |status| {
+        status["generation"] == 2
+    });
+    let took = exported.elapsed();
+    for _ in 0..16 {
+        assert_eq!(ask(nginx.addr, "GET", path, Some(&key)), 401);
+        assert_eq!(ask(nginx.addr, "GET", path, Some(&other)), 200);
+    }
+    eprintln!("embedded: both workers on the revoked snapshot {took:?} after the export");
+    let statuses = workers(&nginx);
+    let digests: Vec<&Value> = statuses.values().map(|s| &s["snapshot_digest"]).collect();
+    assert_eq!(digests[0], digests[1]);
+}
+
+#[test]
+fn a_revocation_reaches_both_workers_through_the_fleets_bundle_url() {
+    let fleet = crate::fleet::Fleet::new();
+    fleet.sandbox.scope("acme", "viewer", "view", "");
+    let (key_id, key) = fleet.sandbox.key("acme/viewer", "viewer");
+    let control_plane = fleet.control_plane(&[]);
+    let prefix = Prefix::new(
+        &fleet.sandbox,
+        &format!(
+            "bundle_url = \"{}\"\nbundle_public_key = \"{}\"\nfleet_token_file = \"{}\"\n\
+             bundle_cache = \"cache\"\n",
+            control_plane.admin_url("/v1/bundle"),
+            fleet.public_key.display(),
+            fleet.token.display()
+        ),
+    );
+    std::fs::create_dir_all(prefix.path("cache")).unwrap();
+    let (upstream, _) = upstream();
+    let nginx = start(&prefix, &documented_conf(), upstream);
+    let path = "/api/v2/apps/acme/agents";
+    until_both(&nginx, "both workers holding a bundle", |status| {
+        status["source"] == "bundle" && status["snapshot_revision"].is_u64()
+    });
+    assert_eq!(ask(nginx.addr, "GET", path, Some(&key)), 200);
+
+    fleet
+        .sandbox
+        .keyscope(["key", "revoke", &key_id.to_string()])
+        .assert()
+        .success();
+    let revoked = Instant::now();
+    let before: u64 = workers(&nginx)
+        .values()
+        .map(|status| status["snapshot_revision"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    until_both(
+        &nginx,
+        "both workers on the revocation's bundle",
+        |status| {
+            status["bundle"]["last_bundle"]["kind"] == "delta"
+                || status["snapshot_revision"].as_u64().unwrap() > before
+        },
+    );
+    let took = revoked.elapsed();
+    wait_until(30, "the revoked key denied on every connection", || {
+        (0..16).all(|_| ask(nginx.addr, "GET", path, Some(&key)) == 401)
+    });
+    eprintln!("embedded: both workers on the revocation's bundle {took:?} after the CLI exited");
+    // The control plane sees each worker as a gateway of its fleet.
+    let mut last = Value::Null;
+    wait_until(30, "both workers in the fleet view", || {
+        let (_, body) = crate::fleet::fleet_status(&fleet, &control_plane);
+        last = body;
+        last["gateways"].as_array().is_some_and(|gateways| {
+            gateways.len() == 2 && gateways.iter().all(|g| g["current"] == true)
+        })
+    });
+    no_key_in(&prefix.error_log(), &[&key], "nginx's error log");
+}
+
+/// A valid component with different bytes: the embedded one and a custom
+/// section saying `n`.
+fn variant(n: u8) -> Vec<u8> {
+    let mut module = EMBEDDED_POLICY.to_vec();
+    let name = b"keyscope-test-variant";
+    let payload_len = 1 + name.len() + 1;
+    module.push(0);
+    module.push(u8::try_from(payload_len).unwrap());
+    module.push(u8::try_from(name.len()).unwrap());
+    module.extend_from_slice(name);
+    module.push(n);
+    module
+}
+
+#[test]
+fn twenty_module_swaps_under_traffic_fail_no_request_and_a_bad_module_is_refused() {
+    let sandbox = Sandbox::new();
+    sandbox.scope("acme", "viewer", "view", "");
+    let (_, key) = sandbox.key("acme/viewer", "viewer");
+    let prefix = Prefix::new(
+        &sandbox,
+        "snapshot = \"snapshot.ks\"\npolicy = \"policy.wasm\"\n",
+    );
+    export(&sandbox, &prefix);
+    prefix.replace("policy.wasm", &variant(0));
+    let (upstream, _) = upstream();
+    let nginx = start(&prefix, &documented_conf(), upstream);
+
+    // Traffic on kept-alive connections and on fresh ones, all the while.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (sent, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let traffic: Vec<_> = (0..2)
+        .map(|lane| {
+            let (stop, sent, failed, key) = (
+                Arc::clone(&stop),
+                Arc::clone(&sent),
+                Arc::clone(&failed),
+                key.clone(),
+            );
+            let url = format!("http://{}/api/v2/apps/acme/agents", nginx.addr);
+            let addr = nginx.addr;
+            std::thread::spawn(move || {
+                let http = http_client();
+                while !stop.load(Ordering::Relaxed) {
+                    let status = if lane == 0 {
+                        http.get(&url)
+                            .header("x-api-key", &key)
+                            .call()
+                            .map_or(0, |response| response.status().as_u16())
+                    } else {
+                        ask(addr, "GET", "/api/v2/apps/acme/agents", Some(&key))
+                    };
+                    sent.fetch_add(1, Ordering::Relaxed);
+                    if status != 200 {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+
+    for swap in 1..=20u8 {
+        let module = variant(swap % 2);
+        let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&module));
+        let generation = u64::from(swap) + 1;
+        prefix.replace("policy.wasm", &module);
+        until_both(&nginx, &format!("swap {swap} in both workers"), |status| {
+            status["generation"] == generation && status["module_digest"] == digest.as_str()
+        });
+    }
+    // A module that is not a component: refused by both, the old one serves.
+    prefix.replace("policy.wasm", b"\0asm not a component");
+    until_both(&nginx, "the bad module refused by both workers", |status| {
+        status["swaps_refused"] == 1
+            && status["generation"] == 21
+            && status["last_error"]
+                .as_str()
+                .is_some_and(|error| error.contains("not swapped"))
+    });
+    let after_refusal = sent.load(Ordering::Relaxed);
+    wait_until(30, "traffic after the refusal", || {
+        sent.load(Ordering::Relaxed) > after_refusal + 20
+    });
+    stop.store(true, Ordering::Relaxed);
+    for lane in traffic {
+        lane.join().unwrap();
+    }
+    let (sent, failed) = (sent.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    eprintln!("embedded: 20 module swaps and a refusal under {sent} requests, {failed} failed");
+    assert!(sent > 40, "{sent}");
+    assert_eq!(failed, 0);
+    // Each worker says so in nginx's error log, on its next status look.
+    wait_until(30, "the workers' reports in nginx's error log", || {
+        let log = prefix.error_log();
+        log.contains("keyscope: generation 21 live") && log.contains("not swapped")
+    });
+    no_key_in(&prefix.error_log(), &[&key], "nginx's error log");
+}
+
+#[test]
+fn a_hostile_module_forced_live_denies_everything_and_the_workers_live_on() {
+    let sandbox = Sandbox::new();
+    sandbox.scope("acme", "viewer", "view", "");
+    let (_, key) = sandbox.key("acme/viewer", "viewer");
+    let prefix = Prefix::new(
+        &sandbox,
+        "snapshot = \"snapshot.ks\"\npolicy = \"policy.wasm\"\nforce_untested_policy = true\n",
+    );
+    export(&sandbox, &prefix);
+    prefix.replace("policy.wasm", hostile::LOOP);
+    let (upstream, seen) = upstream();
+    let nginx = start(&prefix, &documented_conf(), upstream);
+    let pids: Vec<u64> = workers(&nginx).into_keys().collect();
+
+    for _ in 0..8 {
+        let (status, _, body) = ask_raw(
+            nginx.addr,
+            &format!("GET /api/v2/apps/acme/agents HTTP/1.1\r\nx-api-key: {key}\r\n"),
+        );
+        assert_eq!(status, 503);
+        assert_eq!(body, r#"{"error":"unavailable","reason":"policy-error"}"#);
+    }
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "a request reached the upstream"
+    );
+    // The same two workers, each saying why it denies.
+    let statuses = workers(&nginx);
+    assert_eq!(statuses.keys().copied().collect::<Vec<_>>(), pids);
+    let statuses: Vec<&Value> = statuses.values().collect();
+    assert!(
+        statuses.iter().any(|status| status["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("policy-error")),
+        "{statuses:?}"
+    );
+    // A good module forced in: the same workers allow again.
+    prefix.replace("policy.wasm", EMBEDDED_POLICY);
+    until_both(&nginx, "the good module in both workers", |status| {
+        status["generation"] == 3
+    });
+    assert_eq!(
+        ask(nginx.addr, "GET", "/api/v2/apps/acme/agents", Some(&key)),
+        200
+    );
+    assert_eq!(workers(&nginx).into_keys().collect::<Vec<_>>(), pids);
+    let log = prefix.error_log();
+    assert!(!log.contains("exited on signal"), "{log}");
+    no_key_in(&log, &[&key], "nginx's error log");
+}
+
+#[test]
+fn a_bad_configuration_denies_with_503_and_opening_before_the_fork_is_refused() {
+    let sandbox = Sandbox::new();
+    let prefix = Prefix::new(&sandbox, "snapshot = \"snapshot.ks\"\nsnapshots = 1\n");
+    let (upstream, seen) = upstream();
+    let nginx = start(&prefix, &documented_conf(), upstream);
+    for status in workers(&nginx).values() {
+        assert!(status.is_null(), "{status}");
+    }
+    let (status, _, body) = ask_raw(nginx.addr, "GET /api/v2/apps/acme/agents HTTP/1.1\r\n");
+    assert_eq!(status, 503);
+    assert!(body.contains("policy-error"), "{body}");
+    assert!(seen.lock().unwrap().is_empty());
+    let log = prefix.error_log();
+    assert!(log.contains("unknown field `snapshots`"), "{log}");
+    assert!(log.contains("every request is denied"), "{log}");
+    drop(nginx);
+
+    // init_by_lua runs in the master, before the fork: refused loudly, and
+    // nginx does not start.
+    let conf = documented_conf()
+        .replace("init_worker_by_lua_block", "init_by_lua_block")
+        .replace("127.0.0.1:8080", &free_port().to_string());
+    std::fs::write(prefix.path("nginx.conf"), conf).unwrap();
+    let mut child = Command::new(nginx_binary())
+        .arg("-p")
+        .arg(format!("{}/", prefix.dir.display()))
+        .arg("-c")
+        .arg(prefix.path("nginx.conf"))
+        .args(["-g", "daemon off;"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut exited = None;
+    wait_until(30, "nginx refusing to start", || {
+        exited = child.try_wait().unwrap();
+        exited.is_some()
+    });
+    assert!(!exited.unwrap().success());
+    let mut said = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut said)
+        .unwrap();
+    said.push_str(&prefix.error_log());
+    assert!(
+        said.contains("keyscope.init runs in init_worker_by_lua*, not in phase `init`"),
+        "{said}"
+    );
+}
