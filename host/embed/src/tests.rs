@@ -136,14 +136,11 @@ fn the_lua_modules_declarations_are_the_headers() {
     );
 }
 
-/// The header is valid C99 on its own, warnings as errors (when a C
-/// compiler is installed; Debian's `gcc` is).
+/// The header is valid C99 on its own, warnings as errors (Debian's
+/// `gcc`; `.ci/run` installs it).
 #[test]
 fn the_c_header_compiles_as_c99() {
-    let Ok(cc) = which_cc() else {
-        eprintln!("no C compiler: skipped");
-        return;
-    };
+    let cc = which_cc().expect("no C compiler: `apt-get install gcc` (.ci/run does this)");
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("include");
     let output = std::process::Command::new(cc)
         .args(["-std=c99", "-Wall", "-Wextra", "-pedantic", "-Werror", "-fsyntax-only", "-x", "c", "-I"])
@@ -169,9 +166,87 @@ fn the_c_header_compiles_as_c99() {
     );
 }
 
-fn which_cc() -> Result<&'static str, ()> {
+fn which_cc() -> Option<&'static str> {
     ["/usr/bin/cc", "/usr/bin/gcc"]
         .into_iter()
         .find(|path| Path::new(path).exists())
-        .ok_or(())
+}
+
+/// A handle opened, then the process forked: in the child every decision
+/// is a deny with `policy-error` whose words say to open per worker; the
+/// parent decides on.
+#[test]
+#[allow(unsafe_code)]
+fn a_handle_used_in_a_child_forked_after_the_open_denies_and_says_why() {
+    use keyscope_policy::snapshot::{SnapshotData, default_operations};
+    let dir = tempfile::tempdir().unwrap();
+    let snapshot = SnapshotData {
+        operations: default_operations(),
+        routes: keyscope_policy::routes::default_routes(),
+        ..SnapshotData::default()
+    }
+    .encode()
+    .unwrap();
+    std::fs::write(dir.path().join("snapshot.ks"), snapshot).unwrap();
+    let config = dir.path().join("keyscope.toml");
+    std::fs::write(&config, "snapshot = \"snapshot.ks\"\n").unwrap();
+    let path = std::ffi::CString::new(config.to_str().unwrap()).unwrap();
+    let method = b"GET";
+    let uri = b"/api/v2/apps/acme/agents";
+    let request = keyscope_request {
+        api_keys: std::ptr::null(),
+        api_keys_len: 0,
+        authorizations: std::ptr::null(),
+        authorizations_len: 0,
+        method: keyscope_bytes {
+            ptr: method.as_ptr(),
+            len: method.len(),
+        },
+        path: keyscope_bytes {
+            ptr: uri.as_ptr(),
+            len: uri.len(),
+        },
+    };
+    // SAFETY (test): the FFI as a C host uses it; the child only decides,
+    // reads the status, writes to a pipe and leaves with `_exit`.
+    unsafe {
+        let handle = keyscope_open(path.as_ptr(), std::ptr::null_mut(), 0);
+        assert!(!handle.is_null());
+        let mut pipe = [0; 2];
+        assert_eq!(libc::pipe(pipe.as_mut_ptr()), 0);
+        let child = libc::fork();
+        assert!(child >= 0);
+        if child == 0 {
+            let mut out: keyscope_decision = std::mem::zeroed();
+            keyscope_decide(handle, &request, &mut out);
+            let mut status: keyscope_status = std::mem::zeroed();
+            keyscope_get_status(handle, &mut status);
+            let said = format!("{}|{}", text(&out.reason), text(&status.last_error));
+            libc::write(pipe[1], said.as_ptr().cast(), said.len());
+            libc::_exit(0);
+        }
+        libc::close(pipe[1]);
+        let mut said = Vec::new();
+        let mut buffer = [0u8; 1024];
+        loop {
+            let read = libc::read(pipe[0], buffer.as_mut_ptr().cast(), buffer.len());
+            if read <= 0 {
+                break;
+            }
+            said.extend_from_slice(&buffer[..read as usize]);
+        }
+        libc::close(pipe[0]);
+        let mut exit = 0;
+        libc::waitpid(child, &mut exit, 0);
+        let said = String::from_utf8(said).unwrap();
+        assert!(said.starts_with("policy-error|"), "{said}");
+        assert!(said.contains("forked after the open"), "{said}");
+        assert!(said.contains("init_worker_by_lua"), "{said}");
+        // The parent's handle decides on (no key presented: missing-key).
+        let mut out: keyscope_decision = std::mem::zeroed();
+        assert_eq!(keyscope_decide(handle, &request, &mut out), 0);
+        assert_eq!(text(&out.reason), "missing-key");
+        assert_eq!(out.status, 401);
+        keyscope_close(handle);
+    }
 }
