@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Load benchmarks of `keyscope serve`, all on loopback, side by side in one run:
 #   1. wrk against POST /v1/check;
-#   2. wrk against nginx alone, then nginx + auth_request to keyscope
-#      (docs/nginx.conf), the same upstream behind both;
+#   2. wrk against nginx alone, then nginx with keyscope inside its worker
+#      (libkeyscope through the Lua module, as docs/nginx-embedded.conf), then
+#      nginx + auth_request to keyscope (docs/nginx.conf), the same upstream
+#      behind all three;
 #   3. grpc-load (tonic) against the ext_authz gRPC service.
 # Each runs at 1 connection (latency without queueing) and at CONNECTIONS
 # (throughput). The servers (keyscope with one worker thread, nginx with one
@@ -15,9 +17,12 @@ seconds=${1:-10}
 connections=${2:-32}
 for tool in wrk nginx; do
     command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] || {
-        echo "needs $tool: apt-get install wrk nginx" >&2; exit 2; }
+        echo "needs $tool: apt-get install wrk nginx libnginx-mod-http-lua" >&2; exit 2; }
 done
-cargo build --release -q -p keyscope -p keyscope-benches --bin keyscope --bin grpc-load
+[ -f /usr/lib/nginx/modules/ngx_http_lua_module.so ] || {
+    echo "needs nginx's Lua module: apt-get install libnginx-mod-http-lua" >&2; exit 2; }
+cargo build --release -q -p keyscope -p keyscope-benches -p keyscope-embed \
+    --bin keyscope --bin grpc-load --lib
 bin=target/release
 server_cpu=(taskset -c 0)
 client_cpu=(taskset -c 1)
@@ -38,11 +43,17 @@ pids+=($!)
 until grep -q '"ready"' "$work/serve.out" 2>/dev/null; do sleep 0.05; done
 
 # nginx: :18090 proxies straight to the upstream, :18091 asks keyscope first
-# (docs/nginx.conf); the upstream is nginx itself on :18092.
+# (docs/nginx.conf), :18093 decides in its own worker with libkeyscope
+# (docs/nginx-embedded.conf's handler, on the same snapshot); the upstream is
+# nginx itself on :18092.
+$bin/keyscope snapshot export -o "$work/snapshot.ks" >/dev/null
+printf 'snapshot = "%s"\n' "$work/snapshot.ks" >"$work/keyscope.toml"
 site=$(sed -e 's/127.0.0.1:8080/127.0.0.1:18080/' -e 's/127.0.0.1:9000/127.0.0.1:18092/' \
            -e 's/listen 80;/listen 127.0.0.1:18091;/' docs/nginx.conf)
 mkdir -p "$work/nginx"
 cat >"$work/nginx/nginx.conf" <<CONF
+load_module /usr/lib/nginx/modules/ndk_http_module.so;
+load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;
 worker_processes 1;
 pid $work/nginx/nginx.pid;
 error_log $work/nginx/error.log warn;
@@ -56,7 +67,20 @@ http {
     fastcgi_temp_path $work/nginx/fastcgi;
     uwsgi_temp_path $work/nginx/uwsgi;
     scgi_temp_path $work/nginx/scgi;
+    lua_package_path "$PWD/integrations/nginx/?.lua;;";
+    init_worker_by_lua_block {
+        require("keyscope").init{ library = "$PWD/$bin/libkeyscope.so", config = "$work/keyscope.toml" }
+    }
     server { listen 127.0.0.1:18092; location / { return 200 "upstream\n"; } }
+    server {
+        listen 127.0.0.1:18093;
+        location / {
+            access_by_lua_block { require("keyscope").access() }
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_pass http://platform_api;
+        }
+    }
     server {
         listen 127.0.0.1:18090;
         location / {
@@ -70,9 +94,9 @@ $site
 CONF
 "${server_cpu[@]}" nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" 2>"$work/nginx/stderr" &
 pids+=($!)
-sleep 0.5
-
 path=/api/v2/apps/acme/agents/a1
+# Ready when the embedded worker allows the key (its handle is open).
+until curl -sf -o /dev/null -H "x-api-key: $KEY" "http://127.0.0.1:18093$path"; do sleep 0.05; done
 run_wrk() { # name, connections, url, [script]
     local name=$1 c=$2 url=$3 script=${4:-}
     local out
@@ -89,6 +113,7 @@ echo "== $(nproc) cores, ${seconds}s per run, wrk -t1; servers on core 0, client
 for c in 1 "$connections"; do
     run_wrk "keyscope /v1/check" "$c" "http://127.0.0.1:18080/v1/check" benches/serve/check.lua
     run_wrk "nginx alone" "$c" "http://127.0.0.1:18090$path" benches/serve/key.lua
+    run_wrk "nginx + libkeyscope" "$c" "http://127.0.0.1:18093$path" benches/serve/key.lua
     run_wrk "nginx + auth_request" "$c" "http://127.0.0.1:18091$path" benches/serve/key.lua
     "${client_cpu[@]}" $bin/grpc-load 127.0.0.1:18081 "$KEY" "$c" "$seconds"
 done
