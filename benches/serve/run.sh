@@ -44,7 +44,8 @@ until grep -q '"ready"' "$work/serve.out" 2>/dev/null; do sleep 0.05; done
 
 # nginx: :18090 proxies straight to the upstream, :18091 asks keyscope first
 # (docs/nginx.conf), :18093 decides in its own worker with libkeyscope
-# (docs/nginx-embedded.conf's handler, on the same snapshot); the upstream is
+# (docs/nginx-embedded.conf's handler, on the same snapshot), :18094 runs an
+# empty access_by_lua handler (the floor of any Lua handler); the upstream is
 # nginx itself on :18092.
 $bin/keyscope snapshot export -o "$work/snapshot.ks" >/dev/null
 printf 'snapshot = "%s"\n' "$work/snapshot.ks" >"$work/keyscope.toml"
@@ -72,6 +73,15 @@ http {
         require("keyscope").init{ library = "$PWD/$bin/libkeyscope.so", config = "$work/keyscope.toml" }
     }
     server { listen 127.0.0.1:18092; location / { return 200 "upstream\n"; } }
+    server {
+        listen 127.0.0.1:18094;
+        location / {
+            access_by_lua_block { local nothing }
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_pass http://platform_api;
+        }
+    }
     server {
         listen 127.0.0.1:18093;
         location / {
@@ -113,6 +123,7 @@ echo "== $(nproc) cores, ${seconds}s per run, wrk -t1; servers on core 0, client
 for c in 1 "$connections"; do
     run_wrk "keyscope /v1/check" "$c" "http://127.0.0.1:18080/v1/check" benches/serve/check.lua
     run_wrk "nginx alone" "$c" "http://127.0.0.1:18090$path" benches/serve/key.lua
+    run_wrk "nginx + empty Lua" "$c" "http://127.0.0.1:18094$path" benches/serve/key.lua
     run_wrk "nginx + libkeyscope" "$c" "http://127.0.0.1:18093$path" benches/serve/key.lua
     run_wrk "nginx + auth_request" "$c" "http://127.0.0.1:18091$path" benches/serve/key.lua
     "${client_cpu[@]}" $bin/grpc-load 127.0.0.1:18081 "$KEY" "$c" "$seconds"

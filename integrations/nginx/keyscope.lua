@@ -51,6 +51,7 @@ typedef struct keyscope_status {
   uint64_t snapshot_revision;
   uint64_t snapshot_age_ms;
   uint64_t keys;
+  uint64_t decisions;
   uint64_t swaps;
   uint64_t swaps_refused;
   uint64_t policy_errors;
@@ -76,7 +77,12 @@ void keyscope_close(struct keyscope_handle *handle);
 local ABI_VERSION = 1
 local MAX_COPIES = 16
 
-local lib, handle, opened_error
+local ngx = ngx
+local get_headers, get_method, set_header = ngx.req.get_headers, ngx.req.get_method, ngx.req.set_header
+local ffi_string = ffi.string
+local var = ngx.var
+
+local lib, handle, decide, opened_error
 local options = {
     api_key_header = "x-api-key",
     key_id_header = "X-Keyscope-Key-Id",
@@ -169,6 +175,7 @@ function M.init(opts)
         return nil, opened_error
     end
     handle = ffi.gc(opened, lib.keyscope_close)
+    decide = lib.keyscope_decide
     report(false)
     local ok, err = ngx.timer.every(1, report)
     if not ok then
@@ -197,11 +204,11 @@ function M.access()
         return deny(503, '{"error":"unavailable","reason":"policy-error"}')
     end
     -- Every header: nginx's limit of 100 would hide a later copy of the key.
-    local headers = ngx.req.get_headers(0)
+    local headers = get_headers(0)
     local keys_buffer, keys_len = lend(api_keys, headers[options.api_key_header])
     local auth_buffer, auth_len = lend(authorizations, headers["authorization"])
-    local method = ngx.req.get_method()
-    local path = ngx.var.request_uri
+    local method = get_method()
+    local path = var.request_uri
     request.api_keys = keys_buffer
     request.api_keys_len = keys_len
     request.authorizations = auth_buffer
@@ -210,16 +217,16 @@ function M.access()
     request.method.len = #method
     request.path.ptr = path
     request.path.len = #path
-    lib.keyscope_decide(handle, request, decision)
+    decide(handle, request, decision)
     -- `headers`, `method` and `path` stay referenced until here, so the
     -- bytes lent above outlive the call.
     if decision.allow == 1 then
-        ngx.req.set_header(options.key_id_header, ffi.string(decision.key_id_text))
-        ngx.req.set_header(options.scope_id_header, ffi.string(decision.scope_id_text))
+        set_header(options.key_id_header, ffi_string(decision.key_id_text))
+        set_header(options.scope_id_header, ffi_string(decision.scope_id_text))
         return
     end
-    return deny(decision.status, ffi.string(decision.body, decision.body_len),
-        ffi.string(decision.www_authenticate))
+    return deny(decision.status, ffi_string(decision.body, decision.body_len),
+        ffi_string(decision.www_authenticate))
 end
 
 -- A content handler for a status location: this worker's handle as JSON

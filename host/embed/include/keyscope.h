@@ -82,6 +82,8 @@ typedef struct keyscope_status {
   uint64_t snapshot_age_ms;
   // Key records in the snapshot.
   uint64_t keys;
+  // Decisions taken through this handle.
+  uint64_t decisions;
   // Generations published since open.
   uint64_t swaps;
   // Swaps refused since open (the last good state kept serving).

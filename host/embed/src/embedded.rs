@@ -4,7 +4,7 @@
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -14,7 +14,6 @@ use keyscope_policy::{HttpRequest, Method};
 use keyscope_runtime::swap::{Generation, LiveOptions, LivePolicy, Outcome, Worker};
 use keyscope_runtime::time::now_ms;
 use serde::Serialize;
-use zeroize::Zeroizing;
 
 use crate::config::{DataSource, EmbedConfig};
 use crate::error::EmbedError;
@@ -32,6 +31,8 @@ pub struct Embedded {
     errors: Arc<Mutex<Errors>>,
     /// The deadline of one decision, for the words of a policy error.
     evaluate_timeout: Duration,
+    /// Decisions taken through this handle.
+    decisions: AtomicU64,
     /// Dropping it stops the feed's thread.
     _stop: Sender<()>,
 }
@@ -88,6 +89,8 @@ pub struct EmbedStatus {
     /// How old the data is: from its bundle's publication, or from the
     /// snapshot file's last write.
     pub snapshot_age_ms: Option<u64>,
+    /// Decisions taken through this handle.
+    pub decisions: u64,
     /// Generations published since open.
     pub swaps: u64,
     /// Swaps refused since open; the last good state kept serving.
@@ -162,7 +165,16 @@ impl Embedded {
                     GatewayConfig {
                         url,
                         public_key: keyscope_bundle::keys::read_public_key(&public_key)?,
-                        token: token.as_deref().map(read_token).transpose()?,
+                        token: token
+                            .as_deref()
+                            .map(|path| {
+                                keyscope_runtime::files::read_token(
+                                    path,
+                                    "fleet token",
+                                    MIN_TOKEN_LEN,
+                                )
+                            })
+                            .transpose()?,
                         ca: ca
                             .as_deref()
                             .map(|path| keyscope_runtime::files::read_regular(path, 1024 * 1024))
@@ -193,6 +205,7 @@ impl Embedded {
             feed,
             errors,
             evaluate_timeout,
+            decisions: AtomicU64::new(0),
             _stop: stop,
         })
     }
@@ -221,6 +234,7 @@ impl Embedded {
             now: now_ms(),
         });
         lock(&self.workers).push(worker);
+        self.decisions.fetch_add(1, Ordering::Relaxed);
         outcome
     }
 
@@ -290,6 +304,7 @@ impl Embedded {
             keys: current.snapshot_info.keys,
             snapshot_revision: revision,
             snapshot_age_ms: age,
+            decisions: self.decisions.load(Ordering::Relaxed),
             swaps: stats.swaps_published.load(Ordering::Relaxed),
             swaps_refused: stats.swaps_refused.load(Ordering::Relaxed),
             policy_errors,
@@ -326,34 +341,6 @@ fn default_gateway_id() -> String {
     let host = host.trim();
     let host = if host.is_empty() { "embedded" } else { host };
     format!("{host}:pid{}", std::process::id())
-}
-
-/// Reads a fleet token file: 0600, UTF-8, at least [`MIN_TOKEN_LEN`].
-fn read_token(path: &Path) -> Result<Zeroizing<String>, EmbedError> {
-    use std::os::unix::fs::PermissionsExt as _;
-    let shown = path.display();
-    let mode = std::fs::metadata(path)
-        .map_err(|error| EmbedError::Token(format!("reading the fleet token `{shown}`: {error}")))?
-        .permissions()
-        .mode();
-    if mode & 0o077 != 0 {
-        return Err(EmbedError::Token(format!(
-            "the fleet token file `{shown}` is open to group or others (mode {:04o}); run `chmod 600 {shown}`",
-            mode & 0o7777
-        )));
-    }
-    let bytes = Zeroizing::new(keyscope_runtime::files::read_regular(path, 4096)?);
-    let token = std::str::from_utf8(&bytes)
-        .map_err(|_| {
-            EmbedError::Token(format!("the fleet token file `{shown}` is not UTF-8 text"))
-        })?
-        .trim();
-    if token.len() < MIN_TOKEN_LEN {
-        return Err(EmbedError::Token(format!(
-            "the fleet token in `{shown}` is shorter than {MIN_TOKEN_LEN} characters"
-        )));
-    }
-    Ok(Zeroizing::new(token.to_owned()))
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -18,9 +18,6 @@ pub enum EmbedError {
     /// A file the configuration names could not be read.
     #[error(transparent)]
     File(#[from] keyscope_runtime::Error),
-    /// A token file is unusable.
-    #[error("{0}")]
-    Token(String),
     /// The first module and snapshot were refused.
     #[error(transparent)]
     Swap(#[from] keyscope_runtime::SwapError),

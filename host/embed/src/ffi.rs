@@ -128,6 +128,8 @@ pub struct keyscope_status {
     pub snapshot_age_ms: u64,
     /// Key records in the snapshot.
     pub keys: u64,
+    /// Decisions taken through this handle.
+    pub decisions: u64,
     /// Generations published since open.
     pub swaps: u64,
     /// Swaps refused since open (the last good state kept serving).
@@ -504,6 +506,7 @@ fn write_status(out: &mut keyscope_status, status: &EmbedStatus) {
     out.has_snapshot_age = u8::from(status.snapshot_age_ms.is_some());
     out.snapshot_age_ms = status.snapshot_age_ms.unwrap_or(0);
     out.keys = u64::from(status.keys);
+    out.decisions = status.decisions;
     out.swaps = status.swaps;
     out.swaps_refused = status.swaps_refused;
     out.policy_errors = status.policy_errors;

@@ -5,6 +5,8 @@
 use std::io::Read as _;
 use std::path::Path;
 
+use zeroize::Zeroizing;
+
 use crate::error::{Error, Result};
 
 /// The default cap on a policy module file: 32 MiB. The embedded component
@@ -31,6 +33,42 @@ pub fn read_text(path: &Path, max_bytes: u64) -> Result<String> {
         path: path.to_owned(),
         why: "it is not UTF-8 text".to_owned(),
     })
+}
+
+/// Reads a secret token from a file (an admin token, a fleet token): a
+/// regular file that group and others cannot read, UTF-8, at least
+/// `min_len` characters once trimmed. `what` names it in errors, which
+/// never hold the token.
+pub fn read_token(path: &Path, what: &str, min_len: usize) -> Result<Zeroizing<String>> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let refused = |why: String| Error::FileRefused {
+        path: path.to_owned(),
+        why,
+    };
+    let mode = std::fs::metadata(path)
+        .map_err(|source| Error::Io {
+            path: path.to_owned(),
+            source,
+        })?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(refused(format!(
+            "the {what} file is open to group or others (mode {:04o}); run `chmod 600 {}`",
+            mode & 0o7777,
+            path.display()
+        )));
+    }
+    let bytes = Zeroizing::new(read_regular(path, 4096)?);
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| refused(format!("the {what} file is not UTF-8 text")))?;
+    let token = text.trim();
+    if token.len() < min_len {
+        return Err(refused(format!(
+            "the {what} in it is shorter than {min_len} characters"
+        )));
+    }
+    Ok(Zeroizing::new(token.to_owned()))
 }
 
 /// Reads `path`, which must be a regular file of at most `max_bytes`.

@@ -422,36 +422,11 @@ pub(crate) const MIN_ADMIN_TOKEN_LEN: usize = 16;
 /// Reads a token file: readable by its owner only, as ssh requires of a
 /// private key, UTF-8, and at least [`MIN_ADMIN_TOKEN_LEN`] characters.
 fn read_token_file(path: &std::path::Path, what: &str) -> Result<Zeroizing<String>, ServeError> {
-    use std::os::unix::fs::PermissionsExt as _;
-    let io = |source| ServeError::Io {
-        what: format!("reading {what} file `{}`", path.display()),
-        source,
-    };
-    let mode = std::fs::metadata(path).map_err(io)?.permissions().mode();
-    if mode & 0o077 != 0 {
-        return Err(ServeError::Invalid(format!(
-            "the {what} file `{}` is open to group or others (mode {:04o}); \
-             run `chmod 600 {}`",
-            path.display(),
-            mode & 0o7777,
-            path.display()
-        )));
-    }
-    let bytes = Zeroizing::new(keyscope_runtime::files::read_regular(path, 4096)?);
-    let text = std::str::from_utf8(&bytes).map_err(|_| {
-        ServeError::Invalid(format!(
-            "the {what} file `{}` is not UTF-8 text",
-            path.display()
-        ))
-    })?;
-    let token = text.trim();
-    if token.len() < MIN_ADMIN_TOKEN_LEN {
-        return Err(ServeError::Invalid(format!(
-            "the {what} in `{}` is shorter than {MIN_ADMIN_TOKEN_LEN} characters",
-            path.display()
-        )));
-    }
-    Ok(Zeroizing::new(token.to_owned()))
+    Ok(keyscope_runtime::files::read_token(
+        path,
+        what,
+        MIN_ADMIN_TOKEN_LEN,
+    )?)
 }
 
 /// The admin token's digest: from the token file, else the stored one, else
