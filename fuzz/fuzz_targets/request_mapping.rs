@@ -12,7 +12,7 @@ use arbitrary::Arbitrary;
 use keyscope_keys::{self as keys, KeySecret};
 use keyscope_policy::snapshot::{KeyEntry, ScopeEntry, SnapshotData, default_operations};
 use keyscope_policy::{AgentsLevel, Credential, HttpRequest, Reason, RuntimeSet, Snapshot, rules};
-use keyscope_serve as serve;
+use keyscope_runtime::answer;
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Debug, Arbitrary)]
@@ -56,7 +56,7 @@ fuzz_target!(|input: Input| {
     if input.use_real_key {
         api_keys.insert(0, key.as_bytes().to_vec());
     }
-    let credential = serve::credential(
+    let credential = keys::credential_from_headers(
         api_keys.iter().map(Vec::as_slice),
         input.authorizations.iter().map(Vec::as_slice),
     );
@@ -96,7 +96,7 @@ fuzz_target!(|input: Input| {
             now: 0,
         },
     );
-    let status = serve::status(routed.decision.reason);
+    let status = answer::status(routed.decision.reason);
     assert_eq!(status == 200, routed.decision.allow);
     assert_eq!(
         routed.decision.allow,
