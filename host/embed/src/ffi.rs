@@ -276,22 +276,26 @@ pub unsafe extern "C" fn keyscope_decide(
                 ))?,
             )
         };
-        let mut copies = Vec::with_capacity(api_keys.len());
-        let mut authorization_copies = Vec::with_capacity(authorizations.len());
-        for (from, to) in [
-            (api_keys, &mut copies),
-            (authorizations, &mut authorization_copies),
-        ] {
-            for copy in from {
-                // SAFETY: as the caller promises for each copy.
-                to.push(unsafe { bytes(*copy) }.ok_or(Unusable::Argument(
-                    "keyscope_decide: a header copy is null with a length",
-                ))?);
-            }
+        // Checked first, so that the decision reads the copies in place,
+        // with no allocation per call.
+        if api_keys
+            .iter()
+            .chain(authorizations)
+            .any(|copy| copy.ptr.is_null() && copy.len != 0)
+        {
+            return Err(Unusable::Argument(
+                "keyscope_decide: a header copy is null with a length",
+            ));
         }
-        Ok(handle
-            .inner
-            .decide(copies, authorization_copies, method, path))
+        // SAFETY: as the caller promises for each copy; none is null with a
+        // length (checked above).
+        let lent = |copy: &keyscope_bytes| unsafe { bytes(*copy) }.unwrap_or_default();
+        Ok(handle.inner.decide(
+            api_keys.iter().map(lent),
+            authorizations.iter().map(lent),
+            method,
+            path,
+        ))
     }));
     match decided {
         Ok(Ok(outcome)) => {
@@ -457,6 +461,26 @@ fn fill(buffer: &mut [c_char], text: &str) -> usize {
     length
 }
 
+/// Writes `value` in decimal, NUL-terminated, without allocating (a u64
+/// has at most 20 digits; the buffers hold 24).
+fn fill_decimal(buffer: &mut [c_char], mut value: u64) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    // Digits are ASCII.
+    fill(
+        buffer,
+        std::str::from_utf8(&digits[start..]).unwrap_or_default(),
+    );
+}
+
 fn write_decision(out: &mut keyscope_decision, decision: &Decision, generation: u64) {
     out.allow = u8::from(decision.allow);
     out.status = answer::status(decision.reason);
@@ -474,8 +498,8 @@ fn write_decision(out: &mut keyscope_decision, decision: &Decision, generation: 
             out.has_ids = 1;
             out.key_id = key_id;
             out.scope_id = scope_id;
-            fill(&mut out.key_id_text, &key_id.to_string());
-            fill(&mut out.scope_id_text, &scope_id.to_string());
+            fill_decimal(&mut out.key_id_text, key_id);
+            fill_decimal(&mut out.scope_id_text, scope_id);
         }
         _ => {
             out.has_ids = 0;
@@ -485,6 +509,7 @@ fn write_decision(out: &mut keyscope_decision, decision: &Decision, generation: 
             fill(&mut out.scope_id_text, "");
         }
     }
+    // An allow has no body (and builds none).
     let body = answer::denial_body(decision).unwrap_or_default();
     let length = if body.len() < out.body.len() {
         fill(&mut out.body, &body)
