@@ -317,7 +317,19 @@ fn a_copy_to_the_other_backend_builds_the_same_snapshot(backend: &Backend) {
             keys_per_scope: 9,
         })
         .unwrap();
-    store.set_admin_token_digest(&[7; 32]).unwrap();
+    store.create_admin_token("alice", &[7; 32]).unwrap();
+    let rotated = store.create_key(&ScopeRef::Id(a.id), "rolled").unwrap();
+    store
+        .rotate_key_delivered(rotated.key.id, 60_000, |_, _| Ok::<_, ()>(()))
+        .unwrap()
+        .unwrap();
+    store
+        .record_usage(&[keyscope_keys::usage::KeyUse {
+            key_id: k.key.id,
+            uses: 3,
+            last_used_ms: 1_700_000_000_000,
+        }])
+        .unwrap();
 
     let other = match backend.location {
         Location::Sqlite(_) => Backend::postgres(),
@@ -331,11 +343,19 @@ fn a_copy_to_the_other_backend_builds_the_same_snapshot(backend: &Backend) {
         keyscope_store::snapshot::build(&mut store).unwrap()
     );
     assert_eq!(copy.revision().unwrap(), store.revision().unwrap());
-    assert_eq!(copy.admin_token_digest().unwrap(), Some([7; 32]));
+    let tokens = copy.admin_tokens().unwrap();
+    assert_eq!((tokens[0].name.as_str(), tokens[0].digest), ("alice", [7; 32]));
+    // The trail came along, and verifies in the other backend.
+    let trail = copy.audit_trail(None).unwrap();
+    assert_eq!(
+        keyscope_store::audit::verify(&trail),
+        Ok(trail.entries.len() as u64)
+    );
+    assert!(trail.entries.len() >= 8, "{}", trail.entries.len());
     // Ids go on after the copied ones, and a copy is refused into a store
     // that holds data.
     let next = copy.create_key(&ScopeRef::Id(a.id), "new").unwrap();
-    assert_eq!(next.key.id, k.key.id + 2);
+    assert_eq!(next.key.id, k.key.id + 4);
     assert!(matches!(
         keyscope_store::copy::copy(&mut store, &mut copy, |_| {}, &mut |_| {}),
         Err(Error::DestinationNotEmpty(_))

@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use ed25519_dalek::VerifyingKey;
 use keyscope_bundle::{BundleError, Follower, Layout};
+use keyscope_keys::usage::{KeyUse, MAX_REPORT, UsageTally};
 use keyscope_policy::snapshot::{SnapshotData, default_operations};
 use keyscope_runtime::SwapError;
 use keyscope_runtime::swap::{Generation, LiveOptions, LivePolicy};
@@ -32,6 +33,10 @@ use zeroize::Zeroizing;
 use crate::staleness::Staleness;
 
 /// The largest bundle a gateway downloads.
+/// The poll's header that carries a usage report
+/// ([`keyscope_keys::usage::KeyUse::report`]).
+pub const USAGE_HEADER: &str = "keyscope-usage";
+
 const MAX_BUNDLE_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 
 /// How a gateway follows its bundles.
@@ -143,6 +148,7 @@ pub struct Gateway {
     /// The entity tag of the last bundle accepted from the URL.
     etag: Mutex<Option<String>>,
     status: Mutex<BundleStatus>,
+    usage: Arc<UsageTally>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -237,6 +243,7 @@ impl Gateway {
             follower: Mutex::new(follower),
             etag: Mutex::new(None),
             status: Mutex::new(status),
+            usage: Arc::new(UsageTally::default()),
         });
         if let Err(error) = gateway.poll(Duration::ZERO) {
             tracing::warn!(%error, "gateway: the first poll failed; serving what it holds");
@@ -247,6 +254,13 @@ impl Gateway {
     /// The live policy it feeds.
     pub fn live(&self) -> &Arc<LivePolicy> {
         &self.live
+    }
+
+    /// Key uses counted by whoever decides on [`Gateway::live`], reported
+    /// to the control plane on the next poll (at most
+    /// [`keyscope_keys::usage::MAX_REPORT`] keys a poll).
+    pub fn usage(&self) -> &Arc<UsageTally> {
+        &self.usage
     }
 
     /// Whether it holds an accepted bundle (from the cache or a server).
@@ -323,9 +337,22 @@ impl Gateway {
         if let Some(token) = &self.config.token {
             request = request.header("authorization", format!("Bearer {}", token.as_str()));
         }
-        let mut response = request
-            .call()
-            .map_err(|error| PollError::Transport(error.to_string()))?;
+        let report = self.usage.drain_at_most(MAX_REPORT);
+        if !report.is_empty() {
+            request = request.header(USAGE_HEADER, KeyUse::report(&report));
+        }
+        // A report the control plane did not take is kept for the next poll.
+        let unreported = |report: Vec<KeyUse>| self.usage.merge(report);
+        let mut response = match request.call() {
+            Ok(response) => response,
+            Err(error) => {
+                unreported(report);
+                return Err(PollError::Transport(error.to_string()));
+            }
+        };
+        if !matches!(response.status().as_u16(), 200 | 304) {
+            unreported(report);
+        }
         let long_poll = response.headers().contains_key("keyscope-long-poll");
         let etag = response
             .headers()

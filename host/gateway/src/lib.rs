@@ -18,5 +18,7 @@
 mod gateway;
 mod staleness;
 
-pub use gateway::{BundleStatus, Gateway, GatewayConfig, LastBundle, PollError, StartError};
+pub use gateway::{
+    BundleStatus, Gateway, GatewayConfig, LastBundle, PollError, StartError, USAGE_HEADER,
+};
 pub use staleness::Staleness;

@@ -9,6 +9,9 @@
 //! [`credential_from_headers`] is the one rule, shared by every front door
 //! and the embedded library, for which header copy carries the key.
 
+pub mod admin_token;
+pub mod usage;
+
 use std::fmt;
 
 use keyscope_policy::{Credential, KeyDigest};

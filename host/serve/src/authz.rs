@@ -6,6 +6,7 @@
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
+use keyscope_keys::usage::UsageTally;
 use keyscope_policy::{Credential, HttpRequest, Method, Reason, Request};
 use keyscope_runtime::swap::{LivePolicy, Outcome, Worker};
 use keyscope_runtime::time::now_ms;
@@ -54,6 +55,8 @@ pub struct Authorizer {
     metrics: Metrics,
     log: DecisionLog,
     headers: HeaderConfig,
+    /// Key uses, written back in batches.
+    usage: Arc<UsageTally>,
 }
 
 impl std::fmt::Debug for Authorizer {
@@ -65,14 +68,25 @@ impl std::fmt::Debug for Authorizer {
 }
 
 impl Authorizer {
-    pub fn new(metrics: Metrics, log: DecisionLog, headers: HeaderConfig) -> Self {
+    pub fn new(
+        metrics: Metrics,
+        log: DecisionLog,
+        headers: HeaderConfig,
+        usage: Arc<UsageTally>,
+    ) -> Self {
         Self {
             live: OnceLock::new(),
             workers: Mutex::new(Vec::new()),
             metrics,
             log,
             headers,
+            usage,
         }
+    }
+
+    /// Key uses not yet written back.
+    pub fn usage(&self) -> &Arc<UsageTally> {
+        &self.usage
     }
 
     /// Goes live; until then every decision is `no-snapshot`.
@@ -121,6 +135,9 @@ impl Authorizer {
             }
         };
         let took = started.elapsed();
+        if let Some(key_id) = outcome.decision.key_id {
+            self.usage.record(key_id, now_ms());
+        }
         self.metrics
             .decided(front, outcome.decision.reason.as_str(), took);
         if self.log.is_on() && !self.log.record(record(front, target, &outcome, took)) {

@@ -27,6 +27,9 @@ pub struct ServeConfig {
     pub policy: Option<PathBuf>,
     /// How often the store is checked for changes, in milliseconds.
     pub poll_ms: u64,
+    /// How often counted key uses are written to the store, in
+    /// milliseconds: at most one write per key per interval.
+    pub usage_flush_ms: u64,
     /// Async worker threads; the number of cores if `None`.
     pub workers: Option<std::num::NonZeroUsize>,
     /// Where decision logs go: a file, `-` for stdout, or nowhere if `None`.
@@ -159,6 +162,7 @@ impl Default for ServeConfig {
             grpc_listen: None,
             policy: None,
             poll_ms: 100,
+            usage_flush_ms: 10_000,
             workers: None,
             decision_log: None,
             headers: HeaderConfig::default(),
@@ -323,6 +327,7 @@ impl ServeConfig {
         let limits = &self.limits;
         for (what, value) in [
             ("poll_ms", self.poll_ms),
+            ("usage_flush_ms", self.usage_flush_ms),
             ("bundles.interval_ms", bundles.interval_ms),
             ("limits.max_header_bytes", limits.max_header_bytes as u64),
             ("limits.max_body_bytes", limits.max_body_bytes as u64),
@@ -353,5 +358,9 @@ impl ServeConfig {
 
     pub(super) fn poll_interval(&self) -> Duration {
         Duration::from_millis(self.poll_ms)
+    }
+
+    pub(super) fn usage_interval(&self) -> Duration {
+        Duration::from_millis(self.usage_flush_ms)
     }
 }

@@ -27,6 +27,7 @@ mod http;
 mod metrics;
 mod refresh;
 mod server;
+mod usage;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

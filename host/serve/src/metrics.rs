@@ -51,6 +51,7 @@ pub struct Metrics {
     admin_auth_failures: Counter,
     generation: Gauge,
     generation_info: Family<Vec<(&'static str, String)>, Gauge>,
+    usage: crate::usage::UsageCounters,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -126,7 +127,24 @@ impl Metrics {
             "The live generation's module and snapshot digests",
             generation_info.clone(),
         );
+        let usage = crate::usage::UsageCounters::default();
+        registry.register(
+            "usage_writes",
+            "Store transactions that wrote key usage (at most one per interval)",
+            usage.writes.clone(),
+        );
+        registry.register(
+            "usage_keys_written",
+            "Key usage rows updated by those writes",
+            usage.keys.clone(),
+        );
+        registry.register(
+            "usage_write_failures",
+            "Key usage writes that failed; their figures were kept for the next",
+            usage.failures.clone(),
+        );
         Self {
+            usage,
             registry,
             decisions,
             latency,
@@ -148,6 +166,11 @@ impl Metrics {
         self.latency
             .get_or_create(&[("front", front.as_str())])
             .observe(took.as_secs_f64());
+    }
+
+    /// The usage writer's counters.
+    pub fn usage(&self) -> crate::usage::UsageCounters {
+        self.usage.clone()
     }
 
     /// Counts a decision log line that could not be queued.

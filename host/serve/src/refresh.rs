@@ -24,10 +24,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use keyscope_keys::usage::UsageTally;
 use keyscope_runtime::SwapError;
 use keyscope_runtime::swap::{Generation, LivePolicy};
+use keyscope_store::audit::AuditEvent;
 use keyscope_store::snapshot::Builder;
-use keyscope_store::{AnyStore as Store, StoreError};
+use keyscope_store::{AnyStore as Store, Store as _, StoreError};
 use serde::Serialize;
 
 use crate::bundles::Bundles;
@@ -55,6 +57,8 @@ pub struct Freshness {
 pub struct Refresher {
     live: Arc<LivePolicy>,
     source: Source,
+    /// Key uses counted by the decisions on `live`.
+    usage: Arc<UsageTally>,
     policy: Option<PathBuf>,
     max_policy_bytes: u64,
 }
@@ -106,6 +110,7 @@ impl Refresher {
                 freshness: Mutex::new(freshness),
                 bundles,
             },
+            usage: Arc::new(UsageTally::default()),
             policy,
             max_policy_bytes,
         }
@@ -115,6 +120,7 @@ impl Refresher {
     pub fn gateway(gateway: Arc<Gateway>) -> Self {
         Self {
             live: Arc::clone(gateway.live()),
+            usage: Arc::clone(gateway.usage()),
             source: Source::Gateway(gateway),
             policy: None,
             max_policy_bytes: 0,
@@ -124,6 +130,12 @@ impl Refresher {
     /// The live policy.
     pub fn live(&self) -> &Arc<LivePolicy> {
         &self.live
+    }
+
+    /// Where decisions count key uses: written to the store by the usage
+    /// writer, or (on a gateway) reported to the control plane on its polls.
+    pub fn usage(&self) -> &Arc<UsageTally> {
+        &self.usage
     }
 
     /// A control plane's bundles.
@@ -227,8 +239,42 @@ impl Refresher {
         Ok(generation)
     }
 
-    /// Reloads the module from `path`, or from the configured file.
+    /// Reloads the module from `path`, or from the configured file, and
+    /// appends the swap (or its refusal) to the store's audit trail as
+    /// `actor`.
     pub fn reload_module(
+        &self,
+        path: Option<&Path>,
+        actor: &str,
+    ) -> std::result::Result<Arc<Generation>, ReloadError> {
+        let before = self.live.current();
+        let reloaded = self.reload_inner(path);
+        let module = |generation: &Generation| {
+            serde_json::json!({
+                "generation": generation.number,
+                "module": generation.component.info().digest,
+            })
+        };
+        let event = match &reloaded {
+            Ok(generation) => AuditEvent::new("policy.swap", "policy")
+                .before(&module(&before))
+                .after(&module(generation)),
+            Err(ReloadError::Gateway | ReloadError::NoPolicyFile) => return reloaded,
+            Err(error) => AuditEvent::new("policy.refuse", "policy")
+                .before(&module(&before))
+                .after(&serde_json::json!({ "refused": error.to_string() })),
+        };
+        if let Source::Store { watched, .. } = &self.source {
+            let mut watched = watched.lock().unwrap_or_else(PoisonError::into_inner);
+            watched.store.set_actor(actor);
+            if let Err(error) = watched.store.record_event(event) {
+                tracing::error!(%error, "the module reload is not in the audit trail");
+            }
+        }
+        reloaded
+    }
+
+    fn reload_inner(
         &self,
         path: Option<&Path>,
     ) -> std::result::Result<Arc<Generation>, ReloadError> {

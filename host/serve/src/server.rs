@@ -21,6 +21,7 @@ use crate::config::ServeConfig;
 use crate::decision_log::{DecisionLog, LogWriter};
 use crate::metrics::Metrics;
 use crate::refresh::{Refresher, ReloadError};
+use crate::usage::UsageWriter;
 use crate::{ServeError, admin, conn, grpc, http};
 use keyscope_gateway::{Gateway, GatewayConfig};
 
@@ -40,6 +41,8 @@ pub struct Server {
     config: ServeConfig,
     refresher: Arc<Refresher>,
     admin: Option<AdminStarted>,
+    /// The usage writer's own store connection; `None` on a gateway.
+    usage_store: Option<Store>,
     log: DecisionLog,
     log_writer: Option<LogWriter>,
     http: TcpListener,
@@ -101,6 +104,7 @@ impl Server {
             config,
             refresher: started.refresher,
             admin: started.admin,
+            usage_store: started.usage_store,
             log,
             log_writer,
             http,
@@ -137,6 +141,7 @@ impl Server {
             config,
             refresher,
             admin: admin_started,
+            usage_store,
             log,
             log_writer,
             http: http_listener,
@@ -157,7 +162,28 @@ impl Server {
             idle_timeout_ms = limits.idle_timeout_ms,
             "connection limits"
         );
-        let authorizer = Arc::new(Authorizer::new(Metrics::new(), log, config.headers.clone()));
+        let authorizer = Arc::new(Authorizer::new(
+            Metrics::new(),
+            log,
+            config.headers.clone(),
+            Arc::clone(refresher.usage()),
+        ));
+        // Written at shutdown too, when this is dropped.
+        let _usage_writer = match usage_store {
+            Some(store) => Some(
+                UsageWriter::start(
+                    store,
+                    Arc::clone(refresher.usage()),
+                    config.usage_interval(),
+                    authorizer.metrics().usage(),
+                )
+                .map_err(|source| ServeError::Io {
+                    what: "starting the usage writer".to_owned(),
+                    source,
+                })?,
+            ),
+            None => None,
+        };
         authorizer.set_live(Arc::clone(refresher.live()));
         let _watcher =
             refresher
@@ -281,6 +307,8 @@ struct Started {
     refresher: Arc<Refresher>,
     /// With the admin API on: its own store connection and its token.
     admin: Option<AdminStarted>,
+    /// A connection for the usage writer; `None` on a gateway.
+    usage_store: Option<Store>,
 }
 
 struct AdminStarted {
@@ -289,12 +317,17 @@ struct AdminStarted {
     token: AdminToken,
 }
 
-/// The admin token's digest, and the token itself when it was just made
-/// (to be shown once).
+/// A gateway's admin token digest (a server with a store checks the
+/// store's named tokens instead), and the token itself when it was just
+/// made (to be shown once).
 struct AdminToken {
-    digest: [u8; 32],
+    digest: Option<[u8; 32]>,
     shown: Option<Zeroizing<String>>,
 }
+
+/// The name `--admin-token-file` and a generated first token take: the one
+/// admin token of stores from before named tokens.
+pub(crate) const FIRST_ADMIN_TOKEN: &str = "admin";
 
 /// Opens the store, builds the first generation, and sets up the admin
 /// token and, on a control plane, its bundles. A gateway opens no store.
@@ -354,7 +387,11 @@ fn start_live(config: &ServeConfig) -> Result<Started, ServeError> {
             })
         }
     };
-    Ok(Started { refresher, admin })
+    Ok(Started {
+        refresher,
+        admin,
+        usage_store: Some(Store::open_existing(&config.store)?),
+    })
 }
 
 /// A gateway: its cache or an empty snapshot, then the bundle server.
@@ -413,7 +450,11 @@ fn start_gateway(config: &ServeConfig, url: &str) -> Result<Started, ServeError>
             token: admin_token(None, config.admin.token_file.as_deref())?,
         }),
     };
-    Ok(Started { refresher, admin })
+    Ok(Started {
+        refresher,
+        admin,
+        usage_store: None,
+    })
 }
 
 /// The shortest admin token a token file may hold.
@@ -429,9 +470,11 @@ fn read_token_file(path: &std::path::Path, what: &str) -> Result<Zeroizing<Strin
     )?)
 }
 
-/// The admin token's digest: from the token file, else the stored one, else
-/// a new token (returned to be shown once; a gateway, with no store, makes
-/// a new one at each start unless given a file).
+/// The admin token. With a store: `--admin-token-file` becomes the live
+/// token named `admin` (replacing an older one of that name); with no file,
+/// any live named token will do, and a store with none gets a new one,
+/// shown once. A gateway, with no store, takes its file or makes a new
+/// token at each start.
 fn admin_token(
     store: Option<&mut Store>,
     file: Option<&std::path::Path>,
@@ -439,35 +482,41 @@ fn admin_token(
     if let Some(path) = file {
         let token = read_token_file(path, "admin token")?;
         let digest = admin::token_digest(&token);
-        if let Some(store) = store {
-            store.set_admin_token_digest(&digest)?;
-        }
-        return Ok(AdminToken {
-            digest,
-            shown: None,
+        return Ok(match store {
+            Some(store) => {
+                store.install_admin_token(FIRST_ADMIN_TOKEN, &digest)?;
+                AdminToken {
+                    digest: None,
+                    shown: None,
+                }
+            }
+            None => AdminToken {
+                digest: Some(digest),
+                shown: None,
+            },
         });
     }
-    let store = match store {
+    let token = admin::generate_token();
+    let digest = admin::token_digest(&token);
+    match store {
         Some(store) => {
-            if let Some(digest) = store.admin_token_digest()? {
+            if store.admin_tokens()?.iter().any(|t| t.revoked_at.is_none()) {
                 return Ok(AdminToken {
-                    digest,
+                    digest: None,
                     shown: None,
                 });
             }
-            Some(store)
+            store.create_admin_token(FIRST_ADMIN_TOKEN, &digest)?;
+            Ok(AdminToken {
+                digest: None,
+                shown: Some(token),
+            })
         }
-        None => None,
-    };
-    let token = admin::generate_token();
-    let digest = admin::token_digest(&token);
-    if let Some(store) = store {
-        store.set_admin_token_digest(&digest)?;
+        None => Ok(AdminToken {
+            digest: Some(digest),
+            shown: Some(token),
+        }),
     }
-    Ok(AdminToken {
-        digest,
-        shown: Some(token),
-    })
 }
 
 /// The signals the server answers, installed at bind.
@@ -505,7 +554,8 @@ impl Signals {
                 _ = hangup.recv() => {
                     let refresher = Arc::clone(refresher);
                     let reloaded = tokio::task::spawn_blocking(move || {
-                        let module = refresher.reload_module(None);
+                        let actor = keyscope_store::audit::os_user();
+                        let module = refresher.reload_module(None, &actor);
                         let snapshot = refresher.refresh();
                         (module, snapshot)
                     })

@@ -4,12 +4,15 @@
 use keyscope_policy::snapshot::{OperationEntry, SnapshotData};
 use keyscope_policy::{AgentsLevel, Requirement, RouteEntry, RuntimeSet};
 
+use keyscope_keys::usage::KeyUse;
+
+use crate::audit::{AuditEvent, AuditTrail};
 use crate::changes::{Changes, Revisioned};
 use crate::dump::Dump;
 use crate::error::Result;
 use crate::location::Location;
 use crate::pg::PostgresStore;
-use crate::records::{ApiKey, NewKey, Quotas, Scope, ScopeRef, ScopeUpdate};
+use crate::records::{AdminToken, ApiKey, NewKey, Quotas, Scope, ScopeRef, ScopeUpdate};
 use crate::sqlite::SqliteStore;
 use crate::store::Store;
 
@@ -53,6 +56,10 @@ macro_rules! dispatch {
 }
 
 impl Store for AnyStore {
+    fn set_actor(&mut self, actor: &str) {
+        dispatch!(self, s => s.set_actor(actor))
+    }
+
     fn create_scope(
         &mut self,
         app: &str,
@@ -141,12 +148,41 @@ impl Store for AnyStore {
         dispatch!(self, s => s.restore(dump, progress))
     }
 
-    fn admin_token_digest(&self) -> Result<Option<[u8; 32]>> {
-        dispatch!(self, s => s.admin_token_digest())
+    fn admin_tokens(&self) -> Result<Vec<AdminToken>> {
+        dispatch!(self, s => s.admin_tokens())
     }
 
-    fn set_admin_token_digest(&mut self, digest: &[u8; 32]) -> Result<()> {
-        dispatch!(self, s => s.set_admin_token_digest(digest))
+    fn create_admin_token(&mut self, name: &str, digest: &[u8; 32]) -> Result<AdminToken> {
+        dispatch!(self, s => s.create_admin_token(name, digest))
+    }
+
+    fn install_admin_token(&mut self, name: &str, digest: &[u8; 32]) -> Result<bool> {
+        dispatch!(self, s => s.install_admin_token(name, digest))
+    }
+
+    fn revoke_admin_token(&mut self, name: &str) -> Result<AdminToken> {
+        dispatch!(self, s => s.revoke_admin_token(name))
+    }
+
+    fn rotate_key_delivered<T, E>(
+        &mut self,
+        id: u64,
+        grace_ms: u64,
+        deliver: impl FnOnce(&ApiKey, &NewKey) -> std::result::Result<T, E>,
+    ) -> Result<std::result::Result<(T, ApiKey, NewKey), E>> {
+        dispatch!(self, s => s.rotate_key_delivered(id, grace_ms, deliver))
+    }
+
+    fn record_usage(&mut self, uses: &[KeyUse]) -> Result<u64> {
+        dispatch!(self, s => s.record_usage(uses))
+    }
+
+    fn record_event(&mut self, event: AuditEvent) -> Result<()> {
+        dispatch!(self, s => s.record_event(event))
+    }
+
+    fn audit_trail(&mut self, since: Option<&str>) -> Result<AuditTrail> {
+        dispatch!(self, s => s.audit_trail(since))
     }
 
     fn routes(&self) -> Result<Vec<RouteEntry>> {

@@ -4,7 +4,7 @@
 use keyscope_policy::RouteEntry;
 
 use crate::error::{Result, StoreError as Error};
-use crate::records::{Quotas, Scope};
+use crate::records::{ApiKey, MAX_ROTATION_GRACE_MS, Quotas, Scope};
 
 /// Apps, scope names and key names: 1 to 64 characters from
 /// `[A-Za-z0-9._-]`, starting with a letter or digit. No `/`, so `APP/NAME`
@@ -33,10 +33,7 @@ pub(crate) fn not_after(not_after: u64) -> Result<i64> {
     let stored = i64::try_from(not_after).map_err(|_| {
         Error::invalid("not-after", &not_after.to_string(), "too far in the future")
     })?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    if not_after <= now {
+    if not_after <= crate::audit::now_ms() {
         return Err(Error::invalid(
             "not-after",
             &not_after.to_string(),
@@ -148,5 +145,50 @@ pub(crate) fn no_route(method: &str, pattern: &str) -> Error {
         "route",
         &format!("{method} {pattern}"),
         "it is not in the route table",
+    )
+}
+
+/// A rotation's grace: at most [`MAX_ROTATION_GRACE_MS`].
+pub(crate) fn grace(grace_ms: u64) -> Result<()> {
+    if grace_ms > MAX_ROTATION_GRACE_MS {
+        return Err(Error::invalid(
+            "grace",
+            &format!("{grace_ms}ms"),
+            "a rotation's grace is at most 7 days (7d)",
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `key` may be rotated at `now_ms`; if so, its new not-after: the
+/// end of the grace, or its own not-after if that comes first.
+pub(crate) fn rotatable(key: &ApiKey, grace_ms: u64, now_ms: u64) -> Result<i64> {
+    let refuse = |why: String| Error::NotRotatable { id: key.id, why };
+    if let Some(at) = &key.revoked_at {
+        return Err(refuse(format!("it was revoked at {at}")));
+    }
+    if let (Some(at), successor) = (&key.rotated_at, key.successor_id) {
+        let to = successor.map_or(String::new(), |id| format!(" to key {id}"));
+        return Err(refuse(format!(
+            "it was already rotated{to} at {at}; rotate the new key instead"
+        )));
+    }
+    if key.not_after_ms.is_some_and(|deadline| deadline < now_ms) {
+        return Err(refuse(format!(
+            "it expired at {}",
+            key.expires_at.as_deref().unwrap_or("?")
+        )));
+    }
+    let end = now_ms.saturating_add(grace_ms);
+    let deadline = key.not_after_ms.map_or(end, |own| own.min(end));
+    i64::try_from(deadline).map_err(|_| refuse("its deadline is out of range".to_owned()))
+}
+
+/// A token whose digest was ever stored, even revoked, is never taken again.
+pub(crate) fn token_reused() -> Error {
+    Error::invalid(
+        "admin token",
+        "",
+        "this token was used before (it may have been revoked); make a new one",
     )
 }

@@ -46,6 +46,29 @@ pub struct KeyRow {
     pub not_after_ms: Option<i64>,
     /// The revision of its last change.
     pub rev: i64,
+    /// When it was rotated.
+    pub rotated_at: Option<String>,
+    /// The key that replaced it.
+    pub successor_id: Option<i64>,
+    /// When it was last used, ms since the Unix epoch.
+    pub last_used_ms: Option<i64>,
+    /// How often it was used.
+    pub uses: i64,
+}
+
+/// An admin token row: its digest, never the token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminTokenRow {
+    /// Its id.
+    pub id: i64,
+    /// Its name.
+    pub name: String,
+    /// The SHA-256 of the token.
+    pub digest: Vec<u8>,
+    /// When it was created.
+    pub created_at: String,
+    /// When it was revoked.
+    pub revoked_at: Option<String>,
 }
 
 /// A route row, with its place in the table.
@@ -78,13 +101,22 @@ pub struct Dump {
     pub routes: Vec<RouteRow>,
     /// Named settings (the limits).
     pub settings: Vec<(String, i64)>,
-    /// The admin token's digest and when it was set.
-    pub admin_token: Option<(Vec<u8>, String)>,
+    /// Admin tokens, live and revoked, by id.
+    pub admin_tokens: Vec<AdminTokenRow>,
+    /// The audit trail, entries as written (their hashes verify in any
+    /// backend).
+    pub audit: Vec<crate::audit::AuditEntry>,
+    /// The trail's head.
+    pub audit_head: Option<crate::audit::Head>,
 }
 
 impl Dump {
     /// How many rows a restore writes, for a progress bar.
     pub fn rows(&self) -> u64 {
-        (self.scopes.len() + self.keys.len() + self.operations.len() + self.routes.len()) as u64
+        (self.scopes.len()
+            + self.keys.len()
+            + self.operations.len()
+            + self.routes.len()
+            + self.audit.len()) as u64
     }
 }

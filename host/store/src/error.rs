@@ -58,6 +58,20 @@ pub enum StoreError {
     /// No key has this id.
     #[error("no key with id `{0}`")]
     KeyNotFound(u64),
+    /// A rotation asked of a key that is no longer live.
+    #[error("key {id} cannot be rotated: {why}")]
+    NotRotatable {
+        /// The key.
+        id: u64,
+        /// Why: revoked, expired, or already rotated (and to which key).
+        why: String,
+    },
+    /// No live admin token has this name.
+    #[error("no live admin token named `{0}`")]
+    AdminTokenNotFound(String),
+    /// A live admin token already has this name.
+    #[error("a live admin token is already named `{0}`; revoke it first, or choose another name")]
+    DuplicateAdminToken(String),
     /// The app already has a scope of this name.
     #[error("app `{app}` already has a scope named `{name}`")]
     DuplicateScope {
@@ -160,12 +174,16 @@ impl StoreError {
             | Self::Injected(_) => "store",
             Self::Io { .. } => "io",
             Self::Unavailable { .. } => "unavailable",
-            Self::ScopeNotFound(_) | Self::KeyNotFound(_) => "not-found",
+            Self::ScopeNotFound(_) | Self::KeyNotFound(_) | Self::AdminTokenNotFound(_) => {
+                "not-found"
+            }
             Self::DuplicateScope { .. }
             | Self::DuplicateKey { .. }
             | Self::ScopeLimit { .. }
             | Self::KeyLimit { .. }
-            | Self::ScopeHasLiveKeys { .. } => "conflict",
+            | Self::ScopeHasLiveKeys { .. }
+            | Self::NotRotatable { .. }
+            | Self::DuplicateAdminToken(_) => "conflict",
             Self::Invalid { .. } | Self::UnknownName(_) => "invalid-input",
         }
     }

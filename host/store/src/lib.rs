@@ -7,6 +7,7 @@
 //! - [`PostgresStore`]: the shared store, one PostgreSQL database that many
 //!   processes on many machines use at once.
 //! - [`AnyStore`]: either, as a [`Location`] (`--store`) names it.
+//! - [`audit`]: the hash-chained trail of every change, and its check.
 //! - [`changes`]: change revisions, and the rows changed since one.
 //! - [`snapshot`]: the snapshot the policy component decides on, built
 //!   whole or kept up to date from the changes.
@@ -23,6 +24,7 @@
 //! how a policy runs.
 
 mod any;
+pub mod audit;
 pub mod changes;
 mod checks;
 pub mod copy;
@@ -42,6 +44,9 @@ pub use any::AnyStore;
 pub use error::{Result, StoreError, printable};
 pub use location::{Location, PostgresUrl};
 pub use pg::PostgresStore;
-pub use records::{ApiKey, NewKey, Quotas, Scope, ScopeRef, ScopeUpdate, ShownKey};
+pub use records::{
+    AdminToken, ApiKey, KeyStatus, MAX_ROTATION_GRACE_MS, NewKey, Quotas, Scope, ScopeRef,
+    ScopeUpdate, ShownKey,
+};
 pub use sqlite::SqliteStore;
 pub use store::Store;

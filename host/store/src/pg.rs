@@ -15,18 +15,20 @@
 use std::cell::RefCell;
 
 use keyscope_keys::KeySecret;
+use keyscope_keys::usage::KeyUse;
 use keyscope_policy::snapshot::{KeyEntry, OperationEntry, ScopeEntry, SnapshotData};
 use keyscope_policy::{AgentsLevel, Requirement, RouteEntry, RuntimeSet};
 use postgres::error::SqlState;
 use postgres::types::ToSql;
 use postgres::{Client, GenericClient, IsolationLevel, Row, Transaction};
 
+use crate::audit::{self, AuditEntry, AuditEvent, AuditTrail, Hash, Head};
 use crate::changes::{Changes, Revisioned, ScopeChange};
-use crate::dump::{Dump, KeyRow, RouteRow, ScopeRow};
+use crate::dump::{AdminTokenRow, Dump, KeyRow, RouteRow, ScopeRow};
 use crate::error::{Result, StoreError as Error};
 use crate::location::PostgresUrl;
 use crate::pg_schema::classify;
-use crate::records::{ApiKey, NewKey, Quotas, Scope, ScopeRef, ScopeUpdate};
+use crate::records::{AdminToken, ApiKey, KeyStatus, NewKey, Quotas, Scope, ScopeRef, ScopeUpdate};
 use crate::store::Store;
 use crate::{checks, fault, pg_schema};
 
@@ -36,7 +38,10 @@ const NOW: &str =
 const SCOPE_COLUMNS: &str = "SELECT id, app, name, agents, runtime, created_at FROM scopes";
 const KEY_COLUMNS: &str = r#"SELECT id, name, scope_id, prefix, created_at, revoked_at,
      to_char(to_timestamp(not_after_ms / 1000.0) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
-     not_after_ms FROM keys"#;
+     not_after_ms, rotated_at, successor_id,
+     to_char(to_timestamp(last_used_ms / 1000.0) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+     uses FROM keys"#;
+const TOKEN_COLUMNS: &str = "SELECT id, name, created_at, revoked_at, digest FROM admin_tokens";
 
 /// How often a write refused as a serialization failure is tried again.
 const RETRIES: u32 = 8;
@@ -46,6 +51,8 @@ pub struct PostgresStore {
     url: PostgresUrl,
     /// The connection; `None` until first used and after it broke.
     client: RefCell<Option<Client>>,
+    /// Who changes are audited as.
+    actor: String,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -79,6 +86,7 @@ impl PostgresStore {
         Self {
             url: url.clone(),
             client: RefCell::new(Some(client)),
+            actor: audit::os_user(),
         }
     }
 
@@ -159,6 +167,10 @@ fn retryable(error: &Error) -> bool {
 }
 
 impl Store for PostgresStore {
+    fn set_actor(&mut self, actor: &str) {
+        actor.clone_into(&mut self.actor);
+    }
+
     fn create_scope(
         &mut self,
         app: &str,
@@ -193,7 +205,13 @@ impl Store for PostgresStore {
                     &[&app, &name, &agents.as_str(), &i32::from(runtime.bits()), &rev],
                 )?
                 .get(0);
-            get_scope(tx, &ScopeRef::Id(unsigned(id)))
+            let scope = get_scope(tx, &ScopeRef::Id(unsigned(id)))?;
+            append(
+                tx,
+                &self.actor,
+                AuditEvent::new("scope.create", format!("scope:{id}")).after(&scope),
+            )?;
+            Ok(scope)
         })
     }
 
@@ -246,6 +264,13 @@ impl Store for PostgresStore {
                 ],
             )?;
             let scope = get_scope(tx, &ScopeRef::Id(current.id))?;
+            append(
+                tx,
+                &self.actor,
+                AuditEvent::new("scope.update", format!("scope:{}", current.id))
+                    .before(&current)
+                    .after(&scope),
+            )?;
             fault::pause(fault::Pause::InTransaction);
             Ok(scope)
         })
@@ -284,6 +309,15 @@ impl Store for PostgresStore {
                 .iter()
                 .map(|key| get_key(tx, key.id))
                 .collect::<Result<Vec<_>>>()?;
+            append(
+                tx,
+                &self.actor,
+                AuditEvent::new("scope.delete", format!("scope:{}", current.id))
+                    .before(&current)
+                    .after(&serde_json::json!({
+                        "revoked_keys": revoked.iter().map(|key| key.id).collect::<Vec<_>>(),
+                    })),
+            )?;
             Ok((current.clone(), revoked))
         })
     }
@@ -298,13 +332,23 @@ impl Store for PostgresStore {
         checks::name("key name", name)?;
         let not_after = not_after.map(checks::not_after).transpose()?;
         fault::pause(fault::Pause::BeforeTransaction);
+        let actor = self.actor.clone();
         self.with(|client| {
             // Retried only up to the insert: once the secret is shown, the
             // transaction commits or the key is gone.
             let mut attempt = 0;
             let (tx, created) = loop {
                 let mut tx = begin_write(client)?;
-                match insert_key(&mut tx, scope, name, not_after) {
+                let inserted = insert_key(&mut tx, scope, name, not_after).and_then(|created| {
+                    append(
+                        &mut tx,
+                        &actor,
+                        AuditEvent::new("key.create", format!("key:{}", created.key.id))
+                            .after(&created.key),
+                    )?;
+                    Ok(created)
+                });
+                match inserted {
                     Ok(created) => break (tx, created),
                     Err(error) if retryable(&error) && attempt < RETRIES => {
                         drop(tx);
@@ -348,10 +392,19 @@ impl Store for PostgresStore {
                 )?
                 .is_some();
             if live {
+                let before = get_key(tx, id)?;
                 let rev = bump(tx, false)?;
                 tx.execute(
                     &format!("UPDATE keys SET revoked_at = {NOW}, rev = $2 WHERE id = $1"),
                     &[&id_sql, &rev],
+                )?;
+                let after = get_key(tx, id)?;
+                append(
+                    tx,
+                    &self.actor,
+                    AuditEvent::new("key.revoke", format!("key:{id}"))
+                        .before(&before)
+                        .after(&after),
                 )?;
             }
             get_key(tx, id)
@@ -365,6 +418,7 @@ impl Store for PostgresStore {
     fn set_quotas(&mut self, quotas: Quotas) -> Result<Quotas> {
         checks::quotas(&quotas)?;
         self.write(|tx| {
+            let before = read_quotas(tx)?;
             for (name, value) in [
                 ("scopes_per_app", quotas.scopes_per_app),
                 ("keys_per_scope", quotas.keys_per_scope),
@@ -375,7 +429,15 @@ impl Store for PostgresStore {
                     &[&name, &i64::from(value)],
                 )?;
             }
-            read_quotas(tx)
+            let after = read_quotas(tx)?;
+            append(
+                tx,
+                &self.actor,
+                AuditEvent::new("limits.set", "limits")
+                    .before(&before)
+                    .after(&after),
+            )?;
+            Ok(after)
         })
     }
 
@@ -386,26 +448,40 @@ impl Store for PostgresStore {
     fn set_operation(&mut self, name: &str, requires: Requirement) -> Result<OperationEntry> {
         checks::name("operation", name)?;
         self.write(|tx| {
+            let before = read_operations(tx)?.into_iter().find(|op| op.name == name);
             bump(tx, true)?;
             tx.execute(
                 "INSERT INTO operations (name, requires) VALUES ($1, $2) \
                  ON CONFLICT (name) DO UPDATE SET requires = excluded.requires",
                 &[&name, &requires.to_string()],
             )?;
-            Ok(OperationEntry {
+            let entry = OperationEntry {
                 name: name.to_owned(),
                 requires,
-            })
+            };
+            let mut event =
+                AuditEvent::new("operation.set", format!("operation:{name}")).after(&entry);
+            if let Some(before) = &before {
+                event = event.before(before);
+            }
+            append(tx, &self.actor, event)?;
+            Ok(entry)
         })
     }
 
     fn remove_operation(&mut self, name: &str) -> Result<()> {
         self.write(|tx| {
             checks::unrouted(name, &read_routes(tx)?)?;
-            if tx.execute("DELETE FROM operations WHERE name = $1", &[&name])? == 0 {
+            let Some(before) = read_operations(tx)?.into_iter().find(|op| op.name == name) else {
                 return Err(checks::no_operation(name));
-            }
+            };
+            tx.execute("DELETE FROM operations WHERE name = $1", &[&name])?;
             bump(tx, true)?;
+            append(
+                tx,
+                &self.actor,
+                AuditEvent::new("operation.remove", format!("operation:{name}")).before(&before),
+            )?;
             Ok(())
         })
     }
@@ -480,7 +556,8 @@ impl Store for PostgresStore {
     }
 
     fn dump(&mut self) -> Result<Dump> {
-        self.read_consistent(dump)
+        let url = self.url.clone();
+        self.read_consistent(|tx| dump(tx, &url))
     }
 
     fn restore(&mut self, dump: &Dump, progress: &mut dyn FnMut(u64)) -> Result<()> {
@@ -492,32 +569,139 @@ impl Store for PostgresStore {
         })
     }
 
-    fn admin_token_digest(&self) -> Result<Option<[u8; 32]>> {
+    fn admin_tokens(&self) -> Result<Vec<AdminToken>> {
         let url = self.url.clone();
         self.with(|client| {
             client
-                .query_opt("SELECT digest FROM admin_token WHERE id = 1", &[])?
-                .map(|row| {
-                    <[u8; 32]>::try_from(row.get::<_, &[u8]>(0)).map_err(|_| {
-                        Error::not_a_store(&url, "the admin token digest is not 32 bytes")
-                    })
-                })
-                .transpose()
+                .query(&format!("{TOKEN_COLUMNS} ORDER BY id"), &[])?
+                .iter()
+                .map(|row| token_from_row(row, &url))
+                .collect()
         })
     }
 
-    fn set_admin_token_digest(&mut self, digest: &[u8; 32]) -> Result<()> {
+    fn create_admin_token(&mut self, name: &str, digest: &[u8; 32]) -> Result<AdminToken> {
+        checks::name("admin token name", name)?;
         self.write(|tx| {
-            tx.execute(
-                &format!(
-                    "INSERT INTO admin_token (id, digest, created_at) VALUES (1, $1, {NOW}) \
-                     ON CONFLICT (id) DO UPDATE SET digest = excluded.digest, \
-                     created_at = excluded.created_at"
-                ),
-                &[&digest.as_slice()],
+            if live_token(tx, name, &self.url)?.is_some() {
+                return Err(Error::DuplicateAdminToken(name.to_owned()));
+            }
+            let token = insert_token(tx, name, digest, &self.url)?;
+            append(
+                tx,
+                &self.actor,
+                AuditEvent::new("admin-token.create", format!("admin-token:{name}")).after(&token),
             )?;
-            Ok(())
+            Ok(token)
         })
+    }
+
+    fn install_admin_token(&mut self, name: &str, digest: &[u8; 32]) -> Result<bool> {
+        checks::name("admin token name", name)?;
+        self.write(|tx| {
+            let before = live_token(tx, name, &self.url)?;
+            if before.as_ref().is_some_and(|token| token.digest == *digest) {
+                return Ok(false);
+            }
+            if let Some(before) = &before {
+                tx.execute(
+                    &format!("UPDATE admin_tokens SET revoked_at = {NOW} WHERE id = $1"),
+                    &[&signed(before.id)],
+                )?;
+            }
+            let token = insert_token(tx, name, digest, &self.url)?;
+            let mut event =
+                AuditEvent::new("admin-token.install", format!("admin-token:{name}")).after(&token);
+            if let Some(before) = &before {
+                event = event.before(before);
+            }
+            append(tx, &self.actor, event)?;
+            Ok(true)
+        })
+    }
+
+    fn revoke_admin_token(&mut self, name: &str) -> Result<AdminToken> {
+        self.write(|tx| {
+            let Some(before) = live_token(tx, name, &self.url)? else {
+                return Err(Error::AdminTokenNotFound(crate::error::printable(name)));
+            };
+            let row = tx.query_one(
+                &format!(
+                    "UPDATE admin_tokens SET revoked_at = {NOW} WHERE id = $1 \
+                     RETURNING id, name, created_at, revoked_at, digest"
+                ),
+                &[&signed(before.id)],
+            )?;
+            let after = token_from_row(&row, &self.url)?;
+            append(
+                tx,
+                &self.actor,
+                AuditEvent::new("admin-token.revoke", format!("admin-token:{name}"))
+                    .before(&before)
+                    .after(&after),
+            )?;
+            Ok(after)
+        })
+    }
+
+    fn rotate_key_delivered<T, E>(
+        &mut self,
+        id: u64,
+        grace_ms: u64,
+        deliver: impl FnOnce(&ApiKey, &NewKey) -> std::result::Result<T, E>,
+    ) -> Result<std::result::Result<(T, ApiKey, NewKey), E>> {
+        checks::grace(grace_ms)?;
+        fault::pause(fault::Pause::BeforeTransaction);
+        let actor = self.actor.clone();
+        self.with(|client| {
+            // Retried only up to the insert, as a new key is.
+            let mut attempt = 0;
+            let (tx, rotated, created) = loop {
+                let mut tx = begin_write(client)?;
+                match rotate(&mut tx, id, grace_ms, &actor) {
+                    Ok((rotated, created)) => break (tx, rotated, created),
+                    Err(error) if retryable(&error) && attempt < RETRIES => {
+                        drop(tx);
+                        attempt += 1;
+                    }
+                    Err(error) => return Err(error),
+                }
+            };
+            fault::pause(fault::Pause::InTransaction);
+            let delivered = match deliver(&rotated, &created) {
+                Ok(delivered) => delivered,
+                // Dropping the transaction rolls the rotation back.
+                Err(error) => return Ok(Err(error)),
+            };
+            tx.commit()?;
+            Ok(Ok((delivered, rotated, created)))
+        })
+    }
+
+    fn record_usage(&mut self, uses: &[KeyUse]) -> Result<u64> {
+        let ids: Vec<i64> = uses.iter().map(|u| signed(u.key_id)).collect();
+        let counts: Vec<i64> = uses.iter().map(|u| signed(u.uses)).collect();
+        let ats: Vec<i64> = uses.iter().map(|u| signed(u.last_used_ms)).collect();
+        // One statement, not under the write lock: it changes nothing a
+        // snapshot holds.
+        self.with(|client| {
+            Ok(client.execute(
+                "UPDATE keys k SET uses = k.uses + u.n, \
+                     last_used_ms = GREATEST(coalesce(k.last_used_ms, 0), u.at) \
+                 FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS u(id, n, at) \
+                 WHERE k.id = u.id",
+                &[&ids, &counts, &ats],
+            )?)
+        })
+    }
+
+    fn record_event(&mut self, event: AuditEvent) -> Result<()> {
+        self.write(|tx| append(tx, &self.actor, event.clone()))
+    }
+
+    fn audit_trail(&mut self, since: Option<&str>) -> Result<AuditTrail> {
+        let url = self.url.clone();
+        self.read_consistent(|tx| read_audit(tx, since, &url))
     }
 
     fn routes(&self) -> Result<Vec<RouteEntry>> {
@@ -530,18 +714,30 @@ impl Store for PostgresStore {
             if read_operations(tx)?.iter().all(|entry| entry.name != op) {
                 return Err(checks::uncatalogued(op));
             }
+            let before = read_routes(tx)?
+                .into_iter()
+                .find(|r| r.method == method && r.pattern == pattern);
             bump(tx, true)?;
             tx.execute(
                 "INSERT INTO routes (method, pattern, op) VALUES ($1, $2, $3) \
                  ON CONFLICT (method, pattern) DO UPDATE SET op = excluded.op",
                 &[&method, &pattern, &op],
             )?;
+            let mut event =
+                AuditEvent::new("route.set", format!("route:{method} {pattern}")).after(&route);
+            if let Some(before) = &before {
+                event = event.before(before);
+            }
+            append(tx, &self.actor, event)?;
             Ok(route.clone())
         })
     }
 
     fn remove_route(&mut self, method: &str, pattern: &str) -> Result<()> {
         self.write(|tx| {
+            let before = read_routes(tx)?
+                .into_iter()
+                .find(|r| r.method == method && r.pattern == pattern);
             let removed = tx.execute(
                 "DELETE FROM routes WHERE method = $1 AND pattern = $2",
                 &[&method, &pattern],
@@ -550,6 +746,11 @@ impl Store for PostgresStore {
                 return Err(checks::no_route(method, pattern));
             }
             bump(tx, true)?;
+            let mut event = AuditEvent::new("route.remove", format!("route:{method} {pattern}"));
+            if let Some(before) = &before {
+                event = event.before(before);
+            }
+            append(tx, &self.actor, event)?;
             Ok(())
         })
     }
@@ -566,7 +767,7 @@ fn insert_key(
     let quotas = read_quotas(tx)?;
     let row = tx.query_one(
         "SELECT count(*), count(*) FILTER (WHERE name = $2) FROM keys \
-         WHERE scope_id = $1 AND revoked_at IS NULL",
+         WHERE scope_id = $1 AND revoked_at IS NULL AND rotated_at IS NULL",
         &[&signed(scope.id), &name],
     )?;
     checks::room_for_key(&scope, name, count(row.get(0)), count(row.get(1)), &quotas)?;
@@ -734,16 +935,180 @@ fn scope_from_row(row: &Row) -> Result<Scope> {
 }
 
 fn key_from_row(row: &Row) -> ApiKey {
+    let revoked_at: Option<String> = row.get(5);
+    let not_after_ms = row.get::<_, Option<i64>>(7).map(unsigned);
     ApiKey {
         id: unsigned(row.get(0)),
         name: row.get(1),
         scope_id: unsigned(row.get(2)),
         prefix: row.get(3),
         created_at: row.get(4),
-        revoked_at: row.get(5),
+        status: KeyStatus::at(revoked_at.is_some(), not_after_ms, audit::now_ms()),
+        revoked_at,
         expires_at: row.get(6),
-        not_after_ms: row.get::<_, Option<i64>>(7).map(unsigned),
+        not_after_ms,
+        rotated_at: row.get(8),
+        successor_id: row.get::<_, Option<i64>>(9).map(unsigned),
+        last_used_at: row.get(10),
+        uses: unsigned(row.get(11)),
     }
+}
+
+fn token_from_row(row: &Row, url: &PostgresUrl) -> Result<AdminToken> {
+    let digest = <[u8; 32]>::try_from(row.get::<_, &[u8]>(4))
+        .map_err(|_| Error::not_a_store(url, "an admin token digest is not 32 bytes"))?;
+    Ok(AdminToken {
+        id: unsigned(row.get(0)),
+        name: row.get(1),
+        created_at: row.get(2),
+        revoked_at: row.get(3),
+        digest,
+    })
+}
+
+/// The live admin token named `name`.
+fn live_token(
+    client: &mut impl GenericClient,
+    name: &str,
+    url: &PostgresUrl,
+) -> Result<Option<AdminToken>> {
+    client
+        .query_opt(
+            &format!("{TOKEN_COLUMNS} WHERE name = $1 AND revoked_at IS NULL"),
+            &[&name],
+        )?
+        .map(|row| token_from_row(&row, url))
+        .transpose()
+}
+
+/// Inserts a live admin token; a digest used before (even revoked) is
+/// refused, so that a revoked token can never come back.
+fn insert_token(
+    tx: &mut Transaction<'_>,
+    name: &str,
+    digest: &[u8; 32],
+    url: &PostgresUrl,
+) -> Result<AdminToken> {
+    let digest = digest.as_slice();
+    if tx
+        .query_opt("SELECT 1 FROM admin_tokens WHERE digest = $1", &[&digest])?
+        .is_some()
+    {
+        return Err(checks::token_reused());
+    }
+    let row = tx.query_one(
+        &format!(
+            "INSERT INTO admin_tokens (name, digest, created_at) VALUES ($1, $2, {NOW}) \
+             RETURNING id, name, created_at, revoked_at, digest"
+        ),
+        &[&name, &digest],
+    )?;
+    token_from_row(&row, url)
+}
+
+/// Marks key `id` rotated and issues its successor, in a write transaction.
+fn rotate(
+    tx: &mut Transaction<'_>,
+    id: u64,
+    grace_ms: u64,
+    actor: &str,
+) -> Result<(ApiKey, NewKey)> {
+    let old = get_key(tx, id)?;
+    let deadline = checks::rotatable(&old, grace_ms, audit::now_ms())?;
+    let rev = bump(tx, false)?;
+    tx.execute(
+        &format!("UPDATE keys SET rotated_at = {NOW}, not_after_ms = $2, rev = $3 WHERE id = $1"),
+        &[&signed(id), &deadline, &rev],
+    )?;
+    let scope = ScopeRef::Id(old.scope_id);
+    let created = insert_key(tx, &scope, &old.name, old.not_after_ms.map(signed))?;
+    tx.execute(
+        "UPDATE keys SET successor_id = $2 WHERE id = $1",
+        &[&signed(id), &signed(created.key.id)],
+    )?;
+    let rotated = get_key(tx, id)?;
+    append(
+        tx,
+        actor,
+        AuditEvent::new("key.rotate", format!("key:{id}"))
+            .before(&old)
+            .after(&serde_json::json!({ "old": &rotated, "new": &created.key })),
+    )?;
+    Ok((rotated, created))
+}
+
+/// Appends `event` to the audit trail, as `actor`, in this write
+/// transaction (whose revision lock serialises appends).
+fn append(tx: &mut Transaction<'_>, actor: &str, event: AuditEvent) -> Result<()> {
+    let head = read_head(tx)?;
+    let entry = audit::seal(head, audit::timestamp(audit::now_ms()), actor, event);
+    tx.execute(
+        "INSERT INTO audit (seq, at, actor, action, target, before, after, prev, hash) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        &[
+            &signed(entry.seq),
+            &entry.at,
+            &entry.actor,
+            &entry.action,
+            &entry.target,
+            &entry.before,
+            &entry.after,
+            &&entry.prev.0[..],
+            &&entry.hash.0[..],
+        ],
+    )?;
+    tx.execute(
+        "INSERT INTO audit_head (id, seq, hash) VALUES (1, $1, $2) \
+         ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+        &[&signed(entry.seq), &&entry.hash.0[..]],
+    )?;
+    Ok(())
+}
+
+/// The audit trail's head; a hash that is not 32 bytes reads as zero, for
+/// `verify` to name.
+fn read_head(client: &mut impl GenericClient) -> Result<Option<Head>> {
+    Ok(client
+        .query_opt("SELECT seq, hash FROM audit_head WHERE id = 1", &[])?
+        .map(|row| {
+            (
+                unsigned(row.get(0)),
+                Hash::from_slice(row.get(1)).unwrap_or(Hash::GENESIS),
+            )
+        }))
+}
+
+fn read_audit(
+    client: &mut impl GenericClient,
+    since: Option<&str>,
+    url: &PostgresUrl,
+) -> Result<AuditTrail> {
+    let entries = client
+        .query(
+            "SELECT seq, at, actor, action, target, before, after, prev, hash FROM audit \
+             WHERE $1::text IS NULL OR at >= $1 ORDER BY seq",
+            &[&since],
+        )?
+        .iter()
+        .map(|row| {
+            let bad = || Error::not_a_store(url, "an audit hash is not 32 bytes");
+            Ok(AuditEntry {
+                seq: unsigned(row.get(0)),
+                at: row.get(1),
+                actor: row.get(2),
+                action: row.get(3),
+                target: row.get(4),
+                before: row.get(5),
+                after: row.get(6),
+                prev: Hash::from_slice(row.get(7)).ok_or_else(bad)?,
+                hash: Hash::from_slice(row.get(8)).ok_or_else(bad)?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(AuditTrail {
+        entries,
+        head: read_head(client)?,
+    })
 }
 
 fn find_scope(client: &mut impl GenericClient, scope: &ScopeRef) -> Result<Option<Scope>> {
@@ -834,7 +1199,7 @@ fn read_quotas(client: &mut impl GenericClient) -> Result<Quotas> {
     Ok(quotas)
 }
 
-fn dump(tx: &mut Transaction<'_>) -> Result<Dump> {
+fn dump(tx: &mut Transaction<'_>, url: &PostgresUrl) -> Result<Dump> {
     let (revision, catalogue_revision) = read_revision(tx)?;
     let scopes = tx
         .query(
@@ -857,7 +1222,8 @@ fn dump(tx: &mut Transaction<'_>) -> Result<Dump> {
         .collect();
     let keys = tx
         .query(
-            "SELECT id, scope_id, name, digest, prefix, created_at, revoked_at, not_after_ms, rev \
+            "SELECT id, scope_id, name, digest, prefix, created_at, revoked_at, not_after_ms, rev, \
+                    rotated_at, successor_id, last_used_ms, uses \
              FROM keys ORDER BY id",
             &[],
         )?
@@ -872,6 +1238,10 @@ fn dump(tx: &mut Transaction<'_>) -> Result<Dump> {
             revoked_at: row.get(6),
             not_after_ms: row.get(7),
             rev: row.get(8),
+            rotated_at: row.get(9),
+            successor_id: row.get(10),
+            last_used_ms: row.get(11),
+            uses: row.get(12),
         })
         .collect();
     let operations = tx
@@ -897,12 +1267,24 @@ fn dump(tx: &mut Transaction<'_>) -> Result<Dump> {
         .iter()
         .map(|row| (row.get(0), row.get(1)))
         .collect();
-    let admin_token = tx
-        .query_opt(
-            "SELECT digest, created_at FROM admin_token WHERE id = 1",
+    let admin_tokens = tx
+        .query(
+            "SELECT id, name, digest, created_at, revoked_at FROM admin_tokens ORDER BY id",
             &[],
         )?
-        .map(|row| (row.get(0), row.get(1)));
+        .iter()
+        .map(|row| AdminTokenRow {
+            id: row.get(0),
+            name: row.get(1),
+            digest: row.get(2),
+            created_at: row.get(3),
+            revoked_at: row.get(4),
+        })
+        .collect();
+    let AuditTrail {
+        entries: audit,
+        head: audit_head,
+    } = read_audit(tx, None, url)?;
     Ok(Dump {
         revision,
         catalogue_revision,
@@ -911,7 +1293,9 @@ fn dump(tx: &mut Transaction<'_>) -> Result<Dump> {
         operations,
         routes,
         settings,
-        admin_token,
+        admin_tokens,
+        audit,
+        audit_head,
     })
 }
 
@@ -946,8 +1330,9 @@ fn restore(tx: &mut Transaction<'_>, dump: &Dump, progress: &mut dyn FnMut(u64))
         progress(1);
     }
     let insert = tx.prepare(
-        "INSERT INTO keys (id, scope_id, name, digest, prefix, created_at, revoked_at, not_after_ms, rev) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        "INSERT INTO keys (id, scope_id, name, digest, prefix, created_at, revoked_at, not_after_ms, rev, \
+                           rotated_at, successor_id, last_used_ms, uses) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
     )?;
     for k in &dump.keys {
         tx.execute(
@@ -962,6 +1347,10 @@ fn restore(tx: &mut Transaction<'_>, dump: &Dump, progress: &mut dyn FnMut(u64))
                 &k.revoked_at,
                 &k.not_after_ms,
                 &k.rev,
+                &k.rotated_at,
+                &k.successor_id,
+                &k.last_used_ms,
+                &k.uses,
             ],
         )?;
         progress(1);
@@ -986,18 +1375,47 @@ fn restore(tx: &mut Transaction<'_>, dump: &Dump, progress: &mut dyn FnMut(u64))
             &[name, value],
         )?;
     }
-    tx.execute("DELETE FROM admin_token", &[])?;
-    if let Some((digest, created_at)) = &dump.admin_token {
+    tx.batch_execute("DELETE FROM admin_tokens; DELETE FROM audit; DELETE FROM audit_head;")?;
+    for t in &dump.admin_tokens {
         tx.execute(
-            "INSERT INTO admin_token (id, digest, created_at) VALUES (1, $1, $2)",
-            &[digest, created_at],
+            "INSERT INTO admin_tokens (id, name, digest, created_at, revoked_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+            &[&t.id, &t.name, &t.digest, &t.created_at, &t.revoked_at],
+        )?;
+    }
+    let insert = tx.prepare(
+        "INSERT INTO audit (seq, at, actor, action, target, before, after, prev, hash) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )?;
+    for e in &dump.audit {
+        tx.execute(
+            &insert,
+            &[
+                &signed(e.seq),
+                &e.at,
+                &e.actor,
+                &e.action,
+                &e.target,
+                &e.before,
+                &e.after,
+                &&e.prev.0[..],
+                &&e.hash.0[..],
+            ],
+        )?;
+        progress(1);
+    }
+    if let Some((seq, hash)) = dump.audit_head {
+        tx.execute(
+            "INSERT INTO audit_head (id, seq, hash) VALUES (1, $1, $2)",
+            &[&signed(seq), &&hash.0[..]],
         )?;
     }
     // The identities continue after the copied ids.
     tx.batch_execute(
         "SELECT setval(pg_get_serial_sequence('scopes', 'id'), coalesce(max(id), 0) + 1, false) FROM scopes;
          SELECT setval(pg_get_serial_sequence('keys', 'id'), coalesce(max(id), 0) + 1, false) FROM keys;
-         SELECT setval(pg_get_serial_sequence('routes', 'position'), coalesce(max(position), 0) + 1, false) FROM routes;",
+         SELECT setval(pg_get_serial_sequence('routes', 'position'), coalesce(max(position), 0) + 1, false) FROM routes;
+         SELECT setval(pg_get_serial_sequence('admin_tokens', 'id'), coalesce(max(id), 0) + 1, false) FROM admin_tokens;",
     )?;
     tx.execute(
         "UPDATE revision SET revision = $1, catalogue = $2 WHERE id = 1",

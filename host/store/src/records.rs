@@ -57,7 +57,75 @@ pub struct ApiKey {
     /// The same, in milliseconds since the Unix epoch.
     #[serde(skip)]
     pub not_after_ms: Option<u64>,
+    /// When it was rotated, if it was: it stays valid until `expires_at`.
+    pub rotated_at: Option<String>,
+    /// The key that replaced it in a rotation.
+    pub successor_id: Option<u64>,
+    /// When a decision last presented it; `None`: never (as far as the
+    /// store was told).
+    pub last_used_at: Option<String>,
+    /// How many decisions presented it.
+    pub uses: u64,
+    /// Its status when it was read.
+    pub status: KeyStatus,
 }
+
+/// Where a key stands: what `key list` shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyStatus {
+    /// Valid, with no end but revocation.
+    Active,
+    /// Valid until its `expires_at` (a rotation's grace, or a lifetime).
+    Expiring,
+    /// Past its `expires_at`: denied as expired.
+    Expired,
+    /// Revoked: denied.
+    Revoked,
+}
+
+impl KeyStatus {
+    /// The status of a key revoked or not, with a not-after or none, at
+    /// `now_ms`.
+    pub fn at(revoked: bool, not_after_ms: Option<u64>, now_ms: u64) -> Self {
+        match not_after_ms {
+            _ if revoked => Self::Revoked,
+            Some(deadline) if now_ms > deadline => Self::Expired,
+            Some(_) => Self::Expiring,
+            None => Self::Active,
+        }
+    }
+
+    /// `active`, `expiring`, `expired` or `revoked`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Expiring => "expiring",
+            Self::Expired => "expired",
+            Self::Revoked => "revoked",
+        }
+    }
+}
+
+/// A named admin credential as listed: never the token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AdminToken {
+    /// Its id.
+    pub id: u64,
+    /// Its name, unique among the live tokens; the actor its changes are
+    /// audited under (`admin:NAME`).
+    pub name: String,
+    /// When it was created.
+    pub created_at: String,
+    /// When it was revoked; `None` while it is valid.
+    pub revoked_at: Option<String>,
+    /// The SHA-256 of the token, compared in constant time by the server.
+    #[serde(skip)]
+    pub digest: [u8; 32],
+}
+
+/// The longest grace a rotation may give the old key: 7 days.
+pub const MAX_ROTATION_GRACE_MS: u64 = 7 * 24 * 3_600_000;
 
 /// A key just created: the only time its secret exists outside the caller.
 #[derive(Debug)]

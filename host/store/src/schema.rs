@@ -89,6 +89,49 @@ const MIGRATIONS: &[&str] = &[
     );
     INSERT INTO revision (id, revision, catalogue) VALUES (1, 0, 0);
 "#,
+    // Key lifecycle (rotation, last use), named admin tokens (the single
+    // token becomes the one named `admin`), and the audit trail
+    // (`crate::audit`).
+    r#"
+    ALTER TABLE keys ADD COLUMN rotated_at TEXT;
+    ALTER TABLE keys ADD COLUMN successor_id INTEGER;
+    ALTER TABLE keys ADD COLUMN last_used_ms INTEGER CHECK (last_used_ms IS NULL OR last_used_ms >= 0);
+    ALTER TABLE keys ADD COLUMN uses INTEGER NOT NULL DEFAULT 0 CHECK (uses >= 0);
+    -- A rotated key in its grace keeps its name while its successor takes it.
+    DROP INDEX keys_live_name;
+    CREATE UNIQUE INDEX keys_live_name ON keys (scope_id, name)
+        WHERE revoked_at IS NULL AND rotated_at IS NULL;
+
+    CREATE TABLE admin_tokens (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        name       TEXT NOT NULL,
+        digest     BLOB NOT NULL UNIQUE CHECK (length(digest) = 32),
+        created_at TEXT NOT NULL,
+        revoked_at TEXT
+    );
+    CREATE UNIQUE INDEX admin_tokens_live_name ON admin_tokens (name) WHERE revoked_at IS NULL;
+    INSERT INTO admin_tokens (name, digest, created_at)
+        SELECT 'admin', digest, created_at FROM admin_token;
+    DROP TABLE admin_token;
+
+    CREATE TABLE audit (
+        seq    INTEGER PRIMARY KEY,
+        at     TEXT NOT NULL,
+        actor  TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        before TEXT,
+        after  TEXT,
+        prev   BLOB NOT NULL,
+        hash   BLOB NOT NULL
+    );
+    CREATE INDEX audit_at ON audit (at);
+    CREATE TABLE audit_head (
+        id   INTEGER PRIMARY KEY CHECK (id = 1),
+        seq  INTEGER NOT NULL,
+        hash BLOB NOT NULL
+    );
+"#,
 ];
 
 /// The default operations schema 3 added (the platform's run-status,

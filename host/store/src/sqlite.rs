@@ -7,14 +7,16 @@
 use std::path::{Path, PathBuf};
 
 use keyscope_keys::KeySecret;
+use keyscope_keys::usage::KeyUse;
 use keyscope_policy::snapshot::{KeyEntry, OperationEntry, ScopeEntry, SnapshotData};
 use keyscope_policy::{AgentsLevel, Requirement, RouteEntry, RuntimeSet};
 use rusqlite::{Connection, OptionalExtension as _, Row, Transaction, TransactionBehavior, params};
 
+use crate::audit::{self, AuditEntry, AuditEvent, AuditTrail, Hash, Head};
 use crate::changes::{Changes, Revisioned, ScopeChange};
-use crate::dump::{Dump, KeyRow, RouteRow, ScopeRow};
+use crate::dump::{AdminTokenRow, Dump, KeyRow, RouteRow, ScopeRow};
 use crate::error::{Result, StoreError as Error};
-use crate::records::{ApiKey, NewKey, Quotas, Scope, ScopeRef, ScopeUpdate};
+use crate::records::{AdminToken, ApiKey, KeyStatus, NewKey, Quotas, Scope, ScopeRef, ScopeUpdate};
 use crate::store::Store;
 use crate::{checks, fault, schema};
 
@@ -25,6 +27,8 @@ const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
 pub struct SqliteStore {
     conn: Connection,
     path: PathBuf,
+    /// Who changes are audited as.
+    actor: String,
 }
 
 impl SqliteStore {
@@ -33,7 +37,11 @@ impl SqliteStore {
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_owned();
         let conn = schema::open(&path)?;
-        Ok(Self { conn, path })
+        Ok(Self {
+            conn,
+            path,
+            actor: audit::os_user(),
+        })
     }
 
     /// Opens an existing store; unlike [`Store::open`], never creates one.
@@ -50,14 +58,22 @@ impl SqliteStore {
         &self.path
     }
 
-    fn write(&mut self) -> Result<Transaction<'_>> {
-        Ok(self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?)
+    /// A write transaction (it holds SQLite's write lock), and the actor
+    /// its audit entries name.
+    fn write(&mut self) -> Result<(Transaction<'_>, &str)> {
+        let Self { conn, actor, .. } = self;
+        Ok((
+            conn.transaction_with_behavior(TransactionBehavior::Immediate)?,
+            actor.as_str(),
+        ))
     }
 }
 
 impl Store for SqliteStore {
+    fn set_actor(&mut self, actor: &str) {
+        actor.clone_into(&mut self.actor);
+    }
+
     fn create_scope(
         &mut self,
         app: &str,
@@ -67,7 +83,7 @@ impl Store for SqliteStore {
     ) -> Result<Scope> {
         checks::name("app", app)?;
         checks::name("scope name", name)?;
-        let tx = self.write()?;
+        let (tx, actor) = self.write()?;
         let quotas = read_quotas(&tx)?;
         let count: u32 = tx.query_row(
             "SELECT count(*) FROM scopes WHERE app = ?1 AND deleted_at IS NULL",
@@ -91,6 +107,11 @@ impl Store for SqliteStore {
         )?;
         let id = last_id(&tx)?;
         let scope = get_scope(&tx, &ScopeRef::Id(id))?;
+        append(
+            &tx,
+            actor,
+            AuditEvent::new("scope.create", format!("scope:{id}")).after(&scope),
+        )?;
         tx.commit()?;
         Ok(scope)
     }
@@ -111,7 +132,7 @@ impl Store for SqliteStore {
     }
 
     fn update_scope(&mut self, scope: &ScopeRef, update: &ScopeUpdate) -> Result<Scope> {
-        let tx = self.write()?;
+        let (tx, actor) = self.write()?;
         let current = get_scope(&tx, scope)?;
         if let Some(name) = &update.name {
             checks::name("scope name", name)?;
@@ -138,6 +159,13 @@ impl Store for SqliteStore {
             ],
         )?;
         let scope = get_scope(&tx, &ScopeRef::Id(current.id))?;
+        append(
+            &tx,
+            actor,
+            AuditEvent::new("scope.update", format!("scope:{}", current.id))
+                .before(&current)
+                .after(&scope),
+        )?;
         fault::pause(fault::Pause::InTransaction);
         tx.commit()?;
         fault::pause(fault::Pause::Committed);
@@ -149,7 +177,7 @@ impl Store for SqliteStore {
         scope: &ScopeRef,
         revoke_keys: bool,
     ) -> Result<(Scope, Vec<ApiKey>)> {
-        let tx = self.write()?;
+        let (tx, actor) = self.write()?;
         let current = get_scope(&tx, scope)?;
         let live: Vec<ApiKey> = list_keys(&tx, Some(current.id))?
             .into_iter()
@@ -177,6 +205,15 @@ impl Store for SqliteStore {
             .iter()
             .map(|key| get_key(&tx, key.id))
             .collect::<Result<Vec<_>>>()?;
+        append(
+            &tx,
+            actor,
+            AuditEvent::new("scope.delete", format!("scope:{}", current.id))
+                .before(&current)
+                .after(&serde_json::json!({
+                    "revoked_keys": revoked.iter().map(|key| key.id).collect::<Vec<_>>(),
+                })),
+        )?;
         tx.commit()?;
         Ok((current, revoked))
     }
@@ -191,34 +228,13 @@ impl Store for SqliteStore {
         checks::name("key name", name)?;
         let not_after = not_after.map(checks::not_after).transpose()?;
         fault::pause(fault::Pause::BeforeTransaction);
-        let tx = self.write()?;
-        let scope = get_scope(&tx, scope)?;
-        let quotas = read_quotas(&tx)?;
-        let (live, same_name): (u32, u32) = tx.query_row(
-            "SELECT count(*), count(*) FILTER (WHERE name = ?2) FROM keys \
-             WHERE scope_id = ?1 AND revoked_at IS NULL",
-            params![scope.id, name],
-            |row| Ok((row.get(0)?, row.get(1)?)),
+        let (tx, actor) = self.write()?;
+        let created = insert_key(&tx, scope, name, not_after)?;
+        append(
+            &tx,
+            actor,
+            AuditEvent::new("key.create", format!("key:{}", created.key.id)).after(&created.key),
         )?;
-        checks::room_for_key(&scope, name, live, same_name, &quotas)?;
-        let secret = KeySecret::generate();
-        let rev = bump(&tx, false)?;
-        tx.execute(
-            &format!(
-                "INSERT INTO keys (scope_id, name, digest, prefix, created_at, not_after_ms, rev) \
-                 VALUES (?1, ?2, ?3, ?4, {NOW}, ?5, ?6)"
-            ),
-            params![
-                scope.id,
-                name,
-                &secret.digest().0[..],
-                secret.display_prefix(),
-                not_after,
-                rev
-            ],
-        )?;
-        let key = get_key(&tx, last_id(&tx)?)?;
-        let created = NewKey { key, secret };
         fault::pause(fault::Pause::InTransaction);
         let delivered = match deliver(&created) {
             Ok(delivered) => delivered,
@@ -243,17 +259,26 @@ impl Store for SqliteStore {
         let Some(id_sql) = sql_id(id) else {
             return Err(Error::KeyNotFound(id));
         };
-        let tx = self.write()?;
+        let (tx, actor) = self.write()?;
         let live: bool = tx.query_row(
             "SELECT EXISTS (SELECT 1 FROM keys WHERE id = ?1 AND revoked_at IS NULL)",
             [id_sql],
             |row| row.get(0),
         )?;
         if live {
+            let before = get_key(&tx, id)?;
             let rev = bump(&tx, false)?;
             tx.execute(
                 &format!("UPDATE keys SET revoked_at = {NOW}, rev = ?2 WHERE id = ?1"),
                 params![id_sql, rev],
+            )?;
+            let after = get_key(&tx, id)?;
+            append(
+                &tx,
+                actor,
+                AuditEvent::new("key.revoke", format!("key:{id}"))
+                    .before(&before)
+                    .after(&after),
             )?;
         }
         let key = get_key(&tx, id)?;
@@ -267,7 +292,8 @@ impl Store for SqliteStore {
 
     fn set_quotas(&mut self, quotas: Quotas) -> Result<Quotas> {
         checks::quotas(&quotas)?;
-        let tx = self.write()?;
+        let (tx, actor) = self.write()?;
+        let before = read_quotas(&tx)?;
         let mut upsert = tx.prepare(
             "INSERT INTO settings (name, value) VALUES (?1, ?2) \
              ON CONFLICT (name) DO UPDATE SET value = excluded.value",
@@ -276,6 +302,13 @@ impl Store for SqliteStore {
         upsert.execute(params!["keys_per_scope", quotas.keys_per_scope])?;
         drop(upsert);
         let quotas = read_quotas(&tx)?;
+        append(
+            &tx,
+            actor,
+            AuditEvent::new("limits.set", "limits")
+                .before(&before)
+                .after(&quotas),
+        )?;
         tx.commit()?;
         Ok(quotas)
     }
@@ -286,27 +319,40 @@ impl Store for SqliteStore {
 
     fn set_operation(&mut self, name: &str, requires: Requirement) -> Result<OperationEntry> {
         checks::name("operation", name)?;
-        let tx = self.write()?;
+        let (tx, actor) = self.write()?;
+        let before = read_operations(&tx)?.into_iter().find(|op| op.name == name);
         bump(&tx, true)?;
         tx.execute(
             "INSERT INTO operations (name, requires) VALUES (?1, ?2) \
              ON CONFLICT (name) DO UPDATE SET requires = excluded.requires",
             params![name, requires.to_string()],
         )?;
-        tx.commit()?;
-        Ok(OperationEntry {
+        let entry = OperationEntry {
             name: name.to_owned(),
             requires,
-        })
+        };
+        let mut event = AuditEvent::new("operation.set", format!("operation:{name}")).after(&entry);
+        if let Some(before) = &before {
+            event = event.before(before);
+        }
+        append(&tx, actor, event)?;
+        tx.commit()?;
+        Ok(entry)
     }
 
     fn remove_operation(&mut self, name: &str) -> Result<()> {
-        let tx = self.write()?;
+        let (tx, actor) = self.write()?;
         checks::unrouted(name, &read_routes(&tx)?)?;
-        if tx.execute("DELETE FROM operations WHERE name = ?1", [name])? == 0 {
+        let Some(before) = read_operations(&tx)?.into_iter().find(|op| op.name == name) else {
             return Err(checks::no_operation(name));
-        }
+        };
+        tx.execute("DELETE FROM operations WHERE name = ?1", [name])?;
         bump(&tx, true)?;
+        append(
+            &tx,
+            actor,
+            AuditEvent::new("operation.remove", format!("operation:{name}")).before(&before),
+        )?;
         tx.commit()?;
         Ok(())
     }
@@ -381,49 +427,178 @@ impl Store for SqliteStore {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Deferred)?;
-        let dump = dump(&tx)?;
+        let dump = dump(&tx, &self.path)?;
         tx.commit()?;
         Ok(dump)
     }
 
     fn restore(&mut self, dump: &Dump, progress: &mut dyn FnMut(u64)) -> Result<()> {
-        let tx = self.write()?;
+        let (tx, _) = self.write()?;
         restore(&tx, dump, progress)?;
         tx.commit()?;
         Ok(())
     }
 
-    fn admin_token_digest(&self) -> Result<Option<[u8; 32]>> {
-        let digest: Option<Vec<u8>> = self
-            .conn
-            .query_row("SELECT digest FROM admin_token WHERE id = 1", [], |row| {
-                row.get(0)
-            })
-            .optional()?;
-        digest
-            .map(|digest| {
-                <[u8; 32]>::try_from(digest.as_slice()).map_err(|_| {
-                    Error::not_a_store(
-                        self.path.display(),
-                        "the admin token digest is not 32 bytes",
-                    )
-                })
-            })
-            .transpose()
+    fn admin_tokens(&self) -> Result<Vec<AdminToken>> {
+        let mut stmt = self.conn.prepare(&format!("{TOKEN_COLUMNS} ORDER BY id"))?;
+        let rows = stmt
+            .query_map([], token_from_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        rows.into_iter()
+            .map(|row| row.map_err(|why| Error::not_a_store(self.path.display(), why)))
+            .collect()
     }
 
-    fn set_admin_token_digest(&mut self, digest: &[u8; 32]) -> Result<()> {
-        let tx = self.write()?;
-        tx.execute(
-            &format!(
-                "INSERT INTO admin_token (id, digest, created_at) VALUES (1, ?1, {NOW}) \
-                 ON CONFLICT (id) DO UPDATE SET digest = excluded.digest, \
-                 created_at = excluded.created_at"
-            ),
-            [digest.as_slice()],
+    fn create_admin_token(&mut self, name: &str, digest: &[u8; 32]) -> Result<AdminToken> {
+        checks::name("admin token name", name)?;
+        let path = self.path.clone();
+        let (tx, actor) = self.write()?;
+        if live_token(&tx, name, &path)?.is_some() {
+            return Err(Error::DuplicateAdminToken(name.to_owned()));
+        }
+        let token = insert_token(&tx, name, digest, &path)?;
+        append(
+            &tx,
+            actor,
+            AuditEvent::new("admin-token.create", format!("admin-token:{name}")).after(&token),
         )?;
         tx.commit()?;
+        Ok(token)
+    }
+
+    fn install_admin_token(&mut self, name: &str, digest: &[u8; 32]) -> Result<bool> {
+        checks::name("admin token name", name)?;
+        let path = self.path.clone();
+        let (tx, actor) = self.write()?;
+        let before = live_token(&tx, name, &path)?;
+        if before.as_ref().is_some_and(|token| token.digest == *digest) {
+            return Ok(false);
+        }
+        if let Some(before) = &before {
+            tx.execute(
+                &format!("UPDATE admin_tokens SET revoked_at = {NOW} WHERE id = ?1"),
+                [before.id],
+            )?;
+        }
+        let token = insert_token(&tx, name, digest, &path)?;
+        let mut event =
+            AuditEvent::new("admin-token.install", format!("admin-token:{name}")).after(&token);
+        if let Some(before) = &before {
+            event = event.before(before);
+        }
+        append(&tx, actor, event)?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    fn revoke_admin_token(&mut self, name: &str) -> Result<AdminToken> {
+        let path = self.path.clone();
+        let (tx, actor) = self.write()?;
+        let Some(before) = live_token(&tx, name, &path)? else {
+            return Err(Error::AdminTokenNotFound(crate::error::printable(name)));
+        };
+        tx.execute(
+            &format!("UPDATE admin_tokens SET revoked_at = {NOW} WHERE id = ?1"),
+            [before.id],
+        )?;
+        let after = tx
+            .query_row(
+                &format!("{TOKEN_COLUMNS} WHERE id = ?1"),
+                [before.id],
+                token_from_row,
+            )?
+            .map_err(|why| Error::not_a_store(path.display(), why))?;
+        append(
+            &tx,
+            actor,
+            AuditEvent::new("admin-token.revoke", format!("admin-token:{name}"))
+                .before(&before)
+                .after(&after),
+        )?;
+        tx.commit()?;
+        Ok(after)
+    }
+
+    fn rotate_key_delivered<T, E>(
+        &mut self,
+        id: u64,
+        grace_ms: u64,
+        deliver: impl FnOnce(&ApiKey, &NewKey) -> std::result::Result<T, E>,
+    ) -> Result<std::result::Result<(T, ApiKey, NewKey), E>> {
+        checks::grace(grace_ms)?;
+        fault::pause(fault::Pause::BeforeTransaction);
+        let (tx, actor) = self.write()?;
+        let old = get_key(&tx, id)?;
+        let now = audit::now_ms();
+        let deadline = checks::rotatable(&old, grace_ms, now)?;
+        let rev = bump(&tx, false)?;
+        tx.execute(
+            &format!(
+                "UPDATE keys SET rotated_at = {NOW}, not_after_ms = ?2, rev = ?3 WHERE id = ?1"
+            ),
+            params![sql_id(id), deadline, rev],
+        )?;
+        let scope = ScopeRef::Id(old.scope_id);
+        let created = insert_key(&tx, &scope, &old.name, old.not_after_ms.map(signed))?;
+        tx.execute(
+            "UPDATE keys SET successor_id = ?2 WHERE id = ?1",
+            params![sql_id(id), sql_id(created.key.id)],
+        )?;
+        let rotated = get_key(&tx, id)?;
+        append(
+            &tx,
+            actor,
+            AuditEvent::new("key.rotate", format!("key:{id}"))
+                .before(&old)
+                .after(&serde_json::json!({ "old": &rotated, "new": &created.key })),
+        )?;
+        fault::pause(fault::Pause::InTransaction);
+        let delivered = match deliver(&rotated, &created) {
+            Ok(delivered) => delivered,
+            // Dropping the transaction rolls the rotation back.
+            Err(error) => return Ok(Err(error)),
+        };
+        tx.commit()?;
+        Ok(Ok((delivered, rotated, created)))
+    }
+
+    fn record_usage(&mut self, uses: &[KeyUse]) -> Result<u64> {
+        let (tx, _) = self.write()?;
+        let mut update = tx.prepare(
+            "UPDATE keys SET uses = uses + ?2, \
+                 last_used_ms = max(coalesce(last_used_ms, 0), ?3) WHERE id = ?1",
+        )?;
+        let mut updated = 0;
+        for use_ in uses {
+            let (Some(id), Some(count), Some(at)) = (
+                sql_id(use_.key_id),
+                sql_id(use_.uses),
+                sql_id(use_.last_used_ms),
+            ) else {
+                continue;
+            };
+            updated += update.execute(params![id, count, at])? as u64;
+        }
+        drop(update);
+        tx.commit()?;
+        Ok(updated)
+    }
+
+    fn record_event(&mut self, event: AuditEvent) -> Result<()> {
+        let (tx, actor) = self.write()?;
+        append(&tx, actor, event)?;
+        tx.commit()?;
         Ok(())
+    }
+
+    fn audit_trail(&mut self, since: Option<&str>) -> Result<AuditTrail> {
+        let path = self.path.clone();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Deferred)?;
+        let trail = read_audit(&tx, since, &path)?;
+        tx.commit()?;
+        Ok(trail)
     }
 
     fn routes(&self) -> Result<Vec<RouteEntry>> {
@@ -432,22 +607,34 @@ impl Store for SqliteStore {
 
     fn set_route(&mut self, method: &str, pattern: &str, op: &str) -> Result<RouteEntry> {
         let route = checks::route(method, pattern, op)?;
-        let tx = self.write()?;
+        let (tx, actor) = self.write()?;
         if read_operations(&tx)?.iter().all(|entry| entry.name != op) {
             return Err(checks::uncatalogued(op));
         }
+        let before = read_routes(&tx)?
+            .into_iter()
+            .find(|r| r.method == method && r.pattern == pattern);
         bump(&tx, true)?;
         tx.execute(
             "INSERT INTO routes (method, pattern, op) VALUES (?1, ?2, ?3) \
              ON CONFLICT (method, pattern) DO UPDATE SET op = excluded.op",
             params![method, pattern, op],
         )?;
+        let mut event =
+            AuditEvent::new("route.set", format!("route:{method} {pattern}")).after(&route);
+        if let Some(before) = &before {
+            event = event.before(before);
+        }
+        append(&tx, actor, event)?;
         tx.commit()?;
         Ok(route)
     }
 
     fn remove_route(&mut self, method: &str, pattern: &str) -> Result<()> {
-        let tx = self.write()?;
+        let (tx, actor) = self.write()?;
+        let before = read_routes(&tx)?
+            .into_iter()
+            .find(|r| r.method == method && r.pattern == pattern);
         let removed = tx.execute(
             "DELETE FROM routes WHERE method = ?1 AND pattern = ?2",
             params![method, pattern],
@@ -456,6 +643,11 @@ impl Store for SqliteStore {
             return Err(checks::no_route(method, pattern));
         }
         bump(&tx, true)?;
+        let mut event = AuditEvent::new("route.remove", format!("route:{method} {pattern}"));
+        if let Some(before) = &before {
+            event = event.before(before);
+        }
+        append(&tx, actor, event)?;
         tx.commit()?;
         Ok(())
     }
@@ -463,7 +655,10 @@ impl Store for SqliteStore {
 
 const SCOPE_COLUMNS: &str = "SELECT id, app, name, agents, runtime, created_at FROM scopes";
 const KEY_COLUMNS: &str = "SELECT id, name, scope_id, prefix, created_at, revoked_at, \
-     strftime('%Y-%m-%dT%H:%M:%fZ', not_after_ms / 1000.0, 'unixepoch'), not_after_ms FROM keys";
+     strftime('%Y-%m-%dT%H:%M:%fZ', not_after_ms / 1000.0, 'unixepoch'), not_after_ms, \
+     rotated_at, successor_id, \
+     strftime('%Y-%m-%dT%H:%M:%fZ', last_used_ms / 1000.0, 'unixepoch'), uses FROM keys";
+const TOKEN_COLUMNS: &str = "SELECT id, name, created_at, revoked_at, digest FROM admin_tokens";
 
 fn scope_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Scope>> {
     let agents: String = row.get(3)?;
@@ -485,16 +680,193 @@ fn scope_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Scope>> {
 }
 
 fn key_from_row(row: &Row<'_>) -> rusqlite::Result<ApiKey> {
+    let revoked_at: Option<String> = row.get(5)?;
+    let not_after_ms: Option<u64> = row.get(7)?;
     Ok(ApiKey {
         id: row.get(0)?,
         name: row.get(1)?,
         scope_id: row.get(2)?,
         prefix: row.get(3)?,
         created_at: row.get(4)?,
-        revoked_at: row.get(5)?,
+        status: KeyStatus::at(revoked_at.is_some(), not_after_ms, audit::now_ms()),
+        revoked_at,
         expires_at: row.get(6)?,
-        not_after_ms: row.get(7)?,
+        not_after_ms,
+        rotated_at: row.get(8)?,
+        successor_id: row.get(9)?,
+        last_used_at: row.get(10)?,
+        uses: row.get(11)?,
     })
+}
+
+fn token_from_row(row: &Row<'_>) -> rusqlite::Result<std::result::Result<AdminToken, String>> {
+    let digest: Vec<u8> = row.get(4)?;
+    let Ok(digest) = <[u8; 32]>::try_from(digest.as_slice()) else {
+        return Ok(Err("an admin token digest is not 32 bytes".to_owned()));
+    };
+    Ok(Ok(AdminToken {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        created_at: row.get(2)?,
+        revoked_at: row.get(3)?,
+        digest,
+    }))
+}
+
+/// The live admin token named `name`.
+fn live_token(conn: &Connection, name: &str, path: &Path) -> Result<Option<AdminToken>> {
+    conn.query_row(
+        &format!("{TOKEN_COLUMNS} WHERE name = ?1 AND revoked_at IS NULL"),
+        [name],
+        token_from_row,
+    )
+    .optional()?
+    .transpose()
+    .map_err(|why| Error::not_a_store(path.display(), why))
+}
+
+/// Inserts a live admin token; a digest used before (even revoked) is
+/// refused, so that a revoked token can never come back.
+fn insert_token(
+    conn: &Connection,
+    name: &str,
+    digest: &[u8; 32],
+    path: &Path,
+) -> Result<AdminToken> {
+    let used: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM admin_tokens WHERE digest = ?1)",
+        [digest.as_slice()],
+        |row| row.get(0),
+    )?;
+    if used {
+        return Err(checks::token_reused());
+    }
+    conn.execute(
+        &format!("INSERT INTO admin_tokens (name, digest, created_at) VALUES (?1, ?2, {NOW})"),
+        params![name, digest.as_slice()],
+    )?;
+    live_token(conn, name, path)?.ok_or_else(|| Error::AdminTokenNotFound(name.to_owned()))
+}
+
+/// Checks the limits and inserts a new key, in a write transaction.
+fn insert_key(
+    tx: &Connection,
+    scope: &ScopeRef,
+    name: &str,
+    not_after: Option<i64>,
+) -> Result<NewKey> {
+    let scope = get_scope(tx, scope)?;
+    let quotas = read_quotas(tx)?;
+    let (live, same_name): (u32, u32) = tx.query_row(
+        "SELECT count(*), count(*) FILTER (WHERE name = ?2) FROM keys \
+         WHERE scope_id = ?1 AND revoked_at IS NULL AND rotated_at IS NULL",
+        params![scope.id, name],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )?;
+    checks::room_for_key(&scope, name, live, same_name, &quotas)?;
+    let secret = KeySecret::generate();
+    let rev = bump(tx, false)?;
+    tx.execute(
+        &format!(
+            "INSERT INTO keys (scope_id, name, digest, prefix, created_at, not_after_ms, rev) \
+             VALUES (?1, ?2, ?3, ?4, {NOW}, ?5, ?6)"
+        ),
+        params![
+            scope.id,
+            name,
+            &secret.digest().0[..],
+            secret.display_prefix(),
+            not_after,
+            rev
+        ],
+    )?;
+    let key = get_key(tx, last_id(tx)?)?;
+    Ok(NewKey { key, secret })
+}
+
+/// Appends `event` to the audit trail, as `actor`, in this transaction.
+fn append(conn: &Connection, actor: &str, event: AuditEvent) -> Result<()> {
+    let head = read_head(conn)?;
+    let entry = audit::seal(head, audit::timestamp(audit::now_ms()), actor, event);
+    let seq = sql_id(entry.seq).ok_or_else(|| Error::invalid("audit entry", "", "out of range"))?;
+    conn.execute(
+        "INSERT INTO audit (seq, at, actor, action, target, before, after, prev, hash) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            seq,
+            entry.at,
+            entry.actor,
+            entry.action,
+            entry.target,
+            entry.before,
+            entry.after,
+            &entry.prev.0[..],
+            &entry.hash.0[..]
+        ],
+    )?;
+    conn.execute(
+        "INSERT INTO audit_head (id, seq, hash) VALUES (1, ?1, ?2) \
+         ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+        params![seq, &entry.hash.0[..]],
+    )?;
+    Ok(())
+}
+
+/// The audit trail's head, if it has one. A head that does not read as one
+/// is returned as hash zero, for `verify` to name.
+fn read_head(conn: &Connection) -> Result<Option<Head>> {
+    Ok(conn
+        .query_row("SELECT seq, hash FROM audit_head WHERE id = 1", [], |row| {
+            let hash: Vec<u8> = row.get(1)?;
+            Ok((
+                row.get::<_, u64>(0)?,
+                Hash::from_slice(&hash).unwrap_or(Hash::GENESIS),
+            ))
+        })
+        .optional()?)
+}
+
+fn read_audit(conn: &Connection, since: Option<&str>, path: &Path) -> Result<AuditTrail> {
+    let mut stmt = conn.prepare(
+        "SELECT seq, at, actor, action, target, before, after, prev, hash FROM audit \
+         WHERE ?1 IS NULL OR at >= ?1 ORDER BY seq",
+    )?;
+    let entries = stmt
+        .query_map([since], |row| {
+            let prev: Vec<u8> = row.get(7)?;
+            let hash: Vec<u8> = row.get(8)?;
+            Ok((
+                AuditEntry {
+                    seq: row.get(0)?,
+                    at: row.get(1)?,
+                    actor: row.get(2)?,
+                    action: row.get(3)?,
+                    target: row.get(4)?,
+                    before: row.get(5)?,
+                    after: row.get(6)?,
+                    prev: Hash::GENESIS,
+                    hash: Hash::GENESIS,
+                },
+                prev,
+                hash,
+            ))
+        })?
+        .map(|row| {
+            let (mut entry, prev, hash) = row?;
+            let bad = || Error::not_a_store(path.display(), "an audit hash is not 32 bytes");
+            entry.prev = Hash::from_slice(&prev).ok_or_else(bad)?;
+            entry.hash = Hash::from_slice(&hash).ok_or_else(bad)?;
+            Ok(entry)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(AuditTrail {
+        entries,
+        head: read_head(conn)?,
+    })
+}
+
+fn signed(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
 }
 
 fn find_scope(conn: &Connection, scope: &ScopeRef) -> Result<Option<Scope>> {
@@ -707,7 +1079,7 @@ fn scope_change(
 }
 
 /// The whole store, rows as they are.
-fn dump(conn: &Connection) -> Result<Dump> {
+fn dump(conn: &Connection, path: &Path) -> Result<Dump> {
     let (revision, catalogue_revision) = read_revision(conn)?;
     let scopes = conn
         .prepare(
@@ -730,7 +1102,8 @@ fn dump(conn: &Connection) -> Result<Dump> {
         .collect::<rusqlite::Result<Vec<_>>>()?;
     let keys = conn
         .prepare(
-            "SELECT id, scope_id, name, digest, prefix, created_at, revoked_at, not_after_ms, rev \
+            "SELECT id, scope_id, name, digest, prefix, created_at, revoked_at, not_after_ms, rev, \
+                    rotated_at, successor_id, last_used_ms, uses \
              FROM keys ORDER BY id",
         )?
         .query_map([], |row| {
@@ -744,6 +1117,10 @@ fn dump(conn: &Connection) -> Result<Dump> {
                 revoked_at: row.get(6)?,
                 not_after_ms: row.get(7)?,
                 rev: row.get(8)?,
+                rotated_at: row.get(9)?,
+                successor_id: row.get(10)?,
+                last_used_ms: row.get(11)?,
+                uses: row.get(12)?,
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -766,13 +1143,22 @@ fn dump(conn: &Connection) -> Result<Dump> {
         .prepare("SELECT name, value FROM settings ORDER BY name")?
         .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    let admin_token = conn
-        .query_row(
-            "SELECT digest, created_at FROM admin_token WHERE id = 1",
-            [],
-            |row| Ok((row.get(0)?, row.get(1)?)),
-        )
-        .optional()?;
+    let admin_tokens = conn
+        .prepare("SELECT id, name, digest, created_at, revoked_at FROM admin_tokens ORDER BY id")?
+        .query_map([], |row| {
+            Ok(AdminTokenRow {
+                id: row.get(0)?,
+                name: row.get(1)?,
+                digest: row.get(2)?,
+                created_at: row.get(3)?,
+                revoked_at: row.get(4)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let AuditTrail {
+        entries: audit,
+        head: audit_head,
+    } = read_audit(conn, None, path)?;
     Ok(Dump {
         revision,
         catalogue_revision,
@@ -781,7 +1167,9 @@ fn dump(conn: &Connection) -> Result<Dump> {
         operations,
         routes,
         settings,
-        admin_token,
+        admin_tokens,
+        audit,
+        audit_head,
     })
 }
 
@@ -813,8 +1201,9 @@ fn restore(conn: &Connection, dump: &Dump, progress: &mut dyn FnMut(u64)) -> Res
         progress(1);
     }
     let mut insert = conn.prepare(
-        "INSERT INTO keys (id, scope_id, name, digest, prefix, created_at, revoked_at, not_after_ms, rev) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        "INSERT INTO keys (id, scope_id, name, digest, prefix, created_at, revoked_at, not_after_ms, rev, \
+                           rotated_at, successor_id, last_used_ms, uses) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
     )?;
     for k in &dump.keys {
         insert.execute(params![
@@ -826,7 +1215,11 @@ fn restore(conn: &Connection, dump: &Dump, progress: &mut dyn FnMut(u64)) -> Res
             k.created_at,
             k.revoked_at,
             k.not_after_ms,
-            k.rev
+            k.rev,
+            k.rotated_at,
+            k.successor_id,
+            k.last_used_ms,
+            k.uses
         ])?;
         progress(1);
     }
@@ -845,11 +1238,36 @@ fn restore(conn: &Connection, dump: &Dump, progress: &mut dyn FnMut(u64)) -> Res
     for (name, value) in &dump.settings {
         insert.execute(params![name, value])?;
     }
-    conn.execute("DELETE FROM admin_token", [])?;
-    if let Some((digest, created_at)) = &dump.admin_token {
+    conn.execute_batch("DELETE FROM admin_tokens; DELETE FROM audit; DELETE FROM audit_head;")?;
+    let mut insert = conn.prepare(
+        "INSERT INTO admin_tokens (id, name, digest, created_at, revoked_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for t in &dump.admin_tokens {
+        insert.execute(params![t.id, t.name, t.digest, t.created_at, t.revoked_at])?;
+    }
+    let mut insert = conn.prepare(
+        "INSERT INTO audit (seq, at, actor, action, target, before, after, prev, hash) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?;
+    for e in &dump.audit {
+        insert.execute(params![
+            sql_id(e.seq),
+            e.at,
+            e.actor,
+            e.action,
+            e.target,
+            e.before,
+            e.after,
+            &e.prev.0[..],
+            &e.hash.0[..]
+        ])?;
+        progress(1);
+    }
+    if let Some((seq, hash)) = dump.audit_head {
         conn.execute(
-            "INSERT INTO admin_token (id, digest, created_at) VALUES (1, ?1, ?2)",
-            params![digest, created_at],
+            "INSERT INTO audit_head (id, seq, hash) VALUES (1, ?1, ?2)",
+            params![sql_id(seq), &hash.0[..]],
         )?;
     }
     conn.execute(

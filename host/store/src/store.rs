@@ -11,14 +11,21 @@
 use keyscope_policy::snapshot::{OperationEntry, SnapshotData};
 use keyscope_policy::{AgentsLevel, Requirement, RouteEntry, RuntimeSet};
 
+use keyscope_keys::usage::KeyUse;
+
+use crate::audit::{AuditEvent, AuditTrail};
 use crate::changes::{Changes, Revisioned};
 use crate::dump::Dump;
 use crate::error::Result;
-use crate::records::{ApiKey, NewKey, Quotas, Scope, ScopeRef, ScopeUpdate};
+use crate::records::{AdminToken, ApiKey, NewKey, Quotas, Scope, ScopeRef, ScopeUpdate};
 
 /// A store of scopes, keys, limits, the operation catalogue and the route
 /// table.
 pub trait Store {
+    /// Who the changes made from now on are audited as: `os:NAME` (the
+    /// default, [`crate::audit::os_user`]) or `admin:NAME`.
+    fn set_actor(&mut self, actor: &str);
+
     /// Creates a scope.
     fn create_scope(
         &mut self,
@@ -108,11 +115,49 @@ pub trait Store {
     /// admin token are replaced. `progress` is told of each row written.
     fn restore(&mut self, dump: &Dump, progress: &mut dyn FnMut(u64)) -> Result<()>;
 
-    /// The SHA-256 of the server's admin token, once one is set.
-    fn admin_token_digest(&self) -> Result<Option<[u8; 32]>>;
+    /// Admin tokens, live and revoked, by id.
+    fn admin_tokens(&self) -> Result<Vec<AdminToken>>;
 
-    /// Sets the SHA-256 of the server's admin token, replacing any other.
-    fn set_admin_token_digest(&mut self, digest: &[u8; 32]) -> Result<()>;
+    /// Adds a named admin token, given as its SHA-256 (the caller shows the
+    /// token once). Refused if a live token has the name.
+    fn create_admin_token(&mut self, name: &str, digest: &[u8; 32]) -> Result<AdminToken>;
+
+    /// Makes `digest` the live token named `name`, revoking any other of
+    /// that name: `keyscope serve --admin-token-file`. Returns whether
+    /// anything changed.
+    fn install_admin_token(&mut self, name: &str, digest: &[u8; 32]) -> Result<bool>;
+
+    /// Revokes the live admin token named `name`: it is refused from its
+    /// next request.
+    fn revoke_admin_token(&mut self, name: &str) -> Result<AdminToken>;
+
+    /// Replaces a key: issues a new one with the same scope, name and
+    /// lifetime, hands the old key (as it now is) and the new one to
+    /// `deliver` before committing (as [`Store::create_key_delivered`] does), and leaves the old one valid
+    /// for `grace_ms` more (0: no more), after which it is denied as
+    /// expired. Refused for a revoked, expired or already rotated key, and
+    /// for a grace over [`crate::MAX_ROTATION_GRACE_MS`]. Returns the old
+    /// key as it now is beside the new one.
+    #[allow(clippy::type_complexity)]
+    fn rotate_key_delivered<T, E>(
+        &mut self,
+        id: u64,
+        grace_ms: u64,
+        deliver: impl FnOnce(&ApiKey, &NewKey) -> std::result::Result<T, E>,
+    ) -> Result<std::result::Result<(T, ApiKey, NewKey), E>>;
+
+    /// Adds counted uses to the keys' figures, in one transaction. Not a
+    /// change to what a snapshot holds (no revision) and not audited.
+    /// Returns how many keys it updated.
+    fn record_usage(&mut self, uses: &[KeyUse]) -> Result<u64>;
+
+    /// Appends an event that is not a store change (a policy swap) to the
+    /// audit trail.
+    fn record_event(&mut self, event: AuditEvent) -> Result<()>;
+
+    /// The audit trail from `since` (a timestamp as the trail writes them;
+    /// `None`: all of it), with its head, read in one transaction.
+    fn audit_trail(&mut self, since: Option<&str>) -> Result<AuditTrail>;
 
     /// The route table, in matching order.
     fn routes(&self) -> Result<Vec<RouteEntry>>;

@@ -37,32 +37,25 @@ pub enum KeyCommand {
         /// The key's id.
         key_id: u64,
     },
+    /// Replace a key: a new key with the same scope and name, shown once;
+    /// the old one stays valid for the grace, then is denied as expired
+    /// (every gateway judges that against its own clock).
+    Rotate {
+        /// The key's id.
+        key_id: u64,
+        /// How long the old key stays valid: `0` (not at all), `90s`, `15m`,
+        /// `1h`, `24h`, at most `7d`.
+        #[arg(long, value_name = "DURATION", value_parser = keyscope_runtime::time::parse_duration_ms)]
+        grace: u64,
+    },
 }
 
-/// `DURATION` as milliseconds: a whole number and a unit (`ms`, `s`, `m`,
-/// `h`, `d`).
+/// A key's lifetime: a duration ([`keyscope_runtime::time::parse_duration_ms`])
+/// that is not zero.
 fn parse_duration_ms(text: &str) -> Result<u64, String> {
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("`{text}` has no unit; say `90s`, `15m`, `12h` or `30d`"))?;
-    let (number, unit) = text.split_at(split);
-    let unit_ms: u64 = match unit {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return Err(format!("unknown unit `{unit}`; use ms, s, m, h or d")),
-    };
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` does not start with a whole number"))?;
-    match number.checked_mul(unit_ms) {
-        Some(0) => {
-            Err("a key that expires at once is never valid; give a positive duration".to_owned())
-        }
-        Some(ms) => Ok(ms),
-        None => Err(format!("`{text}` is too long")),
+    match keyscope_runtime::time::parse_duration_ms(text)? {
+        0 => Err("a key that expires at once is never valid; give a positive duration".to_owned()),
+        ms => Ok(ms),
     }
 }
 
@@ -70,15 +63,30 @@ fn parse_duration_ms(text: &str) -> Result<u64, String> {
 /// place nobody reads (`/dev/null`, or a closed stdout, which Rust's runtime
 /// reopens on `/dev/null`). The error names the failure, not the secret.
 fn deliver(new: &NewKey, out: &Output) -> Result<(), String> {
-    let NewKey { key, secret } = new;
+    let NewKey { key, .. } = new;
+    deliver_as(
+        new,
+        &new.shown(),
+        &format!(
+            "created key {} `{}` in scope {}; the secret below is shown only this once:",
+            key.id, key.name, key.scope_id
+        ),
+        out,
+    )
+}
+
+/// Shows a new key's secret with `note` before it, and `value` as its JSON.
+fn deliver_as(
+    new: &NewKey,
+    value: &impl serde::Serialize,
+    note: &str,
+    out: &Output,
+) -> Result<(), String> {
     if output::stdout_is_dev_null() {
         return Err("stdout is closed or /dev/null, where nobody would see it".to_owned());
     }
-    out.note(&format!(
-        "created key {} `{}` in scope {}; the secret below is shown only this once:",
-        key.id, key.name, key.scope_id
-    ));
-    out.print_flushed(&new.shown(), || secret.expose().to_owned())
+    out.note(note);
+    out.print_flushed(value, || new.secret.expose().to_owned())
         .map_err(|error| match error.kind() {
             std::io::ErrorKind::BrokenPipe => "stdout is a closed pipe".to_owned(),
             _ => format!("writing to stdout: {error}"),
@@ -130,6 +138,33 @@ pub fn run(command: KeyCommand, store: &Location, out: &Output) -> anyhow::Resul
                         .join("\n")
                 }
             })?;
+        }
+        KeyCommand::Rotate { key_id, grace } => {
+            let mut store = Store::open_existing(store)?;
+            let shown = std::cell::Cell::new(false);
+            let rotated = store.rotate_key_delivered(key_id, grace, |old, new| {
+                let until = old.expires_at.as_deref().unwrap_or("?");
+                let note = format!(
+                    "rotated key {} `{}`: it stays valid until {until}; the new key {}'s secret \
+                     below is shown only this once:",
+                    old.id, old.name, new.key.id
+                );
+                let value = serde_json::json!({ "old": old, "new": new.shown() });
+                deliver_as(new, &value, &note, out).inspect(|()| shown.set(true))
+            });
+            let rotated = match rotated {
+                Err(error) if shown.get() => {
+                    return Err(anyhow::Error::new(error).context(
+                        "the key was not rotated, so the secret printed above is not valid",
+                    ));
+                }
+                rotated => rotated?,
+            };
+            if let Err(why) = rotated {
+                anyhow::bail!(
+                    "the new key's secret could not be delivered ({why}); the key was not rotated"
+                );
+            }
         }
         KeyCommand::Revoke { key_id } => {
             let key = Store::open_existing(store)?.revoke_key(key_id)?;

@@ -1,5 +1,7 @@
 //! Argument parsing and dispatch. One file per subcommand group.
 
+mod admin;
+mod audit;
 mod bench;
 mod bundle;
 mod conformance;
@@ -59,7 +61,7 @@ enum Command {
     /// Create, list, show, update and delete API scopes.
     #[command(subcommand)]
     Scope(scope::ScopeCommand),
-    /// Issue, list and revoke API keys.
+    /// Issue, list, rotate and revoke API keys.
     #[command(subcommand)]
     Key(key::KeyCommand),
     /// Export the snapshot the policy component loads.
@@ -76,6 +78,12 @@ enum Command {
     /// The route table: the platform's HTTP API, mapped to operations.
     #[command(subcommand)]
     Route(route::RouteCommand),
+    /// Named admin tokens for the admin API.
+    #[command(subcommand)]
+    Admin(admin::AdminCommand),
+    /// The hash-chained trail of every change: list it, verify it.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
     /// Scopes per app and keys per scope.
     #[command(subcommand)]
     Limits(limits::LimitsCommand),
@@ -94,7 +102,7 @@ enum Command {
     Conformance(conformance::ConformanceArgs),
     /// Serve decisions to Envoy (ext_authz gRPC and HTTP), nginx
     /// (auth_request) and direct callers (/v1/check).
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Run the whole flow in a temporary store, narrated.
     Demo,
 }
@@ -117,13 +125,15 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Policy(command) => policy::run(command, &out),
         Command::Op(command) => op::run(command, &cli.store, &out),
         Command::Route(command) => route::run(command, &cli.store, &out),
+        Command::Admin(command) => admin::run(command, &cli.store, &out),
+        Command::Audit(command) => audit::run(command, &cli.store, &out),
         Command::Limits(command) => limits::run(command, &cli.store, &out),
         Command::Store(command) => store::run(command, &cli.store, &out),
         Command::Bundle(command) => bundle::run(command, &cli.store, &out),
         Command::Fleet(command) => fleet::run(command, &out),
         Command::Bench(args) => bench::run(args, &out),
         Command::Conformance(args) => conformance::run(args, &out),
-        Command::Serve(args) => serve::run(args, &cli.store),
+        Command::Serve(args) => serve::run(*args, &cli.store),
         Command::Demo => demo::run(&out),
     }
 }

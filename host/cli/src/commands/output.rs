@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::Context as _;
 use keyscope_runtime::{Decision, DecisionJson};
-use keyscope_store::{ApiKey, Scope};
+use keyscope_store::{ApiKey, KeyStatus, Scope};
 use serde::Serialize;
 
 /// Where command results go.
@@ -188,16 +188,22 @@ fn runtime_text(scope: &Scope) -> String {
 }
 
 pub fn key_line(key: &ApiKey) -> String {
-    let now = keyscope_runtime::time::now_ms();
-    let state = match (&key.revoked_at, &key.expires_at, key.not_after_ms) {
-        (Some(at), _, _) => format!("revoked {at}"),
-        (None, Some(at), Some(ms)) if ms < now => format!("expired {at}"),
-        (None, Some(at), _) => format!("live, expires {at}"),
-        (None, _, _) => "live".to_owned(),
+    let status = match (key.status, &key.revoked_at, &key.expires_at) {
+        (KeyStatus::Revoked, Some(at), _) => format!("revoked {at}"),
+        (KeyStatus::Expired, _, Some(at)) => format!("expired {at}"),
+        (KeyStatus::Expiring, _, Some(at)) => format!("expiring {at}"),
+        (status, _, _) => status.as_str().to_owned(),
+    };
+    let rotated = key
+        .successor_id
+        .map_or(String::new(), |id| format!(" (rotated to {id})"));
+    let used = match &key.last_used_at {
+        Some(at) => format!("last used {at} ({} uses)", key.uses),
+        None => "never used".to_owned(),
     };
     format!(
-        "{:>4}  {:<24}  scope {:<4}  {}…  created {}  {}",
-        key.id, key.name, key.scope_id, key.prefix, key.created_at, state
+        "{:>4}  {:<24}  scope {:<4}  {}…  created {}  {used}  {status}{rotated}",
+        key.id, key.name, key.scope_id, key.prefix, key.created_at
     )
 }
 

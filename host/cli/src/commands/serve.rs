@@ -36,6 +36,10 @@ pub struct ServeArgs {
     /// How often to check the store for changes, in milliseconds.
     #[arg(long, value_name = "MS")]
     poll_ms: Option<u64>,
+    /// How often counted key uses are written to the store, in
+    /// milliseconds (default 10000): at most one write per key per interval.
+    #[arg(long, value_name = "MS")]
+    usage_flush_ms: Option<u64>,
     /// Async worker threads (default: one per core).
     #[arg(long, value_name = "N")]
     workers: Option<std::num::NonZeroUsize>,
@@ -83,6 +87,9 @@ pub fn run(args: ServeArgs, store: &Location) -> anyhow::Result<ExitCode> {
     config.decision_log = args.decision_log.or(config.decision_log);
     if let Some(poll_ms) = args.poll_ms {
         config.poll_ms = poll_ms;
+    }
+    if let Some(ms) = args.usage_flush_ms {
+        config.usage_flush_ms = ms;
     }
     config.workers = args.workers.or(config.workers);
     let bundles = &mut config.bundles;

@@ -1,34 +1,25 @@
-//! Who may use the admin API: the admin token (stored as its SHA-256,
-//! compared in constant time) and a per-address limit on failed attempts.
+//! Who may use the admin API: a live named admin token (stored as its
+//! SHA-256, compared in constant time, looked up at every request so that a
+//! revoked token is refused at once), and a per-address limit on failed
+//! attempts. The token's name is the actor of the changes it makes.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Mutex, PoisonError};
+
+use keyscope_store::Store as _;
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use rand::distr::{Alphanumeric, SampleString as _};
-use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
-use zeroize::Zeroizing;
+
+use keyscope_keys::admin_token::digest as token_digest;
 
 use super::Admin;
 use super::errors::ApiError;
-
-/// A new admin token: `ksadmin_` and 40 characters from the CSPRNG.
-pub fn generate_token() -> Zeroizing<String> {
-    let mut token = Zeroizing::new(String::from("ksadmin_"));
-    token.push_str(&Alphanumeric.sample_string(&mut rand::rng(), 40));
-    token
-}
-
-/// The SHA-256 of a token, as stored.
-pub fn token_digest(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
-}
 
 /// Failed authentications per client address: a token bucket of
 /// [`FailedLogins::BURST`] failures, refilled one per
@@ -72,6 +63,33 @@ impl FailedLogins {
     }
 }
 
+/// Who made an admin request: `admin:NAME`, the actor in the audit trail.
+#[derive(Debug, Clone)]
+pub(super) struct Actor(pub String);
+
+/// Whom `presented` (a token's digest) names: a live named token of the
+/// store, or on a gateway the one token it was started with.
+fn identify(admin: &Admin, presented: &[u8; 32]) -> Result<Option<Actor>, ApiError> {
+    let Some(store) = &admin.store else {
+        return Ok(admin
+            .gateway_token
+            .filter(|token| bool::from(presented.ct_eq(token)))
+            .map(|_| Actor("admin:admin".to_owned())));
+    };
+    let tokens = store
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .admin_tokens()?;
+    // Every live token is compared, whichever matches.
+    let mut found = None;
+    for token in tokens.iter().filter(|t| t.revoked_at.is_none()) {
+        if bool::from(presented.ct_eq(&token.digest)) {
+            found = Some(Actor(format!("admin:{}", token.name)));
+        }
+    }
+    Ok(found)
+}
+
 pub(super) async fn authenticate(
     State(admin): State<Admin>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -106,11 +124,37 @@ pub(super) async fn authenticate(
         .as_ref()
         .filter(|_| request.uri().path() == "/v1/bundle")
         .map(|bundles| bundles.fleet_token);
-    let valid = presented.is_some_and(|digest| {
-        bool::from(digest.ct_eq(&admin.token))
-            | fleet.is_some_and(|fleet| bool::from(digest.ct_eq(&fleet)))
-    });
-    if valid {
+    // The fleet token first: a gateway's poll never waits on the store,
+    // so bundles keep flowing while the database is down.
+    if presented.is_some_and(|digest| fleet.is_some_and(|fleet| bool::from(digest.ct_eq(&fleet)))) {
+        let mut request = request;
+        request.extensions_mut().insert(Actor("fleet".to_owned()));
+        return next.run(request).await;
+    }
+    let actor = match presented {
+        None => None,
+        Some(digest) => {
+            let looked_up = {
+                let admin = admin.clone();
+                tokio::task::spawn_blocking(move || identify(&admin, &digest)).await
+            };
+            match looked_up {
+                Ok(Ok(actor)) => actor,
+                Ok(Err(error)) => return error.into_response(),
+                Err(_) => {
+                    return ApiError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "internal",
+                        "the admin token could not be checked",
+                    )
+                    .into_response();
+                }
+            }
+        }
+    };
+    if let Some(actor) = actor {
+        let mut request = request;
+        request.extensions_mut().insert(actor);
         return next.run(request).await;
     }
     admin.failures.failed(peer.ip());

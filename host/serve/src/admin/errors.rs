@@ -118,8 +118,12 @@ impl<T: serde::de::DeserializeOwned + Fields, S: Send + Sync> axum::extract::Fro
 /// A store error, as an HTTP status that says whose fault it is.
 fn store_error(err: &StoreError) -> ApiError {
     let status = match err {
-        StoreError::ScopeNotFound(_) | StoreError::KeyNotFound(_) => StatusCode::NOT_FOUND,
+        StoreError::ScopeNotFound(_)
+        | StoreError::KeyNotFound(_)
+        | StoreError::AdminTokenNotFound(_) => StatusCode::NOT_FOUND,
         StoreError::DuplicateScope { .. }
+        | StoreError::NotRotatable { .. }
+        | StoreError::DuplicateAdminToken(_)
         | StoreError::DuplicateKey { .. }
         | StoreError::ScopeLimit { .. }
         | StoreError::KeyLimit { .. }

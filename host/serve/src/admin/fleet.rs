@@ -98,6 +98,18 @@ pub(super) async fn bundle(
             check_digest(what, digest)?;
         }
     }
+    // The gateway's usage since its last poll: checked whole before any of
+    // it is counted.
+    if let Some(report) = headers.get(keyscope_gateway::USAGE_HEADER) {
+        let uses = report
+            .to_str()
+            .map_err(|_| invalid("the usage report is not ASCII".into()))
+            .and_then(|text| {
+                keyscope_keys::usage::KeyUse::parse_report(text)
+                    .map_err(|error| invalid(error.to_string()))
+            })?;
+        admin.authorizer.usage().merge(uses);
+    }
     let have = match (poll.revision, &poll.snapshot, &poll.module) {
         (Some(revision), Some(snapshot), Some(module)) => Some(Have {
             revision,

@@ -15,19 +15,19 @@ use axum::http::{StatusCode, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use keyscope_policy::{AgentsLevel, RuntimeSet};
 use keyscope_store::{AnyStore as Store, ScopeRef, ScopeUpdate, Store as _};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use self::auth::{FailedLogins, authenticate};
-pub use self::auth::{generate_token, token_digest};
+use self::auth::{Actor, FailedLogins, authenticate};
 use self::errors::{ApiError, Body, uniform_errors};
 use crate::authz::Authorizer;
 use crate::bundles::Bundles;
 use crate::config::RequestLimits;
 use crate::refresh::{Refresher, ReloadError};
+pub use keyscope_keys::admin_token::{digest as token_digest, generate as generate_token};
 
 #[derive(Clone)]
 struct Admin {
@@ -35,7 +35,9 @@ struct Admin {
     store: Option<Arc<Mutex<Store>>>,
     refresher: Arc<Refresher>,
     authorizer: Arc<Authorizer>,
-    token: [u8; 32],
+    /// A gateway's one admin token; a server with a store checks its named
+    /// tokens instead.
+    gateway_token: Option<[u8; 32]>,
     failures: Arc<FailedLogins>,
     /// On a control plane: its bundles and fleet.
     bundles: Option<Arc<Bundles>>,
@@ -50,7 +52,7 @@ pub fn router(
     store: Option<Store>,
     refresher: Arc<Refresher>,
     authorizer: Arc<Authorizer>,
-    token: [u8; 32],
+    gateway_token: Option<[u8; 32]>,
     limits: &RequestLimits,
 ) -> Router {
     let admin = Admin {
@@ -58,7 +60,7 @@ pub fn router(
         bundles: refresher.bundles().cloned(),
         refresher,
         authorizer,
-        token,
+        gateway_token,
         failures: Arc::new(FailedLogins::default()),
         // A waiting poll sends nothing: it must answer before the idle
         // timeout closes its connection.
@@ -83,6 +85,9 @@ pub fn router(
         )
         .route("/admin/keys", get(list_keys).post(create_key))
         .route("/admin/keys/{id}/revoke", post(revoke_key))
+        .route("/admin/keys/{id}/rotate", post(rotate_key))
+        .route("/admin/audit", get(audit_trail))
+        .route("/admin/tokens", get(list_tokens))
         .route_layer(timeout(limits.request_timeout()))
         // A bundle poll may wait for a newer state: its deadline is the
         // longest wait plus the request timeout.
@@ -113,6 +118,7 @@ trait Fields {
 /// too, so a response that cannot be built can refuse the change.
 async fn change(
     admin: Admin,
+    actor: Actor,
     apply: impl FnOnce(&mut Store) -> Handled + Send + 'static,
 ) -> Response {
     let result = tokio::task::spawn_blocking(move || {
@@ -123,6 +129,7 @@ async fn change(
                 .ok_or_else(gateway)?
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
+            store.set_actor(&actor.0);
             apply(&mut store)?
         };
         // Committed: a failed rebuild is retried by the store watcher.
@@ -220,10 +227,14 @@ impl Fields for NewScope {
     const FIELDS: &'static str = r#"{"app","name","agents","runtime"}"#;
 }
 
-async fn create_scope(State(admin): State<Admin>, Body(new): Body<NewScope>) -> Handled {
+async fn create_scope(
+    State(admin): State<Admin>,
+    Extension(actor): Extension<Actor>,
+    Body(new): Body<NewScope>,
+) -> Handled {
     let agents: Option<AgentsLevel> = parsed(new.agents.as_deref())?;
     let runtime: Option<RuntimeSet> = parsed(new.runtime.as_deref())?;
-    Ok(change(admin, move |store| {
+    Ok(change(admin, actor, move |store| {
         let scope = store.create_scope(
             &new.app,
             &new.name,
@@ -254,6 +265,7 @@ impl Fields for ScopeChange {
 
 async fn update_scope(
     State(admin): State<Admin>,
+    Extension(actor): Extension<Actor>,
     Path(scope): Path<String>,
     Body(update): Body<ScopeChange>,
 ) -> Handled {
@@ -272,7 +284,7 @@ async fn update_scope(
         agents,
         runtime,
     };
-    Ok(change(admin, move |store| {
+    Ok(change(admin, actor, move |store| {
         Ok(Json(store.update_scope(&scope, &update)?).into_response())
     })
     .await)
@@ -292,11 +304,12 @@ struct Deleted {
 
 async fn delete_scope(
     State(admin): State<Admin>,
+    Extension(actor): Extension<Actor>,
     Path(scope): Path<String>,
     Query(options): Query<DeleteOptions>,
 ) -> Handled {
     let scope = scope_ref(&scope)?;
-    Ok(change(admin, move |store| {
+    Ok(change(admin, actor, move |store| {
         let (deleted, revoked) = store.delete_scope(&scope, options.revoke_keys)?;
         Ok(Json(Deleted {
             deleted,
@@ -331,9 +344,13 @@ impl Fields for NewKeyRequest {
     const FIELDS: &'static str = r#"{"scope","name","not_after_ms"?}"#;
 }
 
-async fn create_key(State(admin): State<Admin>, Body(new): Body<NewKeyRequest>) -> Handled {
+async fn create_key(
+    State(admin): State<Admin>,
+    Extension(actor): Extension<Actor>,
+    Body(new): Body<NewKeyRequest>,
+) -> Handled {
     let scope = scope_ref(&new.scope)?;
-    Ok(change(admin, move |store| {
+    Ok(change(admin, actor, move |store| {
         // The response is built before the key is committed: a key whose
         // secret could not be put in the response is rolled back.
         let built = store.create_key_delivered(&scope, &new.name, new.not_after_ms, |created| {
@@ -356,16 +373,85 @@ async fn create_key(State(admin): State<Admin>, Body(new): Body<NewKeyRequest>) 
     .await)
 }
 
-async fn revoke_key(State(admin): State<Admin>, Path(id): Path<String>) -> Handled {
-    let id: u64 = id.parse().map_err(|_| {
+/// A key id from a path.
+fn key_id(text: &str) -> Result<u64, ApiError> {
+    text.parse().map_err(|_| {
         ApiError::new(
             StatusCode::NOT_FOUND,
             "not-found",
             "no such key: a key id is a number",
         )
-    })?;
-    Ok(change(admin, move |store| {
+    })
+}
+
+async fn revoke_key(
+    State(admin): State<Admin>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+) -> Handled {
+    let id = key_id(&id)?;
+    Ok(change(admin, actor, move |store| {
         Ok(Json(store.revoke_key(id)?).into_response())
+    })
+    .await)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RotateRequest {
+    /// How long the old key stays valid: `0`, `90s`, `15m`, `24h`, `7d`.
+    grace: String,
+}
+
+impl Fields for RotateRequest {
+    const FIELDS: &'static str = r#"{"grace": "0" | "90s" | "15m" | "1h" | "24h" | "7d"}"#;
+}
+
+#[derive(Serialize)]
+struct Rotated<'a> {
+    /// The old key, valid until its `expires_at`.
+    old: &'a keyscope_store::ApiKey,
+    /// The new key, with its secret: shown this once.
+    new: keyscope_store::ShownKey<'a>,
+}
+
+async fn rotate_key(
+    State(admin): State<Admin>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+    Body(request): Body<RotateRequest>,
+) -> Handled {
+    let id = key_id(&id)?;
+    let grace_ms = keyscope_runtime::time::parse_duration_ms(&request.grace).map_err(|why| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-input",
+            format!("grace: {why}"),
+        )
+    })?;
+    Ok(change(admin, actor, move |store| {
+        // As for a new key: the response, secret and all, is built before
+        // the rotation commits.
+        let built = store.rotate_key_delivered(id, grace_ms, |old, new| {
+            serde_json::to_vec(&Rotated {
+                old,
+                new: new.shown(),
+            })
+            .map(Zeroizing::new)
+        })?;
+        let (body, _, _) = built.map_err(|_| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the rotation's response could not be built; the key was not rotated",
+            )
+        })?;
+        Ok((
+            StatusCode::CREATED,
+            [(header::CONTENT_TYPE, "application/json")],
+            body.to_vec(),
+        )
+            .into_response())
     })
     .await)
 }
@@ -410,7 +496,11 @@ struct ReloadRequest {
     path: Option<PathBuf>,
 }
 
-async fn reload_policy(State(admin): State<Admin>, body: axum::body::Bytes) -> Handled {
+async fn reload_policy(
+    State(admin): State<Admin>,
+    Extension(actor): Extension<Actor>,
+    body: axum::body::Bytes,
+) -> Handled {
     let request: ReloadRequest = if body.is_empty() {
         ReloadRequest::default()
     } else {
@@ -418,8 +508,10 @@ async fn reload_policy(State(admin): State<Admin>, body: axum::body::Bytes) -> H
             .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid-input", e.to_string()))?
     };
     let refresher = Arc::clone(&admin.refresher);
-    let result =
-        tokio::task::spawn_blocking(move || refresher.reload_module(request.path.as_deref())).await;
+    let result = tokio::task::spawn_blocking(move || {
+        refresher.reload_module(request.path.as_deref(), &actor.0)
+    })
+    .await;
     match result {
         Ok(Ok(generation)) => Ok(Json(serde_json::json!({
             "generation": generation.number,
@@ -443,4 +535,49 @@ async fn reload_policy(State(admin): State<Admin>, body: axum::body::Bytes) -> H
             "the reload failed",
         )),
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    /// Entries at or after this time (RFC 3339, as the trail writes it).
+    since: Option<String>,
+}
+
+/// The audit trail, or its entries since a time, and whether it verifies.
+async fn audit_trail(State(admin): State<Admin>, Query(query): Query<AuditQuery>) -> Handled {
+    let admin_store = admin.store.clone().ok_or_else(gateway)?;
+    let result = tokio::task::spawn_blocking(move || {
+        let mut store = admin_store.lock().unwrap_or_else(PoisonError::into_inner);
+        let whole = store.audit_trail(None)?;
+        let verified = keyscope_store::audit::verify(&whole);
+        let entries: Vec<_> = match &query.since {
+            None => whole.entries,
+            Some(since) => whole
+                .entries
+                .into_iter()
+                .filter(|entry| entry.at.as_str() >= since.as_str())
+                .collect(),
+        };
+        Ok::<_, ApiError>(serde_json::json!({
+            "verified": verified.is_ok(),
+            "break": verified.err().map(|e| e.to_string()),
+            "entries": entries,
+        }))
+    })
+    .await;
+    match result {
+        Ok(Ok(value)) => Ok(Json(value).into_response()),
+        Ok(Err(err)) => Err(err),
+        Err(_) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the read failed",
+        )),
+    }
+}
+
+/// The named admin tokens (never a token).
+async fn list_tokens(State(admin): State<Admin>) -> Handled {
+    read(admin, |store| store.admin_tokens()).await
 }
