@@ -82,7 +82,7 @@ fn an_expiring_key_is_allowed_before_its_not_after_and_expired_after_it() {
     let (cli_key, earliest, latest) = expiring_key(&s, "cli");
     let listed = s.keyscope(["key", "list"]).output().unwrap();
     assert!(
-        String::from_utf8_lossy(&listed.stdout).contains("live, expires "),
+        String::from_utf8_lossy(&listed.stdout).contains("expiring "),
         "{}",
         String::from_utf8_lossy(&listed.stdout)
     );

@@ -54,7 +54,13 @@ impl Fleet {
 
     /// A gateway following `url`, in a sandbox of its own (no store is
     /// opened there), caching in `cache`.
-    fn gateway(&self, url: &str, id: &str, cache: &Path, extra: &[&str]) -> (Sandbox, Server) {
+    pub(crate) fn gateway(
+        &self,
+        url: &str,
+        id: &str,
+        cache: &Path,
+        extra: &[&str],
+    ) -> (Sandbox, Server) {
         let sandbox = Sandbox::new();
         let mut args = vec![
             "--bundle-url",

@@ -38,6 +38,9 @@ mod golden;
 mod hardening;
 /// Every output and file of a full flow searched for every raw key.
 mod leak;
+/// Rotation with a grace, last-used figures, named admin tokens and the
+/// audit trail, through the CLI, `keyscope serve` and a fleet.
+mod lifecycle;
 /// A real nginx with auth_request in front of keyscope serve.
 mod nginx;
 /// A throwaway PostgreSQL cluster for the tests.

@@ -344,7 +344,10 @@ fn a_copy_to_the_other_backend_builds_the_same_snapshot(backend: &Backend) {
     );
     assert_eq!(copy.revision().unwrap(), store.revision().unwrap());
     let tokens = copy.admin_tokens().unwrap();
-    assert_eq!((tokens[0].name.as_str(), tokens[0].digest), ("alice", [7; 32]));
+    assert_eq!(
+        (tokens[0].name.as_str(), tokens[0].digest),
+        ("alice", [7; 32])
+    );
     // The trail came along, and verifies in the other backend.
     let trail = copy.audit_trail(None).unwrap();
     assert_eq!(

@@ -227,14 +227,20 @@ impl Embedded {
         let mut worker = lock(&self.workers)
             .pop()
             .unwrap_or_else(|| self.live.worker());
+        let now = now_ms();
         let outcome = worker.evaluate_http(&HttpRequest {
             credential,
             method,
             path: &path,
-            now: now_ms(),
+            now,
         });
         lock(&self.workers).push(worker);
         self.decisions.fetch_add(1, Ordering::Relaxed);
+        // Following a control plane, key uses go back to it on the next
+        // poll; a snapshot file has nowhere to send them.
+        if let (Feed::Bundle(gateway), Some(key_id)) = (&self.feed, outcome.decision.key_id) {
+            gateway.usage().record(key_id, now);
+        }
         outcome
     }
 

@@ -37,8 +37,8 @@ pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
         "d" => 86_400_000,
         _ => {
             return Err(format!(
-                "unknown unit in `{}`; use ms, s, m, h or d",
-                shown()
+                "unknown unit `{}`; use ms, s, m, h or d",
+                printable(unit)
             ));
         }
     };

@@ -252,6 +252,7 @@ impl Server {
                     Arc::clone(&refresher),
                     Arc::clone(&authorizer),
                     token.digest,
+                    token.known,
                     &limits,
                 ),
                 limits.clone(),
@@ -323,6 +324,10 @@ struct AdminStarted {
 struct AdminToken {
     digest: Option<[u8; 32]>,
     shown: Option<Zeroizing<String>>,
+    /// The store's named tokens as read at the start: the admin API checks
+    /// read-only requests against them if the database is out of reach
+    /// from the start.
+    known: Vec<keyscope_store::AdminToken>,
 }
 
 /// The name `--admin-token-file` and a generated first token take: the one
@@ -488,11 +493,13 @@ fn admin_token(
                 AdminToken {
                     digest: None,
                     shown: None,
+                    known: store.admin_tokens()?,
                 }
             }
             None => AdminToken {
                 digest: Some(digest),
                 shown: None,
+                known: Vec::new(),
             },
         });
     }
@@ -500,21 +507,25 @@ fn admin_token(
     let digest = admin::token_digest(&token);
     match store {
         Some(store) => {
-            if store.admin_tokens()?.iter().any(|t| t.revoked_at.is_none()) {
+            let known = store.admin_tokens()?;
+            if known.iter().any(|t| t.revoked_at.is_none()) {
                 return Ok(AdminToken {
                     digest: None,
                     shown: None,
+                    known,
                 });
             }
             store.create_admin_token(FIRST_ADMIN_TOKEN, &digest)?;
             Ok(AdminToken {
                 digest: None,
                 shown: Some(token),
+                known: store.admin_tokens()?,
             })
         }
         None => Ok(AdminToken {
             digest: Some(digest),
             shown: Some(token),
+            known: Vec::new(),
         }),
     }
 }

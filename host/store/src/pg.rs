@@ -63,6 +63,23 @@ impl std::fmt::Debug for PostgresStore {
     }
 }
 
+/// The synchronous client closes its connection by blocking on its own
+/// runtime, which panics on a thread that drives an async runtime (a
+/// server's last handle may be dropped there). So the connection is closed
+/// on a thread of its own.
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.get_mut().take() {
+            let closed = std::thread::Builder::new()
+                .name("keyscope-pg-close".to_owned())
+                .spawn(move || drop(client));
+            if let Ok(closing) = closed {
+                let _ = closing.join();
+            }
+        }
+    }
+}
+
 impl PostgresStore {
     /// Connects to the database at `url` and creates or migrates the
     /// store's schema there.

@@ -334,7 +334,8 @@ mod tests {
             "INSERT INTO scopes (app, name, agents, runtime, created_at, updated_at) \
                  VALUES ('acme', 's', 'view', 0, 'then', 'then');
              INSERT INTO keys (scope_id, name, digest, prefix, created_at) \
-                 VALUES (1, 'k', zeroblob(32), 'ks_old', 'then');",
+                 VALUES (1, 'k', zeroblob(32), 'ks_old', 'then');
+             INSERT INTO admin_token (id, digest, created_at) VALUES (1, randomblob(32), 'then');",
         )
         .unwrap();
         conn.pragma_update(None, "application_id", APPLICATION_ID)
@@ -375,5 +376,16 @@ mod tests {
         let changes = store.changes_since(0).unwrap();
         assert_eq!((changes.revision, changes.keys.len()), (1, 1));
         assert!(changes.keys[0].revoked);
+        // The one admin token of old is the live token named `admin`, and
+        // the trail starts with the first change after the migration.
+        let tokens = store.admin_tokens().unwrap();
+        assert_eq!(tokens.len(), 1);
+        assert_eq!(
+            (tokens[0].name.as_str(), tokens[0].revoked_at.as_deref()),
+            ("admin", None)
+        );
+        let trail = store.audit_trail(None).unwrap();
+        assert_eq!(crate::audit::verify(&trail), Ok(1));
+        assert_eq!(trail.entries[0].action, "key.revoke");
     }
 }

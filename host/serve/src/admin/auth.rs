@@ -7,11 +7,11 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Mutex, PoisonError};
 
-use keyscope_store::Store as _;
+use keyscope_store::{Store as _, StoreError};
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq as _;
@@ -69,17 +69,38 @@ pub(super) struct Actor(pub String);
 
 /// Whom `presented` (a token's digest) names: a live named token of the
 /// store, or on a gateway the one token it was started with.
-fn identify(admin: &Admin, presented: &[u8; 32]) -> Result<Option<Actor>, ApiError> {
+fn identify(
+    admin: &Admin,
+    presented: &[u8; 32],
+    read_only: bool,
+) -> Result<Option<Actor>, ApiError> {
     let Some(store) = &admin.store else {
         return Ok(admin
             .gateway_token
             .filter(|token| bool::from(presented.ct_eq(token)))
             .map(|_| Actor("admin:admin".to_owned())));
     };
-    let tokens = store
+    let read = store
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
-        .admin_tokens()?;
+        .admin_tokens();
+    let mut known = admin
+        .known_tokens
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    let tokens = match read {
+        Ok(tokens) => {
+            known.clone_from(&tokens);
+            tokens
+        }
+        // Fail static for reads: while the database is out of reach, a
+        // request that changes nothing (the status, the fleet) is checked
+        // against the tokens last read. A change would need the database
+        // anyway, so it fails closed.
+        Err(StoreError::Unavailable { .. }) if read_only => known.clone(),
+        Err(error) => return Err(error.into()),
+    };
+    drop(known);
     // Every live token is compared, whichever matches.
     let mut found = None;
     for token in tokens.iter().filter(|t| t.revoked_at.is_none()) {
@@ -134,9 +155,10 @@ pub(super) async fn authenticate(
     let actor = match presented {
         None => None,
         Some(digest) => {
+            let read_only = matches!(*request.method(), Method::GET | Method::HEAD);
             let looked_up = {
                 let admin = admin.clone();
-                tokio::task::spawn_blocking(move || identify(&admin, &digest)).await
+                tokio::task::spawn_blocking(move || identify(&admin, &digest, read_only)).await
             };
             match looked_up {
                 Ok(Ok(actor)) => actor,

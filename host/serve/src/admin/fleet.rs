@@ -98,18 +98,6 @@ pub(super) async fn bundle(
             check_digest(what, digest)?;
         }
     }
-    // The gateway's usage since its last poll: checked whole before any of
-    // it is counted.
-    if let Some(report) = headers.get(keyscope_gateway::USAGE_HEADER) {
-        let uses = report
-            .to_str()
-            .map_err(|_| invalid("the usage report is not ASCII".into()))
-            .and_then(|text| {
-                keyscope_keys::usage::KeyUse::parse_report(text)
-                    .map_err(|error| invalid(error.to_string()))
-            })?;
-        admin.authorizer.usage().merge(uses);
-    }
     let have = match (poll.revision, &poll.snapshot, &poll.module) {
         (Some(revision), Some(snapshot), Some(module)) => Some(Have {
             revision,
@@ -123,6 +111,22 @@ pub(super) async fn bundle(
             ));
         }
     };
+    // The gateway's usage since its last poll: checked whole before any of
+    // it is counted.
+    let uses = if let Some(report) = headers.get(keyscope_gateway::USAGE_HEADER) {
+        report
+            .to_str()
+            .map_err(|_| invalid("the usage report is not ASCII".into()))
+            .and_then(|text| {
+                keyscope_keys::usage::KeyUse::parse_report(text)
+                    .map_err(|error| invalid(error.to_string()))
+            })?
+    } else {
+        Vec::new()
+    };
+    // Counted once the poll is known good: a refused poll's report is
+    // kept by the gateway and sent again.
+    admin.authorizer.usage().merge(uses);
     if let (Some(id), Some(have)) = (&poll.gateway, have) {
         bundles.seen(
             id.clone(),

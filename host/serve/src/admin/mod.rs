@@ -38,6 +38,9 @@ struct Admin {
     /// A gateway's one admin token; a server with a store checks its named
     /// tokens instead.
     gateway_token: Option<[u8; 32]>,
+    /// The named tokens as last read, for read-only requests while the
+    /// database is out of reach.
+    known_tokens: Arc<Mutex<Vec<keyscope_store::AdminToken>>>,
     failures: Arc<FailedLogins>,
     /// On a control plane: its bundles and fleet.
     bundles: Option<Arc<Bundles>>,
@@ -53,6 +56,7 @@ pub fn router(
     refresher: Arc<Refresher>,
     authorizer: Arc<Authorizer>,
     gateway_token: Option<[u8; 32]>,
+    known_tokens: Vec<keyscope_store::AdminToken>,
     limits: &RequestLimits,
 ) -> Router {
     let admin = Admin {
@@ -61,6 +65,7 @@ pub fn router(
         refresher,
         authorizer,
         gateway_token,
+        known_tokens: Arc::new(Mutex::new(known_tokens)),
         failures: Arc::new(FailedLogins::default()),
         // A waiting poll sends nothing: it must answer before the idle
         // timeout closes its connection.
