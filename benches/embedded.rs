@@ -3,6 +3,10 @@
 //! calls: headers to credential, a worker from the pool), and the C entry
 //! point `keyscope_decide` itself, as nginx's Lua module calls it.
 //!
+//! Beside them, what counting a key's use costs a decision
+//! (`UsageTally::record`, the last-used figures), alone and with a second
+//! thread counting at the same time.
+//!
 //! `cargo bench -p keyscope-benches --bench embedded`
 
 #![allow(
@@ -109,5 +113,72 @@ fn embedded(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, embedded);
+/// The last-used tally on the decision path: a decision, the same decision
+/// followed by its count, and a count alone and under contention.
+fn usage(c: &mut Criterion) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use keyscope_keys::usage::UsageTally;
+
+    let mut world = world(1_000);
+    let held = world.held.digest();
+    for key in &mut world.data.keys {
+        if key.digest == held {
+            key.not_after = None;
+        }
+    }
+    let mut group = c.benchmark_group("usage");
+    let live = keyscope_runtime::swap::LivePolicy::new(
+        None,
+        &world.data.encode().unwrap(),
+        keyscope_runtime::swap::LiveOptions::default(),
+    )
+    .unwrap();
+    let mut worker = live.worker();
+    let tally = Arc::new(UsageTally::default());
+    let now = keyscope_runtime::time::now_ms();
+    let mut decide = |count: bool| {
+        let outcome = worker.evaluate_http(&HttpRequest {
+            credential: keys::credential(Some(world.held.expose())),
+            method: Method::Get,
+            path: "/api/v2/apps/acme/agents/a1",
+            now,
+        });
+        assert!(outcome.decision.allow);
+        if count {
+            tally.record(outcome.decision.key_id.unwrap(), now);
+        }
+        black_box(outcome)
+    };
+    group.bench_function("decision", |b| b.iter(|| decide(false)));
+    group.bench_function("decision + UsageTally::record", |b| b.iter(|| decide(true)));
+    group.bench_function("UsageTally::record alone", |b| {
+        b.iter(|| tally.record(black_box(7), now));
+    });
+    group.bench_function("UsageTally::record, another thread counting", |b| {
+        b.iter_custom(|iters| {
+            let stop = Arc::new(AtomicBool::new(false));
+            let other = {
+                let (stop, tally) = (Arc::clone(&stop), Arc::clone(&tally));
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        tally.record(8, now);
+                    }
+                })
+            };
+            let started = std::time::Instant::now();
+            for _ in 0..iters {
+                tally.record(black_box(7), now);
+            }
+            let took = started.elapsed();
+            stop.store(true, Ordering::Relaxed);
+            other.join().unwrap();
+            took
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, embedded, usage);
 criterion_main!(benches);

@@ -471,7 +471,7 @@ fn a_revocation_reaches_both_workers_through_the_fleets_bundle_url() {
     let fleet = crate::fleet::Fleet::new();
     fleet.sandbox.scope("acme", "viewer", "view", "");
     let (key_id, key) = fleet.sandbox.key("acme/viewer", "viewer");
-    let control_plane = fleet.control_plane(&[]);
+    let control_plane = fleet.control_plane(&["--usage-flush-ms", "200"]);
     let prefix = Prefix::new(
         &fleet.sandbox,
         &format!(
@@ -523,6 +523,12 @@ fn a_revocation_reaches_both_workers_through_the_fleets_bundle_url() {
         last["gateways"].as_array().is_some_and(|gateways| {
             gateways.len() == 2 && gateways.iter().all(|g| g["current"] == true)
         })
+    });
+    // The allowed request's use went back to the control plane in the
+    // poll that followed the revocation's bundle.
+    wait_until(60, "the workers' key use in the store", || {
+        let keys = fleet.sandbox.json(["key", "list"]);
+        keys[0]["uses"].as_u64().unwrap() >= 1 && keys[0]["last_used_at"].is_string()
     });
     no_key_in(&prefix.error_log(), &[&key], "nginx's error log");
 }
