@@ -129,12 +129,14 @@ fn usage(c: &mut Criterion) {
         }
     }
     let mut group = c.benchmark_group("usage");
-    let live = keyscope_runtime::swap::LivePolicy::new(
-        None,
-        &world.data.encode().unwrap(),
-        keyscope_runtime::swap::LiveOptions::default(),
-    )
-    .unwrap();
+    let live = Arc::new(
+        keyscope_runtime::swap::LivePolicy::new(
+            None,
+            &world.data.encode().unwrap(),
+            keyscope_runtime::swap::LiveOptions::default(),
+        )
+        .unwrap(),
+    );
     let mut worker = live.worker();
     let tally = Arc::new(UsageTally::default());
     let now = keyscope_runtime::time::now_ms();
