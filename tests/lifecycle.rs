@@ -342,29 +342,6 @@ fn a_gateway_reports_its_uses_to_the_control_plane_on_its_poll() {
     assert_eq!(fleet.sandbox.json(["key", "list"])[0]["uses"], 25);
 }
 
-/// The admin API as the named token `token` sees it.
-fn admin_as(
-    server: &Server,
-    token: &str,
-    method: &str,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let request = ureq::http::Request::builder()
-        .method(method)
-        .uri(server.admin_url(path))
-        .header("authorization", format!("Bearer {token}"))
-        .header("content-type", "application/json")
-        .body(body.map(|b| b.to_string()).unwrap_or_default())
-        .unwrap();
-    let mut response = http_client().run(request).unwrap();
-    let status = response.status().as_u16();
-    (
-        status,
-        response.body_mut().read_json().unwrap_or(Value::Null),
-    )
-}
-
 #[test]
 fn a_revoked_admin_token_is_refused_at_once_and_its_changes_name_it() {
     let s = Sandbox::new();
@@ -391,21 +368,20 @@ fn a_revoked_admin_token_is_refused_at_once_and_its_changes_name_it() {
         .code(2)
         .stderr(predicates::str::contains("already named `alice`"));
 
-    let (status, scope) = admin_as(
-        &server,
+    let (status, scope) = server.admin_as(
         &token,
         "POST",
         "/admin/scopes",
         Some(json!({ "app": "acme", "name": "by-alice", "agents": "view" })),
     );
     assert_eq!(status, 201, "{scope}");
-    let (status, _) = admin_as(&server, &token, "GET", "/admin/tokens", None);
+    let (status, _) = server.admin_as(&token, "GET", "/admin/tokens", None);
     assert_eq!(status, 200);
 
     s.keyscope(["admin", "token", "revoke", "alice"])
         .assert()
         .success();
-    let (status, body) = admin_as(&server, &token, "GET", "/admin/scopes", None);
+    let (status, body) = server.admin_as(&token, "GET", "/admin/scopes", None);
     assert_eq!(status, 401, "a revoked token on its next request: {body}");
     // The server's own token still works.
     assert_eq!(server.admin("GET", "/admin/scopes", None).0, 200);
@@ -442,6 +418,14 @@ fn a_revoked_admin_token_is_refused_at_once_and_its_changes_name_it() {
     assert_eq!(created["after"]["name"], "by-alice", "{created}");
     assert_eq!(created["before"], Value::Null);
     assert!(!serde_json::to_string(&trail).unwrap().contains(&token));
+    // The same trail through the admin API, verified, and from a time on.
+    let (status, body) = server.admin("GET", "/admin/audit", None);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["verified"], true, "{body}");
+    assert_eq!(body["entries"].as_array().unwrap().len(), entries.len());
+    let since = entries.last().unwrap()["at"].as_str().unwrap();
+    let (_, recent) = server.admin("GET", &format!("/admin/audit?since={since}"), None);
+    assert_eq!(recent["entries"][0]["action"], "admin-token.revoke", "{recent}");
 }
 
 /// A scripted series of changes by the CLI and one module swap by the

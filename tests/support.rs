@@ -343,10 +343,21 @@ impl Server {
         path: &str,
         body: Option<serde_json::Value>,
     ) -> (u16, serde_json::Value) {
+        self.admin_as(&self.admin_token, method, path, body)
+    }
+
+    /// An admin API call with `token`.
+    pub fn admin_as(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
         let request = ureq::http::Request::builder()
             .method(method)
             .uri(self.admin_url(path))
-            .header("authorization", format!("Bearer {}", self.admin_token))
+            .header("authorization", format!("Bearer {token}"))
             .header("content-type", "application/json")
             .body(body.map(|b| b.to_string()).unwrap_or_default())
             .unwrap();

@@ -30,6 +30,7 @@ mod checks;
 pub mod copy;
 mod dump;
 mod error;
+mod events;
 pub mod fault;
 mod location;
 mod pg;

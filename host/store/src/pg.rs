@@ -226,7 +226,7 @@ impl Store for PostgresStore {
             append(
                 tx,
                 &self.actor,
-                AuditEvent::new("scope.create", format!("scope:{id}")).after(&scope),
+                AuditEvent::scope_created(&scope),
             )?;
             Ok(scope)
         })
@@ -281,13 +281,7 @@ impl Store for PostgresStore {
                 ],
             )?;
             let scope = get_scope(tx, &ScopeRef::Id(current.id))?;
-            append(
-                tx,
-                &self.actor,
-                AuditEvent::new("scope.update", format!("scope:{}", current.id))
-                    .before(&current)
-                    .after(&scope),
-            )?;
+            append(tx, &self.actor, AuditEvent::scope_updated(&current, &scope))?;
             fault::pause(fault::Pause::InTransaction);
             Ok(scope)
         })
@@ -329,11 +323,7 @@ impl Store for PostgresStore {
             append(
                 tx,
                 &self.actor,
-                AuditEvent::new("scope.delete", format!("scope:{}", current.id))
-                    .before(&current)
-                    .after(&serde_json::json!({
-                        "revoked_keys": revoked.iter().map(|key| key.id).collect::<Vec<_>>(),
-                    })),
+                AuditEvent::scope_deleted(&current, &revoked),
             )?;
             Ok((current.clone(), revoked))
         })
@@ -357,12 +347,7 @@ impl Store for PostgresStore {
             let (tx, created) = loop {
                 let mut tx = begin_write(client)?;
                 let inserted = insert_key(&mut tx, scope, name, not_after).and_then(|created| {
-                    append(
-                        &mut tx,
-                        &actor,
-                        AuditEvent::new("key.create", format!("key:{}", created.key.id))
-                            .after(&created.key),
-                    )?;
+                    append(&mut tx, &actor, AuditEvent::key_created(&created.key))?;
                     Ok(created)
                 });
                 match inserted {
@@ -416,13 +401,7 @@ impl Store for PostgresStore {
                     &[&id_sql, &rev],
                 )?;
                 let after = get_key(tx, id)?;
-                append(
-                    tx,
-                    &self.actor,
-                    AuditEvent::new("key.revoke", format!("key:{id}"))
-                        .before(&before)
-                        .after(&after),
-                )?;
+                append(tx, &self.actor, AuditEvent::key_revoked(&before, &after))?;
             }
             get_key(tx, id)
         })
@@ -447,13 +426,7 @@ impl Store for PostgresStore {
                 )?;
             }
             let after = read_quotas(tx)?;
-            append(
-                tx,
-                &self.actor,
-                AuditEvent::new("limits.set", "limits")
-                    .before(&before)
-                    .after(&after),
-            )?;
+            append(tx, &self.actor, AuditEvent::limits_set(&before, &after))?;
             Ok(after)
         })
     }
@@ -476,12 +449,11 @@ impl Store for PostgresStore {
                 name: name.to_owned(),
                 requires,
             };
-            let mut event =
-                AuditEvent::new("operation.set", format!("operation:{name}")).after(&entry);
-            if let Some(before) = &before {
-                event = event.before(before);
-            }
-            append(tx, &self.actor, event)?;
+            append(
+                tx,
+                &self.actor,
+                AuditEvent::operation_set(before.as_ref(), &entry),
+            )?;
             Ok(entry)
         })
     }
@@ -494,11 +466,7 @@ impl Store for PostgresStore {
             };
             tx.execute("DELETE FROM operations WHERE name = $1", &[&name])?;
             bump(tx, true)?;
-            append(
-                tx,
-                &self.actor,
-                AuditEvent::new("operation.remove", format!("operation:{name}")).before(&before),
-            )?;
+            append(tx, &self.actor, AuditEvent::operation_removed(&before))?;
             Ok(())
         })
     }
@@ -604,11 +572,7 @@ impl Store for PostgresStore {
                 return Err(Error::DuplicateAdminToken(name.to_owned()));
             }
             let token = insert_token(tx, name, digest, &self.url)?;
-            append(
-                tx,
-                &self.actor,
-                AuditEvent::new("admin-token.create", format!("admin-token:{name}")).after(&token),
-            )?;
+            append(tx, &self.actor, AuditEvent::admin_token_created(&token))?;
             Ok(token)
         })
     }
@@ -627,12 +591,11 @@ impl Store for PostgresStore {
                 )?;
             }
             let token = insert_token(tx, name, digest, &self.url)?;
-            let mut event =
-                AuditEvent::new("admin-token.install", format!("admin-token:{name}")).after(&token);
-            if let Some(before) = &before {
-                event = event.before(before);
-            }
-            append(tx, &self.actor, event)?;
+            append(
+                tx,
+                &self.actor,
+                AuditEvent::admin_token_installed(before.as_ref(), &token),
+            )?;
             Ok(true)
         })
     }
@@ -653,9 +616,7 @@ impl Store for PostgresStore {
             append(
                 tx,
                 &self.actor,
-                AuditEvent::new("admin-token.revoke", format!("admin-token:{name}"))
-                    .before(&before)
-                    .after(&after),
+                AuditEvent::admin_token_revoked(&before, &after),
             )?;
             Ok(after)
         })
@@ -740,12 +701,11 @@ impl Store for PostgresStore {
                  ON CONFLICT (method, pattern) DO UPDATE SET op = excluded.op",
                 &[&method, &pattern, &op],
             )?;
-            let mut event =
-                AuditEvent::new("route.set", format!("route:{method} {pattern}")).after(&route);
-            if let Some(before) = &before {
-                event = event.before(before);
-            }
-            append(tx, &self.actor, event)?;
+            append(
+                tx,
+                &self.actor,
+                AuditEvent::route_set(before.as_ref(), &route),
+            )?;
             Ok(route.clone())
         })
     }
@@ -763,11 +723,11 @@ impl Store for PostgresStore {
                 return Err(checks::no_route(method, pattern));
             }
             bump(tx, true)?;
-            let mut event = AuditEvent::new("route.remove", format!("route:{method} {pattern}"));
-            if let Some(before) = &before {
-                event = event.before(before);
-            }
-            append(tx, &self.actor, event)?;
+            append(
+                tx,
+                &self.actor,
+                AuditEvent::route_removed(method, pattern, before.as_ref()),
+            )?;
             Ok(())
         })
     }
@@ -1047,9 +1007,7 @@ fn rotate(
     append(
         tx,
         actor,
-        AuditEvent::new("key.rotate", format!("key:{id}"))
-            .before(&old)
-            .after(&serde_json::json!({ "old": &rotated, "new": &created.key })),
+        AuditEvent::key_rotated(&old, &rotated, &created.key),
     )?;
     Ok((rotated, created))
 }

@@ -107,11 +107,7 @@ impl Store for SqliteStore {
         )?;
         let id = last_id(&tx)?;
         let scope = get_scope(&tx, &ScopeRef::Id(id))?;
-        append(
-            &tx,
-            actor,
-            AuditEvent::new("scope.create", format!("scope:{id}")).after(&scope),
-        )?;
+        append(&tx, actor, AuditEvent::scope_created(&scope))?;
         tx.commit()?;
         Ok(scope)
     }
@@ -159,13 +155,7 @@ impl Store for SqliteStore {
             ],
         )?;
         let scope = get_scope(&tx, &ScopeRef::Id(current.id))?;
-        append(
-            &tx,
-            actor,
-            AuditEvent::new("scope.update", format!("scope:{}", current.id))
-                .before(&current)
-                .after(&scope),
-        )?;
+        append(&tx, actor, AuditEvent::scope_updated(&current, &scope))?;
         fault::pause(fault::Pause::InTransaction);
         tx.commit()?;
         fault::pause(fault::Pause::Committed);
@@ -205,15 +195,7 @@ impl Store for SqliteStore {
             .iter()
             .map(|key| get_key(&tx, key.id))
             .collect::<Result<Vec<_>>>()?;
-        append(
-            &tx,
-            actor,
-            AuditEvent::new("scope.delete", format!("scope:{}", current.id))
-                .before(&current)
-                .after(&serde_json::json!({
-                    "revoked_keys": revoked.iter().map(|key| key.id).collect::<Vec<_>>(),
-                })),
-        )?;
+        append(&tx, actor, AuditEvent::scope_deleted(&current, &revoked))?;
         tx.commit()?;
         Ok((current, revoked))
     }
@@ -230,11 +212,7 @@ impl Store for SqliteStore {
         fault::pause(fault::Pause::BeforeTransaction);
         let (tx, actor) = self.write()?;
         let created = insert_key(&tx, scope, name, not_after)?;
-        append(
-            &tx,
-            actor,
-            AuditEvent::new("key.create", format!("key:{}", created.key.id)).after(&created.key),
-        )?;
+        append(&tx, actor, AuditEvent::key_created(&created.key))?;
         fault::pause(fault::Pause::InTransaction);
         let delivered = match deliver(&created) {
             Ok(delivered) => delivered,
@@ -273,13 +251,7 @@ impl Store for SqliteStore {
                 params![id_sql, rev],
             )?;
             let after = get_key(&tx, id)?;
-            append(
-                &tx,
-                actor,
-                AuditEvent::new("key.revoke", format!("key:{id}"))
-                    .before(&before)
-                    .after(&after),
-            )?;
+            append(&tx, actor, AuditEvent::key_revoked(&before, &after))?;
         }
         let key = get_key(&tx, id)?;
         tx.commit()?;
@@ -302,13 +274,7 @@ impl Store for SqliteStore {
         upsert.execute(params!["keys_per_scope", quotas.keys_per_scope])?;
         drop(upsert);
         let quotas = read_quotas(&tx)?;
-        append(
-            &tx,
-            actor,
-            AuditEvent::new("limits.set", "limits")
-                .before(&before)
-                .after(&quotas),
-        )?;
+        append(&tx, actor, AuditEvent::limits_set(&before, &quotas))?;
         tx.commit()?;
         Ok(quotas)
     }
@@ -331,11 +297,11 @@ impl Store for SqliteStore {
             name: name.to_owned(),
             requires,
         };
-        let mut event = AuditEvent::new("operation.set", format!("operation:{name}")).after(&entry);
-        if let Some(before) = &before {
-            event = event.before(before);
-        }
-        append(&tx, actor, event)?;
+        append(
+            &tx,
+            actor,
+            AuditEvent::operation_set(before.as_ref(), &entry),
+        )?;
         tx.commit()?;
         Ok(entry)
     }
@@ -348,11 +314,7 @@ impl Store for SqliteStore {
         };
         tx.execute("DELETE FROM operations WHERE name = ?1", [name])?;
         bump(&tx, true)?;
-        append(
-            &tx,
-            actor,
-            AuditEvent::new("operation.remove", format!("operation:{name}")).before(&before),
-        )?;
+        append(&tx, actor, AuditEvent::operation_removed(&before))?;
         tx.commit()?;
         Ok(())
     }
@@ -457,11 +419,7 @@ impl Store for SqliteStore {
             return Err(Error::DuplicateAdminToken(name.to_owned()));
         }
         let token = insert_token(&tx, name, digest, &path)?;
-        append(
-            &tx,
-            actor,
-            AuditEvent::new("admin-token.create", format!("admin-token:{name}")).after(&token),
-        )?;
+        append(&tx, actor, AuditEvent::admin_token_created(&token))?;
         tx.commit()?;
         Ok(token)
     }
@@ -481,12 +439,11 @@ impl Store for SqliteStore {
             )?;
         }
         let token = insert_token(&tx, name, digest, &path)?;
-        let mut event =
-            AuditEvent::new("admin-token.install", format!("admin-token:{name}")).after(&token);
-        if let Some(before) = &before {
-            event = event.before(before);
-        }
-        append(&tx, actor, event)?;
+        append(
+            &tx,
+            actor,
+            AuditEvent::admin_token_installed(before.as_ref(), &token),
+        )?;
         tx.commit()?;
         Ok(true)
     }
@@ -508,13 +465,7 @@ impl Store for SqliteStore {
                 token_from_row,
             )?
             .map_err(|why| Error::not_a_store(path.display(), why))?;
-        append(
-            &tx,
-            actor,
-            AuditEvent::new("admin-token.revoke", format!("admin-token:{name}"))
-                .before(&before)
-                .after(&after),
-        )?;
+        append(&tx, actor, AuditEvent::admin_token_revoked(&before, &after))?;
         tx.commit()?;
         Ok(after)
     }
@@ -548,9 +499,7 @@ impl Store for SqliteStore {
         append(
             &tx,
             actor,
-            AuditEvent::new("key.rotate", format!("key:{id}"))
-                .before(&old)
-                .after(&serde_json::json!({ "old": &rotated, "new": &created.key })),
+            AuditEvent::key_rotated(&old, &rotated, &created.key),
         )?;
         fault::pause(fault::Pause::InTransaction);
         let delivered = match deliver(&rotated, &created) {
@@ -620,12 +569,7 @@ impl Store for SqliteStore {
              ON CONFLICT (method, pattern) DO UPDATE SET op = excluded.op",
             params![method, pattern, op],
         )?;
-        let mut event =
-            AuditEvent::new("route.set", format!("route:{method} {pattern}")).after(&route);
-        if let Some(before) = &before {
-            event = event.before(before);
-        }
-        append(&tx, actor, event)?;
+        append(&tx, actor, AuditEvent::route_set(before.as_ref(), &route))?;
         tx.commit()?;
         Ok(route)
     }
@@ -643,11 +587,11 @@ impl Store for SqliteStore {
             return Err(checks::no_route(method, pattern));
         }
         bump(&tx, true)?;
-        let mut event = AuditEvent::new("route.remove", format!("route:{method} {pattern}"));
-        if let Some(before) = &before {
-            event = event.before(before);
-        }
-        append(&tx, actor, event)?;
+        append(
+            &tx,
+            actor,
+            AuditEvent::route_removed(method, pattern, before.as_ref()),
+        )?;
         tx.commit()?;
         Ok(())
     }

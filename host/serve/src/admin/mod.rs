@@ -163,16 +163,16 @@ async fn change(
 /// Reads the store off the executor.
 async fn read<T: Serialize + Send + 'static>(
     admin: Admin,
-    get: impl FnOnce(&Store) -> keyscope_store::Result<T> + Send + 'static,
+    get: impl FnOnce(&mut Store) -> keyscope_store::Result<T> + Send + 'static,
 ) -> Handled {
     let result = tokio::task::spawn_blocking(move || {
-        let store = admin
+        let mut store = admin
             .store
             .as_ref()
             .ok_or_else(gateway)?
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        get(&store).map_err(ApiError::from)
+        get(&mut store).map_err(ApiError::from)
     })
     .await;
     match result {
@@ -549,37 +549,25 @@ struct AuditQuery {
     since: Option<String>,
 }
 
-/// The audit trail, or its entries since a time, and whether it verifies.
+/// The audit trail, or its entries since a time, and whether the whole
+/// trail verifies.
 async fn audit_trail(State(admin): State<Admin>, Query(query): Query<AuditQuery>) -> Handled {
-    let admin_store = admin.store.clone().ok_or_else(gateway)?;
-    let result = tokio::task::spawn_blocking(move || {
-        let mut store = admin_store.lock().unwrap_or_else(PoisonError::into_inner);
+    read(admin, move |store| {
         let whole = store.audit_trail(None)?;
         let verified = keyscope_store::audit::verify(&whole);
-        let entries: Vec<_> = match &query.since {
-            None => whole.entries,
-            Some(since) => whole
-                .entries
-                .into_iter()
-                .filter(|entry| entry.at.as_str() >= since.as_str())
-                .collect(),
-        };
-        Ok::<_, ApiError>(serde_json::json!({
+        let since = query.since.unwrap_or_default();
+        let entries: Vec<_> = whole
+            .entries
+            .into_iter()
+            .filter(|entry| entry.at >= since)
+            .collect();
+        Ok(serde_json::json!({
             "verified": verified.is_ok(),
             "break": verified.err().map(|e| e.to_string()),
             "entries": entries,
         }))
     })
-    .await;
-    match result {
-        Ok(Ok(value)) => Ok(Json(value).into_response()),
-        Ok(Err(err)) => Err(err),
-        Err(_) => Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "the read failed",
-        )),
-    }
+    .await
 }
 
 /// The named admin tokens (never a token).
