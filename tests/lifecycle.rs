@@ -235,8 +235,8 @@ fn last_used_appears_after_traffic_and_ten_thousand_requests_cost_a_handful_of_w
     s.scope("acme", "viewer", "view", "");
     let (busy_id, busy) = s.key("acme/viewer", "busy");
     s.key("acme/viewer", "idle");
-    let interval = Duration::from_secs(1);
-    let server = s.serve(&["--usage-flush-ms", "1000"]);
+    let interval = Duration::from_secs(2);
+    let server = s.serve(&["--usage-flush-ms", "2000"]);
     let listed = String::from_utf8(s.keyscope(["key", "list"]).output().unwrap().stdout).unwrap();
     assert_eq!(listed.matches("never used").count(), 2, "{listed}");
 
