@@ -425,7 +425,10 @@ fn a_revoked_admin_token_is_refused_at_once_and_its_changes_name_it() {
     assert_eq!(body["entries"].as_array().unwrap().len(), entries.len());
     let since = entries.last().unwrap()["at"].as_str().unwrap();
     let (_, recent) = server.admin("GET", &format!("/admin/audit?since={since}"), None);
-    assert_eq!(recent["entries"][0]["action"], "admin-token.revoke", "{recent}");
+    assert_eq!(
+        recent["entries"][0]["action"], "admin-token.revoke",
+        "{recent}"
+    );
 }
 
 /// A scripted series of changes by the CLI and one module swap by the
