@@ -77,6 +77,11 @@ fn watch_grace(server: &Server, old: &str, new: &str, earliest: u64, latest: u64
         }
         if reason == "expired-key" {
             assert!(answered > earliest, "expired early: {old_answer}");
+            eprintln!(
+                "old key allowed {inside} times inside its grace; denied as expired {} ms after \
+                 the latest its deadline could be",
+                answered.saturating_sub(latest)
+            );
             return inside;
         }
         assert_eq!(reason, "allowed", "{old_answer}");
