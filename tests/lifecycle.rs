@@ -434,6 +434,26 @@ fn a_revoked_admin_token_is_refused_at_once_and_its_changes_name_it() {
         recent["entries"][0]["action"], "admin-token.revoke",
         "{recent}"
     );
+    // The server's own token, revoked, does not come back at a restart.
+    let mut server = server;
+    assert!(server.stop().success());
+    s.keyscope(["admin", "token", "revoke", "admin"])
+        .assert()
+        .success();
+    s.keyscope([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+    ])
+    .arg("--admin-token-file")
+    .arg(s.path("admin-token"))
+    .assert()
+    .code(2)
+    .stderr(predicates::str::contains(
+        "a revoked token never comes back",
+    ));
 }
 
 /// A scripted series of changes by the CLI and one module swap by the

@@ -186,9 +186,5 @@ pub(crate) fn rotatable(key: &ApiKey, grace_ms: u64, now_ms: u64) -> Result<i64>
 
 /// A token whose digest was ever stored, even revoked, is never taken again.
 pub(crate) fn token_reused() -> Error {
-    Error::invalid(
-        "admin token",
-        "",
-        "this token was used before (it may have been revoked); make a new one",
-    )
+    Error::AdminTokenReused
 }

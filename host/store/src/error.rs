@@ -69,6 +69,11 @@ pub enum StoreError {
     /// No live admin token has this name.
     #[error("no live admin token named `{0}`")]
     AdminTokenNotFound(String),
+    /// An admin token whose digest was stored before (and maybe revoked).
+    #[error(
+        "this admin token was used before, and may have been revoked: a revoked token never comes back; make a new one"
+    )]
+    AdminTokenReused,
     /// A live admin token already has this name.
     #[error("a live admin token is already named `{0}`; revoke it first, or choose another name")]
     DuplicateAdminToken(String),
@@ -183,7 +188,8 @@ impl StoreError {
             | Self::KeyLimit { .. }
             | Self::ScopeHasLiveKeys { .. }
             | Self::NotRotatable { .. }
-            | Self::DuplicateAdminToken(_) => "conflict",
+            | Self::DuplicateAdminToken(_)
+            | Self::AdminTokenReused => "conflict",
             Self::Invalid { .. } | Self::UnknownName(_) => "invalid-input",
         }
     }

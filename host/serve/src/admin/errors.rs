@@ -124,6 +124,7 @@ fn store_error(err: &StoreError) -> ApiError {
         StoreError::DuplicateScope { .. }
         | StoreError::NotRotatable { .. }
         | StoreError::DuplicateAdminToken(_)
+        | StoreError::AdminTokenReused
         | StoreError::DuplicateKey { .. }
         | StoreError::ScopeLimit { .. }
         | StoreError::KeyLimit { .. }
