@@ -498,6 +498,8 @@ fn the_demo_runs_the_whole_flow() {
         "deny: malformed-key",
         "deny: unknown-key",
         "deny: missing-key",
+        "$ keyscope key rotate 2 --grace 24h",
+        "the audit trail verifies: 6 entries, by os:",
     ] {
         assert!(text.contains(expected), "the demo never shows `{expected}`");
     }

@@ -174,6 +174,47 @@ pub fn run(out: &Output) -> anyhow::Result<ExitCode> {
     demo.eval("web", Some(web.expose()), APP, "agents.list")?;
     demo.eval("cli", Some(cli.expose()), APP, "agents.list")?;
 
+    demo.say(
+        "Rotate key `cli` with a day's grace: the old and the new key both work until the \
+         grace ends, then the old one is denied as expired.",
+    )?;
+    let cli_id = demo
+        .store
+        .list_keys(Some(&scope_ref))?
+        .into_iter()
+        .find(|key| key.name == "cli" && key.revoked_at.is_none())
+        .map(|key| key.id)
+        .context("the demo's `cli` key is missing")?;
+    demo.command(&format!("key rotate {cli_id} --grace 24h"))?;
+    let (_, old, new) = demo
+        .store
+        .rotate_key_delivered(cli_id, 86_400_000, |_, _| {
+            Ok::<_, std::convert::Infallible>(())
+        })?
+        .map_err(|never| match never {})?;
+    out.narrate(&format!(
+        "   key {} `cli` is valid until {}; its successor is key {}: {}…",
+        old.id,
+        old.expires_at.as_deref().unwrap_or("?"),
+        new.key.id,
+        new.secret.display_prefix()
+    ))?;
+    demo.refresh()?;
+    demo.eval("cli (old)", Some(cli.expose()), APP, "agents.list")?;
+    demo.eval("cli (new)", Some(new.secret.expose()), APP, "agents.list")?;
+
+    demo.say("Every change above is in the audit trail, each entry chained to the last.")?;
+    demo.command("audit verify")?;
+    let trail = demo.store.audit_trail(None)?;
+    let count = keyscope_store::audit::verify(&trail)?;
+    out.narrate(&format!(
+        "   the audit trail verifies: {count} entries, by {}",
+        trail
+            .entries
+            .first()
+            .map_or("nobody", |entry| entry.actor.as_str())
+    ))?;
+
     out.narrate(
         "\nDone. The temporary store is removed; try the same with `keyscope --store my.db ...`.",
     )?;
