@@ -32,11 +32,11 @@ use zeroize::Zeroizing;
 
 use crate::staleness::Staleness;
 
-/// The largest bundle a gateway downloads.
 /// The poll's header that carries a usage report
 /// ([`keyscope_keys::usage::KeyUse::report`]).
 pub const USAGE_HEADER: &str = "keyscope-usage";
 
+/// The largest bundle a gateway downloads.
 const MAX_BUNDLE_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 
 /// How a gateway follows its bundles.
