@@ -90,6 +90,10 @@ impl<T: serde::de::DeserializeOwned + Fields, S: Send + Sync> axum::extract::Fro
             .and_then(|value| value.split(';').next())
             .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
         if !json {
+            // Read first (within the body limit), then refuse: a connection
+            // closed with request bytes still unread is reset by the kernel,
+            // and the reset can destroy this answer on its way to the client.
+            let _ = axum::body::Bytes::from_request(request, state).await;
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported-media-type",
