@@ -111,11 +111,11 @@ impl Authorizer {
     /// policy, or a failing one, the answer is a deny.
     pub fn decide(&self, front: Front, credential: Credential, target: Target<'_>) -> Outcome {
         let started = Instant::now();
+        let now = now_ms();
         let outcome = match self.live.get() {
             None => Outcome::unserved(Reason::NoSnapshot),
             Some(live) => {
                 let mut worker = self.take_worker(live);
-                let now = now_ms();
                 let outcome = match target {
                     Target::Op { app, op } => worker.evaluate(&Request {
                         credential,
@@ -136,7 +136,7 @@ impl Authorizer {
         };
         let took = started.elapsed();
         if let Some(key_id) = outcome.decision.key_id {
-            self.usage.record(key_id, now_ms());
+            self.usage.record(key_id, now);
         }
         self.metrics
             .decided(front, outcome.decision.reason.as_str(), took);

@@ -368,12 +368,7 @@ async fn create_key(
                 "the key's response could not be built; the key was not created",
             )
         })?;
-        Ok((
-            StatusCode::CREATED,
-            [(header::CONTENT_TYPE, "application/json")],
-            body.to_vec(),
-        )
-            .into_response())
+        Ok(created_with_secret(&body))
     })
     .await)
 }
@@ -387,6 +382,17 @@ fn key_id(text: &str) -> Result<u64, ApiError> {
             "no such key: a key id is a number",
         )
     })
+}
+
+/// A 201 whose JSON body holds a secret shown this once: built before the
+/// change commits, so a body that could not be built refuses the change.
+fn created_with_secret(body: &[u8]) -> Response {
+    (
+        StatusCode::CREATED,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_vec(),
+    )
+        .into_response()
 }
 
 async fn revoke_key(
@@ -451,12 +457,7 @@ async fn rotate_key(
                 "the rotation's response could not be built; the key was not rotated",
             )
         })?;
-        Ok((
-            StatusCode::CREATED,
-            [(header::CONTENT_TYPE, "application/json")],
-            body.to_vec(),
-        )
-            .into_response())
+        Ok(created_with_secret(&body))
     })
     .await)
 }
