@@ -642,7 +642,12 @@ fn the_admin_api_refuses_alike_logs_counts_and_rate_limits_failures() {
     // A known route and an unknown one: the same 401.
     let known = get("/admin/status", None);
     assert_eq!(known.0, 401);
-    for path in ["/admin/nonexistent", "/admin/keys/1/nothing", "/admin", "/"] {
+    for path in [
+        "/admin/nonexistent",
+        "/admin/keys/1/nothing",
+        "/admin",
+        "/nothing-here",
+    ] {
         assert_eq!(get(path, None), known, "{path}");
     }
     let wrong = "ksadmin_wrong-token-0000000000000000";

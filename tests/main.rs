@@ -12,12 +12,16 @@
 
 /// Bad input to every command: named errors, exit 2, nothing half-written.
 mod bad_input;
+/// A headless Chromium over WebDriver, with axe-core, for the console.
+mod browser;
 /// The CLI flow through the built binary: commands, JSON shapes, exit codes.
 mod cli;
 /// The embedded component itself: no imports, limits, deadlines, memory.
 mod component;
 /// The conformance suite, generated from the golden cases, through the CLI.
 mod conformance;
+/// The admin console in a real browser, and its defences over HTTP.
+mod console;
 /// SIGKILL at named points of a store write: the store stays whole.
 mod crash;
 /// Native rules against the component, on random requests (proptest).

@@ -135,7 +135,7 @@ impl Authorizer {
             }
         };
         let took = started.elapsed();
-        if let Some(key_id) = outcome.decision.key_id {
+        if let Some(key_id) = outcome.decision.key_id.filter(|_| front.counts_as_use()) {
             self.usage.record(key_id, now);
         }
         self.metrics

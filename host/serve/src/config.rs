@@ -142,8 +142,8 @@ pub struct RequestLimits {
     pub max_policy_bytes: u64,
 }
 
-/// The admin API.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// The admin API and the console, on one listener.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AdminConfig {
     /// Its listener; the admin API is off if `None`. Loopback is advised.
@@ -152,6 +152,42 @@ pub struct AdminConfig {
     /// Without it, the stored token is used, or a new one is generated and
     /// printed once to stderr.
     pub token_file: Option<PathBuf>,
+    /// The console: a session with no request for this many minutes ends.
+    pub console_idle_minutes: u64,
+    /// The console: a session ends this many hours after sign-in.
+    pub console_max_hours: u64,
+    /// Whether the console's cookies are marked `Secure` (sent over HTTPS
+    /// only). By default they are when the admin listener is beyond
+    /// loopback, where it must be behind TLS.
+    pub secure_cookies: Option<bool>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            token_file: None,
+            console_idle_minutes: 30,
+            console_max_hours: 12,
+            secure_cookies: None,
+        }
+    }
+}
+
+impl AdminConfig {
+    /// How long console sessions live.
+    pub fn console_lifetimes(&self) -> crate::console::Lifetimes {
+        crate::console::Lifetimes {
+            idle: Duration::from_secs(self.console_idle_minutes.saturating_mul(60)),
+            max: Duration::from_secs(self.console_max_hours.saturating_mul(3600)),
+        }
+    }
+
+    /// Whether the console's cookies are marked `Secure`.
+    pub fn secure_cookies(&self) -> bool {
+        self.secure_cookies
+            .unwrap_or_else(|| self.listen.is_some_and(|addr| !addr.ip().is_loopback()))
+    }
 }
 
 impl Default for ServeConfig {

@@ -21,6 +21,7 @@ mod authz;
 mod bundles;
 mod config;
 mod conn;
+mod console;
 mod decision_log;
 mod grpc;
 mod http;

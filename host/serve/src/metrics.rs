@@ -23,15 +23,23 @@ pub enum Front {
     Nginx,
     /// `POST /v1/check`.
     Check,
+    /// The console's "try a request" panel: a trial, not a use of the key.
+    Console,
 }
 
 impl Front {
+    /// Whether a decision here is a use of its key (a trial is not).
+    pub fn counts_as_use(self) -> bool {
+        !matches!(self, Self::Console)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Grpc => "grpc",
             Self::Envoy => "envoy-http",
             Self::Nginx => "nginx",
             Self::Check => "check",
+            Self::Console => "console",
         }
     }
 }

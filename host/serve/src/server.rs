@@ -22,7 +22,7 @@ use crate::decision_log::{DecisionLog, LogWriter};
 use crate::metrics::Metrics;
 use crate::refresh::{Refresher, ReloadError};
 use crate::usage::UsageWriter;
-use crate::{ServeError, admin, conn, grpc, http};
+use crate::{ServeError, admin, conn, console, grpc, http};
 use keyscope_gateway::{Gateway, GatewayConfig};
 
 /// The listeners' addresses, with port 0 resolved.
@@ -245,16 +245,25 @@ impl Server {
                     "the admin API listens beyond loopback; put it behind TLS or a private network"
                 );
             }
+            let admin = admin::Admin::new(
+                store,
+                Arc::clone(&refresher),
+                Arc::clone(&authorizer),
+                token.digest,
+                token.known,
+                &limits,
+            );
+            // The console at `/`; the admin API's paths, and any path the
+            // console does not know, go to the API.
+            let router = console::router(
+                admin.clone(),
+                config.admin.console_lifetimes(),
+                config.admin.secure_cookies(),
+            )
+            .fallback_service(admin::router(admin, &limits));
             servers.spawn(http::serve(
                 listener,
-                admin::router(
-                    store,
-                    Arc::clone(&refresher),
-                    Arc::clone(&authorizer),
-                    token.digest,
-                    token.known,
-                    &limits,
-                ),
+                router,
                 limits.clone(),
                 accept,
                 stopped.clone(),

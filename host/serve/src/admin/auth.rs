@@ -65,15 +65,37 @@ impl FailedLogins {
 
 /// Who made an admin request: `admin:NAME`, the actor in the audit trail.
 #[derive(Debug, Clone)]
-pub(super) struct Actor(pub String);
+pub(crate) struct Actor(pub String);
 
-/// Whom `presented` (a token's digest) names: a live named token of the
-/// store, or on a gateway the one token it was started with.
+impl Admin {
+    /// Whom `presented` (a token's digest) names: a live named token of the
+    /// store, or on a gateway the one token it was started with. Blocks on
+    /// the store.
+    pub(crate) fn identify(
+        &self,
+        presented: &[u8; 32],
+        read_only: bool,
+    ) -> Result<Option<Actor>, StoreError> {
+        identify(self, presented, read_only)
+    }
+
+    /// Whether `peer` may try to authenticate now.
+    pub(crate) fn may_try(&self, peer: IpAddr) -> bool {
+        self.failures.may_try(peer)
+    }
+
+    /// Counts a failed authentication of `peer`.
+    pub(crate) fn failed(&self, peer: IpAddr) {
+        self.failures.failed(peer);
+        self.authorizer.metrics().admin_auth_failed();
+    }
+}
+
 fn identify(
     admin: &Admin,
     presented: &[u8; 32],
     read_only: bool,
-) -> Result<Option<Actor>, ApiError> {
+) -> Result<Option<Actor>, StoreError> {
     let Some(store) = &admin.store else {
         return Ok(admin
             .gateway_token
@@ -98,7 +120,7 @@ fn identify(
         // against the tokens last read. A change would need the database
         // anyway, so it fails closed.
         Err(StoreError::Unavailable { .. }) if read_only => known.clone(),
-        Err(error) => return Err(error.into()),
+        Err(error) => return Err(error),
     };
     drop(known);
     // Every live token is compared, whichever matches.
@@ -162,7 +184,7 @@ pub(super) async fn authenticate(
             };
             match looked_up {
                 Ok(Ok(actor)) => actor,
-                Ok(Err(error)) => return error.into_response(),
+                Ok(Err(error)) => return ApiError::from(error).into_response(),
                 Err(_) => {
                     return ApiError::new(
                         StatusCode::INTERNAL_SERVER_ERROR,
@@ -179,8 +201,7 @@ pub(super) async fn authenticate(
         request.extensions_mut().insert(actor);
         return next.run(request).await;
     }
-    admin.failures.failed(peer.ip());
-    admin.authorizer.metrics().admin_auth_failed();
+    admin.failed(peer.ip());
     // The log names the client and the path, never what it presented.
     tracing::warn!(
         peer = %peer.ip(),

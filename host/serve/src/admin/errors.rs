@@ -121,7 +121,13 @@ impl<T: serde::de::DeserializeOwned + Fields, S: Send + Sync> axum::extract::Fro
 
 /// A store error, as an HTTP status that says whose fault it is.
 fn store_error(err: &StoreError) -> ApiError {
-    let status = match err {
+    ApiError::new(status_of(err), err.kind(), err.to_string())
+}
+
+/// The HTTP status of a store error: whose fault it is. Every admin door
+/// answers with it.
+pub(crate) fn status_of(err: &StoreError) -> StatusCode {
+    match err {
         StoreError::ScopeNotFound(_)
         | StoreError::KeyNotFound(_)
         | StoreError::AdminTokenNotFound(_) => StatusCode::NOT_FOUND,
@@ -146,8 +152,21 @@ fn store_error(err: &StoreError) -> ApiError {
         | StoreError::Snapshot(_)
         | StoreError::Injected(_)
         | StoreError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
-    };
-    ApiError::new(status, err.kind(), err.to_string())
+    }
+}
+
+impl From<super::Access> for ApiError {
+    fn from(access: super::Access) -> Self {
+        match access {
+            super::Access::Gateway => super::gateway(),
+            super::Access::Store(error) => store_error(&error),
+            super::Access::Failed => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the request failed",
+            ),
+        }
+    }
 }
 
 impl From<StoreError> for ApiError {

@@ -21,7 +21,9 @@ use keyscope_store::{AnyStore as Store, ScopeRef, ScopeUpdate, Store as _};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use self::auth::{Actor, FailedLogins, authenticate};
+pub(crate) use self::auth::Actor;
+use self::auth::{FailedLogins, authenticate};
+pub(crate) use self::errors::status_of;
 use self::errors::{ApiError, Body, uniform_errors};
 use crate::authz::Authorizer;
 use crate::bundles::Bundles;
@@ -29,8 +31,9 @@ use crate::config::RequestLimits;
 use crate::refresh::{Refresher, ReloadError};
 pub use keyscope_keys::admin_token::{digest as token_digest, generate as generate_token};
 
+/// What every admin door (the API, the console) works on.
 #[derive(Clone)]
-struct Admin {
+pub(crate) struct Admin {
     /// `None` on a gateway, which follows bundles and holds no store.
     store: Option<Arc<Mutex<Store>>>,
     refresher: Arc<Refresher>,
@@ -48,33 +51,39 @@ struct Admin {
     long_poll_max: std::time::Duration,
 }
 
-/// The admin router. Every request, to any path, is authenticated first:
-/// a known route and an unknown one get the same 401 without a token.
-/// `GET /v1/bundle` also takes the fleet token, and only it does.
-pub fn router(
-    store: Option<Store>,
-    refresher: Arc<Refresher>,
-    authorizer: Arc<Authorizer>,
-    gateway_token: Option<[u8; 32]>,
-    known_tokens: Vec<keyscope_store::AdminToken>,
-    limits: &RequestLimits,
-) -> Router {
-    let admin = Admin {
-        store: store.map(|store| Arc::new(Mutex::new(store))),
-        bundles: refresher.bundles().cloned(),
-        refresher,
-        authorizer,
-        gateway_token,
-        known_tokens: Arc::new(Mutex::new(known_tokens)),
-        failures: Arc::new(FailedLogins::default()),
-        // A waiting poll sends nothing: it must answer before the idle
-        // timeout closes its connection.
-        long_poll_max: fleet::MAX_WAIT.min(
-            limits
-                .idle_timeout()
-                .saturating_sub(std::time::Duration::from_secs(5)),
-        ),
-    };
+impl Admin {
+    /// The admin doors' state. `store` is `None` on a gateway.
+    pub(crate) fn new(
+        store: Option<Store>,
+        refresher: Arc<Refresher>,
+        authorizer: Arc<Authorizer>,
+        gateway_token: Option<[u8; 32]>,
+        known_tokens: Vec<keyscope_store::AdminToken>,
+        limits: &RequestLimits,
+    ) -> Self {
+        Admin {
+            store: store.map(|store| Arc::new(Mutex::new(store))),
+            bundles: refresher.bundles().cloned(),
+            refresher,
+            authorizer,
+            gateway_token,
+            known_tokens: Arc::new(Mutex::new(known_tokens)),
+            failures: Arc::new(FailedLogins::default()),
+            // A waiting poll sends nothing: it must answer before the idle
+            // timeout closes its connection.
+            long_poll_max: fleet::MAX_WAIT.min(
+                limits
+                    .idle_timeout()
+                    .saturating_sub(std::time::Duration::from_secs(5)),
+            ),
+        }
+    }
+}
+
+/// The admin API's router. Every request, to any path, is authenticated
+/// first: a known route and an unknown one get the same 401 without a
+/// token. `GET /v1/bundle` also takes the fleet token, and only it does.
+pub(crate) fn router(admin: Admin, limits: &RequestLimits) -> Router {
     let timeout = |after| {
         tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, after)
     };
@@ -126,75 +135,119 @@ async fn change(
     actor: Actor,
     apply: impl FnOnce(&mut Store) -> Handled + Send + 'static,
 ) -> Response {
-    let result = tokio::task::spawn_blocking(move || {
-        let response = {
-            let mut store = admin
-                .store
-                .as_ref()
-                .ok_or_else(gateway)?
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            store.set_actor(&actor.0);
-            apply(&mut store)?
-        };
-        // Committed: a failed rebuild is retried by the store watcher.
-        let live = admin.refresher.refresh().map(drop);
-        Ok::<_, ApiError>((response, live))
-    })
-    .await;
-    match result {
-        Ok(Ok((response, Ok(())))) => response,
-        Ok(Ok((_, Err(err)))) => ApiError::new(
+    match admin.write(&actor, apply).await {
+        Ok((response, Ok(()))) => response,
+        Ok((_, Err(err))) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "not-live",
             format!("the change is saved but not live yet (the watcher retries): {err}"),
         )
         .into_response(),
-        Ok(Err(err)) => err.into_response(),
-        Err(_) => ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "the change failed",
-        )
-        .into_response(),
+        Err(err) => err.into_response(),
     }
 }
 
-/// Reads the store off the executor.
+/// Reads the store off the executor, as JSON.
 async fn read<T: Serialize + Send + 'static>(
     admin: Admin,
     get: impl FnOnce(&mut Store) -> keyscope_store::Result<T> + Send + 'static,
 ) -> Handled {
-    let result = tokio::task::spawn_blocking(move || {
-        let mut store = admin
+    Ok(Json(admin.read(get).await?).into_response())
+}
+
+/// Why a request could not use the store.
+#[derive(Debug)]
+pub(crate) enum Access {
+    /// A gateway holds no store.
+    Gateway,
+    /// The store refused or failed.
+    Store(keyscope_store::StoreError),
+    /// The blocking task failed.
+    Failed,
+}
+
+impl From<keyscope_store::StoreError> for Access {
+    fn from(error: keyscope_store::StoreError) -> Self {
+        Self::Store(error)
+    }
+}
+
+impl Admin {
+    /// Runs `get` on the store off the executor.
+    pub(crate) async fn read<T: Send + 'static>(
+        &self,
+        get: impl FnOnce(&mut Store) -> keyscope_store::Result<T> + Send + 'static,
+    ) -> Result<T, Access> {
+        let admin = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut store = admin.locked_store()?;
+            Ok(get(&mut store)?)
+        })
+        .await
+        .unwrap_or(Err(Access::Failed))
+    }
+
+    /// Runs the change `apply` as `actor` off the executor, then rebuilds
+    /// the snapshot so that it is live when this returns. The second value
+    /// says why a saved change is not live yet (the watcher retries).
+    pub(crate) async fn write<T: Send + 'static, E: From<Access> + Send + 'static>(
+        &self,
+        actor: &Actor,
+        apply: impl FnOnce(&mut Store) -> Result<T, E> + Send + 'static,
+    ) -> Result<(T, Result<(), String>), E> {
+        let admin = self.clone();
+        let actor = actor.0.clone();
+        tokio::task::spawn_blocking(move || {
+            let value = {
+                let mut store = admin.locked_store()?;
+                store.set_actor(&actor);
+                apply(&mut store)?
+            };
+            // Committed: a failed rebuild is retried by the store watcher.
+            let live = admin
+                .refresher
+                .refresh()
+                .map(drop)
+                .map_err(|e| e.to_string());
+            Ok((value, live))
+        })
+        .await
+        .unwrap_or(Err(E::from(Access::Failed)))
+    }
+
+    fn locked_store(&self) -> Result<std::sync::MutexGuard<'_, Store>, Access> {
+        Ok(self
             .store
             .as_ref()
-            .ok_or_else(gateway)?
+            .ok_or(Access::Gateway)?
             .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        get(&mut store).map_err(ApiError::from)
-    })
-    .await;
-    match result {
-        Ok(Ok(value)) => Ok(Json(value).into_response()),
-        Ok(Err(err)) => Err(err),
-        Err(_) => Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "the read failed",
-        )),
+            .unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// The live policy.
+    pub(crate) fn refresher(&self) -> &Arc<Refresher> {
+        &self.refresher
+    }
+
+    /// The decision core.
+    pub(crate) fn authorizer(&self) -> &Arc<Authorizer> {
+        &self.authorizer
+    }
+
+    /// On a control plane: its bundles and fleet.
+    pub(crate) fn bundles(&self) -> Option<&Arc<Bundles>> {
+        self.bundles.as_ref()
     }
 }
 
 /// What a gateway answers to a store route: it holds no store.
 fn gateway() -> ApiError {
-    ApiError::new(
-        StatusCode::CONFLICT,
-        "gateway",
-        "this server is a gateway that follows signed bundles and holds no store: \
-         change scopes and keys on its control plane",
-    )
+    ApiError::new(StatusCode::CONFLICT, "gateway", GATEWAY_HAS_NO_STORE)
 }
+
+/// Why a gateway refuses what needs a store, in words.
+pub(crate) const GATEWAY_HAS_NO_STORE: &str = "this server is a gateway that follows signed \
+     bundles and holds no store: change scopes and keys on its control plane";
 
 /// Parses an optional level or permission set given as text.
 fn parsed<T: std::str::FromStr<Err = keyscope_policy::UnknownName>>(

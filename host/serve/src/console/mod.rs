@@ -1,0 +1,390 @@
+//! The admin console: the product's own flow in a browser, served at `/` on
+//! the admin listener beside the admin API (whose paths, `/admin/*` and
+//! `/v1/bundle`, it leaves alone).
+//!
+//! Three things to know:
+//! - Pages are rendered on the server (maud) and every action is a plain
+//!   form, so all of it works without JavaScript; the one script, embedded
+//!   like the style sheet, only adds the copy button.
+//! - Signing in with a named admin token opens a [`session`]: an HttpOnly,
+//!   SameSite=Strict cookie. Every page and form needs one; every form
+//!   carries the session's CSRF token, checked in one place
+//!   ([`require_session`]) before any handler runs.
+//! - Changes go through the same store access as the admin API
+//!   ([`Admin::write`]), so they are audited under the token's name and live
+//!   before the next page is drawn.
+
+mod keys;
+mod layout;
+mod live;
+mod scopes;
+mod session;
+mod sign_in;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{FromRequest as _, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+
+use crate::admin::{Access, Actor, Admin, GATEWAY_HAS_NO_STORE};
+pub use session::Lifetimes;
+use session::{Sessions, SignedIn};
+
+/// The console's state: the admin doors' shared state, and the sessions.
+#[derive(Clone)]
+pub(crate) struct Console {
+    admin: Admin,
+    sessions: Arc<Sessions>,
+    /// Whether cookies are marked `Secure` (sent over HTTPS only).
+    secure_cookies: bool,
+}
+
+/// The session cookie's name.
+const SESSION_COOKIE: &str = "keyscope_session";
+
+/// The most bytes of a console form.
+const MAX_FORM_BYTES: usize = 16 * 1024;
+
+/// Every response's Content-Security-Policy: nothing inline, nothing from
+/// elsewhere, no framing.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+                   connect-src 'none'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// The console's router. Unknown paths are left to `api`, the admin API,
+/// which answers them in its own way.
+pub(crate) fn router(admin: Admin, lifetimes: Lifetimes, secure_cookies: bool) -> Router<()> {
+    let console = Console {
+        admin,
+        sessions: Arc::new(Sessions::new(lifetimes)),
+        secure_cookies,
+    };
+    let signed_in = Router::new()
+        .route("/", get(scopes::apps))
+        .route("/apps", get(scopes::pick_app))
+        .route("/apps/{app}", get(scopes::list).post(scopes::create))
+        .route("/apps/{app}/new", get(scopes::new_form))
+        .route(
+            "/apps/{app}/scopes/{id}",
+            get(scopes::edit_form).post(scopes::update),
+        )
+        .route(
+            "/apps/{app}/scopes/{id}/delete",
+            get(scopes::delete_form).post(scopes::delete),
+        )
+        .route(
+            "/apps/{app}/scopes/{id}/keys",
+            get(keys::list).post(keys::create),
+        )
+        .route("/apps/{app}/scopes/{id}/keys/new", get(keys::new_form))
+        .route(
+            "/keys/{id}/revoke",
+            get(keys::revoke_form).post(keys::revoke),
+        )
+        .route(
+            "/keys/{id}/rotate",
+            get(keys::rotate_form).post(keys::rotate),
+        )
+        .route("/audit", get(live::audit))
+        .route("/policy", get(live::policy))
+        .route("/fleet", get(live::fleet))
+        .route("/try", get(live::try_form).post(live::try_request))
+        .route("/sign-out", post(sign_in::sign_out))
+        .route_layer(middleware::from_fn_with_state(
+            console.clone(),
+            require_session,
+        ));
+    Router::new()
+        .merge(signed_in)
+        .route("/sign-in", get(sign_in::form).post(sign_in::sign_in))
+        .route("/assets/console.css", get(layout::style_sheet))
+        .route("/assets/console.js", get(layout::script))
+        .route("/assets/icon.svg", get(layout::icon))
+        .route("/favicon.ico", get(layout::icon))
+        .route_layer(middleware::map_response(security_headers))
+        .with_state(console)
+}
+
+/// The headers every console response carries.
+async fn security_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    // Not `no-referrer`: with it, browsers send `Origin: null` on the
+    // console's own forms, and the origin check refuses them.
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    // Pages hold what only a signed-in admin may see, one of them a key
+    // shown once: never stored by the browser or a proxy.
+    headers
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    response
+}
+
+/// The value of cookie `name` in a request.
+fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value)
+}
+
+/// A `Set-Cookie` value for this console: HttpOnly, SameSite=Strict, and
+/// Secure when served over HTTPS. `None` deletes the cookie.
+fn set_cookie(console: &Console, name: &str, path: &str, value: Option<&str>) -> HeaderValue {
+    let secure = if console.secure_cookies {
+        "; Secure"
+    } else {
+        ""
+    };
+    let text = match value {
+        Some(value) => format!("{name}={value}; Path={path}; HttpOnly; SameSite=Strict{secure}"),
+        None => format!("{name}=; Path={path}; Max-Age=0; HttpOnly; SameSite=Strict{secure}"),
+    };
+    // Names and values are ours: ASCII letters, digits and `_`.
+    HeaderValue::try_from(text).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// Why a request was sent to the sign-in page.
+fn to_sign_in(why: &str) -> Response {
+    Redirect::to(&format!("/sign-in?why={why}")).into_response()
+}
+
+/// Every page and form behind sign-in passes here first: the session must
+/// be open and its admin token still live; a form must come from this
+/// console (`Origin`) and carry the session's CSRF token.
+async fn require_session(State(console): State<Console>, request: Request, next: Next) -> Response {
+    let Some(id) = cookie(request.headers(), SESSION_COOKIE).map(str::to_owned) else {
+        return Redirect::to("/sign-in").into_response();
+    };
+    let Some(signed_in) = console.sessions.find(&id, Instant::now()) else {
+        return to_sign_in("expired");
+    };
+    // The token is looked up at every request, so a revoked one ends its
+    // sessions at once. While the database is out of reach, pages that
+    // change nothing are checked against the tokens last read.
+    let read_only = matches!(*request.method(), Method::GET | Method::HEAD);
+    let identified = {
+        let admin = console.admin.clone();
+        let token = signed_in.token;
+        tokio::task::spawn_blocking(move || admin.identify(&token, read_only)).await
+    };
+    match identified {
+        Ok(Ok(Some(_))) => {}
+        Ok(Ok(None)) => {
+            console.sessions.end(&id);
+            return to_sign_in("revoked");
+        }
+        Ok(Err(error)) => return PageError::from(Access::Store(error)).page(Some(&signed_in)),
+        Err(_) => return PageError::from(Access::Failed).page(Some(&signed_in)),
+    }
+    let request = if read_only {
+        request
+    } else {
+        match checked_form(request, &signed_in).await {
+            Ok(request) => request,
+            Err(refused) => return refused.page(Some(&signed_in)),
+        }
+    };
+    let mut request = request;
+    request.extensions_mut().insert(signed_in.clone());
+    let mut response = next.run(request).await;
+    if let Some(error) = response.extensions_mut().remove::<PageError>() {
+        return error.page(Some(&signed_in));
+    }
+    let status = response.status();
+    let html = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(b"text/html"));
+    if (status.is_client_error() || status.is_server_error()) && !html {
+        return framework_error(status).page(Some(&signed_in));
+    }
+    response
+}
+
+/// The field every form carries.
+#[derive(Deserialize)]
+struct CsrfField {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// Checks that a form comes from this console and this session; the
+/// request again, its body read.
+async fn checked_form(request: Request, signed_in: &SignedIn) -> Result<Request, PageError> {
+    let forged = || {
+        PageError::new(
+            StatusCode::FORBIDDEN,
+            "This form did not come from this console session (its CSRF token is missing or \
+             wrong), so nothing was changed. Open the page again and resubmit.",
+        )
+    };
+    if !same_origin(request.headers()) {
+        return Err(forged());
+    }
+    let (parts, body) = request.into_parts();
+    let bytes = axum::body::to_bytes(body, MAX_FORM_BYTES)
+        .await
+        .map_err(|_| PageError::new(StatusCode::PAYLOAD_TOO_LARGE, "The form is too large."))?;
+    let form = axum::Form::<CsrfField>::from_request(
+        Request::from_parts(parts.clone(), axum::body::Body::from(bytes.clone())),
+        &(),
+    )
+    .await
+    .map_err(|_| forged())?;
+    if !signed_in.csrf_matches(&form.0.csrf) {
+        return Err(forged());
+    }
+    Ok(Request::from_parts(parts, axum::body::Body::from(bytes)))
+}
+
+/// Whether a form's `Origin` (sent by every current browser on a POST),
+/// when present, is this server.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true;
+    };
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let origin_host = origin
+        .to_str()
+        .ok()
+        .and_then(|o| o.split_once("://"))
+        .map(|(_, rest)| rest);
+    matches!((origin_host, host), (Some(o), Some(h)) if o == h)
+}
+
+/// A console page's answer; errors use `?` and are shown in words.
+type Page = Result<Response, PageError>;
+
+/// An error shown on a page, in words, with its status. A handler returns
+/// it; [`require_session`] draws the page around it.
+#[derive(Debug, Clone)]
+pub(crate) struct PageError {
+    status: StatusCode,
+    message: String,
+}
+
+impl PageError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+
+    /// The error page.
+    fn page(self, signed_in: Option<&SignedIn>) -> Response {
+        let body = layout::error_box(&self.message);
+        (
+            self.status,
+            layout::page("Something went wrong", layout::Nav::None, signed_in, body),
+        )
+            .into_response()
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        let mut response = self.status.into_response();
+        response.extensions_mut().insert(self);
+        response
+    }
+}
+
+/// The words for an error the framework answered itself (a path or form
+/// that does not parse), which may quote the request.
+fn framework_error(status: StatusCode) -> PageError {
+    let message = match status {
+        StatusCode::NOT_FOUND | StatusCode::BAD_REQUEST => "There is no such page.",
+        StatusCode::METHOD_NOT_ALLOWED => "This page does not take that kind of request.",
+        StatusCode::PAYLOAD_TOO_LARGE => "The form is too large.",
+        StatusCode::UNPROCESSABLE_ENTITY | StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            "The form is incomplete or malformed, so nothing was changed."
+        }
+        _ => "The request failed; nothing was changed.",
+    };
+    PageError::new(status, message)
+}
+
+impl From<Access> for PageError {
+    fn from(access: Access) -> Self {
+        match access {
+            Access::Gateway => Self::new(StatusCode::CONFLICT, GATEWAY_HAS_NO_STORE),
+            Access::Store(error) => Self::new(
+                crate::admin::status_of(&error),
+                sentence(&error.to_string()),
+            ),
+            Access::Failed => Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "The request failed; nothing was changed.",
+            ),
+        }
+    }
+}
+
+impl From<keyscope_store::StoreError> for PageError {
+    fn from(error: keyscope_store::StoreError) -> Self {
+        Access::Store(error).into()
+    }
+}
+
+/// An error message as a sentence: capitalised, with a full stop.
+fn sentence(message: &str) -> String {
+    let mut chars = message.chars();
+    let mut text: String = chars
+        .next()
+        .map(|first| first.to_uppercase().chain(chars).collect())
+        .unwrap_or_default();
+    if !text.ends_with('.') {
+        text.push('.');
+    }
+    text
+}
+
+impl Console {
+    /// Makes a change as the session's admin, live before this returns.
+    async fn change<T: Send + 'static>(
+        &self,
+        signed_in: &SignedIn,
+        apply: impl FnOnce(&mut keyscope_store::AnyStore) -> keyscope_store::Result<T> + Send + 'static,
+    ) -> Result<T, PageError> {
+        let actor = Actor(signed_in.actor.clone());
+        let (value, live) = self
+            .admin
+            .write(&actor, move |store| apply(store).map_err(PageError::from))
+            .await?;
+        live.map_err(not_live)?;
+        Ok(value)
+    }
+}
+
+/// A change saved in the store that the live policy does not hold yet.
+fn not_live(why: String) -> PageError {
+    PageError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!(
+            "The change is saved, but not live yet: {why}. The server retries; check again \
+             shortly."
+        ),
+    )
+}
