@@ -162,7 +162,7 @@ mod tests {
     fn text_is_escaped() {
         assert_eq!(
             error_box("<script>alert(1)</script> & \"x\"").into_string(),
-            r#"<p class="error" role="alert">&lt;script&gt;alert(1)&lt;/script&gt; &amp; "x"</p>"#
+            r#"<p class="error" role="alert">&lt;script&gt;alert(1)&lt;/script&gt; &amp; &quot;x&quot;</p>"#
         );
     }
 }
