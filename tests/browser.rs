@@ -250,11 +250,11 @@ fn axe_source() -> String {
     let _installing = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
     if !file.exists() {
         let status = Command::new("npm")
-            .args(["install", "--no-audit", "--no-fund", "--loglevel=error"])
+            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
             .current_dir(&dir)
             .status()
             .expect("npm, to install axe-core (tests/axe)");
-        assert!(status.success(), "npm install in tests/axe failed");
+        assert!(status.success(), "npm ci in tests/axe failed");
     }
     std::fs::read_to_string(&file).unwrap()
 }

@@ -8,7 +8,9 @@
 use serde_json::{Value, json};
 
 use crate::browser::Browser;
-use crate::support::{Sandbox, Server};
+use crate::fleet::Fleet;
+use crate::pg::Cluster;
+use crate::support::{Sandbox, Server, wait_until};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -38,6 +40,22 @@ fn the_products_flow_in_a_real_browser() {
     runtime().block_on(async {
         let browser = Browser::start().await;
         let at = |path: &str| server.admin_url(path);
+
+        // The accessibility check can fail: a page with an unlabelled
+        // field and an image without text has serious violations.
+        browser
+            .goto("data:text/html,<html lang=en><title>t</title><img src=x.png><input>")
+            .await;
+        let found: Vec<String> = browser
+            .axe()
+            .await
+            .iter()
+            .map(|v| v["id"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        assert!(
+            found.contains(&"image-alt".to_owned()) && found.contains(&"label".to_owned()),
+            "{found:?}"
+        );
 
         // Every page needs a session: the console sends a stranger to sign in.
         browser.goto(&at("/apps/billing")).await;
@@ -281,4 +299,436 @@ fn the_products_flow_in_a_real_browser() {
 
         browser.close().await;
     });
+}
+
+/// A browser's side of the console over plain HTTP, redirects not followed:
+/// for what a browser would never send (a form without its CSRF token, an
+/// old cookie), and for what the server must answer to it.
+struct Http {
+    agent: ureq::Agent,
+    base: String,
+    cookies: Vec<(String, String)>,
+}
+
+/// An answer: status, `Location`, `Set-Cookie`s and the body.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    location: String,
+    set_cookies: Vec<String>,
+    headers: ureq::http::HeaderMap,
+    body: String,
+}
+
+fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The value of the hidden field `name` in a page.
+fn hidden(body: &str, name: &str) -> Option<String> {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = body.find(&marker)? + marker.len();
+    Some(body[start..].split('"').next()?.to_owned())
+}
+
+impl Http {
+    fn new(server: &Server) -> Self {
+        Http {
+            agent: ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .max_redirects(0)
+                .timeout_global(Some(std::time::Duration::from_secs(30)))
+                .build()
+                .into(),
+            base: server.admin_url(""),
+            cookies: Vec::new(),
+        }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    fn send(&mut self, method: &str, path: &str, form: Option<&[(&str, &str)]>) -> Answer {
+        let mut request = ureq::http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base));
+        if !self.cookies.is_empty() {
+            request = request.header("cookie", self.cookie_header());
+        }
+        let body = form
+            .map(|fields| {
+                fields
+                    .iter()
+                    .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+                    .collect::<Vec<_>>()
+                    .join("&")
+            })
+            .unwrap_or_default();
+        if form.is_some() {
+            request = request.header("content-type", "application/x-www-form-urlencoded");
+        }
+        let mut response = self.agent.run(request.body(body).unwrap()).unwrap();
+        let headers = response.headers().clone();
+        let set_cookies: Vec<String> = headers
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect();
+        for cookie in &set_cookies {
+            let (pair, attributes) = cookie.split_once(';').unwrap_or((cookie, ""));
+            let (name, value) = pair.split_once('=').unwrap();
+            self.cookies.retain(|(k, _)| k != name);
+            if !attributes.contains("Max-Age=0") {
+                self.cookies.push((name.to_owned(), value.to_owned()));
+            }
+        }
+        Answer {
+            status: response.status().as_u16(),
+            location: headers
+                .get("location")
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default(),
+            set_cookies,
+            body: response.body_mut().read_to_string().unwrap_or_default(),
+            headers,
+        }
+    }
+
+    fn get(&mut self, path: &str) -> Answer {
+        self.send("GET", path, None)
+    }
+
+    fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Answer {
+        self.send("POST", path, Some(form))
+    }
+
+    /// Signs in with `token` through the sign-in form; the answer.
+    fn sign_in(&mut self, token: &str) -> Answer {
+        let page = self.get("/sign-in");
+        let check = hidden(&page.body, "check").unwrap();
+        self.post("/sign-in", &[("token", token), ("check", &check)])
+    }
+
+    /// This session's CSRF token, from a page's forms.
+    fn csrf(&mut self) -> String {
+        let page = self.get("/");
+        hidden(&page.body, "csrf").unwrap_or_else(|| panic!("no CSRF field: {page:?}"))
+    }
+}
+
+#[test]
+fn every_page_and_form_needs_a_session_and_every_form_its_csrf_token() {
+    let sandbox = Sandbox::new();
+    sandbox.scope("billing", "seed", "none", "");
+    let token = admin_token(&sandbox, "alice");
+    let server = sandbox.serve(&[]);
+    let (key_id, _) = sandbox.key("billing/seed", "ci");
+    let scopes = || sandbox.json(["scope", "list"]).as_array().unwrap().len();
+
+    // Without a session: every page and every action is sent to sign in,
+    // and nothing changes.
+    let mut stranger = Http::new(&server);
+    let pages = [
+        "/",
+        "/apps/billing",
+        "/apps/billing/new",
+        "/apps/billing/scopes/1",
+        "/apps/billing/scopes/1/delete",
+        "/apps/billing/scopes/1/keys",
+        "/apps/billing/scopes/1/keys/new",
+        "/keys/1/revoke",
+        "/keys/1/rotate",
+        "/audit",
+        "/policy",
+        "/fleet",
+        "/try",
+    ];
+    for page in pages {
+        let answer = stranger.get(page);
+        assert_eq!(
+            (answer.status, answer.location.as_str()),
+            (303, "/sign-in"),
+            "{page}"
+        );
+    }
+    let revoke = format!("/keys/{key_id}/revoke");
+    let rotate = format!("/keys/{key_id}/rotate");
+    let actions: [(&str, &[(&str, &str)]); 7] = [
+        ("/apps/billing", &[("name", "x"), ("agents", "full")]),
+        (
+            "/apps/billing/scopes/1",
+            &[("name", "x"), ("agents", "full")],
+        ),
+        ("/apps/billing/scopes/1/delete", &[("revoke_keys", "true")]),
+        ("/apps/billing/scopes/1/keys", &[("name", "stolen")]),
+        (&revoke, &[]),
+        (&rotate, &[("grace", "0")]),
+        ("/sign-out", &[]),
+    ];
+    for (path, form) in actions {
+        let answer = stranger.post(path, form);
+        assert_eq!(
+            (answer.status, answer.location.as_str()),
+            (303, "/sign-in"),
+            "{path}"
+        );
+    }
+    assert_eq!(scopes(), 1);
+    let keys = sandbox.json(["key", "list"]);
+    assert_eq!(keys[0]["status"], "active", "{keys}");
+
+    // A forged session cookie is no session.
+    stranger.cookies = vec![("keyscope_session".into(), "a".repeat(43))];
+    assert_eq!(stranger.get("/").location, "/sign-in?why=expired");
+
+    // The sign-in form needs its own check (a double-submit cookie).
+    let mut admin = Http::new(&server);
+    let refused = admin.post("/sign-in", &[("token", &token), ("check", "guess")]);
+    assert_eq!(refused.status, 403, "{refused:?}");
+    assert!(refused.body.contains("did not come from this console"));
+    // A wrong token: 401, in words, and never echoed.
+    let wrong = "ksadmin_wrong-token-00000000000000000000";
+    let refused = admin.sign_in(wrong);
+    assert_eq!(refused.status, 401);
+    assert!(refused.body.contains("That admin token is not valid"));
+    assert!(!refused.body.contains(wrong));
+
+    // Signed in: the cookie is HttpOnly and SameSite=Strict (no Secure on
+    // plain HTTP over loopback), and holds no token.
+    let signed_in = admin.sign_in(&token);
+    assert_eq!((signed_in.status, signed_in.location.as_str()), (303, "/"));
+    let session = signed_in
+        .set_cookies
+        .iter()
+        .find(|c| c.starts_with("keyscope_session="))
+        .unwrap();
+    assert!(
+        session.contains("HttpOnly") && session.contains("SameSite=Strict"),
+        "{session}"
+    );
+    assert!(
+        !session.contains("Secure") && !session.contains(&token),
+        "{session}"
+    );
+    let csrf = admin.csrf();
+
+    // Every page: a strict CSP, no caching, no framing.
+    for page in pages {
+        let answer = admin.get(page);
+        assert_eq!(answer.status, 200, "{page}: {}", answer.body);
+        let csp = answer.headers["content-security-policy"].to_str().unwrap();
+        assert!(
+            csp.contains("default-src 'none'") && csp.contains("script-src 'self'"),
+            "{csp}"
+        );
+        assert!(!csp.contains("unsafe-inline"));
+        assert_eq!(answer.headers["cache-control"], "no-store");
+        assert_eq!(answer.headers["x-frame-options"], "DENY");
+        assert!(
+            !answer.body.contains("<script>"),
+            "{page} has an inline script"
+        );
+        assert!(
+            !answer.body.contains(" style="),
+            "{page} has an inline style"
+        );
+    }
+
+    // A form without the CSRF token, or with another's, changes nothing.
+    let form = [("name", "forged"), ("agents", "full")];
+    let refused = admin.post("/apps/billing", &form);
+    assert_eq!(refused.status, 403, "{refused:?}");
+    assert!(refused.body.contains("nothing was changed"));
+    let mut other = Http::new(&server);
+    other.sign_in(&token);
+    let others = other.csrf();
+    assert_ne!(others, csrf);
+    let refused = admin.post(
+        "/apps/billing",
+        &[("csrf", &others), ("name", "forged"), ("agents", "full")],
+    );
+    assert_eq!(refused.status, 403);
+    let refused = admin.post(&format!("/keys/{key_id}/revoke"), &[("csrf", "")]);
+    assert_eq!(refused.status, 403);
+    assert_eq!(scopes(), 1);
+    assert_eq!(sandbox.json(["key", "list"])[0]["status"], "active");
+    // A form from another origin, even with the token, changes nothing.
+    let mut request = ureq::http::Request::builder()
+        .method("POST")
+        .uri(server.admin_url("/apps/billing"))
+        .header("cookie", admin.cookie_header())
+        .header("origin", "https://evil.example")
+        .header("content-type", "application/x-www-form-urlencoded");
+    request = request.header("x-test", "cross-origin");
+    let answer = admin
+        .agent
+        .run(
+            request
+                .body(format!("csrf={csrf}&name=forged&agents=full"))
+                .unwrap(),
+        )
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 403);
+    assert_eq!(scopes(), 1);
+    // With it, the change is made, as alice.
+    let made = admin.post(
+        "/apps/billing",
+        &[("csrf", &csrf), ("name", "by-form"), ("agents", "view")],
+    );
+    assert_eq!(
+        (made.status, made.location.as_str()),
+        (303, "/apps/billing?done=created")
+    );
+    assert_eq!(scopes(), 2);
+    let audit = sandbox.json(["audit", "list"]);
+    let last = audit.as_array().unwrap().last().unwrap();
+    assert_eq!(last["actor"], "admin:alice", "{last}");
+
+    // Sign-out ends this session, not the other.
+    let out = admin.post("/sign-out", &[("csrf", &csrf)]);
+    assert_eq!(out.location, "/sign-in?why=signed-out");
+    assert!(
+        out.set_cookies
+            .iter()
+            .any(|c| c.starts_with("keyscope_session=;") && c.contains("Max-Age=0"))
+    );
+    let old = session
+        .split(';')
+        .next()
+        .unwrap()
+        .split_once('=')
+        .unwrap()
+        .1
+        .to_owned();
+    admin.cookies = vec![("keyscope_session".into(), old)];
+    assert_eq!(admin.get("/").location, "/sign-in?why=expired");
+    assert_eq!(
+        admin
+            .post(
+                "/apps/billing",
+                &[("csrf", &csrf), ("name", "after"), ("agents", "none")]
+            )
+            .location,
+        "/sign-in?why=expired"
+    );
+    assert_eq!(other.get("/audit").status, 200);
+
+    // A revoked admin token ends its sessions at their next request.
+    sandbox
+        .keyscope(["admin", "token", "revoke", "alice"])
+        .assert()
+        .success();
+    assert_eq!(other.get("/audit").location, "/sign-in?why=revoked");
+    assert_eq!(other.get("/audit").location, "/sign-in?why=expired");
+    assert_eq!(other.sign_in(&token).status, 401);
+    assert_eq!(scopes(), 2);
+
+    // The admin API keeps its own ways beside the console.
+    assert_eq!(server.admin("GET", "/admin/status", None).0, 200);
+    let unknown = Http::new(&server).get("/admin/nothing");
+    assert_eq!(unknown.status, 401);
+}
+
+#[test]
+fn a_database_outage_is_shown_in_words_and_changes_nothing() {
+    let cluster = Cluster::start();
+    let sandbox = Sandbox::on_postgres(&cluster);
+    sandbox.scope("billing", "seed", "view", "");
+    let (_, key) = sandbox.key("billing/seed", "ci");
+    let token = admin_token(&sandbox, "alice");
+    let server = sandbox.serve(&[]);
+    let mut admin = Http::new(&server);
+    admin.sign_in(&token);
+    let csrf = admin.csrf();
+
+    cluster.stop_server();
+    wait_until(30, "/readyz reporting the store stale", || {
+        server.ready()["store"]["stale"] == true
+    });
+    // A page that reads the store says why it cannot, in words.
+    let page = admin.get("/apps/billing");
+    assert_eq!(page.status, 503, "{}", page.body);
+    assert!(page.body.contains("is unavailable"), "{}", page.body);
+    // A change is refused, in words, and said to have changed nothing.
+    let refused = admin.post(
+        "/apps/billing",
+        &[
+            ("csrf", &csrf),
+            ("name", "during-outage"),
+            ("agents", "none"),
+        ],
+    );
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert!(
+        refused.body.contains("nothing was changed"),
+        "{}",
+        refused.body
+    );
+    // What needs no store still shows, and decisions go on (fail static).
+    assert_eq!(admin.get("/policy").status, 200);
+    assert_eq!(decide(&server, &key, "agents.list")["allow"], true);
+
+    cluster.start_server();
+    wait_until(60, "the console changing things again", || {
+        admin
+            .post(
+                "/apps/billing",
+                &[
+                    ("csrf", &csrf),
+                    ("name", "after-outage"),
+                    ("agents", "none"),
+                ],
+            )
+            .status
+            == 303
+    });
+    let names: Vec<Value> = sandbox
+        .json(["scope", "list"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|scope| scope["name"].clone())
+        .collect();
+    assert_eq!(names, [json!("after-outage"), json!("seed")]);
+}
+
+#[test]
+fn the_fleet_page_shows_the_gateways_and_a_gateways_console_holds_no_store() {
+    let fleet = Fleet::new();
+    fleet.sandbox.scope("acme", "s", "view", "");
+    let token = admin_token(&fleet.sandbox, "alice");
+    let control_plane = fleet.control_plane(&[]);
+    let caches = fleet.sandbox.path("caches");
+    let url = control_plane.admin_url("/v1/bundle");
+    let (_gateway_sandbox, gateway) = fleet.gateway(&url, "gw-east", &caches, &[]);
+
+    let mut admin = Http::new(&control_plane);
+    admin.sign_in(&token);
+    wait_until(30, "the gateway on the fleet page", || {
+        admin.get("/fleet").body.contains("gw-east")
+    });
+    let page = admin.get("/fleet").body;
+    assert!(page.contains("Published revision"), "{page}");
+    assert!(page.contains("<td>Yes</td>"), "{page}");
+
+    // A gateway's console signs in with its one token and shows what it
+    // holds, and says where scopes and keys are managed.
+    let mut at_gateway = Http::new(&gateway);
+    assert_eq!(at_gateway.sign_in(&gateway.admin_token).status, 303);
+    assert_eq!(at_gateway.get("/policy").status, 200);
+    let apps = at_gateway.get("/");
+    assert_eq!(apps.status, 409);
+    assert!(apps.body.contains("holds no store"), "{}", apps.body);
 }
