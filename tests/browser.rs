@@ -142,14 +142,14 @@ impl Browser {
         self.wait_for_new_page().await;
     }
 
-    async fn mark(&self) {
+    pub async fn mark(&self) {
         self.client
             .execute("window.__keyscopeOld = true;", vec![])
             .await
             .unwrap();
     }
 
-    async fn wait_for_new_page(&self) {
+    pub async fn wait_for_new_page(&self) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         loop {
             let loaded = self

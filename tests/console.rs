@@ -290,6 +290,83 @@ fn the_products_flow_in_a_real_browser() {
         assert!(!source.contains(&rotated));
         browser.check_page("try-result").await;
 
+        // Delete asks whether to revoke the scope's keys: without them
+        // revoked, a scope with a live key stays, and the page says why.
+        sandbox.scope("ops", "old-bot", "view", "");
+        let (_, old_key) = sandbox.key("ops/old-bot", "legacy");
+        let check_ops =
+            |key: &str| server.check(&json!({ "key": key, "app": "ops", "op": "agents.list" }));
+        browser.goto(&at("/apps/ops")).await;
+        browser
+            .click("details.menu summary[aria-label='Options for old-bot']")
+            .await;
+        let menu = "details.menu[open]";
+        assert!(browser.text(menu).await.contains("Delete"));
+        browser
+            .client
+            .find(fantoccini::Locator::Css(menu))
+            .await
+            .unwrap()
+            .find(fantoccini::Locator::LinkText("Delete"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let confirm = browser.text("main").await;
+        assert!(confirm.contains("Also revoke its 1 live key"), "{confirm}");
+        browser.check_page("scope-delete").await;
+        browser.submit("form.delete button.danger").await;
+        let refused = browser.text("p.error").await;
+        assert!(refused.contains("still has 1 live key"), "{refused}");
+        assert_eq!(check_ops(&old_key)["allow"], true);
+        browser.click("#revoke-keys").await;
+        browser.submit("form.delete button.danger").await;
+        assert!(
+            browser
+                .text("p.done")
+                .await
+                .contains("The scope was deleted")
+        );
+        assert!(!browser.text("main").await.contains("old-bot"));
+        assert_eq!(check_ops(&old_key)["reason"], "revoked-key");
+
+        // The keyboard alone: the first Tab reaches "Skip to content"; a
+        // scope's Options open with Enter, and Manage Keys follows.
+        browser.goto(&at("/apps/billing")).await;
+        let tab = "\u{E004}";
+        let enter = "\u{E007}";
+        browser.find("body").await.send_keys(tab).await.unwrap();
+        let first = browser.client.active_element().await.unwrap();
+        assert_eq!(first.text().await.unwrap(), "Skip to content");
+        let summary = browser
+            .find("details.menu summary[aria-label='Options for support-bot']")
+            .await;
+        summary.send_keys(enter).await.unwrap();
+        browser.find("details.menu[open]").await;
+        let mut focused = String::new();
+        for _ in 0..3 {
+            let active = browser.client.active_element().await.unwrap();
+            active.send_keys(tab).await.unwrap();
+            focused = browser
+                .client
+                .active_element()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            if focused == "Manage Keys" {
+                break;
+            }
+        }
+        assert_eq!(focused, "Manage Keys");
+        let link = browser.client.active_element().await.unwrap();
+        browser.mark().await;
+        link.send_keys(enter).await.unwrap();
+        browser.wait_for_new_page().await;
+        assert_eq!(browser.path().await, keys_path);
+
         // Sign out: the session is over.
         browser.submit("form.sign-out button").await;
         assert_eq!(browser.path().await, "/sign-in");

@@ -479,14 +479,19 @@ pub(super) async fn delete_form(
     Path((app, id)): Path<(String, u64)>,
 ) -> Page {
     let scope = scope_of(&console, &app, id).await?;
-    let live = console
+    let live = live_keys(&console, id).await?;
+    Ok(delete_page(&signed_in, &scope, live, None).into_response())
+}
+
+/// How many keys of a scope are not revoked.
+async fn live_keys(console: &Console, id: u64) -> Result<usize, PageError> {
+    Ok(console
         .admin
         .read(move |store| store.list_keys(Some(&ScopeRef::Id(id))))
         .await?
-        .into_iter()
+        .iter()
         .filter(|key| key.revoked_at.is_none())
-        .count();
-    Ok(delete_page(&signed_in, &scope, live, None).into_response())
+        .count())
 }
 
 fn delete_page(signed_in: &SignedIn, scope: &Scope, live: usize, error: Option<&str>) -> Markup {
@@ -533,6 +538,16 @@ pub(super) async fn delete(
 ) -> Page {
     let scope = scope_of(&console, &app, id).await?;
     let revoke = form.revoke_keys.is_some();
+    let live = live_keys(&console, id).await?;
+    if live > 0 && !revoke {
+        let why = format!(
+            "The scope still has {live} live {}. Tick “Also revoke” to delete it with them \
+             revoked, or revoke them first.",
+            if live == 1 { "key" } else { "keys" }
+        );
+        let page = delete_page(&signed_in, &scope, live, Some(&why));
+        return Ok((StatusCode::CONFLICT, page).into_response());
+    }
     let deleted = console
         .change(&signed_in, move |store| {
             store.delete_scope(&ScopeRef::Id(id), revoke)
@@ -541,12 +556,7 @@ pub(super) async fn delete(
     match deleted {
         Ok(_) => Ok(Redirect::to(&format!("{}?done=deleted", app_path(&app))).into_response()),
         Err(error) => {
-            let live = console
-                .admin
-                .read(move |store| store.list_keys(Some(&ScopeRef::Id(id))))
-                .await
-                .map(|keys| keys.iter().filter(|k| k.revoked_at.is_none()).count())
-                .unwrap_or(0);
+            let live = live_keys(&console, id).await.unwrap_or(live);
             Ok((
                 error.status,
                 delete_page(&signed_in, &scope, live, Some(&error.message)),
