@@ -38,6 +38,19 @@ impl Browser {
     /// Starts chromedriver on a free loopback port and opens a headless
     /// Chromium session with a fresh profile.
     pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// As [`Browser::start`], with the system's colour scheme set to dark.
+    pub async fn start_dark() -> Self {
+        Self::start_with(&[
+            "--blink-settings=preferredColorScheme=0",
+            "--force-dark-mode",
+        ])
+        .await
+    }
+
+    async fn start_with(extra_args: &[&str]) -> Self {
         let driver_bin = chromedriver();
         assert!(
             driver_bin.exists(),
@@ -57,19 +70,21 @@ impl Browser {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
         let profile = tempfile::tempdir().unwrap();
+        let mut args = vec![
+            "--headless=new".to_owned(),
+            "--no-sandbox".to_owned(),
+            "--disable-gpu".to_owned(),
+            "--disable-dev-shm-usage".to_owned(),
+            "--no-first-run".to_owned(),
+            "--window-size=1280,900".to_owned(),
+            format!("--user-data-dir={}", profile.path().display()),
+        ];
+        args.extend(extra_args.iter().map(|arg| (*arg).to_owned()));
         let capabilities = json!({
             "browserName": "chrome",
             "goog:chromeOptions": {
                 "binary": std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()),
-                "args": [
-                    "--headless=new",
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--disable-dev-shm-usage",
-                    "--no-first-run",
-                    "--window-size=1280,900",
-                    format!("--user-data-dir={}", profile.path().display()),
-                ],
+                "args": args,
             },
         });
         let Value::Object(capabilities) = capabilities else {

@@ -378,6 +378,47 @@ fn the_products_flow_in_a_real_browser() {
     });
 }
 
+#[test]
+fn the_dark_theme_follows_the_system_and_passes_axe_too() {
+    let sandbox = Sandbox::new();
+    sandbox.scope("billing", "support-bot", "edit", "run,document-upload");
+    let (_, key) = sandbox.key("billing/support-bot", "ci-runner");
+    let token = admin_token(&sandbox, "alice");
+    let server = sandbox.serve(&[]);
+    assert_eq!(decide(&server, &key, "agents.list")["allow"], true);
+    runtime().block_on(async {
+        let browser = Browser::start_dark().await;
+        browser.goto(&server.admin_url("/sign-in")).await;
+        let background = browser
+            .client
+            .execute(
+                "return getComputedStyle(document.body).backgroundColor;",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(background, "rgb(17, 20, 24)", "not the dark theme");
+        browser.check_page("dark-sign-in").await;
+        browser.fill("#token", &token).await;
+        browser.submit("form.sign-in button").await;
+        browser.goto(&server.admin_url("/apps/billing")).await;
+        browser.check_page("dark-scopes").await;
+        browser
+            .goto(&server.admin_url("/apps/billing/scopes/1/keys"))
+            .await;
+        browser.check_page("dark-keys").await;
+        browser
+            .goto(&server.admin_url("/apps/billing/scopes/1/keys/new"))
+            .await;
+        browser.fill("#key-name", "second").await;
+        browser.submit("form.new-key button[type=submit]").await;
+        browser.check_page("dark-key-shown-once").await;
+        browser.goto(&server.admin_url("/audit")).await;
+        browser.check_page("dark-audit").await;
+        browser.close().await;
+    });
+}
+
 /// A browser's side of the console over plain HTTP, redirects not followed:
 /// for what a browser would never send (a form without its CSRF token, an
 /// old cookie), and for what the server must answer to it.
