@@ -757,6 +757,24 @@ fn every_page_and_form_needs_a_session_and_every_form_its_csrf_token() {
     assert_eq!(server.admin("GET", "/admin/status", None).0, 200);
     let unknown = Http::new(&server).get("/admin/nothing");
     assert_eq!(unknown.status, 401);
+
+    // Failed sign-ins share the admin API's limit per address: at most ten,
+    // then 429 without the token being looked at.
+    let mut guesser = Http::new(&server);
+    let mut tries = 0;
+    let limited = loop {
+        tries += 1;
+        let answer = guesser.sign_in(wrong);
+        if answer.status == 429 {
+            break answer;
+        }
+        assert_eq!(answer.status, 401);
+        assert!(tries <= 10, "no limit after {tries} wrong tokens");
+    };
+    assert_eq!(limited.headers["retry-after"], "6");
+    assert!(limited.body.contains("Too many failed sign-ins"));
+    let bob = admin_token(&sandbox, "bob");
+    assert_eq!(guesser.sign_in(&bob).status, 429);
 }
 
 #[test]

@@ -400,3 +400,38 @@ impl ServeConfig {
         Duration::from_millis(self.usage_flush_ms)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn admin(listen: &str, secure_cookies: Option<bool>) -> AdminConfig {
+        AdminConfig {
+            listen: Some(listen.parse().unwrap()),
+            secure_cookies,
+            ..AdminConfig::default()
+        }
+    }
+
+    #[test]
+    fn console_cookies_are_secure_beyond_loopback_unless_told() {
+        assert!(!admin("127.0.0.1:9292", None).secure_cookies());
+        assert!(!admin("[::1]:9292", None).secure_cookies());
+        assert!(admin("0.0.0.0:9292", None).secure_cookies());
+        assert!(admin("10.0.0.5:9292", None).secure_cookies());
+        assert!(admin("127.0.0.1:9292", Some(true)).secure_cookies());
+        assert!(!admin("10.0.0.5:9292", Some(false)).secure_cookies());
+    }
+
+    #[test]
+    fn console_sessions_last_as_configured() {
+        let config: ServeConfig =
+            toml::from_str("[admin]\nconsole_idle_minutes = 5\nconsole_max_hours = 2\n").unwrap();
+        let lifetimes = config.admin.console_lifetimes();
+        assert_eq!(lifetimes.idle, Duration::from_secs(300));
+        assert_eq!(lifetimes.max, Duration::from_secs(7200));
+        let defaults = AdminConfig::default().console_lifetimes();
+        assert_eq!(defaults.idle, Duration::from_secs(30 * 60));
+        assert_eq!(defaults.max, Duration::from_secs(12 * 3600));
+    }
+}

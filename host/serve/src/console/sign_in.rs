@@ -100,7 +100,7 @@ pub(super) async fn sign_in(
         let mut response = sign_in_page(&console, StatusCode::TOO_MANY_REQUESTS, Some(notice));
         response
             .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("6"));
         return response;
     }
     let checked = cookie(&headers, SIGN_IN_COOKIE).is_some_and(|expected| {
