@@ -174,10 +174,19 @@ impl Default for AdminConfig {
     }
 }
 
+/// How long a console session may live.
+#[derive(Debug, Clone, Copy)]
+pub struct ConsoleLifetimes {
+    /// Without a request for this long, a session ends.
+    pub idle: Duration,
+    /// A session ends this long after sign-in, however busy.
+    pub max: Duration,
+}
+
 impl AdminConfig {
     /// How long console sessions live.
-    pub fn console_lifetimes(&self) -> crate::console::Lifetimes {
-        crate::console::Lifetimes {
+    pub fn console_lifetimes(&self) -> ConsoleLifetimes {
+        ConsoleLifetimes {
             idle: Duration::from_secs(self.console_idle_minutes.saturating_mul(60)),
             max: Duration::from_secs(self.console_max_hours.saturating_mul(3600)),
         }

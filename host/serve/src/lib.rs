@@ -35,7 +35,9 @@ use std::path::PathBuf;
 
 pub use answer::{ProxyAnswer, status};
 pub use bundles::Bundles;
-pub use config::{AdminConfig, BundleConfig, HeaderConfig, RequestLimits, ServeConfig};
+pub use config::{
+    AdminConfig, BundleConfig, ConsoleLifetimes, HeaderConfig, RequestLimits, ServeConfig,
+};
 pub use decision_log::DecisionRecord;
 pub use keyscope_gateway::Staleness;
 pub use refresh::{Freshness, RefreshError, Refresher, ReloadError};

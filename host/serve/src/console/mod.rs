@@ -17,6 +17,7 @@
 mod keys;
 mod layout;
 mod live;
+mod scope_form;
 mod scopes;
 mod session;
 mod sign_in;
@@ -33,7 +34,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 
 use crate::admin::{Access, Actor, Admin, GATEWAY_HAS_NO_STORE};
-pub use session::Lifetimes;
+use crate::config::ConsoleLifetimes;
 use session::{Sessions, SignedIn};
 
 /// The console's state: the admin doors' shared state, and the sessions.
@@ -58,7 +59,11 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
 
 /// The console's router. Unknown paths are left to `api`, the admin API,
 /// which answers them in its own way.
-pub(crate) fn router(admin: Admin, lifetimes: Lifetimes, secure_cookies: bool) -> Router<()> {
+pub(crate) fn router(
+    admin: Admin,
+    lifetimes: ConsoleLifetimes,
+    secure_cookies: bool,
+) -> Router<()> {
     let console = Console {
         admin,
         sessions: Arc::new(Sessions::new(lifetimes)),

@@ -1,27 +1,20 @@
 //! Console sessions: what a signed-in browser holds is a random session id
 //! in an HttpOnly cookie; the server keeps its SHA-256, the admin token it
 //! was opened with (as the token's digest), and the session's CSRF token.
-//! A session ends at sign-out, after [`Lifetimes::idle`] without a request,
-//! [`Lifetimes::max`] after sign-in, or when its admin token is revoked.
+//! A session ends at sign-out, after `idle` without a request,
+//! `max` after sign-in, or when its admin token is revoked.
 //! Sessions live in this process: a restart signs everyone out.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use rand::distr::{Alphanumeric, SampleString as _};
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 use zeroize::Zeroizing;
 
-/// How long a session may live.
-#[derive(Debug, Clone, Copy)]
-pub struct Lifetimes {
-    /// Without a request for this long, a session ends.
-    pub idle: Duration,
-    /// A session ends this long after sign-in, however busy.
-    pub max: Duration,
-}
+use crate::config::ConsoleLifetimes as Lifetimes;
 
 /// What a request's session says about it.
 #[derive(Debug, Clone)]
@@ -139,6 +132,8 @@ impl Sessions {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     const LIFETIMES: Lifetimes = Lifetimes {
