@@ -700,6 +700,18 @@ fn every_page_and_form_needs_a_session_and_every_form_its_csrf_token() {
         .unwrap();
     assert_eq!(answer.status().as_u16(), 403);
     assert_eq!(scopes(), 1);
+    // An oversized form is refused in words.
+    let huge = "x".repeat(20_000);
+    let refused = admin.post(
+        "/apps/billing",
+        &[("csrf", &csrf), ("name", &huge), ("agents", "none")],
+    );
+    assert_eq!(refused.status, 413);
+    assert!(
+        refused.body.contains("The form is too large"),
+        "{}",
+        refused.body
+    );
     // With it, the change is made, as alice.
     let made = admin.post(
         "/apps/billing",

@@ -259,6 +259,7 @@ impl Server {
                 admin.clone(),
                 config.admin.console_lifetimes(),
                 config.admin.secure_cookies(),
+                &limits,
             )
             .fallback_service(admin::router(admin, &limits));
             servers.spawn(http::serve(

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{FromRequest as _, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest as _, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -34,7 +34,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 
 use crate::admin::{Access, Actor, Admin, GATEWAY_HAS_NO_STORE};
-use crate::config::ConsoleLifetimes;
+use crate::config::{ConsoleLifetimes, RequestLimits};
 use session::{Sessions, SignedIn};
 
 /// The console's state: the admin doors' shared state, and the sessions.
@@ -63,6 +63,7 @@ pub(crate) fn router(
     admin: Admin,
     lifetimes: ConsoleLifetimes,
     secure_cookies: bool,
+    limits: &RequestLimits,
 ) -> Router<()> {
     let console = Console {
         admin,
@@ -111,6 +112,11 @@ pub(crate) fn router(
         .route("/assets/console.js", get(layout::script))
         .route("/assets/icon.svg", get(layout::icon))
         .route("/favicon.ico", get(layout::icon))
+        .route_layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            limits.request_timeout(),
+        ))
+        .route_layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
         .route_layer(middleware::map_response(security_headers))
         .with_state(console)
 }

@@ -43,20 +43,11 @@ pub(super) async fn apps(
     Extension(signed_in): Extension<SignedIn>,
 ) -> Page {
     let scopes = console.admin.read(|store| store.list_scopes(None)).await?;
-    let mut apps: Vec<(String, usize)> = Vec::new();
-    for scope in &scopes {
-        match apps.last_mut() {
-            Some((app, count)) if *app == scope.app => *count += 1,
-            _ => apps.push((scope.app.clone(), 1)),
-        }
+    // Each app with its number of scopes, in name order.
+    let mut apps = std::collections::BTreeMap::<String, usize>::new();
+    for scope in scopes {
+        *apps.entry(scope.app).or_default() += 1;
     }
-    apps.sort();
-    apps.dedup_by(|b, a| {
-        a.0 == b.0 && {
-            a.1 += b.1;
-            true
-        }
-    });
     let body = html! {
         p { "Pick the application whose API scopes and keys you want to manage." }
         @if apps.is_empty() {
