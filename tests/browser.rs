@@ -95,6 +95,16 @@ impl Browser {
             .connect(&url)
             .await
             .unwrap_or_else(|e| panic!("no Chromium session from chromedriver: {e}"));
+        // Generous: a busy 2-core machine runs axe and loads pages slowly.
+        let generous = std::time::Duration::from_secs(180);
+        client
+            .update_timeouts(fantoccini::wd::TimeoutConfiguration::new(
+                Some(generous),
+                Some(generous),
+                None,
+            ))
+            .await
+            .unwrap();
         let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/console-screenshots");
         std::fs::create_dir_all(&shots).unwrap();
         Browser {

@@ -2,6 +2,10 @@
 //! manages them (the same JSON), the live policy's status, and module
 //! reloads. Every request needs `Authorization: Bearer <admin token>`; the
 //! store keeps only the token's SHA-256, compared in constant time.
+//!
+//! [`Admin`] is the state both admin doors share, this API and the console
+//! (`crate::console`) on the same listener: store reads, audited changes
+//! made live before the answer, and the admin token check.
 
 mod auth;
 mod errors;

@@ -57,8 +57,9 @@ const MAX_FORM_BYTES: usize = 16 * 1024;
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
                    connect-src 'none'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
-/// The console's router. Unknown paths are left to `api`, the admin API,
-/// which answers them in its own way.
+/// The console's router. The server sends the paths it does not know (the
+/// admin API's among them) on to the admin API, which answers them in its
+/// own way.
 pub(crate) fn router(
     admin: Admin,
     lifetimes: ConsoleLifetimes,
