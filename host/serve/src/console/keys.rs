@@ -200,7 +200,7 @@ fn shown_once(
         }
         p.field {
             label for="new-key" { "API key " (new.key.name) }
-            output #new-key.secret for="" { (new.secret.expose()) }
+            output #new-key.secret { (new.secret.expose()) }
         }
         p.actions {
             button.copy type="button" data-copy="new-key" hidden { "Copy" }
