@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
+use crate::pg::free_port;
 use crate::support::wait_until;
 
 /// A chromedriver process and a browser session on it; both end on drop.
@@ -24,14 +25,6 @@ fn chromedriver() -> PathBuf {
     std::env::var_os("CHROMEDRIVER")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/usr/bin/chromedriver"))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Browser {

@@ -66,7 +66,8 @@ fn running_as_root() -> bool {
     })
 }
 
-fn free_port() -> u16 {
+/// A free loopback port.
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -5,6 +5,7 @@ use axum::Extension;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect};
+use keyscope_policy::AgentsLevel;
 use keyscope_store::{Scope, ScopeRef, ScopeUpdate, Store as _, StoreError};
 use maud::{Markup, html};
 use serde::Deserialize;
@@ -174,27 +175,32 @@ pub(super) async fn new_form(
     Ok(layout::page(&title, Nav::Apps, Some(&signed_in), body).into_response())
 }
 
-/// Shows the form again with the error, and the admin's input kept.
-fn refused(
-    signed_in: &SignedIn,
-    status: StatusCode,
-    title: &str,
-    action: &str,
-    form: &ScopeForm,
-    error: &str,
-    submit: &str,
-) -> Page {
-    let body = scope_form(signed_in, action, form, Some(error), submit);
-    Ok((
-        status,
-        layout::page(title, Nav::Apps, Some(signed_in), body),
-    )
-        .into_response())
+/// Where a scope form is shown and posted, and its button.
+struct FormPage {
+    title: String,
+    action: String,
+    submit: &'static str,
 }
 
-/// The words and status of a store refusal, for a form.
-fn form_error(error: PageError) -> (StatusCode, String) {
-    (error.status, error.message)
+impl FormPage {
+    /// The form again with the error in words, the admin's input kept.
+    fn refused(&self, signed_in: &SignedIn, form: &ScopeForm, error: PageError) -> Page {
+        let body = scope_form(
+            signed_in,
+            &self.action,
+            form,
+            Some(&error.message),
+            self.submit,
+        );
+        let page = layout::page(&self.title, Nav::Apps, Some(signed_in), body);
+        Ok((error.status, page).into_response())
+    }
+}
+
+/// A form's name and level, or the form's own error in words.
+fn parsed(form: &ScopeForm) -> Result<(String, AgentsLevel), PageError> {
+    form.parsed()
+        .map_err(|why| PageError::new(StatusCode::BAD_REQUEST, why))
 }
 
 pub(super) async fn create(
@@ -203,37 +209,26 @@ pub(super) async fn create(
     Path(app): Path<String>,
     axum::Form(form): axum::Form<ScopeForm>,
 ) -> Page {
-    let title = format!("New API scope · {app}");
-    let action = app_path(&app);
-    let (name, agents) = match form.parsed() {
-        Ok(parsed) => parsed,
-        Err(why) => {
-            return refused(
-                &signed_in,
-                StatusCode::BAD_REQUEST,
-                &title,
-                &action,
-                &form,
-                &why,
-                "Create",
-            );
-        }
+    let page = FormPage {
+        title: format!("New API scope · {app}"),
+        action: app_path(&app),
+        submit: "Create",
     };
-    let runtime = form.runtime();
-    let created = {
-        let app = app.clone();
-        console
-            .change(&signed_in, move |store| {
-                store.create_scope(&app, &name, agents, runtime)
-            })
-            .await
+    let created = match parsed(&form) {
+        Ok((name, agents)) => {
+            let runtime = form.runtime();
+            console
+                .change(&signed_in, move |store| {
+                    store.create_scope(&app, &name, agents, runtime)
+                })
+                .await
+                .map(drop)
+        }
+        Err(error) => Err(error),
     };
     match created {
-        Ok(_) => Ok(Redirect::to(&format!("{action}?done=created")).into_response()),
-        Err(error) => {
-            let (status, why) = form_error(error);
-            refused(&signed_in, status, &title, &action, &form, &why, "Create")
-        }
+        Ok(()) => Ok(Redirect::to(&format!("{}?done=created", page.action)).into_response()),
+        Err(error) => page.refused(&signed_in, &form, error),
     }
 }
 
@@ -273,38 +268,30 @@ pub(super) async fn update(
     axum::Form(form): axum::Form<ScopeForm>,
 ) -> Page {
     let scope = scope_of(&console, &app, id).await?;
-    let title = format!("Edit API scope · {}", scope.name);
-    let action = scope_path(&scope);
-    let (name, agents) = match form.parsed() {
-        Ok(parsed) => parsed,
-        Err(why) => {
-            return refused(
-                &signed_in,
-                StatusCode::BAD_REQUEST,
-                &title,
-                &action,
-                &form,
-                &why,
-                "Save",
-            );
+    let page = FormPage {
+        title: format!("Edit API scope · {}", scope.name),
+        action: scope_path(&scope),
+        submit: "Save",
+    };
+    let saved = match parsed(&form) {
+        Ok((name, agents)) => {
+            let update = ScopeUpdate {
+                name: Some(name),
+                agents: Some(agents),
+                runtime: Some(form.runtime()),
+            };
+            console
+                .change(&signed_in, move |store| {
+                    store.update_scope(&ScopeRef::Id(id), &update)
+                })
+                .await
+                .map(drop)
         }
+        Err(error) => Err(error),
     };
-    let update = ScopeUpdate {
-        name: Some(name),
-        agents: Some(agents),
-        runtime: Some(form.runtime()),
-    };
-    let saved = console
-        .change(&signed_in, move |store| {
-            store.update_scope(&ScopeRef::Id(id), &update)
-        })
-        .await;
     match saved {
-        Ok(_) => Ok(Redirect::to(&format!("{action}?done=updated")).into_response()),
-        Err(error) => {
-            let (status, why) = form_error(error);
-            refused(&signed_in, status, &title, &action, &form, &why, "Save")
-        }
+        Ok(()) => Ok(Redirect::to(&format!("{}?done=updated", page.action)).into_response()),
+        Err(error) => page.refused(&signed_in, &form, error),
     }
 }
 
