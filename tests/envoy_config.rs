@@ -13,14 +13,25 @@ use std::path::PathBuf;
 use prost_reflect::{DescriptorPool, DynamicMessage, Value as ProtoValue};
 
 /// The `proto/` directory of the envoy-types crate this workspace uses.
+///
+/// Asked of cargo, offline, for the host platform only: the packages of
+/// that resolve are exactly those the build of these tests fetched, so the
+/// answer never depends on what else the local cargo cache happens to hold.
+/// (Without `--filter-platform`, cargo resolves every platform's packages,
+/// and a fresh machine's cache lacks, say, Android's.)
 fn envoy_protos() -> PathBuf {
     let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     let output = std::process::Command::new(env!("CARGO"))
         .args(["metadata", "--format-version", "1", "--offline"])
+        .args(["--filter-platform", &host_triple()])
         .current_dir(&workspace)
         .output()
         .unwrap();
-    assert!(output.status.success(), "cargo metadata failed");
+    assert!(
+        output.status.success(),
+        "cargo metadata failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     let manifest = metadata["packages"]
         .as_array()
@@ -32,6 +43,21 @@ fn envoy_protos() -> PathBuf {
         .unwrap()
         .to_owned();
     PathBuf::from(manifest).parent().unwrap().join("proto")
+}
+
+/// The host's target triple, as the toolchain that built this test says.
+fn host_triple() -> String {
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let output = std::process::Command::new(rustc)
+        .arg("-vV")
+        .output()
+        .expect("rustc -vV");
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .find_map(|line| line.strip_prefix("host: "))
+        .expect("rustc -vV names the host")
+        .to_owned()
 }
 
 fn pool() -> DescriptorPool {
