@@ -4,7 +4,10 @@
 use std::io::Write as _;
 use std::path::Path;
 
+use ed25519_dalek::VerifyingKey;
+
 use crate::error::{BundleError, Result};
+use crate::format::{self, Layout};
 
 /// The largest cache read back: a snapshot of a few million keys and a
 /// module.
@@ -42,22 +45,36 @@ fn tempfile_in(dir: &Path) -> std::io::Result<tempfile::NamedTempFile> {
         .tempfile_in(dir)
 }
 
-/// Reads a cache back; `None` if there is none yet.
-pub fn read(path: &Path) -> Result<Option<Vec<u8>>> {
-    use std::io::Read as _;
-    let io = |source| BundleError::Io {
+/// Reads a cache back, verified as far as its signed head; `None` if there
+/// is none yet. The file is opened as every file keyscope reads is: without
+/// blocking (a FIFO with no writer is refused, not waited on), a regular
+/// file only (never a device such as `/dev/zero`), and read no further than
+/// its signed manifest declares, within [`MAX_CACHE_BYTES`].
+pub fn read(path: &Path, trusted: &VerifyingKey) -> Result<Option<Vec<u8>>> {
+    let io = |source: std::io::Error| BundleError::Io {
         what: "reading the bundle cache",
         path: path.to_owned(),
         source,
     };
-    let file = match std::fs::File::open(path) {
-        Ok(file) => file,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(error) => return Err(io(error)),
+    let fd = match rustix::fs::open(
+        path,
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT) => return Ok(None),
+        Err(errno) => return Err(io(errno.into())),
     };
-    let mut bytes = Vec::new();
-    file.take(MAX_CACHE_BYTES)
-        .read_to_end(&mut bytes)
-        .map_err(io)?;
-    Ok(Some(bytes))
+    let mut file = std::fs::File::from(fd);
+    let meta = file.metadata().map_err(io)?;
+    if !meta.is_file() {
+        return Err(io(std::io::Error::other("it is not a regular file")));
+    }
+    if meta.len() > MAX_CACHE_BYTES {
+        return Err(BundleError::TooLarge {
+            found: meta.len(),
+            limit: MAX_CACHE_BYTES,
+        });
+    }
+    format::read_bounded(&mut file, trusted, Layout::Cache, MAX_CACHE_BYTES).map(Some)
 }

@@ -74,6 +74,18 @@ pub enum BundleError {
         /// What is wrong.
         why: String,
     },
+    /// Larger than the reader's cap: refused before it was read whole.
+    #[error("the bundle is {found} bytes, more than the limit of {limit}")]
+    TooLarge {
+        /// Its size, as declared (a `Content-Length`, a file's length, or
+        /// its signed manifest's).
+        found: u64,
+        /// The cap.
+        limit: u64,
+    },
+    /// The stream broke off before the bundle's end.
+    #[error("reading the bundle: {0}")]
+    Read(#[source] std::io::Error),
     /// A file could not be read or written.
     #[error("{what} `{path}`: {source}")]
     Io {
@@ -101,7 +113,8 @@ impl BundleError {
             Self::WrongBase { .. } => "wrong-base",
             Self::DeltaMismatch { .. } => "delta-mismatch",
             Self::Snapshot(_) => "bad-snapshot",
-            Self::Key { .. } | Self::Io { .. } => "io",
+            Self::TooLarge { .. } => "too-large",
+            Self::Key { .. } | Self::Io { .. } | Self::Read(_) => "io",
         }
     }
 }

@@ -182,11 +182,14 @@ pub enum Layout {
     Cache,
 }
 
-/// Verifies `bytes` against the `trusted` key and returns its parts.
-/// Every check happens here: framing, signer, signature, and each part's
-/// digest.
-pub fn open<'a>(bytes: &'a [u8], trusted: &VerifyingKey, layout: Layout) -> Result<Opened<'a>> {
-    let Some(rest) = bytes.strip_prefix(MAGIC.as_slice()) else {
+/// The bytes before a bundle's manifest: the magic, the format and the
+/// manifest's length.
+const PREAMBLE: usize = MAGIC.len() + 1 + 4;
+
+/// The length of a bundle's signed head (preamble, manifest, signature),
+/// from its preamble: the magic, format and manifest length are checked.
+fn head_len(preamble: &[u8]) -> Result<usize> {
+    let Some(rest) = preamble.strip_prefix(MAGIC.as_slice()) else {
         return Err(BundleError::Unsigned(
             "it does not start with a bundle's signed manifest".into(),
         ));
@@ -198,18 +201,79 @@ pub fn open<'a>(bytes: &'a [u8], trusted: &VerifyingKey, layout: Layout) -> Resu
             "format {format}; this keyscope reads format {FORMAT}"
         )));
     }
-    let (len, rest) = rest
-        .split_at_checked(4)
+    let len = rest
+        .first_chunk::<4>()
         .ok_or_else(|| malformed("truncated"))?;
-    let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
+    let len = u32::from_le_bytes(*len) as usize;
     if len > MAX_MANIFEST {
         return Err(malformed("the manifest is larger than 64 KiB"));
     }
-    let (json, rest) = rest
-        .split_at_checked(len)
-        .ok_or_else(|| malformed("truncated in the manifest"))?;
-    let (signature, parts) = rest
-        .split_at_checked(SIGNATURE_LEN)
+    Ok(PREAMBLE + len + SIGNATURE_LEN)
+}
+
+/// Reads a bundle (or a gateway's cache) from `reader` as it arrives, and
+/// refuses it as early as it can: the framing in its first 13 bytes, then
+/// the manifest's signer and signature, and only then the parts, exactly
+/// as long as the signed manifest says and at most `max_bytes` in all. A
+/// server or file that sends anything else costs at most the 64 KiB of a
+/// manifest, never the memory of what it sends. The bytes returned still
+/// go through [`open`], which checks every digest.
+pub fn read_bounded(
+    reader: &mut impl std::io::Read,
+    trusted: &VerifyingKey,
+    layout: Layout,
+    max_bytes: u64,
+) -> Result<Vec<u8>> {
+    use std::io::Read as _;
+    let mut bytes = vec![0; PREAMBLE];
+    reader.read_exact(&mut bytes).map_err(truncated)?;
+    let head = head_len(&bytes)?;
+    bytes.resize(head, 0);
+    reader
+        .read_exact(&mut bytes[PREAMBLE..])
+        .map_err(truncated)?;
+    let (manifest, _) = verify_head(&bytes, trusted)?;
+    let parts = parts_len(&manifest, layout)?;
+    let total = parts.saturating_add(head as u64);
+    if total > max_bytes {
+        return Err(BundleError::TooLarge {
+            found: total,
+            limit: max_bytes,
+        });
+    }
+    // Within the cap, which the caller chose to fit in memory.
+    let parts = usize::try_from(parts).map_err(|_| BundleError::TooLarge {
+        found: total,
+        limit: max_bytes,
+    })?;
+    bytes.resize(head + parts, 0);
+    reader.read_exact(&mut bytes[head..]).map_err(truncated)?;
+    // Nothing may follow the parts the manifest names.
+    let mut extra = [0u8; 1];
+    match reader.by_ref().take(1).read(&mut extra) {
+        Ok(0) => Ok(bytes),
+        Ok(_) => Err(BundleError::Tampered("length")),
+        Err(error) => Err(BundleError::Read(error)),
+    }
+}
+
+fn truncated(error: std::io::Error) -> BundleError {
+    if error.kind() == std::io::ErrorKind::UnexpectedEof {
+        BundleError::Malformed("truncated".into())
+    } else {
+        BundleError::Read(error)
+    }
+}
+
+/// Checks the head's signer and signature; returns the manifest, now the
+/// control plane's word, and the head's length.
+fn verify_head(bytes: &[u8], trusted: &VerifyingKey) -> Result<(Manifest, usize)> {
+    let head = head_len(bytes)?;
+    let json = bytes
+        .get(PREAMBLE..head - SIGNATURE_LEN)
+        .ok_or_else(|| BundleError::Malformed("truncated in the manifest".into()))?;
+    let signature = bytes
+        .get(head - SIGNATURE_LEN..head)
         .ok_or_else(|| BundleError::Unsigned("it has no signature".into()))?;
     if signature.iter().all(|&b| b == 0) {
         return Err(BundleError::Unsigned("its signature is empty".into()));
@@ -232,25 +296,48 @@ pub fn open<'a>(bytes: &'a [u8], trusted: &VerifyingKey, layout: Layout) -> Resu
     trusted
         .verify_strict(&signed_bytes(json), &signature)
         .map_err(|_| BundleError::BadSignature)?;
-    // Signed: from here on the manifest is the control plane's word.
-    let first = match (layout, manifest.kind) {
+    Ok((manifest, head))
+}
+
+/// The first part's declaration: a delta's changes, or the snapshot.
+fn first_part(manifest: &Manifest, layout: Layout) -> Result<&Part> {
+    match (layout, manifest.kind) {
         (Layout::Served, Kind::Delta) => manifest
             .delta
             .as_ref()
-            .ok_or_else(|| malformed("a delta without its changes"))?,
-        _ => &manifest.snapshot,
-    };
-    if manifest.kind == Kind::Delta && manifest.base.is_none() {
-        return Err(malformed("a delta without its base"));
+            .ok_or_else(|| BundleError::Malformed("a delta without its changes".into())),
+        _ => Ok(&manifest.snapshot),
     }
+}
+
+/// The length of the parts a signed manifest declares.
+fn parts_len(manifest: &Manifest, layout: Layout) -> Result<u64> {
     let module_len = if manifest.module.included || layout == Layout::Cache {
         manifest.module.bytes
     } else {
         0
     };
-    if first.bytes.checked_add(module_len) != Some(parts.len() as u64) {
+    first_part(manifest, layout)?
+        .bytes
+        .checked_add(module_len)
+        .ok_or(BundleError::Tampered("length"))
+}
+
+/// Verifies `bytes` against the `trusted` key and returns its parts.
+/// Every check happens here: framing, signer, signature, and each part's
+/// digest.
+pub fn open<'a>(bytes: &'a [u8], trusted: &VerifyingKey, layout: Layout) -> Result<Opened<'a>> {
+    let (manifest, head) = verify_head(bytes, trusted)?;
+    let parts = &bytes[head..];
+    // Signed: from here on the manifest is the control plane's word.
+    let first = first_part(&manifest, layout)?;
+    if manifest.kind == Kind::Delta && manifest.base.is_none() {
+        return Err(BundleError::Malformed("a delta without its base".into()));
+    }
+    if parts_len(&manifest, layout)? != parts.len() as u64 {
         return Err(BundleError::Tampered("length"));
     }
+    let module_len = parts.len() as u64 - first.bytes;
     let (first_bytes, module) = parts.split_at(first.bytes as usize);
     let signed = &bytes[..bytes.len() - parts.len()];
     let mut opened = Opened {

@@ -274,7 +274,7 @@ fn a_cache_verifies_and_restores_the_held_state() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bundle.cache");
     follower.write_cache(&path, publisher.snapshot()).unwrap();
-    let bytes = crate::cache::read(&path).unwrap().unwrap();
+    let bytes = crate::cache::read(&path, &key(1).verifying_key()).unwrap().unwrap();
     let mut fresh = Follower::new(key(1).verifying_key());
     let candidate = fresh.prepare(&bytes, Layout::Cache).unwrap().unwrap();
     assert_eq!(candidate.snapshot[..], publisher.snapshot()[..]);
@@ -302,5 +302,97 @@ fn a_module_change_alone_is_a_delta_with_the_module() {
     assert_eq!(
         candidate.module.as_deref(),
         Some(&b"\0asm another module"[..])
+    );
+}
+
+/// A reader that counts what was taken from it.
+struct Counting<R> {
+    inner: R,
+    taken: u64,
+}
+
+impl<R: std::io::Read> std::io::Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.taken += n as u64;
+        Ok(n)
+    }
+}
+
+#[test]
+fn a_stream_is_refused_before_more_than_its_signed_head_is_read() {
+    let trusted = key(1).verifying_key();
+    // Endless zeros: refused at the magic, 13 bytes in.
+    let mut zeros = Counting {
+        inner: std::io::repeat(0),
+        taken: 0,
+    };
+    let error = format::read_bounded(&mut zeros, &trusted, Layout::Served, 1 << 30).unwrap_err();
+    assert!(matches!(error, BundleError::Unsigned(_)), "{error}");
+    assert!(zeros.taken <= 13, "read {} bytes of zeros", zeros.taken);
+
+    // A real bundle reads whole, and exactly: nothing may follow it.
+    let (mut publisher, _, _) = held_at_2();
+    let bundle = publisher.bundle(None).bytes;
+    let read = format::read_bounded(&mut &bundle[..], &trusted, Layout::Served, 1 << 30).unwrap();
+    assert_eq!(read[..], bundle[..]);
+    let mut padded = bundle.to_vec();
+    padded.push(0);
+    let error = format::read_bounded(&mut &padded[..], &trusted, Layout::Served, 1 << 30)
+        .unwrap_err();
+    assert!(matches!(error, BundleError::Tampered("length")), "{error}");
+    let error = format::read_bounded(
+        &mut &bundle[..bundle.len() - 1],
+        &trusted,
+        Layout::Served,
+        1 << 30,
+    )
+    .unwrap_err();
+    assert!(error.to_string().contains("truncated"), "{error}");
+
+    // Under a cap smaller than its signed size: refused after the head,
+    // with the parts unread.
+    let mut stream = Counting {
+        inner: std::io::Cursor::new(bundle.to_vec()),
+        taken: 0,
+    };
+    let error = format::read_bounded(&mut stream, &trusted, Layout::Served, 64).unwrap_err();
+    assert!(matches!(error, BundleError::TooLarge { .. }), "{error}");
+    assert!(stream.taken < bundle.len() as u64, "the parts were read");
+
+    // Signed by another key: refused at the head, whatever follows.
+    let mut other = Counting {
+        inner: std::io::Read::chain(std::io::Cursor::new(bundle.to_vec()), std::io::repeat(0)),
+        taken: 0,
+    };
+    let error =
+        format::read_bounded(&mut other, &key(2).verifying_key(), Layout::Served, 1 << 40)
+            .unwrap_err();
+    assert!(matches!(error, BundleError::OtherSigner { .. }), "{error}");
+}
+
+#[test]
+fn a_cache_that_is_a_fifo_or_a_device_is_refused_at_once() {
+    let trusted = key(1).verifying_key();
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("bundle.cache");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    let error = crate::cache::read(&fifo, &trusted).unwrap_err();
+    assert!(error.to_string().contains("not a regular file"), "{error}");
+    let link = dir.path().join("zero.cache");
+    std::os::unix::fs::symlink("/dev/zero", &link).unwrap();
+    let error = crate::cache::read(&link, &trusted).unwrap_err();
+    assert!(error.to_string().contains("not a regular file"), "{error}");
+    assert!(
+        crate::cache::read(&dir.path().join("none"), &trusted)
+            .unwrap()
+            .is_none()
     );
 }

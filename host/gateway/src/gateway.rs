@@ -173,7 +173,7 @@ impl Gateway {
             .cache
             .as_deref()
             .map(|path| -> Result<_, PollError> {
-                let Some(bytes) = keyscope_bundle::cache::read(path)? else {
+                let Some(bytes) = keyscope_bundle::cache::read(path, &config.public_key)? else {
                     return Ok(None);
                 };
                 let Some(candidate) = follower.prepare(&bytes, Layout::Cache)? else {
@@ -364,12 +364,30 @@ impl Gateway {
             200 => {}
             status => return Err(PollError::Status(status)),
         }
-        let bytes = response
-            .body_mut()
-            .with_config()
-            .limit(MAX_BUNDLE_BYTES)
-            .read_to_vec()
-            .map_err(|error| PollError::Transport(error.to_string()))?;
+        // Bounded before it is read: a declared length over the cap is
+        // refused unread, and the body is read no further than its signed
+        // manifest declares (format::read_bounded).
+        let declared = response
+            .headers()
+            .get("content-length")
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse::<u64>().ok());
+        if let Some(found) = declared.filter(|&length| length > MAX_BUNDLE_BYTES) {
+            return Err(PollError::Refused(BundleError::TooLarge {
+                found,
+                limit: MAX_BUNDLE_BYTES,
+            }));
+        }
+        let bytes = keyscope_bundle::format::read_bounded(
+            &mut response
+                .body_mut()
+                .with_config()
+                .limit(MAX_BUNDLE_BYTES)
+                .reader(),
+            &self.config.public_key,
+            Layout::Served,
+            MAX_BUNDLE_BYTES,
+        )?;
         self.accept(&bytes)?;
         *self.etag.lock().unwrap_or_else(PoisonError::into_inner) = etag;
         Ok(long_poll)

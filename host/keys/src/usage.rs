@@ -27,6 +27,12 @@ pub struct KeyUse {
 /// for the next one.
 pub const MAX_REPORT: usize = 256;
 
+/// The most uses one entry of a report may carry: 2^32, far more than one
+/// gateway decides for one key between two polls (an hour at a million a
+/// second is 3.6 * 10^9). A gateway that counted more, through a long
+/// outage, reports the rest in its next polls.
+pub const MAX_USES_PER_ENTRY: u64 = 1 << 32;
+
 /// Why a usage report does not parse. Never carries more than a short,
 /// printable excerpt of what was sent.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -81,6 +87,9 @@ impl KeyUse {
             if use_.uses == 0 {
                 return Err(bad("the count is 0"));
             }
+            if use_.uses > MAX_USES_PER_ENTRY {
+                return Err(bad("the count is over 2^32, more than a poll can report"));
+            }
             uses.push(use_);
         }
         Ok(uses)
@@ -125,6 +134,29 @@ impl UsageTally {
         }
     }
 
+    /// Adds a gateway's report, already parsed: a time later than `now_ms`
+    /// counts as `now_ms`, and a key not pending yet is taken only while
+    /// fewer than `max_keys` are, so that forged ids cannot grow the tally
+    /// past what the store holds. Returns how many entries it dropped.
+    pub fn merge_report(&self, report: &[KeyUse], now_ms: u64, max_keys: usize) -> usize {
+        let mut keys = self.lock();
+        let mut dropped = 0;
+        for use_ in report {
+            let use_ = KeyUse {
+                last_used_ms: use_.last_used_ms.min(now_ms),
+                ..*use_
+            };
+            if let Some(held) = keys.get_mut(&use_.key_id) {
+                held.absorb(use_);
+            } else if keys.len() < max_keys {
+                keys.insert(use_.key_id, use_);
+            } else {
+                dropped += 1;
+            }
+        }
+        dropped
+    }
+
     /// Takes every count, by key id, leaving none.
     pub fn drain(&self) -> Vec<KeyUse> {
         let mut uses: Vec<KeyUse> = std::mem::take(&mut *self.lock()).into_values().collect();
@@ -132,17 +164,27 @@ impl UsageTally {
         uses
     }
 
-    /// Takes at most `limit` counts (the lowest key ids), leaving the rest.
+    /// Takes a report's worth: at most `limit` keys (the lowest ids), each
+    /// with at most [`MAX_USES_PER_ENTRY`] uses, leaving the rest.
     pub fn drain_at_most(&self, limit: usize) -> Vec<KeyUse> {
         let mut keys = self.lock();
-        if keys.len() <= limit {
-            drop(keys);
-            return self.drain();
-        }
         let mut ids: Vec<u64> = keys.keys().copied().collect();
         ids.sort_unstable();
         ids.truncate(limit);
-        ids.iter().filter_map(|id| keys.remove(id)).collect()
+        ids.iter()
+            .filter_map(|id| {
+                let held = keys.get_mut(id)?;
+                if held.uses > MAX_USES_PER_ENTRY {
+                    held.uses -= MAX_USES_PER_ENTRY;
+                    Some(KeyUse {
+                        uses: MAX_USES_PER_ENTRY,
+                        ..*held
+                    })
+                } else {
+                    keys.remove(id)
+                }
+            })
+            .collect()
     }
 
     /// Whether any count waits to be written.
@@ -222,5 +264,54 @@ mod tests {
             [0, 1, 2, 3]
         );
         assert_eq!(tally.drain().len(), 6);
+    }
+
+    #[test]
+    fn a_count_beyond_one_entry_is_reported_over_several_polls() {
+        let tally = UsageTally::default();
+        tally.merge([KeyUse {
+            key_id: 1,
+            uses: MAX_USES_PER_ENTRY * 2 + 5,
+            last_used_ms: 9,
+        }]);
+        let counts: Vec<u64> = std::iter::from_fn(|| {
+            let report = tally.drain_at_most(MAX_REPORT);
+            report.first().map(|entry| entry.uses)
+        })
+        .collect();
+        assert_eq!(counts, [MAX_USES_PER_ENTRY, MAX_USES_PER_ENTRY, 5]);
+        let report = KeyUse::report(&[KeyUse {
+            key_id: 1,
+            uses: MAX_USES_PER_ENTRY,
+            last_used_ms: 9,
+        }]);
+        assert!(KeyUse::parse_report(&report).is_ok());
+        let over = format!("1={}@9", MAX_USES_PER_ENTRY + 1);
+        assert!(KeyUse::parse_report(&over).is_err());
+        assert!(KeyUse::parse_report("1=9223372036854775807@1").is_err());
+    }
+
+    #[test]
+    fn a_report_cannot_grow_the_tally_past_its_bound_or_date_a_use_ahead() {
+        let tally = UsageTally::default();
+        let forged: Vec<KeyUse> = (0..1000)
+            .map(|key_id| KeyUse {
+                key_id,
+                uses: 1,
+                last_used_ms: u64::MAX,
+            })
+            .collect();
+        assert_eq!(tally.merge_report(&forged, 50, 10), 990);
+        // A key already pending still adds up, past the bound.
+        let more = [KeyUse {
+            key_id: 3,
+            uses: 2,
+            last_used_ms: 7,
+        }];
+        assert_eq!(tally.merge_report(&more, 50, 10), 0);
+        let drained = tally.drain();
+        assert_eq!(drained.len(), 10);
+        assert!(drained.iter().all(|u| u.last_used_ms == 50));
+        assert_eq!(drained[3].uses, 3);
     }
 }

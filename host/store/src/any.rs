@@ -177,6 +177,10 @@ impl Store for AnyStore {
         dispatch!(self, s => s.record_usage(uses))
     }
 
+    fn repair_usage(&mut self) -> Result<u64> {
+        dispatch!(self, s => s.repair_usage())
+    }
+
     fn record_event(&mut self, event: AuditEvent) -> Result<()> {
         dispatch!(self, s => s.record_event(event))
     }

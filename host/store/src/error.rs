@@ -105,7 +105,7 @@ pub enum StoreError {
     },
     /// The scope has reached its key limit.
     #[error(
-        "scope `{scope}` already has {limit} live keys, its limit; revoke one, or raise it with `keyscope limits set --keys-per-scope N`"
+        "scope `{scope}` already has {limit} live keys, its limit (keys in a rotation's grace count); revoke one, or raise it with `keyscope limits set --keys-per-scope N`"
     )]
     KeyLimit {
         /// The scope, as `APP/NAME`.

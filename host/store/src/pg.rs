@@ -664,13 +664,20 @@ impl Store for PostgresStore {
         // snapshot holds.
         self.with(|client| {
             Ok(client.execute(
-                "UPDATE keys k SET uses = k.uses + u.n, \
+                // Saturates at i64::MAX rather than fail the whole batch.
+                "UPDATE keys k SET uses = CASE WHEN k.uses > 9223372036854775807 - u.n \
+                         THEN 9223372036854775807 ELSE k.uses + u.n END, \
                      last_used_ms = GREATEST(coalesce(k.last_used_ms, 0), u.at) \
                  FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS u(id, n, at) \
                  WHERE k.id = u.id",
                 &[&ids, &counts, &ats],
             )?)
         })
+    }
+
+    fn repair_usage(&mut self) -> Result<u64> {
+        // BIGINT cannot hold a REAL; a negative count is all there is to fix.
+        self.with(|client| Ok(client.execute("UPDATE keys SET uses = 0 WHERE uses < 0", &[])?))
     }
 
     fn record_event(&mut self, event: AuditEvent) -> Result<()> {
@@ -743,9 +750,10 @@ fn insert_key(
     let scope = get_scope(tx, scope)?;
     let quotas = read_quotas(tx)?;
     let row = tx.query_one(
-        "SELECT count(*), count(*) FILTER (WHERE name = $2) FROM keys \
-         WHERE scope_id = $1 AND revoked_at IS NULL AND rotated_at IS NULL",
-        &[&signed(scope.id), &name],
+        "SELECT count(*), count(*) FILTER (WHERE name = $2 AND rotated_at IS NULL) FROM keys \
+         WHERE scope_id = $1 AND revoked_at IS NULL \
+           AND (rotated_at IS NULL OR not_after_ms > $3)",
+        &[&signed(scope.id), &name, &signed(audit::now_ms())],
     )?;
     checks::room_for_key(&scope, name, count(row.get(0)), count(row.get(1)), &quotas)?;
     let secret = KeySecret::generate();

@@ -225,7 +225,7 @@ pub struct ScopeUpdate {
 pub struct Quotas {
     /// Live scopes per application.
     pub scopes_per_app: u32,
-    /// Live keys per scope.
+    /// Live keys per scope, counting rotated keys still in their grace.
     pub keys_per_scope: u32,
 }
 

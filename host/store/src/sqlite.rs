@@ -514,7 +514,9 @@ impl Store for SqliteStore {
     fn record_usage(&mut self, uses: &[KeyUse]) -> Result<u64> {
         let (tx, _) = self.write()?;
         let mut update = tx.prepare(
-            "UPDATE keys SET uses = uses + ?2, \
+            // Saturates at i64::MAX: past it, SQLite would store a REAL.
+            "UPDATE keys SET uses = CASE WHEN uses > 9223372036854775807 - ?2 \
+                     THEN 9223372036854775807 ELSE uses + ?2 END, \
                  last_used_ms = max(coalesce(last_used_ms, 0), ?3) WHERE id = ?1",
         )?;
         let mut updated = 0;
@@ -531,6 +533,19 @@ impl Store for SqliteStore {
         drop(update);
         tx.commit()?;
         Ok(updated)
+    }
+
+    fn repair_usage(&mut self) -> Result<u64> {
+        let (tx, _) = self.write()?;
+        // A count that once overflowed into a REAL, or anything else that
+        // is not a whole number in range: saturated, as an addition now is.
+        let repaired = tx.execute(
+            "UPDATE keys SET uses = CAST(max(0, min(uses, 9223372036854775807)) AS INTEGER) \
+             WHERE typeof(uses) <> 'integer' OR uses < 0",
+            [],
+        )?;
+        tx.commit()?;
+        Ok(repaired as u64)
     }
 
     fn record_event(&mut self, event: AuditEvent) -> Result<()> {
@@ -601,7 +616,8 @@ const SCOPE_COLUMNS: &str = "SELECT id, app, name, agents, runtime, created_at F
 const KEY_COLUMNS: &str = "SELECT id, name, scope_id, prefix, created_at, revoked_at, \
      strftime('%Y-%m-%dT%H:%M:%fZ', not_after_ms / 1000.0, 'unixepoch'), not_after_ms, \
      rotated_at, successor_id, \
-     strftime('%Y-%m-%dT%H:%M:%fZ', last_used_ms / 1000.0, 'unixepoch'), uses FROM keys";
+     strftime('%Y-%m-%dT%H:%M:%fZ', last_used_ms / 1000.0, 'unixepoch'), \
+     CAST(max(0, min(uses, 9223372036854775807)) AS INTEGER) FROM keys";
 const TOKEN_COLUMNS: &str = "SELECT id, name, created_at, revoked_at, digest FROM admin_tokens";
 
 fn scope_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Scope>> {
@@ -702,9 +718,10 @@ fn insert_key(
     let scope = get_scope(tx, scope)?;
     let quotas = read_quotas(tx)?;
     let (live, same_name): (u32, u32) = tx.query_row(
-        "SELECT count(*), count(*) FILTER (WHERE name = ?2) FROM keys \
-         WHERE scope_id = ?1 AND revoked_at IS NULL AND rotated_at IS NULL",
-        params![scope.id, name],
+        "SELECT count(*), count(*) FILTER (WHERE name = ?2 AND rotated_at IS NULL) FROM keys \
+         WHERE scope_id = ?1 AND revoked_at IS NULL \
+           AND (rotated_at IS NULL OR not_after_ms > ?3)",
+        params![scope.id, name, signed(audit::now_ms())],
         |row| Ok((row.get(0)?, row.get(1)?)),
     )?;
     checks::room_for_key(&scope, name, live, same_name, &quotas)?;
@@ -1047,7 +1064,8 @@ fn dump(conn: &Connection, path: &Path) -> Result<Dump> {
     let keys = conn
         .prepare(
             "SELECT id, scope_id, name, digest, prefix, created_at, revoked_at, not_after_ms, rev, \
-                    rotated_at, successor_id, last_used_ms, uses \
+                    rotated_at, successor_id, last_used_ms, \
+                    CAST(max(0, min(uses, 9223372036854775807)) AS INTEGER) \
              FROM keys ORDER BY id",
         )?
         .query_map([], |row| {

@@ -151,6 +151,11 @@ pub trait Store {
     /// Returns how many keys it updated.
     fn record_usage(&mut self, uses: &[KeyUse]) -> Result<u64>;
 
+    /// Repairs usage counts that an older keyscope let a hostile report
+    /// push out of range (SQLite turned an overflowing count into a REAL);
+    /// returns how many keys it repaired. `keyscope store migrate` runs it.
+    fn repair_usage(&mut self) -> Result<u64>;
+
     /// Appends an event that is not a store change (a policy swap) to the
     /// audit trail.
     fn record_event(&mut self, event: AuditEvent) -> Result<()>;

@@ -13,7 +13,8 @@ use super::output::Output;
 #[derive(Debug, Subcommand)]
 pub enum StoreCommand {
     /// Create the store, or bring its schema up to this keyscope's version.
-    /// Every command does this when it opens a store; this does only that.
+    /// Every command does this when it opens a store; this does only that,
+    /// and repairs usage counts that an older keyscope let go out of range.
     Migrate,
     /// Copy a whole store to another, of the same backend or the other: ids,
     /// tombstones, operations, routes, limits, the admin token's digest and
@@ -33,6 +34,8 @@ pub enum StoreCommand {
 struct Migrated {
     store: String,
     revision: u64,
+    /// Keys whose usage count was out of range, set to the nearest bound.
+    repaired_usage: u64,
 }
 
 #[derive(Serialize)]
@@ -49,13 +52,23 @@ struct Copied {
 pub fn run(command: StoreCommand, store: &Location, out: &Output) -> anyhow::Result<ExitCode> {
     match command {
         StoreCommand::Migrate => {
-            let revision = Store::open(store)?.revision()?;
+            let mut opened = Store::open(store)?;
+            let repaired_usage = opened.repair_usage()?;
+            let revision = opened.revision()?;
             let shown = Migrated {
                 store: store.to_string(),
                 revision,
+                repaired_usage,
             };
             out.print(&shown, || {
-                format!("store `{store}` is at this keyscope's schema, revision {revision}")
+                let mut text =
+                    format!("store `{store}` is at this keyscope's schema, revision {revision}");
+                if repaired_usage > 0 {
+                    text.push_str(&format!(
+                        "; repaired the usage count of {repaired_usage} key(s), which was out of range"
+                    ));
+                }
+                text
             })?;
         }
         StoreCommand::Copy { from, to } => {

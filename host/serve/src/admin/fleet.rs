@@ -125,8 +125,25 @@ pub(super) async fn bundle(
         Vec::new()
     };
     // Counted once the poll is known good: a refused poll's report is
-    // kept by the gateway and sent again.
-    admin.authorizer.usage().merge(uses);
+    // kept by the gateway and sent again. However many ids the fleet's
+    // reports name, the tally holds no more keys than the live snapshot
+    // does (and a report's worth): a forged id costs a slot until the next
+    // write, never memory without bound, and the store ignores ids it lacks.
+    let max_keys = admin.authorizer.live().map_or(0, |live| {
+        usize::try_from(live.current().snapshot_info.keys).unwrap_or(usize::MAX)
+    });
+    let dropped = admin.authorizer.usage().merge_report(
+        &uses,
+        now_ms(),
+        max_keys.saturating_add(keyscope_keys::usage::MAX_REPORT),
+    );
+    if dropped > 0 {
+        tracing::warn!(
+            gateway = poll.gateway.as_deref().unwrap_or("-"),
+            dropped,
+            "usage report: more keys than the snapshot holds; entries dropped"
+        );
+    }
     if let (Some(id), Some(have)) = (&poll.gateway, have) {
         bundles.seen(
             id.clone(),
