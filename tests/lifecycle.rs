@@ -348,6 +348,67 @@ fn a_gateway_reports_its_uses_to_the_control_plane_on_its_poll() {
 }
 
 #[test]
+fn a_hostile_usage_report_cannot_make_a_key_unrevocable() {
+    let fleet = crate::fleet::Fleet::new();
+    fleet.sandbox.scope("acme", "viewer", "view", "");
+    let (key_id, key) = fleet.sandbox.key("acme/viewer", "edge");
+    let control_plane = fleet.control_plane(&["--usage-flush-ms", "100"]);
+    let url = control_plane.admin_url("/v1/bundle");
+    let cache = fleet.sandbox.path("cache");
+    let (_gateway_sandbox, gateway) = fleet.gateway(&url, "gw-1", &cache, &[]);
+    assert_eq!(decide(&gateway, &key)["allow"], true);
+    let token = std::fs::read_to_string(&fleet.token).unwrap();
+    let poll = |report: &str| {
+        http_client()
+            .get(&url)
+            .header("authorization", format!("Bearer {token}"))
+            .header("keyscope-usage", report)
+            .call()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    // The overflow once made SQLite store a REAL, after which neither
+    // `key revoke` nor `key list` worked: refused whole now.
+    assert_eq!(poll(&format!("{key_id}=9223372036854775807@1")), 400);
+    // The most an entry may carry, many times over, dated far ahead; and
+    // forged ids, a report's worth at a time.
+    let most = format!("{key_id}={}@{}", 1u64 << 32, u64::MAX);
+    for _ in 0..20 {
+        assert_eq!(poll(&most), 200);
+    }
+    for round in 0..20u64 {
+        let forged: Vec<String> = (0..256)
+            .map(|i| format!("{}=1@1", 1_000_000 + round * 256 + i))
+            .collect();
+        assert_eq!(poll(&forged.join(",")), 200);
+    }
+    wait_until(60, "the reported uses reaching the store", || {
+        fleet.sandbox.json(["key", "list"])[0]["uses"]
+            .as_u64()
+            .is_some_and(|uses| uses >= 20 * (1u64 << 32))
+    });
+    let listed = fleet.sandbox.json(["key", "list"]);
+    let last_used = listed[0]["last_used_at"].as_str().unwrap();
+    assert!(
+        last_used <= keyscope_store::audit::timestamp(now_ms()).as_str(),
+        "a use dated ahead of the control plane's clock: {last_used}"
+    );
+    // The key stays revocable, and every gateway denies it after.
+    let revoked = fleet
+        .sandbox
+        .keyscope(["key", "revoke", &key_id.to_string()])
+        .output()
+        .unwrap();
+    assert!(revoked.status.success(), "{revoked:?}");
+    wait_until(60, "the gateway denying the revoked key", || {
+        decide(&gateway, &key)["allow"] == false
+    });
+    let (status, keys) = control_plane.admin("GET", "/admin/keys", None);
+    assert_eq!(status, 200, "{keys}");
+}
+
+#[test]
 fn a_revoked_admin_token_is_refused_at_once_and_its_changes_name_it() {
     let s = Sandbox::new();
     s.scope("acme", "seed", "none", "");

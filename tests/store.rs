@@ -75,6 +75,8 @@ backends!(
     an_incremental_rebuild_equals_a_full_one,
     a_copy_to_the_other_backend_builds_the_same_snapshot,
     the_catalogue_and_routes_keep_their_rules,
+    usage_counts_saturate_and_never_stand_in_a_revocations_way,
+    a_key_in_its_rotation_grace_counts_toward_the_limit,
 );
 
 fn the_store_keeps_only_digests_and_prefixes(backend: &Backend) {
@@ -382,4 +384,117 @@ fn the_catalogue_and_routes_keep_their_rules(backend: &Backend) {
     ));
     let routes = store.routes().unwrap();
     assert_eq!(routes.last().unwrap().pattern, "/{app}/x");
+}
+
+fn usage_counts_saturate_and_never_stand_in_a_revocations_way(backend: &Backend) {
+    use keyscope_keys::usage::KeyUse;
+    let mut store = backend.open();
+    store
+        .create_scope("acme", "s", AgentsLevel::View, RuntimeSet::EMPTY)
+        .unwrap();
+    let key = store.create_key(&ScopeRef::Id(1), "k").unwrap().key;
+    let other = store.create_key(&ScopeRef::Id(1), "j").unwrap().key;
+    // What a hostile gateway once sent: i64::MAX, then one more. The batch
+    // holds another key's use and an id the store lacks; neither is lost
+    // nor fails the batch.
+    for uses in [i64::MAX as u64, 1, u64::MAX] {
+        let batch = [
+            KeyUse {
+                key_id: key.id,
+                uses,
+                last_used_ms: 1,
+            },
+            KeyUse {
+                key_id: other.id,
+                uses: 1,
+                last_used_ms: 2,
+            },
+            KeyUse {
+                key_id: 999_999,
+                uses: 1,
+                last_used_ms: 2,
+            },
+        ];
+        assert_eq!(store.record_usage(&batch).unwrap(), 2);
+    }
+    let keys = store.list_keys(None).unwrap();
+    assert_eq!(keys[0].uses, i64::MAX as u64, "saturated at i64::MAX");
+    assert_eq!(keys[1].uses, 3);
+    assert!(store.revoke_key(key.id).unwrap().revoked_at.is_some());
+    assert_eq!(store.repair_usage().unwrap(), 0, "nothing to repair");
+
+    // A store an older keyscope let overflow (SQLite made the count a
+    // REAL): reads, revocations and rotations still work, and the repair
+    // says what it fixed.
+    if let Location::Sqlite(path) = &backend.location {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        conn.execute(
+            "UPDATE keys SET uses = 9223372036854775807.0 * 2 WHERE id = ?1",
+            [other.id as i64],
+        )
+        .unwrap();
+        drop(conn);
+        let mut store = backend.open();
+        assert_eq!(store.list_keys(None).unwrap()[1].uses, i64::MAX as u64);
+        store
+            .rotate_key_delivered(other.id, 0, |_, _| Ok::<_, ()>(()))
+            .unwrap()
+            .unwrap();
+        store.snapshot_data().unwrap();
+        store.dump().unwrap();
+        assert_eq!(store.repair_usage().unwrap(), 1);
+        assert_eq!(store.repair_usage().unwrap(), 0);
+    }
+}
+
+fn a_key_in_its_rotation_grace_counts_toward_the_limit(backend: &Backend) {
+    let mut store = backend.open();
+    store
+        .set_quotas(Quotas {
+            scopes_per_app: 1,
+            keys_per_scope: 1,
+        })
+        .unwrap();
+    store
+        .create_scope("acme", "s", AgentsLevel::View, RuntimeSet::EMPTY)
+        .unwrap();
+    let key = store.create_key(&ScopeRef::Id(1), "k").unwrap().key;
+    // With a grace, the old key stays live beside its successor: two keys
+    // in a scope limited to one.
+    let refused = store.rotate_key_delivered(key.id, 3_600_000, |_, _| Ok::<_, ()>(()));
+    assert!(
+        matches!(refused, Err(Error::KeyLimit { limit: 1, .. })),
+        "{refused:?}"
+    );
+    assert!(
+        refused
+            .unwrap_err()
+            .to_string()
+            .contains("keys in a rotation's grace count")
+    );
+    assert_eq!(store.list_keys(None).unwrap().len(), 1, "nothing changed");
+    // Without one, the successor takes the old key's place.
+    let (_, _, successor) = store
+        .rotate_key_delivered(key.id, 0, |_, _| Ok::<_, ()>(()))
+        .unwrap()
+        .unwrap();
+    // A chain of rotations with a grace cannot pile up live keys either.
+    store
+        .set_quotas(Quotas {
+            scopes_per_app: 1,
+            keys_per_scope: 2,
+        })
+        .unwrap();
+    let (_, _, next) = store
+        .rotate_key_delivered(successor.key.id, 3_600_000, |_, _| Ok::<_, ()>(()))
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        store.rotate_key_delivered(next.key.id, 3_600_000, |_, _| Ok::<_, ()>(())),
+        Err(Error::KeyLimit { limit: 2, .. })
+    ));
+    assert!(matches!(
+        store.create_key(&ScopeRef::Id(1), "extra"),
+        Err(Error::KeyLimit { limit: 2, .. })
+    ));
 }

@@ -521,13 +521,12 @@ impl Store for SqliteStore {
         )?;
         let mut updated = 0;
         for use_ in uses {
-            let (Some(id), Some(count), Some(at)) = (
-                sql_id(use_.key_id),
-                sql_id(use_.uses),
-                sql_id(use_.last_used_ms),
-            ) else {
+            // An id beyond i64::MAX names no key; a count or time beyond
+            // it saturates, as the sum does.
+            let Some(id) = sql_id(use_.key_id) else {
                 continue;
             };
+            let (count, at) = (signed(use_.uses), signed(use_.last_used_ms));
             updated += update.execute(params![id, count, at])? as u64;
         }
         drop(update);
