@@ -698,6 +698,19 @@ fn bad_bundle_flags_and_key_files_are_named_and_change_nothing() {
             "--fleet-token-file",
         ),
         (vec!["--bundle-public-key", public], "--bundle-url"),
+        // An id the control plane would refuse: named with its rule at
+        // start, never `ready` and denying every key.
+        (
+            vec![
+                "--bundle-url",
+                "http://127.0.0.1:1/b",
+                "--bundle-public-key",
+                public,
+                "--gateway-id",
+                "eu-west/edge-1",
+            ],
+            "gateway id `eu-west/edge-1`: an id is 1 to 128 characters",
+        ),
     ] {
         let stderr = serve(&args);
         assert!(stderr.contains(named), "{args:?}: {stderr}");

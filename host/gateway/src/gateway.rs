@@ -118,6 +118,9 @@ pub enum PollError {
 /// Why a gateway could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// Its id breaks the rule every control plane checks.
+    #[error(transparent)]
+    BadId(#[from] crate::BadGatewayId),
     /// Its CA file holds no certificate.
     #[error("the bundle CA file holds no PEM certificate")]
     NoCertificate,
@@ -163,6 +166,9 @@ impl Gateway {
     /// Starts from the cache if it verifies, else from an empty snapshot
     /// that denies every key; then polls once without waiting.
     pub fn start(config: GatewayConfig, options: LiveOptions) -> Result<Arc<Self>, StartError> {
+        // Checked here, not first by the control plane: a gateway it would
+        // refuse must not start, say `ready` and deny every key.
+        crate::check_id(&config.id)?;
         let mut follower = Follower::new(config.public_key);
         let mut status = BundleStatus {
             url: shown_url(&config.url),

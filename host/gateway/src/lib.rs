@@ -16,9 +16,11 @@
 //! (`libkeyscope`, inside nginx's workers) both run it.
 
 mod gateway;
+mod id;
 mod staleness;
 
 pub use gateway::{
     BundleStatus, Gateway, GatewayConfig, LastBundle, PollError, StartError, USAGE_HEADER,
 };
+pub use id::{BadGatewayId, ID_FILE, ID_RULE, check_id, default_id};
 pub use staleness::Staleness;

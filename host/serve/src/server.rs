@@ -438,12 +438,10 @@ fn start_gateway(config: &ServeConfig, url: &str) -> Result<Started, ServeError>
         }
         None => None,
     };
-    let id = bundles.gateway_id.clone().unwrap_or_else(|| {
-        let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
-        let host = host.trim();
-        let host = if host.is_empty() { "gateway" } else { host };
-        format!("{host}:{}", config.listen.port())
-    });
+    let id = bundles
+        .gateway_id
+        .clone()
+        .unwrap_or_else(|| keyscope_gateway::default_id("gateway", bundles.cache.as_deref()));
     let gateway = Gateway::start(
         GatewayConfig {
             url: url.to_owned(),

@@ -65,8 +65,9 @@ pub struct ServeArgs {
     /// bundle server is down.
     #[arg(long, value_name = "DIR")]
     bundle_cache: Option<PathBuf>,
-    /// Gateway: its id in the control plane's fleet view (default:
-    /// HOSTNAME:PORT).
+    /// Gateway: its id in the control plane's fleet view, 1 to 128 of
+    /// A-Z a-z 0-9 . _ : - (default: HOSTNAME-RANDOM, kept in the bundle
+    /// cache directory).
     #[arg(long, value_name = "ID")]
     gateway_id: Option<String>,
 }

@@ -52,19 +52,9 @@ fn invalid(message: String) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "invalid-input", message)
 }
 
-/// A gateway id: 1 to 128 characters of `[A-Za-z0-9._:-]`.
+/// A gateway id, by the one rule ([`keyscope_gateway::ID_RULE`]).
 fn check_id(id: &str) -> Result<(), ApiError> {
-    let ok = (1..=128).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b));
-    if ok {
-        Ok(())
-    } else {
-        Err(invalid(
-            "gateway: an id is 1 to 128 characters of A-Z, a-z, 0-9, `.`, `_`, `:`, `-`".into(),
-        ))
-    }
+    keyscope_gateway::check_id(id).map_err(|error| invalid(error.to_string()))
 }
 
 fn check_digest(what: &str, digest: &str) -> Result<(), ApiError> {
