@@ -274,7 +274,9 @@ fn a_cache_verifies_and_restores_the_held_state() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bundle.cache");
     follower.write_cache(&path, publisher.snapshot()).unwrap();
-    let bytes = crate::cache::read(&path, &key(1).verifying_key()).unwrap().unwrap();
+    let bytes = crate::cache::read(&path, &key(1).verifying_key())
+        .unwrap()
+        .unwrap();
     let mut fresh = Follower::new(key(1).verifying_key());
     let candidate = fresh.prepare(&bytes, Layout::Cache).unwrap().unwrap();
     assert_eq!(candidate.snapshot[..], publisher.snapshot()[..]);
@@ -338,8 +340,8 @@ fn a_stream_is_refused_before_more_than_its_signed_head_is_read() {
     assert_eq!(read[..], bundle[..]);
     let mut padded = bundle.to_vec();
     padded.push(0);
-    let error = format::read_bounded(&mut &padded[..], &trusted, Layout::Served, 1 << 30)
-        .unwrap_err();
+    let error =
+        format::read_bounded(&mut &padded[..], &trusted, Layout::Served, 1 << 30).unwrap_err();
     assert!(matches!(error, BundleError::Tampered("length")), "{error}");
     let error = format::read_bounded(
         &mut &bundle[..bundle.len() - 1],
@@ -365,9 +367,8 @@ fn a_stream_is_refused_before_more_than_its_signed_head_is_read() {
         inner: std::io::Read::chain(std::io::Cursor::new(bundle.to_vec()), std::io::repeat(0)),
         taken: 0,
     };
-    let error =
-        format::read_bounded(&mut other, &key(2).verifying_key(), Layout::Served, 1 << 40)
-            .unwrap_err();
+    let error = format::read_bounded(&mut other, &key(2).verifying_key(), Layout::Served, 1 << 40)
+        .unwrap_err();
     assert!(matches!(error, BundleError::OtherSigner { .. }), "{error}");
 }
 

@@ -74,7 +74,10 @@ mod tests {
     fn the_rule_names_itself_and_the_id_when_it_is_safe_to() {
         assert!(check_id("eu-west-1.edge:2").is_ok());
         let error = check_id("eu-west/edge-1").unwrap_err().to_string();
-        assert!(error.contains("`eu-west/edge-1`") && error.contains(ID_RULE), "{error}");
+        assert!(
+            error.contains("`eu-west/edge-1`") && error.contains(ID_RULE),
+            "{error}"
+        );
         let error = check_id("a\nb").unwrap_err().to_string();
         assert!(error.contains("of 3 bytes"), "{error}");
         assert!(check_id("").is_err());
