@@ -811,3 +811,44 @@ fn errors_have_one_json_shape_and_say_each_cause_once() {
         serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap();
     assert_eq!(answer["error"]["kind"], "method-not-allowed", "{answer}");
 }
+
+/// Whether `key` may list acme's agents, by `/v1/check`.
+fn allows(server: &Server, key: &str) -> bool {
+    server.check(&json!({ "key": key, "app": "acme", "op": "agents.list" }))["allow"] == true
+}
+
+#[test]
+fn an_outside_reader_of_the_sqlite_store_never_hides_a_revocation_from_serve() {
+    // POSIX locks: had serve ever closed a descriptor of its database (it
+    // once read the header again on each open), it would have lost its
+    // locks; the next outside process to close the database would then
+    // delete the WAL under serve, which would never see another change.
+    let s = Sandbox::new();
+    s.scope("acme", "viewer", "view", "");
+    let (id, key) = s.key("acme/viewer", "k");
+    let server = s.serve(&[]);
+    assert!(allows(&server, &key));
+    // An operator's read-only query, from another program.
+    let status = Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3, sys\n\
+             c = sqlite3.connect(sys.argv[1])\n\
+             c.execute('SELECT count(*) FROM keys').fetchone()\n\
+             c.close()",
+        ])
+        .arg(s.store())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    s.keyscope(["key", "revoke", &id.to_string()])
+        .assert()
+        .success();
+    crate::support::wait_until(30, "serve denying the revoked key", || {
+        !allows(&server, &key)
+    });
+    let (_, fresh) = s.key("acme/viewer", "fresh");
+    crate::support::wait_until(30, "serve allowing a key made after", || {
+        allows(&server, &fresh)
+    });
+}

@@ -1,8 +1,11 @@
 //! Opening a store file: recognising it, creating it, migrating its schema.
 
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::Read as _;
+use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use keyscope_policy::routes::default_routes;
@@ -208,19 +211,37 @@ fn check_file(path: &Path) -> Result<()> {
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             use std::os::unix::fs::OpenOptionsExt as _;
-            return match std::fs::OpenOptions::new()
+            match std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .mode(0o600)
                 .open(path)
             {
-                Ok(_) => Ok(()),
+                // Created empty: checked (and so remembered) below.
+                Ok(_) => {}
                 // Another process created it meanwhile: check theirs.
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => check_file(path),
-                Err(source) => Err(io(source)),
-            };
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    return check_file(path);
+                }
+                Err(source) => return Err(io(source)),
+            }
         }
         Err(source) => return Err(io(source)),
+    }
+    // POSIX record locks belong to a process and a file: closing *any*
+    // descriptor of a database file drops every lock the process holds on
+    // it, SQLite's included. Another process closing the database would
+    // then think itself its last user and delete the WAL under this
+    // process's live connections, which would never see another change (a
+    // revocation, say). So this process reads a file's header once, before
+    // any connection to that file exists, under this lock; a later open of
+    // the same file skips it.
+    static CHECKED: Mutex<BTreeSet<(u64, u64)>> = Mutex::new(BTreeSet::new());
+    let mut checked = CHECKED.lock().unwrap_or_else(PoisonError::into_inner);
+    let meta = std::fs::metadata(path).map_err(io)?;
+    let inode = (meta.dev(), meta.ino());
+    if checked.contains(&inode) {
+        return Ok(());
     }
     let mut file = File::open(path).map_err(io)?;
     let mut header = Vec::with_capacity(SQLITE_HEADER.len());
@@ -231,7 +252,10 @@ fn check_file(path: &Path) -> Result<()> {
             path: path.to_owned(),
             source,
         })?;
+    drop(file);
     if header.is_empty() || header == SQLITE_HEADER {
+        // An empty file becomes this process's database once opened.
+        checked.insert(inode);
         Ok(())
     } else {
         Err(Error::not_a_store(
