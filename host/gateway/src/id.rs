@@ -42,6 +42,8 @@ pub fn default_id(prefix: &str, cache_dir: Option<&Path>) -> String {
     let file = cache_dir.map(|dir| dir.join(ID_FILE));
     if let Some(kept) = file
         .as_deref()
+        // A regular file of its own: never read through a link.
+        .filter(|path| std::fs::symlink_metadata(path).is_ok_and(|meta| meta.is_file()))
         .and_then(|path| keyscope_runtime::files::read_text(path, 256).ok())
         .map(|text| text.trim().to_owned())
         .filter(|id| check_id(id).is_ok())
@@ -58,8 +60,11 @@ pub fn default_id(prefix: &str, cache_dir: Option<&Path>) -> String {
     let host = if host.is_empty() { prefix } else { &host };
     let id = format!("{host}-{:016x}", rand::random::<u64>());
     if let Some(path) = file {
-        // Best effort: without it, the next start picks another id.
-        if let Err(error) = std::fs::write(&path, format!("{id}\n")) {
+        // Through a new file renamed over the path: whatever was there (a
+        // FIFO, a link to a file of someone else's) is replaced, never
+        // opened. Best effort: without it, the next start picks another id.
+        let line = format!("{id}\n");
+        if let Err(error) = keyscope_bundle::cache::write_atomically(&path, &[line.as_bytes()]) {
             tracing::warn!(%error, path = %path.display(), "gateway: could not keep its id");
         }
     }
@@ -91,5 +96,31 @@ mod tests {
         check_id(&first).unwrap();
         assert_eq!(default_id("gateway", Some(dir.path())), first);
         assert_ne!(default_id("gateway", None), default_id("gateway", None));
+    }
+
+    #[test]
+    fn a_fifo_or_a_link_in_place_of_the_id_file_is_replaced_never_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(ID_FILE);
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &path,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        // Returns at once (a FIFO opened for writing would block).
+        let id = default_id("gateway", Some(dir.path()));
+        assert_eq!(std::fs::read_to_string(&path).unwrap().trim(), id);
+
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "mine").unwrap();
+        std::fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink(&victim, &path).unwrap();
+        let id = default_id("gateway", Some(dir.path()));
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "mine");
+        assert!(!std::fs::symlink_metadata(&path).unwrap().is_symlink());
+        assert_eq!(std::fs::read_to_string(&path).unwrap().trim(), id);
     }
 }
