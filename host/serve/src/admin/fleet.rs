@@ -128,11 +128,7 @@ pub(super) async fn bundle(
         max_keys.saturating_add(keyscope_keys::usage::MAX_REPORT),
     );
     if dropped > 0 {
-        tracing::warn!(
-            gateway = poll.gateway.as_deref().unwrap_or("-"),
-            dropped,
-            "usage report: more keys than the snapshot holds; entries dropped"
-        );
+        warn_dropped(poll.gateway.as_deref(), dropped);
     }
     if let (Some(id), Some(have)) = (&poll.gateway, have) {
         bundles.seen(
@@ -215,6 +211,30 @@ pub(super) async fn bundle(
         }),
     );
     Ok(response)
+}
+
+/// Logs usage entries dropped, at most once per 10 s with the count since
+/// the last line: a flood of forged reports must not flood the log too.
+fn warn_dropped(gateway: Option<&str>, dropped: usize) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SINCE: AtomicU64 = AtomicU64::new(0);
+    static LAST_MS: AtomicU64 = AtomicU64::new(0);
+    SINCE.fetch_add(dropped as u64, Ordering::Relaxed);
+    let now = now_ms();
+    let last = LAST_MS.load(Ordering::Relaxed);
+    if now.saturating_sub(last) >= 10_000
+        && LAST_MS
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        let total = SINCE.swap(0, Ordering::Relaxed);
+        tracing::warn!(
+            gateway = gateway.unwrap_or("-"),
+            dropped = total,
+            "usage reports name more keys than the snapshot holds: entries dropped \
+             (a forged report, or a tally that outgrew its bound)"
+        );
+    }
 }
 
 fn set_etag(headers: &mut HeaderMap, tag: &str) {
