@@ -103,7 +103,7 @@ fn main() {
     let (full, cached) = download();
     let started = Instant::now();
     let candidate = Follower::new(public)
-        .prepare(&full, Layout::Served)
+        .prepare(&full, Layout::Served, keyscope_runtime::time::now_ms())
         .unwrap()
         .unwrap();
     let verified = started.elapsed();

@@ -494,6 +494,7 @@ fn static_bundles_behind_nginx_are_followed_and_bad_ones_refused_and_counted() {
             held.revision + 1,
             snapshot.into(),
             keyscope_test_artifacts::ALLOW_ALL.into(),
+            std::time::Duration::from_secs(3600),
         )
         .full()
         .bytes
@@ -545,6 +546,8 @@ fn mismatched_delta(fleet: &Fleet, held: &Manifest, older: &[u8]) -> Vec<u8> {
     let changes = format::encode_delta(&Default::default());
     let manifest = Manifest {
         kind: Kind::Delta,
+        version: held.version + 1,
+        expires_at_ms: held.expires_at_ms,
         revision: held.revision + 1,
         published_at_ms: held.published_at_ms,
         signer: held.signer.clone(),
@@ -607,8 +610,8 @@ fn the_bundle_endpoint_answers_304_long_polls_and_sends_deltas_from_a_held_state
     );
     // A long poll answers as soon as a newer state exists.
     let have = format!(
-        "?revision={}&snapshot={}&module={}&gateway=probe&wait=50",
-        held.revision, held.snapshot.sha256, held.module.sha256
+        "?version={}&revision={}&snapshot={}&module={}&gateway=probe&wait=50",
+        held.version, held.revision, held.snapshot.sha256, held.module.sha256
     );
     let (status, newer, kind, delta) = std::thread::scope(|threads| {
         let poll = threads.spawn(|| get(&have, Some(&etag)));

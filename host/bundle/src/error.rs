@@ -30,15 +30,29 @@ pub enum BundleError {
     /// A part's bytes do not have the digest its signed manifest names.
     #[error("the bundle's {0} does not match its signed digest: its bytes were changed")]
     Tampered(&'static str),
-    /// An older revision than the one held: a replay or a rollback.
+    /// Not newer than the bundle held: a replay or a rollback, of data or
+    /// of module.
     #[error(
-        "rollback refused: the bundle is at revision {offered}, older than revision {held} held"
+        "rollback refused: the bundle is version {offered} (revision {offered_revision}), not newer than version {held} (revision {held_revision}) held"
     )]
     Rollback {
-        /// The bundle's revision.
+        /// The bundle's version.
         offered: u64,
-        /// The revision held.
+        /// Its revision.
+        offered_revision: u64,
+        /// The version held.
         held: u64,
+        /// Its revision.
+        held_revision: u64,
+    },
+    /// Its signature expired: an old bundle replayed, or a control plane
+    /// that stopped re-signing.
+    #[error("the bundle expired at {expired_at_ms} ms since the Unix epoch ({ago_s} s ago)")]
+    Expired {
+        /// When it expired.
+        expired_at_ms: u64,
+        /// How long ago, when it was offered.
+        ago_s: u64,
     },
     /// A delta from a state other than the one held.
     #[error(
@@ -110,6 +124,7 @@ impl BundleError {
             Self::BadSignature => "bad-signature",
             Self::Tampered(_) => "tampered",
             Self::Rollback { .. } => "rollback",
+            Self::Expired { .. } => "expired",
             Self::WrongBase { .. } => "wrong-base",
             Self::DeltaMismatch { .. } => "delta-mismatch",
             Self::Snapshot(_) => "bad-snapshot",

@@ -32,12 +32,21 @@ struct Held {
 pub struct Candidate {
     /// Its manifest.
     pub manifest: Manifest,
-    /// The resulting snapshot.
+    /// The resulting snapshot; empty for a [`Candidate::renews`].
     pub snapshot: Vec<u8>,
     /// The module, if it differs from the held one (or none is held).
     pub module: Option<Arc<[u8]>>,
     signed: Vec<u8>,
-    kept: KeptSnapshot,
+    /// `None` for a renewal: the held state stays.
+    kept: Option<KeptSnapshot>,
+}
+
+impl Candidate {
+    /// Whether it only re-signs the held state, at a newer version and
+    /// expiry: nothing to swap, only to hold and cache.
+    pub fn renews(&self) -> bool {
+        self.kept.is_none()
+    }
 }
 
 /// Follows a control plane's bundles, trusting one key.
@@ -62,24 +71,49 @@ impl Follower {
     }
 
     /// Checks `bytes` (a served bundle or a cache, as `layout` says)
-    /// against the held state: the state it brings, or `None` if it brings
-    /// the one already held.
-    pub fn prepare(&self, bytes: &[u8], layout: Layout) -> Result<Option<Candidate>> {
+    /// against the held state at `now_ms`: the state it brings (or a new
+    /// signature of the held one), or `None` if it is the bundle held.
+    ///
+    /// Refused: a served bundle whose signature expired, a version older
+    /// than the one held, and another state at the held version (TUF's
+    /// rollback and mix-and-match). A module change moves the version as a
+    /// data change does, so an older module is a rollback too.
+    ///
+    /// A cache is the gateway's own last good state: past its expiry it is
+    /// still taken, so that a gateway restarted through a long outage of
+    /// its control plane serves what it held (fail static), and says it is
+    /// stale.
+    pub fn prepare(&self, bytes: &[u8], layout: Layout, now_ms: u64) -> Result<Option<Candidate>> {
         let opened = open(bytes, &self.trusted, layout)?;
         let manifest = opened.manifest;
+        if layout == Layout::Served && manifest.expires_at_ms <= now_ms {
+            return Err(BundleError::Expired {
+                expired_at_ms: manifest.expires_at_ms,
+                ago_s: (now_ms - manifest.expires_at_ms) / 1000,
+            });
+        }
         if let Some(held) = &self.held {
             let h = &held.manifest;
-            if manifest.revision < h.revision {
+            let same_state = manifest.same_state(h);
+            if manifest.version == h.version && same_state {
+                return Ok(None);
+            }
+            if manifest.version <= h.version || manifest.revision < h.revision {
                 return Err(BundleError::Rollback {
-                    offered: manifest.revision,
-                    held: h.revision,
+                    offered: manifest.version,
+                    offered_revision: manifest.revision,
+                    held: h.version,
+                    held_revision: h.revision,
                 });
             }
-            if manifest.revision == h.revision
-                && manifest.snapshot.sha256 == h.snapshot.sha256
-                && manifest.module.sha256 == h.module.sha256
-            {
-                return Ok(None);
+            if same_state {
+                return Ok(Some(Candidate {
+                    manifest,
+                    snapshot: Vec::new(),
+                    module: None,
+                    signed: opened.signed.to_vec(),
+                    kept: None,
+                }));
             }
         }
         let (kept, snapshot) = match (opened.snapshot, opened.delta) {
@@ -148,22 +182,28 @@ impl Follower {
             snapshot,
             module,
             signed: opened.signed.to_vec(),
-            kept,
+            kept: Some(kept),
         }))
     }
 
     /// Holds `candidate`, which is now live. Returns the module now held.
     pub fn commit(&mut self, candidate: Candidate) -> Arc<[u8]> {
-        let module = match (candidate.module, self.held.take()) {
-            (Some(module), _) => module,
-            (None, Some(held)) => held.module,
-            // prepare() refuses a bundle without a module when none is held.
-            (None, None) => Arc::from(Vec::new()),
+        let (kept, held_module) = match (candidate.kept, self.held.take()) {
+            (Some(kept), held) => (kept, held.map(|held| held.module)),
+            // A renewal keeps the held state.
+            (None, Some(held)) => (held.kept, Some(held.module)),
+            // prepare() renews only a held state.
+            (None, None) => return Arc::from(Vec::new()),
         };
+        // prepare() refuses a bundle without a module when none is held.
+        let module = candidate
+            .module
+            .or(held_module)
+            .unwrap_or_else(|| Arc::from(Vec::new()));
         self.held = Some(Held {
             manifest: candidate.manifest,
             signed: candidate.signed,
-            kept: candidate.kept,
+            kept,
             module: Arc::clone(&module),
         });
         module

@@ -27,10 +27,11 @@ use crate::error::{BundleError, Result};
 use crate::keys::key_id;
 
 const MAGIC: &[u8; 8] = b"KSBUNDLE";
-const FORMAT: u8 = 1;
+/// Format 2 added the manifest's `version` and `expires_at_ms`.
+const FORMAT: u8 = 2;
 /// Signatures are over this and the manifest: a signature made for
-/// anything else never verifies as a bundle's.
-const CONTEXT: &[u8] = b"keyscope-bundle/1\n";
+/// anything else (or for another format) never verifies as a bundle's.
+const CONTEXT: &[u8] = b"keyscope-bundle/2\n";
 const SIGNATURE_LEN: usize = 64;
 /// Manifests are a few hundred bytes.
 const MAX_MANIFEST: usize = 64 * 1024;
@@ -85,6 +86,16 @@ pub struct Base {
 pub struct Manifest {
     /// Full or delta.
     pub kind: Kind,
+    /// Grows with every bundle its signer publishes: a change of data or
+    /// of module, or a re-signature of the same state before it expires.
+    /// A gateway accepts nothing older than what it holds (TUF's rollback
+    /// protection).
+    pub version: u64,
+    /// When this signature stops being good (ms since the Unix epoch): a
+    /// gateway refuses the bundle from then on, and one that holds nothing
+    /// newer says it is stale (TUF's freeze protection). The control plane
+    /// re-signs its state well before.
+    pub expires_at_ms: u64,
     /// The store revision of the resulting state.
     pub revision: u64,
     /// When the control plane first published this revision (ms since the
@@ -105,20 +116,38 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    /// The HTTP entity tag of the state this bundle brings a gateway to.
+    /// The HTTP entity tag of this bundle: its version and the state it
+    /// brings a gateway to.
     pub fn etag(&self) -> String {
-        etag(self.revision, &self.snapshot.sha256, &self.module.sha256)
+        etag(
+            self.version,
+            &state_tag(self.revision, &self.snapshot.sha256, &self.module.sha256),
+        )
+    }
+
+    /// Whether it brings the same state (revision, snapshot, module) as
+    /// `other`, however signed.
+    pub fn same_state(&self, other: &Manifest) -> bool {
+        self.revision == other.revision
+            && self.snapshot.sha256 == other.snapshot.sha256
+            && self.module.sha256 == other.module.sha256
     }
 }
 
-/// The entity tag of a state: its revision, snapshot and module.
-pub fn etag(revision: u64, snapshot_sha256: &str, module_sha256: &str) -> String {
+/// A state's tag: its revision and the first 16 hex digits of its snapshot
+/// and module digests.
+pub fn state_tag(revision: u64, snapshot_sha256: &str, module_sha256: &str) -> String {
     let short = |hex: &str| hex.get(..16).unwrap_or(hex).to_owned();
     format!(
-        "\"{revision}-{}-{}\"",
+        "{revision}-{}-{}",
         short(snapshot_sha256),
         short(module_sha256)
     )
+}
+
+/// A bundle's HTTP entity tag: `"VERSION-REVISION-SNAPSHOT16-MODULE16"`.
+pub fn etag(version: u64, state_tag: &str) -> String {
+    format!("\"{version}-{state_tag}\"")
 }
 
 /// Lowercase hex SHA-256.

@@ -45,6 +45,9 @@ pub struct Built {
 }
 
 struct State {
+    /// The signature's version and expiry: see [`Manifest::version`].
+    version: u64,
+    expires_at_ms: u64,
     revision: u64,
     snapshot: Arc<[u8]>,
     snapshot_sha256: String,
@@ -62,6 +65,8 @@ struct Step {
 pub struct Publisher {
     key: SigningKey,
     signer: String,
+    /// How long a signature stays good.
+    ttl_ms: u64,
     state: State,
     steps: VecDeque<Step>,
     step_rows: usize,
@@ -81,13 +86,29 @@ impl std::fmt::Debug for Publisher {
 
 impl Publisher {
     /// Publishes `snapshot` at `revision`, decided by `module`, signed by
-    /// `key`.
-    pub fn new(key: SigningKey, revision: u64, snapshot: Arc<[u8]>, module: Arc<[u8]>) -> Self {
+    /// `key` with signatures good for `ttl`.
+    ///
+    /// Versions are the publication's time in milliseconds, one more than
+    /// the last if that is not later: they grow with every publication,
+    /// across restarts too (as long as the clock does not go back by more
+    /// than a restart takes), with no state to keep.
+    pub fn new(
+        key: SigningKey,
+        revision: u64,
+        snapshot: Arc<[u8]>,
+        module: Arc<[u8]>,
+        ttl: std::time::Duration,
+    ) -> Self {
         let signer = key_id(&key.verifying_key());
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        let now = now_ms();
         Self {
             key,
             signer,
+            ttl_ms,
             state: State {
+                version: now,
+                expires_at_ms: now.saturating_add(ttl_ms),
                 revision,
                 snapshot_sha256: snapshot_digest(&snapshot),
                 snapshot,
@@ -112,14 +133,49 @@ impl Publisher {
         &self.state.snapshot
     }
 
-    /// The entity tag of the published state: a gateway that holds it
-    /// gets 304.
-    pub fn etag(&self) -> String {
-        crate::format::etag(
+    /// The version published.
+    pub fn version(&self) -> u64 {
+        self.state.version
+    }
+
+    /// When the published signature expires (ms since the Unix epoch).
+    pub fn expires_at_ms(&self) -> u64 {
+        self.state.expires_at_ms
+    }
+
+    /// The tag of the published state, whatever its signature.
+    pub fn state_tag(&self) -> String {
+        crate::format::state_tag(
             self.state.revision,
             &self.state.snapshot_sha256,
             &self.state.module_sha256,
         )
+    }
+
+    /// The entity tag of the published bundle: a gateway that holds it
+    /// gets 304.
+    pub fn etag(&self) -> String {
+        crate::format::etag(self.state.version, &self.state_tag())
+    }
+
+    /// Signs the same state again, at a new version, if less than half of
+    /// the signature's time is left at `now_ms`; returns whether it did.
+    /// An honest control plane does this well before the expiry, so a
+    /// gateway whose bundle expires is one that stopped hearing from it.
+    pub fn resign_if_due(&mut self, now_ms: u64) -> bool {
+        if self.state.expires_at_ms.saturating_sub(now_ms) > self.ttl_ms / 2 {
+            return false;
+        }
+        self.new_version();
+        true
+    }
+
+    /// A new version and expiry, for a new state or a new signature.
+    fn new_version(&mut self) {
+        let now = now_ms();
+        self.state.version = self.state.version.saturating_add(1).max(now);
+        self.state.expires_at_ms = now.saturating_add(self.ttl_ms);
+        self.forget_built();
     }
 
     /// Moves on to `snapshot` at `revision`, which `changes` brought the
@@ -161,7 +217,7 @@ impl Publisher {
         self.state.snapshot = snapshot;
         self.state.snapshot_sha256 = sha256;
         self.state.published_at_ms = now_ms();
-        self.forget_built();
+        self.new_version();
     }
 
     /// Publishes `module` with the current snapshot.
@@ -173,7 +229,7 @@ impl Publisher {
         self.state.module = module;
         self.state.module_sha256 = sha256;
         self.state.published_at_ms = now_ms();
-        self.forget_built();
+        self.new_version();
     }
 
     fn forget_built(&mut self) {
@@ -272,6 +328,8 @@ impl Publisher {
     ) -> Manifest {
         Manifest {
             kind,
+            version: self.state.version,
+            expires_at_ms: self.state.expires_at_ms,
             revision: self.state.revision,
             published_at_ms: self.state.published_at_ms,
             signer: self.signer.clone(),

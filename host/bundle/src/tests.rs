@@ -43,10 +43,17 @@ fn key_entry(id: u64, revoked: bool) -> KeyEntry {
 
 const MODULE: &[u8] = b"\0asm a module's bytes";
 
+/// A signature's life in these tests.
+const TTL: std::time::Duration = std::time::Duration::from_secs(3600);
+
+fn now() -> u64 {
+    crate::publisher::now_ms()
+}
+
 /// A publisher at revision 1 with 100 keys, and its kept snapshot.
 fn publisher() -> (Publisher, KeptSnapshot) {
     let (kept, snapshot) = KeptSnapshot::new(data(100)).unwrap();
-    let publisher = Publisher::new(key(1), 1, Arc::from(snapshot), Arc::from(MODULE));
+    let publisher = Publisher::new(key(1), 1, Arc::from(snapshot), Arc::from(MODULE), TTL);
     (publisher, kept)
 }
 
@@ -69,7 +76,7 @@ fn have(manifest: &Manifest) -> Have<'_> {
 }
 
 fn follow(follower: &mut Follower, bytes: &[u8]) -> Vec<u8> {
-    let candidate = follower.prepare(bytes, Layout::Served).unwrap().unwrap();
+    let candidate = follower.prepare(bytes, Layout::Served, now()).unwrap().unwrap();
     let snapshot = candidate.snapshot.clone();
     follower.commit(candidate);
     snapshot
@@ -99,7 +106,7 @@ fn a_gateway_follows_full_then_deltas_to_the_same_bytes() {
     let again = publisher.bundle(Some(have(follower.held().unwrap())));
     assert!(
         follower
-            .prepare(&again.bytes, Layout::Served)
+            .prepare(&again.bytes, Layout::Served, now())
             .unwrap()
             .is_none()
     );
@@ -116,7 +123,7 @@ fn held_at_2() -> (Publisher, KeptSnapshot, Follower) {
 }
 
 fn refused(follower: &Follower, bytes: &[u8]) -> BundleError {
-    follower.prepare(bytes, Layout::Served).unwrap_err()
+    follower.prepare(bytes, Layout::Served, now()).unwrap_err()
 }
 
 #[test]
@@ -169,7 +176,7 @@ fn another_signer_and_no_signature_are_refused() {
     let (_, _, follower) = held_at_2();
     let (kept, snapshot) = KeptSnapshot::new(data(100)).unwrap();
     drop(kept);
-    let mut other = Publisher::new(key(2), 9, Arc::from(snapshot.clone()), Arc::from(MODULE));
+    let mut other = Publisher::new(key(2), 9, Arc::from(snapshot.clone()), Arc::from(MODULE), TTL);
     let error = refused(&follower, &other.full().bytes);
     assert!(matches!(error, BundleError::OtherSigner { .. }), "{error}");
     // A raw snapshot, and a bundle whose signature was zeroed.
@@ -196,8 +203,9 @@ fn an_older_revision_is_a_rollback() {
         matches!(
             error,
             BundleError::Rollback {
-                offered: 1,
-                held: 2
+                offered_revision: 1,
+                held_revision: 2,
+                ..
             }
         ),
         "{error}"
@@ -228,6 +236,8 @@ fn a_delta_whose_result_is_not_its_signed_digest_is_refused() {
     });
     let manifest = Manifest {
         kind: Kind::Delta,
+        version: held.version + 1,
+        expires_at_ms: held.expires_at_ms,
         revision: 3,
         published_at_ms: 0,
         signer: held.signer.clone(),
@@ -278,7 +288,7 @@ fn a_cache_verifies_and_restores_the_held_state() {
         .unwrap()
         .unwrap();
     let mut fresh = Follower::new(key(1).verifying_key());
-    let candidate = fresh.prepare(&bytes, Layout::Cache).unwrap().unwrap();
+    let candidate = fresh.prepare(&bytes, Layout::Cache, now()).unwrap().unwrap();
     assert_eq!(candidate.snapshot[..], publisher.snapshot()[..]);
     assert_eq!(candidate.module.as_deref(), Some(MODULE));
     fresh.commit(candidate);
@@ -288,7 +298,7 @@ fn a_cache_verifies_and_restores_the_held_state() {
     let middle = edited.len() - MODULE.len() - 50;
     edited[middle] ^= 1;
     let fresh = Follower::new(key(1).verifying_key());
-    assert!(fresh.prepare(&edited, Layout::Cache).is_err());
+    assert!(fresh.prepare(&edited, Layout::Cache, now()).is_err());
 }
 
 #[test]
@@ -298,7 +308,7 @@ fn a_module_change_alone_is_a_delta_with_the_module() {
     let built = publisher.bundle(Some(have(follower.held().unwrap())));
     assert_eq!(built.kind, Kind::Delta);
     let candidate = follower
-        .prepare(&built.bytes, Layout::Served)
+        .prepare(&built.bytes, Layout::Served, now())
         .unwrap()
         .unwrap();
     assert_eq!(
@@ -396,4 +406,123 @@ fn a_cache_that_is_a_fifo_or_a_device_is_refused_at_once() {
             .unwrap()
             .is_none()
     );
+}
+
+#[test]
+fn a_module_change_moves_the_version_so_the_older_module_is_a_rollback() {
+    let (mut publisher, _) = publisher();
+    let mut follower = Follower::new(key(1).verifying_key());
+    let first = publisher.bundle(None).bytes;
+    follow(&mut follower, &first);
+    // The same revision, another module: what a policy swap publishes.
+    publisher.set_module(Arc::from(&b"\0asm the next module"[..]));
+    let next = publisher.bundle(Some(have(follower.held().unwrap())));
+    follow(&mut follower, &next.bytes);
+    let held = follower.held().unwrap();
+    assert_eq!(held.revision, 1);
+    // The first bundle again, replayed: same revision, older module.
+    let error = refused(&follower, &first);
+    assert!(
+        matches!(
+            error,
+            BundleError::Rollback {
+                offered_revision: 1,
+                held_revision: 1,
+                ..
+            }
+        ),
+        "{error}"
+    );
+    assert_eq!(error.kind(), "rollback");
+}
+
+#[test]
+fn another_state_at_the_held_version_is_refused() {
+    let (_, _, follower) = held_at_2();
+    let held = follower.held().unwrap().clone();
+    let (kept, snapshot) = KeptSnapshot::new(data(3)).unwrap();
+    drop(kept);
+    let manifest = Manifest {
+        kind: Kind::Full,
+        base: None,
+        delta: None,
+        snapshot: Part {
+            sha256: format::snapshot_digest(&snapshot),
+            bytes: snapshot.len() as u64,
+        },
+        module: format::ModulePart {
+            included: true,
+            ..held.module.clone()
+        },
+        revision: held.revision + 1,
+        ..held.clone()
+    };
+    let bytes = format::seal(&manifest, &key(1), &[&snapshot, MODULE]);
+    let error = refused(&follower, &bytes);
+    assert!(matches!(error, BundleError::Rollback { .. }), "{error}");
+}
+
+#[test]
+fn an_expired_bundle_is_refused_and_a_cache_past_its_expiry_still_serves() {
+    let (mut publisher, _) = publisher();
+    let full = publisher.bundle(None).bytes;
+    let expires = publisher.expires_at_ms();
+    let cold = Follower::new(key(1).verifying_key());
+    let error = cold
+        .prepare(&full, Layout::Served, expires)
+        .unwrap_err();
+    assert!(matches!(error, BundleError::Expired { .. }), "{error}");
+    assert_eq!(error.kind(), "expired");
+    assert!(cold.prepare(&full, Layout::Served, expires - 1).is_ok());
+    // A gateway's own cache: taken after its expiry (fail static); the
+    // gateway then says it is stale.
+    let mut follower = Follower::new(key(1).verifying_key());
+    follow(&mut follower, &full);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bundle.cache");
+    follower.write_cache(&path, publisher.snapshot()).unwrap();
+    let cached = crate::cache::read(&path, &key(1).verifying_key())
+        .unwrap()
+        .unwrap();
+    let restarted = Follower::new(key(1).verifying_key());
+    assert!(
+        restarted
+            .prepare(&cached, Layout::Cache, expires + 86_400_000)
+            .unwrap()
+            .is_some()
+    );
+}
+
+#[test]
+fn a_new_signature_of_the_held_state_renews_it_without_a_swap() {
+    let (mut publisher, mut kept, mut follower) = held_at_2();
+    let before = follower.held().unwrap().clone();
+    assert!(!publisher.resign_if_due(now()), "not due yet");
+    assert!(publisher.resign_if_due(before.expires_at_ms - 1));
+    let renewal = publisher.bundle(Some(have(&before)));
+    assert_eq!(renewal.kind, Kind::Delta);
+    assert!(renewal.bytes.len() < 1024, "{}", renewal.bytes.len());
+    let candidate = follower
+        .prepare(&renewal.bytes, Layout::Served, now())
+        .unwrap()
+        .unwrap();
+    assert!(candidate.renews());
+    assert!(candidate.snapshot.is_empty() && candidate.module.is_none());
+    follower.commit(candidate);
+    let after = follower.held().unwrap();
+    assert!(after.version > before.version);
+    assert!(after.expires_at_ms >= before.expires_at_ms);
+    assert!(after.same_state(&before));
+    // The same renewal again is nothing new; the old signature, a rollback.
+    assert!(
+        follower
+            .prepare(&renewal.bytes, Layout::Served, now())
+            .unwrap()
+            .is_none()
+    );
+    // Deltas still apply to the state held.
+    revoke(&mut publisher, &mut kept, 3, 8);
+    let delta = publisher.bundle(Some(have(follower.held().unwrap())));
+    let snapshot = follow(&mut follower, &delta.bytes);
+    assert_eq!(snapshot[..], publisher.snapshot()[..]);
 }

@@ -71,6 +71,12 @@ pub struct BundleStatus {
     pub gateway: String,
     /// The revision served; `None` until a bundle was accepted.
     pub revision: Option<u64>,
+    /// The version of the newest bundle verified (a new signature of the
+    /// same state moves it too).
+    pub version: Option<u64>,
+    /// When that bundle's signature expires: past it, the gateway is
+    /// stale, whatever its server answers.
+    pub expires_at_ms: Option<u64>,
     /// When the control plane published it.
     pub published_at_ms: Option<u64>,
     /// How old it is, from then.
@@ -87,6 +93,16 @@ pub struct BundleStatus {
     /// size on the wire.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_bundle: Option<LastBundle>,
+}
+
+impl BundleStatus {
+    /// Notes the bundle now held.
+    fn held(&mut self, manifest: &keyscope_bundle::Manifest) {
+        self.revision = Some(manifest.revision);
+        self.version = Some(manifest.version);
+        self.expires_at_ms = Some(manifest.expires_at_ms);
+        self.published_at_ms = Some(manifest.published_at_ms);
+    }
 }
 
 /// The last bundle a gateway accepted from its server.
@@ -182,7 +198,7 @@ impl Gateway {
                 let Some(bytes) = keyscope_bundle::cache::read(path, &config.public_key)? else {
                     return Ok(None);
                 };
-                let Some(candidate) = follower.prepare(&bytes, Layout::Cache)? else {
+                let Some(candidate) = follower.prepare(&bytes, Layout::Cache, now_ms())? else {
                     return Ok(None);
                 };
                 let live = LivePolicy::new(
@@ -190,8 +206,7 @@ impl Gateway {
                     &candidate.snapshot,
                     options.clone(),
                 )?;
-                status.revision = Some(candidate.manifest.revision);
-                status.published_at_ms = Some(candidate.manifest.published_at_ms);
+                status.held(&candidate.manifest);
                 status.from_cache = true;
                 follower.commit(candidate);
                 Ok(Some(live))
@@ -281,7 +296,25 @@ impl Gateway {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        status.age_ms = status.published_at_ms.map(|at| now_ms().saturating_sub(at));
+        let now = now_ms();
+        status.age_ms = status.published_at_ms.map(|at| now.saturating_sub(at));
+        // Derived here, where it is read: a bundle whose signature ran out
+        // makes the gateway stale, however its server answers (304s
+        // forever, or nothing newer than an old bundle).
+        if let Some(expired) = status.expires_at_ms.filter(|&at| at <= now) {
+            status.staleness.stale = true;
+            status.staleness.stale_since_ms = Some(
+                status
+                    .staleness
+                    .stale_since_ms
+                    .map_or(expired, |since| since.min(expired)),
+            );
+            status.staleness.error = Some(format!(
+                "the newest verified bundle expired {} s ago, and its server has sent no newer \
+                 signature: a freeze, or a control plane that cannot read its store",
+                (now - expired) / 1000
+            ));
+        }
         status
     }
 
@@ -328,6 +361,7 @@ impl Gateway {
             .query("wait", wait.as_secs().to_string());
         if let Some(held) = &held {
             request = request
+                .query("version", held.version.to_string())
                 .query("revision", held.revision.to_string())
                 .query("snapshot", &held.snapshot.sha256)
                 .query("module", &held.module.sha256);
@@ -404,9 +438,30 @@ impl Gateway {
     fn accept(&self, bytes: &[u8]) -> Result<Option<Arc<Generation>>, PollError> {
         let started = std::time::Instant::now();
         let mut follower = self.follower.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(candidate) = follower.prepare(bytes, Layout::Served)? else {
+        let Some(candidate) = follower.prepare(bytes, Layout::Served, now_ms())? else {
             return Ok(None);
         };
+        if candidate.renews() {
+            // The held state, signed anew: nothing to swap.
+            let manifest = candidate.manifest.clone();
+            self.update(|status| {
+                status.held(&manifest);
+                status.from_cache = false;
+            });
+            follower.commit(candidate);
+            let current = self.live.current();
+            if let Some(path) = &self.config.cache
+                && let Err(error) = follower.write_cache(path, &current.snapshot)
+            {
+                tracing::error!(%error, "gateway: the renewed bundle could not be cached");
+            }
+            tracing::debug!(
+                version = manifest.version,
+                expires_at_ms = manifest.expires_at_ms,
+                "gateway: bundle renewed"
+            );
+            return Ok(None);
+        }
         let prepared = started.elapsed();
         let current = self.live.current();
         let generation = match &candidate.module {
@@ -422,8 +477,7 @@ impl Gateway {
             keyscope_bundle::Kind::Delta => "delta",
         };
         self.update(|status| {
-            status.revision = Some(manifest.revision);
-            status.published_at_ms = Some(manifest.published_at_ms);
+            status.held(manifest);
             status.from_cache = false;
             status.last_bundle = Some(LastBundle {
                 kind,

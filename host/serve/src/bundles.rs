@@ -24,6 +24,8 @@ const MAX_FLEET: usize = 100_000;
 /// A gateway, as its last poll described it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Seen {
+    /// The version of the bundle it held.
+    pub version: u64,
     /// The revision it held.
     pub revision: u64,
     /// Its snapshot's digest.
@@ -40,9 +42,24 @@ pub struct Seen {
 /// is stopping (long polls then answer at once).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Published {
+    /// The bundle's entity tag: its version and state.
     pub etag: String,
+    /// The state's tag, whatever its signature.
+    pub state_tag: String,
+    pub version: u64,
     pub revision: u64,
     pub stopping: bool,
+}
+
+impl Published {
+    /// Whether a gateway that holds `state_tag` at `version` holds this
+    /// state, at least as newly signed. A newer version of the same state
+    /// (another control plane of the fleet signed later) is held too: it
+    /// must not get an older signature, which it would refuse, at once and
+    /// again.
+    pub fn held_by(&self, state_tag: &str, version: u64) -> bool {
+        self.state_tag == state_tag && version >= self.version
+    }
 }
 
 /// A control plane's bundles and fleet.
@@ -68,15 +85,19 @@ impl Bundles {
         revision: u64,
         generation: &Generation,
         fleet_token: [u8; 32],
+        ttl: std::time::Duration,
     ) -> Self {
         let publisher = Publisher::new(
             key,
             revision,
             Arc::clone(&generation.snapshot),
             Arc::clone(&generation.module),
+            ttl,
         );
         let published = Published {
             etag: publisher.etag(),
+            state_tag: publisher.state_tag(),
+            version: publisher.version(),
             revision,
             stopping: false,
         };
@@ -116,12 +137,32 @@ impl Bundles {
         self.signal(&publisher);
     }
 
+    /// Signs the published state again if its signature is past half its
+    /// life. The store's refresh calls this after each good read, so a
+    /// control plane that cannot read its store stops vouching for its
+    /// state, and its gateways say they are stale once it expires.
+    pub fn resign_if_due(&self) {
+        let mut publisher = self.publisher();
+        if publisher.resign_if_due(now_ms()) {
+            tracing::debug!(
+                version = publisher.version(),
+                expires_at_ms = publisher.expires_at_ms(),
+                "bundles: the published state signed anew"
+            );
+            self.signal(&publisher);
+        }
+    }
+
     fn signal(&self, publisher: &Publisher) {
         let etag = publisher.etag();
+        let state_tag = publisher.state_tag();
+        let version = publisher.version();
         let revision = publisher.revision();
         self.published.send_if_modified(|published| {
             let changed = published.etag != etag;
             published.etag = etag;
+            published.state_tag = state_tag;
+            published.version = version;
             published.revision = revision;
             changed
         });
@@ -167,11 +208,13 @@ impl Bundles {
         let gateways: Vec<serde_json::Value> = fleet
             .iter()
             .map(|(id, seen)| {
-                let current =
-                    keyscope_bundle::format::etag(seen.revision, &seen.snapshot, &seen.module)
-                        == published.etag;
+                let current = published.held_by(
+                    &keyscope_bundle::format::state_tag(seen.revision, &seen.snapshot, &seen.module),
+                    seen.version,
+                );
                 serde_json::json!({
                     "id": id,
+                    "version": seen.version,
                     "revision": seen.revision,
                     "snapshot": seen.snapshot,
                     "module": seen.module,
@@ -187,6 +230,7 @@ impl Bundles {
             .filter(|g| g["current"] != serde_json::Value::Bool(true))
             .count();
         serde_json::json!({
+            "version": published.version,
             "revision": published.revision,
             "etag": published.etag,
             "gateways": gateways,

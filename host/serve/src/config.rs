@@ -73,6 +73,11 @@ pub struct BundleConfig {
     /// Gateway: its id in the control plane's fleet view; the host name
     /// and listen port if unset.
     pub gateway_id: Option<String>,
+    /// Control plane: how long a bundle's signature stays good, in
+    /// seconds (default 3600). The control plane signs its state anew at
+    /// half of it while it can read its store; a gateway refuses an
+    /// expired bundle and says it is stale once the one it holds expires.
+    pub ttl_s: u64,
     /// Gateway: how long a long poll may wait, in seconds. A control
     /// plane answers sooner when a newer state exists, and caps the wait
     /// below its request timeout.
@@ -92,6 +97,7 @@ impl Default for BundleConfig {
             ca: None,
             cache: None,
             gateway_id: None,
+            ttl_s: 3600,
             wait_s: 25,
             interval_ms: 1000,
         }
@@ -374,6 +380,7 @@ impl ServeConfig {
             ("poll_ms", self.poll_ms),
             ("usage_flush_ms", self.usage_flush_ms),
             ("bundles.interval_ms", bundles.interval_ms),
+            ("bundles.ttl_s", bundles.ttl_s),
             ("limits.max_header_bytes", limits.max_header_bytes as u64),
             ("limits.max_body_bytes", limits.max_body_bytes as u64),
             ("limits.header_timeout_ms", limits.header_timeout_ms),

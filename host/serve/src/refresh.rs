@@ -236,6 +236,11 @@ impl Refresher {
         let mut freshness = freshness.lock().unwrap_or_else(PoisonError::into_inner);
         freshness.revision = builder.revision();
         freshness.staleness.checked();
+        drop(freshness);
+        // The state was read good just now: it may be vouched for again.
+        if let Some(bundles) = bundles {
+            bundles.resign_if_due();
+        }
         Ok(generation)
     }
 

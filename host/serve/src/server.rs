@@ -378,6 +378,7 @@ fn start_live(config: &ServeConfig) -> Result<Started, ServeError> {
                 builder.revision(),
                 &live.current(),
                 admin::token_digest(&token),
+                std::time::Duration::from_secs(config.bundles.ttl_s),
             )))
         }
         _ => None,

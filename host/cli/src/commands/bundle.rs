@@ -38,7 +38,21 @@ pub enum BundleCommand {
         /// The directory to write bundle.ksb into (created if missing).
         #[arg(short = 'o', long = "output", value_name = "DIR")]
         output: PathBuf,
+        /// How long its signature stays good (`90s`, `1h`, `7d`): gateways
+        /// refuse it after, and one that holds nothing newer says it is
+        /// stale. Build it again before then.
+        #[arg(long, value_name = "DURATION", default_value = "1h",
+              value_parser = parse_lifetime_ms)]
+        expires_in: u64,
     },
+}
+
+/// A signature's lifetime: a duration that is not zero.
+fn parse_lifetime_ms(text: &str) -> Result<u64, String> {
+    match keyscope_runtime::time::parse_duration_ms(text)? {
+        0 => Err("a bundle that expires at once is never accepted; give a positive duration".into()),
+        ms => Ok(ms),
+    }
 }
 
 #[derive(Serialize)]
@@ -52,7 +66,9 @@ struct KeyMade<'a> {
 struct Built {
     path: PathBuf,
     bytes: usize,
+    version: u64,
     revision: u64,
+    expires_at: String,
     snapshot: String,
     module: String,
     signer: String,
@@ -77,6 +93,7 @@ pub fn run(command: BundleCommand, store: &Location, out: &Output) -> anyhow::Re
             signing_key,
             policy,
             output,
+            expires_in,
         } => {
             let key = keys::read_signing_key(&signing_key)?;
             let module: Arc<[u8]> = match &policy {
@@ -97,8 +114,13 @@ pub fn run(command: BundleCommand, store: &Location, out: &Output) -> anyhow::Re
             )
             .context("the bundle's module and snapshot were refused")?;
             let signer = keys::key_id(&key.verifying_key());
-            let mut publisher =
-                Publisher::new(key, held.revision, Arc::from(snapshot), Arc::clone(&module));
+            let mut publisher = Publisher::new(
+                key,
+                held.revision,
+                Arc::from(snapshot),
+                Arc::clone(&module),
+                std::time::Duration::from_millis(expires_in),
+            );
             let full = publisher.full();
             std::fs::create_dir_all(&output)
                 .with_context(|| format!("creating `{}`", output.display()))?;
@@ -110,18 +132,22 @@ pub fn run(command: BundleCommand, store: &Location, out: &Output) -> anyhow::Re
             let built = Built {
                 path,
                 bytes: full.bytes.len(),
+                version: publisher.version(),
                 revision: held.revision,
+                expires_at: keyscope_store::audit::timestamp(publisher.expires_at_ms()),
                 snapshot: keyscope_bundle::format::snapshot_digest(publisher.snapshot()),
                 module: keyscope_bundle::format::sha256_hex(&module),
                 signer,
             };
             out.print(&built, || {
                 format!(
-                    "wrote {} ({} bytes, revision {}, signed by {})\nsnapshot sha256:{}\nmodule sha256:{}",
+                    "wrote {} ({} bytes, version {}, revision {}, signed by {}, expires {})\nsnapshot sha256:{}\nmodule sha256:{}",
                     built.path.display(),
                     built.bytes,
+                    built.version,
                     built.revision,
                     built.signer,
+                    built.expires_at,
                     built.snapshot,
                     built.module
                 )

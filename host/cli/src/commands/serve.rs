@@ -65,6 +65,10 @@ pub struct ServeArgs {
     /// bundle server is down.
     #[arg(long, value_name = "DIR")]
     bundle_cache: Option<PathBuf>,
+    /// Control plane: how long a bundle's signature stays good, in seconds
+    /// (default 3600); it is signed anew at half of it.
+    #[arg(long, value_name = "SECONDS")]
+    bundle_ttl: Option<u64>,
     /// Gateway: its id in the control plane's fleet view, 1 to 128 of
     /// A-Z a-z 0-9 . _ : - (default: HOSTNAME-RANDOM, kept in the bundle
     /// cache directory).
@@ -101,6 +105,9 @@ pub fn run(args: ServeArgs, store: &Location) -> anyhow::Result<ExitCode> {
     bundles.cache = args.bundle_cache.or(bundles.cache.take());
     bundles.ca = args.bundle_ca.or(bundles.ca.take());
     bundles.gateway_id = args.gateway_id.or(bundles.gateway_id.take());
+    if let Some(ttl) = args.bundle_ttl {
+        bundles.ttl_s = ttl;
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("KEYSCOPE_LOG")

@@ -1,7 +1,8 @@
 //! `GET /v1/bundle` for gateways and `GET /admin/fleet` for admins.
 //!
-//! A gateway polls with the state it holds (`revision`, `snapshot`,
-//! `module`), its `gateway` id, `wait` seconds, and `If-None-Match`. If it
+//! A gateway polls with the bundle it holds (`version`, `revision`,
+//! `snapshot`, `module`), its `gateway` id, `wait` seconds, and
+//! `If-None-Match`. If it
 //! holds the published state, the poll waits until a newer one is
 //! published or `wait` runs out (then 304); otherwise it gets a delta from
 //! its state if one is held, else the full bundle.
@@ -17,7 +18,7 @@ use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::IntoResponse;
 use keyscope_bundle::Have;
-use keyscope_bundle::format::etag;
+use keyscope_bundle::format::state_tag;
 use keyscope_runtime::time::now_ms;
 use serde::Deserialize;
 
@@ -31,6 +32,7 @@ pub(super) const MAX_WAIT: Duration = Duration::from_secs(60);
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Poll {
+    version: Option<u64>,
     revision: Option<u64>,
     snapshot: Option<String>,
     module: Option<String>,
@@ -134,6 +136,7 @@ pub(super) async fn bundle(
         bundles.seen(
             id.clone(),
             Seen {
+                version: poll.version.unwrap_or(0),
                 revision: have.revision,
                 snapshot: have.snapshot.to_owned(),
                 module: have.module.to_owned(),
@@ -142,13 +145,16 @@ pub(super) async fn bundle(
             },
         );
     }
-    let held_tag = have.map(|have| etag(have.revision, have.snapshot, have.module));
+    let held_tag = have.map(|have| state_tag(have.revision, have.snapshot, have.module));
+    let held_version = poll.version.unwrap_or(0);
     let if_none_match = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|value| value.to_str().ok())
         .map(str::to_owned);
     let holds = |published: &Published| {
-        Some(&published.etag) == held_tag.as_ref()
+        held_tag
+            .as_deref()
+            .is_some_and(|tag| published.held_by(tag, held_version))
             || Some(&published.etag) == if_none_match.as_ref()
     };
     let mut published = bundles.published();
