@@ -789,3 +789,108 @@ fn a_gateway_trusts_a_private_ca_for_https_bundles_and_only_when_told() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("no PEM certificate"));
 }
+
+#[test]
+fn a_server_answering_304_forever_is_a_freeze_reported_once_the_bundle_expires() {
+    let fleet = Fleet::new();
+    let scope = fleet.sandbox.scope("acme", "s", "view", "run");
+    let (_, key) = fleet.sandbox.key(&scope.to_string(), "k");
+    let mut nginx = StaticServer::start(fleet.sandbox.dir.path());
+    // A bundle good for 30 s (long enough for any machine to start a
+    // gateway on it), then never replaced: nginx answers 304.
+    let short = build(&fleet, &fleet.signing_key, &["--expires-in", "30s"]);
+    nginx.publish(&short);
+    let config = fleet.sandbox.path("gateway.toml");
+    std::fs::write(&config, "[bundles]\ninterval_ms = 100\n").unwrap();
+    let cache = fleet.sandbox.path("cache");
+    let (_g, gateway) = fleet.gateway(
+        &nginx.url(),
+        "frozen",
+        &cache,
+        &["--config", config.to_str().unwrap()],
+    );
+    assert!(allowed(&gateway, &key));
+    let fresh = bundle_status(&gateway);
+    assert_eq!(fresh["stale"], false, "{fresh}");
+    assert!(fresh["expires_at_ms"].as_u64().is_some(), "{fresh}");
+    let status = wait_until_value(90, "the gateway saying it is stale", || {
+        let status = bundle_status(&gateway);
+        (status["stale"] == true).then_some(status)
+    });
+    let why = status["error"].as_str().unwrap();
+    assert!(why.contains("expired"), "{status}");
+    assert!(nginx.not_modified_answers() >= 1);
+    // Fail static: it still decides on what it holds.
+    assert!(allowed(&gateway, &key));
+    let ready = http_client()
+        .get(gateway.url("/readyz"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_json::<Value>()
+        .unwrap();
+    assert_eq!(ready["bundle"]["stale"], true, "{ready}");
+
+    // A cold gateway (no cache) offered the expired bundle refuses it:
+    // an old signed bundle cannot bring back revoked keys on a fresh node.
+    let (_c, cold) = fleet.gateway(
+        &nginx.url(),
+        "cold",
+        &fleet.sandbox.path("cold-cache"),
+        &["--config", config.to_str().unwrap()],
+    );
+    wait_until(10, "the expired bundle refused and counted", || {
+        refused(&cold, "expired") >= 1
+    });
+    assert!(!allowed(&cold, &key));
+    assert_eq!(bundle_status(&cold)["revision"], Value::Null);
+
+    // A fresh signature ends the freeze.
+    nginx.publish(&build(&fleet, &fleet.signing_key, &[]));
+    wait_until(10, "the gateway fresh again", || {
+        bundle_status(&gateway)["stale"] == false
+    });
+    wait_until(10, "the cold gateway taking the fresh bundle", || {
+        allowed(&cold, &key)
+    });
+}
+
+#[test]
+fn a_control_plane_signs_its_state_anew_and_its_gateways_never_go_stale() {
+    let fleet = Fleet::new();
+    let scope = fleet.sandbox.scope("acme", "s", "view", "run");
+    let (_, key) = fleet.sandbox.key(&scope.to_string(), "k");
+    // Signatures good for 6 s, signed anew every 3 s.
+    let control_plane = fleet.control_plane(&["--bundle-ttl", "6"]);
+    let url = control_plane.admin_url("/v1/bundle");
+    let (_g, gateway) = fleet.gateway(&url, "renewed", &fleet.sandbox.path("cache"), &[]);
+    assert!(allowed(&gateway, &key));
+    let first = bundle_status(&gateway);
+    let first_version = first["version"].as_u64().unwrap();
+    let first_expiry = first["expires_at_ms"].as_u64().unwrap();
+    // Past the first signature's expiry, the gateway holds a newer one of
+    // the same state, and is not stale.
+    let status = wait_until_value(60, "a renewal held past the first expiry", || {
+        let status = bundle_status(&gateway);
+        let now = keyscope_runtime::time::now_ms();
+        (now > first_expiry && status["expires_at_ms"].as_u64().unwrap_or(0) > now)
+            .then_some(status)
+    });
+    assert!(status["version"].as_u64().unwrap() > first_version, "{status}");
+    assert_eq!(status["revision"], first["revision"], "{status}");
+    assert_eq!(status["stale"], false, "{status}");
+    assert_eq!(status["last_bundle"]["kind"], "full", "a renewal swaps nothing");
+    let (code, fleet_view) = fleet_status(&fleet, &control_plane);
+    assert_eq!(code, 0, "{fleet_view}");
+    assert!(allowed(&gateway, &key));
+}
+
+/// Polls `probe` until it gives a value, for up to `seconds`.
+fn wait_until_value<T>(seconds: u64, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let mut found = None;
+    wait_until(seconds, what, || {
+        found = probe();
+        found.is_some()
+    });
+    found.unwrap()
+}

@@ -208,10 +208,14 @@ impl Bundles {
         let gateways: Vec<serde_json::Value> = fleet
             .iter()
             .map(|(id, seen)| {
-                let current = published.held_by(
-                    &keyscope_bundle::format::state_tag(seen.revision, &seen.snapshot, &seen.module),
-                    seen.version,
-                );
+                // Current: it decides on the published state, however long
+                // ago its signature of it was made.
+                let current = published.state_tag
+                    == keyscope_bundle::format::state_tag(
+                        seen.revision,
+                        &seen.snapshot,
+                        &seen.module,
+                    );
                 serde_json::json!({
                     "id": id,
                     "version": seen.version,
