@@ -1,10 +1,11 @@
 //! Bundles as a gateway receives them: any bytes are refused with a named
 //! error or accepted, never a panic. The first byte picks the mode: the
-//! rest as a served bundle, or as a cache; or the rest split at its first
-//! NUL into a manifest (JSON) and a snapshot body, which are framed, given
-//! their SHA-256 trailer and signed with the trusted key, so that the
-//! fuzzer gets past the signature and the digests into the layout checks
-//! and the snapshot's decoding.
+//! rest as a served bundle, or as a cache; the rest as a stream read by
+//! `format::read_bounded`; or the rest split at its first NUL into a
+//! manifest (JSON) and a snapshot body, which are framed, given their
+//! SHA-256 trailer and signed with the trusted key, so that the fuzzer gets
+//! past the signature and the digests into the layout checks and the
+//! snapshot's decoding. The clock is at 0, so no signature has expired.
 
 #![no_main]
 
@@ -26,9 +27,18 @@ fuzz_target!(|input: &[u8]| {
         return;
     };
     let follower = Follower::new(key().verifying_key());
-    match mode % 3 {
-        0 => drop(follower.prepare(rest, Layout::Served)),
-        1 => drop(follower.prepare(rest, Layout::Cache)),
+    match mode % 4 {
+        0 => drop(follower.prepare(rest, Layout::Served, 0)),
+        1 => drop(follower.prepare(rest, Layout::Cache, 0)),
+        3 => {
+            let mut stream = rest;
+            if let Ok(read) =
+                format::read_bounded(&mut stream, &key().verifying_key(), Layout::Served, 1 << 20)
+            {
+                // Whatever it returns is exactly what it was given.
+                assert_eq!(read, rest);
+            }
+        }
         _ => {
             let (json, body) = match rest.iter().position(|&b| b == 0) {
                 Some(at) => (&rest[..at], &rest[at + 1..]),
@@ -46,7 +56,7 @@ fuzz_target!(|input: &[u8]| {
                 bytes: snapshot.len() as u64,
             };
             let bytes = format::seal(&manifest, key(), &[&snapshot]);
-            drop(follower.prepare(&bytes, Layout::Served));
+            drop(follower.prepare(&bytes, Layout::Served, 0));
         }
     }
 });
