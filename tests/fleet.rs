@@ -876,10 +876,16 @@ fn a_control_plane_signs_its_state_anew_and_its_gateways_never_go_stale() {
         (now > first_expiry && status["expires_at_ms"].as_u64().unwrap_or(0) > now)
             .then_some(status)
     });
-    assert!(status["version"].as_u64().unwrap() > first_version, "{status}");
+    assert!(
+        status["version"].as_u64().unwrap() > first_version,
+        "{status}"
+    );
     assert_eq!(status["revision"], first["revision"], "{status}");
     assert_eq!(status["stale"], false, "{status}");
-    assert_eq!(status["last_bundle"]["kind"], "full", "a renewal swaps nothing");
+    assert_eq!(
+        status["last_bundle"]["kind"], "full",
+        "a renewal swaps nothing"
+    );
     let (code, fleet_view) = fleet_status(&fleet, &control_plane);
     assert_eq!(code, 0, "{fleet_view}");
     assert!(allowed(&gateway, &key));
@@ -893,4 +899,114 @@ fn wait_until_value<T>(seconds: u64, what: &str, mut probe: impl FnMut() -> Opti
         found.is_some()
     });
     found.unwrap()
+}
+
+#[test]
+fn the_fleet_view_shows_a_silent_gateway_as_gone_then_drops_it_and_forgets_on_request() {
+    let fleet = Fleet::new();
+    fleet.sandbox.scope("acme", "s", "view", "run");
+    // Connections idle out after 6 s, so a long poll waits at most 1 s:
+    // gone after 3 s unseen, dropped after 10 s.
+    let config = fleet.sandbox.path("cp.toml");
+    std::fs::write(
+        &config,
+        "[limits]\nidle_timeout_ms = 6000\ngrpc_keepalive_ms = 3000\n",
+    )
+    .unwrap();
+    let control_plane = fleet.control_plane(&["--config", config.to_str().unwrap()]);
+    let token = std::fs::read_to_string(&fleet.token).unwrap();
+    let public = keys::read_public_key(&fleet.public_key).unwrap();
+    let url = control_plane.admin_url("/v1/bundle");
+    let full = http_client()
+        .get(&url)
+        .header("authorization", format!("Bearer {token}"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_vec()
+        .unwrap();
+    let held = format::open(&full, &public, Layout::Served)
+        .unwrap()
+        .manifest;
+    let poll = |id: &str| {
+        let status = http_client()
+            .get(format!(
+                "{url}?gateway={id}&version={}&revision={}&snapshot={}&module={}",
+                held.version, held.revision, held.snapshot.sha256, held.module.sha256
+            ))
+            .header("authorization", format!("Bearer {token}"))
+            .call()
+            .unwrap()
+            .status();
+        assert_eq!(status, 304);
+    };
+    let listed = |view: &Value, id: &str| {
+        view["gateways"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["id"] == id)
+            .cloned()
+    };
+    poll("quiet");
+    poll("busy");
+    let (code, view) = fleet_status(&fleet, &control_plane);
+    assert_eq!(code, 0, "{view}");
+    assert_eq!(listed(&view, "quiet").unwrap()["gone"], false, "{view}");
+    // `quiet` stops polling; `busy` goes on.
+    wait_until(60, "the silent gateway shown as gone", || {
+        poll("busy");
+        let (_, view) = fleet_status(&fleet, &control_plane);
+        listed(&view, "quiet").is_some_and(|g| g["gone"] == true)
+    });
+    let (code, view) = fleet_status(&fleet, &control_plane);
+    assert_eq!(
+        code, 0,
+        "a gone gateway does not hold the fleet back: {view}"
+    );
+    assert_eq!(listed(&view, "busy").unwrap()["gone"], false, "{view}");
+    let text = fleet
+        .sandbox
+        .keyscope([
+            "fleet",
+            "status",
+            "--control-plane",
+            &control_plane.admin_url(""),
+            "--admin-token-file",
+        ])
+        .arg(fleet.sandbox.path("admin-token"))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&text.stdout).contains("gone"));
+    wait_until(60, "the silent gateway dropped", || {
+        poll("busy");
+        let (_, view) = fleet_status(&fleet, &control_plane);
+        listed(&view, "quiet").is_none()
+    });
+
+    // Forgotten on request; an unknown id is named.
+    let forget = |id: &str| {
+        fleet
+            .sandbox
+            .keyscope([
+                "fleet",
+                "forget",
+                id,
+                "--control-plane",
+                &control_plane.admin_url(""),
+                "--admin-token-file",
+            ])
+            .arg(fleet.sandbox.path("admin-token"))
+            .output()
+            .unwrap()
+    };
+    assert!(forget("busy").status.success());
+    let (_, view) = fleet_status(&fleet, &control_plane);
+    assert!(listed(&view, "busy").is_none(), "{view}");
+    let again = forget("busy");
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("no gateway `busy`"));
+    let bad = forget("eu-west/edge-1");
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("an id is 1 to 128"));
 }

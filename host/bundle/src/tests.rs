@@ -76,7 +76,10 @@ fn have(manifest: &Manifest) -> Have<'_> {
 }
 
 fn follow(follower: &mut Follower, bytes: &[u8]) -> Vec<u8> {
-    let candidate = follower.prepare(bytes, Layout::Served, now()).unwrap().unwrap();
+    let candidate = follower
+        .prepare(bytes, Layout::Served, now())
+        .unwrap()
+        .unwrap();
     let snapshot = candidate.snapshot.clone();
     follower.commit(candidate);
     snapshot
@@ -176,7 +179,13 @@ fn another_signer_and_no_signature_are_refused() {
     let (_, _, follower) = held_at_2();
     let (kept, snapshot) = KeptSnapshot::new(data(100)).unwrap();
     drop(kept);
-    let mut other = Publisher::new(key(2), 9, Arc::from(snapshot.clone()), Arc::from(MODULE), TTL);
+    let mut other = Publisher::new(
+        key(2),
+        9,
+        Arc::from(snapshot.clone()),
+        Arc::from(MODULE),
+        TTL,
+    );
     let error = refused(&follower, &other.full().bytes);
     assert!(matches!(error, BundleError::OtherSigner { .. }), "{error}");
     // A raw snapshot, and a bundle whose signature was zeroed.
@@ -288,7 +297,10 @@ fn a_cache_verifies_and_restores_the_held_state() {
         .unwrap()
         .unwrap();
     let mut fresh = Follower::new(key(1).verifying_key());
-    let candidate = fresh.prepare(&bytes, Layout::Cache, now()).unwrap().unwrap();
+    let candidate = fresh
+        .prepare(&bytes, Layout::Cache, now())
+        .unwrap()
+        .unwrap();
     assert_eq!(candidate.snapshot[..], publisher.snapshot()[..]);
     assert_eq!(candidate.module.as_deref(), Some(MODULE));
     fresh.commit(candidate);
@@ -468,9 +480,7 @@ fn an_expired_bundle_is_refused_and_a_cache_past_its_expiry_still_serves() {
     let full = publisher.bundle(None).bytes;
     let expires = publisher.expires_at_ms();
     let cold = Follower::new(key(1).verifying_key());
-    let error = cold
-        .prepare(&full, Layout::Served, expires)
-        .unwrap_err();
+    let error = cold.prepare(&full, Layout::Served, expires).unwrap_err();
     assert!(matches!(error, BundleError::Expired { .. }), "{error}");
     assert_eq!(error.kind(), "expired");
     assert!(cold.prepare(&full, Layout::Served, expires - 1).is_ok());

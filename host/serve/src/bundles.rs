@@ -6,37 +6,16 @@
 //! fleet token (or the admin token); `/admin/fleet` lists the fleet, to
 //! the admin token only (`admin::fleet`).
 
-use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use keyscope_bundle::{Built, Have, Publisher};
 use keyscope_policy::kept::SnapshotChanges;
 use keyscope_runtime::swap::Generation;
 use keyscope_runtime::time::now_ms;
-use serde::Serialize;
 use tokio::sync::watch;
 
-/// How many gateways the fleet view remembers; past it, the longest
-/// unseen is forgotten.
-const MAX_FLEET: usize = 100_000;
-
-/// A gateway, as its last poll described it.
-#[derive(Debug, Clone, Serialize)]
-pub struct Seen {
-    /// The version of the bundle it held.
-    pub version: u64,
-    /// The revision it held.
-    pub revision: u64,
-    /// Its snapshot's digest.
-    pub snapshot: String,
-    /// Its module's digest.
-    pub module: String,
-    /// When it polled last (ms since the Unix epoch).
-    pub last_seen_ms: u64,
-    /// From where.
-    pub address: IpAddr,
-}
+use crate::fleet_view::FleetView;
+pub use crate::fleet_view::Seen;
 
 /// The published state's signal: its entity tag, and whether the server
 /// is stopping (long polls then answer at once).
@@ -66,7 +45,7 @@ impl Published {
 pub struct Bundles {
     publisher: Mutex<Publisher>,
     published: watch::Sender<Published>,
-    fleet: Mutex<BTreeMap<String, Seen>>,
+    fleet: Mutex<FleetView>,
     /// SHA-256 of the fleet token.
     pub(crate) fleet_token: [u8; 32],
 }
@@ -86,6 +65,7 @@ impl Bundles {
         generation: &Generation,
         fleet_token: [u8; 32],
         ttl: std::time::Duration,
+        long_poll: std::time::Duration,
     ) -> Self {
         let publisher = Publisher::new(
             key,
@@ -104,7 +84,7 @@ impl Bundles {
         Self {
             publisher: Mutex::new(publisher),
             published: watch::channel(published).0,
-            fleet: Mutex::new(BTreeMap::new()),
+            fleet: Mutex::new(FleetView::new(long_poll)),
             fleet_token,
         }
     }
@@ -184,30 +164,29 @@ impl Bundles {
         self.publisher().bundle(have)
     }
 
-    /// Notes a gateway's poll.
+    fn view(&self) -> std::sync::MutexGuard<'_, FleetView> {
+        self.fleet.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Notes a gateway's poll: O(log n).
     pub fn seen(&self, id: String, seen: Seen) {
-        let mut fleet = self.fleet.lock().unwrap_or_else(PoisonError::into_inner);
-        if fleet.len() >= MAX_FLEET
-            && !fleet.contains_key(&id)
-            && let Some(oldest) = fleet
-                .iter()
-                .min_by_key(|(_, seen)| seen.last_seen_ms)
-                .map(|(id, _)| id.clone())
-        {
-            fleet.remove(&oldest);
-        }
-        fleet.insert(id, seen);
+        self.view().seen(id, seen, now_ms());
+    }
+
+    /// Forgets a gateway; whether the view held it.
+    pub fn forget(&self, id: &str) -> bool {
+        self.view().forget(id)
     }
 
     /// The fleet view: every gateway, and whether it holds the published
     /// state.
     pub fn fleet(&self) -> serde_json::Value {
         let published = self.published.borrow().clone();
-        let fleet = self.fleet.lock().unwrap_or_else(PoisonError::into_inner);
         let now = now_ms();
-        let gateways: Vec<serde_json::Value> = fleet
+        let listed = self.view().list(now);
+        let gateways: Vec<serde_json::Value> = listed
             .iter()
-            .map(|(id, seen)| {
+            .map(|(id, seen, gone)| {
                 // Current: it decides on the published state, however long
                 // ago its signature of it was made.
                 let current = published.state_tag
@@ -223,15 +202,17 @@ impl Bundles {
                     "snapshot": seen.snapshot,
                     "module": seen.module,
                     "current": current,
+                    "gone": gone,
                     "last_seen_ms": seen.last_seen_ms,
                     "seen_ago_ms": now.saturating_sub(seen.last_seen_ms),
                     "address": seen.address,
                 })
             })
             .collect();
+        // A gone gateway is shown, but does not hold the fleet back.
         let behind = gateways
             .iter()
-            .filter(|g| g["current"] != serde_json::Value::Bool(true))
+            .filter(|g| g["current"] != true && g["gone"] != true)
             .count();
         serde_json::json!({
             "version": published.version,

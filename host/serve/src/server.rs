@@ -379,6 +379,7 @@ fn start_live(config: &ServeConfig) -> Result<Started, ServeError> {
                 &live.current(),
                 admin::token_digest(&token),
                 std::time::Duration::from_secs(config.bundles.ttl_s),
+                admin::long_poll_max(config.limits.idle_timeout()),
             )))
         }
         _ => None,

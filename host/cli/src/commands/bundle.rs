@@ -50,7 +50,9 @@ pub enum BundleCommand {
 /// A signature's lifetime: a duration that is not zero.
 fn parse_lifetime_ms(text: &str) -> Result<u64, String> {
     match keyscope_runtime::time::parse_duration_ms(text)? {
-        0 => Err("a bundle that expires at once is never accepted; give a positive duration".into()),
+        0 => {
+            Err("a bundle that expires at once is never accepted; give a positive duration".into())
+        }
         ms => Ok(ms),
     }
 }

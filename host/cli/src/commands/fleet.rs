@@ -14,23 +14,44 @@ use super::output::Output;
 pub enum FleetCommand {
     /// List the gateways a control plane has seen, their revision and when
     /// each last polled. Exits 0 when every gateway holds the published
-    /// state, 1 when one is behind.
+    /// state, 1 when one is behind. A gateway unseen for 3 long-poll
+    /// periods is shown as gone (and does not count as behind); after 10,
+    /// it is dropped.
     Status {
-        /// The control plane's admin API, as http://HOST:PORT.
-        #[arg(long, value_name = "URL", env = "KEYSCOPE_CONTROL_PLANE")]
-        control_plane: String,
-        /// A file holding the admin token (else $KEYSCOPE_ADMIN_TOKEN).
-        #[arg(long, value_name = "FILE")]
-        admin_token_file: Option<PathBuf>,
+        #[command(flatten)]
+        control_plane: ControlPlane,
+    },
+    /// Remove a gateway from the control plane's fleet view (it comes back
+    /// if it polls again).
+    Forget {
+        /// The gateway's id.
+        id: String,
+        #[command(flatten)]
+        control_plane: ControlPlane,
     },
 }
 
+/// Where the control plane's admin API is, and the token for it.
+#[derive(Debug, clap::Args)]
+pub struct ControlPlane {
+    /// The control plane's admin API, as http://HOST:PORT.
+    #[arg(long, value_name = "URL", env = "KEYSCOPE_CONTROL_PLANE")]
+    control_plane: String,
+    /// A file holding the admin token (else $KEYSCOPE_ADMIN_TOKEN).
+    #[arg(long, value_name = "FILE")]
+    admin_token_file: Option<PathBuf>,
+}
+
 pub fn run(command: FleetCommand, out: &Output) -> anyhow::Result<ExitCode> {
-    let FleetCommand::Status {
-        control_plane,
-        admin_token_file,
-    } = command;
-    let token = match admin_token_file {
+    match command {
+        FleetCommand::Status { control_plane } => status(&control_plane, out),
+        FleetCommand::Forget { id, control_plane } => forget(&id, &control_plane, out),
+    }
+}
+
+/// The admin token, from its file or the environment.
+fn admin_token(control_plane: &ControlPlane) -> anyhow::Result<Zeroizing<String>> {
+    Ok(match &control_plane.admin_token_file {
         Some(path) => Zeroizing::new(
             std::fs::read_to_string(&path)
                 .with_context(|| format!("reading the admin token file `{}`", path.display()))?
@@ -40,19 +61,38 @@ pub fn run(command: FleetCommand, out: &Output) -> anyhow::Result<ExitCode> {
         None => Zeroizing::new(std::env::var("KEYSCOPE_ADMIN_TOKEN").context(
             "the admin API needs a token: --admin-token-file FILE or $KEYSCOPE_ADMIN_TOKEN",
         )?),
-    };
-    let url = format!("{}/admin/fleet", control_plane.trim_end_matches('/'));
+    })
+}
+
+/// Asks the admin API `method PATH`; its JSON answer, or its error named.
+fn ask(
+    control_plane: &ControlPlane,
+    method: &str,
+    path: &str,
+) -> anyhow::Result<serde_json::Value> {
+    let token = admin_token(control_plane)?;
+    let url = format!(
+        "{}{path}",
+        control_plane.control_plane.trim_end_matches('/')
+    );
     let agent = ureq::Agent::new_with_config(
         ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(std::time::Duration::from_secs(30)))
             .build(),
     );
-    let mut response = agent
-        .get(&url)
-        .header("authorization", format!("Bearer {}", token.as_str()))
-        .call()
-        .with_context(|| format!("asking {url}"))?;
+    let authorization = format!("Bearer {}", token.as_str());
+    let request = match method {
+        "DELETE" => agent
+            .delete(&url)
+            .header("authorization", &authorization)
+            .call(),
+        _ => agent
+            .get(&url)
+            .header("authorization", &authorization)
+            .call(),
+    };
+    let mut response = request.with_context(|| format!("asking {url}"))?;
     let status = response.status().as_u16();
     let body: serde_json::Value = response
         .body_mut()
@@ -62,6 +102,19 @@ pub fn run(command: FleetCommand, out: &Output) -> anyhow::Result<ExitCode> {
         let message = body["error"]["message"].as_str().unwrap_or("no message");
         bail!("{url} answered HTTP {status}: {message}");
     }
+    Ok(body)
+}
+
+fn forget(id: &str, control_plane: &ControlPlane, out: &Output) -> anyhow::Result<ExitCode> {
+    // The id goes into a path: only ids by the one rule.
+    keyscope_gateway::check_id(id)?;
+    let body = ask(control_plane, "DELETE", &format!("/admin/fleet/{id}"))?;
+    out.print(&body, || format!("gateway `{id}` forgotten"))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn status(control_plane: &ControlPlane, out: &Output) -> anyhow::Result<ExitCode> {
+    let body = ask(control_plane, "GET", "/admin/fleet")?;
     let behind = body["behind"].as_u64().unwrap_or(0);
     out.print(&body, || {
         let mut text = format!(
@@ -73,7 +126,9 @@ pub fn run(command: FleetCommand, out: &Output) -> anyhow::Result<ExitCode> {
                 "{:<32} {:>9}  {:<8} {:>10}ms ago\n",
                 gateway["id"].as_str().unwrap_or("?"),
                 gateway["revision"],
-                if gateway["current"] == true {
+                if gateway["gone"] == true {
+                    "gone"
+                } else if gateway["current"] == true {
                     "current"
                 } else {
                     "behind"

@@ -29,6 +29,12 @@ use crate::bundles::{Bundles, Published, Seen};
 /// The longest a poll may wait, whatever it asks.
 pub(super) const MAX_WAIT: Duration = Duration::from_secs(60);
 
+/// The longest a poll waits on a server whose connections idle out after
+/// `idle_timeout`: a waiting poll sends nothing, so it must answer before.
+pub(crate) fn long_poll_max(idle_timeout: Duration) -> Duration {
+    MAX_WAIT.min(idle_timeout.saturating_sub(Duration::from_secs(5)))
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Poll {
@@ -254,4 +260,23 @@ fn set_etag(headers: &mut HeaderMap, tag: &str) {
 
 pub(super) async fn fleet(State(admin): State<Admin>) -> Handled {
     Ok(Json(bundles(&admin)?.fleet()).into_response())
+}
+
+/// `DELETE /admin/fleet/{id}`: forgets a gateway (a decommissioned one, or
+/// an id that should never have polled). It comes back if it polls again.
+pub(super) async fn forget(
+    State(admin): State<Admin>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Handled {
+    check_id(&id)?;
+    if bundles(&admin)?.forget(&id) {
+        tracing::info!(gateway = %id, "fleet: gateway forgotten");
+        Ok(Json(serde_json::json!({ "forgotten": id })).into_response())
+    } else {
+        Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            format!("no gateway `{id}` in the fleet view"),
+        ))
+    }
 }

@@ -11,6 +11,8 @@ mod auth;
 mod errors;
 mod fleet;
 
+pub(crate) use fleet::long_poll_max;
+
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -18,7 +20,7 @@ use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Extension, Json, Router};
 use keyscope_policy::{AgentsLevel, RuntimeSet};
 use keyscope_store::{AnyStore as Store, ScopeRef, ScopeUpdate, Store as _};
@@ -75,11 +77,7 @@ impl Admin {
             failures: Arc::new(FailedLogins::default()),
             // A waiting poll sends nothing: it must answer before the idle
             // timeout closes its connection.
-            long_poll_max: fleet::MAX_WAIT.min(
-                limits
-                    .idle_timeout()
-                    .saturating_sub(std::time::Duration::from_secs(5)),
-            ),
+            long_poll_max: fleet::long_poll_max(limits.idle_timeout()),
         }
     }
 }
@@ -94,6 +92,7 @@ pub(crate) fn router(admin: Admin, limits: &RequestLimits) -> Router {
     let long_poll_max = admin.long_poll_max;
     Router::new()
         .route("/admin/fleet", get(fleet::fleet))
+        .route("/admin/fleet/{id}", delete(fleet::forget))
         .route("/admin/status", get(status))
         .route("/admin/policy", post(reload_policy))
         .route("/admin/scopes", get(list_scopes).post(create_scope))
