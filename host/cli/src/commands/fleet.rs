@@ -53,7 +53,7 @@ pub fn run(command: FleetCommand, out: &Output) -> anyhow::Result<ExitCode> {
 fn admin_token(control_plane: &ControlPlane) -> anyhow::Result<Zeroizing<String>> {
     Ok(match &control_plane.admin_token_file {
         Some(path) => Zeroizing::new(
-            std::fs::read_to_string(&path)
+            std::fs::read_to_string(path)
                 .with_context(|| format!("reading the admin token file `{}`", path.display()))?
                 .trim()
                 .to_owned(),
