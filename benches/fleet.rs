@@ -21,7 +21,6 @@
     reason = "a benchmark that cannot set up should stop loudly"
 )]
 
-use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -45,37 +44,10 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let location = Location::Sqlite(dir.path().join("keyscope.db"));
     let (mut store, probes) = filled_with_probes(&location, keys, revocations);
-    let signing = dir.path().join("signing.key");
-    let public = keyscope_bundle::keys::generate(&signing).unwrap();
-    let public_file = dir.path().join("signing.pub");
-    std::fs::write(
-        &public_file,
-        keyscope_bundle::keys::public_key_text(&public),
-    )
-    .unwrap();
-    let token = dir.path().join("token");
-    std::fs::write(&token, TOKEN).unwrap();
-    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (mut control_plane, listening, public_file) =
+        keyscope_benches::control_plane(dir.path(), &dir.path().join("keyscope.db"), TOKEN);
+    let public = keyscope_bundle::keys::read_public_key(&public_file).unwrap();
     let path = |p: &Path| p.to_str().unwrap().to_owned();
-
-    let (mut control_plane, listening) = start(
-        &[
-            "--store",
-            &path(dir.path().join("keyscope.db").as_path()),
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--admin-token-file",
-            &path(&token),
-            "--bundle-signing-key",
-            &path(&signing),
-            "--fleet-token-file",
-            &path(&token),
-        ],
-        &[],
-    );
     let admin = listening["admin"].as_str().unwrap().to_owned();
     let bundle_url = format!("http://{admin}/v1/bundle");
     let agent = ureq::Agent::config_builder()
@@ -136,7 +108,7 @@ fn main() {
                 "--bundle-public-key",
                 &path(&public_file),
                 "--fleet-token-file",
-                &path(&token),
+                &path(&dir.path().join("token")),
                 "--bundle-cache",
                 &path(&dir.path().join(format!("cache-{n}"))),
                 "--gateway-id",

@@ -15,12 +15,11 @@
     reason = "a benchmark that cannot set up should stop loudly"
 )]
 
-use std::os::unix::fs::PermissionsExt as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use keyscope_benches::{filled_with_probes, start};
+use keyscope_benches::filled_with_probes;
 use keyscope_store::Location;
 
 const TOKEN: &str = "ksfleet_bench-token-0123456789";
@@ -37,29 +36,8 @@ fn main() {
     let db = dir.path().join("keyscope.db");
     let (_store, probes) = filled_with_probes(&Location::Sqlite(db.clone()), keys, 1);
     let probe = probes[0].secret.expose().to_owned();
-    let signing = dir.path().join("signing.key");
-    keyscope_bundle::keys::generate(&signing).unwrap();
-    let token = dir.path().join("token");
-    std::fs::write(&token, TOKEN).unwrap();
-    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let (mut control_plane, listening) = start(
-        &[
-            "--store",
-            db.to_str().unwrap(),
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--admin-token-file",
-            token.to_str().unwrap(),
-            "--bundle-signing-key",
-            signing.to_str().unwrap(),
-            "--fleet-token-file",
-            token.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let (mut control_plane, listening, public_file) =
+        keyscope_benches::control_plane(dir.path(), &db, TOKEN);
     let http = listening["http"].as_str().unwrap().to_owned();
     let admin = listening["admin"].as_str().unwrap().to_owned();
     let pid = control_plane.id();
@@ -80,9 +58,7 @@ fn main() {
         .limit(u64::MAX)
         .read_to_vec()
         .unwrap();
-    let public = keyscope_bundle::keys::read_signing_key(&signing)
-        .unwrap()
-        .verifying_key();
+    let public = keyscope_bundle::keys::read_public_key(&public_file).unwrap();
     let held = keyscope_bundle::format::open(&full, &public, keyscope_bundle::Layout::Served)
         .unwrap()
         .manifest;

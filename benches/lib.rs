@@ -213,3 +213,49 @@ pub fn revoked(agent: &ureq::Agent, http: &str, key: &str) -> bool {
         .unwrap();
     body["reason"] == "revoked-key"
 }
+
+/// A control plane publishing signed bundles of the SQLite store at `db`,
+/// its files (signing key, public key, fleet and admin token `token`) in
+/// `dir`: the process, its `listening` event, and the public key file.
+#[allow(
+    clippy::unwrap_used,
+    reason = "set-up that cannot go on should stop loudly"
+)]
+pub fn control_plane(
+    dir: &std::path::Path,
+    db: &std::path::Path,
+    token: &str,
+) -> (std::process::Child, serde_json::Value, std::path::PathBuf) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let signing = dir.join("signing.key");
+    let public = keyscope_bundle::keys::generate(&signing).unwrap();
+    let public_file = dir.join("signing.pub");
+    std::fs::write(
+        &public_file,
+        keyscope_bundle::keys::public_key_text(&public),
+    )
+    .unwrap();
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, token).unwrap();
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_owned();
+    let (child, listening) = start(
+        &[
+            "--store",
+            &path(db),
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--admin-token-file",
+            &path(&token_file),
+            "--bundle-signing-key",
+            &path(&signing),
+            "--fleet-token-file",
+            &path(&token_file),
+        ],
+        &[],
+    );
+    (child, listening, public_file)
+}
