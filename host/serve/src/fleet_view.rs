@@ -146,11 +146,11 @@ mod tests {
         let mut view = FleetView::new(Duration::from_secs(1));
         view.seen("a".into(), seen(10_000), 10_000);
         view.seen("b".into(), seen(12_000), 12_000);
-        let listed = view.list(13_500);
+        let listed = view.list(12_500);
         assert_eq!(listed.len(), 2);
         assert!(listed.iter().all(|(_, _, gone)| !gone));
         // 3 periods unseen: gone; 10: dropped.
-        let listed = view.list(13_001 + 1000);
+        let listed = view.list(14_001);
         assert!(listed[0].2, "a is gone");
         assert!(!listed[1].2, "b is not");
         assert_eq!(view.list(20_001).len(), 1, "a dropped");
