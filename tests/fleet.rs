@@ -104,20 +104,23 @@ fn refused(server: &Server, kind: &str) -> u64 {
     bundle_status(server)["refused"][kind].as_u64().unwrap_or(0)
 }
 
-pub(crate) fn fleet_status(fleet: &Fleet, control_plane: &Server) -> (i32, Value) {
-    let output = fleet
+/// `keyscope ARGS --control-plane URL --admin-token-file FILE`, run.
+fn fleet_cli(fleet: &Fleet, control_plane: &Server, args: &[&str]) -> std::process::Output {
+    fleet
         .sandbox
-        .keyscope([
-            "--json",
-            "fleet",
-            "status",
+        .keyscope(args)
+        .args([
             "--control-plane",
             &control_plane.admin_url(""),
             "--admin-token-file",
         ])
         .arg(fleet.sandbox.path("admin-token"))
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+pub(crate) fn fleet_status(fleet: &Fleet, control_plane: &Server) -> (i32, Value) {
+    let output = fleet_cli(fleet, control_plane, &["--json", "fleet", "status"]);
     let body = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
     (output.status.code().unwrap_or(-1), body)
 }
@@ -965,18 +968,7 @@ fn the_fleet_view_shows_a_silent_gateway_as_gone_then_drops_it_and_forgets_on_re
         "a gone gateway does not hold the fleet back: {view}"
     );
     assert_eq!(listed(&view, "busy").unwrap()["gone"], false, "{view}");
-    let text = fleet
-        .sandbox
-        .keyscope([
-            "fleet",
-            "status",
-            "--control-plane",
-            &control_plane.admin_url(""),
-            "--admin-token-file",
-        ])
-        .arg(fleet.sandbox.path("admin-token"))
-        .output()
-        .unwrap();
+    let text = fleet_cli(&fleet, &control_plane, &["fleet", "status"]);
     assert!(String::from_utf8_lossy(&text.stdout).contains("gone"));
     wait_until(60, "the silent gateway dropped", || {
         poll("busy");
@@ -985,21 +977,7 @@ fn the_fleet_view_shows_a_silent_gateway_as_gone_then_drops_it_and_forgets_on_re
     });
 
     // Forgotten on request; an unknown id is named.
-    let forget = |id: &str| {
-        fleet
-            .sandbox
-            .keyscope([
-                "fleet",
-                "forget",
-                id,
-                "--control-plane",
-                &control_plane.admin_url(""),
-                "--admin-token-file",
-            ])
-            .arg(fleet.sandbox.path("admin-token"))
-            .output()
-            .unwrap()
-    };
+    let forget = |id: &str| fleet_cli(&fleet, &control_plane, &["fleet", "forget", id]);
     assert!(forget("busy").status.success());
     let (_, view) = fleet_status(&fleet, &control_plane);
     assert!(listed(&view, "busy").is_none(), "{view}");
