@@ -7,6 +7,7 @@ use keyscope_runtime::{AgentsLevel, RuntimeSet};
 use keyscope_store::snapshot::Builder;
 use keyscope_store::{
     AnyStore as Store, Location, Quotas, ScopeRef, ScopeUpdate, Store as _, StoreError as Error,
+    TokenKind,
 };
 
 /// Where a case's store lives; it opens as often as the case likes.
@@ -77,6 +78,7 @@ backends!(
     the_catalogue_and_routes_keep_their_rules,
     usage_counts_saturate_and_never_stand_in_a_revocations_way,
     a_key_in_its_rotation_grace_counts_toward_the_limit,
+    fleet_tokens_are_named_revocable_and_never_admin_tokens,
 );
 
 fn the_store_keeps_only_digests_and_prefixes(backend: &Backend) {
@@ -319,7 +321,12 @@ fn a_copy_to_the_other_backend_builds_the_same_snapshot(backend: &Backend) {
             keys_per_scope: 9,
         })
         .unwrap();
-    store.create_admin_token("alice", &[7; 32]).unwrap();
+    store
+        .create_token(TokenKind::Admin, "alice", &[7; 32])
+        .unwrap();
+    store
+        .create_token(TokenKind::Fleet, "edge-1", &[8; 32])
+        .unwrap();
     let rotated = store.create_key(&ScopeRef::Id(a.id), "rolled").unwrap();
     store
         .rotate_key_delivered(rotated.key.id, 60_000, |_, _| Ok::<_, ()>(()))
@@ -345,10 +352,15 @@ fn a_copy_to_the_other_backend_builds_the_same_snapshot(backend: &Backend) {
         keyscope_store::snapshot::build(&mut store).unwrap()
     );
     assert_eq!(copy.revision().unwrap(), store.revision().unwrap());
-    let tokens = copy.admin_tokens().unwrap();
+    let tokens = copy.tokens(TokenKind::Admin).unwrap();
     assert_eq!(
         (tokens[0].name.as_str(), tokens[0].digest),
         ("alice", [7; 32])
+    );
+    let tokens = copy.tokens(TokenKind::Fleet).unwrap();
+    assert_eq!(
+        (tokens[0].name.as_str(), tokens[0].digest),
+        ("edge-1", [8; 32])
     );
     // The trail came along, and verifies in the other backend.
     let trail = copy.audit_trail(None).unwrap();
@@ -497,4 +509,82 @@ fn a_key_in_its_rotation_grace_counts_toward_the_limit(backend: &Backend) {
         store.create_key(&ScopeRef::Id(1), "extra"),
         Err(Error::KeyLimit { limit: 2, .. })
     ));
+}
+
+fn fleet_tokens_are_named_revocable_and_never_admin_tokens(backend: &Backend) {
+    let mut store = backend.open();
+    let edge = store
+        .create_token(TokenKind::Fleet, "edge-1", &[1; 32])
+        .unwrap();
+    assert_eq!(
+        (edge.kind, edge.name.as_str()),
+        (TokenKind::Fleet, "edge-1")
+    );
+    // One name per kind: an admin may be called as a gateway is.
+    store
+        .create_token(TokenKind::Admin, "edge-1", &[2; 32])
+        .unwrap();
+    let error = store
+        .create_token(TokenKind::Fleet, "edge-1", &[3; 32])
+        .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("a live fleet token is already named `edge-1`"),
+        "{error}"
+    );
+    // A digest is never taken twice, whatever the kind: a revoked admin
+    // token cannot come back as a gateway's, nor a gateway's as an admin's.
+    for (kind, digest) in [(TokenKind::Fleet, [2; 32]), (TokenKind::Admin, [1; 32])] {
+        let error = store.create_token(kind, "other", &digest).unwrap_err();
+        assert!(matches!(error, Error::TokenReused), "{error}");
+    }
+    let error = store
+        .create_token(TokenKind::Fleet, "eu/west", &[4; 32])
+        .unwrap_err();
+    assert!(error.to_string().contains("gateway name"), "{error}");
+    // Each kind lists its own.
+    let names = |store: &Store, kind| -> Vec<String> {
+        store
+            .tokens(kind)
+            .unwrap()
+            .into_iter()
+            .map(|t| t.name)
+            .collect()
+    };
+    assert_eq!(names(&store, TokenKind::Fleet), ["edge-1"]);
+    assert_eq!(names(&store, TokenKind::Admin), ["edge-1"]);
+    // Revoking the gateway's leaves the admin's, and the trail says which.
+    let revoked = store.revoke_token(TokenKind::Fleet, "edge-1").unwrap();
+    assert!(revoked.revoked_at.is_some());
+    assert!(
+        store.tokens(TokenKind::Admin).unwrap()[0]
+            .revoked_at
+            .is_none()
+    );
+    let error = store.revoke_token(TokenKind::Fleet, "edge-1").unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("no live fleet token named `edge-1`"),
+        "{error}"
+    );
+    let trail = store.audit_trail(None).unwrap();
+    let actions: Vec<(&str, &str)> = trail
+        .entries
+        .iter()
+        .map(|e| (e.action.as_str(), e.target.as_str()))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("fleet-token.create", "fleet-token:edge-1"),
+            ("admin-token.create", "admin-token:edge-1"),
+            ("fleet-token.revoke", "fleet-token:edge-1"),
+        ]
+    );
+    // The name is free again.
+    store
+        .create_token(TokenKind::Fleet, "edge-1", &[5; 32])
+        .unwrap();
 }

@@ -2,9 +2,10 @@
 //! and module, a signal long polls wait on, and the fleet as its polls
 //! report it.
 //!
-//! Bundles are served at `GET /v1/bundle` on the admin listener, to the
-//! fleet token (or the admin token); `/admin/fleet` lists the fleet, to
-//! the admin token only (`admin::fleet`).
+//! Bundles are served at `GET /v1/bundle` on the admin listener, to each
+//! gateway's fleet token, the deprecated shared one, or an admin token
+//! ([`FleetCredentials`]); `/admin/fleet` lists the fleet, to the admin
+//! token only (`admin::fleet`).
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -14,6 +15,7 @@ use keyscope_runtime::swap::Generation;
 use keyscope_runtime::time::now_ms;
 use tokio::sync::watch;
 
+pub use crate::fleet_credentials::{Credential, FleetCredentials, Poller};
 use crate::fleet_view::FleetView;
 pub use crate::fleet_view::Seen;
 
@@ -46,8 +48,7 @@ pub struct Bundles {
     publisher: Mutex<Publisher>,
     published: watch::Sender<Published>,
     fleet: Mutex<FleetView>,
-    /// SHA-256 of the fleet token.
-    pub(crate) fleet_token: [u8; 32],
+    credentials: FleetCredentials,
 }
 
 impl std::fmt::Debug for Bundles {
@@ -58,12 +59,13 @@ impl std::fmt::Debug for Bundles {
 
 impl Bundles {
     /// Publishes `generation` at `revision`, signed by `key`; gateways
-    /// present the token whose digest is `fleet_token`.
+    /// present their own fleet tokens ([`Bundles::credentials`]) or the
+    /// shared token whose digest is `shared_token`.
     pub fn new(
         key: ed25519_dalek::SigningKey,
         revision: u64,
         generation: &Generation,
-        fleet_token: [u8; 32],
+        shared_token: Option<[u8; 32]>,
         ttl: std::time::Duration,
         long_poll: std::time::Duration,
     ) -> Self {
@@ -85,8 +87,13 @@ impl Bundles {
             publisher: Mutex::new(publisher),
             published: watch::channel(published).0,
             fleet: Mutex::new(FleetView::new(long_poll)),
-            fleet_token,
+            credentials: FleetCredentials::new(shared_token),
         }
+    }
+
+    /// Who may poll: the fleet tokens as last read, and the shared one.
+    pub fn credentials(&self) -> &FleetCredentials {
+        &self.credentials
     }
 
     fn publisher(&self) -> std::sync::MutexGuard<'_, Publisher> {
@@ -195,8 +202,16 @@ impl Bundles {
                         &seen.snapshot,
                         &seen.module,
                     );
+                // A gateway whose own token was revoked since it polled.
+                let credential = match seen.credential {
+                    Credential::Named if !self.credentials.has_own(id) => "revoked",
+                    Credential::Named => "named",
+                    Credential::Shared => "shared",
+                    Credential::Admin => "admin",
+                };
                 serde_json::json!({
                     "id": id,
+                    "credential": credential,
                     "version": seen.version,
                     "revision": seen.revision,
                     "snapshot": seen.snapshot,
@@ -214,12 +229,27 @@ impl Bundles {
             .iter()
             .filter(|g| g["current"] != true && g["gone"] != true)
             .count();
+        let shared = gateways
+            .iter()
+            .filter(|g| g["credential"] == "shared" && g["gone"] != true)
+            .count();
+        let mut warnings = Vec::new();
+        if self.credentials.has_shared() {
+            warnings.push(format!(
+                "the shared fleet token (--fleet-token-file) is deprecated, and {shared} \
+                 gateway(s) poll with it: give each gateway a token of its own \
+                 (keyscope fleet token create --gateway NAME), then stop the control plane \
+                 accepting the shared one"
+            ));
+        }
         serde_json::json!({
             "version": published.version,
             "revision": published.revision,
             "etag": published.etag,
             "gateways": gateways,
             "behind": behind,
+            "shared_token": self.credentials.has_shared(),
+            "warnings": warnings,
         })
     }
 }

@@ -55,9 +55,10 @@ pub struct BundleConfig {
     /// Control plane: the Ed25519 signing key (`keyscope bundle keygen`).
     /// Bundles are then served at `GET /v1/bundle` on the admin listener.
     pub signing_key: Option<PathBuf>,
-    /// A file holding the fleet token, readable by its owner only. A
-    /// control plane serves bundles to it (and to the admin token); a
-    /// gateway presents it.
+    /// A file holding a fleet token, readable by its owner only. A gateway
+    /// presents it: its own (`keyscope fleet token create --gateway NAME`),
+    /// or the shared one. A control plane also serves bundles to the shared
+    /// token in this file (deprecated), besides each gateway's own.
     pub fleet_token_file: Option<PathBuf>,
     /// Gateway: the bundle URL (a control plane's `/v1/bundle`, or a
     /// static file). The server then opens no store.
@@ -359,21 +360,12 @@ impl ServeConfig {
                 "--bundle-public-key, --bundle-ca and --bundle-cache need --bundle-url".to_owned(),
             );
         }
-        if bundles.signing_key.is_some() {
-            if self.admin.listen.is_none() {
-                return bad(
-                    "bundles are served on the admin listener: --bundle-signing-key needs \
-                     --admin-listen"
-                        .to_owned(),
-                );
-            }
-            if bundles.fleet_token_file.is_none() {
-                return bad(
-                    "gateways authenticate with a fleet token: --bundle-signing-key needs \
-                     --fleet-token-file"
-                        .to_owned(),
-                );
-            }
+        if bundles.signing_key.is_some() && self.admin.listen.is_none() {
+            return bad(
+                "bundles are served on the admin listener: --bundle-signing-key needs \
+                 --admin-listen"
+                    .to_owned(),
+            );
         }
         let limits = &self.limits;
         for (what, value) in [

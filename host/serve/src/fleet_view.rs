@@ -37,6 +37,8 @@ pub struct Seen {
     pub last_seen_ms: u64,
     /// From where.
     pub address: IpAddr,
+    /// Under which credential.
+    pub credential: crate::fleet_credentials::Credential,
 }
 
 /// The fleet view.
@@ -138,6 +140,7 @@ mod tests {
             module: String::new(),
             last_seen_ms: at,
             address: IpAddr::from([127, 0, 0, 1]),
+            credential: crate::fleet_credentials::Credential::Named,
         }
     }
 

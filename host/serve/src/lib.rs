@@ -23,6 +23,7 @@ mod config;
 mod conn;
 mod console;
 mod decision_log;
+mod fleet_credentials;
 mod fleet_view;
 mod grpc;
 mod http;

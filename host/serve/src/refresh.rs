@@ -29,7 +29,7 @@ use keyscope_runtime::SwapError;
 use keyscope_runtime::swap::{Generation, LivePolicy};
 use keyscope_store::audit::AuditEvent;
 use keyscope_store::snapshot::Builder;
-use keyscope_store::{AnyStore as Store, Store as _, StoreError};
+use keyscope_store::{AnyStore as Store, Store as _, StoreError, TokenKind};
 use serde::Serialize;
 
 use crate::bundles::Bundles;
@@ -237,8 +237,16 @@ impl Refresher {
         freshness.revision = builder.revision();
         freshness.staleness.checked();
         drop(freshness);
-        // The state was read good just now: it may be vouched for again.
         if let Some(bundles) = bundles {
+            // The gateways' tokens, so that a revoked one is refused from
+            // now on. Unreadable, the last read keep serving (fail static).
+            match store.tokens(TokenKind::Fleet) {
+                Ok(tokens) => bundles.credentials().set(&tokens),
+                Err(error) => {
+                    tracing::warn!(%error, "the fleet tokens could not be read; the last read serve");
+                }
+            }
+            // The state was read good just now: it may be vouched for again.
             bundles.resign_if_due();
         }
         Ok(generation)

@@ -337,7 +337,7 @@ struct AdminToken {
     /// The store's named tokens as read at the start: the admin API checks
     /// read-only requests against them if the database is out of reach
     /// from the start.
-    known: Vec<keyscope_store::AdminToken>,
+    known: Vec<keyscope_store::Token>,
 }
 
 /// The name `--admin-token-file` and a generated first token take: the one
@@ -362,27 +362,41 @@ fn start_live(config: &ServeConfig) -> Result<Started, ServeError> {
         &snapshot,
         LiveOptions::default(),
     )?);
-    let bundles = match (
-        &config.bundles.signing_key,
-        &config.bundles.fleet_token_file,
-    ) {
-        (Some(key), Some(token)) => {
+    let bundles = match &config.bundles.signing_key {
+        Some(key) => {
             let key = keyscope_bundle::keys::read_signing_key(key)?;
-            let token = read_token_file(token, "fleet token")?;
+            let shared = config
+                .bundles
+                .fleet_token_file
+                .as_deref()
+                .map(|file| read_token_file(file, "fleet token"))
+                .transpose()?;
+            if shared.is_some() {
+                tracing::warn!(
+                    "the shared fleet token (--fleet-token-file) is deprecated: give each \
+                     gateway a token of its own (keyscope fleet token create --gateway NAME)"
+                );
+            }
             tracing::info!(
                 signer = %keyscope_bundle::keys::key_id(&key.verifying_key()),
                 "publishing signed bundles at /v1/bundle on the admin listener"
             );
-            Some(Arc::new(Bundles::new(
+            let bundles = Bundles::new(
                 key,
                 builder.revision(),
                 &live.current(),
-                admin::token_digest(&token),
+                shared.map(|token| admin::token_digest(&token)),
                 std::time::Duration::from_secs(config.bundles.ttl_s),
                 admin::long_poll_max(config.limits.idle_timeout()),
-            )))
+            );
+            // Gateways' own tokens, before the first poll can arrive; the
+            // refresh loop reads them again with every read of the store.
+            bundles
+                .credentials()
+                .set(&store.tokens(keyscope_store::TokenKind::Fleet)?);
+            Some(Arc::new(bundles))
         }
-        _ => None,
+        None => None,
     };
     let refresher = Arc::new(Refresher::new(
         live,
@@ -440,6 +454,19 @@ fn start_gateway(config: &ServeConfig, url: &str) -> Result<Started, ServeError>
         }
         None => None,
     };
+    // A gateway's own token names it: its control plane refuses a poll
+    // under any other id, so the id must be given, not made up.
+    if bundles.gateway_id.is_none()
+        && token
+            .as_deref()
+            .is_some_and(|token| token.starts_with(keyscope_keys::admin_token::FLEET_PREFIX))
+    {
+        return Err(ServeError::Invalid(
+            "the fleet token is a gateway's own (ksfleet_...): start the gateway with \
+             --gateway-id NAME, the name it was created with (keyscope fleet token list)"
+                .to_owned(),
+        ));
+    }
     let id = bundles
         .gateway_id
         .clone()
@@ -503,7 +530,7 @@ fn admin_token(
                 AdminToken {
                     digest: None,
                     shown: None,
-                    known: store.admin_tokens()?,
+                    known: store.tokens(keyscope_store::TokenKind::Admin)?,
                 }
             }
             None => AdminToken {
@@ -513,11 +540,11 @@ fn admin_token(
             },
         });
     }
-    let token = admin::generate_token();
+    let token = admin::generate_token(keyscope_keys::admin_token::ADMIN_PREFIX);
     let digest = admin::token_digest(&token);
     match store {
         Some(store) => {
-            let known = store.admin_tokens()?;
+            let known = store.tokens(keyscope_store::TokenKind::Admin)?;
             if known.iter().any(|t| t.revoked_at.is_none()) {
                 return Ok(AdminToken {
                     digest: None,
@@ -525,11 +552,11 @@ fn admin_token(
                     known,
                 });
             }
-            store.create_admin_token(FIRST_ADMIN_TOKEN, &digest)?;
+            store.create_token(keyscope_store::TokenKind::Admin, FIRST_ADMIN_TOKEN, &digest)?;
             Ok(AdminToken {
                 digest: None,
                 shown: Some(token),
-                known: store.admin_tokens()?,
+                known: store.tokens(keyscope_store::TokenKind::Admin)?,
             })
         }
         None => Ok(AdminToken {

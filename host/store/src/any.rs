@@ -12,7 +12,7 @@ use crate::dump::Dump;
 use crate::error::Result;
 use crate::location::Location;
 use crate::pg::PostgresStore;
-use crate::records::{AdminToken, ApiKey, NewKey, Quotas, Scope, ScopeRef, ScopeUpdate};
+use crate::records::{ApiKey, NewKey, Quotas, Scope, ScopeRef, ScopeUpdate, Token, TokenKind};
 use crate::sqlite::SqliteStore;
 use crate::store::Store;
 
@@ -148,20 +148,20 @@ impl Store for AnyStore {
         dispatch!(self, s => s.restore(dump, progress))
     }
 
-    fn admin_tokens(&self) -> Result<Vec<AdminToken>> {
-        dispatch!(self, s => s.admin_tokens())
+    fn tokens(&self, kind: TokenKind) -> Result<Vec<Token>> {
+        dispatch!(self, s => s.tokens(kind))
     }
 
-    fn create_admin_token(&mut self, name: &str, digest: &[u8; 32]) -> Result<AdminToken> {
-        dispatch!(self, s => s.create_admin_token(name, digest))
+    fn create_token(&mut self, kind: TokenKind, name: &str, digest: &[u8; 32]) -> Result<Token> {
+        dispatch!(self, s => s.create_token(kind, name, digest))
     }
 
     fn install_admin_token(&mut self, name: &str, digest: &[u8; 32]) -> Result<bool> {
         dispatch!(self, s => s.install_admin_token(name, digest))
     }
 
-    fn revoke_admin_token(&mut self, name: &str) -> Result<AdminToken> {
-        dispatch!(self, s => s.revoke_admin_token(name))
+    fn revoke_token(&mut self, kind: TokenKind, name: &str) -> Result<Token> {
+        dispatch!(self, s => s.revoke_token(kind, name))
     }
 
     fn rotate_key_delivered<T, E>(

@@ -184,7 +184,15 @@ pub(crate) fn rotatable(key: &ApiKey, grace_ms: u64, now_ms: u64) -> Result<i64>
     i64::try_from(deadline).map_err(|_| refuse("its deadline is out of range".to_owned()))
 }
 
+/// What a token's name is called in errors.
+pub(crate) fn token_name(kind: crate::TokenKind) -> &'static str {
+    match kind {
+        crate::TokenKind::Admin => "admin token name",
+        crate::TokenKind::Fleet => "gateway name",
+    }
+}
+
 /// A token whose digest was ever stored, even revoked, is never taken again.
 pub(crate) fn token_reused() -> Error {
-    Error::AdminTokenReused
+    Error::TokenReused
 }

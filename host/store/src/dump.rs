@@ -56,11 +56,13 @@ pub struct KeyRow {
     pub uses: i64,
 }
 
-/// An admin token row: its digest, never the token.
+/// A token row (admin or fleet): its digest, never the token.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AdminTokenRow {
+pub struct TokenRow {
     /// Its id.
     pub id: i64,
+    /// `admin` or `fleet`.
+    pub kind: String,
     /// Its name.
     pub name: String,
     /// The SHA-256 of the token.
@@ -101,8 +103,8 @@ pub struct Dump {
     pub routes: Vec<RouteRow>,
     /// Named settings (the limits).
     pub settings: Vec<(String, i64)>,
-    /// Admin tokens, live and revoked, by id.
-    pub admin_tokens: Vec<AdminTokenRow>,
+    /// Admin and fleet tokens, live and revoked, by id.
+    pub tokens: Vec<TokenRow>,
     /// The audit trail, entries as written (their hashes verify in any
     /// backend).
     pub audit: Vec<crate::audit::AuditEntry>,

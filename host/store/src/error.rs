@@ -66,17 +66,28 @@ pub enum StoreError {
         /// Why: revoked, expired, or already rotated (and to which key).
         why: String,
     },
-    /// No live admin token has this name.
-    #[error("no live admin token named `{0}`")]
-    AdminTokenNotFound(String),
-    /// An admin token whose digest was stored before (and maybe revoked).
+    /// No live token of this kind has this name.
+    #[error("no live {} named `{name}`", kind.noun())]
+    TokenNotFound {
+        /// Admin or fleet.
+        kind: crate::TokenKind,
+        /// The name asked for, printable.
+        name: String,
+    },
+    /// A token whose digest was stored before (and maybe revoked), of
+    /// either kind.
     #[error(
-        "this admin token was used before, and may have been revoked: a revoked token never comes back; make a new one"
+        "this token was used before, and may have been revoked: a revoked token never comes back; make a new one"
     )]
-    AdminTokenReused,
-    /// A live admin token already has this name.
-    #[error("a live admin token is already named `{0}`; revoke it first, or choose another name")]
-    DuplicateAdminToken(String),
+    TokenReused,
+    /// A live token of this kind already has this name.
+    #[error("a live {} is already named `{name}`; revoke it first, or choose another name", kind.noun())]
+    DuplicateToken {
+        /// Admin or fleet.
+        kind: crate::TokenKind,
+        /// The name.
+        name: String,
+    },
     /// The app already has a scope of this name.
     #[error("app `{app}` already has a scope named `{name}`")]
     DuplicateScope {
@@ -179,7 +190,7 @@ impl StoreError {
             | Self::Injected(_) => "store",
             Self::Io { .. } => "io",
             Self::Unavailable { .. } => "unavailable",
-            Self::ScopeNotFound(_) | Self::KeyNotFound(_) | Self::AdminTokenNotFound(_) => {
+            Self::ScopeNotFound(_) | Self::KeyNotFound(_) | Self::TokenNotFound { .. } => {
                 "not-found"
             }
             Self::DuplicateScope { .. }
@@ -188,8 +199,8 @@ impl StoreError {
             | Self::KeyLimit { .. }
             | Self::ScopeHasLiveKeys { .. }
             | Self::NotRotatable { .. }
-            | Self::DuplicateAdminToken(_)
-            | Self::AdminTokenReused => "conflict",
+            | Self::DuplicateToken { .. }
+            | Self::TokenReused => "conflict",
             Self::Invalid { .. } | Self::UnknownName(_) => "invalid-input",
         }
     }

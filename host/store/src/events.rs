@@ -7,7 +7,7 @@ use keyscope_policy::snapshot::OperationEntry;
 use serde::Serialize;
 
 use crate::audit::AuditEvent;
-use crate::records::{AdminToken, ApiKey, Quotas, Scope};
+use crate::records::{ApiKey, Quotas, Scope, Token};
 
 impl AuditEvent {
     fn maybe_before(self, record: Option<&impl Serialize>) -> Self {
@@ -79,19 +79,33 @@ impl AuditEvent {
         Self::new("route.remove", format!("route:{method} {pattern}")).maybe_before(before)
     }
 
-    pub(crate) fn admin_token_created(token: &AdminToken) -> Self {
-        Self::new("admin-token.create", format!("admin-token:{}", token.name)).after(token)
+    fn token_target(token: &Token) -> String {
+        format!("{}:{}", token.kind.target(), token.name)
     }
 
-    pub(crate) fn admin_token_installed(before: Option<&AdminToken>, token: &AdminToken) -> Self {
-        Self::new("admin-token.install", format!("admin-token:{}", token.name))
-            .maybe_before(before)
-            .after(token)
+    pub(crate) fn token_created(token: &Token) -> Self {
+        Self::new(
+            format!("{}.create", token.kind.target()),
+            Self::token_target(token),
+        )
+        .after(token)
     }
 
-    pub(crate) fn admin_token_revoked(before: &AdminToken, after: &AdminToken) -> Self {
-        Self::new("admin-token.revoke", format!("admin-token:{}", before.name))
-            .before(before)
-            .after(after)
+    pub(crate) fn token_installed(before: Option<&Token>, token: &Token) -> Self {
+        Self::new(
+            format!("{}.install", token.kind.target()),
+            Self::token_target(token),
+        )
+        .maybe_before(before)
+        .after(token)
+    }
+
+    pub(crate) fn token_revoked(before: &Token, after: &Token) -> Self {
+        Self::new(
+            format!("{}.revoke", before.kind.target()),
+            Self::token_target(before),
+        )
+        .before(before)
+        .after(after)
     }
 }

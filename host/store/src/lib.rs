@@ -46,8 +46,8 @@ pub use error::{Result, StoreError, printable};
 pub use location::{Location, PostgresUrl};
 pub use pg::PostgresStore;
 pub use records::{
-    AdminToken, ApiKey, KeyStatus, MAX_ROTATION_GRACE_MS, NewKey, Quotas, Scope, ScopeRef,
-    ScopeUpdate, ShownKey,
+    ApiKey, KeyStatus, MAX_ROTATION_GRACE_MS, NewKey, Quotas, Scope, ScopeRef, ScopeUpdate,
+    ShownKey, Token, TokenKind,
 };
 pub use sqlite::SqliteStore;
 pub use store::Store;

@@ -24,11 +24,13 @@ use postgres::{Client, GenericClient, IsolationLevel, Row, Transaction};
 
 use crate::audit::{self, AuditEntry, AuditEvent, AuditTrail, Hash, Head};
 use crate::changes::{Changes, Revisioned, ScopeChange};
-use crate::dump::{AdminTokenRow, Dump, KeyRow, RouteRow, ScopeRow};
+use crate::dump::{Dump, KeyRow, RouteRow, ScopeRow, TokenRow};
 use crate::error::{Result, StoreError as Error};
 use crate::location::PostgresUrl;
 use crate::pg_schema::classify;
-use crate::records::{AdminToken, ApiKey, KeyStatus, NewKey, Quotas, Scope, ScopeRef, ScopeUpdate};
+use crate::records::{
+    ApiKey, KeyStatus, NewKey, Quotas, Scope, ScopeRef, ScopeUpdate, Token, TokenKind,
+};
 use crate::store::Store;
 use crate::{checks, fault, pg_schema};
 
@@ -41,7 +43,10 @@ const KEY_COLUMNS: &str = r#"SELECT id, name, scope_id, prefix, created_at, revo
      not_after_ms, rotated_at, successor_id,
      to_char(to_timestamp(last_used_ms / 1000.0) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
      uses FROM keys"#;
-const TOKEN_COLUMNS: &str = "SELECT id, name, created_at, revoked_at, digest FROM admin_tokens";
+/// Every token, of either kind, is a row of `admin_tokens` (the table
+/// predates fleet tokens).
+const TOKEN_COLUMNS: &str =
+    "SELECT id, name, created_at, revoked_at, digest, kind FROM admin_tokens";
 
 /// How often a write refused as a serialization failure is tried again.
 const RETRIES: u32 = 8;
@@ -554,33 +559,40 @@ impl Store for PostgresStore {
         })
     }
 
-    fn admin_tokens(&self) -> Result<Vec<AdminToken>> {
+    fn tokens(&self, kind: TokenKind) -> Result<Vec<Token>> {
         let url = self.url.clone();
         self.with(|client| {
             client
-                .query(&format!("{TOKEN_COLUMNS} ORDER BY id"), &[])?
+                .query(
+                    &format!("{TOKEN_COLUMNS} WHERE kind = $1 ORDER BY id"),
+                    &[&kind.as_str()],
+                )?
                 .iter()
                 .map(|row| token_from_row(row, &url))
                 .collect()
         })
     }
 
-    fn create_admin_token(&mut self, name: &str, digest: &[u8; 32]) -> Result<AdminToken> {
-        checks::name("admin token name", name)?;
+    fn create_token(&mut self, kind: TokenKind, name: &str, digest: &[u8; 32]) -> Result<Token> {
+        checks::name(checks::token_name(kind), name)?;
         self.write(|tx| {
-            if live_token(tx, name, &self.url)?.is_some() {
-                return Err(Error::DuplicateAdminToken(name.to_owned()));
+            if live_token(tx, kind, name, &self.url)?.is_some() {
+                return Err(Error::DuplicateToken {
+                    kind,
+                    name: name.to_owned(),
+                });
             }
-            let token = insert_token(tx, name, digest, &self.url)?;
-            append(tx, &self.actor, AuditEvent::admin_token_created(&token))?;
+            let token = insert_token(tx, kind, name, digest, &self.url)?;
+            append(tx, &self.actor, AuditEvent::token_created(&token))?;
             Ok(token)
         })
     }
 
     fn install_admin_token(&mut self, name: &str, digest: &[u8; 32]) -> Result<bool> {
-        checks::name("admin token name", name)?;
+        let kind = TokenKind::Admin;
+        checks::name(checks::token_name(kind), name)?;
         self.write(|tx| {
-            let before = live_token(tx, name, &self.url)?;
+            let before = live_token(tx, kind, name, &self.url)?;
             if before.as_ref().is_some_and(|token| token.digest == *digest) {
                 return Ok(false);
             }
@@ -590,34 +602,33 @@ impl Store for PostgresStore {
                     &[&signed(before.id)],
                 )?;
             }
-            let token = insert_token(tx, name, digest, &self.url)?;
+            let token = insert_token(tx, kind, name, digest, &self.url)?;
             append(
                 tx,
                 &self.actor,
-                AuditEvent::admin_token_installed(before.as_ref(), &token),
+                AuditEvent::token_installed(before.as_ref(), &token),
             )?;
             Ok(true)
         })
     }
 
-    fn revoke_admin_token(&mut self, name: &str) -> Result<AdminToken> {
+    fn revoke_token(&mut self, kind: TokenKind, name: &str) -> Result<Token> {
         self.write(|tx| {
-            let Some(before) = live_token(tx, name, &self.url)? else {
-                return Err(Error::AdminTokenNotFound(crate::error::printable(name)));
+            let Some(before) = live_token(tx, kind, name, &self.url)? else {
+                return Err(Error::TokenNotFound {
+                    kind,
+                    name: crate::error::printable(name),
+                });
             };
             let row = tx.query_one(
                 &format!(
                     "UPDATE admin_tokens SET revoked_at = {NOW} WHERE id = $1 \
-                     RETURNING id, name, created_at, revoked_at, digest"
+                     RETURNING id, name, created_at, revoked_at, digest, kind"
                 ),
                 &[&signed(before.id)],
             )?;
             let after = token_from_row(&row, &self.url)?;
-            append(
-                tx,
-                &self.actor,
-                AuditEvent::admin_token_revoked(&before, &after),
-            )?;
+            append(tx, &self.actor, AuditEvent::token_revoked(&before, &after))?;
             Ok(after)
         })
     }
@@ -939,11 +950,14 @@ fn key_from_row(row: &Row) -> ApiKey {
     }
 }
 
-fn token_from_row(row: &Row, url: &PostgresUrl) -> Result<AdminToken> {
+fn token_from_row(row: &Row, url: &PostgresUrl) -> Result<Token> {
     let digest = <[u8; 32]>::try_from(row.get::<_, &[u8]>(4))
-        .map_err(|_| Error::not_a_store(url, "an admin token digest is not 32 bytes"))?;
-    Ok(AdminToken {
+        .map_err(|_| Error::not_a_store(url, "a token digest is not 32 bytes"))?;
+    let kind = TokenKind::parse(row.get(5))
+        .ok_or_else(|| Error::not_a_store(url, "a token's kind is neither admin nor fleet"))?;
+    Ok(Token {
         id: unsigned(row.get(0)),
+        kind,
         name: row.get(1),
         created_at: row.get(2),
         revoked_at: row.get(3),
@@ -951,29 +965,31 @@ fn token_from_row(row: &Row, url: &PostgresUrl) -> Result<AdminToken> {
     })
 }
 
-/// The live admin token named `name`.
+/// The live token of `kind` named `name`.
 fn live_token(
     client: &mut impl GenericClient,
+    kind: TokenKind,
     name: &str,
     url: &PostgresUrl,
-) -> Result<Option<AdminToken>> {
+) -> Result<Option<Token>> {
     client
         .query_opt(
-            &format!("{TOKEN_COLUMNS} WHERE name = $1 AND revoked_at IS NULL"),
-            &[&name],
+            &format!("{TOKEN_COLUMNS} WHERE kind = $1 AND name = $2 AND revoked_at IS NULL"),
+            &[&kind.as_str(), &name],
         )?
         .map(|row| token_from_row(&row, url))
         .transpose()
 }
 
-/// Inserts a live admin token; a digest used before (even revoked) is
-/// refused, so that a revoked token can never come back.
+/// Inserts a live token; a digest used before (even revoked, even of the
+/// other kind) is refused, so that a revoked token can never come back.
 fn insert_token(
     tx: &mut Transaction<'_>,
+    kind: TokenKind,
     name: &str,
     digest: &[u8; 32],
     url: &PostgresUrl,
-) -> Result<AdminToken> {
+) -> Result<Token> {
     let digest = digest.as_slice();
     if tx
         .query_opt("SELECT 1 FROM admin_tokens WHERE digest = $1", &[&digest])?
@@ -983,10 +999,11 @@ fn insert_token(
     }
     let row = tx.query_one(
         &format!(
-            "INSERT INTO admin_tokens (name, digest, created_at) VALUES ($1, $2, {NOW}) \
-             RETURNING id, name, created_at, revoked_at, digest"
+            "INSERT INTO admin_tokens (kind, name, digest, created_at) \
+             VALUES ($1, $2, $3, {NOW}) \
+             RETURNING id, name, created_at, revoked_at, digest, kind"
         ),
-        &[&name, &digest],
+        &[&kind.as_str(), &name, &digest],
     )?;
     token_from_row(&row, url)
 }
@@ -1250,18 +1267,19 @@ fn dump(tx: &mut Transaction<'_>, url: &PostgresUrl) -> Result<Dump> {
         .iter()
         .map(|row| (row.get(0), row.get(1)))
         .collect();
-    let admin_tokens = tx
+    let tokens = tx
         .query(
-            "SELECT id, name, digest, created_at, revoked_at FROM admin_tokens ORDER BY id",
+            "SELECT id, kind, name, digest, created_at, revoked_at FROM admin_tokens ORDER BY id",
             &[],
         )?
         .iter()
-        .map(|row| AdminTokenRow {
+        .map(|row| TokenRow {
             id: row.get(0),
-            name: row.get(1),
-            digest: row.get(2),
-            created_at: row.get(3),
-            revoked_at: row.get(4),
+            kind: row.get(1),
+            name: row.get(2),
+            digest: row.get(3),
+            created_at: row.get(4),
+            revoked_at: row.get(5),
         })
         .collect();
     let AuditTrail {
@@ -1276,7 +1294,7 @@ fn dump(tx: &mut Transaction<'_>, url: &PostgresUrl) -> Result<Dump> {
         operations,
         routes,
         settings,
-        admin_tokens,
+        tokens,
         audit,
         audit_head,
     })
@@ -1359,11 +1377,18 @@ fn restore(tx: &mut Transaction<'_>, dump: &Dump, progress: &mut dyn FnMut(u64))
         )?;
     }
     tx.batch_execute("DELETE FROM admin_tokens; DELETE FROM audit; DELETE FROM audit_head;")?;
-    for t in &dump.admin_tokens {
+    for t in &dump.tokens {
         tx.execute(
-            "INSERT INTO admin_tokens (id, name, digest, created_at, revoked_at) \
-             VALUES ($1, $2, $3, $4, $5)",
-            &[&t.id, &t.name, &t.digest, &t.created_at, &t.revoked_at],
+            "INSERT INTO admin_tokens (id, kind, name, digest, created_at, revoked_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[
+                &t.id,
+                &t.kind,
+                &t.name,
+                &t.digest,
+                &t.created_at,
+                &t.revoked_at,
+            ],
         )?;
     }
     let insert = tx.prepare(

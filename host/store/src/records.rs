@@ -107,13 +107,61 @@ impl KeyStatus {
     }
 }
 
-/// A named admin credential as listed: never the token.
+/// What a named credential opens: the admin API, or the fleet's bundles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenKind {
+    /// An admin token: the admin API and the console.
+    Admin,
+    /// A fleet token: one gateway's bundle polls, and nothing else.
+    Fleet,
+}
+
+impl TokenKind {
+    /// As stored: `admin` or `fleet`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Fleet => "fleet",
+        }
+    }
+
+    /// As said to people: `admin token` or `fleet token`.
+    pub fn noun(self) -> &'static str {
+        match self {
+            Self::Admin => "admin token",
+            Self::Fleet => "fleet token",
+        }
+    }
+
+    /// As an audit target's prefix: `admin-token` or `fleet-token`.
+    pub(crate) fn target(self) -> &'static str {
+        match self {
+            Self::Admin => "admin-token",
+            Self::Fleet => "fleet-token",
+        }
+    }
+
+    /// From its stored form.
+    pub(crate) fn parse(stored: &str) -> Option<Self> {
+        match stored {
+            "admin" => Some(Self::Admin),
+            "fleet" => Some(Self::Fleet),
+            _ => None,
+        }
+    }
+}
+
+/// A named credential as listed: never the token. An admin token's name is
+/// the actor its changes are audited under (`admin:NAME`); a fleet token's
+/// is the id of the one gateway it lets poll.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct AdminToken {
+pub struct Token {
     /// Its id.
     pub id: u64,
-    /// Its name, unique among the live tokens; the actor its changes are
-    /// audited under (`admin:NAME`).
+    /// What it opens.
+    pub kind: TokenKind,
+    /// Its name, unique among the live tokens of its kind.
     pub name: String,
     /// When it was created.
     pub created_at: String,

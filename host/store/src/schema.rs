@@ -135,6 +135,15 @@ const MIGRATIONS: &[&str] = &[
         hash BLOB NOT NULL
     );
 "#,
+    // Fleet tokens: one credential per gateway, beside the admin tokens in
+    // the same table, so that no digest is ever taken by both kinds.
+    r#"
+    ALTER TABLE admin_tokens ADD COLUMN kind TEXT NOT NULL DEFAULT 'admin'
+        CHECK (kind IN ('admin', 'fleet'));
+    DROP INDEX admin_tokens_live_name;
+    CREATE UNIQUE INDEX admin_tokens_live_name ON admin_tokens (kind, name)
+        WHERE revoked_at IS NULL;
+"#,
 ];
 
 /// The default operations schema 3 added (the platform's run-status,
@@ -402,7 +411,7 @@ mod tests {
         assert!(changes.keys[0].revoked);
         // The one admin token of old is the live token named `admin`, and
         // the trail starts with the first change after the migration.
-        let tokens = store.admin_tokens().unwrap();
+        let tokens = store.tokens(crate::TokenKind::Admin).unwrap();
         assert_eq!(tokens.len(), 1);
         assert_eq!(
             (tokens[0].name.as_str(), tokens[0].revoked_at.as_deref()),

@@ -14,9 +14,11 @@ use rusqlite::{Connection, OptionalExtension as _, Row, Transaction, Transaction
 
 use crate::audit::{self, AuditEntry, AuditEvent, AuditTrail, Hash, Head};
 use crate::changes::{Changes, Revisioned, ScopeChange};
-use crate::dump::{AdminTokenRow, Dump, KeyRow, RouteRow, ScopeRow};
+use crate::dump::{Dump, KeyRow, RouteRow, ScopeRow, TokenRow};
 use crate::error::{Result, StoreError as Error};
-use crate::records::{AdminToken, ApiKey, KeyStatus, NewKey, Quotas, Scope, ScopeRef, ScopeUpdate};
+use crate::records::{
+    ApiKey, KeyStatus, NewKey, Quotas, Scope, ScopeRef, ScopeUpdate, Token, TokenKind,
+};
 use crate::store::Store;
 use crate::{checks, fault, schema};
 
@@ -401,34 +403,40 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn admin_tokens(&self) -> Result<Vec<AdminToken>> {
-        let mut stmt = self.conn.prepare(&format!("{TOKEN_COLUMNS} ORDER BY id"))?;
+    fn tokens(&self, kind: TokenKind) -> Result<Vec<Token>> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!("{TOKEN_COLUMNS} WHERE kind = ?1 ORDER BY id"))?;
         let rows = stmt
-            .query_map([], token_from_row)?
+            .query_map([kind.as_str()], token_from_row)?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         rows.into_iter()
             .map(|row| row.map_err(|why| Error::not_a_store(self.path.display(), why)))
             .collect()
     }
 
-    fn create_admin_token(&mut self, name: &str, digest: &[u8; 32]) -> Result<AdminToken> {
-        checks::name("admin token name", name)?;
+    fn create_token(&mut self, kind: TokenKind, name: &str, digest: &[u8; 32]) -> Result<Token> {
+        checks::name(checks::token_name(kind), name)?;
         let path = self.path.clone();
         let (tx, actor) = self.write()?;
-        if live_token(&tx, name, &path)?.is_some() {
-            return Err(Error::DuplicateAdminToken(name.to_owned()));
+        if live_token(&tx, kind, name, &path)?.is_some() {
+            return Err(Error::DuplicateToken {
+                kind,
+                name: name.to_owned(),
+            });
         }
-        let token = insert_token(&tx, name, digest, &path)?;
-        append(&tx, actor, AuditEvent::admin_token_created(&token))?;
+        let token = insert_token(&tx, kind, name, digest, &path)?;
+        append(&tx, actor, AuditEvent::token_created(&token))?;
         tx.commit()?;
         Ok(token)
     }
 
     fn install_admin_token(&mut self, name: &str, digest: &[u8; 32]) -> Result<bool> {
-        checks::name("admin token name", name)?;
+        let kind = TokenKind::Admin;
+        checks::name(checks::token_name(kind), name)?;
         let path = self.path.clone();
         let (tx, actor) = self.write()?;
-        let before = live_token(&tx, name, &path)?;
+        let before = live_token(&tx, kind, name, &path)?;
         if before.as_ref().is_some_and(|token| token.digest == *digest) {
             return Ok(false);
         }
@@ -438,21 +446,24 @@ impl Store for SqliteStore {
                 [before.id],
             )?;
         }
-        let token = insert_token(&tx, name, digest, &path)?;
+        let token = insert_token(&tx, kind, name, digest, &path)?;
         append(
             &tx,
             actor,
-            AuditEvent::admin_token_installed(before.as_ref(), &token),
+            AuditEvent::token_installed(before.as_ref(), &token),
         )?;
         tx.commit()?;
         Ok(true)
     }
 
-    fn revoke_admin_token(&mut self, name: &str) -> Result<AdminToken> {
+    fn revoke_token(&mut self, kind: TokenKind, name: &str) -> Result<Token> {
         let path = self.path.clone();
         let (tx, actor) = self.write()?;
-        let Some(before) = live_token(&tx, name, &path)? else {
-            return Err(Error::AdminTokenNotFound(crate::error::printable(name)));
+        let Some(before) = live_token(&tx, kind, name, &path)? else {
+            return Err(Error::TokenNotFound {
+                kind,
+                name: crate::error::printable(name),
+            });
         };
         tx.execute(
             &format!("UPDATE admin_tokens SET revoked_at = {NOW} WHERE id = ?1"),
@@ -465,7 +476,7 @@ impl Store for SqliteStore {
                 token_from_row,
             )?
             .map_err(|why| Error::not_a_store(path.display(), why))?;
-        append(&tx, actor, AuditEvent::admin_token_revoked(&before, &after))?;
+        append(&tx, actor, AuditEvent::token_revoked(&before, &after))?;
         tx.commit()?;
         Ok(after)
     }
@@ -617,7 +628,10 @@ const KEY_COLUMNS: &str = "SELECT id, name, scope_id, prefix, created_at, revoke
      rotated_at, successor_id, \
      strftime('%Y-%m-%dT%H:%M:%fZ', last_used_ms / 1000.0, 'unixepoch'), \
      CAST(max(0, min(uses, 9223372036854775807)) AS INTEGER) FROM keys";
-const TOKEN_COLUMNS: &str = "SELECT id, name, created_at, revoked_at, digest FROM admin_tokens";
+/// Every token, of either kind, is a row of `admin_tokens` (the table
+/// predates fleet tokens).
+const TOKEN_COLUMNS: &str =
+    "SELECT id, name, created_at, revoked_at, digest, kind FROM admin_tokens";
 
 fn scope_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Scope>> {
     let agents: String = row.get(3)?;
@@ -658,13 +672,18 @@ fn key_from_row(row: &Row<'_>) -> rusqlite::Result<ApiKey> {
     })
 }
 
-fn token_from_row(row: &Row<'_>) -> rusqlite::Result<std::result::Result<AdminToken, String>> {
+fn token_from_row(row: &Row<'_>) -> rusqlite::Result<std::result::Result<Token, String>> {
     let digest: Vec<u8> = row.get(4)?;
     let Ok(digest) = <[u8; 32]>::try_from(digest.as_slice()) else {
-        return Ok(Err("an admin token digest is not 32 bytes".to_owned()));
+        return Ok(Err("a token digest is not 32 bytes".to_owned()));
     };
-    Ok(Ok(AdminToken {
+    let kind: String = row.get(5)?;
+    let Some(kind) = TokenKind::parse(&kind) else {
+        return Ok(Err("a token's kind is neither admin nor fleet".to_owned()));
+    };
+    Ok(Ok(Token {
         id: row.get(0)?,
+        kind,
         name: row.get(1)?,
         created_at: row.get(2)?,
         revoked_at: row.get(3)?,
@@ -672,11 +691,16 @@ fn token_from_row(row: &Row<'_>) -> rusqlite::Result<std::result::Result<AdminTo
     }))
 }
 
-/// The live admin token named `name`.
-fn live_token(conn: &Connection, name: &str, path: &Path) -> Result<Option<AdminToken>> {
+/// The live token of `kind` named `name`.
+fn live_token(
+    conn: &Connection,
+    kind: TokenKind,
+    name: &str,
+    path: &Path,
+) -> Result<Option<Token>> {
     conn.query_row(
-        &format!("{TOKEN_COLUMNS} WHERE name = ?1 AND revoked_at IS NULL"),
-        [name],
+        &format!("{TOKEN_COLUMNS} WHERE kind = ?1 AND name = ?2 AND revoked_at IS NULL"),
+        [kind.as_str(), name],
         token_from_row,
     )
     .optional()?
@@ -684,14 +708,15 @@ fn live_token(conn: &Connection, name: &str, path: &Path) -> Result<Option<Admin
     .map_err(|why| Error::not_a_store(path.display(), why))
 }
 
-/// Inserts a live admin token; a digest used before (even revoked) is
-/// refused, so that a revoked token can never come back.
+/// Inserts a live token; a digest used before (even revoked, even of the
+/// other kind) is refused, so that a revoked token can never come back.
 fn insert_token(
     conn: &Connection,
+    kind: TokenKind,
     name: &str,
     digest: &[u8; 32],
     path: &Path,
-) -> Result<AdminToken> {
+) -> Result<Token> {
     let used: bool = conn.query_row(
         "SELECT EXISTS (SELECT 1 FROM admin_tokens WHERE digest = ?1)",
         [digest.as_slice()],
@@ -701,10 +726,15 @@ fn insert_token(
         return Err(checks::token_reused());
     }
     conn.execute(
-        &format!("INSERT INTO admin_tokens (name, digest, created_at) VALUES (?1, ?2, {NOW})"),
-        params![name, digest.as_slice()],
+        &format!(
+            "INSERT INTO admin_tokens (kind, name, digest, created_at) VALUES (?1, ?2, ?3, {NOW})"
+        ),
+        params![kind.as_str(), name, digest.as_slice()],
     )?;
-    live_token(conn, name, path)?.ok_or_else(|| Error::AdminTokenNotFound(name.to_owned()))
+    live_token(conn, kind, name, path)?.ok_or_else(|| Error::TokenNotFound {
+        kind,
+        name: name.to_owned(),
+    })
 }
 
 /// Checks the limits and inserts a new key, in a write transaction.
@@ -1104,15 +1134,18 @@ fn dump(conn: &Connection, path: &Path) -> Result<Dump> {
         .prepare("SELECT name, value FROM settings ORDER BY name")?
         .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    let admin_tokens = conn
-        .prepare("SELECT id, name, digest, created_at, revoked_at FROM admin_tokens ORDER BY id")?
+    let tokens = conn
+        .prepare(
+            "SELECT id, kind, name, digest, created_at, revoked_at FROM admin_tokens ORDER BY id",
+        )?
         .query_map([], |row| {
-            Ok(AdminTokenRow {
+            Ok(TokenRow {
                 id: row.get(0)?,
-                name: row.get(1)?,
-                digest: row.get(2)?,
-                created_at: row.get(3)?,
-                revoked_at: row.get(4)?,
+                kind: row.get(1)?,
+                name: row.get(2)?,
+                digest: row.get(3)?,
+                created_at: row.get(4)?,
+                revoked_at: row.get(5)?,
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -1128,7 +1161,7 @@ fn dump(conn: &Connection, path: &Path) -> Result<Dump> {
         operations,
         routes,
         settings,
-        admin_tokens,
+        tokens,
         audit,
         audit_head,
     })
@@ -1201,11 +1234,18 @@ fn restore(conn: &Connection, dump: &Dump, progress: &mut dyn FnMut(u64)) -> Res
     }
     conn.execute_batch("DELETE FROM admin_tokens; DELETE FROM audit; DELETE FROM audit_head;")?;
     let mut insert = conn.prepare(
-        "INSERT INTO admin_tokens (id, name, digest, created_at, revoked_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO admin_tokens (id, kind, name, digest, created_at, revoked_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?;
-    for t in &dump.admin_tokens {
-        insert.execute(params![t.id, t.name, t.digest, t.created_at, t.revoked_at])?;
+    for t in &dump.tokens {
+        insert.execute(params![
+            t.id,
+            t.kind,
+            t.name,
+            t.digest,
+            t.created_at,
+            t.revoked_at
+        ])?;
     }
     let mut insert = conn.prepare(
         "INSERT INTO audit (seq, at, actor, action, target, before, after, prev, hash) \

@@ -17,7 +17,7 @@ use crate::audit::{AuditEvent, AuditTrail};
 use crate::changes::{Changes, Revisioned};
 use crate::dump::Dump;
 use crate::error::Result;
-use crate::records::{AdminToken, ApiKey, NewKey, Quotas, Scope, ScopeRef, ScopeUpdate};
+use crate::records::{ApiKey, NewKey, Quotas, Scope, ScopeRef, ScopeUpdate, Token, TokenKind};
 
 /// A store of scopes, keys, limits, the operation catalogue and the route
 /// table.
@@ -115,21 +115,23 @@ pub trait Store {
     /// admin token are replaced. `progress` is told of each row written.
     fn restore(&mut self, dump: &Dump, progress: &mut dyn FnMut(u64)) -> Result<()>;
 
-    /// Admin tokens, live and revoked, by id.
-    fn admin_tokens(&self) -> Result<Vec<AdminToken>>;
+    /// Tokens of one kind, live and revoked, by id.
+    fn tokens(&self, kind: TokenKind) -> Result<Vec<Token>>;
 
-    /// Adds a named admin token, given as its SHA-256 (the caller shows the
-    /// token once). Refused if a live token has the name.
-    fn create_admin_token(&mut self, name: &str, digest: &[u8; 32]) -> Result<AdminToken>;
+    /// Adds a named token, given as its SHA-256 (the caller shows the token
+    /// once). Refused if a live token of its kind has the name, or if the
+    /// digest was ever stored, of either kind.
+    fn create_token(&mut self, kind: TokenKind, name: &str, digest: &[u8; 32]) -> Result<Token>;
 
-    /// Makes `digest` the live token named `name`, revoking any other of
-    /// that name: `keyscope serve --admin-token-file`. Returns whether
+    /// Makes `digest` the live admin token named `name`, revoking any other
+    /// of that name: `keyscope serve --admin-token-file`. Returns whether
     /// anything changed.
     fn install_admin_token(&mut self, name: &str, digest: &[u8; 32]) -> Result<bool>;
 
-    /// Revokes the live admin token named `name`: it is refused from its
-    /// next request.
-    fn revoke_admin_token(&mut self, name: &str) -> Result<AdminToken>;
+    /// Revokes the live token of `kind` named `name`: it is refused from its
+    /// next request (an admin token) or the control plane's next read of
+    /// the store (a fleet token).
+    fn revoke_token(&mut self, kind: TokenKind, name: &str) -> Result<Token>;
 
     /// Replaces a key: issues a new one with the same scope, name and
     /// lifetime, hands the old key (as it now is) and the new one to

@@ -1,11 +1,13 @@
 //! `keyscope fleet status`: which gateways hold the control plane's
-//! current state, asked of its admin API.
+//! current state, asked of its admin API; `keyscope fleet token`: each
+//! gateway's own credential, kept in the store.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
+use keyscope_store::{Location, TokenKind};
 use zeroize::Zeroizing;
 
 use super::output::Output;
@@ -21,6 +23,10 @@ pub enum FleetCommand {
         #[command(flatten)]
         control_plane: ControlPlane,
     },
+    /// Each gateway's own fleet token: it polls for bundles under its name,
+    /// and nothing else. Kept in the store, as admin tokens are.
+    #[command(subcommand)]
+    Token(FleetTokenCommand),
     /// Remove a gateway from the control plane's fleet view (it comes back
     /// if it polls again).
     Forget {
@@ -28,6 +34,27 @@ pub enum FleetCommand {
         id: String,
         #[command(flatten)]
         control_plane: ControlPlane,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FleetTokenCommand {
+    /// Make a gateway's token. It is printed once, now: only its SHA-256
+    /// is stored. Start that gateway with `--gateway-id NAME` and the token
+    /// in `--fleet-token-file`; control planes accept it from their next
+    /// read of the store.
+    Create {
+        /// The gateway's name, its id in the fleet view (`eu-west-1`).
+        #[arg(long, value_name = "NAME")]
+        gateway: String,
+    },
+    /// List gateways' tokens, live and revoked (never a token).
+    List,
+    /// Revoke a gateway's token: control planes refuse its polls (401)
+    /// from their next read of the store.
+    Revoke {
+        /// The gateway's name.
+        gateway: String,
     },
 }
 
@@ -42,10 +69,27 @@ pub struct ControlPlane {
     admin_token_file: Option<PathBuf>,
 }
 
-pub fn run(command: FleetCommand, out: &Output) -> anyhow::Result<ExitCode> {
+pub fn run(command: FleetCommand, store: &Location, out: &Output) -> anyhow::Result<ExitCode> {
     match command {
         FleetCommand::Status { control_plane } => status(&control_plane, out),
         FleetCommand::Forget { id, control_plane } => forget(&id, &control_plane, out),
+        FleetCommand::Token(command) => {
+            match command {
+                FleetTokenCommand::Create { gateway } => {
+                    let created = super::admin::create(TokenKind::Fleet, &gateway, store, out)?;
+                    out.note(&format!(
+                        "start the gateway with --gateway-id {} and this token in \
+                         --fleet-token-file",
+                        created.name
+                    ));
+                }
+                FleetTokenCommand::List => super::admin::list(TokenKind::Fleet, store, out)?,
+                FleetTokenCommand::Revoke { gateway } => {
+                    super::admin::revoke(TokenKind::Fleet, &gateway, store, out)?;
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -130,7 +130,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Limits(command) => limits::run(command, &cli.store, &out),
         Command::Store(command) => store::run(command, &cli.store, &out),
         Command::Bundle(command) => bundle::run(command, &cli.store, &out),
-        Command::Fleet(command) => fleet::run(command, &out),
+        Command::Fleet(command) => fleet::run(command, &cli.store, &out),
         Command::Bench(args) => bench::run(args, &out),
         Command::Conformance(args) => conformance::run(args, &out),
         Command::Serve(args) => serve::run(*args, &cli.store),

@@ -20,6 +20,7 @@ use keyscope_keys::admin_token::digest as token_digest;
 
 use super::Admin;
 use super::errors::ApiError;
+use crate::bundles::Poller;
 
 /// Failed authentications per client address: a token bucket of
 /// [`FailedLogins::BURST`] failures, refilled one per
@@ -105,7 +106,7 @@ fn identify(
     let read = store
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
-        .admin_tokens();
+        .tokens(keyscope_store::TokenKind::Admin);
     let mut known = admin
         .known_tokens
         .lock()
@@ -161,18 +162,39 @@ pub(super) async fn authenticate(
         .and_then(|value| value.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, token)| token_digest(token.trim()));
-    // The fleet token reads bundles and nothing else.
-    let fleet = admin
+    // Fleet tokens read bundles and nothing else. They are checked first,
+    // against the tokens last read: a gateway's poll never waits on the
+    // store, so bundles keep flowing while the database is down.
+    let poller = admin
         .bundles
         .as_ref()
         .filter(|_| request.uri().path() == "/v1/bundle")
-        .map(|bundles| bundles.fleet_token);
-    // The fleet token first: a gateway's poll never waits on the store,
-    // so bundles keep flowing while the database is down.
-    if presented.is_some_and(|digest| fleet.is_some_and(|fleet| bool::from(digest.ct_eq(&fleet)))) {
-        let mut request = request;
-        request.extensions_mut().insert(Actor("fleet".to_owned()));
-        return next.run(request).await;
+        .zip(presented)
+        .and_then(|(bundles, digest)| bundles.credentials().who(&digest));
+    match poller {
+        Some(Poller::Revoked(name)) => {
+            admin.failed(peer.ip());
+            tracing::warn!(
+                peer = %peer.ip(),
+                gateway = %name,
+                "bundle poll: the gateway's fleet token was revoked; refused"
+            );
+            return unauthorized(format!(
+                "the fleet token of gateway `{name}` was revoked; make it a new one \
+                 (keyscope fleet token create --gateway {name})"
+            ));
+        }
+        Some(poller) => {
+            let mut request = request;
+            let actor = match &poller {
+                Poller::Gateway(name) => format!("fleet:{name}"),
+                _ => "fleet".to_owned(),
+            };
+            request.extensions_mut().insert(Actor(actor));
+            request.extensions_mut().insert(poller);
+            return next.run(request).await;
+        }
+        None => {}
     }
     let actor = match presented {
         None => None,
@@ -209,16 +231,20 @@ pub(super) async fn authenticate(
         token = if presented.is_some() { "wrong" } else { "missing" },
         "admin API: authentication failed"
     );
-    let mut response = ApiError::new(
-        StatusCode::UNAUTHORIZED,
-        "unauthorized",
+    unauthorized(
         if presented.is_some() {
             "the admin token is not valid"
         } else {
             "the admin API needs Authorization: Bearer <admin token>"
-        },
+        }
+        .to_owned(),
     )
-    .into_response();
+}
+
+/// 401, with the realm a client should authenticate to.
+fn unauthorized(message: String) -> Response {
+    let mut response =
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message).into_response();
     response.headers_mut().insert(
         header::WWW_AUTHENTICATE,
         HeaderValue::from_static("Bearer realm=\"keyscope-admin\""),

@@ -130,11 +130,11 @@ pub(crate) fn status_of(err: &StoreError) -> StatusCode {
     match err {
         StoreError::ScopeNotFound(_)
         | StoreError::KeyNotFound(_)
-        | StoreError::AdminTokenNotFound(_) => StatusCode::NOT_FOUND,
+        | StoreError::TokenNotFound { .. } => StatusCode::NOT_FOUND,
         StoreError::DuplicateScope { .. }
         | StoreError::NotRotatable { .. }
-        | StoreError::DuplicateAdminToken(_)
-        | StoreError::AdminTokenReused
+        | StoreError::DuplicateToken { .. }
+        | StoreError::TokenReused
         | StoreError::DuplicateKey { .. }
         | StoreError::ScopeLimit { .. }
         | StoreError::KeyLimit { .. }

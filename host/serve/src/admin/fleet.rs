@@ -11,12 +11,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::IntoResponse;
+use axum::{Extension, Json};
 use keyscope_bundle::Have;
 use keyscope_bundle::format::state_tag;
 use keyscope_runtime::time::now_ms;
@@ -24,7 +24,7 @@ use serde::Deserialize;
 
 use super::errors::ApiError;
 use super::{Admin, Handled};
-use crate::bundles::{Bundles, Published, Seen};
+use crate::bundles::{Bundles, Credential, Poller, Published, Seen};
 
 /// The longest a poll may wait, whatever it asks.
 pub(super) const MAX_WAIT: Duration = Duration::from_secs(60);
@@ -76,6 +76,7 @@ fn check_digest(what: &str, digest: &str) -> Result<(), ApiError> {
 pub(super) async fn bundle(
     State(admin): State<Admin>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    poller: Option<Extension<Poller>>,
     poll: Result<Query<Poll>, QueryRejection>,
     headers: HeaderMap,
 ) -> Handled {
@@ -91,6 +92,7 @@ pub(super) async fn bundle(
     if let Some(id) = &poll.gateway {
         check_id(id)?;
     }
+    let (gateway, credential) = whose(&bundles, poller.map(|Extension(p)| p), poll.gateway)?;
     for (what, digest) in [("snapshot", &poll.snapshot), ("module", &poll.module)] {
         if let Some(digest) = digest {
             check_digest(what, digest)?;
@@ -130,15 +132,7 @@ pub(super) async fn bundle(
     let max_keys = admin.authorizer.live().map_or(0, |live| {
         usize::try_from(live.current().snapshot_info.keys).unwrap_or(usize::MAX)
     });
-    let dropped = admin.authorizer.usage().merge_report(
-        &uses,
-        now_ms(),
-        max_keys.saturating_add(keyscope_keys::usage::MAX_REPORT),
-    );
-    if dropped > 0 {
-        warn_dropped(poll.gateway.as_deref(), dropped);
-    }
-    if let (Some(id), Some(have)) = (&poll.gateway, have) {
+    if let (Some(id), Some(have)) = (&gateway, have) {
         bundles.seen(
             id.clone(),
             Seen {
@@ -148,8 +142,17 @@ pub(super) async fn bundle(
                 module: have.module.to_owned(),
                 last_seen_ms: now_ms(),
                 address: peer.ip(),
+                credential,
             },
         );
+    }
+    let dropped = admin.authorizer.usage().merge_report(
+        &uses,
+        now_ms(),
+        max_keys.saturating_add(keyscope_keys::usage::MAX_REPORT),
+    );
+    if dropped > 0 {
+        warn_dropped(gateway.as_deref(), dropped);
     }
     let held_tag = have.map(|have| state_tag(have.revision, have.snapshot, have.module));
     let held_version = poll.version.unwrap_or(0);
@@ -202,7 +205,7 @@ pub(super) async fn bundle(
     })?;
     if let Some(why) = built.why_full {
         tracing::info!(
-            gateway = poll.gateway.as_deref().unwrap_or("-"),
+            gateway = gateway.as_deref().unwrap_or("-"),
             revision = poll.revision,
             why,
             "bundle poll: the full bundle, not a delta"
@@ -223,6 +226,49 @@ pub(super) async fn bundle(
         }),
     );
     Ok(response)
+}
+
+/// The poll's gateway id and how it authenticated. A gateway's own token
+/// names it: a poll under it that says another id is refused, so that no
+/// gateway writes another's row. The shared token may not write the row of
+/// a gateway that has a token of its own.
+fn whose(
+    bundles: &Bundles,
+    poller: Option<Poller>,
+    said: Option<String>,
+) -> Result<(Option<String>, Credential), ApiError> {
+    match poller {
+        Some(Poller::Gateway(name)) => match said {
+            Some(said) if said != name => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!(
+                    "this fleet token is gateway `{name}`'s, and the poll says it is `{said}`: \
+                     start the gateway with --gateway-id {name}"
+                ),
+            )),
+            _ => Ok((Some(name), Credential::Named)),
+        },
+        Some(Poller::Shared) => match said {
+            Some(said) if bundles.credentials().has_own(&said) => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!(
+                    "gateway `{said}` has a fleet token of its own: the shared fleet token \
+                     cannot poll as it"
+                ),
+            )),
+            said => Ok((said, Credential::Shared)),
+        },
+        // Refused before the handler; refused here too, should that change.
+        Some(Poller::Revoked(name)) => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            format!("the fleet token of gateway `{name}` was revoked"),
+        )),
+        // An admin token: trusted with every id.
+        None => Ok((said, Credential::Admin)),
+    }
 }
 
 /// Logs usage entries dropped, at most once per 10 s with the count since

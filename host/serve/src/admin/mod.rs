@@ -49,7 +49,7 @@ pub(crate) struct Admin {
     gateway_token: Option<[u8; 32]>,
     /// The named tokens as last read, for read-only requests while the
     /// database is out of reach.
-    known_tokens: Arc<Mutex<Vec<keyscope_store::AdminToken>>>,
+    known_tokens: Arc<Mutex<Vec<keyscope_store::Token>>>,
     failures: Arc<FailedLogins>,
     /// On a control plane: its bundles and fleet.
     bundles: Option<Arc<Bundles>>,
@@ -64,7 +64,7 @@ impl Admin {
         refresher: Arc<Refresher>,
         authorizer: Arc<Authorizer>,
         gateway_token: Option<[u8; 32]>,
-        known_tokens: Vec<keyscope_store::AdminToken>,
+        known_tokens: Vec<keyscope_store::Token>,
         limits: &RequestLimits,
     ) -> Self {
         Admin {
@@ -629,5 +629,8 @@ async fn audit_trail(State(admin): State<Admin>, Query(query): Query<AuditQuery>
 
 /// The named admin tokens (never a token).
 async fn list_tokens(State(admin): State<Admin>) -> Handled {
-    read(admin, |store| store.admin_tokens()).await
+    read(admin, |store| {
+        store.tokens(keyscope_store::TokenKind::Admin)
+    })
+    .await
 }
