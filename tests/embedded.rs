@@ -476,10 +476,10 @@ fn a_revocation_reaches_both_workers_through_the_fleets_bundle_url() {
         &fleet.sandbox,
         &format!(
             "bundle_url = \"{}\"\nbundle_public_key = \"{}\"\nfleet_token_file = \"{}\"\n\
-             bundle_cache = \"cache\"\n",
+             gateway_id = \"nginx-edge\"\nbundle_cache = \"cache\"\n",
             control_plane.admin_url("/v1/bundle"),
             fleet.public_key.display(),
-            fleet.token.display()
+            fleet.own_token("nginx-edge").0.display()
         ),
     );
     std::fs::create_dir_all(prefix.path("cache")).unwrap();
@@ -515,13 +515,19 @@ fn a_revocation_reaches_both_workers_through_the_fleets_bundle_url() {
         (0..16).all(|_| ask(nginx.addr, "GET", path, Some(&key)) == 401)
     });
     eprintln!("embedded: both workers on the revocation's bundle {took:?} after the CLI exited");
-    // The control plane sees each worker as a gateway of its fleet.
+    // The control plane sees each worker as a gateway of its fleet, both
+    // under the host's one token: `nginx-edge:pidPID`.
     let mut last = Value::Null;
     wait_until(30, "both workers in the fleet view", || {
         let (_, body) = crate::fleet::fleet_status(&fleet, &control_plane);
         last = body;
         last["gateways"].as_array().is_some_and(|gateways| {
-            gateways.len() == 2 && gateways.iter().all(|g| g["current"] == true)
+            gateways.len() == 2
+                && gateways.iter().all(|g| {
+                    g["current"] == true
+                        && g["credential"] == "named"
+                        && g["id"].as_str().unwrap().starts_with("nginx-edge:pid")
+                })
         })
     });
     // The allowed request's use went back to the control plane in the

@@ -14,12 +14,14 @@ use serde_json::{Value, json};
 
 use crate::support::{Sandbox, Server, http_client, wait_until};
 
-/// A control plane's store, signing key and fleet token.
+/// A control plane's store and signing key, each gateway's own fleet
+/// token, and a shared one (deprecated).
 pub(crate) struct Fleet {
     pub(crate) sandbox: Sandbox,
     signing_key: PathBuf,
     pub(crate) public_key: PathBuf,
-    pub(crate) token: PathBuf,
+    /// The shared fleet token's file.
+    pub(crate) shared_token: PathBuf,
 }
 
 impl Fleet {
@@ -29,31 +31,50 @@ impl Fleet {
         let made = sandbox.json(["bundle", "keygen", "-o", signing_key.to_str().unwrap()]);
         let public_key = sandbox.path("signing.pub");
         std::fs::write(&public_key, made["public_key"].as_str().unwrap()).unwrap();
-        let token = sandbox.path("fleet-token");
-        std::fs::write(&token, "ksfleet_test-token-0123456789").unwrap();
-        std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-            .unwrap();
+        let shared_token = sandbox.path("shared-fleet-token");
+        std::fs::write(&shared_token, "shared-fleet-token-0123456789").unwrap();
+        std::fs::set_permissions(&shared_token, std::fs::Permissions::from_mode(0o600)).unwrap();
         Self {
             sandbox,
             signing_key,
             public_key,
-            token,
+            shared_token,
         }
     }
 
+    /// A control plane on the fleet's store: gateways poll with their own
+    /// tokens.
     pub(crate) fn control_plane(&self, extra: &[&str]) -> Server {
-        let mut args = vec![
-            "--bundle-signing-key",
-            self.signing_key.to_str().unwrap(),
-            "--fleet-token-file",
-            self.token.to_str().unwrap(),
-        ];
+        let mut args = vec!["--bundle-signing-key", self.signing_key.to_str().unwrap()];
         args.extend_from_slice(extra);
         self.sandbox.serve(&args)
     }
 
-    /// A gateway following `url`, in a sandbox of its own (no store is
-    /// opened there), caching in `cache`.
+    /// A control plane that also takes the shared token (deprecated).
+    pub(crate) fn control_plane_with_shared_token(&self, extra: &[&str]) -> Server {
+        let shared = self.shared_token.to_str().unwrap();
+        let mut args = vec!["--fleet-token-file", shared];
+        args.extend_from_slice(extra);
+        self.control_plane(&args)
+    }
+
+    /// Gateway `name`'s own fleet token, made by the CLI on first use: its
+    /// file (mode 0600), and the token.
+    pub(crate) fn own_token(&self, name: &str) -> (PathBuf, String) {
+        let file = self.sandbox.path(&format!("fleet-token-{name}"));
+        if !file.exists() {
+            let made = self
+                .sandbox
+                .json(["fleet", "token", "create", "--gateway", name]);
+            std::fs::write(&file, made["token"].as_str().unwrap()).unwrap();
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        let token = std::fs::read_to_string(&file).unwrap();
+        (file, token)
+    }
+
+    /// A gateway following `url` with its own token, in a sandbox of its
+    /// own (no store is opened there), caching in `cache`.
     pub(crate) fn gateway(
         &self,
         url: &str,
@@ -61,6 +82,7 @@ impl Fleet {
         cache: &Path,
         extra: &[&str],
     ) -> (Sandbox, Server) {
+        let (token, _) = self.own_token(id);
         let sandbox = Sandbox::new();
         let mut args = vec![
             "--bundle-url",
@@ -68,7 +90,7 @@ impl Fleet {
             "--bundle-public-key",
             self.public_key.to_str().unwrap(),
             "--fleet-token-file",
-            self.token.to_str().unwrap(),
+            token.to_str().unwrap(),
             "--bundle-cache",
             cache.to_str().unwrap(),
             "--gateway-id",
@@ -141,8 +163,8 @@ fn a_cli_revocation_reaches_three_gateways_as_a_delta_and_fleet_status_shows_it(
         assert!(allowed(gateway, &key), "{}", decide(gateway, &key));
         assert_eq!(bundle_status(gateway)["last_bundle"]["kind"], "full");
     }
-    // The fleet token reads bundles and nothing else.
-    let fleet_token = std::fs::read_to_string(&fleet.token).unwrap();
+    // A fleet token reads bundles and nothing else.
+    let (_, fleet_token) = fleet.own_token("gw-1");
     let status = http_client()
         .get(control_plane.admin_url("/admin/fleet"))
         .header("authorization", format!("Bearer {fleet_token}"))
@@ -238,7 +260,7 @@ fn gateways_decide_on_without_their_control_plane_start_from_cache_and_catch_up(
         "--bundle-public-key",
         fleet.public_key.to_str().unwrap(),
         "--fleet-token-file",
-        fleet.token.to_str().unwrap(),
+        fleet.own_token("restarted").0.to_str().unwrap(),
         "--bundle-cache",
         caches.join("restarted").to_str().unwrap(),
         "--gateway-id",
@@ -577,7 +599,7 @@ fn the_bundle_endpoint_answers_304_long_polls_and_sends_deltas_from_a_held_state
     let scope = fleet.sandbox.scope("acme", "s", "view", "run");
     let (key_id, _) = fleet.sandbox.key(&scope.to_string(), "k");
     let control_plane = fleet.control_plane(&[]);
-    let token = std::fs::read_to_string(&fleet.token).unwrap();
+    let (_, token) = fleet.own_token("probe");
     let public = keys::read_public_key(&fleet.public_key).unwrap();
     let get = |query: &str, etag: Option<&str>| {
         let mut request = http_client()
@@ -694,15 +716,6 @@ fn bad_bundle_flags_and_key_files_are_named_and_change_nothing() {
             "private signing key",
         ),
         (vec!["--bundle-signing-key", signing], "--admin-listen"),
-        (
-            vec![
-                "--bundle-signing-key",
-                signing,
-                "--admin-listen",
-                "127.0.0.1:0",
-            ],
-            "--fleet-token-file",
-        ),
         (vec!["--bundle-public-key", public], "--bundle-url"),
         // An id the control plane would refuse: named with its rule at
         // start, never `ready` and denying every key.
@@ -917,7 +930,8 @@ fn the_fleet_view_shows_a_silent_gateway_as_gone_then_drops_it_and_forgets_on_re
     )
     .unwrap();
     let control_plane = fleet.control_plane(&["--config", config.to_str().unwrap()]);
-    let token = std::fs::read_to_string(&fleet.token).unwrap();
+    // One token for a host's two pollers, as `edge:quiet` and `edge:busy`.
+    let (_, token) = fleet.own_token("edge");
     let public = keys::read_public_key(&fleet.public_key).unwrap();
     let url = control_plane.admin_url("/v1/bundle");
     let full = http_client()
@@ -951,40 +965,210 @@ fn the_fleet_view_shows_a_silent_gateway_as_gone_then_drops_it_and_forgets_on_re
             .find(|g| g["id"] == id)
             .cloned()
     };
-    poll("quiet");
-    poll("busy");
+    poll("edge:quiet");
+    poll("edge:busy");
     let (code, view) = fleet_status(&fleet, &control_plane);
     assert_eq!(code, 0, "{view}");
-    assert_eq!(listed(&view, "quiet").unwrap()["gone"], false, "{view}");
+    assert_eq!(
+        listed(&view, "edge:quiet").unwrap()["gone"],
+        false,
+        "{view}"
+    );
     // `quiet` stops polling; `busy` goes on.
     wait_until(60, "the silent gateway shown as gone", || {
-        poll("busy");
+        poll("edge:busy");
         let (_, view) = fleet_status(&fleet, &control_plane);
-        listed(&view, "quiet").is_some_and(|g| g["gone"] == true)
+        listed(&view, "edge:quiet").is_some_and(|g| g["gone"] == true)
     });
     let (code, view) = fleet_status(&fleet, &control_plane);
     assert_eq!(
         code, 0,
         "a gone gateway does not hold the fleet back: {view}"
     );
-    assert_eq!(listed(&view, "busy").unwrap()["gone"], false, "{view}");
+    assert_eq!(listed(&view, "edge:busy").unwrap()["gone"], false, "{view}");
     let text = fleet_cli(&fleet, &control_plane, &["fleet", "status"]);
     assert!(String::from_utf8_lossy(&text.stdout).contains("gone"));
     wait_until(60, "the silent gateway dropped", || {
-        poll("busy");
+        poll("edge:busy");
         let (_, view) = fleet_status(&fleet, &control_plane);
-        listed(&view, "quiet").is_none()
+        listed(&view, "edge:quiet").is_none()
     });
 
     // Forgotten on request; an unknown id is named.
     let forget = |id: &str| fleet_cli(&fleet, &control_plane, &["fleet", "forget", id]);
-    assert!(forget("busy").status.success());
+    assert!(forget("edge:busy").status.success());
     let (_, view) = fleet_status(&fleet, &control_plane);
-    assert!(listed(&view, "busy").is_none(), "{view}");
-    let again = forget("busy");
+    assert!(listed(&view, "edge:busy").is_none(), "{view}");
+    let again = forget("edge:busy");
     assert_eq!(again.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&again.stderr).contains("no gateway `busy`"));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("no gateway `edge:busy`"));
     let bad = forget("eu-west/edge-1");
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("an id is 1 to 128"));
+}
+
+#[test]
+fn each_gateway_polls_under_its_own_token_and_a_revoked_one_is_refused_and_shown() {
+    let fleet = Fleet::new();
+    let scope = fleet.sandbox.scope("acme", "s", "view", "run");
+    let (key_id, key) = fleet.sandbox.key(&scope.to_string(), "k");
+    let control_plane = fleet.control_plane_with_shared_token(&[]);
+    let url = control_plane.admin_url("/v1/bundle");
+    let caches = fleet.sandbox.path("caches");
+    let (_a, edge1) = fleet.gateway(&url, "edge-1", &caches.join("1"), &[]);
+    let (_b, edge2) = fleet.gateway(&url, "edge-2", &caches.join("2"), &[]);
+    assert!(allowed(&edge1, &key) && allowed(&edge2, &key));
+    let (_, token1) = fleet.own_token("edge-1");
+    let (_, token2) = fleet.own_token("edge-2");
+    let shared = std::fs::read_to_string(&fleet.shared_token).unwrap();
+    let public = keys::read_public_key(&fleet.public_key).unwrap();
+    let get = |token: &str, query: &str| {
+        let mut response = http_client()
+            .get(format!("{url}{query}"))
+            .header("authorization", format!("Bearer {token}"))
+            .call()
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.body_mut().read_to_vec().unwrap())
+    };
+    let (status, full) = get(&token1, "");
+    assert_eq!(status, 200);
+    let held = format::open(&full, &public, Layout::Served)
+        .unwrap()
+        .manifest;
+    let poll = |token: &str, id: &str| {
+        let (status, body) = get(
+            token,
+            &format!(
+                "?gateway={id}&version={}&revision={}&snapshot={}&module={}",
+                held.version, held.revision, held.snapshot.sha256, held.module.sha256
+            ),
+        );
+        (status, String::from_utf8_lossy(&body).into_owned())
+    };
+
+    // A gateway's token names it: another gateway's id is refused, its
+    // own name and `NAME:SUFFIX` are its own.
+    let (status, body) = poll(&token1, "edge-2");
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body.contains("gateway `edge-1`'s") && body.contains("--gateway-id edge-1"),
+        "{body}"
+    );
+    assert_eq!(poll(&token1, "edge-1:spare").0, 304);
+    // The shared token cannot write the row of a gateway with a token of
+    // its own, nor of its suffixed ids; other ids it may, deprecated.
+    for id in ["edge-2", "edge-2:x"] {
+        let (status, body) = poll(&shared, id);
+        assert_eq!(status, 403, "{id}: {body}");
+        assert!(body.contains("has a fleet token of its own"), "{body}");
+    }
+    assert_eq!(poll(&shared, "legacy").0, 304);
+    // A token made while the control plane runs is taken at once.
+    let (_, late) = fleet.own_token("late");
+    assert_eq!(poll(&late, "late").0, 304);
+
+    let credential = |view: &Value, id: &str| {
+        view["gateways"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["id"] == id)
+            .map(|g| g["credential"].clone())
+    };
+    let (_, view) = fleet_status(&fleet, &control_plane);
+    for (id, how) in [
+        ("edge-1", "named"),
+        ("edge-2", "named"),
+        ("legacy", "shared"),
+    ] {
+        assert_eq!(credential(&view, id), Some(json!(how)), "{id}: {view}");
+    }
+    assert_eq!(view["shared_token"], true, "{view}");
+    assert!(
+        view["warnings"][0]
+            .as_str()
+            .is_some_and(|w| w.contains("deprecated") && w.contains("1 gateway(s)")),
+        "{view}"
+    );
+    let text = fleet_cli(&fleet, &control_plane, &["fleet", "status"]);
+    assert!(
+        String::from_utf8_lossy(&text.stdout).contains("deprecated"),
+        "{}",
+        String::from_utf8_lossy(&text.stdout)
+    );
+
+    // Revoked: refused from the control plane's next read of the store,
+    // and shown as such.
+    fleet
+        .sandbox
+        .keyscope(["fleet", "token", "revoke", "edge-2"])
+        .assert()
+        .success();
+    wait_until(30, "the revoked token refused", || {
+        poll(&token2, "edge-2").0 == 401
+    });
+    let (_, body) = poll(&token2, "edge-2");
+    assert!(
+        body.contains("the fleet token of gateway `edge-2` was revoked"),
+        "{body}"
+    );
+    let (_, view) = fleet_status(&fleet, &control_plane);
+    assert_eq!(
+        credential(&view, "edge-2"),
+        Some(json!("revoked")),
+        "{view}"
+    );
+    // Its gateway hears why on its next poll (a change ends the long poll
+    // it holds), and gets no later state.
+    fleet
+        .sandbox
+        .keyscope(["key", "revoke", &key_id.to_string()])
+        .assert()
+        .success();
+    let status = wait_until_value(30, "the gateway told its token was revoked", || {
+        let status = bundle_status(&edge2);
+        status["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("HTTP 401") && e.contains("was revoked"))
+            .then_some(status)
+    });
+    eprintln!("revoked gateway: {status}");
+    let (_, later) = fleet.sandbox.key(&scope.to_string(), "later");
+    wait_until(30, "the live gateway taking the new key", || {
+        allowed(&edge1, &later)
+    });
+    assert!(!allowed(&edge2, &later), "{}", decide(&edge2, &later));
+    // Listed with its revocation, never with a token.
+    let listed = fleet.sandbox.json(["fleet", "token", "list"]);
+    let rows = listed.as_array().unwrap();
+    assert_eq!(rows.len(), 3, "{listed}");
+    for row in rows {
+        assert!(row.get("token").is_none() && row.get("digest").is_none());
+        assert_eq!(row["kind"], "fleet");
+        assert_eq!(row["revoked_at"].is_string(), row["name"] == "edge-2");
+    }
+    // The other kind's commands do not see it.
+    let admins = fleet.sandbox.json(["admin", "token", "list"]);
+    assert!(
+        admins
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["kind"] == "admin"),
+        "{admins}"
+    );
+
+    // A gateway's own token without its name is refused at start, naming
+    // the flag.
+    let output = Sandbox::new()
+        .keyscope(["serve", "--listen", "127.0.0.1:0", "--bundle-url", &url])
+        .args(["--bundle-public-key", fleet.public_key.to_str().unwrap()])
+        .arg("--fleet-token-file")
+        .arg(fleet.own_token("nameless").0)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--gateway-id NAME"), "{stderr}");
 }

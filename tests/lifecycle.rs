@@ -336,7 +336,7 @@ fn a_gateway_reports_its_uses_to_the_control_plane_on_its_poll() {
         "the gateway opened no store"
     );
     // A malformed report is refused whole and named.
-    let token = std::fs::read_to_string(&fleet.token).unwrap();
+    let (_, token) = fleet.own_token("gw-1");
     let response = http_client()
         .get(&url)
         .header("authorization", format!("Bearer {token}"))
@@ -357,7 +357,7 @@ fn a_hostile_usage_report_cannot_make_a_key_unrevocable() {
     let cache = fleet.sandbox.path("cache");
     let (_gateway_sandbox, gateway) = fleet.gateway(&url, "gw-1", &cache, &[]);
     assert_eq!(decide(&gateway, &key)["allow"], true);
-    let token = std::fs::read_to_string(&fleet.token).unwrap();
+    let (_, token) = fleet.own_token("gw-1");
     let poll = |report: &str| {
         http_client()
             .get(&url)

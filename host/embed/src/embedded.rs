@@ -161,26 +161,36 @@ impl Embedded {
                 wait,
                 interval,
             } => {
+                let token_file = token;
+                let token = token_file
+                    .as_deref()
+                    .map(|path| {
+                        keyscope_runtime::files::read_token(path, "fleet token", MIN_TOKEN_LEN)
+                    })
+                    .transpose()?;
+                // A gateway's own token names it: its control plane refuses
+                // polls under any id but that name's.
+                if let (Some(path), Some(token), None) = (&token_file, &token, &gateway_id)
+                    && token.starts_with(keyscope_keys::admin_token::FLEET_PREFIX)
+                {
+                    return Err(EmbedError::Config {
+                        path: path.clone(),
+                        why: "the fleet token is a gateway's own (ksfleet_...): set `gateway_id` \
+                              to the name it was created with (keyscope fleet token list)"
+                            .to_owned(),
+                    });
+                }
                 let gateway = Gateway::start(
                     GatewayConfig {
                         url,
                         public_key: keyscope_bundle::keys::read_public_key(&public_key)?,
-                        token: token
-                            .as_deref()
-                            .map(|path| {
-                                keyscope_runtime::files::read_token(
-                                    path,
-                                    "fleet token",
-                                    MIN_TOKEN_LEN,
-                                )
-                            })
-                            .transpose()?,
+                        token,
                         ca: ca
                             .as_deref()
                             .map(|path| keyscope_runtime::files::read_regular(path, 1024 * 1024))
                             .transpose()?,
                         cache: cache.map(|dir| dir.join("bundle.cache")),
-                        id: gateway_id.unwrap_or_else(default_gateway_id),
+                        id: poll_id(gateway_id.as_deref()),
                         wait,
                         interval,
                     },
@@ -340,13 +350,20 @@ fn as_text(path: &[u8]) -> Cow<'_, str> {
     }
 }
 
-/// The id this process reports to a control plane: host and pid, since
-/// each nginx worker follows bundles on its own.
-fn default_gateway_id() -> String {
-    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
-    let host = host.trim();
-    let host = if host.is_empty() { "embedded" } else { host };
-    format!("{host}:pid{}", std::process::id())
+/// The id this process reports to a control plane: the configured id (a
+/// gateway's own fleet token's name) or the host name, and the pid, since
+/// each nginx worker follows bundles on its own: `edge-1:pid4242`.
+fn poll_id(configured: Option<&str>) -> String {
+    let host;
+    let name = match configured {
+        Some(name) => name,
+        None => {
+            host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+            let host = host.trim();
+            if host.is_empty() { "embedded" } else { host }
+        }
+    };
+    format!("{name}:pid{}", std::process::id())
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -120,15 +120,43 @@ pub enum PollError {
     /// The bundle server could not be reached or read.
     #[error("bundle server: {0}")]
     Transport(String),
-    /// It answered with an error status.
-    #[error("bundle server answered HTTP {0}")]
-    Status(u16),
+    /// It answered with an error status, and maybe said why.
+    #[error("bundle server answered HTTP {status}{}", why.as_deref().map(|why| format!(": {why}")).unwrap_or_default())]
+    Status {
+        /// The status.
+        status: u16,
+        /// The `error.message` of a keyscope control plane's answer,
+        /// printable and short: a hostile server's words go no further
+        /// than a status line.
+        why: Option<String>,
+    },
     /// The bundle was refused before it went live.
     #[error("bundle refused: {0}")]
     Refused(#[from] BundleError),
     /// The live policy refused its module or snapshot.
     #[error("bundle refused by the live policy: {0}")]
     Swap(#[from] SwapError),
+}
+
+/// The reason a keyscope control plane gives for a refused poll: the
+/// `error.message` of its JSON answer, read from at most 4 KiB, printable,
+/// at most 200 characters.
+fn why_refused(response: &mut ureq::http::Response<ureq::Body>) -> Option<String> {
+    let body = response
+        .body_mut()
+        .with_config()
+        .limit(4096)
+        .read_to_vec()
+        .ok()?;
+    let answer: serde_json::Value = serde_json::from_slice(&body).ok()?;
+    let message = answer["error"]["message"].as_str()?;
+    Some(
+        message
+            .chars()
+            .take(200)
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect(),
+    )
 }
 
 /// Why a gateway could not start.
@@ -153,7 +181,7 @@ impl PollError {
         match self {
             Self::Refused(error) => Some(error.kind()),
             Self::Swap(_) => Some("swap"),
-            Self::Transport(_) | Self::Status(_) => None,
+            Self::Transport(_) | Self::Status { .. } => None,
         }
     }
 }
@@ -402,7 +430,12 @@ impl Gateway {
         match response.status().as_u16() {
             304 => return Ok(long_poll),
             200 => {}
-            status => return Err(PollError::Status(status)),
+            status => {
+                return Err(PollError::Status {
+                    status,
+                    why: why_refused(&mut response),
+                });
+            }
         }
         // Bounded before it is read: a declared length over the cap is
         // refused unread, and the body is read no further than its signed

@@ -35,6 +35,16 @@ pub fn check_id(id: &str) -> Result<(), BadGatewayId> {
     Err(BadGatewayId { shown })
 }
 
+/// Whether a poll under `id` is the gateway whose own fleet token is named
+/// `name`: `id` is `name`, or `name:` and a suffix, so that one credential
+/// serves a host's several processes (nginx workers polling as
+/// `edge-1:pid4242`). Token names hold no `:`, so no name owns another's
+/// ids.
+pub fn owned_by(id: &str, name: &str) -> bool {
+    id.strip_prefix(name)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(':'))
+}
+
 /// The id of a gateway that was given none: its host name and a random
 /// suffix, kept in `cache_dir` (if it has one) so that it survives a
 /// restart. Two gateways on one host, or two hosts of one name, differ.
@@ -74,6 +84,15 @@ pub fn default_id(prefix: &str, cache_dir: Option<&Path>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_name_owns_itself_and_its_suffixed_ids_only() {
+        assert!(owned_by("edge-1", "edge-1"));
+        assert!(owned_by("edge-1:pid42", "edge-1"));
+        assert!(!owned_by("edge-10", "edge-1"));
+        assert!(!owned_by("edge-1.b", "edge-1"));
+        assert!(!owned_by("edge", "edge-1"));
+    }
 
     #[test]
     fn the_rule_names_itself_and_the_id_when_it_is_safe_to() {

@@ -22,5 +22,5 @@ mod staleness;
 pub use gateway::{
     BundleStatus, Gateway, GatewayConfig, LastBundle, PollError, StartError, USAGE_HEADER,
 };
-pub use id::{BadGatewayId, ID_FILE, ID_RULE, check_id, default_id};
+pub use id::{BadGatewayId, ID_FILE, ID_RULE, check_id, default_id, owned_by};
 pub use staleness::Staleness;

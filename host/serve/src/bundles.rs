@@ -203,8 +203,9 @@ impl Bundles {
                         &seen.module,
                     );
                 // A gateway whose own token was revoked since it polled.
+                let owner = id.split(':').next().unwrap_or(id);
                 let credential = match seen.credential {
-                    Credential::Named if !self.credentials.has_own(id) => "revoked",
+                    Credential::Named if !self.credentials.has_own(owner) => "revoked",
                     Credential::Named => "named",
                     Credential::Shared => "shared",
                     Credential::Admin => "admin",
@@ -224,10 +225,11 @@ impl Bundles {
                 })
             })
             .collect();
-        // A gone gateway is shown, but does not hold the fleet back.
+        // A gone gateway, or one whose token was revoked, is shown, but
+        // does not hold the fleet back.
         let behind = gateways
             .iter()
-            .filter(|g| g["current"] != true && g["gone"] != true)
+            .filter(|g| g["current"] != true && g["gone"] != true && g["credential"] != "revoked")
             .count();
         let shared = gateways
             .iter()

@@ -89,6 +89,27 @@ impl FleetCredentials {
         *self.named.write().unwrap_or_else(PoisonError::into_inner) = named;
     }
 
+    /// Adds the tokens among `tokens` whose digests were unknown: a token
+    /// made since the last full read, which a poll presents before the
+    /// refresh loop reads it. A digest already known keeps its state: only
+    /// [`FleetCredentials::set`], in the order of its reads, revokes, so an
+    /// older read can never bring a revoked token back.
+    pub fn learn(&self, tokens: &[Token]) {
+        let mut named = self.named.write().unwrap_or_else(PoisonError::into_inner);
+        for token in tokens.iter().filter(|t| t.kind == TokenKind::Fleet) {
+            if named.by_digest.contains_key(&token.digest) {
+                continue;
+            }
+            let live = token.revoked_at.is_none();
+            if live {
+                named.live.insert(token.name.clone());
+            }
+            named
+                .by_digest
+                .insert(token.digest, (token.name.clone(), live));
+        }
+    }
+
     /// Whether a shared token is configured.
     pub fn has_shared(&self) -> bool {
         self.shared.is_some()
@@ -161,6 +182,22 @@ mod tests {
             Some(Poller::Revoked("edge-1".into()))
         );
         assert!(!credentials.has_own("edge-1"));
+    }
+
+    #[test]
+    fn learning_adds_new_tokens_and_never_brings_a_revoked_one_back() {
+        let credentials = FleetCredentials::new(None);
+        credentials.set(&[token("edge-1", 1, true)]);
+        // A read older than the revocation, and a token made since.
+        credentials.learn(&[token("edge-1", 1, false), token("edge-2", 2, false)]);
+        assert_eq!(
+            credentials.who(&[1; 32]),
+            Some(Poller::Revoked("edge-1".into()))
+        );
+        assert_eq!(
+            credentials.who(&[2; 32]),
+            Some(Poller::Gateway("edge-2".into()))
+        );
     }
 
     #[test]

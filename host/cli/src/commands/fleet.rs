@@ -162,12 +162,12 @@ fn status(control_plane: &ControlPlane, out: &Output) -> anyhow::Result<ExitCode
     let behind = body["behind"].as_u64().unwrap_or(0);
     out.print(&body, || {
         let mut text = format!(
-            "published revision {}\n{:<32} {:>9}  {:<8} {:>12}\n",
-            body["revision"], "GATEWAY", "REVISION", "STATE", "LAST SEEN"
+            "published revision {}\n{:<32} {:>9}  {:<8} {:<10} {:>12}\n",
+            body["revision"], "GATEWAY", "REVISION", "STATE", "CREDENTIAL", "LAST SEEN"
         );
         for gateway in body["gateways"].as_array().into_iter().flatten() {
             text.push_str(&format!(
-                "{:<32} {:>9}  {:<8} {:>10}ms ago\n",
+                "{:<32} {:>9}  {:<8} {:<10} {:>10}ms ago\n",
                 gateway["id"].as_str().unwrap_or("?"),
                 gateway["revision"],
                 if gateway["gone"] == true {
@@ -177,6 +177,7 @@ fn status(control_plane: &ControlPlane, out: &Output) -> anyhow::Result<ExitCode
                 } else {
                     "behind"
                 },
+                gateway["credential"].as_str().unwrap_or("?"),
                 gateway["seen_ago_ms"],
             ));
         }
@@ -186,6 +187,9 @@ fn status(control_plane: &ControlPlane, out: &Output) -> anyhow::Result<ExitCode
         } else {
             format!("{behind} of {count} gateways are behind")
         });
+        for warning in body["warnings"].as_array().into_iter().flatten() {
+            text.push_str(&format!("\nwarning: {}", warning.as_str().unwrap_or("?")));
+        }
         text
     })?;
     Ok(if behind == 0 {

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Mutex, PoisonError};
 
-use keyscope_store::{Store as _, StoreError};
+use keyscope_store::{Store as _, StoreError, TokenKind};
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, Request, State};
@@ -64,6 +64,16 @@ impl FailedLogins {
     }
 }
 
+/// Whom a request's token names.
+enum Who {
+    /// A gateway, or whoever holds the shared fleet token.
+    Fleet(Poller),
+    /// An admin.
+    Admin(Actor),
+    /// Nobody: no token, or one that names nobody.
+    Nobody,
+}
+
 /// Who made an admin request: `admin:NAME`, the actor in the audit trail.
 #[derive(Debug, Clone)]
 pub(crate) struct Actor(pub String);
@@ -78,6 +88,25 @@ impl Admin {
         read_only: bool,
     ) -> Result<Option<Actor>, StoreError> {
         identify(self, presented, read_only)
+    }
+
+    /// Reads the fleet tokens anew, learns those made since the last read,
+    /// and says whom `presented` names. Blocks on the store.
+    fn learn_fleet(&self, presented: &[u8; 32]) -> Result<Option<Poller>, StoreError> {
+        let (Some(store), Some(bundles)) = (&self.store, &self.bundles) else {
+            return Ok(None);
+        };
+        let tokens = store
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .tokens(TokenKind::Fleet);
+        match tokens {
+            Ok(tokens) => bundles.credentials().learn(&tokens),
+            // Fail static: the tokens last read still stand.
+            Err(StoreError::Unavailable { .. }) => {}
+            Err(error) => return Err(error),
+        }
+        Ok(bundles.credentials().who(presented))
     }
 
     /// Whether `peer` may try to authenticate now.
@@ -106,7 +135,7 @@ fn identify(
     let read = store
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
-        .tokens(keyscope_store::TokenKind::Admin);
+        .tokens(TokenKind::Admin);
     let mut known = admin
         .known_tokens
         .lock()
@@ -163,17 +192,52 @@ pub(super) async fn authenticate(
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, token)| token_digest(token.trim()));
     // Fleet tokens read bundles and nothing else. They are checked first,
-    // against the tokens last read: a gateway's poll never waits on the
-    // store, so bundles keep flowing while the database is down.
-    let poller = admin
+    // against the tokens last read: a known gateway's poll never waits on
+    // the store, so bundles keep flowing while the database is down.
+    let polling = request.uri().path() == "/v1/bundle";
+    let known = admin
         .bundles
         .as_ref()
-        .filter(|_| request.uri().path() == "/v1/bundle")
+        .filter(|_| polling)
         .zip(presented)
         .and_then(|(bundles, digest)| bundles.credentials().who(&digest));
-    match poller {
-        Some(Poller::Revoked(name)) => {
-            admin.failed(peer.ip());
+    let who = match (known, presented) {
+        (Some(poller), _) => Who::Fleet(poller),
+        (None, None) => Who::Nobody,
+        (None, Some(digest)) => {
+            let read_only = matches!(*request.method(), Method::GET | Method::HEAD);
+            let looked_up = {
+                let admin = admin.clone();
+                tokio::task::spawn_blocking(move || -> Result<Who, StoreError> {
+                    // A gateway's token made since the last read of the
+                    // store, or an admin's token.
+                    if polling && let Some(poller) = admin.learn_fleet(&digest)? {
+                        return Ok(Who::Fleet(poller));
+                    }
+                    Ok(identify(&admin, &digest, read_only)?.map_or(Who::Nobody, Who::Admin))
+                })
+                .await
+            };
+            match looked_up {
+                Ok(Ok(who)) => who,
+                Ok(Err(error)) => return ApiError::from(error).into_response(),
+                Err(_) => {
+                    return ApiError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "internal",
+                        "the token could not be checked",
+                    )
+                    .into_response();
+                }
+            }
+        }
+    };
+    match who {
+        Who::Fleet(Poller::Revoked(name)) => {
+            // Counted, but not against the address: a revoked token is no
+            // guess, and a decommissioned gateway still polling must not
+            // lock its neighbours behind the same address out.
+            admin.authorizer.metrics().admin_auth_failed();
             tracing::warn!(
                 peer = %peer.ip(),
                 gateway = %name,
@@ -184,7 +248,7 @@ pub(super) async fn authenticate(
                  (keyscope fleet token create --gateway {name})"
             ));
         }
-        Some(poller) => {
+        Who::Fleet(poller) => {
             let mut request = request;
             let actor = match &poller {
                 Poller::Gateway(name) => format!("fleet:{name}"),
@@ -194,34 +258,12 @@ pub(super) async fn authenticate(
             request.extensions_mut().insert(poller);
             return next.run(request).await;
         }
-        None => {}
-    }
-    let actor = match presented {
-        None => None,
-        Some(digest) => {
-            let read_only = matches!(*request.method(), Method::GET | Method::HEAD);
-            let looked_up = {
-                let admin = admin.clone();
-                tokio::task::spawn_blocking(move || identify(&admin, &digest, read_only)).await
-            };
-            match looked_up {
-                Ok(Ok(actor)) => actor,
-                Ok(Err(error)) => return ApiError::from(error).into_response(),
-                Err(_) => {
-                    return ApiError::new(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "internal",
-                        "the admin token could not be checked",
-                    )
-                    .into_response();
-                }
-            }
+        Who::Admin(actor) => {
+            let mut request = request;
+            request.extensions_mut().insert(actor);
+            return next.run(request).await;
         }
-    };
-    if let Some(actor) = actor {
-        let mut request = request;
-        request.extensions_mut().insert(actor);
-        return next.run(request).await;
+        Who::Nobody => {}
     }
     admin.failed(peer.ip());
     // The log names the client and the path, never what it presented.

@@ -229,35 +229,36 @@ pub(super) async fn bundle(
 }
 
 /// The poll's gateway id and how it authenticated. A gateway's own token
-/// names it: a poll under it that says another id is refused, so that no
-/// gateway writes another's row. The shared token may not write the row of
-/// a gateway that has a token of its own.
+/// names it: a poll under it may say its name or `NAME:SUFFIX`
+/// ([`keyscope_gateway::owned_by`]), and any other id is refused, so that
+/// no gateway writes another's row. The shared token may not poll under an
+/// id a gateway's own token owns.
 fn whose(
     bundles: &Bundles,
     poller: Option<Poller>,
     said: Option<String>,
 ) -> Result<(Option<String>, Credential), ApiError> {
+    let forbidden = |message: String| ApiError::new(StatusCode::FORBIDDEN, "forbidden", message);
     match poller {
         Some(Poller::Gateway(name)) => match said {
-            Some(said) if said != name => Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                format!(
-                    "this fleet token is gateway `{name}`'s, and the poll says it is `{said}`: \
-                     start the gateway with --gateway-id {name}"
-                ),
-            )),
-            _ => Ok((Some(name), Credential::Named)),
+            Some(said) if !keyscope_gateway::owned_by(&said, &name) => Err(forbidden(format!(
+                "this fleet token is gateway `{name}`'s, and the poll says it is `{said}`: \
+                 start the gateway with --gateway-id {name}"
+            ))),
+            said => Ok((Some(said.unwrap_or(name)), Credential::Named)),
         },
         Some(Poller::Shared) => match said {
-            Some(said) if bundles.credentials().has_own(&said) => Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                format!(
+            Some(said)
+                if said
+                    .split(':')
+                    .next()
+                    .is_some_and(|owner| bundles.credentials().has_own(owner)) =>
+            {
+                Err(forbidden(format!(
                     "gateway `{said}` has a fleet token of its own: the shared fleet token \
                      cannot poll as it"
-                ),
-            )),
+                )))
+            }
             said => Ok((said, Credential::Shared)),
         },
         // Refused before the handler; refused here too, should that change.
