@@ -74,7 +74,7 @@ fn main() {
     let (_, first) = download();
     let (full, cached) = download();
     let started = Instant::now();
-    let candidate = Follower::new(public)
+    let candidate = Follower::new([public])
         .prepare(&full, Layout::Served, keyscope_runtime::time::now_ms())
         .unwrap()
         .unwrap();

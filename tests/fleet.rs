@@ -717,6 +717,7 @@ fn bad_bundle_flags_and_key_files_are_named_and_change_nothing() {
         ),
         (vec!["--bundle-signing-key", signing], "--admin-listen"),
         (vec!["--bundle-public-key", public], "--bundle-url"),
+        (vec!["--bundle-next-public-key", public], "--bundle-url"),
         // An id the control plane would refuse: named with its rule at
         // start, never `ready` and denying every key.
         (
@@ -1171,4 +1172,116 @@ fn each_gateway_polls_under_its_own_token_and_a_revoked_one_is_refused_and_shown
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--gateway-id NAME"), "{stderr}");
+}
+
+#[test]
+fn a_signing_key_is_rotated_through_a_window_in_which_gateways_trust_both() {
+    let fleet = Fleet::new();
+    let scope = fleet.sandbox.scope("acme", "s", "view", "run");
+    let (_, live_key) = fleet.sandbox.key(&scope.to_string(), "live");
+    let (revoked_id, revoked_key) = fleet.sandbox.key(&scope.to_string(), "revoked");
+    let mut nginx = StaticServer::start(fleet.sandbox.dir.path());
+    nginx.publish(&build(&fleet, &fleet.signing_key, &[]));
+    let keygen = |name: &str| {
+        let private = fleet.sandbox.path(&format!("{name}.key"));
+        let made = fleet
+            .sandbox
+            .json(["bundle", "keygen", "-o", private.to_str().unwrap()]);
+        let public = fleet.sandbox.path(&format!("{name}.pub"));
+        std::fs::write(&public, made["public_key"].as_str().unwrap()).unwrap();
+        (
+            private,
+            public,
+            made["key_id"].as_str().unwrap_or("").to_owned(),
+        )
+    };
+    let (next_key, next_public, _) = keygen("next");
+    let config = fleet.sandbox.path("gateway.toml");
+    std::fs::write(&config, "[bundles]\ninterval_ms = 50\n").unwrap();
+    let cache = fleet.sandbox.path("cache");
+    // The window: gateways trust the old key and the next.
+    let (_g, mut gateway) = fleet.gateway(
+        &nginx.url(),
+        "rotating",
+        &cache,
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--bundle-next-public-key",
+            next_public.to_str().unwrap(),
+        ],
+    );
+    assert!(allowed(&gateway, &live_key) && allowed(&gateway, &revoked_key));
+    // The control plane (here, `bundle build`) signs with the next key
+    // from now on: taken, with the revocation it carries.
+    fleet
+        .sandbox
+        .keyscope(["key", "revoke", &revoked_id.to_string()])
+        .assert()
+        .success();
+    nginx.publish(&build(&fleet, &next_key, &[]));
+    wait_until(10, "the bundle signed by the next key taken", || {
+        !allowed(&gateway, &revoked_key)
+    });
+    assert_eq!(refused(&gateway, "other-signer"), 0);
+    // A third key is refused, naming both trusted ones.
+    let (third_key, _, _) = keygen("third");
+    nginx.publish(&build(&fleet, &third_key, &[]));
+    let status = wait_until_value(10, "the third key's bundle refused", || {
+        let status = bundle_status(&gateway);
+        (status["refused"]["other-signer"].as_u64() >= Some(1)).then_some(status)
+    });
+    let why = status["error"].as_str().unwrap();
+    assert!(why.contains(" or "), "both trusted keys named: {status}");
+    assert!(allowed(&gateway, &live_key) && !allowed(&gateway, &revoked_key));
+
+    // The window closes: the next key is the only key. Restarted on it,
+    // the gateway starts from its cache (signed by the next key), and the
+    // old key (say, stolen) is refused from then on.
+    assert!(gateway.stop().success());
+    let (_h, rotated) = {
+        let sandbox = Sandbox::new();
+        let (token, _) = fleet.own_token("rotating");
+        let server = sandbox.serve(&[
+            "--bundle-url",
+            &nginx.url(),
+            "--bundle-public-key",
+            next_public.to_str().unwrap(),
+            "--fleet-token-file",
+            token.to_str().unwrap(),
+            "--bundle-cache",
+            cache.to_str().unwrap(),
+            "--gateway-id",
+            "rotating",
+            "--config",
+            config.to_str().unwrap(),
+        ]);
+        (sandbox, server)
+    };
+    assert_eq!(bundle_status(&rotated)["from_cache"], true);
+    assert!(allowed(&rotated, &live_key) && !allowed(&rotated, &revoked_key));
+    let before = refused(&rotated, "other-signer");
+    nginx.publish(&build(&fleet, &fleet.signing_key, &[]));
+    wait_until(10, "the old key's bundle refused", || {
+        refused(&rotated, "other-signer") > before
+    });
+    assert!(!allowed(&rotated, &revoked_key));
+
+    // The same key twice is no rotation: named at start.
+    let output = Sandbox::new()
+        .keyscope([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--bundle-url",
+            &nginx.url(),
+        ])
+        .arg("--bundle-public-key")
+        .arg(&next_public)
+        .arg("--bundle-next-public-key")
+        .arg(&next_public)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("the same key"));
 }

@@ -26,7 +26,7 @@ fuzz_target!(|input: &[u8]| {
     let Some((&mode, rest)) = input.split_first() else {
         return;
     };
-    let follower = Follower::new(key().verifying_key());
+    let follower = Follower::new([key().verifying_key()]);
     match mode % 4 {
         0 => drop(follower.prepare(rest, Layout::Served, 0)),
         1 => drop(follower.prepare(rest, Layout::Cache, 0)),

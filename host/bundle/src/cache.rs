@@ -4,7 +4,7 @@
 use std::io::Write as _;
 use std::path::Path;
 
-use ed25519_dalek::VerifyingKey;
+use crate::keys::Trust;
 
 use crate::error::{BundleError, Result};
 use crate::format::{self, Layout};
@@ -50,7 +50,7 @@ fn tempfile_in(dir: &Path) -> std::io::Result<tempfile::NamedTempFile> {
 /// blocking (a FIFO with no writer is refused, not waited on), a regular
 /// file only (never a device such as `/dev/zero`), and read no further than
 /// its signed manifest declares, within [`MAX_CACHE_BYTES`].
-pub fn read(path: &Path, trusted: &VerifyingKey) -> Result<Option<Vec<u8>>> {
+pub fn read(path: &Path, trusted: &(impl Trust + ?Sized)) -> Result<Option<Vec<u8>>> {
     let io = |source: std::io::Error| BundleError::Io {
         what: "reading the bundle cache",
         path: path.to_owned(),

@@ -15,12 +15,12 @@ pub enum BundleError {
     /// The framing or the manifest is wrong.
     #[error("malformed bundle: {0}")]
     Malformed(String),
-    /// Signed by a key other than the one trusted.
+    /// Signed by a key other than those trusted.
     #[error("the bundle is signed by key {found}, not by the trusted key {trusted}")]
     OtherSigner {
         /// The signer the manifest names.
         found: String,
-        /// The trusted key's id.
+        /// The trusted keys' ids.
         trusted: String,
     },
     /// The signature does not verify over the manifest: the manifest was

@@ -49,18 +49,19 @@ impl Candidate {
     }
 }
 
-/// Follows a control plane's bundles, trusting one key.
+/// Follows a control plane's bundles, trusting one key, or two while its
+/// signing key is rotated.
 #[derive(Debug)]
 pub struct Follower {
-    trusted: VerifyingKey,
+    trusted: Vec<VerifyingKey>,
     held: Option<Held>,
 }
 
 impl Follower {
-    /// Trusts bundles signed by `trusted`; holds nothing yet.
-    pub fn new(trusted: VerifyingKey) -> Self {
+    /// Trusts bundles signed by any of `trusted`; holds nothing yet.
+    pub fn new(trusted: impl Into<Vec<VerifyingKey>>) -> Self {
         Self {
-            trusted,
+            trusted: trusted.into(),
             held: None,
         }
     }
@@ -84,7 +85,7 @@ impl Follower {
     /// its control plane serves what it held (fail static), and says it is
     /// stale.
     pub fn prepare(&self, bytes: &[u8], layout: Layout, now_ms: u64) -> Result<Option<Candidate>> {
-        let opened = open(bytes, &self.trusted, layout)?;
+        let opened = open(bytes, self.trusted.as_slice(), layout)?;
         let manifest = opened.manifest;
         if layout == Layout::Served && manifest.expires_at_ms <= now_ms {
             return Err(BundleError::Expired {

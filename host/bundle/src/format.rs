@@ -18,13 +18,13 @@
 //! The snapshot's digest is its own trailer (the SHA-256 of everything
 //! before it), the digest every other part of keyscope shows.
 
-use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
+use ed25519_dalek::{Signature, Signer as _, SigningKey};
 use keyscope_policy::kept::SnapshotChanges;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::error::{BundleError, Result};
-use crate::keys::key_id;
+use crate::keys::Trust;
 
 const MAGIC: &[u8; 8] = b"KSBUNDLE";
 /// Format 2 added the manifest's `version` and `expires_at_ms`.
@@ -101,7 +101,7 @@ pub struct Manifest {
     /// When the control plane first published this revision (ms since the
     /// Unix epoch): how old a gateway's state is.
     pub published_at_ms: u64,
-    /// The id of the signing key ([`key_id`]).
+    /// The id of the signing key ([`crate::keys::key_id`]).
     pub signer: String,
     /// The resulting snapshot.
     pub snapshot: Part,
@@ -249,7 +249,7 @@ fn head_len(preamble: &[u8]) -> Result<usize> {
 /// go through [`open`], which checks every digest.
 pub fn read_bounded(
     reader: &mut impl std::io::Read,
-    trusted: &VerifyingKey,
+    trusted: &(impl Trust + ?Sized),
     layout: Layout,
     max_bytes: u64,
 ) -> Result<Vec<u8>> {
@@ -296,7 +296,7 @@ fn truncated(error: std::io::Error) -> BundleError {
 
 /// Checks the head's signer and signature; returns the manifest, now the
 /// control plane's word, and the head's length.
-fn verify_head(bytes: &[u8], trusted: &VerifyingKey) -> Result<(Manifest, usize)> {
+fn verify_head(bytes: &[u8], trusted: &(impl Trust + ?Sized)) -> Result<(Manifest, usize)> {
     let head = head_len(bytes)?;
     let json = bytes
         .get(PREAMBLE..head - SIGNATURE_LEN)
@@ -309,8 +309,7 @@ fn verify_head(bytes: &[u8], trusted: &VerifyingKey) -> Result<(Manifest, usize)
     }
     let manifest: Manifest = serde_json::from_slice(json)
         .map_err(|e| BundleError::Malformed(format!("manifest: {e}")))?;
-    let trusted_id = key_id(trusted);
-    if manifest.signer != trusted_id {
+    let Some(signer) = trusted.key(&manifest.signer) else {
         return Err(BundleError::OtherSigner {
             found: manifest
                 .signer
@@ -318,11 +317,11 @@ fn verify_head(bytes: &[u8], trusted: &VerifyingKey) -> Result<(Manifest, usize)
                 .filter(char::is_ascii_alphanumeric)
                 .take(32)
                 .collect(),
-            trusted: trusted_id,
+            trusted: trusted.ids(),
         });
-    }
+    };
     let signature = Signature::from_slice(signature).map_err(|_| BundleError::BadSignature)?;
-    trusted
+    signer
         .verify_strict(&signed_bytes(json), &signature)
         .map_err(|_| BundleError::BadSignature)?;
     Ok((manifest, head))
@@ -355,7 +354,11 @@ fn parts_len(manifest: &Manifest, layout: Layout) -> Result<u64> {
 /// Verifies `bytes` against the `trusted` key and returns its parts.
 /// Every check happens here: framing, signer, signature, and each part's
 /// digest.
-pub fn open<'a>(bytes: &'a [u8], trusted: &VerifyingKey, layout: Layout) -> Result<Opened<'a>> {
+pub fn open<'a>(
+    bytes: &'a [u8],
+    trusted: &(impl Trust + ?Sized),
+    layout: Layout,
+) -> Result<Opened<'a>> {
     let (manifest, head) = verify_head(bytes, trusted)?;
     let parts = &bytes[head..];
     // Signed: from here on the manifest is the control plane's word.

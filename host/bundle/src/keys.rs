@@ -33,6 +33,36 @@ pub fn key_id(key: &VerifyingKey) -> String {
     hex::encode(&Sha256::digest(key.as_bytes())[..8])
 }
 
+/// The keys a follower trusts: one, or two while the control plane's
+/// signing key is rotated (the old and the next; docs/fleet.md). A bundle
+/// names its signer's [`key_id`], and is verified by that key alone.
+pub trait Trust {
+    /// The trusted key whose id is `id`.
+    fn key(&self, id: &str) -> Option<&VerifyingKey>;
+    /// The trusted keys' ids, as refusals name them.
+    fn ids(&self) -> String;
+}
+
+impl Trust for VerifyingKey {
+    fn key(&self, id: &str) -> Option<&VerifyingKey> {
+        (key_id(self) == id).then_some(self)
+    }
+
+    fn ids(&self) -> String {
+        key_id(self)
+    }
+}
+
+impl Trust for [VerifyingKey] {
+    fn key(&self, id: &str) -> Option<&VerifyingKey> {
+        self.iter().find(|key| key_id(key) == id)
+    }
+
+    fn ids(&self) -> String {
+        self.iter().map(key_id).collect::<Vec<_>>().join(" or ")
+    }
+}
+
 /// Makes a key pair from the CSPRNG and writes the private key to `path`,
 /// which must not exist yet, readable by its owner only. Returns the
 /// public key.

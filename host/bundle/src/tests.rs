@@ -88,7 +88,7 @@ fn follow(follower: &mut Follower, bytes: &[u8]) -> Vec<u8> {
 #[test]
 fn a_gateway_follows_full_then_deltas_to_the_same_bytes() {
     let (mut publisher, mut kept) = publisher();
-    let mut follower = Follower::new(key(1).verifying_key());
+    let mut follower = Follower::new([key(1).verifying_key()]);
     let full = publisher.bundle(None);
     assert_eq!(full.kind, Kind::Full);
     follow(&mut follower, &full.bytes);
@@ -117,7 +117,7 @@ fn a_gateway_follows_full_then_deltas_to_the_same_bytes() {
 
 fn held_at_2() -> (Publisher, KeptSnapshot, Follower) {
     let (mut publisher, mut kept) = publisher();
-    let mut follower = Follower::new(key(1).verifying_key());
+    let mut follower = Follower::new([key(1).verifying_key()]);
     follow(&mut follower, &publisher.bundle(None).bytes);
     revoke(&mut publisher, &mut kept, 2, 7);
     let delta = publisher.bundle(Some(have(follower.held().unwrap())));
@@ -296,7 +296,7 @@ fn a_cache_verifies_and_restores_the_held_state() {
     let bytes = crate::cache::read(&path, &key(1).verifying_key())
         .unwrap()
         .unwrap();
-    let mut fresh = Follower::new(key(1).verifying_key());
+    let mut fresh = Follower::new([key(1).verifying_key()]);
     let candidate = fresh
         .prepare(&bytes, Layout::Cache, now())
         .unwrap()
@@ -309,7 +309,7 @@ fn a_cache_verifies_and_restores_the_held_state() {
     let mut edited = bytes;
     let middle = edited.len() - MODULE.len() - 50;
     edited[middle] ^= 1;
-    let fresh = Follower::new(key(1).verifying_key());
+    let fresh = Follower::new([key(1).verifying_key()]);
     assert!(fresh.prepare(&edited, Layout::Cache, now()).is_err());
 }
 
@@ -423,7 +423,7 @@ fn a_cache_that_is_a_fifo_or_a_device_is_refused_at_once() {
 #[test]
 fn a_module_change_moves_the_version_so_the_older_module_is_a_rollback() {
     let (mut publisher, _) = publisher();
-    let mut follower = Follower::new(key(1).verifying_key());
+    let mut follower = Follower::new([key(1).verifying_key()]);
     let first = publisher.bundle(None).bytes;
     follow(&mut follower, &first);
     // The same revision, another module: what a policy swap publishes.
@@ -479,14 +479,14 @@ fn an_expired_bundle_is_refused_and_a_cache_past_its_expiry_still_serves() {
     let (mut publisher, _) = publisher();
     let full = publisher.bundle(None).bytes;
     let expires = publisher.expires_at_ms();
-    let cold = Follower::new(key(1).verifying_key());
+    let cold = Follower::new([key(1).verifying_key()]);
     let error = cold.prepare(&full, Layout::Served, expires).unwrap_err();
     assert!(matches!(error, BundleError::Expired { .. }), "{error}");
     assert_eq!(error.kind(), "expired");
     assert!(cold.prepare(&full, Layout::Served, expires - 1).is_ok());
     // A gateway's own cache: taken after its expiry (fail static); the
     // gateway then says it is stale.
-    let mut follower = Follower::new(key(1).verifying_key());
+    let mut follower = Follower::new([key(1).verifying_key()]);
     follow(&mut follower, &full);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bundle.cache");
@@ -494,7 +494,7 @@ fn an_expired_bundle_is_refused_and_a_cache_past_its_expiry_still_serves() {
     let cached = crate::cache::read(&path, &key(1).verifying_key())
         .unwrap()
         .unwrap();
-    let restarted = Follower::new(key(1).verifying_key());
+    let restarted = Follower::new([key(1).verifying_key()]);
     assert!(
         restarted
             .prepare(&cached, Layout::Cache, expires + 86_400_000)
@@ -535,4 +535,35 @@ fn a_new_signature_of_the_held_state_renews_it_without_a_swap() {
     let delta = publisher.bundle(Some(have(follower.held().unwrap())));
     let snapshot = follow(&mut follower, &delta.bytes);
     assert_eq!(snapshot[..], publisher.snapshot()[..]);
+}
+
+#[test]
+fn during_a_key_rotation_either_trusted_key_signs_and_no_other() {
+    let (kept, snapshot) = KeptSnapshot::new(data(10)).unwrap();
+    drop(kept);
+    let snapshot: Arc<[u8]> = Arc::from(snapshot);
+    let signed_by = |seed: u8, revision: u64| {
+        Publisher::new(
+            key(seed),
+            revision,
+            Arc::clone(&snapshot),
+            Arc::from(MODULE),
+            TTL,
+        )
+        .full()
+        .bytes
+        .to_vec()
+    };
+    let mut follower = Follower::new([key(1).verifying_key(), key(2).verifying_key()]);
+    follow(&mut follower, &signed_by(1, 1));
+    follow(&mut follower, &signed_by(2, 2));
+    let error = follower
+        .prepare(&signed_by(3, 3), Layout::Served, now())
+        .unwrap_err();
+    let ids = [1, 2].map(|seed| crate::keys::key_id(&key(seed).verifying_key()));
+    assert!(
+        matches!(&error, BundleError::OtherSigner { trusted, .. } if *trusted == format!("{} or {}", ids[0], ids[1])),
+        "{error}"
+    );
+    assert_eq!(follower.held().unwrap().revision, 2);
 }

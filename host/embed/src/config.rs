@@ -34,6 +34,7 @@ struct ConfigFile {
     watch_interval_ms: Option<u64>,
     bundle_url: Option<String>,
     bundle_public_key: Option<PathBuf>,
+    bundle_next_public_key: Option<PathBuf>,
     bundle_ca: Option<PathBuf>,
     fleet_token_file: Option<PathBuf>,
     bundle_cache: Option<PathBuf>,
@@ -67,6 +68,8 @@ pub enum DataSource {
         url: String,
         /// The public key file (`ed25519:<hex>`).
         public_key: PathBuf,
+        /// While the signing key is rotated, the next key's public key file.
+        next_public_key: Option<PathBuf>,
         /// PEM CAs to trust for `https://`.
         ca: Option<PathBuf>,
         /// The fleet token file (0600).
@@ -128,6 +131,10 @@ impl EmbedConfig {
             (Some(snapshot), None) => {
                 for (set, name) in [
                     (file.bundle_public_key.is_some(), "bundle_public_key"),
+                    (
+                        file.bundle_next_public_key.is_some(),
+                        "bundle_next_public_key",
+                    ),
                     (file.bundle_ca.is_some(), "bundle_ca"),
                     (file.fleet_token_file.is_some(), "fleet_token_file"),
                     (file.bundle_cache.is_some(), "bundle_cache"),
@@ -178,6 +185,7 @@ impl EmbedConfig {
                 DataSource::Bundle {
                     url,
                     public_key: at(public_key),
+                    next_public_key: file.bundle_next_public_key.map(at),
                     ca: file.bundle_ca.map(at),
                     token: file.fleet_token_file.map(at),
                     cache: file.bundle_cache.map(at),

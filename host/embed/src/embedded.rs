@@ -154,6 +154,7 @@ impl Embedded {
             DataSource::Bundle {
                 url,
                 public_key,
+                next_public_key,
                 ca,
                 token,
                 cache,
@@ -183,7 +184,10 @@ impl Embedded {
                 let gateway = Gateway::start(
                     GatewayConfig {
                         url,
-                        public_key: keyscope_bundle::keys::read_public_key(&public_key)?,
+                        trusted: std::iter::once(public_key)
+                            .chain(next_public_key)
+                            .map(|path| keyscope_bundle::keys::read_public_key(&path))
+                            .collect::<Result<_, _>>()?,
                         token,
                         ca: ca
                             .as_deref()

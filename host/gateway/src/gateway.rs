@@ -44,8 +44,9 @@ const MAX_BUNDLE_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 pub struct GatewayConfig {
     /// The bundle URL: a control plane's `/v1/bundle`, or a static file.
     pub url: String,
-    /// The only key whose bundles it accepts.
-    pub public_key: VerifyingKey,
+    /// The keys whose bundles it accepts: the control plane's, and while
+    /// its signing key is rotated, the next one too.
+    pub trusted: Vec<VerifyingKey>,
     /// The fleet token it presents, if any.
     pub token: Option<Zeroizing<String>>,
     /// PEM certificates of the CAs to trust for `https://`, instead of
@@ -213,7 +214,7 @@ impl Gateway {
         // Checked here, not first by the control plane: a gateway it would
         // refuse must not start, say `ready` and deny every key.
         crate::check_id(&config.id)?;
-        let mut follower = Follower::new(config.public_key);
+        let mut follower = Follower::new(config.trusted.clone());
         let mut status = BundleStatus {
             url: shown_url(&config.url),
             gateway: config.id.clone(),
@@ -223,7 +224,8 @@ impl Gateway {
             .cache
             .as_deref()
             .map(|path| -> Result<_, PollError> {
-                let Some(bytes) = keyscope_bundle::cache::read(path, &config.public_key)? else {
+                let Some(bytes) = keyscope_bundle::cache::read(path, config.trusted.as_slice())?
+                else {
                     return Ok(None);
                 };
                 let Some(candidate) = follower.prepare(&bytes, Layout::Cache, now_ms())? else {
@@ -457,7 +459,7 @@ impl Gateway {
                 .with_config()
                 .limit(MAX_BUNDLE_BYTES)
                 .reader(),
-            &self.config.public_key,
+            self.config.trusted.as_slice(),
             Layout::Served,
             MAX_BUNDLE_BYTES,
         )?;

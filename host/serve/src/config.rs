@@ -65,6 +65,9 @@ pub struct BundleConfig {
     pub url: Option<String>,
     /// Gateway: the public key every bundle must be signed by.
     pub public_key: Option<PathBuf>,
+    /// Gateway: while the control plane's signing key is rotated, the
+    /// next key's public key, trusted beside `public_key`.
+    pub next_public_key: Option<PathBuf>,
     /// Gateway: PEM certificates of the CAs an `https://` bundle URL's
     /// server must chain to, instead of the webpki roots (a private CA).
     pub ca: Option<PathBuf>,
@@ -95,6 +98,7 @@ impl Default for BundleConfig {
             fleet_token_file: None,
             url: None,
             public_key: None,
+            next_public_key: None,
             ca: None,
             cache: None,
             gateway_id: None,
@@ -355,9 +359,15 @@ impl ServeConfig {
                         .to_owned(),
                 );
             }
-        } else if bundles.public_key.is_some() || bundles.cache.is_some() || bundles.ca.is_some() {
+        } else if bundles.public_key.is_some()
+            || bundles.next_public_key.is_some()
+            || bundles.cache.is_some()
+            || bundles.ca.is_some()
+        {
             return bad(
-                "--bundle-public-key, --bundle-ca and --bundle-cache need --bundle-url".to_owned(),
+                "--bundle-public-key, --bundle-next-public-key, --bundle-ca and --bundle-cache \
+                 need --bundle-url"
+                    .to_owned(),
             );
         }
         if bundles.signing_key.is_some() && self.admin.listen.is_none() {

@@ -428,12 +428,23 @@ fn start_live(config: &ServeConfig) -> Result<Started, ServeError> {
 /// A gateway: its cache or an empty snapshot, then the bundle server.
 fn start_gateway(config: &ServeConfig, url: &str) -> Result<Started, ServeError> {
     let bundles = &config.bundles;
-    let public_key = bundles
-        .public_key
-        .as_deref()
-        .map(keyscope_bundle::keys::read_public_key)
-        .transpose()?
-        .ok_or_else(|| ServeError::Invalid("a gateway needs --bundle-public-key".to_owned()))?;
+    let mut trusted = vec![
+        bundles
+            .public_key
+            .as_deref()
+            .map(keyscope_bundle::keys::read_public_key)
+            .transpose()?
+            .ok_or_else(|| ServeError::Invalid("a gateway needs --bundle-public-key".to_owned()))?,
+    ];
+    if let Some(next) = &bundles.next_public_key {
+        let next = keyscope_bundle::keys::read_public_key(next)?;
+        if next == trusted[0] {
+            return Err(ServeError::Invalid(
+                "--bundle-next-public-key is the same key as --bundle-public-key".to_owned(),
+            ));
+        }
+        trusted.push(next);
+    }
     let token = bundles
         .fleet_token_file
         .as_deref()
@@ -474,7 +485,7 @@ fn start_gateway(config: &ServeConfig, url: &str) -> Result<Started, ServeError>
     let gateway = Gateway::start(
         GatewayConfig {
             url: url.to_owned(),
-            public_key,
+            trusted,
             token,
             ca,
             cache,

@@ -47,8 +47,10 @@ pub struct ServeArgs {
     /// at GET /v1/bundle on the admin listener.
     #[arg(long, value_name = "FILE")]
     bundle_signing_key: Option<PathBuf>,
-    /// The fleet token: the one gateways must present (control plane), or
-    /// the one to present (gateway). A file readable by its owner only.
+    /// Gateway: the fleet token to present, its own (`keyscope fleet token
+    /// create`) or the shared one. Control plane: a shared token to accept
+    /// besides each gateway's own (deprecated). A file readable by its
+    /// owner only.
     #[arg(long, value_name = "FILE")]
     fleet_token_file: Option<PathBuf>,
     /// Gateway: follow signed bundles from URL instead of a store.
@@ -57,6 +59,10 @@ pub struct ServeArgs {
     /// Gateway: the public key bundles must be signed by.
     #[arg(long, value_name = "FILE")]
     bundle_public_key: Option<PathBuf>,
+    /// Gateway: while the control plane's signing key is rotated, the next
+    /// key's public key, trusted as well (docs/fleet.md).
+    #[arg(long, value_name = "FILE")]
+    bundle_next_public_key: Option<PathBuf>,
     /// Gateway: trust the CAs in this PEM file for an https:// bundle URL,
     /// instead of the webpki roots.
     #[arg(long, value_name = "FILE")]
@@ -102,6 +108,9 @@ pub fn run(args: ServeArgs, store: &Location) -> anyhow::Result<ExitCode> {
     bundles.fleet_token_file = args.fleet_token_file.or(bundles.fleet_token_file.take());
     bundles.url = args.bundle_url.or(bundles.url.take());
     bundles.public_key = args.bundle_public_key.or(bundles.public_key.take());
+    bundles.next_public_key = args
+        .bundle_next_public_key
+        .or(bundles.next_public_key.take());
     bundles.cache = args.bundle_cache.or(bundles.cache.take());
     bundles.ca = args.bundle_ca.or(bundles.ca.take());
     bundles.gateway_id = args.gateway_id.or(bundles.gateway_id.take());
