@@ -1062,7 +1062,10 @@ fn each_gateway_polls_under_its_own_token_and_a_revoked_one_is_refused_and_shown
     for id in ["edge-2", "edge-2:x"] {
         let (status, body) = poll(&shared, id);
         assert_eq!(status, 403, "{id}: {body}");
-        assert!(body.contains("has a fleet token of its own"), "{body}");
+        assert!(
+            body.contains("has (or had) a fleet token of its own"),
+            "{body}"
+        );
     }
     assert_eq!(poll(&shared, "legacy").0, 304);
     // A token made while the control plane runs is taken at once.
@@ -1099,6 +1102,44 @@ fn each_gateway_polls_under_its_own_token_and_a_revoked_one_is_refused_and_shown
         String::from_utf8_lossy(&text.stdout)
     );
 
+    // A token's holder keeps at most 64 rows, its own: a flood under
+    // `edge-1:SUFFIX` pushes out no other gateway.
+    for n in 0..100 {
+        assert_eq!(poll(&token1, &format!("edge-1:g{n}")).0, 304);
+    }
+    let (_, view) = fleet_status(&fleet, &control_plane);
+    let rows = view["gateways"].as_array().unwrap();
+    let flooded = rows
+        .iter()
+        .filter(|g| g["id"].as_str().unwrap().starts_with("edge-1:"))
+        .count();
+    assert_eq!(flooded, 64, "{view}");
+    assert!(credential(&view, "edge-2").is_some(), "{view}");
+
+    // A long poll waiting when its token is revoked is answered 401 then,
+    // not with the next state.
+    let (_, token5) = fleet.own_token("edge-5");
+    let held_query = format!(
+        "version={}&revision={}&snapshot={}&module={}",
+        held.version, held.revision, held.snapshot.sha256, held.module.sha256
+    );
+    let (status, body) = std::thread::scope(|threads| {
+        let waiting =
+            threads.spawn(|| get(&token5, &format!("?gateway=edge-5&{held_query}&wait=50")));
+        wait_until(30, "the long poll registering", || {
+            let (_, view) = fleet_status(&fleet, &control_plane);
+            credential(&view, "edge-5").is_some()
+        });
+        fleet
+            .sandbox
+            .keyscope(["fleet", "token", "revoke", "edge-5"])
+            .assert()
+            .success();
+        waiting.join().unwrap()
+    });
+    assert_eq!(status, 401, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("revoked while it waited"));
+
     // Revoked: refused from the control plane's next read of the store,
     // and shown as such.
     fleet
@@ -1120,6 +1161,10 @@ fn each_gateway_polls_under_its_own_token_and_a_revoked_one_is_refused_and_shown
         Some(json!("revoked")),
         "{view}"
     );
+    // Its ids stay its own: the shared token cannot pass for it.
+    let (status, body) = poll(&shared, "edge-2");
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("has (or had) a fleet token"), "{body}");
     // Its gateway hears why on its next poll (a change ends the long poll
     // it holds), and gets no later state.
     fleet
@@ -1143,11 +1188,12 @@ fn each_gateway_polls_under_its_own_token_and_a_revoked_one_is_refused_and_shown
     // Listed with its revocation, never with a token.
     let listed = fleet.sandbox.json(["fleet", "token", "list"]);
     let rows = listed.as_array().unwrap();
-    assert_eq!(rows.len(), 3, "{listed}");
+    assert_eq!(rows.len(), 4, "{listed}");
     for row in rows {
         assert!(row.get("token").is_none() && row.get("digest").is_none());
         assert_eq!(row["kind"], "fleet");
-        assert_eq!(row["revoked_at"].is_string(), row["name"] == "edge-2");
+        let revoked = row["name"] == "edge-2" || row["name"] == "edge-5";
+        assert_eq!(row["revoked_at"].is_string(), revoked, "{row}");
     }
     // The other kind's commands do not see it.
     let admins = fleet.sandbox.json(["admin", "token", "list"]);
@@ -1284,4 +1330,74 @@ fn a_signing_key_is_rotated_through_a_window_in_which_gateways_trust_both() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("the same key"));
+}
+
+/// A bundle server that refuses every poll, echoing its Authorization
+/// header and a control character back in its error: what a hostile one
+/// would do to get a gateway's token into its public `/readyz`.
+fn echoing_server() -> String {
+    use std::io::{BufRead as _, BufReader, Write as _};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/v1/bundle", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut authorization = String::new();
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some((name, value)) = line.split_once(':')
+                    && name.eq_ignore_ascii_case("authorization")
+                {
+                    authorization = value.trim().to_owned();
+                }
+            }
+            let body =
+                json!({ "error": { "message": format!("you sent {authorization}\u{202e}\u{7}") } })
+                    .to_string();
+            let _ = write!(
+                stream,
+                "HTTP/1.1 403 Forbidden\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    url
+}
+
+#[test]
+fn a_refused_polls_reason_reaches_readyz_without_the_gateways_token() {
+    let fleet = Fleet::new();
+    fleet.sandbox.scope("acme", "s", "view", "run");
+    let url = echoing_server();
+    let (_g, gateway) = fleet.gateway(&url, "echoed", &fleet.sandbox.path("cache"), &[]);
+    let (_, token) = fleet.own_token("echoed");
+    let status = wait_until_value(30, "the refusal in /readyz", || {
+        let status = bundle_status(&gateway);
+        status["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("HTTP 403"))
+            .then_some(status)
+    });
+    let error = status["error"].as_str().unwrap();
+    assert!(
+        error.contains("you sent Bearer [its fleet token]"),
+        "{status}"
+    );
+    assert!(!error.contains(token.trim()), "{status}");
+    assert!(
+        error.chars().all(|c| c == ' ' || c.is_ascii_graphic()),
+        "{status}"
+    );
+    let ready = http_client()
+        .get(gateway.url("/readyz"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    assert!(!ready.contains(token.trim()));
 }

@@ -140,9 +140,13 @@ pub enum PollError {
 }
 
 /// The reason a keyscope control plane gives for a refused poll: the
-/// `error.message` of its JSON answer, read from at most 4 KiB, printable,
-/// at most 200 characters.
-fn why_refused(response: &mut ureq::http::Response<ureq::Body>) -> Option<String> {
+/// `error.message` of its JSON answer, read from at most 4 KiB, at most
+/// 200 characters of printable ASCII, and never the gateway's own token
+/// (a hostile server could echo it back, into the public `/readyz`).
+fn why_refused(
+    response: &mut ureq::http::Response<ureq::Body>,
+    token: Option<&str>,
+) -> Option<String> {
     let body = response
         .body_mut()
         .with_config()
@@ -150,12 +154,21 @@ fn why_refused(response: &mut ureq::http::Response<ureq::Body>) -> Option<String
         .read_to_vec()
         .ok()?;
     let answer: serde_json::Value = serde_json::from_slice(&body).ok()?;
-    let message = answer["error"]["message"].as_str()?;
+    let mut message = answer["error"]["message"].as_str()?.to_owned();
+    if let Some(token) = token.filter(|token| !token.is_empty()) {
+        message = message.replace(token, "[its fleet token]");
+    }
     Some(
         message
             .chars()
             .take(200)
-            .map(|c| if c.is_control() { ' ' } else { c })
+            .map(|c| {
+                if c == ' ' || c.is_ascii_graphic() {
+                    c
+                } else {
+                    '?'
+                }
+            })
             .collect(),
     )
 }
@@ -435,7 +448,10 @@ impl Gateway {
             status => {
                 return Err(PollError::Status {
                     status,
-                    why: why_refused(&mut response),
+                    why: why_refused(
+                        &mut response,
+                        self.config.token.as_deref().map(|t| t.as_str()),
+                    ),
                 });
             }
         }

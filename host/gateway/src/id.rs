@@ -42,7 +42,7 @@ pub fn check_id(id: &str) -> Result<(), BadGatewayId> {
 /// ids.
 pub fn owned_by(id: &str, name: &str) -> bool {
     id.strip_prefix(name)
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with(':'))
+        .is_some_and(|rest| rest.is_empty() || rest.len() > 1 && rest.starts_with(':'))
 }
 
 /// The id of a gateway that was given none: its host name and a random
@@ -92,6 +92,7 @@ mod tests {
         assert!(!owned_by("edge-10", "edge-1"));
         assert!(!owned_by("edge-1.b", "edge-1"));
         assert!(!owned_by("edge", "edge-1"));
+        assert!(!owned_by("edge-1:", "edge-1"), "a suffix is not empty");
     }
 
     #[test]

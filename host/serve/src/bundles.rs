@@ -16,8 +16,8 @@ use keyscope_runtime::time::now_ms;
 use tokio::sync::watch;
 
 pub use crate::fleet_credentials::{Credential, FleetCredentials, Poller};
-use crate::fleet_view::FleetView;
 pub use crate::fleet_view::Seen;
+use crate::fleet_view::{FleetView, gateway_name};
 
 /// The published state's signal: its entity tag, and whether the server
 /// is stopping (long polls then answer at once).
@@ -190,7 +190,17 @@ impl Bundles {
     pub fn fleet(&self) -> serde_json::Value {
         let published = self.published.borrow().clone();
         let now = now_ms();
-        let listed = self.view().list(now);
+        let mut listed = self.view().list(now);
+        // Rows the shared token wrote under a name that has since got a
+        // token of its own are that gateway's to write: dropped.
+        listed.retain(|(id, seen, _)| {
+            let taken = seen.credential == Credential::Shared
+                && self.credentials.has_token(gateway_name(id));
+            if taken {
+                self.forget(id);
+            }
+            !taken
+        });
         let gateways: Vec<serde_json::Value> = listed
             .iter()
             .map(|(id, seen, gone)| {
@@ -203,9 +213,8 @@ impl Bundles {
                         &seen.module,
                     );
                 // A gateway whose own token was revoked since it polled.
-                let owner = id.split(':').next().unwrap_or(id);
                 let credential = match seen.credential {
-                    Credential::Named if !self.credentials.has_own(owner) => "revoked",
+                    Credential::Named if !self.credentials.has_live(gateway_name(id)) => "revoked",
                     Credential::Named => "named",
                     Credential::Shared => "shared",
                     Credential::Admin => "admin",

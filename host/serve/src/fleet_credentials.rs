@@ -23,6 +23,7 @@ use std::sync::{PoisonError, RwLock};
 use keyscope_store::{Token, TokenKind};
 use serde::Serialize;
 use subtle::ConstantTimeEq as _;
+use tokio::sync::watch;
 
 /// What a presented token is to the bundle endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,7 +37,7 @@ pub enum Poller {
 }
 
 /// How a gateway in the fleet view authenticated its last poll.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Credential {
     /// Its own fleet token.
@@ -47,13 +48,27 @@ pub enum Credential {
     Admin,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq, Eq)]
 struct Named {
     /// Every fleet token's digest: the gateway's name, and whether the
     /// token is live.
     by_digest: HashMap<[u8; 32], (String, bool)>,
     /// The names of the live tokens.
     live: HashSet<String>,
+    /// The names of every token, live or revoked.
+    names: HashSet<String>,
+}
+
+impl Named {
+    fn add(&mut self, token: &Token) {
+        let live = token.revoked_at.is_none();
+        if live {
+            self.live.insert(token.name.clone());
+        }
+        self.names.insert(token.name.clone());
+        self.by_digest
+            .insert(token.digest, (token.name.clone(), live));
+    }
 }
 
 /// The fleet's credentials, as last read from the store.
@@ -61,6 +76,9 @@ struct Named {
 pub struct FleetCredentials {
     shared: Option<[u8; 32]>,
     named: RwLock<Named>,
+    /// Bumped whenever a read changes them: a long poll waiting under a
+    /// token revoked since is answered 401 at once.
+    changed: watch::Sender<u64>,
 }
 
 impl FleetCredentials {
@@ -70,7 +88,13 @@ impl FleetCredentials {
         Self {
             shared,
             named: RwLock::new(Named::default()),
+            changed: watch::channel(0).0,
         }
+    }
+
+    /// A signal that the credentials changed.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
     }
 
     /// Replaces the named tokens with `tokens` (the fleet tokens of the
@@ -78,15 +102,14 @@ impl FleetCredentials {
     pub fn set(&self, tokens: &[Token]) {
         let mut named = Named::default();
         for token in tokens.iter().filter(|t| t.kind == TokenKind::Fleet) {
-            let live = token.revoked_at.is_none();
-            if live {
-                named.live.insert(token.name.clone());
-            }
-            named
-                .by_digest
-                .insert(token.digest, (token.name.clone(), live));
+            named.add(token);
         }
-        *self.named.write().unwrap_or_else(PoisonError::into_inner) = named;
+        let mut held = self.named.write().unwrap_or_else(PoisonError::into_inner);
+        if *held != named {
+            *held = named;
+            drop(held);
+            self.changed.send_modify(|n| *n += 1);
+        }
     }
 
     /// Adds the tokens among `tokens` whose digests were unknown: a token
@@ -97,16 +120,9 @@ impl FleetCredentials {
     pub fn learn(&self, tokens: &[Token]) {
         let mut named = self.named.write().unwrap_or_else(PoisonError::into_inner);
         for token in tokens.iter().filter(|t| t.kind == TokenKind::Fleet) {
-            if named.by_digest.contains_key(&token.digest) {
-                continue;
+            if !named.by_digest.contains_key(&token.digest) {
+                named.add(token);
             }
-            let live = token.revoked_at.is_none();
-            if live {
-                named.live.insert(token.name.clone());
-            }
-            named
-                .by_digest
-                .insert(token.digest, (token.name.clone(), live));
         }
     }
 
@@ -135,11 +151,22 @@ impl FleetCredentials {
     }
 
     /// Whether the gateway `name` has a live token of its own.
-    pub fn has_own(&self, name: &str) -> bool {
+    pub fn has_live(&self, name: &str) -> bool {
         self.named
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .live
+            .contains(name)
+    }
+
+    /// Whether the gateway `name` has, or had, a token of its own: its ids
+    /// are reserved to it, even once revoked, so that no other credential
+    /// can pass for a gateway cut off.
+    pub fn has_token(&self, name: &str) -> bool {
+        self.named
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .names
             .contains(name)
     }
 }
@@ -174,14 +201,15 @@ mod tests {
             Some(Poller::Revoked("edge-2".into()))
         );
         assert_eq!(credentials.who(&[3; 32]), None);
-        assert!(credentials.has_own("edge-1") && !credentials.has_own("edge-2"));
+        assert!(credentials.has_live("edge-1") && !credentials.has_live("edge-2"));
+        assert!(credentials.has_token("edge-2") && !credentials.has_token("edge-3"));
         // A read after the revocation: refused from then on.
         credentials.set(&[token("edge-1", 1, true), token("edge-2", 2, true)]);
         assert_eq!(
             credentials.who(&[1; 32]),
             Some(Poller::Revoked("edge-1".into()))
         );
-        assert!(!credentials.has_own("edge-1"));
+        assert!(!credentials.has_live("edge-1") && credentials.has_token("edge-1"));
     }
 
     #[test]

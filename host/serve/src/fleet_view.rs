@@ -1,11 +1,19 @@
 //! The fleet as its polls report it: each gateway's last poll, by id.
 //!
 //! Bounded and cheap, because every poll writes it: a poll costs O(log n)
-//! under a lock that no scan holds (an id index and an age index), at most
-//! [`MAX_FLEET`] ids are kept (past it, the longest unseen goes), a gateway
-//! unseen for [`GONE_AFTER_POLLS`] long-poll periods is shown as gone, and
-//! one unseen for [`DROP_AFTER_POLLS`] is dropped. Listing copies the
-//! entries out under the lock and builds its answer outside it.
+//! under a lock that no scan holds (an id index, an age index, and an age
+//! index per owner), a gateway unseen for [`GONE_AFTER_POLLS`] long-poll
+//! periods is shown as gone, and one unseen for [`DROP_AFTER_POLLS`] is
+//! dropped. Listing copies the entries out under the lock and builds its
+//! answer outside it.
+//!
+//! Each row has an owner, the credential that wrote it: a gateway's own
+//! token (whose ids are `NAME` and `NAME:SUFFIX`), the shared token, or an
+//! admin token. A token's holder can push out only rows of its own: a
+//! gateway's own token keeps at most [`MAX_IDS_PER_GATEWAY`] rows (past
+//! it, its own longest unseen goes), and past [`MAX_FLEET`] rows in all,
+//! the shared and admin tokens' longest unseen go first, then the
+//! newcomer's owner's own.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -13,8 +21,14 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::fleet_credentials::Credential;
+
 /// How many gateways the view remembers.
 pub const MAX_FLEET: usize = 100_000;
+
+/// How many ids one gateway's own token may keep rows under (`NAME` and
+/// `NAME:SUFFIX`: a host's processes, such as nginx's workers).
+pub const MAX_IDS_PER_GATEWAY: usize = 64;
 
 /// A gateway unseen for this many long-poll periods is shown as gone.
 pub const GONE_AFTER_POLLS: u32 = 3;
@@ -38,7 +52,37 @@ pub struct Seen {
     /// From where.
     pub address: IpAddr,
     /// Under which credential.
-    pub credential: crate::fleet_credentials::Credential,
+    pub credential: Credential,
+}
+
+/// Who wrote a row, as the view bounds it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Owner {
+    /// A gateway's own token, by its name.
+    Gateway(String),
+    /// The shared token, or an admin token: ids of any name.
+    Unnamed(Credential),
+}
+
+impl Owner {
+    fn of(id: &str, credential: Credential) -> Self {
+        match credential {
+            Credential::Named => Self::Gateway(gateway_name(id).to_owned()),
+            other => Self::Unnamed(other),
+        }
+    }
+
+    fn cap(&self) -> usize {
+        match self {
+            Self::Gateway(_) => MAX_IDS_PER_GATEWAY,
+            Self::Unnamed(_) => MAX_FLEET,
+        }
+    }
+}
+
+/// The gateway name an id belongs to: `NAME` of `NAME` or `NAME:SUFFIX`.
+pub fn gateway_name(id: &str) -> &str {
+    id.split(':').next().unwrap_or(id)
 }
 
 /// The fleet view.
@@ -47,6 +91,8 @@ pub struct FleetView {
     by_id: HashMap<String, Seen>,
     /// `(last_seen_ms, id)`, oldest first.
     by_age: BTreeSet<(u64, String)>,
+    /// The same, per owner.
+    by_owner: HashMap<Owner, BTreeSet<(u64, String)>>,
     gone_after_ms: u64,
     drop_after_ms: u64,
 }
@@ -61,6 +107,7 @@ impl FleetView {
         Self {
             by_id: HashMap::new(),
             by_age: BTreeSet::new(),
+            by_owner: HashMap::new(),
             gone_after_ms: period.saturating_mul(u64::from(GONE_AFTER_POLLS)),
             drop_after_ms: period.saturating_mul(u64::from(DROP_AFTER_POLLS)),
         }
@@ -68,42 +115,67 @@ impl FleetView {
 
     /// Notes a poll at `now_ms`: O(log n), and drops what is due.
     pub fn seen(&mut self, id: String, seen: Seen, now_ms: u64) {
-        if let Some(before) = self.by_id.get(&id) {
-            self.by_age.remove(&(before.last_seen_ms, id.clone()));
-        }
-        self.by_age.insert((seen.last_seen_ms, id.clone()));
+        self.forget(&id);
+        let owner = Owner::of(&id, seen.credential);
+        let key = (seen.last_seen_ms, id.clone());
+        self.by_age.insert(key.clone());
+        let owned = self.by_owner.entry(owner.clone()).or_default();
+        owned.insert(key);
+        // The owner's cap: its own longest unseen goes.
+        let over = owned.len().saturating_sub(owner.cap());
+        let evicted: Vec<String> = (0..over)
+            .filter_map(|_| owned.pop_first().map(|(_, id)| id))
+            .collect();
         self.by_id.insert(id, seen);
+        for id in evicted {
+            self.forget(&id);
+        }
         self.drop_due(now_ms);
+        // The view's cap: the unnamed rows' longest unseen go first, then
+        // the newcomer's owner's own.
         while self.by_id.len() > MAX_FLEET {
-            let Some((_, oldest)) = self.by_age.pop_first() else {
-                break;
-            };
-            self.by_id.remove(&oldest);
+            let victim = [
+                Owner::Unnamed(Credential::Shared),
+                Owner::Unnamed(Credential::Admin),
+                owner.clone(),
+            ]
+            .iter()
+            .find_map(|owner| self.by_owner.get(owner)?.first().map(|(_, id)| id.clone()));
+            match victim {
+                Some(id) => {
+                    self.forget(&id);
+                }
+                None => break,
+            }
         }
     }
 
     /// Forgets a gateway; whether it was known.
     pub fn forget(&mut self, id: &str) -> bool {
-        match self.by_id.remove(id) {
-            Some(seen) => {
-                self.by_age.remove(&(seen.last_seen_ms, id.to_owned()));
-                true
+        let Some(seen) = self.by_id.remove(id) else {
+            return false;
+        };
+        let key = (seen.last_seen_ms, id.to_owned());
+        self.by_age.remove(&key);
+        let owner = Owner::of(id, seen.credential);
+        if let Some(owned) = self.by_owner.get_mut(&owner) {
+            owned.remove(&key);
+            if owned.is_empty() {
+                self.by_owner.remove(&owner);
             }
-            None => false,
         }
+        true
     }
 
     /// Drops every gateway unseen for [`DROP_AFTER_POLLS`] periods: each
     /// costs O(log n) once.
     fn drop_due(&mut self, now_ms: u64) {
         let horizon = now_ms.saturating_sub(self.drop_after_ms);
-        while let Some((last_seen, _)) = self.by_age.first() {
-            if *last_seen >= horizon {
+        while let Some((last_seen, id)) = self.by_age.first().cloned() {
+            if last_seen >= horizon {
                 break;
             }
-            if let Some((_, id)) = self.by_age.pop_first() {
-                self.by_id.remove(&id);
-            }
+            self.forget(&id);
         }
     }
 
@@ -133,6 +205,10 @@ mod tests {
     use super::*;
 
     fn seen(at: u64) -> Seen {
+        seen_as(at, Credential::Shared)
+    }
+
+    fn seen_as(at: u64, credential: Credential) -> Seen {
         Seen {
             version: 1,
             revision: 1,
@@ -140,7 +216,7 @@ mod tests {
             module: String::new(),
             last_seen_ms: at,
             address: IpAddr::from([127, 0, 0, 1]),
-            credential: crate::fleet_credentials::Credential::Named,
+            credential,
         }
     }
 
@@ -178,5 +254,31 @@ mod tests {
         // A repeated poll moves its gateway, and costs no new entry.
         view.seen("g10".into(), seen(9_000_000), 9_000_000);
         assert_eq!(view.len(), MAX_FLEET);
+    }
+
+    #[test]
+    fn a_gateways_token_pushes_out_only_its_own_rows() {
+        let mut view = FleetView::new(Duration::from_secs(3600));
+        view.seen("edge-3".into(), seen_as(1_000, Credential::Named), 1_000);
+        view.seen("old".into(), seen_as(1_001, Credential::Shared), 1_001);
+        // A stolen token of edge-1's floods under its suffixes.
+        for i in 0..10_000u64 {
+            let at = 2_000 + i;
+            view.seen(format!("edge-1:g{i}"), seen_as(at, Credential::Named), at);
+        }
+        let listed = view.list(20_000);
+        let owned = listed
+            .iter()
+            .filter(|(id, _, _)| id.starts_with("edge-1:"))
+            .count();
+        assert_eq!(owned, MAX_IDS_PER_GATEWAY);
+        assert!(listed.iter().any(|(id, _, _)| id == "edge-3"));
+        assert!(listed.iter().any(|(id, _, _)| id == "old"));
+        assert!(listed.iter().any(|(id, _, _)| id == "edge-1:g9999"));
+        // A row that changes hands is counted under its new owner alone.
+        view.seen("old".into(), seen_as(30_000, Credential::Named), 30_000);
+        view.seen("old".into(), seen_as(30_001, Credential::Named), 30_001);
+        assert_eq!(view.len(), MAX_IDS_PER_GATEWAY + 2);
+        assert_eq!(view.by_owner.len(), 3);
     }
 }

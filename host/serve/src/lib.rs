@@ -30,6 +30,7 @@ mod http;
 mod metrics;
 mod refresh;
 mod server;
+mod throttle;
 mod usage;
 
 use std::net::SocketAddr;

@@ -138,8 +138,11 @@ fn ask(
     };
     let mut response = request.with_context(|| format!("asking {url}"))?;
     let status = response.status().as_u16();
+    // A fleet view at its cap of 100,000 gateways is some 40 MB of JSON.
     let body: serde_json::Value = response
         .body_mut()
+        .with_config()
+        .limit(256 * 1024 * 1024)
         .read_json()
         .with_context(|| format!("reading the answer of {url}"))?;
     if status != 200 {

@@ -64,6 +64,11 @@ impl FailedLogins {
     }
 }
 
+/// The digest of the fleet token a poll presented: a long poll checks it
+/// again when the credentials change.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FleetDigest(pub [u8; 32]);
+
 /// Whom a request's token names.
 enum Who {
     /// A gateway, or whoever holds the shared fleet token.
@@ -238,11 +243,16 @@ pub(super) async fn authenticate(
             // guess, and a decommissioned gateway still polling must not
             // lock its neighbours behind the same address out.
             admin.authorizer.metrics().admin_auth_failed();
-            tracing::warn!(
-                peer = %peer.ip(),
-                gateway = %name,
-                "bundle poll: the gateway's fleet token was revoked; refused"
-            );
+            static REVOKED: crate::throttle::Throttle = crate::throttle::Throttle::new();
+            if let Some(refused) = REVOKED.tick(1) {
+                tracing::warn!(
+                    peer = %peer.ip(),
+                    gateway = %name,
+                    refused,
+                    "bundle polls under revoked fleet tokens refused (this one's gateway named; \
+                     at most one line per 10 s)"
+                );
+            }
             return unauthorized(format!(
                 "the fleet token of gateway `{name}` was revoked; make it a new one \
                  (keyscope fleet token create --gateway {name})"
@@ -256,6 +266,9 @@ pub(super) async fn authenticate(
             };
             request.extensions_mut().insert(Actor(actor));
             request.extensions_mut().insert(poller);
+            if let Some(digest) = presented {
+                request.extensions_mut().insert(FleetDigest(digest));
+            }
             return next.run(request).await;
         }
         Who::Admin(actor) => {
@@ -274,7 +287,9 @@ pub(super) async fn authenticate(
         "admin API: authentication failed"
     );
     unauthorized(
-        if presented.is_some() {
+        if presented.is_some() && polling {
+            "the token is neither a fleet token nor an admin token"
+        } else if presented.is_some() {
             "the admin token is not valid"
         } else {
             "the admin API needs Authorization: Bearer <admin token>"

@@ -22,9 +22,12 @@ use keyscope_bundle::format::state_tag;
 use keyscope_runtime::time::now_ms;
 use serde::Deserialize;
 
+use super::auth::FleetDigest;
 use super::errors::ApiError;
 use super::{Admin, Handled};
 use crate::bundles::{Bundles, Credential, Poller, Published, Seen};
+use crate::fleet_view::gateway_name;
+use crate::throttle::Throttle;
 
 /// The longest a poll may wait, whatever it asks.
 pub(super) const MAX_WAIT: Duration = Duration::from_secs(60);
@@ -77,6 +80,7 @@ pub(super) async fn bundle(
     State(admin): State<Admin>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     poller: Option<Extension<Poller>>,
+    digest: Option<Extension<FleetDigest>>,
     poll: Result<Query<Poll>, QueryRejection>,
     headers: HeaderMap,
 ) -> Handled {
@@ -168,12 +172,34 @@ pub(super) async fn bundle(
     };
     let mut published = bundles.published();
     let wait = Duration::from_secs(poll.wait.unwrap_or(0)).min(admin.long_poll_max);
+    // A fleet token revoked while its poll waits: 401 at the change.
+    let revoked = || {
+        digest.is_some_and(|Extension(FleetDigest(digest))| {
+            matches!(bundles.credentials().who(&digest), Some(Poller::Revoked(_)))
+        })
+    };
     if holds(&published.borrow_and_update()) && !wait.is_zero() {
-        let _ = tokio::time::timeout(
-            wait,
-            published.wait_for(|published| published.stopping || !holds(published)),
-        )
+        let mut credentials = bundles.credentials().subscribe();
+        let _ = tokio::time::timeout(wait, async {
+            loop {
+                tokio::select! {
+                    _ = published.wait_for(|published| published.stopping || !holds(published)) => break,
+                    changed = credentials.changed() => {
+                        if changed.is_err() || revoked() {
+                            break;
+                        }
+                    }
+                }
+            }
+        })
         .await;
+    }
+    if revoked() {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "the fleet token this poll presented was revoked while it waited",
+        ));
     }
     let current = published.borrow().clone();
     if holds(&current) {
@@ -248,15 +274,10 @@ fn whose(
             said => Ok((Some(said.unwrap_or(name)), Credential::Named)),
         },
         Some(Poller::Shared) => match said {
-            Some(said)
-                if said
-                    .split(':')
-                    .next()
-                    .is_some_and(|owner| bundles.credentials().has_own(owner)) =>
-            {
+            Some(said) if bundles.credentials().has_token(gateway_name(&said)) => {
                 Err(forbidden(format!(
-                    "gateway `{said}` has a fleet token of its own: the shared fleet token \
-                     cannot poll as it"
+                    "gateway `{said}` has (or had) a fleet token of its own: the shared fleet \
+                     token cannot poll as it"
                 )))
             }
             said => Ok((said, Credential::Shared)),
@@ -275,18 +296,8 @@ fn whose(
 /// Logs usage entries dropped, at most once per 10 s with the count since
 /// the last line: a flood of forged reports must not flood the log too.
 fn warn_dropped(gateway: Option<&str>, dropped: usize) {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static SINCE: AtomicU64 = AtomicU64::new(0);
-    static LAST_MS: AtomicU64 = AtomicU64::new(0);
-    SINCE.fetch_add(dropped as u64, Ordering::Relaxed);
-    let now = now_ms();
-    let last = LAST_MS.load(Ordering::Relaxed);
-    if now.saturating_sub(last) >= 10_000
-        && LAST_MS
-            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-    {
-        let total = SINCE.swap(0, Ordering::Relaxed);
+    static DROPPED: Throttle = Throttle::new();
+    if let Some(total) = DROPPED.tick(dropped as u64) {
         tracing::warn!(
             gateway = gateway.unwrap_or("-"),
             dropped = total,
