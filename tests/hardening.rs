@@ -639,26 +639,31 @@ fn the_admin_api_refuses_alike_logs_counts_and_rate_limits_failures() {
             response.body_mut().read_to_string().unwrap(),
         )
     };
-    // A known route and an unknown one: the same 401.
+    // A known route of the API and an unknown one: the same 401.
     let known = get("/admin/status", None);
     assert_eq!(known.0, 401);
-    for path in [
-        "/admin/nonexistent",
-        "/admin/keys/1/nothing",
-        "/admin",
-        "/nothing-here",
-    ] {
+    for path in ["/admin/nonexistent", "/admin/keys/1/nothing", "/admin"] {
         assert_eq!(get(path, None), known, "{path}");
     }
+    // Every other path is the console's: a page in words, which needs no
+    // credential, so it is no failed authentication however often.
+    for _ in 0..20 {
+        let (code, page) = get("/nothing-here", None);
+        assert_eq!(code, 404);
+        assert!(page.contains("Page not found"), "{page}");
+    }
     let wrong = "ksadmin_wrong-token-0000000000000000";
-    // Ten failures in all (five above, five here), then 429.
-    for _ in 0..5 {
+    // Ten failures in all (four above, six here), then 429 for a wrong
+    // token, while the valid one still gets in: only failures are limited.
+    for _ in 0..6 {
         assert_eq!(get("/admin/status", Some(wrong)).0, 401);
     }
-    let (code, body) = get("/admin/status", Some(&server.admin_token));
+    let (code, body) = get("/admin/status", Some(wrong));
     assert_eq!(code, 429, "{body}");
     let body: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(body["error"]["kind"], "rate-limited");
+    let (code, body) = get("/admin/status", Some(&server.admin_token));
+    assert_eq!(code, 200, "{body}");
     // Counted in a metric; logged without the token.
     let metrics = http
         .get(server.url("/metrics"))

@@ -171,6 +171,10 @@ pub struct AdminConfig {
     /// only). By default they are when the admin listener is beyond
     /// loopback, where it must be behind TLS.
     pub secure_cookies: Option<bool>,
+    /// Reverse proxies (CIDRs) whose `X-Forwarded-For` / `Forwarded`
+    /// names the client, for the limit on failed authentications; from
+    /// anywhere else, the peer is the client.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for AdminConfig {
@@ -181,6 +185,7 @@ impl Default for AdminConfig {
             console_idle_minutes: 30,
             console_max_hours: 12,
             secure_cookies: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -201,6 +206,11 @@ impl AdminConfig {
             idle: Duration::from_secs(self.console_idle_minutes.saturating_mul(60)),
             max: Duration::from_secs(self.console_max_hours.saturating_mul(3600)),
         }
+    }
+
+    /// The reverse proxies whose forwarding headers name the client.
+    pub fn trusted_proxies(&self) -> Result<crate::client::TrustedProxies, ServeError> {
+        crate::client::TrustedProxies::parse(&self.trusted_proxies).map_err(ServeError::Invalid)
     }
 
     /// Whether the console's cookies are marked `Secure`.
@@ -308,6 +318,7 @@ impl ServeConfig {
     /// here, before anything is bound or loaded.
     pub fn validate(&self) -> Result<(), ServeError> {
         let bad = |why: String| Err(ServeError::Invalid(why));
+        self.admin.trusted_proxies()?;
         for (what, name) in [
             ("headers.api_key", &self.headers.api_key),
             ("headers.key_id", &self.headers.key_id),

@@ -19,6 +19,7 @@ mod admin;
 mod answer;
 mod authz;
 mod bundles;
+mod client;
 mod config;
 mod conn;
 mod console;

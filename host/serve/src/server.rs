@@ -251,17 +251,17 @@ impl Server {
                 Arc::clone(&authorizer),
                 token.digest,
                 token.known,
+                config.admin.trusted_proxies()?,
                 &limits,
             );
-            // The console at `/`; the admin API's paths, and any path the
-            // console does not know, go to the API.
-            let router = console::router(
-                admin.clone(),
+            // The admin API at its own paths; every other path is the
+            // console's, which answers an unknown one with a page.
+            let router = admin::router(admin.clone(), &limits).merge(console::router(
+                admin,
                 config.admin.console_lifetimes(),
                 config.admin.secure_cookies(),
                 &limits,
-            )
-            .fallback_service(admin::router(admin, &limits));
+            ));
             servers.spawn(http::serve(
                 listener,
                 router,

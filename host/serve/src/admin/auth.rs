@@ -22,10 +22,11 @@ use super::Admin;
 use super::errors::ApiError;
 use crate::bundles::Poller;
 
-/// Failed authentications per client address: a token bucket of
-/// [`FailedLogins::BURST`] failures, refilled one per
-/// [`FailedLogins::REFILL`]. A client with none left gets 429 without its
-/// token being looked at.
+/// Failed authentications per client address (behind a trusted proxy, the
+/// client it names): a token bucket of [`FailedLogins::BURST`] failures,
+/// refilled one per [`FailedLogins::REFILL`]. The credential is always
+/// checked first, so a valid one gets in whatever its address's failures;
+/// a client with none left gets 429 for a wrong or missing one.
 #[derive(Default)]
 pub(super) struct FailedLogins {
     buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
@@ -114,9 +115,15 @@ impl Admin {
         Ok(bundles.credentials().who(presented))
     }
 
-    /// Whether `peer` may try to authenticate now.
-    pub(crate) fn may_try(&self, peer: IpAddr) -> bool {
-        self.failures.may_try(peer)
+    /// Whether `client` may fail to authenticate once more now.
+    pub(crate) fn may_try(&self, client: IpAddr) -> bool {
+        self.failures.may_try(client)
+    }
+
+    /// The client of a request from `peer`: the peer, or behind a trusted
+    /// proxy the client it names ([`crate::client`]).
+    pub(crate) fn client(&self, peer: IpAddr, headers: &axum::http::HeaderMap) -> IpAddr {
+        self.proxies.client(peer, headers)
     }
 
     /// Counts a failed authentication of `peer`.
@@ -174,21 +181,7 @@ pub(super) async fn authenticate(
     request: Request,
     next: Next,
 ) -> Response {
-    if !admin.failures.may_try(peer.ip()) {
-        admin.authorizer.metrics().admin_auth_failed();
-        tracing::warn!(peer = %peer.ip(), "admin API: too many failed authentications; refused");
-        let mut response = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate-limited",
-            "too many failed authentications from this address; try again later",
-        )
-        .into_response();
-        response.headers_mut().insert(
-            header::RETRY_AFTER,
-            HeaderValue::from(FailedLogins::REFILL.as_secs()),
-        );
-        return response;
-    }
+    let client = admin.client(peer.ip(), request.headers());
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -246,7 +239,7 @@ pub(super) async fn authenticate(
             static REVOKED: crate::throttle::Throttle = crate::throttle::Throttle::new();
             if let Some(refused) = REVOKED.tick(1) {
                 tracing::warn!(
-                    peer = %peer.ip(),
+                    client = %client,
                     gateway = %name,
                     refused,
                     "bundle polls under revoked fleet tokens refused (this one's gateway named; \
@@ -278,10 +271,24 @@ pub(super) async fn authenticate(
         }
         Who::Nobody => {}
     }
-    admin.failed(peer.ip());
+    // A valid credential got in above, whatever this client's failures:
+    // only failures are limited.
+    if !admin.failures.may_try(client) {
+        admin.authorizer.metrics().admin_auth_failed();
+        static LIMITED: crate::throttle::Throttle = crate::throttle::Throttle::new();
+        if let Some(refused) = LIMITED.tick(1) {
+            tracing::warn!(
+                client = %client,
+                refused,
+                "admin API: too many failed authentications; refused (at most one line per 10 s)"
+            );
+        }
+        return too_many();
+    }
+    admin.failed(client);
     // The log names the client and the path, never what it presented.
     tracing::warn!(
-        peer = %peer.ip(),
+        client = %client,
         path = %keyscope_store::printable(request.uri().path()),
         token = if presented.is_some() { "wrong" } else { "missing" },
         "admin API: authentication failed"
@@ -296,6 +303,21 @@ pub(super) async fn authenticate(
         }
         .to_owned(),
     )
+}
+
+/// 429, with when to try again.
+fn too_many() -> Response {
+    let mut response = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate-limited",
+        "too many failed authentications from this address; try again later",
+    )
+    .into_response();
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from(FailedLogins::REFILL.as_secs()),
+    );
+    response
 }
 
 /// 401, with the realm a client should authenticate to.

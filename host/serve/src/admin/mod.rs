@@ -20,7 +20,7 @@ use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{any, delete, get, post};
 use axum::{Extension, Json, Router};
 use keyscope_policy::{AgentsLevel, RuntimeSet};
 use keyscope_store::{AnyStore as Store, ScopeRef, ScopeUpdate, Store as _};
@@ -51,6 +51,8 @@ pub(crate) struct Admin {
     /// database is out of reach.
     known_tokens: Arc<Mutex<Vec<keyscope_store::Token>>>,
     failures: Arc<FailedLogins>,
+    /// Whose forwarding headers name the client, for `failures`.
+    proxies: Arc<crate::client::TrustedProxies>,
     /// On a control plane: its bundles and fleet.
     bundles: Option<Arc<Bundles>>,
     /// The longest a bundle poll may wait: within the idle timeout.
@@ -65,6 +67,7 @@ impl Admin {
         authorizer: Arc<Authorizer>,
         gateway_token: Option<[u8; 32]>,
         known_tokens: Vec<keyscope_store::Token>,
+        proxies: crate::client::TrustedProxies,
         limits: &RequestLimits,
     ) -> Self {
         Admin {
@@ -75,6 +78,7 @@ impl Admin {
             gateway_token,
             known_tokens: Arc::new(Mutex::new(known_tokens)),
             failures: Arc::new(FailedLogins::default()),
+            proxies: Arc::new(proxies),
             // A waiting poll sends nothing: it must answer before the idle
             // timeout closes its connection.
             long_poll_max: fleet::long_poll_max(limits.idle_timeout()),
@@ -82,9 +86,10 @@ impl Admin {
     }
 }
 
-/// The admin API's router. Every request, to any path, is authenticated
-/// first: a known route and an unknown one get the same 401 without a
-/// token. `GET /v1/bundle` also takes the fleet token, and only it does.
+/// The admin API's router: `/admin`, every path under it, and
+/// `/v1/bundle`. Every request to them is authenticated first: a known
+/// route and an unknown one get the same 401 without a token.
+/// `GET /v1/bundle` also takes fleet tokens, and only it does.
 pub(crate) fn router(admin: Admin, limits: &RequestLimits) -> Router {
     let timeout = |after| {
         tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, after)
@@ -112,14 +117,19 @@ pub(crate) fn router(admin: Admin, limits: &RequestLimits) -> Router {
             "/v1/bundle",
             get(fleet::bundle).layer(timeout(long_poll_max + limits.request_timeout())),
         )
-        .fallback(|| async {
-            ApiError::new(StatusCode::NOT_FOUND, "not-found", "no such admin route")
-        })
+        // Every path under `/admin` is the API's, known or not; the rest
+        // are the console's (merged beside this router).
+        .route("/admin", any(no_such_route))
+        .route("/admin/{*rest}", any(no_such_route))
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .layer(middleware::from_fn_with_state(admin.clone(), authenticate))
         // Outermost, so that every error, a timeout's too, has the one shape.
         .layer(middleware::map_response(uniform_errors))
         .with_state(admin)
+}
+
+async fn no_such_route() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not-found", "no such admin route")
 }
 
 /// A handler's answer; errors use `?`.

@@ -57,9 +57,11 @@ const MAX_FORM_BYTES: usize = 16 * 1024;
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
                    connect-src 'none'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
-/// The console's router. The server sends the paths it does not know (the
-/// admin API's among them) on to the admin API, which answers them in its
-/// own way.
+/// The console's router. It owns every path of the admin listener but the
+/// admin API's (`/admin`, `/admin/*` and `/v1/bundle`, which the server
+/// routes to the API): an unknown one gets a page in words, and a path
+/// with a trailing slash is redirected without it. Neither needs a
+/// credential, so neither is a failed authentication.
 pub(crate) fn router(
     admin: Admin,
     lifetimes: ConsoleLifetimes,
@@ -118,8 +120,33 @@ pub(crate) fn router(
             limits.request_timeout(),
         ))
         .route_layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
-        .route_layer(middleware::map_response(security_headers))
+        .fallback(not_found)
+        .layer(middleware::map_response(security_headers))
         .with_state(console)
+}
+
+/// A path the console does not know: without its trailing slash if it has
+/// one (`/apps/` is `/apps`), else a 404 page that leads home.
+async fn not_found(uri: axum::http::Uri) -> Response {
+    let path = uri.path();
+    let trimmed = path.trim_end_matches('/');
+    // Never `//host`: a redirect there would leave this console.
+    if trimmed.len() < path.len() && trimmed.starts_with('/') && !trimmed.starts_with("//") {
+        let target = match uri.query() {
+            Some(query) => format!("{trimmed}?{query}"),
+            None => trimmed.to_owned(),
+        };
+        return Redirect::permanent(&target).into_response();
+    }
+    let body = maud::html! {
+        p { "There is no page at this address. It may have been mistyped, or the page moved." }
+        p { a href="/" { "Go to the console's home page" } }
+    };
+    (
+        StatusCode::NOT_FOUND,
+        layout::page("Page not found", layout::Nav::None, None, body),
+    )
+        .into_response()
 }
 
 /// The headers every console response carries.

@@ -93,16 +93,7 @@ pub(super) async fn sign_in(
     headers: HeaderMap,
     axum::Form(form): axum::Form<SignInForm>,
 ) -> Response {
-    let peer = peer.ip();
-    if !console.admin.may_try(peer) {
-        let notice =
-            error_box("Too many failed sign-ins from this address. Wait a minute, then try again.");
-        let mut response = sign_in_page(&console, StatusCode::TOO_MANY_REQUESTS, Some(notice));
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("6"));
-        return response;
-    }
+    let client = console.admin.client(peer.ip(), &headers);
     let checked = cookie(&headers, SIGN_IN_COOKIE).is_some_and(|expected| {
         !form.check.is_empty() && bool::from(expected.as_bytes().ct_eq(form.check.as_bytes()))
     });
@@ -120,9 +111,21 @@ pub(super) async fn sign_in(
     };
     let actor = match identified {
         Ok(Ok(Some(actor))) => actor,
+        // The token is checked first: a valid one signs in whatever this
+        // client's failures; only failures are limited.
+        Ok(Ok(None)) if !console.admin.may_try(client) => {
+            let notice = error_box(
+                "Too many failed sign-ins from this address. Wait a minute, then try again.",
+            );
+            let mut response = sign_in_page(&console, StatusCode::TOO_MANY_REQUESTS, Some(notice));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("6"));
+            return response;
+        }
         Ok(Ok(None)) => {
-            console.admin.failed(peer);
-            tracing::warn!(peer = %peer, "console: sign-in with a wrong admin token");
+            console.admin.failed(client);
+            tracing::warn!(client = %client, "console: sign-in with a wrong admin token");
             let notice = error_box("That admin token is not valid.");
             return sign_in_page(&console, StatusCode::UNAUTHORIZED, Some(notice));
         }
