@@ -20,7 +20,7 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 /// A named admin token made by the CLI.
-fn admin_token(sandbox: &Sandbox, name: &str) -> String {
+pub(crate) fn admin_token(sandbox: &Sandbox, name: &str) -> String {
     sandbox.json(["admin", "token", "create", "--name", name])["token"]
         .as_str()
         .unwrap()
@@ -422,7 +422,7 @@ fn the_dark_theme_follows_the_system_and_passes_axe_too() {
 /// A browser's side of the console over plain HTTP, redirects not followed:
 /// for what a browser would never send (a form without its CSRF token, an
 /// old cookie), and for what the server must answer to it.
-struct Http {
+pub(crate) struct Http {
     agent: ureq::Agent,
     base: String,
     cookies: Vec<(String, String)>,
@@ -430,8 +430,8 @@ struct Http {
 
 /// An answer: status, `Location`, `Set-Cookie`s and the body.
 #[derive(Debug)]
-struct Answer {
-    status: u16,
+pub(crate) struct Answer {
+    pub(crate) status: u16,
     location: String,
     set_cookies: Vec<String>,
     headers: ureq::http::HeaderMap,
@@ -458,6 +458,11 @@ fn hidden(body: &str, name: &str) -> Option<String> {
 
 impl Http {
     fn new(server: &Server) -> Self {
+        Self::at(server.admin_url(""))
+    }
+
+    /// A browser of the console at `base` (`http://HOST:PORT`).
+    pub(crate) fn at(base: String) -> Self {
         Http {
             agent: ureq::Agent::config_builder()
                 .http_status_as_error(false)
@@ -465,7 +470,7 @@ impl Http {
                 .timeout_global(Some(std::time::Duration::from_secs(30)))
                 .build()
                 .into(),
-            base: server.admin_url(""),
+            base,
             cookies: Vec::new(),
         }
     }
@@ -533,7 +538,7 @@ impl Http {
     }
 
     /// Signs in with `token` through the sign-in form; the answer.
-    fn sign_in(&mut self, token: &str) -> Answer {
+    pub(crate) fn sign_in(&mut self, token: &str) -> Answer {
         let page = self.get("/sign-in");
         let check = hidden(&page.body, "check").unwrap();
         self.post("/sign-in", &[("token", token), ("check", &check)])

@@ -347,6 +347,23 @@ impl StaticServer {
     /// With `tls`, a directory holding `server.crt` and `server.key`, it
     /// serves https.
     fn start_with(dir: &Path, tls: Option<&Path>) -> Self {
+        Self::start_serving(dir, tls, "")
+    }
+
+    /// A reverse proxy to `upstream` (`HOST:PORT`), as one is deployed in
+    /// front of the admin listener: it appends the client's address to
+    /// `X-Forwarded-For`, and lets long polls wait.
+    fn proxy(dir: &Path, upstream: &str) -> Self {
+        let location = format!(
+            "proxy_pass http://{upstream}; proxy_http_version 1.1; \
+             proxy_set_header Connection \"\"; proxy_set_header Host $http_host; \
+             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; \
+             proxy_read_timeout 120s; proxy_buffering off;"
+        );
+        Self::start_serving(dir, None, &location)
+    }
+
+    fn start_serving(dir: &Path, tls: Option<&Path>, location: &str) -> Self {
         let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"]
             .into_iter()
             .find(|path| Path::new(path).exists())
@@ -369,7 +386,7 @@ impl StaticServer {
              http {{\n  access_log {log} combined;\n  client_body_temp_path {d}/body;\n\
                proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n\
                uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
-               server {{ {listen} root {root}; location / {{ }} }}\n}}\n",
+               server {{ {listen} root {root}; location / {{ {location} }} }}\n}}\n",
             log = log.display(),
             root = root.display(),
         );
@@ -1400,4 +1417,120 @@ fn a_refused_polls_reason_reaches_readyz_without_the_gateways_token() {
         .read_to_string()
         .unwrap();
     assert!(!ready.contains(token.trim()));
+}
+
+/// `GET path` with `headers` from the local address `source` (a loopback
+/// address other than 127.0.0.1: another client behind the proxy), over a
+/// connection of its own; the status.
+fn get_from(source: &str, to: SocketAddr, path: &str, headers: &str) -> u16 {
+    use std::io::{Read as _, Write as _};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .unwrap();
+    let stream = runtime.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+        socket.connect(to).await.unwrap().into_std().unwrap()
+    });
+    stream.set_nonblocking(false).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let mut stream = stream;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {to}\r\n{headers}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status line: {answer:?}"))
+}
+
+#[test]
+fn one_bad_client_behind_a_proxy_locks_out_only_itself() {
+    let fleet = Fleet::new();
+    let scope = fleet.sandbox.scope("acme", "s", "view", "run");
+    let (key_id, key) = fleet.sandbox.key(&scope.to_string(), "k");
+    let admin = crate::console::admin_token(&fleet.sandbox, "alice");
+    let config = fleet.sandbox.path("cp.toml");
+    std::fs::write(&config, "[admin]\ntrusted_proxies = [\"127.0.0.1/32\"]\n").unwrap();
+    let control_plane = fleet.control_plane(&["--config", config.to_str().unwrap()]);
+    let upstream = control_plane
+        .admin_url("")
+        .trim_start_matches("http://")
+        .to_owned();
+    let proxy_dir = fleet.sandbox.path("proxy");
+    std::fs::create_dir_all(&proxy_dir).unwrap();
+    let proxy = StaticServer::proxy(&proxy_dir, &upstream);
+    let base = format!("http://{}", proxy.addr);
+    let caches = fleet.sandbox.path("caches");
+    let gateways: Vec<(Sandbox, Server)> = (1..=3)
+        .map(|n| {
+            let id = format!("edge-{n}");
+            fleet.gateway(&format!("{base}/v1/bundle"), &id, &caches.join(&id), &[])
+        })
+        .collect();
+    for (_, gateway) in &gateways {
+        assert!(allowed(gateway, &key));
+    }
+    let admin_status = || {
+        http_client()
+            .get(format!("{base}/admin/status"))
+            .header("authorization", format!("Bearer {admin}"))
+            .call()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+
+    // The bad client, at 127.0.0.2 behind the proxy: unknown console
+    // paths cost it nothing; bad tokens, ten, then 429, it alone. Its own
+    // forged X-Forwarded-For is not believed.
+    for n in 0..100 {
+        let status = get_from("127.0.0.2", proxy.addr, &format!("/nothing-{n}"), "");
+        assert_eq!(status, 404);
+    }
+    let bad = "Authorization: Bearer ksadmin_not-a-token-000000000000\r\n\
+               X-Forwarded-For: 198.51.100.1\r\n";
+    let statuses: Vec<u16> = (0..100)
+        .map(|_| get_from("127.0.0.2", proxy.addr, "/admin/status", bad))
+        .collect();
+    assert!(statuses[..10].iter().all(|&s| s == 401), "{statuses:?}");
+    assert!(statuses[10..].iter().all(|&s| s == 429), "{statuses:?}");
+
+    // Everyone else, meanwhile: the admin's token works, the console signs
+    // in, and a revocation reaches every gateway on its next poll.
+    assert_eq!(admin_status(), 200);
+    let mut console = crate::console::Http::at(base.clone());
+    let signed_in = console.sign_in(&admin);
+    assert_eq!(signed_in.status, 303);
+    fleet
+        .sandbox
+        .keyscope(["key", "revoke", &key_id.to_string()])
+        .assert()
+        .success();
+    for (_, gateway) in &gateways {
+        wait_until(
+            30,
+            "the revocation reaching a gateway behind the proxy",
+            || decide(gateway, &key)["reason"] == "revoked-key",
+        );
+        assert_eq!(bundle_status(gateway)["error"], Value::Null);
+    }
+    // Even the bad client gets in with a valid token: only failures are
+    // limited.
+    let good = format!("Authorization: Bearer {admin}\r\n");
+    assert_eq!(
+        get_from("127.0.0.2", proxy.addr, "/admin/status", &good),
+        200
+    );
+    // From another address behind the proxy, a wrong token is a 401 of its
+    // own, not the bad client's 429.
+    assert_eq!(get_from("127.0.0.3", proxy.addr, "/admin/status", bad), 401);
 }
