@@ -429,3 +429,125 @@ fn tls_to_the_database_is_required_verified_or_refused() {
     assert_eq!(refused.status.code(), Some(2), "{}", said(&refused));
     assert!(said(&refused).contains("TLS"), "{}", said(&refused));
 }
+
+#[test]
+fn a_password_of_slashes_at_signs_colons_and_escapes_never_appears() {
+    let cluster = Cluster::start();
+    // As a password manager makes them; in the URL, `@` and `%` are
+    // percent-encoded, `/` and `:` are not (the client's credentials run
+    // to the first `@`).
+    let password = "Zq7v/p:Wq@Lm%2Fk9x";
+    let encoded = "Zq7v/p:Wq%40Lm%252Fk9x";
+    let role = format!("weird_{}", std::process::id());
+    let mut superuser = cluster.connect("postgres");
+    superuser
+        .batch_execute(&format!("CREATE ROLE {role} LOGIN PASSWORD '{password}'"))
+        .unwrap();
+    superuser
+        .batch_execute(&format!("CREATE DATABASE {role} OWNER {role}"))
+        .unwrap();
+    let good =
+        cluster
+            .url(&role)
+            .replacen(&format!("{}@", pg::USER), &format!("{role}:{encoded}@"), 1);
+    let sandbox = Sandbox::on_postgres_url(good.clone());
+    let secrets = [
+        password, encoded, "Zq7v", "Lm%2F", "Lm%252F", "k9x", "Wq@Lm",
+    ];
+    let mut said = String::new();
+    let mut run = |args: &[&str], store: &str| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_keyscope"))
+            .env_remove("PGPASSWORD")
+            .env_remove("PGPASSFILE")
+            .env("KEYSCOPE_STORE", store)
+            .args(args)
+            .output()
+            .unwrap();
+        said.push_str(&String::from_utf8_lossy(&output.stdout));
+        said.push_str(&String::from_utf8_lossy(&output.stderr));
+        output.status.code()
+    };
+    // It works, and says where, without the password.
+    assert_eq!(
+        run(&["scope", "create", "--app", "acme", "--name", "s"], &good),
+        Some(0)
+    );
+    assert_eq!(run(&["scope", "list"], &good), Some(0));
+    assert_eq!(run(&["store", "migrate"], &good), Some(0));
+    assert_eq!(run(&["--json", "audit", "verify"], &good), Some(0));
+    // Refused, by the store or by clap, in every way a URL can be wrong.
+    let port = cluster.port.to_string();
+    for bad in [
+        good.replacen(&port, "notaport", 1),
+        good.replacen(&port, "1", 1),
+        good.replacen("%40", "@", 1),
+        good[..good.rfind('/').unwrap()].to_owned(),
+        good.replacen("//", "/", 1),
+        format!("{good}&password=x").replacen("&", "?", 1),
+    ] {
+        assert_eq!(run(&["scope", "list"], &bad), Some(2), "{said}");
+        assert_eq!(
+            run(&["--store", &bad, "scope", "list"], "keyscope.db"),
+            Some(2),
+            "{said}"
+        );
+        assert_eq!(
+            run(&["store", "copy", "--to", &bad], "keyscope.db"),
+            Some(2)
+        );
+    }
+    assert!(said.contains(&format!("postgres://{role}@")), "{said}");
+
+    // A server on it, then its database out of reach.
+    let mut server = sandbox.serve(&[]);
+    let public = || {
+        crate::support::http_client()
+            .get(server.url("/readyz"))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap()
+    };
+    said.push_str(&public());
+    said.push_str(&server.admin("GET", "/admin/status", None).1.to_string());
+    cluster
+        .connect("postgres")
+        .batch_execute(&format!(
+            "ALTER ROLE {role} NOLOGIN; \
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'"
+        ))
+        .unwrap();
+    wait_until(30, "the server saying its store is stale", || {
+        public().contains("\"stale\":true")
+    });
+    let ready = public();
+    assert!(
+        !ready.contains("error") && !ready.contains(&role),
+        "{ready}"
+    );
+    said.push_str(&ready);
+    // The detail, on the admin listener: the database's own words, once
+    // the server tried to connect again.
+    wait_until(30, "the admin status naming the refusal", || {
+        let (_, status) = server.admin("GET", "/admin/status", None);
+        said.push_str(&status.to_string());
+        status.to_string().contains("not permitted to log in")
+    });
+    said.push_str(&server.admin("GET", "/admin/keys", None).1.to_string());
+    said.push_str(
+        &server
+            .admin(
+                "POST",
+                "/admin/scopes",
+                Some(json!({"app": "acme", "name": "t"})),
+            )
+            .1
+            .to_string(),
+    );
+    server.stop();
+    said.push_str(&std::fs::read_to_string(sandbox.path("serve.stderr")).unwrap());
+    for secret in secrets {
+        assert!(!said.contains(secret), "`{secret}` was shown:\n{said}");
+    }
+}

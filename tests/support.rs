@@ -29,6 +29,15 @@ impl Sandbox {
         }
     }
 
+    /// A sandbox whose store is the PostgreSQL database at `url` (its
+    /// password, if any, in the URL).
+    pub fn on_postgres_url(url: String) -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+            postgres: Some(url),
+        }
+    }
+
     /// The SQLite store's file (a PostgreSQL sandbox has none).
     pub fn store(&self) -> PathBuf {
         assert!(

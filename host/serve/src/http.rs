@@ -291,7 +291,17 @@ async fn ready(authorizer: Arc<Authorizer>, refresher: Arc<Refresher>) -> Respon
         Some(live) => {
             let generation = live.current();
             let ready = refresher.ready();
-            let (source, status) = refresher.source_status();
+            let (source, mut status) = refresher.source_status();
+            // The public listener says whether and since when the store is
+            // out of reach, never what it said (a database's error text
+            // can name hosts and users) nor where it is: that detail is on
+            // the admin listener's `/admin/status`.
+            if source == "store"
+                && let Some(status) = status.as_object_mut()
+            {
+                status.remove("error");
+                status.remove("store");
+            }
             let mut body = serde_json::json!({
                 "ready": ready,
                 "generation": generation.number,

@@ -24,6 +24,16 @@ impl FromStr for Location {
         if s.starts_with("postgres://") || s.starts_with("postgresql://") {
             return PostgresUrl::parse(s).map(Self::Postgres);
         }
+        // `postgres:/...`, `postgresql:...`: a URL mistyped, never a file
+        // (whose name would be shown, password and all).
+        let lower = s.get(..11).unwrap_or(s).to_ascii_lowercase();
+        if lower.starts_with("postgres:") || lower.starts_with("postgresql:") {
+            return Err(StoreError::invalid(
+                "store",
+                "postgres:…",
+                "a PostgreSQL URL starts with postgres:// (or postgresql://)",
+            ));
+        }
         if s.contains("://") {
             let scheme = s.split("://").next().unwrap_or_default();
             return Err(StoreError::invalid(
@@ -96,19 +106,48 @@ pub struct PostgresUrl {
 }
 
 impl PostgresUrl {
+    /// Parses `url` as the PostgreSQL client does (its credentials run to
+    /// the first `@`, its password from the first `:` in them), so that
+    /// what is kept from being shown is exactly what the client takes for
+    /// the password, whatever it holds (`/`, `:`, `?`, `%2F`).
     fn parse(url: &str) -> Result<Self> {
-        let invalid = |why: &str| StoreError::Invalid {
+        let (scheme, rest) = url.split_once("://").ok_or_else(|| StoreError::Invalid {
             what: "store URL",
-            value: Self::redact(url),
-            why: why.to_owned(),
+            value: "postgres://…".to_owned(),
+            why: "no scheme".to_owned(),
+        })?;
+        let (userinfo, after) = match rest.split_once('@') {
+            Some((userinfo, after)) => (Some(userinfo), after),
+            None => (None, rest),
         };
-        let (scheme, rest) = url.split_once("://").ok_or_else(|| invalid("no scheme"))?;
-        let (authority_and_path, query) = match rest.split_once('?') {
+        let (user, password) = match userinfo {
+            Some(userinfo) => match userinfo.split_once(':') {
+                Some((user, password)) => (Some(user), Some(password)),
+                None => (Some(userinfo), None),
+            },
+            None => (None, None),
+        };
+        // What an error may show: the scheme and the user, nothing after.
+        let hint = crate::error::printable(&match user {
+            Some(user) => format!("{scheme}://{user}@…"),
+            None => format!("{scheme}://…"),
+        });
+        let invalid = |why: String| StoreError::Invalid {
+            what: "store URL",
+            value: hint.clone(),
+            why,
+        };
+        let (authority_and_path, query) = match after.split_once('?') {
             Some((head, query)) => (head, Some(query)),
-            None => (rest, None),
+            None => (after, None),
         };
+        if authority_and_path.contains('@') {
+            return Err(invalid(
+                "it holds a second `@`: percent-encode an `@` in the password as %40".to_owned(),
+            ));
+        }
         if !authority_and_path.contains('/') {
-            return Err(invalid("it names no database: add /DBNAME"));
+            return Err(invalid("it names no database: add /DBNAME".to_owned()));
         }
         let mut kept = Vec::new();
         let mut root_cert = None;
@@ -123,23 +162,28 @@ impl PostgresUrl {
                 Some(("passfile", file)) => passfile = Some(PathBuf::from(file)),
                 Some(("password", _)) => {
                     return Err(invalid(
-                        "a password in the query is not accepted; put it in the URL's user part, $PGPASSWORD or a password file",
+                        "a password in the query is not accepted; put it in the URL's user part, $PGPASSWORD or a password file".to_owned(),
                     ));
                 }
                 _ => kept.push(pair),
             }
         }
+        let credentials = userinfo.map(|u| format!("{u}@")).unwrap_or_default();
         let url_for_client = if kept.is_empty() {
-            format!("{scheme}://{authority_and_path}")
+            format!("{scheme}://{credentials}{authority_and_path}")
         } else {
-            format!("{scheme}://{authority_and_path}?{}", kept.join("&"))
+            format!(
+                "{scheme}://{credentials}{authority_and_path}?{}",
+                kept.join("&")
+            )
         };
-        // Parsed here so that a bad URL is refused before any connection.
-        url_for_client
+        // Parsed here so that a bad URL is refused before any connection;
+        // what is shown is built from the parsed settings, never the text.
+        let config = url_for_client
             .parse::<postgres::Config>()
-            .map_err(|e| invalid(&e.to_string()))?;
+            .map_err(|e| invalid(scrub(&e.to_string(), password)))?;
         Ok(Self {
-            shown: Self::redact(url),
+            shown: shown(scheme, &config),
             url: url_for_client,
             root_cert,
             passfile,
@@ -148,31 +192,78 @@ impl PostgresUrl {
 
     /// The client's connection settings, password included.
     pub(crate) fn config(&self) -> Result<postgres::Config> {
+        // Parsed once already, at `parse`; its error could quote the URL.
         self.url
             .parse()
-            .map_err(|e: postgres::Error| StoreError::Invalid {
+            .map_err(|_: postgres::Error| StoreError::Invalid {
                 what: "store URL",
                 value: self.shown.clone(),
-                why: e.to_string(),
+                why: "it does not parse".to_owned(),
             })
     }
+}
 
-    /// `url` without its password and parameters.
-    fn redact(url: &str) -> String {
-        let Some((scheme, rest)) = url.split_once("://") else {
-            return "postgres://…".to_owned();
-        };
-        let rest = rest.split('?').next().unwrap_or_default();
-        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-        let authority = match authority.rsplit_once('@') {
-            Some((user, host)) => {
-                let user = user.split(':').next().unwrap_or_default();
-                format!("{user}@{host}")
+/// A URL as it may be shown, from its parsed settings: user, hosts, ports
+/// and database, never the password or the parameters.
+fn shown(scheme: &str, config: &postgres::Config) -> String {
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, host)| {
+            let host = match host {
+                postgres::config::Host::Tcp(name) => name.clone(),
+                postgres::config::Host::Unix(path) => path.display().to_string(),
+            };
+            match config.get_ports().get(i).or(config.get_ports().first()) {
+                Some(port) => format!("{host}:{port}"),
+                None => host,
             }
-            None => authority.to_owned(),
-        };
-        crate::error::printable(&format!("{scheme}://{authority}/{path}"))
+        })
+        .collect();
+    let user = config
+        .get_user()
+        .map(|user| format!("{user}@"))
+        .unwrap_or_default();
+    let db = config.get_dbname().unwrap_or_default();
+    crate::error::printable(&format!("{scheme}://{user}{}/{db}", hosts.join(",")))
+}
+
+/// `message` with `password` (as written, and percent-decoded) cut out: a
+/// parser's error may quote the text it choked on.
+fn scrub(message: &str, password: Option<&str>) -> String {
+    let mut message = message.to_owned();
+    if let Some(password) = password.filter(|p| !p.is_empty()) {
+        message = message.replace(password, "…");
+        let decoded = percent_decode(password);
+        if !decoded.is_empty() {
+            message = message.replace(&decoded, "…");
+        }
     }
+    message
+}
+
+/// `%XX` escapes decoded, as the client decodes a password.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| char::from(b).to_digit(16);
+        if bytes[i] == b'%'
+            && let (Some(hi), Some(lo)) = (
+                bytes.get(i + 1).copied().and_then(hex),
+                bytes.get(i + 2).copied().and_then(hex),
+            )
+        {
+            out.push((hi * 16 + lo) as u8);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 impl fmt::Display for PostgresUrl {
@@ -205,6 +296,40 @@ mod tests {
     }
 
     #[test]
+    fn a_password_of_any_characters_is_never_shown() {
+        for password in ["a/b", "p:q", "x%2Fy", "we?ird", "h#sh", "%40at"] {
+            let url = format!("postgres://ks:{password}@db.internal:5433/keyscope?sslmode=require");
+            let location: Location = url.parse().unwrap();
+            assert_eq!(
+                location.to_string(),
+                "postgres://ks@db.internal:5433/keyscope"
+            );
+            assert!(!format!("{location:?}").contains(password));
+            let Location::Postgres(parsed) = &location else {
+                panic!()
+            };
+            let config = parsed.config().unwrap();
+            assert_eq!(
+                config.get_password().unwrap(),
+                percent_decode(password).as_bytes(),
+                "the client takes it whole"
+            );
+        }
+        // Refused, and the error shows neither the password nor its parts.
+        for url in [
+            "postgres://ks:p@ss@db/keyscope",
+            "postgres://ks:s3/cr%2Fet@db:notaport/keyscope",
+            "postgres://ks:s3/cr%2Fet@db",
+        ] {
+            let error = url.parse::<Location>().unwrap_err().to_string();
+            for part in ["p@ss", "ss@db", "s3/cr", "%2Fet", "s3", "cr/et"] {
+                assert!(!error.contains(part), "{url}: {error}");
+            }
+            assert!(error.contains("postgres://ks@…"), "{error}");
+        }
+    }
+
+    #[test]
     fn paths_and_urls_are_told_apart() {
         assert_eq!(
             "keyscope.db".parse::<Location>().unwrap(),
@@ -221,6 +346,9 @@ mod tests {
             .parse::<Location>()
             .unwrap_err();
         assert!(!error.to_string().contains("hunter22"), "{error}");
+        let error = "postgres:/u:pw@h/db".parse::<Location>().unwrap_err();
+        assert!(error.to_string().contains("postgres://"), "{error}");
+        assert!(!error.to_string().contains("pw"), "{error}");
         let error = "postgres://u@h".parse::<Location>().unwrap_err();
         assert!(error.to_string().contains("no database"), "{error}");
     }

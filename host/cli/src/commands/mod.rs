@@ -44,7 +44,8 @@ pub struct Cli {
         env = "KEYSCOPE_STORE",
         default_value = "keyscope.db",
         value_name = "PATH|URL",
-        hide_env_values = true
+        hide_env_values = true,
+        value_parser = StoreParser
     )]
     store: Location,
 
@@ -105,6 +106,39 @@ enum Command {
     Serve(Box<serve::ServeArgs>),
     /// Run the whole flow in a temporary store, narrated.
     Demo,
+}
+
+/// Parses a store location for clap without clap's own message, which
+/// would quote the value as given, password and all: the refusal is the
+/// store's, which shows a URL only without its password.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreParser;
+
+impl clap::builder::TypedValueParser for StoreParser {
+    type Value = Location;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<Location, clap::Error> {
+        let name = arg
+            .map(|arg| arg.get_id().as_str().replace('_', "-"))
+            .unwrap_or_else(|| "store".to_owned());
+        let refuse = |why: String| {
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("--{name}: {why}\n"),
+            )
+            .with_cmd(cmd)
+        };
+        let text = value
+            .to_str()
+            .ok_or_else(|| refuse("not UTF-8".to_owned()))?;
+        text.parse()
+            .map_err(|error: keyscope_store::StoreError| refuse(error.to_string()))
+    }
 }
 
 impl Cli {

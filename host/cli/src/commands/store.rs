@@ -22,10 +22,10 @@ pub enum StoreCommand {
     /// must hold no scope and no key; it is written in one transaction.
     Copy {
         /// The store to read (default: --store).
-        #[arg(long, value_name = "PATH|URL")]
+        #[arg(long, value_name = "PATH|URL", value_parser = super::StoreParser)]
         from: Option<Location>,
         /// The store to write, created if need be.
-        #[arg(long, value_name = "PATH|URL")]
+        #[arg(long, value_name = "PATH|URL", value_parser = super::StoreParser)]
         to: Location,
     },
 }
