@@ -108,6 +108,12 @@ fn free_port() -> SocketAddr {
 /// Starts nginx on `conf` in `prefix`; waits until both workers answer with
 /// their handle's status.
 fn start(prefix: &Prefix, conf: &str, upstream: SocketAddr) -> Nginx {
+    start_as(prefix, conf, upstream, "root")
+}
+
+/// As [`start`], the workers running as `user` when the test runs as root
+/// (else as the test's own user).
+fn start_as(prefix: &Prefix, conf: &str, upstream: SocketAddr, user: &str) -> Nginx {
     let addr = free_port();
     assert!(conf.contains("127.0.0.1:8080") && conf.contains("127.0.0.1:9000"));
     let conf = conf
@@ -119,7 +125,7 @@ fn start(prefix: &Prefix, conf: &str, upstream: SocketAddr) -> Nginx {
     // test's private directories; a real install gives its files to the
     // workers' user instead.
     if std::fs::metadata("/proc/self").unwrap().uid() == 0 {
-        globals.push_str(" user root;");
+        globals.push_str(&format!(" user {user};"));
     }
     let child = Command::new(nginx_binary())
         .arg("-p")
@@ -743,4 +749,92 @@ fn a_bad_configuration_denies_with_503_and_opening_before_the_fork_is_refused() 
         said.contains("keyscope.init runs in init_worker_by_lua*, not in phase `init`"),
         "{said}"
     );
+}
+
+/// The uids of `master`'s children: nginx's workers.
+fn worker_uids(master: u32) -> Vec<u32> {
+    let mut uids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(status) = std::fs::read_to_string(entry.path().join("status")) else {
+            continue;
+        };
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(name))
+                .map(|rest| rest.split_whitespace().next().unwrap_or("").to_owned())
+        };
+        if field("PPid:").as_deref() == Some(&master.to_string()) {
+            uids.push(field("Uid:").unwrap().parse().unwrap());
+        }
+    }
+    uids
+}
+
+#[test]
+fn workers_as_nobody_read_what_root_exports_and_say_stale_when_they_cannot() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let sandbox = Sandbox::new();
+    sandbox.scope("acme", "viewer", "view", "");
+    let (first_id, first) = sandbox.key("acme/viewer", "first");
+    let (_, second) = sandbox.key("acme/viewer", "second");
+    let prefix = Prefix::new(
+        &sandbox,
+        "snapshot = \"snapshot.ks\"\nwatch_interval_ms = 50\n",
+    );
+    // A deployment's directories: the workers' user can reach them.
+    for dir in [sandbox.dir.path(), &prefix.dir] {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    // Exported by root (the test's user), for the workers to read: a new
+    // file is 0644 (a snapshot holds no secret, only SHA-256 digests).
+    export(&sandbox, &prefix);
+    let snapshot = prefix.path("snapshot.ks");
+    let mode = || std::fs::metadata(&snapshot).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(), 0o644);
+    let (upstream, _) = upstream();
+    let nginx = start_as(&prefix, &documented_conf(), upstream, "nobody nogroup");
+    if std::fs::metadata("/proc/self").unwrap().uid() == 0 {
+        let uids = worker_uids(nginx.child.id());
+        assert_eq!(uids, [65534, 65534], "the workers run as nobody");
+    }
+    let path = "/api/v2/apps/acme/agents";
+    assert_eq!(ask(nginx.addr, "GET", path, Some(&first)), 200);
+    // Re-exported after a revocation: the file keeps its mode, and both
+    // workers deny the key within their poll.
+    sandbox
+        .keyscope(["key", "revoke", &first_id.to_string()])
+        .assert()
+        .success();
+    export(&sandbox, &prefix);
+    assert_eq!(mode(), 0o644);
+    wait_until(30, "the revoked key denied on every connection", || {
+        (0..16).all(|_| ask(nginx.addr, "GET", path, Some(&first)) == 401)
+    });
+    assert_eq!(ask(nginx.addr, "GET", path, Some(&second)), 200);
+    until_both(&nginx, "both workers fresh", |status| {
+        status["stale"] == false
+    });
+    // The file made unreadable to the workers: stale, and why, on both; the
+    // last good snapshot keeps serving. Readable again: fresh.
+    std::fs::set_permissions(&snapshot, std::fs::Permissions::from_mode(0o000)).unwrap();
+    until_both(
+        &nginx,
+        "both workers saying the snapshot is stale",
+        |status| {
+            status["stale"] == true
+                && status["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("snapshot") && e.contains("ermission"))
+        },
+    );
+    assert_eq!(ask(nginx.addr, "GET", path, Some(&second)), 200);
+    std::fs::set_permissions(&snapshot, std::fs::Permissions::from_mode(0o640)).unwrap();
+    // An operator's own mode (here 0640) is kept by the next export.
+    export(&sandbox, &prefix);
+    assert_eq!(mode(), 0o640);
+    std::fs::set_permissions(&snapshot, std::fs::Permissions::from_mode(0o644)).unwrap();
+    until_both(&nginx, "both workers fresh again", |status| {
+        status["stale"] == false
+    });
 }

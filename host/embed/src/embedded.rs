@@ -418,6 +418,9 @@ struct FileState {
     policy_seen: Option<Stamp>,
     /// When the snapshot file serving was written.
     written_at_ms: Option<u64>,
+    /// Why the files as last seen are not the ones serving: stale until
+    /// they change again and load.
+    refused: Option<String>,
     staleness: Staleness,
 }
 
@@ -460,6 +463,7 @@ impl FileFeed {
             snapshot_seen,
             policy_seen,
             written_at_ms: snapshot_seen.and_then(Stamp::modified_ms),
+            refused: None,
             staleness: Staleness::default(),
         };
         state.staleness.checked();
@@ -472,15 +476,24 @@ impl FileFeed {
         let mut state = lock(&self.state);
         let outcome = self.look_inner(live, &mut state);
         match &outcome {
-            Ok(()) => state.staleness.checked(),
+            Ok(Looked::Unchanged) if state.refused.is_some() => {
+                // The newest files were refused and have not changed since:
+                // still stale, for the same reason.
+                return Ok(());
+            }
+            Ok(_) => {
+                state.refused = None;
+                state.staleness.checked();
+            }
             Err(error) => {
+                state.refused = Some(error.clone());
                 state.staleness.failed(error);
             }
         }
-        outcome
+        outcome.map(|_| ())
     }
 
-    fn look_inner(&self, live: &LivePolicy, state: &mut FileState) -> Result<(), String> {
+    fn look_inner(&self, live: &LivePolicy, state: &mut FileState) -> Result<Looked, String> {
         let snapshot_now = Stamp::of(&self.snapshot)
             .map_err(|error| format!("snapshot `{}`: {error}", self.snapshot.display()))?;
         let policy_now = match &self.policy {
@@ -492,7 +505,7 @@ impl FileFeed {
         let snapshot_changed = state.snapshot_seen != Some(snapshot_now);
         let policy_changed = policy_now.is_some() && state.policy_seen != policy_now;
         if !snapshot_changed && !policy_changed {
-            return Ok(());
+            return Ok(Looked::Unchanged);
         }
         // Seen, whatever comes of it: a refused file is not retried until
         // it changes again.
@@ -517,13 +530,21 @@ impl FileFeed {
             (Some(module), Some(snapshot)) => live.swap(&module, &snapshot),
             (Some(module), None) => live.swap_module(&module),
             (None, Some(snapshot)) => live.swap_snapshot(&snapshot),
-            (None, None) => return Ok(()),
+            (None, None) => return Ok(Looked::Unchanged),
         };
         swapped
             .map_err(|error| format!("not swapped; the last good state keeps serving: {error}"))?;
         if snapshot_changed {
             state.written_at_ms = snapshot_now.modified_ms();
         }
-        Ok(())
+        Ok(Looked::Swapped)
     }
+}
+
+/// What a look at the files found.
+enum Looked {
+    /// Nothing changed since the last look.
+    Unchanged,
+    /// A change, now serving.
+    Swapped,
 }

@@ -92,6 +92,11 @@ pub fn stdout_is_dev_null() -> bool {
 /// renamed over a regular file or into a new path. A symlink, FIFO, device or
 /// directory at `path` is refused, never replaced. `-` is stdout, refused
 /// when it is a terminal (the bytes are binary).
+///
+/// What `-o` writes holds no secret (a snapshot's key digests, a signed
+/// bundle, a module), and a proxy's workers (nginx's, as `nobody`) must
+/// read it: a new file is 0644, and a file replaced keeps its mode and
+/// group, so that a re-export never locks its readers out.
 pub fn write_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     use std::io::IsTerminal as _;
     if path == Path::new("-") {
@@ -105,7 +110,7 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
             .context("writing to stdout")?;
         return Ok(());
     }
-    match std::fs::symlink_metadata(path) {
+    let replaced = match std::fs::symlink_metadata(path) {
         Ok(meta) if !meta.file_type().is_file() => {
             use std::os::unix::fs::FileTypeExt as _;
             let kind = meta.file_type();
@@ -127,18 +132,37 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
                 path.display()
             );
         }
-        Ok(_) => {}
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Ok(meta) => Some(meta),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
         Err(error) => {
             return Err(error).with_context(|| format!("checking `{}`", path.display()));
         }
-    }
+    };
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
     let mut file = tempfile::NamedTempFile::new_in(dir)
         .with_context(|| format!("creating a temporary file in `{}`", dir.display()))?;
+    {
+        use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+        let mode = replaced.as_ref().map_or(0o644, |meta| meta.mode() & 0o7777);
+        if let Some(meta) = &replaced {
+            let gid = meta.gid();
+            if file.as_file().metadata().map(|m| m.gid()).ok() != Some(gid) {
+                std::os::unix::fs::fchown(file.as_file(), None, Some(gid)).with_context(|| {
+                    format!(
+                        "giving the new `{}` the group ({gid}) of the file it replaces; \
+                         nothing was written",
+                        path.display()
+                    )
+                })?;
+            }
+        }
+        file.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("setting the mode of `{}`", path.display()))?;
+    }
     file.write_all(bytes)
         .and_then(|()| file.as_file().sync_all())
         .with_context(|| format!("writing `{}`", path.display()))?;
