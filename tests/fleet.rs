@@ -82,6 +82,29 @@ impl Fleet {
         cache: &Path,
         extra: &[&str],
     ) -> (Sandbox, Server) {
+        self.gateway_until(true, url, id, cache, extra)
+    }
+
+    /// As [`Fleet::gateway`], returning once it listens: a gateway that
+    /// holds no verified state yet, and so has not said `ready`.
+    pub(crate) fn gateway_unready(
+        &self,
+        url: &str,
+        id: &str,
+        cache: &Path,
+        extra: &[&str],
+    ) -> (Sandbox, Server) {
+        self.gateway_until(false, url, id, cache, extra)
+    }
+
+    fn gateway_until(
+        &self,
+        ready: bool,
+        url: &str,
+        id: &str,
+        cache: &Path,
+        extra: &[&str],
+    ) -> (Sandbox, Server) {
         let (token, _) = self.own_token(id);
         let sandbox = Sandbox::new();
         let mut args = vec![
@@ -97,7 +120,11 @@ impl Fleet {
             id,
         ];
         args.extend_from_slice(extra);
-        let server = sandbox.serve(&args);
+        let server = if ready {
+            sandbox.serve(&args)
+        } else {
+            sandbox.serve_listening(&args)
+        };
         assert!(!sandbox.store().exists(), "a gateway must not open a store");
         (sandbox, server)
     }
@@ -794,7 +821,7 @@ fn a_gateway_trusts_a_private_ca_for_https_bundles_and_only_when_told() {
     assert!(allowed(&trusting, &key), "{}", bundle_status(&trusting));
     // Without the CA, the webpki roots do not know the server: no bundle,
     // every key denied, not ready.
-    let (_u, unknowing) = fleet.gateway(
+    let (_u, unknowing) = fleet.gateway_unready(
         &nginx.url(),
         "webpki-roots",
         &fleet.sandbox.path("cache-none"),
@@ -867,7 +894,7 @@ fn a_server_answering_304_forever_is_a_freeze_reported_once_the_bundle_expires()
 
     // A cold gateway (no cache) offered the expired bundle refuses it:
     // an old signed bundle cannot bring back revoked keys on a fresh node.
-    let (_c, cold) = fleet.gateway(
+    let (_c, mut cold) = fleet.gateway_unready(
         &nginx.url(),
         "cold",
         &fleet.sandbox.path("cold-cache"),
@@ -887,6 +914,12 @@ fn a_server_answering_304_forever_is_a_freeze_reported_once_the_bundle_expires()
     wait_until(10, "the cold gateway taking the fresh bundle", || {
         allowed(&cold, &key)
     });
+    // Only now, with a verified state serving, does it say `ready`: its
+    // next line on stdout, after `listening`.
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut cold.stdout, &mut line).unwrap();
+    let event: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(event["event"], "ready", "{line}");
 }
 
 #[test]
@@ -1390,7 +1423,7 @@ fn a_refused_polls_reason_reaches_readyz_without_the_gateways_token() {
     let fleet = Fleet::new();
     fleet.sandbox.scope("acme", "s", "view", "run");
     let url = echoing_server();
-    let (_g, gateway) = fleet.gateway(&url, "echoed", &fleet.sandbox.path("cache"), &[]);
+    let (_g, gateway) = fleet.gateway_unready(&url, "echoed", &fleet.sandbox.path("cache"), &[]);
     let (_, token) = fleet.own_token("echoed");
     let status = wait_until_value(30, "the refusal in /readyz", || {
         let status = bundle_status(&gateway);

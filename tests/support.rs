@@ -205,9 +205,19 @@ impl Sandbox {
         self.serve_under(None, extra)
     }
 
+    /// As [`Sandbox::serve`], returning once it listens, before it says
+    /// `ready`: a gateway that has no verified state yet.
+    pub fn serve_listening(&self, extra: &[&str]) -> Server {
+        self.serve_until(None, "listening", extra)
+    }
+
     /// As [`Sandbox::serve`], run by `sh -c` after `shell` (such as
     /// `ulimit -n 256`) when given.
     pub fn serve_under(&self, shell: Option<&str>, extra: &[&str]) -> Server {
+        self.serve_until(shell, "ready", extra)
+    }
+
+    fn serve_until(&self, shell: Option<&str>, until: &str, extra: &[&str]) -> Server {
         use std::io::BufRead as _;
         let admin_token = "ksadmin_test-token-0123456789abcdef".to_owned();
         std::fs::write(self.path("admin-token"), &admin_token).unwrap();
@@ -274,7 +284,12 @@ impl Sandbox {
             }
             let event: serde_json::Value = serde_json::from_str(&line).unwrap();
             match event["event"].as_str() {
-                Some("listening") => addresses = Some(event),
+                Some("listening") => {
+                    addresses = Some(event);
+                    if until == "listening" {
+                        break;
+                    }
+                }
                 Some("ready") => break,
                 _ => {}
             }

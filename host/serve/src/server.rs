@@ -125,6 +125,21 @@ impl Server {
         self.refresher.live().current().number
     }
 
+    /// Resolves once a verified state is being served, with its
+    /// generation: at once on a server with a store; on a gateway, once its
+    /// first bundle (or its cache) is live. Until then `/readyz` says 503,
+    /// and the gateway denies every key.
+    pub fn ready(&self) -> impl std::future::Future<Output = u64> + Send + 'static {
+        let refresher = Arc::clone(&self.refresher);
+        async move {
+            // A gateway's follower thread takes its bundle; this only looks.
+            while !refresher.ready() {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            refresher.live().current().number
+        }
+    }
+
     /// The admin token, if it was generated at this start: to be shown
     /// once, and only the first time this is called.
     pub fn take_new_admin_token(&mut self) -> Option<Zeroizing<String>> {

@@ -147,7 +147,13 @@ pub fn run(args: ServeArgs, store: &Location) -> anyhow::Result<ExitCode> {
                 token.as_str()
             );
         }
-        say(serde_json::json!({ "event": "ready", "generation": server.generation() }));
+        // `ready` once a verified state serves: a gateway says it when its
+        // first bundle (or cache) is live, not before.
+        let ready = server.ready();
+        tokio::spawn(async move {
+            let generation = ready.await;
+            say(serde_json::json!({ "event": "ready", "generation": generation }));
+        });
         server.run().await
     })?;
     Ok(ExitCode::SUCCESS)
