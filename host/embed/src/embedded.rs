@@ -109,6 +109,33 @@ pub struct EmbedStatus {
     pub bundle: Option<BundleStatus>,
 }
 
+impl EmbedStatus {
+    /// The status of a handle used in a child forked after its open:
+    /// nothing it serves can be vouched for, and `why` says so.
+    pub(crate) fn forked(why: String) -> Self {
+        let mut staleness = Staleness::default();
+        staleness.failed(&why);
+        Self {
+            source: "forked",
+            generation: 0,
+            loaded_at_ms: 0,
+            module_digest: String::new(),
+            snapshot_digest: String::new(),
+            keys: 0,
+            snapshot_revision: None,
+            snapshot_age_ms: None,
+            decisions: 0,
+            swaps: 0,
+            swaps_refused: 0,
+            policy_errors: 0,
+            staleness,
+            errors: 1,
+            last_error: Some(why),
+            bundle: None,
+        }
+    }
+}
+
 impl Embedded {
     /// Opens a handle from a configuration file.
     pub fn open_file(path: &Path) -> Result<Self, EmbedError> {

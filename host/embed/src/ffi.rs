@@ -23,7 +23,10 @@
 //! handle therefore belongs to the process that opened it: in a child
 //! forked after the open, every decision is a deny with `policy-error`, and
 //! the status says to open the handle in each worker (nginx:
-//! `init_worker_by_lua*`, never `init_by_lua*`).
+//! `init_worker_by_lua*`, never `init_by_lua*`). In such a child no call
+//! takes a lock (a parent's thread may have held it at the fork, and it
+//! would never be released): each answers at once, and `keyscope_close`
+//! leaves the handle to the process's end.
 
 #![allow(unsafe_code)]
 #![allow(non_camel_case_types)]
@@ -303,13 +306,8 @@ pub unsafe extern "C" fn keyscope_decide(
             0
         }
         Ok(Err(Unusable::Forked)) => {
-            handle.inner.record_error(format!(
-                "this handle was opened in process {} and used in process {}, forked after \
-                 the open: its threads did not survive the fork, so every decision is denied. \
-                 Open the handle in each worker (nginx: init_worker_by_lua*, not init_by_lua*)",
-                handle.pid,
-                std::process::id()
-            ));
+            // No lock is taken in a forked child: one a parent's thread held
+            // at the fork stays held here forever. The status says why.
             write_decision(
                 out,
                 &Decision::deny(keyscope_policy::Reason::PolicyError),
@@ -355,13 +353,29 @@ pub unsafe extern "C" fn keyscope_get_status(
     let (Some(handle), Some(out)) = (unsafe { handle.as_ref() }, unsafe { out.as_mut() }) else {
         return -1;
     };
-    match catch_unwind(AssertUnwindSafe(|| handle.inner.status())) {
+    match catch_unwind(AssertUnwindSafe(|| status_of(handle))) {
         Ok(status) => {
             write_status(out, &status);
             0
         }
         Err(_) => -1,
     }
+}
+
+/// The handle's status; in a child forked after the open, one made without
+/// taking any lock (a lock a parent's thread held at the fork would never
+/// be released here), saying why every decision is denied.
+fn status_of(handle: &keyscope_handle) -> EmbedStatus {
+    if FORKS.load(Ordering::Relaxed) == handle.forks_at_open {
+        return handle.inner.status();
+    }
+    EmbedStatus::forked(format!(
+        "this handle was opened in process {} and used in process {}, forked after \
+         the open: its threads did not survive the fork, so every decision is denied. \
+         Open the handle in each worker (nginx: init_worker_by_lua*, not init_by_lua*)",
+        handle.pid,
+        std::process::id()
+    ))
 }
 
 /// Writes the handle's status as JSON into `buffer` (NUL-terminated) if it
@@ -383,7 +397,7 @@ pub unsafe extern "C" fn keyscope_status_json(
         return 0;
     };
     let Ok(json) = catch_unwind(AssertUnwindSafe(|| {
-        serde_json::to_string(&handle.inner.status()).unwrap_or_default()
+        serde_json::to_string(&status_of(handle)).unwrap_or_default()
     })) else {
         return 0;
     };
@@ -407,6 +421,13 @@ pub unsafe extern "C" fn keyscope_close(handle: *mut keyscope_handle) {
     }
     // SAFETY: from `Box::into_raw` in `keyscope_open`, closed once.
     let handle = unsafe { Box::from_raw(handle) };
+    // In a forked child, the handle's threads are gone and its locks may be
+    // held for ever: stopping them would hang. The memory goes with the
+    // process.
+    if FORKS.load(Ordering::Relaxed) != handle.forks_at_open {
+        std::mem::forget(handle);
+        return;
+    }
     let _ = catch_unwind(AssertUnwindSafe(|| drop(handle)));
 }
 

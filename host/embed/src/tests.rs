@@ -250,3 +250,133 @@ fn a_handle_used_in_a_child_forked_after_the_open_denies_and_says_why() {
         keyscope_close(handle);
     }
 }
+
+/// A thousand children forked while the parent's threads swap and read the
+/// status (so that its locks are often held at the fork): in each, every
+/// call answers at once.
+#[test]
+#[allow(unsafe_code)]
+fn no_call_in_a_forked_child_hangs_whatever_the_parent_held() {
+    use keyscope_policy::snapshot::{SnapshotData, default_operations};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let snapshot = |scopes: usize| {
+        SnapshotData {
+            operations: default_operations(),
+            routes: keyscope_policy::routes::default_routes(),
+            scopes: (1..=scopes as u64)
+                .map(|id| keyscope_policy::snapshot::ScopeEntry {
+                    id,
+                    app: "acme".into(),
+                    agents: keyscope_policy::AgentsLevel::View,
+                    runtime: keyscope_policy::RuntimeSet::EMPTY,
+                })
+                .collect(),
+            ..SnapshotData::default()
+        }
+        .encode()
+        .unwrap()
+    };
+    let file = dir.path().join("snapshot.ks");
+    std::fs::write(&file, snapshot(1)).unwrap();
+    let config = dir.path().join("keyscope.toml");
+    std::fs::write(
+        &config,
+        "snapshot = \"snapshot.ks\"\nwatch_interval_ms = 10\n",
+    )
+    .unwrap();
+    let path = std::ffi::CString::new(config.to_str().unwrap()).unwrap();
+    let method = b"GET";
+    let uri = b"/api/v2/apps/acme/agents";
+    let request = keyscope_request {
+        api_keys: std::ptr::null(),
+        api_keys_len: 0,
+        authorizations: std::ptr::null(),
+        authorizations_len: 0,
+        method: keyscope_bytes {
+            ptr: method.as_ptr(),
+            len: method.len(),
+        },
+        path: keyscope_bytes {
+            ptr: uri.as_ptr(),
+            len: uri.len(),
+        },
+    };
+    // SAFETY (test): the FFI as a C host uses it; each child calls the
+    // library, writes one byte to a pipe and leaves with `_exit`.
+    unsafe {
+        let handle = keyscope_open(path.as_ptr(), std::ptr::null_mut(), 0);
+        assert!(!handle.is_null());
+        let shared = handle as usize;
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|threads| {
+            // Swaps, one every few milliseconds.
+            threads.spawn(|| {
+                let mut n = 1;
+                while !stop.load(Ordering::Relaxed) {
+                    n = n % 5 + 1;
+                    let temporary = dir.path().join(".snapshot.new");
+                    std::fs::write(&temporary, snapshot(n)).unwrap();
+                    std::fs::rename(&temporary, &file).unwrap();
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+            });
+            // The status, read without pause: its locks are held often.
+            threads.spawn(|| {
+                let handle = shared as *const keyscope_handle;
+                while !stop.load(Ordering::Relaxed) {
+                    let mut status: keyscope_status = std::mem::zeroed();
+                    keyscope_get_status(handle, &mut status);
+                    let mut json = [0 as std::ffi::c_char; 4096];
+                    keyscope_status_json(handle, json.as_mut_ptr(), json.len());
+                }
+            });
+            for n in 0..1000 {
+                let mut pipe = [0; 2];
+                assert_eq!(libc::pipe(pipe.as_mut_ptr()), 0);
+                let child = libc::fork();
+                assert!(child >= 0);
+                if child == 0 {
+                    let mut status: keyscope_status = std::mem::zeroed();
+                    keyscope_get_status(handle, &mut status);
+                    let mut json = [0 as std::ffi::c_char; 4096];
+                    keyscope_status_json(handle, json.as_mut_ptr(), json.len());
+                    let mut out: keyscope_decision = std::mem::zeroed();
+                    keyscope_decide(handle, &request, &mut out);
+                    let denied = text(&out.reason) == "policy-error"
+                        && text(&status.last_error).contains("forked after the open");
+                    keyscope_close(handle);
+                    let byte = [u8::from(denied)];
+                    libc::write(pipe[1], byte.as_ptr().cast(), 1);
+                    libc::_exit(0);
+                }
+                libc::close(pipe[1]);
+                // A generous deadline: a hang is forever, a busy machine
+                // is not.
+                let mut poll = libc::pollfd {
+                    fd: pipe[0],
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                let ready = libc::poll(&mut poll, 1, 30_000);
+                let mut byte = [0u8; 1];
+                let read = if ready == 1 {
+                    libc::read(pipe[0], byte.as_mut_ptr().cast(), 1)
+                } else {
+                    libc::kill(child, libc::SIGKILL);
+                    0
+                };
+                libc::close(pipe[0]);
+                let mut exit = 0;
+                libc::waitpid(child, &mut exit, 0);
+                if read != 1 {
+                    stop.store(true, Ordering::Relaxed);
+                    panic!("child {n} hung in the library");
+                }
+                assert_eq!(byte[0], 1, "child {n}: a deny with policy-error, and why");
+            }
+            stop.store(true, Ordering::Relaxed);
+        });
+        keyscope_close(handle);
+    }
+}
