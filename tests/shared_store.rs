@@ -551,3 +551,119 @@ fn a_password_of_slashes_at_signs_colons_and_escapes_never_appears() {
         assert!(!said.contains(secret), "`{secret}` was shown:\n{said}");
     }
 }
+
+#[test]
+fn a_role_that_may_only_read_lists_verifies_exports_and_serves() {
+    let cluster = Cluster::start();
+    let sandbox = Sandbox::on_postgres(&cluster);
+    acme_scope(&sandbox);
+    let (_, key) = sandbox.key("acme/s", "k");
+    let url = sandbox.store_arg().into_string().unwrap();
+    let db = url.rsplit('/').next().unwrap().to_owned();
+    let role = format!("reader_{}", std::process::id());
+    let mut superuser = cluster.connect(&db);
+    superuser
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN PASSWORD 'reader-pw'; \
+             GRANT CONNECT ON DATABASE {db} TO {role}; \
+             GRANT USAGE ON SCHEMA keyscope TO {role}; \
+             GRANT SELECT ON ALL TABLES IN SCHEMA keyscope TO {role};"
+        ))
+        .unwrap();
+    let reader = url.replacen(&format!("{}@", pg::USER), &format!("{role}@"), 1);
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_keyscope"))
+            .env("PGPASSWORD", "reader-pw")
+            .env_remove("PGPASSFILE")
+            .env("KEYSCOPE_STORE", &reader)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let said = |output: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    };
+    let exported = sandbox.path("snapshot.ks");
+    for args in [
+        vec!["scope", "list"],
+        vec!["key", "list"],
+        vec!["audit", "list"],
+        vec!["audit", "verify"],
+        vec!["snapshot", "export", "-o", exported.to_str().unwrap()],
+    ] {
+        let output = run(&args);
+        assert!(output.status.success(), "{args:?}: {}", said(&output));
+    }
+    assert!(exported.exists());
+    // A change is refused, by the database, and named.
+    let output = run(&["scope", "create", "--app", "acme", "--name", "t"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        said(&output).contains("permission denied"),
+        "{}",
+        said(&output)
+    );
+
+    // `serve --usage off` with no admin listener writes nothing: it serves.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_keyscope"))
+        .env("PGPASSWORD", "reader-pw")
+        .env_remove("PGPASSFILE")
+        .args([
+            "--store",
+            &reader,
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--usage",
+            "off",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut http = None;
+    loop {
+        let mut line = String::new();
+        assert!(
+            std::io::BufRead::read_line(&mut stdout, &mut line).unwrap() > 0,
+            "serve exited"
+        );
+        let event: Value = serde_json::from_str(&line).unwrap();
+        match event["event"].as_str() {
+            Some("listening") => http = event["http"].as_str().map(str::to_owned),
+            Some("ready") => break,
+            _ => {}
+        }
+    }
+    let decision: Value = crate::support::http_client()
+        .post(format!("http://{}/v1/check", http.unwrap()))
+        .header("content-type", "application/json")
+        .send(json!({ "key": key, "app": "acme", "op": "agents.list" }).to_string())
+        .unwrap()
+        .body_mut()
+        .read_json()
+        .unwrap();
+    assert_eq!(decision["allow"], true, "{decision}");
+    let _ = child.kill();
+    let _ = child.wait();
+
+    // A schema older than this keyscope: the reader is told to migrate.
+    superuser
+        .batch_execute("UPDATE keyscope.schema_version SET version = version - 1")
+        .unwrap();
+    let output = run(&["scope", "list"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        said(&output).contains("keyscope store migrate"),
+        "{}",
+        said(&output)
+    );
+    superuser
+        .batch_execute("UPDATE keyscope.schema_version SET version = version + 1")
+        .unwrap();
+}

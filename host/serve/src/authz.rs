@@ -57,6 +57,8 @@ pub struct Authorizer {
     headers: HeaderConfig,
     /// Key uses, written back in batches.
     usage: Arc<UsageTally>,
+    /// Whether uses are counted at all (`--usage off`: not).
+    counting: bool,
 }
 
 impl std::fmt::Debug for Authorizer {
@@ -73,6 +75,7 @@ impl Authorizer {
         log: DecisionLog,
         headers: HeaderConfig,
         usage: Arc<UsageTally>,
+        counting: bool,
     ) -> Self {
         Self {
             live: OnceLock::new(),
@@ -81,6 +84,7 @@ impl Authorizer {
             log,
             headers,
             usage,
+            counting,
         }
     }
 
@@ -135,7 +139,11 @@ impl Authorizer {
             }
         };
         let took = started.elapsed();
-        if let Some(key_id) = outcome.decision.key_id.filter(|_| front.counts_as_use()) {
+        if let Some(key_id) = outcome
+            .decision
+            .key_id
+            .filter(|_| self.counting && front.counts_as_use())
+        {
             self.usage.record(key_id, now);
         }
         self.metrics

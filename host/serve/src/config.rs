@@ -30,6 +30,9 @@ pub struct ServeConfig {
     /// How often counted key uses are written to the store, in
     /// milliseconds: at most one write per key per interval.
     pub usage_flush_ms: u64,
+    /// Whether key uses are counted and written to the store (last use,
+    /// count). Off, nothing is written: a read-only database role serves.
+    pub usage: bool,
     /// Async worker threads; the number of cores if `None`.
     pub workers: Option<std::num::NonZeroUsize>,
     /// Where decision logs go: a file, `-` for stdout, or nowhere if `None`.
@@ -229,6 +232,7 @@ impl Default for ServeConfig {
             policy: None,
             poll_ms: 100,
             usage_flush_ms: 10_000,
+            usage: true,
             workers: None,
             decision_log: None,
             headers: HeaderConfig::default(),

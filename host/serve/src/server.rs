@@ -182,6 +182,7 @@ impl Server {
             log,
             config.headers.clone(),
             Arc::clone(refresher.usage()),
+            config.usage,
         ));
         // Written at shutdown too, when this is dropped.
         let _usage_writer = match usage_store {
@@ -436,7 +437,10 @@ fn start_live(config: &ServeConfig) -> Result<Started, ServeError> {
     Ok(Started {
         refresher,
         admin,
-        usage_store: Some(Store::open_existing(&config.store)?),
+        usage_store: config
+            .usage
+            .then(|| Store::open_existing(&config.store))
+            .transpose()?,
     })
 }
 

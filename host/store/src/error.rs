@@ -7,6 +7,19 @@ use std::path::PathBuf;
 /// accepted.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The store's schema is older than this build's, and the role it was
+    /// opened with may not migrate it.
+    #[error(
+        "store `{store}` is at schema version {found} and this keyscope needs {needed}, but this role may not change the schema: run `keyscope store migrate` as a role that owns it, then try again"
+    )]
+    SchemaTooOld {
+        /// The store, as it may be shown.
+        store: String,
+        /// Its schema version.
+        found: i64,
+        /// This build's.
+        needed: i64,
+    },
     /// The store file exists but is not a keyscope store.
     #[error("`{store}` is not a keyscope store: {why}")]
     NotAStore {
@@ -181,6 +194,7 @@ impl StoreError {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::NotAStore { .. }
+            | Self::SchemaTooOld { .. }
             | Self::NoStore(_)
             | Self::StoreTooNew { .. }
             | Self::Sqlite(_)

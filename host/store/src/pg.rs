@@ -100,6 +100,8 @@ impl PostgresStore {
         if !pg_schema::exists(&mut client).map_err(|e| classify(url, e.into()))? {
             return Err(Error::NoStore(url.to_string()));
         }
+        // Only read if it is at this build's schema (a role that may only
+        // read opens it); an older one is migrated.
         pg_schema::migrate(&mut client, url).map_err(|e| classify(url, e))?;
         Ok(Self::with_client(url, client))
     }

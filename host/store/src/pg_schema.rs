@@ -383,9 +383,41 @@ pub(crate) fn exists(client: &mut Client) -> std::result::Result<bool, postgres:
     Ok(row.get(0))
 }
 
+/// The store's schema version, read only.
+pub(crate) fn version(client: &mut Client) -> std::result::Result<i32, postgres::Error> {
+    Ok(client
+        .query_opt(
+            "SELECT version FROM keyscope.schema_version WHERE id = 1",
+            &[],
+        )?
+        .map_or(0, |row| row.get(0)))
+}
+
 /// Creates or migrates the store's schema; refuses one newer than this
-/// build.
+/// build. A role that may not change the schema gets an error that names
+/// `keyscope store migrate`.
 pub(crate) fn migrate(client: &mut Client, url: &PostgresUrl) -> Result<i32> {
+    // At this build's version already: only read, so that a role that may
+    // only read can open the store.
+    if exists(client)? && version(client)? == SCHEMA_VERSION {
+        return Ok(SCHEMA_VERSION);
+    }
+    match migrate_inner(client, url) {
+        Err(Error::Postgres(error))
+            if error.code() == Some(&postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) =>
+        {
+            let found = version(client).unwrap_or(0);
+            Err(Error::SchemaTooOld {
+                store: url.to_string(),
+                found: i64::from(found),
+                needed: i64::from(SCHEMA_VERSION),
+            })
+        }
+        other => other,
+    }
+}
+
+fn migrate_inner(client: &mut Client, url: &PostgresUrl) -> Result<i32> {
     let mut tx = client.transaction()?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
     tx.batch_execute(

@@ -40,6 +40,10 @@ pub struct ServeArgs {
     /// milliseconds (default 10000): at most one write per key per interval.
     #[arg(long, value_name = "MS")]
     usage_flush_ms: Option<u64>,
+    /// Count key uses and write them to the store (`on`, the default), or
+    /// not (`off`: nothing is written, so a read-only database role serves).
+    #[arg(long, value_name = "on|off", value_parser = ["on", "off"])]
+    usage: Option<String>,
     /// Async worker threads (default: one per core).
     #[arg(long, value_name = "N")]
     workers: Option<std::num::NonZeroUsize>,
@@ -101,6 +105,9 @@ pub fn run(args: ServeArgs, store: &Location) -> anyhow::Result<ExitCode> {
     }
     if let Some(ms) = args.usage_flush_ms {
         config.usage_flush_ms = ms;
+    }
+    if let Some(usage) = args.usage {
+        config.usage = usage == "on";
     }
     config.workers = args.workers.or(config.workers);
     let bundles = &mut config.bundles;

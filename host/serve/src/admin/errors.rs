@@ -146,6 +146,7 @@ pub(crate) fn status_of(err: &StoreError) -> StatusCode {
         StoreError::NotAStore { .. }
         | StoreError::NoStore(_)
         | StoreError::StoreTooNew { .. }
+        | StoreError::SchemaTooOld { .. }
         | StoreError::Sqlite(_)
         | StoreError::Postgres(_)
         | StoreError::DestinationNotEmpty(_)
