@@ -51,6 +51,7 @@ fn embedded(c: &mut Criterion) {
             interval: std::time::Duration::from_secs(60),
         },
         limits: Limits::default(),
+        max_stale: None,
         force_untested_policy: false,
     })
     .unwrap();

@@ -780,7 +780,7 @@ fn workers_as_nobody_read_what_root_exports_and_say_stale_when_they_cannot() {
     let (_, second) = sandbox.key("acme/viewer", "second");
     let prefix = Prefix::new(
         &sandbox,
-        "snapshot = \"snapshot.ks\"\nwatch_interval_ms = 50\n",
+        "snapshot = \"snapshot.ks\"\nwatch_interval_ms = 50\nmax_stale_s = 1\n",
     );
     // A deployment's directories: the workers' user can reach them.
     for dir in [sandbox.dir.path(), &prefix.dir] {
@@ -828,7 +828,11 @@ fn workers_as_nobody_read_what_root_exports_and_say_stale_when_they_cannot() {
                     .is_some_and(|e| e.contains("snapshot") && e.contains("ermission"))
         },
     );
-    assert_eq!(ask(nginx.addr, "GET", path, Some(&second)), 200);
+    // Stale past `max_stale_s`: every request denied, 503, rather than
+    // decided on a snapshot that may miss a revocation.
+    wait_until(30, "both workers failing closed", || {
+        (0..16).all(|_| ask(nginx.addr, "GET", path, Some(&second)) == 503)
+    });
     std::fs::set_permissions(&snapshot, std::fs::Permissions::from_mode(0o640)).unwrap();
     // An operator's own mode (here 0640) is kept by the next export.
     export(&sandbox, &prefix);
@@ -836,5 +840,8 @@ fn workers_as_nobody_read_what_root_exports_and_say_stale_when_they_cannot() {
     std::fs::set_permissions(&snapshot, std::fs::Permissions::from_mode(0o644)).unwrap();
     until_both(&nginx, "both workers fresh again", |status| {
         status["stale"] == false
+    });
+    wait_until(30, "decisions resuming", || {
+        (0..16).all(|_| ask(nginx.addr, "GET", path, Some(&second)) == 200)
     });
 }

@@ -959,7 +959,11 @@ fn a_control_plane_signs_its_state_anew_and_its_gateways_never_go_stale() {
 }
 
 /// Polls `probe` until it gives a value, for up to `seconds`.
-fn wait_until_value<T>(seconds: u64, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+pub(crate) fn wait_until_value<T>(
+    seconds: u64,
+    what: &str,
+    mut probe: impl FnMut() -> Option<T>,
+) -> T {
     let mut found = None;
     wait_until(seconds, what, || {
         found = probe();
@@ -1566,4 +1570,37 @@ fn one_bad_client_behind_a_proxy_locks_out_only_itself() {
     // From another address behind the proxy, a wrong token is a 401 of its
     // own, not the bad client's 429.
     assert_eq!(get_from("127.0.0.3", proxy.addr, "/admin/status", bad), 401);
+}
+
+#[test]
+fn a_gateway_with_max_stale_denies_once_its_control_plane_is_gone_too_long() {
+    let fleet = Fleet::new();
+    let scope = fleet.sandbox.scope("acme", "s", "view", "run");
+    let (_, key) = fleet.sandbox.key(&scope.to_string(), "k");
+    let admin = free_port().to_string();
+    let mut control_plane = fleet.control_plane(&["--admin-listen", &admin]);
+    let url = control_plane.admin_url("/v1/bundle");
+    let config = fleet.sandbox.path("gateway.toml");
+    std::fs::write(&config, "max_stale_s = 1\n[bundles]\ninterval_ms = 100\n").unwrap();
+    let (_g, gateway) = fleet.gateway(
+        &url,
+        "strict",
+        &fleet.sandbox.path("cache"),
+        &["--config", config.to_str().unwrap()],
+    );
+    assert!(allowed(&gateway, &key));
+    control_plane.child.kill().unwrap();
+    control_plane.child.wait().unwrap();
+    // Unreachable for longer than max_stale: every decision denied, with
+    // its own reason, rather than served from a state that may miss a
+    // revocation.
+    let denied = wait_until_value(30, "the gateway failing closed", || {
+        let decision = decide(&gateway, &key);
+        (decision["reason"] == "stale-policy").then_some(decision)
+    });
+    assert_eq!(denied["allow"], false, "{denied}");
+    assert_eq!(bundle_status(&gateway)["stale"], true);
+    // Back: decisions resume at its next good poll.
+    let _control_plane = fleet.control_plane(&["--admin-listen", &admin]);
+    wait_until(60, "decisions resuming", || allowed(&gateway, &key));
 }

@@ -667,3 +667,44 @@ fn a_role_that_may_only_read_lists_verifies_exports_and_serves() {
         .batch_execute("UPDATE keyscope.schema_version SET version = version + 1")
         .unwrap();
 }
+
+#[test]
+fn max_stale_fails_closed_past_its_bound_and_decisions_resume_when_the_store_returns() {
+    let cluster = Cluster::start();
+    let sandbox = Sandbox::on_postgres(&cluster);
+    acme_scope(&sandbox);
+    let (_, key) = sandbox.key("acme/s", "k");
+    let server = sandbox.serve(&["--max-stale", "1"]);
+    let check = || {
+        let mut response = crate::support::http_client()
+            .post(server.url("/v1/check"))
+            .header("content-type", "application/json")
+            .send(json!({ "key": key, "app": "acme", "op": "agents.list" }).to_string())
+            .unwrap();
+        let status = response.status().as_u16();
+        let body: Value = response.body_mut().read_json().unwrap();
+        (status, body)
+    };
+    assert_eq!(check().1["allow"], true);
+    cluster.stop_server();
+    // Past the bound: every decision denied, with a reason of its own.
+    let (status, body) = crate::fleet::wait_until_value(30, "decisions denied as stale", || {
+        let (status, body) = check();
+        (body["reason"] == "stale-policy").then_some((status, body))
+    });
+    assert_eq!(body["allow"], false, "{body}");
+    assert_eq!(status, 200, "/v1/check answers the decision itself");
+    let nginx_door = crate::support::http_client()
+        .get(server.url("/auth"))
+        .header("x-original-uri", "/api/v2/apps/acme/agents")
+        .header("x-original-method", "GET")
+        .header("x-api-key", &key)
+        .call()
+        .unwrap()
+        .status();
+    assert_eq!(nginx_door, 503);
+    cluster.start_server();
+    wait_until(60, "decisions resuming with the store back", || {
+        check().1["allow"] == true
+    });
+}

@@ -176,7 +176,8 @@ fn to_wit_reason(reason: Reason) -> api::Reason {
         Reason::InsufficientPermission => api::Reason::InsufficientPermission,
         Reason::UnknownOperation => api::Reason::UnknownOperation,
         Reason::NoSnapshot => api::Reason::NoSnapshot,
-        Reason::PolicyError => api::Reason::PolicyError,
+        // The host's alone; a component never decides it.
+        Reason::PolicyError | Reason::StalePolicy => api::Reason::PolicyError,
     }
 }
 

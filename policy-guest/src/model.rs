@@ -461,11 +461,15 @@ pub enum Reason {
     NoSnapshot,
     /// The policy failed (a trap, a timeout, a broken module); set by hosts.
     PolicyError,
+    /// The host's decision data is older than its `max_stale` allows (an
+    /// operator's choice to fail closed); set by hosts only, never by the
+    /// component, so it is not in the WIT.
+    StalePolicy,
 }
 
 impl Reason {
     /// Every reason.
-    pub const ALL: [Reason; 11] = [
+    pub const ALL: [Reason; 12] = [
         Self::Allowed,
         Self::MissingKey,
         Self::MalformedKey,
@@ -477,6 +481,7 @@ impl Reason {
         Self::UnknownOperation,
         Self::NoSnapshot,
         Self::PolicyError,
+        Self::StalePolicy,
     ];
     const NAMES: &'static [&'static str] = &[
         "allowed",
@@ -490,9 +495,11 @@ impl Reason {
         "unknown-operation",
         "no-snapshot",
         "policy-error",
+        "stale-policy",
     ];
 
-    /// The reason's name, as in the WIT and the decision JSON.
+    /// The reason's name, as in the WIT (but `stale-policy`, the host's
+    /// own) and the decision JSON.
     pub fn as_str(self) -> &'static str {
         Self::NAMES[self as usize]
     }

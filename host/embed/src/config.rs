@@ -43,6 +43,7 @@ struct ConfigFile {
     bundle_interval_ms: Option<u64>,
     evaluate_timeout_ms: Option<u64>,
     max_memory_mib: Option<usize>,
+    max_stale_s: Option<u64>,
     /// Tests only: publish `policy` without its self-test, to prove that a
     /// hostile module forced live is contained.
     #[cfg(feature = "fault-injection")]
@@ -92,6 +93,9 @@ pub struct EmbedConfig {
     pub source: DataSource,
     /// Bounds on every call into the policy, as `keyscope serve` has them.
     pub limits: Limits,
+    /// Deny every decision (`stale-policy`) once the data is older than
+    /// this; `None`: decide on the last good data (fail static).
+    pub max_stale: Option<Duration>,
     /// Tests only: publish the module without its self-test.
     pub force_untested_policy: bool,
 }
@@ -232,8 +236,18 @@ impl EmbedConfig {
         {
             return Err("`force_untested_policy` needs `policy`".to_owned());
         }
+        let max_stale = match file.max_stale_s {
+            None => None,
+            Some(seconds @ 1..=31_536_000) => Some(Duration::from_secs(seconds)),
+            Some(seconds) => {
+                return Err(format!(
+                    "`max_stale_s` is {seconds}; it must be from 1 to 31536000 (a year)"
+                ));
+            }
+        };
         Ok(Self {
             source,
+            max_stale,
             limits,
             force_untested_policy,
         })

@@ -148,6 +148,7 @@ impl Embedded {
         let evaluate_timeout = config.limits.evaluate_timeout;
         let options = LiveOptions {
             limits: config.limits.clone(),
+            max_stale: config.max_stale,
             ..LiveOptions::default()
         };
         let errors = Arc::new(Mutex::new(Errors::default()));
@@ -511,10 +512,17 @@ impl FileFeed {
             Ok(_) => {
                 state.refused = None;
                 state.staleness.checked();
+                live.mark_fresh();
             }
             Err(error) => {
                 state.refused = Some(error.clone());
                 state.staleness.failed(error);
+                live.mark_stale(
+                    state
+                        .staleness
+                        .stale_since_ms
+                        .unwrap_or_else(keyscope_runtime::time::now_ms),
+                );
             }
         }
         outcome.map(|_| ())

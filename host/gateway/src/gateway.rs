@@ -300,6 +300,9 @@ impl Gateway {
                 .user_agent("keyscope-gateway")
                 .build(),
         );
+        // A cache past its expiry still serves (fail static), and counts
+        // toward `max_stale` from then.
+        live.set_expiry(status.expires_at_ms.unwrap_or(0));
         let gateway = Arc::new(Self {
             config,
             agent,
@@ -371,7 +374,10 @@ impl Gateway {
     pub fn poll(&self, wait: Duration) -> Result<bool, PollError> {
         let outcome = self.poll_inner(wait);
         match &outcome {
-            Ok(_) => self.update(|status| status.staleness.checked()),
+            Ok(_) => {
+                self.update(|status| status.staleness.checked());
+                self.live.mark_fresh();
+            }
             Err(error) => {
                 self.update(|status| {
                     let refused = error.kind().is_some();
@@ -384,6 +390,8 @@ impl Gateway {
                         tracing::warn!(%error, "gateway: the last good bundle keeps serving");
                     }
                     count(status, error);
+                    self.live
+                        .mark_stale(status.staleness.stale_since_ms.unwrap_or_else(now_ms));
                 });
             }
         }
@@ -499,6 +507,7 @@ impl Gateway {
                 status.held(&manifest);
                 status.from_cache = false;
             });
+            self.live.set_expiry(manifest.expires_at_ms);
             follower.commit(candidate);
             let current = self.live.current();
             if let Some(path) = &self.config.cache
@@ -527,6 +536,7 @@ impl Gateway {
             keyscope_bundle::Kind::Full => "full",
             keyscope_bundle::Kind::Delta => "delta",
         };
+        self.live.set_expiry(manifest.expires_at_ms);
         self.update(|status| {
             status.held(manifest);
             status.from_cache = false;

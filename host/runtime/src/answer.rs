@@ -18,7 +18,7 @@ pub fn status(reason: Reason) -> u16 {
         | Reason::RevokedKey
         | Reason::ExpiredKey => 401,
         Reason::WrongApp | Reason::InsufficientPermission | Reason::UnknownOperation => 403,
-        Reason::NoSnapshot | Reason::PolicyError => 503,
+        Reason::NoSnapshot | Reason::PolicyError | Reason::StalePolicy => 503,
     }
 }
 

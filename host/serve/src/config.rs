@@ -33,6 +33,11 @@ pub struct ServeConfig {
     /// Whether key uses are counted and written to the store (last use,
     /// count). Off, nothing is written: a read-only database role serves.
     pub usage: bool,
+    /// Deny every decision (`stale-policy`, 503) once the data is older
+    /// than this many seconds: its source (the store, the bundle server)
+    /// unreadable, or a gateway's bundle expired, for longer. `None`, the
+    /// default: decide on the last good data however old (fail static).
+    pub max_stale_s: Option<u64>,
     /// Async worker threads; the number of cores if `None`.
     pub workers: Option<std::num::NonZeroUsize>,
     /// Where decision logs go: a file, `-` for stdout, or nowhere if `None`.
@@ -233,6 +238,7 @@ impl Default for ServeConfig {
             poll_ms: 100,
             usage_flush_ms: 10_000,
             usage: true,
+            max_stale_s: None,
             workers: None,
             decision_log: None,
             headers: HeaderConfig::default(),
@@ -323,6 +329,12 @@ impl ServeConfig {
     pub fn validate(&self) -> Result<(), ServeError> {
         let bad = |why: String| Err(ServeError::Invalid(why));
         self.admin.trusted_proxies()?;
+        if self.max_stale_s == Some(0) {
+            return bad(
+                "max_stale_s is 0: give a number of seconds, or leave it out to fail static"
+                    .to_owned(),
+            );
+        }
         for (what, name) in [
             ("headers.api_key", &self.headers.api_key),
             ("headers.key_id", &self.headers.key_id),
@@ -423,6 +435,14 @@ impl ServeConfig {
             ));
         }
         Ok(())
+    }
+
+    /// The live options every enforcement point starts with.
+    pub(super) fn live_options(&self) -> keyscope_runtime::swap::LiveOptions {
+        keyscope_runtime::swap::LiveOptions {
+            max_stale: self.max_stale_s.map(Duration::from_secs),
+            ..keyscope_runtime::swap::LiveOptions::default()
+        }
     }
 
     pub(super) fn poll_interval(&self) -> Duration {

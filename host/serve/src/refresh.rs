@@ -206,7 +206,8 @@ impl Refresher {
         let update = match builder.update(store) {
             Ok(update) => update,
             Err(error) => {
-                mark_stale(freshness, &error);
+                let since = mark_stale(freshness, &error);
+                self.live.mark_stale(since);
                 return Err(error.into());
             }
         };
@@ -237,6 +238,7 @@ impl Refresher {
         freshness.revision = builder.revision();
         freshness.staleness.checked();
         drop(freshness);
+        self.live.mark_fresh();
         if let Some(bundles) = bundles {
             // The gateways' tokens, so that a revoked one is refused from
             // now on. Unreadable, the last read keep serving (fail static).
@@ -348,11 +350,16 @@ impl Refresher {
     }
 }
 
-fn mark_stale(freshness: &Mutex<Freshness>, error: &StoreError) {
+/// Marks the store unreadable; since when.
+fn mark_stale(freshness: &Mutex<Freshness>, error: &StoreError) -> u64 {
     let mut freshness = freshness.lock().unwrap_or_else(PoisonError::into_inner);
     if freshness.staleness.failed(error) {
         tracing::warn!(%error, "the store cannot be read: the last snapshot keeps serving");
     }
+    freshness
+        .staleness
+        .stale_since_ms
+        .unwrap_or_else(keyscope_runtime::time::now_ms)
 }
 
 /// Why a module reload failed; the current generation keeps serving.

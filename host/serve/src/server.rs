@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use envoy_types::ext_authz::v3::pb::AuthorizationServer;
-use keyscope_runtime::swap::{LiveOptions, LivePolicy};
+use keyscope_runtime::swap::LivePolicy;
 use keyscope_store::snapshot::Builder;
 use keyscope_store::{AnyStore as Store, Store as _};
 use tokio::net::TcpListener;
@@ -376,7 +376,7 @@ fn start_live(config: &ServeConfig) -> Result<Started, ServeError> {
     let live = Arc::new(LivePolicy::new(
         module.as_deref(),
         &snapshot,
-        LiveOptions::default(),
+        config.live_options(),
     )?);
     let bundles = match &config.bundles.signing_key {
         Some(key) => {
@@ -512,7 +512,7 @@ fn start_gateway(config: &ServeConfig, url: &str) -> Result<Started, ServeError>
             wait: std::time::Duration::from_secs(bundles.wait_s),
             interval: std::time::Duration::from_millis(bundles.interval_ms),
         },
-        LiveOptions::default(),
+        config.live_options(),
     )?;
     let refresher = Arc::new(Refresher::gateway(gateway));
     let admin = match config.admin.listen {

@@ -44,6 +44,12 @@ pub struct ServeArgs {
     /// not (`off`: nothing is written, so a read-only database role serves).
     #[arg(long, value_name = "on|off", value_parser = ["on", "off"])]
     usage: Option<String>,
+    /// Deny every decision (`stale-policy`, 503) once the data is older
+    /// than SECONDS: the store or bundle server unreadable, or the held
+    /// bundle expired, for longer. Default: fail static (decide on the
+    /// last good data however old).
+    #[arg(long, value_name = "SECONDS")]
+    max_stale: Option<u64>,
     /// Async worker threads (default: one per core).
     #[arg(long, value_name = "N")]
     workers: Option<std::num::NonZeroUsize>,
@@ -109,6 +115,7 @@ pub fn run(args: ServeArgs, store: &Location) -> anyhow::Result<ExitCode> {
     if let Some(usage) = args.usage {
         config.usage = usage == "on";
     }
+    config.max_stale_s = args.max_stale.or(config.max_stale_s);
     config.workers = args.workers.or(config.workers);
     let bundles = &mut config.bundles;
     bundles.signing_key = args.bundle_signing_key.or(bundles.signing_key.take());

@@ -95,6 +95,43 @@ pub struct LivePolicy {
     /// Serialises swaps; readers never take it.
     swapping: Mutex<SwapState>,
     pub(super) stats: Stats,
+    /// How old the decision data may grow before decisions fail closed.
+    pub(super) stale: StaleGuard,
+}
+
+/// `max_stale`: an operator's choice to deny (`stale-policy`) rather than
+/// decide on data older than a bound. Fed by whatever follows the source
+/// (a store's refresh, a gateway's polls and its bundle's expiry, the
+/// embedded library's file watcher); read with three relaxed loads by
+/// every decision.
+#[derive(Debug, Default)]
+pub(super) struct StaleGuard {
+    /// The bound in ms; 0: off (fail static, the default).
+    max_ms: AtomicU64,
+    /// Since when the source could not be read; 0: it could.
+    since_ms: AtomicU64,
+    /// When the data's signature expires (a bundle); 0: never.
+    expires_at_ms: AtomicU64,
+}
+
+impl StaleGuard {
+    /// Whether decisions at `now_ms` must be denied.
+    pub(super) fn too_stale(&self, now_ms: u64) -> bool {
+        let max = self.max_ms.load(Ordering::Relaxed);
+        if max == 0 {
+            return false;
+        }
+        let since = self.since_ms.load(Ordering::Relaxed);
+        let expires = self.expires_at_ms.load(Ordering::Relaxed);
+        let stale_since = match (since, expires) {
+            (0, 0) => return false,
+            (0, expires) if now_ms < expires => return false,
+            (0, expires) => expires,
+            (since, expires) if expires != 0 && expires <= now_ms => since.min(expires),
+            (since, _) => since,
+        };
+        now_ms.saturating_sub(stale_since) > max
+    }
 }
 
 impl fmt::Debug for LivePolicy {
@@ -114,6 +151,9 @@ pub struct LiveOptions {
     pub self_test: SelfTest,
     /// How many swaps the history keeps.
     pub history_len: usize,
+    /// Deny every decision (`stale-policy`) once the data is older than
+    /// this ([`LivePolicy::set_max_stale`]); `None`: fail static.
+    pub max_stale: Option<std::time::Duration>,
 }
 
 impl Default for LiveOptions {
@@ -122,6 +162,7 @@ impl Default for LiveOptions {
             limits: Limits::default(),
             self_test: SelfTest::default(),
             history_len: 32,
+            max_stale: None,
         }
     }
 }
@@ -130,6 +171,13 @@ impl LivePolicy {
     /// Starts with `module` (the embedded component if `None`) and
     /// `snapshot`, after the same checks as any swap.
     pub fn new(module: Option<&[u8]>, snapshot: &[u8], options: LiveOptions) -> Swapped<Self> {
+        let max_stale = options.max_stale;
+        let live = Self::new_inner(module, snapshot, options)?;
+        live.set_max_stale(max_stale);
+        Ok(live)
+    }
+
+    fn new_inner(module: Option<&[u8]>, snapshot: &[u8], options: LiveOptions) -> Swapped<Self> {
         let engine = PolicyEngine::new().map_err(SwapError::Engine)?;
         let module = module.unwrap_or(EMBEDDED_POLICY);
         let mut state = SwapState::default();
@@ -162,7 +210,47 @@ impl LivePolicy {
             current: ArcSwap::from_pointee(first),
             swapping: Mutex::new(state),
             stats: Stats::default(),
+            stale: StaleGuard::default(),
         })
+    }
+
+    /// Denies every decision (`stale-policy`, 503) once the data is older
+    /// than `max_stale`: its source unreadable (or its signature expired)
+    /// for longer. `None`: decide on the last good data however old (fail
+    /// static, the default).
+    pub fn set_max_stale(&self, max_stale: Option<std::time::Duration>) {
+        let ms = max_stale.map_or(0, |max| {
+            u64::try_from(max.as_millis()).unwrap_or(u64::MAX).max(1)
+        });
+        self.stale.max_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// The source could not be read (or verified, or loaded) since
+    /// `since_ms`.
+    pub fn mark_stale(&self, since_ms: u64) {
+        let _ = self.stale.since_ms.compare_exchange(
+            0,
+            since_ms.max(1),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// The source was read good just now.
+    pub fn mark_fresh(&self) {
+        self.stale.since_ms.store(0, Ordering::Relaxed);
+    }
+
+    /// The data's signature expires at `expires_at_ms` (0: never).
+    pub fn set_expiry(&self, expires_at_ms: u64) {
+        self.stale
+            .expires_at_ms
+            .store(expires_at_ms, Ordering::Relaxed);
+    }
+
+    /// Whether a decision at `now_ms` is denied as `stale-policy`.
+    pub fn too_stale(&self, now_ms: u64) -> bool {
+        self.stale.too_stale(now_ms)
     }
 
     /// The generation serving now.
@@ -342,5 +430,36 @@ fn record(generation: Option<&Generation>, kind: &'static str, outcome: String) 
         snapshot_digest: generation.map(|g| g.snapshot_info.digest_hex()),
         at_ms: now_ms(),
         outcome,
+    }
+}
+
+#[cfg(test)]
+mod stale_tests {
+    use super::*;
+
+    fn guard(max_ms: u64, since_ms: u64, expires_at_ms: u64) -> StaleGuard {
+        StaleGuard {
+            max_ms: AtomicU64::new(max_ms),
+            since_ms: AtomicU64::new(since_ms),
+            expires_at_ms: AtomicU64::new(expires_at_ms),
+        }
+    }
+
+    #[test]
+    fn stale_past_the_bound_from_an_outage_or_an_expiry_and_never_when_off() {
+        // Off: however old.
+        assert!(!guard(0, 1, 1).too_stale(u64::MAX));
+        // Fresh, no expiry.
+        assert!(!guard(1000, 0, 0).too_stale(50_000));
+        // An outage since 10 s: stale past 11 s, not before.
+        assert!(!guard(1000, 10_000, 0).too_stale(11_000));
+        assert!(guard(1000, 10_000, 0).too_stale(11_001));
+        // An expiry: counts from when it passed.
+        assert!(!guard(1000, 0, 20_000).too_stale(19_000));
+        assert!(!guard(1000, 0, 20_000).too_stale(21_000));
+        assert!(guard(1000, 0, 20_000).too_stale(21_001));
+        // Both: the earlier.
+        assert!(guard(1000, 30_000, 20_000).too_stale(21_001));
+        assert!(guard(1000, 10_000, 20_000).too_stale(11_001));
     }
 }

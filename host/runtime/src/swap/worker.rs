@@ -82,6 +82,9 @@ impl Worker {
     /// worker cannot get an instance of it, or the policy fails, the answer
     /// is a deny with [`Reason::PolicyError`].
     pub fn evaluate(&mut self, request: &Request<'_>) -> Outcome {
+        if self.live.too_stale(request.now) {
+            return self.stale_outcome();
+        }
         let (decision, generation) = match self.instance() {
             Ok((instance, generation)) => (instance.evaluate(request), generation),
             Err(generation) => (Decision::deny(Reason::PolicyError), generation),
@@ -96,6 +99,15 @@ impl Worker {
 
     /// Decides many requests on one generation, in one call.
     pub fn evaluate_batch(&mut self, requests: &[Request<'_>]) -> BatchOutcome {
+        if requests
+            .first()
+            .is_some_and(|request| self.live.too_stale(request.now))
+        {
+            return BatchOutcome {
+                decisions: vec![Decision::deny(Reason::StalePolicy); requests.len()],
+                generation: self.live.current.load().number,
+            };
+        }
         let (decisions, generation) = match self.instance() {
             Ok((instance, generation)) => (instance.evaluate_batch(requests), generation),
             Err(generation) => (
@@ -116,6 +128,9 @@ impl Worker {
     /// Routes and decides an HTTP request on the current generation; fails
     /// closed as [`Worker::evaluate`] does.
     pub fn evaluate_http(&mut self, request: &HttpRequest<'_>) -> Outcome {
+        if self.live.too_stale(request.now) {
+            return self.stale_outcome();
+        }
         let (routed, generation) = match self.instance() {
             Ok((instance, generation)) => (instance.evaluate_http(request), generation),
             Err(generation) => (RoutedDecision::deny(Reason::PolicyError), generation),
@@ -125,6 +140,16 @@ impl Worker {
             decision: routed.decision,
             route: routed.route,
             generation,
+        }
+    }
+
+    /// A deny because the data is older than `max_stale` allows: the
+    /// policy is not asked.
+    fn stale_outcome(&self) -> Outcome {
+        Outcome {
+            decision: Decision::deny(Reason::StalePolicy),
+            route: None,
+            generation: self.live.current.load().number,
         }
     }
 

@@ -355,5 +355,8 @@ fn explain(decision: &Decision) -> String {
         }
         Reason::NoSnapshot => "No snapshot is loaded, so everything is denied.".to_owned(),
         Reason::PolicyError => "The policy failed, so the request is denied.".to_owned(),
+        Reason::StalePolicy => {
+            "The decision data is older than max_stale allows, so the request is denied.".to_owned()
+        }
     }
 }
