@@ -652,6 +652,39 @@ fn the_admin_api_refuses_alike_logs_counts_and_rate_limits_failures() {
         assert_eq!(code, 404);
         assert!(page.contains("Page not found"), "{page}");
     }
+    // A trailing slash is redirected away (never off this console), and a
+    // console page carries its CSP.
+    let browser: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .build()
+        .into();
+    for (path, expected) in [
+        ("/apps/", Some("/apps")),
+        ("/audit/?x=1", Some("/audit?x=1")),
+        ("//evil.example/", None),
+        ("/nothing-here/", Some("/nothing-here")),
+    ] {
+        let response = browser.get(server.admin_url(path)).call().unwrap();
+        let location = response
+            .headers()
+            .get("location")
+            .map(|v| v.to_str().unwrap().to_owned());
+        match expected {
+            Some(target) => {
+                assert_eq!(response.status(), 308, "{path}");
+                assert_eq!(location.as_deref(), Some(target), "{path}");
+            }
+            None => {
+                assert_eq!(response.status(), 404, "{path}");
+                assert_eq!(location, None, "{path}");
+            }
+        }
+        assert!(
+            response.headers().get("content-security-policy").is_some(),
+            "{path}"
+        );
+    }
     let wrong = "ksadmin_wrong-token-0000000000000000";
     // Ten failures in all (four above, six here), then 429 for a wrong
     // token, while the valid one still gets in: only failures are limited.
