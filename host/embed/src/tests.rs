@@ -172,6 +172,26 @@ fn which_cc() -> Option<&'static str> {
         .find(|path| Path::new(path).exists())
 }
 
+/// `GET /api/v2/apps/acme/agents` with no credential.
+fn get_agents() -> keyscope_request {
+    const METHOD: &[u8] = b"GET";
+    const URI: &[u8] = b"/api/v2/apps/acme/agents";
+    keyscope_request {
+        api_keys: std::ptr::null(),
+        api_keys_len: 0,
+        authorizations: std::ptr::null(),
+        authorizations_len: 0,
+        method: keyscope_bytes {
+            ptr: METHOD.as_ptr(),
+            len: METHOD.len(),
+        },
+        path: keyscope_bytes {
+            ptr: URI.as_ptr(),
+            len: URI.len(),
+        },
+    }
+}
+
 /// A handle opened, then the process forked: in the child every decision
 /// is a deny with `policy-error` whose words say to open per worker; the
 /// parent decides on.
@@ -191,22 +211,7 @@ fn a_handle_used_in_a_child_forked_after_the_open_denies_and_says_why() {
     let config = dir.path().join("keyscope.toml");
     std::fs::write(&config, "snapshot = \"snapshot.ks\"\n").unwrap();
     let path = std::ffi::CString::new(config.to_str().unwrap()).unwrap();
-    let method = b"GET";
-    let uri = b"/api/v2/apps/acme/agents";
-    let request = keyscope_request {
-        api_keys: std::ptr::null(),
-        api_keys_len: 0,
-        authorizations: std::ptr::null(),
-        authorizations_len: 0,
-        method: keyscope_bytes {
-            ptr: method.as_ptr(),
-            len: method.len(),
-        },
-        path: keyscope_bytes {
-            ptr: uri.as_ptr(),
-            len: uri.len(),
-        },
-    };
+    let request = get_agents();
     // SAFETY (test): the FFI as a C host uses it; the child only decides,
     // reads the status, writes to a pipe and leaves with `_exit`.
     unsafe {
@@ -286,22 +291,7 @@ fn no_call_in_a_forked_child_hangs_whatever_the_parent_held() {
     )
     .unwrap();
     let path = std::ffi::CString::new(config.to_str().unwrap()).unwrap();
-    let method = b"GET";
-    let uri = b"/api/v2/apps/acme/agents";
-    let request = keyscope_request {
-        api_keys: std::ptr::null(),
-        api_keys_len: 0,
-        authorizations: std::ptr::null(),
-        authorizations_len: 0,
-        method: keyscope_bytes {
-            ptr: method.as_ptr(),
-            len: method.len(),
-        },
-        path: keyscope_bytes {
-            ptr: uri.as_ptr(),
-            len: uri.len(),
-        },
-    };
+    let request = get_agents();
     // SAFETY (test): the FFI as a C host uses it; each child calls the
     // library, writes one byte to a pipe and leaves with `_exit`.
     unsafe {

@@ -125,15 +125,8 @@ const MIGRATIONS: &[&str] = &[
         hash BYTEA NOT NULL
     );
 "#,
-    // Fleet tokens: one credential per gateway, beside the admin tokens in
-    // the same table, so that no digest is ever taken by both kinds.
-    r#"
-    ALTER TABLE admin_tokens ADD COLUMN kind TEXT NOT NULL DEFAULT 'admin'
-        CHECK (kind IN ('admin', 'fleet'));
-    DROP INDEX admin_tokens_live_name;
-    CREATE UNIQUE INDEX admin_tokens_live_name ON admin_tokens (kind, name)
-        WHERE revoked_at IS NULL;
-"#,
+    // Fleet tokens, as on SQLite.
+    crate::schema::FLEET_TOKENS,
 ];
 
 /// The schema version this build writes.

@@ -135,16 +135,19 @@ const MIGRATIONS: &[&str] = &[
         hash BLOB NOT NULL
     );
 "#,
-    // Fleet tokens: one credential per gateway, beside the admin tokens in
-    // the same table, so that no digest is ever taken by both kinds.
-    r#"
+    FLEET_TOKENS,
+];
+
+/// Fleet tokens: one credential per gateway, beside the admin tokens in the
+/// same table, so that no digest is ever taken by both kinds. The same SQL
+/// on both backends (`crate::pg_schema` takes it too).
+pub(crate) const FLEET_TOKENS: &str = r#"
     ALTER TABLE admin_tokens ADD COLUMN kind TEXT NOT NULL DEFAULT 'admin'
         CHECK (kind IN ('admin', 'fleet'));
     DROP INDEX admin_tokens_live_name;
     CREATE UNIQUE INDEX admin_tokens_live_name ON admin_tokens (kind, name)
         WHERE revoked_at IS NULL;
-"#,
-];
+"#;
 
 /// The default operations schema 3 added (the platform's run-status,
 /// session-read and attachment-delete routes); an older store gets them and
