@@ -416,6 +416,24 @@ fn output_files_never_replace_a_symlink_fifo_or_directory() {
         .unwrap();
     assert!(output.status.success());
     assert!(output.stdout.starts_with(b"\0asm"));
+    // A replaced file keeps its permission bits, never setuid or setgid,
+    // and (for root, who can) its owner and group.
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o6750)).unwrap();
+    let root = std::fs::metadata("/proc/self").unwrap().uid() == 0;
+    if root {
+        std::os::unix::fs::chown(&target, Some(65534), Some(65534)).unwrap();
+    }
+    sandbox
+        .keyscope(["snapshot", "export", "-o"])
+        .arg(&target)
+        .assert()
+        .success();
+    let meta = std::fs::metadata(&target).unwrap();
+    assert_eq!(meta.mode() & 0o7777, 0o750);
+    if root {
+        assert_eq!((meta.uid(), meta.gid()), (65534, 65534));
+    }
 }
 
 #[test]

@@ -4,11 +4,13 @@
 //!
 //! Behind a proxy every client shares the proxy's address, so one bad
 //! client would use up everyone's failures. `[admin] trusted_proxies`
-//! lists the proxies (CIDRs); a request from one of them is attributed to
-//! the rightmost address of `X-Forwarded-For` (or, without it, of
-//! `Forwarded: for=`) that is not itself a trusted proxy: the first hop a
-//! trusted proxy saw. A request from anywhere else is its peer's, whatever
-//! it claims, so a client cannot pick its own bucket by sending the header.
+//! lists the proxies (CIDRs) and `[admin] forwarded_header` the one header
+//! they write (`x-forwarded-for`, the default, or RFC 7239's `forwarded`);
+//! a request from one of them is attributed to the rightmost address of
+//! that header that is not itself a trusted proxy: the first hop a trusted
+//! proxy saw. The other header is never read (a proxy passes it through as
+//! the client sent it), and a request from anywhere else is its peer's,
+//! whatever it claims, so a client cannot pick its own bucket.
 
 use std::net::IpAddr;
 
@@ -70,21 +72,55 @@ impl Cidr {
     }
 }
 
+/// The header trusted proxies write.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For: client, proxy1, ...`.
+    #[default]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded: for=client, for=proxy1`.
+    Forwarded,
+}
+
 /// The trusted proxies, and the client a request comes from.
 #[derive(Debug, Clone, Default)]
-pub struct TrustedProxies(Vec<Cidr>);
+pub struct TrustedProxies {
+    cidrs: Vec<Cidr>,
+    header: ForwardedHeader,
+}
 
 impl TrustedProxies {
-    /// The proxies given as CIDRs.
-    pub fn parse(list: &[String]) -> Result<Self, String> {
-        list.iter()
+    /// The proxies given as CIDRs, writing `header`.
+    pub fn parse(list: &[String], header: &str) -> Result<Self, String> {
+        let header = match header.to_ascii_lowercase().as_str() {
+            "x-forwarded-for" => ForwardedHeader::XForwardedFor,
+            "forwarded" => ForwardedHeader::Forwarded,
+            _ => {
+                return Err(format!(
+                    "forwarded_header `{}`: use x-forwarded-for or forwarded",
+                    header
+                        .chars()
+                        .filter(char::is_ascii_graphic)
+                        .take(40)
+                        .collect::<String>()
+                ));
+            }
+        };
+        let cidrs = list
+            .iter()
             .map(|text| Cidr::parse(text))
-            .collect::<Result<_, _>>()
-            .map(Self)
+            .collect::<Result<_, _>>()?;
+        Ok(Self { cidrs, header })
+    }
+
+    /// Whether a block of them trusts every peer (`0.0.0.0/0`, `::/0`):
+    /// then any client can name itself.
+    pub fn trusts_everyone(&self) -> bool {
+        self.cidrs.iter().any(|cidr| cidr.prefix == 0)
     }
 
     fn trusts(&self, address: IpAddr) -> bool {
-        self.0.iter().any(|cidr| cidr.contains(address))
+        self.cidrs.iter().any(|cidr| cidr.contains(address))
     }
 
     /// The client of a request from `peer` with `headers`.
@@ -93,7 +129,7 @@ impl TrustedProxies {
         if !self.trusts(peer) {
             return peer;
         }
-        let mut hops = forwarded_for(headers);
+        let mut hops = forwarded_for(headers, self.header);
         // From the nearest hop back: the first one no trusted proxy is.
         while let Some(hop) = hops.pop() {
             match hop {
@@ -108,10 +144,9 @@ impl TrustedProxies {
     }
 }
 
-/// The addresses a request's proxies recorded, nearest last: every
-/// `X-Forwarded-For` in order, or else every `Forwarded` element's `for=`.
+/// The addresses a request's proxies recorded in `header`, nearest last.
 /// A hop that does not parse (`unknown`, an obfuscated name) is `None`.
-fn forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
+fn forwarded_for(headers: &HeaderMap, header: ForwardedHeader) -> Vec<Option<IpAddr>> {
     let values = |name: &str| -> Vec<String> {
         headers
             .get_all(name)
@@ -119,9 +154,8 @@ fn forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
             .map(|value| value.to_str().map(str::to_owned).unwrap_or_default())
             .collect()
     };
-    let xff = values("x-forwarded-for");
-    if !xff.is_empty() {
-        return xff
+    if header == ForwardedHeader::XForwardedFor {
+        return values("x-forwarded-for")
             .iter()
             .flat_map(|value| value.split(','))
             .map(|hop| parse_hop(hop.trim()))
@@ -135,10 +169,18 @@ fn forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
                 let (key, value) = pair.trim().split_once('=')?;
                 key.trim()
                     .eq_ignore_ascii_case("for")
-                    .then(|| parse_hop(value.trim().trim_matches('"')))
+                    .then(|| parse_hop(unquoted(value.trim())))
             })
         })
         .collect()
+}
+
+/// A `Forwarded` value without its quotes; half-quoted is no address.
+fn unquoted(value: &str) -> &str {
+    match value.strip_prefix('"') {
+        Some(rest) => rest.strip_suffix('"').unwrap_or("\u{0}"),
+        None => value,
+    }
 }
 
 /// `192.0.2.1`, `192.0.2.1:443`, `2001:db8::1` or `[2001:db8::1]:443`.
@@ -193,7 +235,11 @@ mod tests {
 
     #[test]
     fn only_a_trusted_proxy_names_the_client() {
-        let proxies = TrustedProxies::parse(&["127.0.0.1/32".into(), "10.0.0.0/8".into()]).unwrap();
+        let proxies = TrustedProxies::parse(
+            &["127.0.0.1/32".into(), "10.0.0.0/8".into()],
+            "x-forwarded-for",
+        )
+        .unwrap();
         let forwarded = headers(&[("x-forwarded-for", "203.0.113.9, 10.0.0.7")]);
         // From the proxy: the first hop that is no proxy of ours.
         assert_eq!(
@@ -218,7 +264,26 @@ mod tests {
             "forwarded",
             "for=\"[2001:db8::7]:443\";proto=https, for=10.0.0.2",
         )]);
-        assert_eq!(proxies.client(ip("127.0.0.1"), &rfc), ip("2001:db8::7"));
+        // `Forwarded` is not the header these proxies write: the client's.
+        assert_eq!(proxies.client(ip("127.0.0.1"), &rfc), ip("127.0.0.1"));
+        let rfc_proxies =
+            TrustedProxies::parse(&["127.0.0.1/32".into(), "10.0.0.0/8".into()], "Forwarded")
+                .unwrap();
+        assert_eq!(rfc_proxies.client(ip("127.0.0.1"), &rfc), ip("2001:db8::7"));
+        // ... and then the client's own X-Forwarded-For is not read.
+        let both = headers(&[
+            ("x-forwarded-for", "10.77.0.1"),
+            ("forwarded", "for=127.0.0.7"),
+        ]);
+        assert_eq!(rfc_proxies.client(ip("127.0.0.1"), &both), ip("127.0.0.7"));
+        let half = headers(&[("forwarded", "for=\"10.2.2.17")]);
+        assert_eq!(rfc_proxies.client(ip("127.0.0.1"), &half), ip("127.0.0.1"));
+        assert!(TrustedProxies::parse(&[], "x-real-ip").is_err());
+        assert!(
+            TrustedProxies::parse(&["0.0.0.0/0".into()], "forwarded")
+                .unwrap()
+                .trusts_everyone()
+        );
         // Nothing usable: the proxy's own address.
         let unknown = headers(&[("x-forwarded-for", "unknown")]);
         assert_eq!(proxies.client(ip("127.0.0.1"), &unknown), ip("127.0.0.1"));

@@ -183,6 +183,10 @@ pub struct AdminConfig {
     /// names the client, for the limit on failed authentications; from
     /// anywhere else, the peer is the client.
     pub trusted_proxies: Vec<String>,
+    /// Which header the trusted proxies write: `x-forwarded-for` (the
+    /// default) or `forwarded` (RFC 7239). Only that one is read: a header
+    /// the proxy passes through untouched is the client's own word.
+    pub forwarded_header: String,
 }
 
 impl Default for AdminConfig {
@@ -194,6 +198,7 @@ impl Default for AdminConfig {
             console_max_hours: 12,
             secure_cookies: None,
             trusted_proxies: Vec::new(),
+            forwarded_header: "x-forwarded-for".to_owned(),
         }
     }
 }
@@ -218,7 +223,8 @@ impl AdminConfig {
 
     /// The reverse proxies whose forwarding headers name the client.
     pub fn trusted_proxies(&self) -> Result<crate::client::TrustedProxies, ServeError> {
-        crate::client::TrustedProxies::parse(&self.trusted_proxies).map_err(ServeError::Invalid)
+        crate::client::TrustedProxies::parse(&self.trusted_proxies, &self.forwarded_header)
+            .map_err(ServeError::Invalid)
     }
 
     /// Whether the console's cookies are marked `Secure`.
@@ -317,9 +323,19 @@ impl ServeConfig {
     pub fn from_file(path: &Path) -> Result<Self, ServeError> {
         let text =
             keyscope_runtime::files::read_text(path, keyscope_runtime::files::MAX_TEXT_BYTES)?;
-        toml::from_str(&text).map_err(|e| ServeError::Config {
-            path: path.to_owned(),
-            why: e.to_string(),
+        // The parser's message and line, never the line's text: a store
+        // URL with its password may stand there.
+        toml::from_str(&text).map_err(|e: toml::de::Error| {
+            let line = e
+                .span()
+                .map(|span| text[..span.start.min(text.len())].lines().count().max(1));
+            ServeError::Config {
+                path: path.to_owned(),
+                why: match line {
+                    Some(line) => format!("line {line}: {}", e.message()),
+                    None => e.message().to_owned(),
+                },
+            }
         })
     }
 

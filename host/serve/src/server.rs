@@ -267,7 +267,17 @@ impl Server {
                 Arc::clone(&authorizer),
                 token.digest,
                 token.known,
-                config.admin.trusted_proxies()?,
+                {
+                    let proxies = config.admin.trusted_proxies()?;
+                    if proxies.trusts_everyone() {
+                        tracing::warn!(
+                            "admin.trusted_proxies trusts every address (a /0): any client can \
+                             name itself in the forwarding header and dodge the limit on \
+                             failed authentications; list only your proxies"
+                        );
+                    }
+                    proxies
+                },
                 &limits,
             );
             // The admin API at its own paths; every other path is the

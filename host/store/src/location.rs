@@ -34,6 +34,31 @@ impl FromStr for Location {
                 "a PostgreSQL URL starts with postgres:// (or postgresql://)",
             ));
         }
+        // libpq's `host=... password=...`: not a file name, and never
+        // shown (it may hold the password).
+        if s.split_whitespace().any(|word| {
+            word.split_once('=').is_some_and(|(key, _)| {
+                matches!(
+                    key.to_ascii_lowercase().as_str(),
+                    "host"
+                        | "hostaddr"
+                        | "port"
+                        | "dbname"
+                        | "user"
+                        | "password"
+                        | "sslmode"
+                        | "passfile"
+                        | "service"
+                )
+            })
+        }) {
+            return Err(StoreError::invalid(
+                "store",
+                "key=value …",
+                "a libpq key=value connection string is not accepted; use \
+                 postgres://USER@HOST:PORT/DB (the password from $PGPASSWORD or a password file)",
+            ));
+        }
         if s.contains("://") {
             let scheme = s.split("://").next().unwrap_or_default();
             return Err(StoreError::invalid(
@@ -346,6 +371,11 @@ mod tests {
             .parse::<Location>()
             .unwrap_err();
         assert!(!error.to_string().contains("hunter22"), "{error}");
+        let error = "host=db user=ks password=Zq9a dbname=k"
+            .parse::<Location>()
+            .unwrap_err();
+        assert!(!error.to_string().contains("Zq9a"), "{error}");
+        assert!(error.to_string().contains("postgres://"), "{error}");
         let error = "postgres:/u:pw@h/db".parse::<Location>().unwrap_err();
         assert!(error.to_string().contains("postgres://"), "{error}");
         assert!(!error.to_string().contains("pw"), "{error}");

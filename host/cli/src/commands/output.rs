@@ -146,17 +146,29 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         .with_context(|| format!("creating a temporary file in `{}`", dir.display()))?;
     {
         use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
-        let mode = replaced.as_ref().map_or(0o644, |meta| meta.mode() & 0o7777);
+        // The permission bits only: never setuid, setgid or sticky.
+        let mode = replaced.as_ref().map_or(0o644, |meta| meta.mode() & 0o777);
         if let Some(meta) = &replaced {
-            let gid = meta.gid();
-            if file.as_file().metadata().map(|m| m.gid()).ok() != Some(gid) {
-                std::os::unix::fs::fchown(file.as_file(), None, Some(gid)).with_context(|| {
+            let (uid, gid) = (meta.uid(), meta.gid());
+            let mine = file.as_file().metadata().map(|m| (m.uid(), m.gid())).ok();
+            // Root keeps the owner too; anyone else can keep only a group
+            // of theirs, and is told when the owner changes.
+            let owner = (rustix::process::geteuid().is_root()).then_some(uid);
+            if mine != Some((owner.unwrap_or(uid), gid)) {
+                std::os::unix::fs::fchown(file.as_file(), owner, Some(gid)).with_context(|| {
                     format!(
                         "giving the new `{}` the group ({gid}) of the file it replaces; \
                          nothing was written",
                         path.display()
                     )
                 })?;
+            }
+            if owner.is_none() && mine.is_some_and(|(me, _)| me != uid) {
+                eprintln!(
+                    "keyscope: note: `{}` was owned by uid {uid} and is now yours; a reader that \
+                     relied on its owner may no longer read it",
+                    path.display()
+                );
             }
         }
         file.as_file()

@@ -38,8 +38,20 @@ impl FailedLogins {
     /// Past this many addresses, full buckets are forgotten.
     const MAX_TRACKED: usize = 10_000;
 
+    /// The bucket of `client`: its address, or for IPv6 its /64 (a host
+    /// holds a whole /64, and would otherwise get a bucket per address).
+    fn bucket(client: IpAddr) -> IpAddr {
+        match client.to_canonical() {
+            IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(
+                u128::from(v6) & !((1u128 << 64) - 1),
+            )),
+            v4 => v4,
+        }
+    }
+
     /// Whether `peer` may try now.
     fn may_try(&self, peer: IpAddr) -> bool {
+        let peer = Self::bucket(peer);
         let buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
         buckets
             .get(&peer)
@@ -48,6 +60,7 @@ impl FailedLogins {
 
     /// Counts a failure of `peer`.
     fn failed(&self, peer: IpAddr) {
+        let peer = Self::bucket(peer);
         let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
         if buckets.len() >= Self::MAX_TRACKED {
             buckets.retain(|_, &mut (left, at)| Self::refilled(left, at) < Self::BURST);
@@ -286,13 +299,18 @@ pub(super) async fn authenticate(
         return too_many();
     }
     admin.failed(client);
-    // The log names the client and the path, never what it presented.
-    tracing::warn!(
-        client = %client,
-        path = %keyscope_store::printable(request.uri().path()),
-        token = if presented.is_some() { "wrong" } else { "missing" },
-        "admin API: authentication failed"
-    );
+    // The log names the client and the path, never what it presented; a
+    // flood of failures is one line per 10 s, with the count.
+    static FAILED: crate::throttle::Throttle = crate::throttle::Throttle::new();
+    if let Some(failures) = FAILED.tick(1) {
+        tracing::warn!(
+            client = %client,
+            path = %keyscope_store::printable(request.uri().path()),
+            token = if presented.is_some() { "wrong" } else { "missing" },
+            failures,
+            "admin API: authentication failed (this client named; at most one line per 10 s)"
+        );
+    }
     unauthorized(
         if presented.is_some() && polling {
             "the token is neither a fleet token nor an admin token"

@@ -130,8 +130,14 @@ pub(crate) fn router(
 async fn not_found(uri: axum::http::Uri) -> Response {
     let path = uri.path();
     let trimmed = path.trim_end_matches('/');
-    // Never `//host`: a redirect there would leave this console.
-    if trimmed.len() < path.len() && trimmed.starts_with('/') && !trimmed.starts_with("//") {
+    // Only a plain path of this console: never `//host` or `/\host`,
+    // which a browser would follow off it.
+    let plain = trimmed.starts_with('/')
+        && !trimmed.starts_with("//")
+        && trimmed
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._~-".contains(&b));
+    if trimmed.len() < path.len() && plain {
         let target = match uri.query() {
             Some(query) => format!("{trimmed}?{query}"),
             None => trimmed.to_owned(),
