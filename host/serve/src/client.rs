@@ -169,17 +169,17 @@ fn forwarded_for(headers: &HeaderMap, header: ForwardedHeader) -> Vec<Option<IpA
                 let (key, value) = pair.trim().split_once('=')?;
                 key.trim()
                     .eq_ignore_ascii_case("for")
-                    .then(|| parse_hop(unquoted(value.trim())))
+                    .then(|| unquoted(value.trim()).and_then(parse_hop))
             })
         })
         .collect()
 }
 
-/// A `Forwarded` value without its quotes; half-quoted is no address.
-fn unquoted(value: &str) -> &str {
+/// A `Forwarded` value without its quotes; `None` if it is half-quoted.
+fn unquoted(value: &str) -> Option<&str> {
     match value.strip_prefix('"') {
-        Some(rest) => rest.strip_suffix('"').unwrap_or("\u{0}"),
-        None => value,
+        Some(rest) => rest.strip_suffix('"'),
+        None => Some(value),
     }
 }
 
