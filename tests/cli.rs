@@ -135,6 +135,43 @@ fn exit_codes_are_0_for_allow_1_for_deny_2_for_errors() {
     );
 }
 
+/// One rule for a missing store: a command that adds to it creates it (the
+/// console's docs start with `admin token create`); a command that needs
+/// what a store holds refuses, and leaves no file behind.
+#[test]
+fn a_command_that_adds_creates_a_missing_store_and_others_refuse_it() {
+    for refused in [
+        &["key", "create", "--scope", "acme/viewer", "--name", "k"][..],
+        &["key", "revoke", "1"],
+        &["key", "rotate", "1", "--grace", "0"],
+        &["scope", "delete", "acme/viewer"],
+        &["route", "remove", "GET", "/x"],
+        &["admin", "token", "revoke", "alice"],
+        &["audit", "verify"],
+    ] {
+        let fresh = Sandbox::new();
+        fresh
+            .keyscope(refused)
+            .assert()
+            .code(2)
+            .stderr(contains("no store at"))
+            .stderr(contains("admin token create"));
+        assert!(!fresh.store().exists(), "{refused:?} made a store");
+    }
+    for adds in [
+        &["admin", "token", "create", "--name", "alice"][..],
+        &["fleet", "token", "create", "--gateway", "edge-1"],
+        &["scope", "create", "--app", "acme", "--name", "viewer"],
+        &["route", "set", "GET", "/api/v2/apps/{app}/agents", "agents.list"],
+        &["limits", "set", "--keys-per-scope", "5"],
+    ] {
+        let fresh = Sandbox::new();
+        fresh.keyscope(adds).assert().success();
+        assert!(fresh.store().exists(), "{adds:?} made no store");
+        fresh.keyscope(["audit", "verify"]).assert().success();
+    }
+}
+
 #[test]
 fn a_missing_key_is_a_deny_not_an_error() {
     let s = Sandbox::new();

@@ -159,3 +159,136 @@ fn a_not_after_in_the_past_or_unparsable_is_refused() {
     }
     assert_eq!(s.json(["key", "list"]).as_array().unwrap().len(), 0);
 }
+
+/// `created_at` and `expires_at` as milliseconds.
+fn stamps(key: &Value) -> (u64, u64) {
+    let ms = |field: &str| {
+        keyscope_store::audit::parse_timestamp(key[field].as_str().unwrap())
+            .unwrap_or_else(|| panic!("{field}: {key}"))
+    };
+    (ms("created_at"), ms("expires_at"))
+}
+
+/// A lifetime counts from the clock reading the key's creation is stamped
+/// with, so even the shortest is never refused as already past, and a key
+/// made `--expires-in D` is valid for exactly D: through `created + D - 1`.
+#[test]
+fn a_lifetime_counts_from_the_one_clock_reading_its_creation_is_stamped_with() {
+    let s = Sandbox::new();
+    s.scope("acme", "viewer", "view", "");
+    for (i, (lifetime, ms)) in [("1ms", 1), ("2ms", 2), ("90s", 90_000), ("30d", 2_592_000_000)]
+        .into_iter()
+        .cycle()
+        .take(24)
+        .enumerate()
+    {
+        let key = s.json([
+            "key",
+            "create",
+            "--scope",
+            "acme/viewer",
+            "--name",
+            &format!("k{i}"),
+            "--expires-in",
+            lifetime,
+        ]);
+        let (created, not_after) = stamps(&key);
+        assert_eq!(not_after, created + ms - 1, "{lifetime}: {key}");
+        s.keyscope(["key", "revoke", &key["id"].to_string()])
+            .assert()
+            .success();
+    }
+}
+
+/// `--grace 0`: the old key is denied for every request stamped at or
+/// after the rotation's millisecond, and allowed just before it.
+#[test]
+fn grace_zero_denies_the_old_key_from_the_rotation_millisecond_on() {
+    let s = Sandbox::new();
+    s.scope("acme", "viewer", "view", "");
+    let (id, old) = s.key("acme/viewer", "k");
+    let rotated = s.json(["key", "rotate", &id.to_string(), "--grace", "0"]);
+    let rotated_at = keyscope_store::audit::parse_timestamp(
+        rotated["old"]["rotated_at"].as_str().unwrap(),
+    )
+    .unwrap();
+    let (_, old_not_after) = stamps(&rotated["old"]);
+    assert_eq!(old_not_after, rotated_at - 1, "{rotated}");
+    let new = rotated["new"]["key"].as_str().unwrap();
+    let (new_created, _) = stamps(&json!({
+        "created_at": rotated["new"]["created_at"],
+        "expires_at": rotated["new"]["created_at"],
+    }));
+    assert_eq!(new_created, rotated_at, "one clock reading: {rotated}");
+    let stamp = keyscope_store::audit::timestamp;
+    for (key, at, reason) in [
+        (old.as_str(), rotated_at - 1, "allowed"),
+        (old.as_str(), rotated_at, "expired-key"),
+        (old.as_str(), rotated_at + 1, "expired-key"),
+        (new, rotated_at, "allowed"),
+    ] {
+        let output = s
+            .keyscope(["eval", "--json", "--key-stdin", "--app", "acme", "--op", "agents.list"])
+            .args(["--at", &stamp(at)])
+            .write_stdin(format!("{key}\n"))
+            .output()
+            .unwrap();
+        let decision: Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(decision["reason"], reason, "at {}: {decision}", stamp(at));
+    }
+    let listed = s.json(["key", "list"]);
+    assert_eq!(listed[0]["status"], "expired", "{listed}");
+}
+
+/// A key made with a lifetime is replaced by one with the same lifetime,
+/// counted from the rotation; the old key keeps the grace (or its own
+/// deadline, if sooner); a key valid until revoked is replaced by one.
+#[test]
+fn a_successor_lives_as_long_as_its_predecessor_counted_from_the_rotation() {
+    let s = Sandbox::new();
+    s.scope("acme", "viewer", "view", "");
+    let key = s.json([
+        "key",
+        "create",
+        "--scope",
+        "acme/viewer",
+        "--name",
+        "k",
+        "--expires-in",
+        "30d",
+    ]);
+    let (created, not_after) = stamps(&key);
+    let rotated = s.json(["key", "rotate", &key["id"].to_string(), "--grace", "1h"]);
+    let (old_created, old_not_after) = stamps(&rotated["old"]);
+    let (new_created, new_not_after) = stamps(&rotated["new"]);
+    let rotated_at =
+        keyscope_store::audit::parse_timestamp(rotated["old"]["rotated_at"].as_str().unwrap())
+            .unwrap();
+    assert_eq!(old_created, created);
+    assert_eq!(new_created, rotated_at);
+    assert_eq!(old_not_after, rotated_at + 3_600_000 - 1, "{rotated}");
+    assert_eq!(new_not_after - new_created, not_after - created, "{rotated}");
+    assert!(new_not_after > not_after, "{rotated}");
+    // Rotating the successor again: the same lifetime again.
+    let again = s.json(["key", "rotate", &rotated["new"]["id"].to_string(), "--grace", "0"]);
+    let (c, n) = stamps(&again["new"]);
+    assert_eq!(n - c, not_after - created, "{again}");
+    // A grace past the key's own deadline ends at that deadline.
+    let short = s.json([
+        "key",
+        "create",
+        "--scope",
+        "acme/viewer",
+        "--name",
+        "short",
+        "--expires-in",
+        "10m",
+    ]);
+    let (_, short_not_after) = stamps(&short);
+    let rotated = s.json(["key", "rotate", &short["id"].to_string(), "--grace", "1h"]);
+    assert_eq!(stamps(&rotated["old"]).1, short_not_after, "{rotated}");
+    // Valid until revoked stays so.
+    let (id, _) = s.key("acme/viewer", "forever");
+    let rotated = s.json(["key", "rotate", &id.to_string(), "--grace", "1m"]);
+    assert!(rotated["new"]["expires_at"].is_null(), "{rotated}");
+}

@@ -30,6 +30,8 @@ mod differential;
 mod embedded;
 /// docs/envoy.yaml checked against Envoy's own protobuf definitions.
 mod envoy_config;
+/// `keyscope eval` by method and path and at a time, against the doors.
+mod eval;
 /// A key's not-after against the request's time, through the CLI and serve.
 mod expiry;
 /// Injected faults on the decision and swap paths: always a deny, never a swap.

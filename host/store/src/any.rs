@@ -12,7 +12,9 @@ use crate::dump::Dump;
 use crate::error::Result;
 use crate::location::Location;
 use crate::pg::PostgresStore;
-use crate::records::{ApiKey, NewKey, Quotas, Scope, ScopeRef, ScopeUpdate, Token, TokenKind};
+use crate::records::{
+    ApiKey, Lifetime, NewKey, Quotas, Scope, ScopeRef, ScopeUpdate, Token, TokenKind,
+};
 use crate::sqlite::SqliteStore;
 use crate::store::Store;
 
@@ -94,10 +96,10 @@ impl Store for AnyStore {
         &mut self,
         scope: &ScopeRef,
         name: &str,
-        not_after: Option<u64>,
+        lifetime: Lifetime,
         deliver: impl FnOnce(&NewKey) -> std::result::Result<T, E>,
     ) -> Result<std::result::Result<(T, NewKey), E>> {
-        dispatch!(self, s => s.create_key_delivered(scope, name, not_after, deliver))
+        dispatch!(self, s => s.create_key_delivered(scope, name, lifetime, deliver))
     }
 
     fn list_keys(&self, scope: Option<&ScopeRef>) -> Result<Vec<ApiKey>> {

@@ -309,6 +309,49 @@ pub fn timestamp(ms: u64) -> String {
     )
 }
 
+/// The milliseconds since the Unix epoch that [`timestamp`] wrote as
+/// `text`; `None` for any other text.
+pub fn parse_timestamp(text: &str) -> Option<u64> {
+    let b = text.as_bytes();
+    let shape = b.len() == 24
+        && [4, 7].iter().all(|&i| b[i] == b'-')
+        && b[10] == b'T'
+        && [13, 16].iter().all(|&i| b[i] == b':')
+        && b[19] == b'.'
+        && b[23] == b'Z';
+    if !shape {
+        return None;
+    }
+    let number = |range: std::ops::Range<usize>| -> Option<u64> {
+        let digits = text.get(range)?;
+        digits
+            .bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| digits.parse().ok())?
+    };
+    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
+    let (hour, minute, second, milli) =
+        (number(11..13)?, number(14..16)?, number(17..19)?, number(20..23)?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    let days = u64::try_from(days_from_civil(year as i64, month as u32, day as u32)).ok()?;
+    let ms = ((days * 86_400 + hour * 3600 + minute * 60 + second) * 1000) + milli;
+    // Only what `timestamp` writes: no 31st of a 30-day month.
+    (timestamp(ms) == text).then_some(ms)
+}
+
+/// Howard Hinnant's `days_from_civil`: a date to days since 1970-01-01.
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let yoe = year.rem_euclid(400);
+    let mp = i64::from(if month > 2 { month - 3 } else { month + 9 });
+    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// Howard Hinnant's `civil_from_days`: days since 1970-01-01 to a date.
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
@@ -368,6 +411,25 @@ mod tests {
         }
         let head = entries.last().map(|e| (e.seq, e.hash));
         AuditTrail { entries, head }
+    }
+
+    #[test]
+    fn a_timestamp_reads_back_as_the_millisecond_it_was_written_from() {
+        for ms in [0, 1, 951_782_400_000, 1_796_000_000_123, 4_102_444_799_999] {
+            assert_eq!(parse_timestamp(&timestamp(ms)), Some(ms), "{ms}");
+        }
+        assert_eq!(parse_timestamp("2026-11-27T09:41:02.123Z"), Some(1_795_772_462_123));
+        for bad in [
+            "",
+            "2026-11-27T09:41:02Z",
+            "2026-11-27 09:41:02.123Z",
+            "2026-02-30T09:41:02.123Z",
+            "2026-13-01T09:41:02.123Z",
+            "2026-11-27T24:00:00.000Z",
+            "+026-11-27T09:41:02.123Z",
+        ] {
+            assert_eq!(parse_timestamp(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use keyscope_policy::RouteEntry;
 
 use crate::error::{Result, StoreError as Error};
-use crate::records::{ApiKey, MAX_ROTATION_GRACE_MS, Quotas, Scope};
+use crate::records::{ApiKey, Lifetime, MAX_ROTATION_GRACE_MS, Quotas, Scope};
 
 /// Apps, scope names and key names: 1 to 64 characters from
 /// `[A-Za-z0-9._-]`, starting with a letter or digit. No `/`, so `APP/NAME`
@@ -28,19 +28,25 @@ pub(crate) fn name(what: &'static str, value: &str) -> Result<()> {
     }
 }
 
-/// A not-after for a new key: in the future, and storable.
-pub(crate) fn not_after(not_after: u64) -> Result<i64> {
-    let stored = i64::try_from(not_after).map_err(|_| {
-        Error::invalid("not-after", &not_after.to_string(), "too far in the future")
-    })?;
-    if not_after <= crate::audit::now_ms() {
-        return Err(Error::invalid(
-            "not-after",
-            &not_after.to_string(),
-            "it is not in the future, so the key would be expired already",
-        ));
-    }
-    Ok(stored)
+/// A new key's not-after under `lifetime`, judged against `now_ms`, the
+/// one clock reading its creation is stamped with: `None` for a key
+/// valid until revoked.
+pub(crate) fn not_after(lifetime: Lifetime, now_ms: u64) -> Result<Option<i64>> {
+    let not_after = match lifetime {
+        Lifetime::Unlimited => return Ok(None),
+        Lifetime::For(ms) => now_ms.saturating_add(ms.get() - 1),
+        Lifetime::Until(at) if at <= now_ms => {
+            return Err(Error::invalid(
+                "not-after",
+                &at.to_string(),
+                "it is not in the future, so the key would be expired already",
+            ));
+        }
+        Lifetime::Until(at) => at,
+    };
+    i64::try_from(not_after)
+        .map(Some)
+        .map_err(|_| Error::invalid("not-after", &not_after.to_string(), "too far in the future"))
 }
 
 /// Limits of at least 1.
@@ -160,8 +166,10 @@ pub(crate) fn grace(grace_ms: u64) -> Result<()> {
     Ok(())
 }
 
-/// Whether `key` may be rotated at `now_ms`; if so, its new not-after: the
-/// end of the grace, or its own not-after if that comes first.
+/// Whether `key` may be rotated at `now_ms`; if so, its new not-after:
+/// the last millisecond of the grace, or its own not-after if that comes
+/// first. A grace of 0 makes it `now_ms - 1`: the old key is denied for
+/// every request stamped at or after the rotation.
 pub(crate) fn rotatable(key: &ApiKey, grace_ms: u64, now_ms: u64) -> Result<i64> {
     let refuse = |why: String| Error::NotRotatable { id: key.id, why };
     if let Some(at) = &key.revoked_at {
@@ -179,9 +187,29 @@ pub(crate) fn rotatable(key: &ApiKey, grace_ms: u64, now_ms: u64) -> Result<i64>
             key.expires_at.as_deref().unwrap_or("?")
         )));
     }
-    let end = now_ms.saturating_add(grace_ms);
+    let end = now_ms.saturating_add(grace_ms).saturating_sub(1);
     let deadline = key.not_after_ms.map_or(end, |own| own.min(end));
     i64::try_from(deadline).map_err(|_| refuse("its deadline is out of range".to_owned()))
+}
+
+/// The lifetime of the key that replaces `old` in a rotation at `now_ms`:
+/// as long as `old`'s own, counted from the rotation, so a key issued for
+/// 30 days is replaced by one valid for 30 days from its issue. A key
+/// valid until revoked is replaced by one valid until revoked.
+pub(crate) fn successor_lifetime(old: &ApiKey, now_ms: u64) -> Lifetime {
+    let Some(not_after) = old.not_after_ms else {
+        return Lifetime::Unlimited;
+    };
+    match crate::audit::parse_timestamp(&old.created_at) {
+        // `For(d)` makes the not-after `now + d - 1`: `not_after - created`
+        // is `d - 1`.
+        Some(created) => Lifetime::For(
+            std::num::NonZeroU64::new(not_after.saturating_sub(created).saturating_add(1))
+                .unwrap_or(std::num::NonZeroU64::MIN),
+        ),
+        // A creation time this store did not write: keep the deadline.
+        None => Lifetime::Until(not_after.max(now_ms.saturating_add(1))),
+    }
 }
 
 /// What a token's name is called in errors.

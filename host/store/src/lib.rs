@@ -46,7 +46,7 @@ pub use error::{Result, StoreError, printable};
 pub use location::{Location, PostgresUrl};
 pub use pg::PostgresStore;
 pub use records::{
-    ApiKey, KeyStatus, MAX_ROTATION_GRACE_MS, NewKey, Quotas, Scope, ScopeRef, ScopeUpdate,
+    ApiKey, KeyStatus, Lifetime, MAX_ROTATION_GRACE_MS, NewKey, Quotas, Scope, ScopeRef, ScopeUpdate,
     ShownKey, Token, TokenKind,
 };
 pub use sqlite::SqliteStore;

@@ -29,7 +29,7 @@ use crate::error::{Result, StoreError as Error};
 use crate::location::PostgresUrl;
 use crate::pg_schema::classify;
 use crate::records::{
-    ApiKey, KeyStatus, NewKey, Quotas, Scope, ScopeRef, ScopeUpdate, Token, TokenKind,
+    ApiKey, KeyStatus, Lifetime, NewKey, Quotas, Scope, ScopeRef, ScopeUpdate, Token, TokenKind,
 };
 use crate::store::Store;
 use crate::{checks, fault, pg_schema};
@@ -340,11 +340,10 @@ impl Store for PostgresStore {
         &mut self,
         scope: &ScopeRef,
         name: &str,
-        not_after: Option<u64>,
+        lifetime: Lifetime,
         deliver: impl FnOnce(&NewKey) -> std::result::Result<T, E>,
     ) -> Result<std::result::Result<(T, NewKey), E>> {
         checks::name("key name", name)?;
-        let not_after = not_after.map(checks::not_after).transpose()?;
         fault::pause(fault::Pause::BeforeTransaction);
         let actor = self.actor.clone();
         self.with(|client| {
@@ -353,7 +352,7 @@ impl Store for PostgresStore {
             let mut attempt = 0;
             let (tx, created) = loop {
                 let mut tx = begin_write(client)?;
-                let inserted = insert_key(&mut tx, scope, name, not_after).and_then(|created| {
+                let inserted = insert_key(&mut tx, scope, name, lifetime, audit::now_ms()).and_then(|created| {
                     append(&mut tx, &actor, AuditEvent::key_created(&created.key))?;
                     Ok(created)
                 });
@@ -758,15 +757,17 @@ fn insert_key(
     tx: &mut Transaction<'_>,
     scope: &ScopeRef,
     name: &str,
-    not_after: Option<i64>,
+    lifetime: Lifetime,
+    now_ms: u64,
 ) -> Result<NewKey> {
+    let not_after = checks::not_after(lifetime, now_ms)?;
     let scope = get_scope(tx, scope)?;
     let quotas = read_quotas(tx)?;
     let row = tx.query_one(
         "SELECT count(*), count(*) FILTER (WHERE name = $2 AND rotated_at IS NULL) FROM keys \
          WHERE scope_id = $1 AND revoked_at IS NULL \
-           AND (rotated_at IS NULL OR not_after_ms > $3)",
-        &[&signed(scope.id), &name, &signed(audit::now_ms())],
+           AND (rotated_at IS NULL OR not_after_ms >= $3)",
+        &[&signed(scope.id), &name, &signed(now_ms)],
     )?;
     checks::room_for_key(&scope, name, count(row.get(0)), count(row.get(1)), &quotas)?;
     let secret = KeySecret::generate();
@@ -775,7 +776,7 @@ fn insert_key(
         .query_one(
             &format!(
                 "INSERT INTO keys (scope_id, name, digest, prefix, created_at, not_after_ms, rev) \
-                 VALUES ($1, $2, $3, $4, {NOW}, $5, $6) RETURNING id"
+                 VALUES ($1, $2, $3, $4, $7, $5, $6) RETURNING id"
             ),
             &[
                 &signed(scope.id),
@@ -784,6 +785,7 @@ fn insert_key(
                 &secret.display_prefix(),
                 &not_after,
                 &rev,
+                &audit::timestamp(now_ms),
             ],
         )?
         .get(0);
@@ -1018,14 +1020,18 @@ fn rotate(
     actor: &str,
 ) -> Result<(ApiKey, NewKey)> {
     let old = get_key(tx, id)?;
-    let deadline = checks::rotatable(&old, grace_ms, audit::now_ms())?;
+    // One clock reading: the rotation's time, the old key's deadline and
+    // the new key's creation and expiry all count from it.
+    let now = audit::now_ms();
+    let deadline = checks::rotatable(&old, grace_ms, now)?;
     let rev = bump(tx, false)?;
     tx.execute(
-        &format!("UPDATE keys SET rotated_at = {NOW}, not_after_ms = $2, rev = $3 WHERE id = $1"),
-        &[&signed(id), &deadline, &rev],
+        "UPDATE keys SET rotated_at = $4, not_after_ms = $2, rev = $3 WHERE id = $1",
+        &[&signed(id), &deadline, &rev, &audit::timestamp(now)],
     )?;
     let scope = ScopeRef::Id(old.scope_id);
-    let created = insert_key(tx, &scope, &old.name, old.not_after_ms.map(signed))?;
+    let lifetime = checks::successor_lifetime(&old, now);
+    let created = insert_key(tx, &scope, &old.name, lifetime, now)?;
     tx.execute(
         "UPDATE keys SET successor_id = $2 WHERE id = $1",
         &[&signed(id), &signed(created.key.id)],

@@ -172,6 +172,23 @@ pub struct Token {
     pub digest: [u8; 32],
 }
 
+/// How long a new key stays valid, besides revocation. A lifetime counts
+/// from one clock reading, the one the key's `created_at` records: a key
+/// that lives `For(d)` from `t` is valid for requests stamped `t` up to,
+/// not including, `t + d`, so its not-after (the last valid millisecond,
+/// which the policy includes) is `t + d - 1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Lifetime {
+    /// Valid until revoked.
+    #[default]
+    Unlimited,
+    /// Valid through this millisecond since the Unix epoch, which must be
+    /// later than the moment the key is created.
+    Until(u64),
+    /// Valid for this many milliseconds from its creation.
+    For(std::num::NonZeroU64),
+}
+
 /// The longest grace a rotation may give the old key: 7 days.
 pub const MAX_ROTATION_GRACE_MS: u64 = 7 * 24 * 3_600_000;
 

@@ -17,7 +17,7 @@ use crate::changes::{Changes, Revisioned, ScopeChange};
 use crate::dump::{Dump, KeyRow, RouteRow, ScopeRow, TokenRow};
 use crate::error::{Result, StoreError as Error};
 use crate::records::{
-    ApiKey, KeyStatus, NewKey, Quotas, Scope, ScopeRef, ScopeUpdate, Token, TokenKind,
+    ApiKey, KeyStatus, Lifetime, NewKey, Quotas, Scope, ScopeRef, ScopeUpdate, Token, TokenKind,
 };
 use crate::store::Store;
 use crate::{checks, fault, schema};
@@ -206,14 +206,13 @@ impl Store for SqliteStore {
         &mut self,
         scope: &ScopeRef,
         name: &str,
-        not_after: Option<u64>,
+        lifetime: Lifetime,
         deliver: impl FnOnce(&NewKey) -> std::result::Result<T, E>,
     ) -> Result<std::result::Result<(T, NewKey), E>> {
         checks::name("key name", name)?;
-        let not_after = not_after.map(checks::not_after).transpose()?;
         fault::pause(fault::Pause::BeforeTransaction);
         let (tx, actor) = self.write()?;
-        let created = insert_key(&tx, scope, name, not_after)?;
+        let created = insert_key(&tx, scope, name, lifetime, audit::now_ms())?;
         append(&tx, actor, AuditEvent::key_created(&created.key))?;
         fault::pause(fault::Pause::InTransaction);
         let delivered = match deliver(&created) {
@@ -491,17 +490,18 @@ impl Store for SqliteStore {
         fault::pause(fault::Pause::BeforeTransaction);
         let (tx, actor) = self.write()?;
         let old = get_key(&tx, id)?;
+        // One clock reading: the rotation's time, the old key's deadline
+        // and the new key's creation and expiry all count from it.
         let now = audit::now_ms();
         let deadline = checks::rotatable(&old, grace_ms, now)?;
         let rev = bump(&tx, false)?;
         tx.execute(
-            &format!(
-                "UPDATE keys SET rotated_at = {NOW}, not_after_ms = ?2, rev = ?3 WHERE id = ?1"
-            ),
-            params![sql_id(id), deadline, rev],
+            "UPDATE keys SET rotated_at = ?4, not_after_ms = ?2, rev = ?3 WHERE id = ?1",
+            params![sql_id(id), deadline, rev, audit::timestamp(now)],
         )?;
         let scope = ScopeRef::Id(old.scope_id);
-        let created = insert_key(&tx, &scope, &old.name, old.not_after_ms.map(signed))?;
+        let lifetime = checks::successor_lifetime(&old, now);
+        let created = insert_key(&tx, &scope, &old.name, lifetime, now)?;
         tx.execute(
             "UPDATE keys SET successor_id = ?2 WHERE id = ?1",
             params![sql_id(id), sql_id(created.key.id)],
@@ -742,15 +742,17 @@ fn insert_key(
     tx: &Connection,
     scope: &ScopeRef,
     name: &str,
-    not_after: Option<i64>,
+    lifetime: Lifetime,
+    now_ms: u64,
 ) -> Result<NewKey> {
+    let not_after = checks::not_after(lifetime, now_ms)?;
     let scope = get_scope(tx, scope)?;
     let quotas = read_quotas(tx)?;
     let (live, same_name): (u32, u32) = tx.query_row(
         "SELECT count(*), count(*) FILTER (WHERE name = ?2 AND rotated_at IS NULL) FROM keys \
          WHERE scope_id = ?1 AND revoked_at IS NULL \
-           AND (rotated_at IS NULL OR not_after_ms > ?3)",
-        params![scope.id, name, signed(audit::now_ms())],
+           AND (rotated_at IS NULL OR not_after_ms >= ?3)",
+        params![scope.id, name, signed(now_ms)],
         |row| Ok((row.get(0)?, row.get(1)?)),
     )?;
     checks::room_for_key(&scope, name, live, same_name, &quotas)?;
@@ -759,7 +761,7 @@ fn insert_key(
     tx.execute(
         &format!(
             "INSERT INTO keys (scope_id, name, digest, prefix, created_at, not_after_ms, rev) \
-             VALUES (?1, ?2, ?3, ?4, {NOW}, ?5, ?6)"
+             VALUES (?1, ?2, ?3, ?4, ?7, ?5, ?6)"
         ),
         params![
             scope.id,
@@ -767,7 +769,8 @@ fn insert_key(
             &secret.digest().0[..],
             secret.display_prefix(),
             not_after,
-            rev
+            rev,
+            audit::timestamp(now_ms)
         ],
     )?;
     let key = get_key(tx, last_id(tx)?)?;

@@ -17,7 +17,9 @@ use crate::audit::{AuditEvent, AuditTrail};
 use crate::changes::{Changes, Revisioned};
 use crate::dump::Dump;
 use crate::error::Result;
-use crate::records::{ApiKey, NewKey, Quotas, Scope, ScopeRef, ScopeUpdate, Token, TokenKind};
+use crate::records::{
+    ApiKey, Lifetime, NewKey, Quotas, Scope, ScopeRef, ScopeUpdate, Token, TokenKind,
+};
 
 /// A store of scopes, keys, limits, the operation catalogue and the route
 /// table.
@@ -53,13 +55,13 @@ pub trait Store {
     /// Issues a key for a scope, valid until revoked. The returned secret
     /// exists nowhere else.
     fn create_key(&mut self, scope: &ScopeRef, name: &str) -> Result<NewKey> {
-        self.create_key_delivered(scope, name, None, |_| Ok::<_, std::convert::Infallible>(()))?
+        self.create_key_delivered(scope, name, Lifetime::Unlimited, |_| Ok::<_, std::convert::Infallible>(()))?
             .map(|((), key)| key)
             .map_err(|never| match never {})
     }
 
-    /// Issues a key for a scope, valid until revoked or until `not_after`
-    /// (ms since the Unix epoch, which must be in the future), and hands it
+    /// Issues a key for a scope, valid for `lifetime` from the one clock
+    /// reading its `created_at` records (or until revoked), and hands it
     /// to `deliver` (which shows the secret to its user) before the key is
     /// committed. If `deliver` fails, the key is rolled back: no key is ever
     /// live whose secret nobody got. A store error is the outer `Err`; a
@@ -68,7 +70,7 @@ pub trait Store {
         &mut self,
         scope: &ScopeRef,
         name: &str,
-        not_after: Option<u64>,
+        lifetime: Lifetime,
         deliver: impl FnOnce(&NewKey) -> std::result::Result<T, E>,
     ) -> Result<std::result::Result<(T, NewKey), E>>;
 

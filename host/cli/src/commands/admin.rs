@@ -68,7 +68,8 @@ pub(super) fn create(
             "stdout is closed or /dev/null, where nobody would see the token; no token was made"
         );
     }
-    let mut store = Store::open_existing(store)?;
+    // A command that adds to the store creates it (commands/mod.rs).
+    let mut store = Store::open(store)?;
     let token = keyscope_keys::admin_token::generate(match kind {
         TokenKind::Admin => keyscope_keys::admin_token::ADMIN_PREFIX,
         TokenKind::Fleet => keyscope_keys::admin_token::FLEET_PREFIX,

@@ -5,13 +5,14 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::Args;
+use clap::{ArgGroup, Args};
 use keyscope_runtime::{
-    Decision, DecisionJson, PolicyComponent, PolicyEngine, PolicyInstance, Request, keys,
+    Decision, DecisionJson, HttpRequest, MatchedRoute, Method, Millis, PolicyComponent,
+    PolicyEngine, PolicyInstance, Request, RoutedDecision, keys,
 };
 use keyscope_store::AnyStore as Store;
 use keyscope_store::Location;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::EXIT_DENY;
@@ -21,22 +22,40 @@ use super::output::{self, Output};
 const BATCH_CHUNK: usize = 4096;
 
 /// The fields of a batch line.
-const BATCH_FIELDS: &str = r#"{"key","app","op"}"#;
+const BATCH_FIELDS: &str = r#"{"key","app","op","at"?} or {"key","method","path","at"?}"#;
 
 #[derive(Debug, Args)]
+#[command(group(
+    ArgGroup::new("request").args(["app", "method", "batch"]).required(true)
+))]
 pub struct EvalArgs {
     /// The application the request addresses.
-    #[arg(long, required_unless_present = "batch", conflicts_with = "batch")]
+    #[arg(long, requires = "op", conflicts_with_all = ["batch", "method"])]
     app: Option<String>,
     /// The operation (agents.list, agents.get, ..., documents.upload).
-    #[arg(long, required_unless_present = "batch", conflicts_with = "batch")]
+    #[arg(long, requires = "app")]
     op: Option<String>,
+    /// An HTTP request's method, routed with --path through the route
+    /// table, as nginx's `/auth` and Envoy's doors route it.
+    #[arg(long, requires = "path", conflicts_with = "batch")]
+    method: Option<String>,
+    /// An HTTP request's path, with or without its query
+    /// (`/api/v2/apps/acme/agents`).
+    #[arg(long, requires = "method")]
+    path: Option<String>,
+    /// The time the request is judged at: RFC 3339
+    /// (`2027-01-01T00:00:00Z`, `2027-01-01T09:00:00.250+09:00`), or a
+    /// duration from now (`+30d`, `-1h`). Default: now. (`serve`'s doors
+    /// always judge at their own clock.)
+    #[arg(long, value_name = "TIME", value_parser = parse_at, allow_hyphen_values = true)]
+    at: Option<At>,
     /// Read the API key from the first line of stdin (otherwise from
     /// $KEYSCOPE_API_KEY; neither means no key).
     #[arg(long, conflicts_with = "batch")]
     key_stdin: bool,
-    /// JSON lines of {"key","app","op"} from FILE, or - for stdin; prints
-    /// one decision per line, in order.
+    /// JSON lines of {"key","app","op"} or {"key","method","path"}, each
+    /// with an optional "at" (as --at takes it; default: --at, or now),
+    /// from FILE, or - for stdin; prints one decision per line, in order.
     #[arg(long, value_name = "FILE|-")]
     batch: Option<PathBuf>,
     /// Decide against this snapshot file instead of the store.
@@ -45,6 +64,81 @@ pub struct EvalArgs {
     /// Use this policy component instead of the embedded one.
     #[arg(long, value_name = "FILE")]
     policy: Option<PathBuf>,
+}
+
+/// When a request is judged: a moment, or an offset from the command's
+/// one clock reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum At {
+    /// Milliseconds since the Unix epoch.
+    Exactly(Millis),
+    /// Milliseconds from now, either way.
+    FromNow(i64),
+}
+
+impl At {
+    /// The moment, with `now` the command's clock reading.
+    fn resolve(self, now: Millis) -> Millis {
+        match self {
+            Self::Exactly(at) => at,
+            Self::FromNow(offset) => now.saturating_add_signed(offset),
+        }
+    }
+}
+
+/// `--at`: RFC 3339, or `+DURATION`/`-DURATION` from now.
+fn parse_at(text: &str) -> Result<At, String> {
+    let offset = |sign: i64, duration: &str| {
+        let ms = keyscope_runtime::time::parse_duration_ms(duration)?;
+        i64::try_from(ms)
+            .map(|ms| At::FromNow(sign * ms))
+            .map_err(|_| format!("`{text}` is too far from now"))
+    };
+    if let Some(duration) = text.strip_prefix('+') {
+        return offset(1, duration);
+    }
+    if let Some(duration) = text.strip_prefix('-') {
+        return offset(-1, duration);
+    }
+    let stamp: jiff::Timestamp = text.parse().map_err(|_| {
+        format!(
+            "`{text}` is neither an RFC 3339 time (2027-01-01T00:00:00Z) nor a duration from \
+             now (+30d, -1h)"
+        )
+    })?;
+    Millis::try_from(stamp.as_millisecond())
+        .map(At::Exactly)
+        .map_err(|_| format!("`{text}` is before 1970"))
+}
+
+/// What one request asks about: an app's operation, or an HTTP request
+/// to route.
+#[derive(Debug)]
+enum Target {
+    Op { app: String, op: String },
+    Http { method: String, path: String },
+}
+
+/// A decision as `eval` prints it: with the app and operation an HTTP
+/// request was routed to, when it was.
+#[derive(Serialize)]
+struct EvalJson {
+    #[serde(flatten)]
+    decision: DecisionJson,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    app: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    op: Option<String>,
+}
+
+impl EvalJson {
+    fn new(decision: &Decision, route: Option<&MatchedRoute>) -> Self {
+        Self {
+            decision: DecisionJson::from(decision),
+            app: route.map(|route| route.app.clone()),
+            op: route.map(|route| route.op.clone()),
+        }
+    }
 }
 
 /// A policy instance with a snapshot loaded: from `snapshot` if given, else
@@ -75,27 +169,52 @@ pub fn ready_instance(
 }
 
 pub fn run(args: EvalArgs, store: &Location, out: &Output) -> anyhow::Result<ExitCode> {
+    // One clock reading per command: every relative time counts from it.
+    let now = keyscope_runtime::time::now_ms();
     if let Some(batch) = &args.batch {
-        return run_batch(batch, store, &args);
+        return run_batch(batch, store, &args, now);
     }
-    let (Some(app), Some(op)) = (&args.app, &args.op) else {
-        anyhow::bail!("--app and --op are required");
+    let target = match (args.app, args.op, args.method, args.path) {
+        (Some(app), Some(op), None, None) => Target::Op { app, op },
+        (None, None, Some(method), Some(path)) => Target::Http { method, path },
+        _ => anyhow::bail!("give --app and --op, or --method and --path"),
     };
+    let at = args.at.map_or(now, |at| at.resolve(now));
     let key = read_key(args.key_stdin)?;
     let credential = keys::credential(key.as_deref().map(String::as_str));
     let mut instance = ready_instance(store, args.policy.as_deref(), args.snapshot.as_deref())?;
-    let decision = instance.try_evaluate(&Request {
-        credential,
-        app,
-        op,
-        now: keyscope_runtime::time::now_ms(),
-    });
-    let decision = decision.unwrap_or_else(|error| {
+    let routed = match &target {
+        Target::Op { app, op } => instance
+            .try_evaluate(&Request {
+                credential,
+                app,
+                op,
+                now: at,
+            })
+            .map(|decision| RoutedDecision {
+                route: None,
+                decision,
+            }),
+        Target::Http { method, path } => instance.try_evaluate_http(&HttpRequest {
+            credential,
+            method: Method::parse(method),
+            path,
+            now: at,
+        }),
+    };
+    let RoutedDecision { route, decision } = routed.unwrap_or_else(|error| {
         eprintln!("keyscope: policy failed, denying: {error}");
-        Decision::deny(keyscope_runtime::Reason::PolicyError)
+        RoutedDecision::deny(keyscope_runtime::Reason::PolicyError)
     });
-    out.print(&DecisionJson::from(&decision), || {
-        output::decision_text(&decision)
+    out.print(&EvalJson::new(&decision, route.as_ref()), || {
+        let text = output::decision_text(&decision);
+        match (&target, &route) {
+            (Target::Http { .. }, Some(route)) => {
+                format!("{text} (routed to app {} operation {})", route.app, route.op)
+            }
+            (Target::Http { .. }, None) => format!("{text} (no route matched)"),
+            (Target::Op { .. }, _) => text,
+        }
     })?;
     Ok(exit_code(decision.allow))
 }
@@ -121,11 +240,55 @@ fn read_key(from_stdin: bool) -> anyhow::Result<Option<Zeroizing<String>>> {
 struct BatchLine {
     #[serde(default)]
     key: Option<Zeroizing<String>>,
-    app: String,
-    op: String,
+    #[serde(default)]
+    app: Option<String>,
+    #[serde(default)]
+    op: Option<String>,
+    #[serde(default)]
+    method: Option<String>,
+    #[serde(default)]
+    path: Option<String>,
+    #[serde(default)]
+    at: Option<String>,
 }
 
-fn run_batch(source: &Path, store: &Location, args: &EvalArgs) -> anyhow::Result<ExitCode> {
+/// A batch line, checked: its key, what it asks about, and when.
+struct BatchRequest {
+    key: Option<Zeroizing<String>>,
+    target: Target,
+    at: Millis,
+}
+
+impl BatchLine {
+    fn check(self, default_at: Millis, now: Millis) -> Result<BatchRequest, String> {
+        let target = match (self.app, self.op, self.method, self.path) {
+            (Some(app), Some(op), None, None) => Target::Op { app, op },
+            (None, None, Some(method), Some(path)) => Target::Http { method, path },
+            _ => {
+                return Err(
+                    "give either \"app\" and \"op\", or \"method\" and \"path\", not a mix"
+                        .to_owned(),
+                );
+            }
+        };
+        let at = match self.at {
+            Some(at) => parse_at(&at).map_err(|why| format!("\"at\": {why}"))?.resolve(now),
+            None => default_at,
+        };
+        Ok(BatchRequest {
+            key: self.key,
+            target,
+            at,
+        })
+    }
+}
+
+fn run_batch(
+    source: &Path,
+    store: &Location,
+    args: &EvalArgs,
+    now: Millis,
+) -> anyhow::Result<ExitCode> {
     let mut text = Zeroizing::new(String::new());
     if source == Path::new("-") {
         std::io::stdin()
@@ -137,6 +300,7 @@ fn run_batch(source: &Path, store: &Location, args: &EvalArgs) -> anyhow::Result
                 .with_context(|| format!("reading batch `{}`", source.display()))?,
         );
     }
+    let default_at = args.at.map_or(now, |at| at.resolve(now));
     // Parse every line before deciding any, so a bad line prints nothing.
     let mut lines = Vec::new();
     for (number, line) in text.lines().enumerate() {
@@ -146,27 +310,53 @@ fn run_batch(source: &Path, store: &Location, args: &EvalArgs) -> anyhow::Result
         // The error names the position, never the line's text: it may hold a key.
         let parsed: BatchLine = keyscope_runtime::json_input::parse(line.as_bytes(), BATCH_FIELDS)
             .map_err(|error| anyhow::anyhow!("batch line {}: {error}", number + 1))?;
-        lines.push(parsed);
+        let checked = parsed
+            .check(default_at, now)
+            .map_err(|why| anyhow::anyhow!("batch line {}: {why}", number + 1))?;
+        lines.push(checked);
     }
-    let now = keyscope_runtime::time::now_ms();
-    let requests: Vec<Request<'_>> = lines
+    let mut instance = ready_instance(store, args.policy.as_deref(), args.snapshot.as_deref())?;
+    // The app-and-operation lines go to the component in batches; each
+    // HTTP line is routed on its own.
+    let ops: Vec<Request<'_>> = lines
         .iter()
-        .map(|line| Request {
-            credential: keys::credential(line.key.as_deref().map(String::as_str)),
-            app: &line.app,
-            op: &line.op,
-            now,
+        .filter_map(|line| match &line.target {
+            Target::Op { app, op } => Some(Request {
+                credential: keys::credential(line.key.as_deref().map(String::as_str)),
+                app,
+                op,
+                now: line.at,
+            }),
+            Target::Http { .. } => None,
         })
         .collect();
-    let mut instance = ready_instance(store, args.policy.as_deref(), args.snapshot.as_deref())?;
+    let mut op_decisions = Vec::with_capacity(ops.len());
+    for chunk in ops.chunks(BATCH_CHUNK) {
+        op_decisions.extend(instance.evaluate_batch(chunk));
+    }
+    let mut op_decisions = op_decisions.into_iter();
     let mut stdout = std::io::stdout().lock();
     let mut all_allowed = true;
-    for chunk in requests.chunks(BATCH_CHUNK) {
-        for decision in instance.evaluate_batch(chunk) {
-            all_allowed &= decision.allow;
-            let json = serde_json::to_string(&DecisionJson::from(&decision))?;
-            writeln!(stdout, "{json}").context("writing to stdout")?;
-        }
+    for line in &lines {
+        let routed = match &line.target {
+            Target::Op { .. } => RoutedDecision {
+                route: None,
+                // One decision per op line, in order: evaluate_batch answers
+                // every request, and fails closed.
+                decision: op_decisions
+                    .next()
+                    .unwrap_or(Decision::deny(keyscope_runtime::Reason::PolicyError)),
+            },
+            Target::Http { method, path } => instance.evaluate_http(&HttpRequest {
+                credential: keys::credential(line.key.as_deref().map(String::as_str)),
+                method: Method::parse(method),
+                path,
+                now: line.at,
+            }),
+        };
+        all_allowed &= routed.decision.allow;
+        let json = serde_json::to_string(&EvalJson::new(&routed.decision, routed.route.as_ref()))?;
+        writeln!(stdout, "{json}").context("writing to stdout")?;
     }
     Ok(exit_code(all_allowed))
 }

@@ -1,10 +1,11 @@
 //! `keyscope key ...`
 
+use std::num::NonZeroU64;
 use std::process::ExitCode;
 
 use clap::Subcommand;
 use keyscope_store::Location;
-use keyscope_store::{AnyStore as Store, NewKey, ScopeRef, Store as _};
+use keyscope_store::{AnyStore as Store, Lifetime, NewKey, ScopeRef, Store as _};
 
 use super::output::{self, Output};
 
@@ -23,8 +24,8 @@ pub enum KeyCommand {
         /// `12h`, `30d`; also `ms`), even where no new snapshot arrives:
         /// every gateway judges it against its own clock. Default: valid
         /// until revoked.
-        #[arg(long, value_name = "DURATION", value_parser = parse_duration_ms)]
-        expires_in: Option<u64>,
+        #[arg(long, value_name = "DURATION", value_parser = parse_lifetime)]
+        expires_in: Option<NonZeroU64>,
     },
     /// List keys (never their secrets).
     List {
@@ -39,12 +40,14 @@ pub enum KeyCommand {
     },
     /// Replace a key: a new key with the same scope and name, shown once;
     /// the old one stays valid for the grace, then is denied as expired
-    /// (every gateway judges that against its own clock).
+    /// (every gateway judges that against its own clock). A key made with
+    /// a lifetime is replaced by one with the same lifetime, counted from
+    /// the rotation.
     Rotate {
         /// The key's id.
         key_id: u64,
-        /// How long the old key stays valid: `0` (not at all), `90s`, `15m`,
-        /// `1h`, `24h`, at most `7d`.
+        /// How long the old key stays valid: `0` (denied from the rotation's
+        /// millisecond on), `90s`, `15m`, `1h`, `24h`, at most `7d`.
         #[arg(long, value_name = "DURATION", value_parser = keyscope_runtime::time::parse_duration_ms)]
         grace: u64,
     },
@@ -52,11 +55,10 @@ pub enum KeyCommand {
 
 /// A key's lifetime: a duration ([`keyscope_runtime::time::parse_duration_ms`])
 /// that is not zero.
-fn parse_duration_ms(text: &str) -> Result<u64, String> {
-    match keyscope_runtime::time::parse_duration_ms(text)? {
-        0 => Err("a key that expires at once is never valid; give a positive duration".to_owned()),
-        ms => Ok(ms),
-    }
+fn parse_lifetime(text: &str) -> Result<NonZeroU64, String> {
+    NonZeroU64::new(keyscope_runtime::time::parse_duration_ms(text)?).ok_or_else(|| {
+        "a key that expires at once is never valid; give a positive duration".to_owned()
+    })
 }
 
 /// Shows a new key's secret, this once: on stdout, flushed, and never to a
@@ -101,13 +103,14 @@ pub fn run(command: KeyCommand, store: &Location, out: &Output) -> anyhow::Resul
             expires_in,
         } => {
             let scope: ScopeRef = scope.parse()?;
-            let not_after =
-                expires_in.map(|ms| keyscope_runtime::time::now_ms().saturating_add(ms));
+            // Counted by the store from the clock reading its creation is
+            // stamped with: one reading, so no lifetime races the clock.
+            let lifetime = expires_in.map_or(Lifetime::Unlimited, Lifetime::For);
             let mut store = Store::open_existing(store)?;
             // The secret is written and flushed before the key is committed:
             // if it cannot be delivered, the key is rolled back.
             let shown = std::cell::Cell::new(false);
-            let delivered = store.create_key_delivered(&scope, &name, not_after, |new| {
+            let delivered = store.create_key_delivered(&scope, &name, lifetime, |new| {
                 deliver(new, out).inspect(|()| shown.set(true))
             });
             let delivered = match delivered {
@@ -143,10 +146,19 @@ pub fn run(command: KeyCommand, store: &Location, out: &Output) -> anyhow::Resul
             let mut store = Store::open_existing(store)?;
             let shown = std::cell::Cell::new(false);
             let rotated = store.rotate_key_delivered(key_id, grace, |old, new| {
-                let until = old.expires_at.as_deref().unwrap_or("?");
+                let until = match (grace, old.expires_at.as_deref()) {
+                    (0, _) => "is denied from now on".to_owned(),
+                    (_, Some(at)) => format!("stays valid through {at}"),
+                    (_, None) => "stays valid".to_owned(),
+                };
+                let lifetime = new
+                    .key
+                    .expires_at
+                    .as_deref()
+                    .map_or(String::new(), |at| format!(" (valid through {at})"));
                 let note = format!(
-                    "rotated key {} `{}`: it stays valid until {until}; the new key {}'s secret \
-                     below is shown only this once:",
+                    "rotated key {} `{}`: it {until}; the new key {}'s secret{lifetime} below is \
+                     shown only this once:",
                     old.id, old.name, new.key.id
                 );
                 let value = serde_json::json!({ "old": old, "new": new.shown() });

@@ -1,4 +1,12 @@
 //! Argument parsing and dispatch. One file per subcommand group.
+//!
+//! One rule for a store that does not exist yet: a command that adds to a
+//! store (`scope create`, `admin token create`, `fleet token create`,
+//! `op set`, `route set`, `limits set`, `store migrate`, `store copy`'s
+//! destination) creates it, with `AnyStore::open`. Every other command
+//! reads, or changes what the store must already hold (a key needs its
+//! scope), and refuses a missing store with `AnyStore::open_existing`,
+//! leaving no file behind.
 
 mod admin;
 mod audit;

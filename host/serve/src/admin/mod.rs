@@ -23,7 +23,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, delete, get, post};
 use axum::{Extension, Json, Router};
 use keyscope_policy::{AgentsLevel, RuntimeSet};
-use keyscope_store::{AnyStore as Store, ScopeRef, ScopeUpdate, Store as _};
+use keyscope_store::{AnyStore as Store, Lifetime, ScopeRef, ScopeUpdate, Store as _};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
@@ -424,7 +424,8 @@ async fn create_key(
     Ok(change(admin, actor, move |store| {
         // The response is built before the key is committed: a key whose
         // secret could not be put in the response is rolled back.
-        let built = store.create_key_delivered(&scope, &new.name, new.not_after_ms, |created| {
+        let lifetime = new.not_after_ms.map_or(Lifetime::Unlimited, Lifetime::Until);
+        let built = store.create_key_delivered(&scope, &new.name, lifetime, |created| {
             serde_json::to_vec(&created.shown()).map(Zeroizing::new)
         })?;
         let (body, _) = built.map_err(|_| {
