@@ -162,7 +162,13 @@ fn a_command_that_adds_creates_a_missing_store_and_others_refuse_it() {
         &["admin", "token", "create", "--name", "alice"][..],
         &["fleet", "token", "create", "--gateway", "edge-1"],
         &["scope", "create", "--app", "acme", "--name", "viewer"],
-        &["route", "set", "GET", "/api/v2/apps/{app}/agents", "agents.list"],
+        &[
+            "route",
+            "set",
+            "GET",
+            "/api/v2/apps/{app}/agents",
+            "agents.list",
+        ],
         &["limits", "set", "--keys-per-scope", "5"],
     ] {
         let fresh = Sandbox::new();

@@ -205,8 +205,10 @@ fn the_products_flow_in_a_real_browser() {
             browser
                 .text("p.error")
                 .await
-                .contains("already has a scope named `support-bot`"),
+                .contains("App billing already has a scope named support-bot."),
         );
+        // Plain words: none of the CLI's Markdown.
+        assert!(!browser.text("p.error").await.contains('`'));
         // The form keeps what was typed.
         let kept = browser.find("#name").await.prop("value").await.unwrap();
         assert_eq!(kept.as_deref(), Some("support-bot"));
@@ -234,6 +236,34 @@ fn the_products_flow_in_a_real_browser() {
 
         // 8. Revoke, after a confirmation: denied at once.
         browser.click_link("Done").await;
+        // The key table tells the two apart by id: the old key names its
+        // successor and its deadline, the new one the key it replaced.
+        let (old_id, new_id) = {
+            let keys = sandbox.json(["key", "list"]);
+            let id_of = |secret: &str| {
+                keys.as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|k| secret.starts_with(k["prefix"].as_str().unwrap()))
+                    .map(|k| k["id"].as_u64().unwrap())
+                    .unwrap()
+            };
+            (id_of(&key), id_of(&rotated))
+        };
+        assert_eq!(browser.path().await, keys_path);
+        let old_row = browser.text(&format!("tr#key-{old_id}")).await;
+        let new_row = browser.text(&format!("tr#key-{new_id}")).await;
+        assert!(
+            old_row.contains(&format!("#{old_id}"))
+                && old_row.contains(&format!("Replaced by #{new_id} · valid until")),
+            "{old_row}"
+        );
+        assert!(
+            new_row.contains(&format!("#{new_id}"))
+                && new_row.contains(&format!("Active · replaces #{old_id}")),
+            "{new_row}"
+        );
+        browser.check_page("keys-rotated").await;
         browser.submit("a[aria-label='Revoke ci-runner']").await;
         browser.check_page("key-revoke").await;
         assert!(browser.text("main").await.contains("cannot be undone"));
@@ -256,6 +286,13 @@ fn the_products_flow_in_a_real_browser() {
             assert!(audit.contains(action), "{action} not in {audit}");
         }
         assert!(audit.contains("admin:alice"));
+        // Targets by name, with the id beside it.
+        assert!(audit.contains("scope billing/support-bot · #"), "{audit}");
+        assert!(audit.contains("key ci-runner · #"), "{audit}");
+        assert!(
+            !audit.contains("key:") && !audit.contains("scope:"),
+            "{audit}"
+        );
         assert!(!audit.contains(&key) && !audit.contains(&rotated));
         browser.check_page("audit").await;
 

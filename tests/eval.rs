@@ -8,7 +8,15 @@ use crate::support::{Sandbox, Server, http_client};
 
 /// `eval --json --method M --path P` with `key` on stdin, plus `extra`.
 fn eval_http(s: &Sandbox, key: &str, method: &str, path: &str, extra: &[&str]) -> (i32, Value) {
-    let mut args = vec!["eval", "--json", "--key-stdin", "--method", method, "--path", path];
+    let mut args = vec![
+        "eval",
+        "--json",
+        "--key-stdin",
+        "--method",
+        method,
+        "--path",
+        path,
+    ];
     args.extend_from_slice(extra);
     let output = s
         .keyscope(args)
@@ -141,8 +149,14 @@ fn eval_by_method_and_path_agrees_with_auth_on_every_route() {
     assert_eq!(agreed, routes.len() * 6);
     // No route: a deny with no app or operation, as /auth and /v1/check say.
     let (code, eval) = eval_http(&s, &editor, "GET", "/not/an/api", &[]);
-    assert_eq!((code, eval["reason"].as_str()), (1, Some("unknown-operation")));
-    assert!(eval.get("app").is_none() && eval.get("op").is_none(), "{eval}");
+    assert_eq!(
+        (code, eval["reason"].as_str()),
+        (1, Some("unknown-operation"))
+    );
+    assert!(
+        eval.get("app").is_none() && eval.get("op").is_none(),
+        "{eval}"
+    );
     assert_eq!(auth(&server, &editor, "GET", "/not/an/api").0, 403);
 }
 
@@ -180,7 +194,15 @@ fn eval_at_judges_a_key_exactly_at_before_and_after_its_not_after() {
         assert_eq!(code, if reason == "allowed" { 0 } else { 1 }, "at {at}");
         // By app and operation, the same.
         let output = s
-            .keyscope(["eval", "--json", "--key-stdin", "--app", "acme", "--op", "agents.list"])
+            .keyscope([
+                "eval",
+                "--json",
+                "--key-stdin",
+                "--app",
+                "acme",
+                "--op",
+                "agents.list",
+            ])
             .args(["--at", &at])
             .write_stdin(format!("{secret}\n"))
             .output()
@@ -215,7 +237,13 @@ fn eval_at_judges_a_key_exactly_at_before_and_after_its_not_after() {
         .collect();
     assert_eq!(
         reasons,
-        ["allowed", "expired-key", "expired-key", "allowed", "allowed"]
+        [
+            "allowed",
+            "expired-key",
+            "expired-key",
+            "allowed",
+            "allowed"
+        ]
     );
     assert_eq!(decisions[0]["op"], "agents.list");
     assert_eq!(decisions[4]["op"], "agents.get");
@@ -234,7 +262,10 @@ fn eval_at_judges_a_key_exactly_at_before_and_after_its_not_after() {
             .unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(2), "{stderr}");
-        assert!(stderr.contains("batch line 1") && stderr.contains(why), "{stderr}");
+        assert!(
+            stderr.contains("batch line 1") && stderr.contains(why),
+            "{stderr}"
+        );
         assert!(!stderr.contains(secret), "{stderr}");
         s.keyscope(["eval", "--app", "acme", "--op", "agents.get", "--at", bad])
             .assert()
@@ -294,6 +325,12 @@ fn a_network_door_judges_every_request_at_its_own_clock() {
         .unwrap();
     assert_eq!(response.status(), 200);
     // While the CLI, asked at that time, says it is expired.
-    let (_, decision) = eval_http(&s, secret, "GET", "/api/v2/apps/acme/agents", &["--at", later]);
+    let (_, decision) = eval_http(
+        &s,
+        secret,
+        "GET",
+        "/api/v2/apps/acme/agents",
+        &["--at", later],
+    );
     assert_eq!(decision["reason"], "expired-key", "{decision}");
 }

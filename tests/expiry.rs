@@ -176,11 +176,16 @@ fn stamps(key: &Value) -> (u64, u64) {
 fn a_lifetime_counts_from_the_one_clock_reading_its_creation_is_stamped_with() {
     let s = Sandbox::new();
     s.scope("acme", "viewer", "view", "");
-    for (i, (lifetime, ms)) in [("1ms", 1), ("2ms", 2), ("90s", 90_000), ("30d", 2_592_000_000)]
-        .into_iter()
-        .cycle()
-        .take(24)
-        .enumerate()
+    for (i, (lifetime, ms)) in [
+        ("1ms", 1),
+        ("2ms", 2),
+        ("90s", 90_000),
+        ("30d", 2_592_000_000),
+    ]
+    .into_iter()
+    .cycle()
+    .take(24)
+    .enumerate()
     {
         let key = s.json([
             "key",
@@ -208,10 +213,9 @@ fn grace_zero_denies_the_old_key_from_the_rotation_millisecond_on() {
     s.scope("acme", "viewer", "view", "");
     let (id, old) = s.key("acme/viewer", "k");
     let rotated = s.json(["key", "rotate", &id.to_string(), "--grace", "0"]);
-    let rotated_at = keyscope_store::audit::parse_timestamp(
-        rotated["old"]["rotated_at"].as_str().unwrap(),
-    )
-    .unwrap();
+    let rotated_at =
+        keyscope_store::audit::parse_timestamp(rotated["old"]["rotated_at"].as_str().unwrap())
+            .unwrap();
     let (_, old_not_after) = stamps(&rotated["old"]);
     assert_eq!(old_not_after, rotated_at - 1, "{rotated}");
     let new = rotated["new"]["key"].as_str().unwrap();
@@ -228,7 +232,15 @@ fn grace_zero_denies_the_old_key_from_the_rotation_millisecond_on() {
         (new, rotated_at, "allowed"),
     ] {
         let output = s
-            .keyscope(["eval", "--json", "--key-stdin", "--app", "acme", "--op", "agents.list"])
+            .keyscope([
+                "eval",
+                "--json",
+                "--key-stdin",
+                "--app",
+                "acme",
+                "--op",
+                "agents.list",
+            ])
             .args(["--at", &stamp(at)])
             .write_stdin(format!("{key}\n"))
             .output()
@@ -267,10 +279,20 @@ fn a_successor_lives_as_long_as_its_predecessor_counted_from_the_rotation() {
     assert_eq!(old_created, created);
     assert_eq!(new_created, rotated_at);
     assert_eq!(old_not_after, rotated_at + 3_600_000 - 1, "{rotated}");
-    assert_eq!(new_not_after - new_created, not_after - created, "{rotated}");
+    assert_eq!(
+        new_not_after - new_created,
+        not_after - created,
+        "{rotated}"
+    );
     assert!(new_not_after > not_after, "{rotated}");
     // Rotating the successor again: the same lifetime again.
-    let again = s.json(["key", "rotate", &rotated["new"]["id"].to_string(), "--grace", "0"]);
+    let again = s.json([
+        "key",
+        "rotate",
+        &rotated["new"]["id"].to_string(),
+        "--grace",
+        "0",
+    ]);
     let (c, n) = stamps(&again["new"]);
     assert_eq!(n - c, not_after - created, "{again}");
     // A grace past the key's own deadline ends at that deadline.

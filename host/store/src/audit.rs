@@ -330,9 +330,18 @@ pub fn parse_timestamp(text: &str) -> Option<u64> {
             .then(|| digits.parse().ok())?
     };
     let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
-    let (hour, minute, second, milli) =
-        (number(11..13)?, number(14..16)?, number(17..19)?, number(20..23)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 59 {
+    let (hour, minute, second, milli) = (
+        number(11..13)?,
+        number(14..16)?,
+        number(17..19)?,
+        number(20..23)?,
+    );
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 59
+    {
         return None;
     }
     let days = u64::try_from(days_from_civil(year as i64, month as u32, day as u32)).ok()?;
@@ -418,7 +427,10 @@ mod tests {
         for ms in [0, 1, 951_782_400_000, 1_796_000_000_123, 4_102_444_799_999] {
             assert_eq!(parse_timestamp(&timestamp(ms)), Some(ms), "{ms}");
         }
-        assert_eq!(parse_timestamp("2026-11-27T09:41:02.123Z"), Some(1_795_772_462_123));
+        assert_eq!(
+            parse_timestamp("2026-11-27T09:41:02.123Z"),
+            Some(1_795_772_462_123)
+        );
         for bad in [
             "",
             "2026-11-27T09:41:02Z",

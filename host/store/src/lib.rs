@@ -46,8 +46,8 @@ pub use error::{Result, StoreError, printable};
 pub use location::{Location, PostgresUrl};
 pub use pg::PostgresStore;
 pub use records::{
-    ApiKey, KeyStatus, Lifetime, MAX_ROTATION_GRACE_MS, NewKey, Quotas, Scope, ScopeRef, ScopeUpdate,
-    ShownKey, Token, TokenKind,
+    ApiKey, KeyStatus, Lifetime, MAX_ROTATION_GRACE_MS, NewKey, Quotas, Scope, ScopeRef,
+    ScopeUpdate, ShownKey, Token, TokenKind,
 };
 pub use sqlite::SqliteStore;
 pub use store::Store;

@@ -352,10 +352,11 @@ impl Store for PostgresStore {
             let mut attempt = 0;
             let (tx, created) = loop {
                 let mut tx = begin_write(client)?;
-                let inserted = insert_key(&mut tx, scope, name, lifetime, audit::now_ms()).and_then(|created| {
-                    append(&mut tx, &actor, AuditEvent::key_created(&created.key))?;
-                    Ok(created)
-                });
+                let inserted = insert_key(&mut tx, scope, name, lifetime, audit::now_ms())
+                    .and_then(|created| {
+                        append(&mut tx, &actor, AuditEvent::key_created(&created.key))?;
+                        Ok(created)
+                    });
                 match inserted {
                     Ok(created) => break (tx, created),
                     Err(error) if retryable(&error) && attempt < RETRIES => {

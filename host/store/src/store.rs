@@ -55,9 +55,11 @@ pub trait Store {
     /// Issues a key for a scope, valid until revoked. The returned secret
     /// exists nowhere else.
     fn create_key(&mut self, scope: &ScopeRef, name: &str) -> Result<NewKey> {
-        self.create_key_delivered(scope, name, Lifetime::Unlimited, |_| Ok::<_, std::convert::Infallible>(()))?
-            .map(|((), key)| key)
-            .map_err(|never| match never {})
+        self.create_key_delivered(scope, name, Lifetime::Unlimited, |_| {
+            Ok::<_, std::convert::Infallible>(())
+        })?
+        .map(|((), key)| key)
+        .map_err(|never| match never {})
     }
 
     /// Issues a key for a scope, valid for `lifetime` from the one clock

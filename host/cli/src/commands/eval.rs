@@ -210,7 +210,10 @@ pub fn run(args: EvalArgs, store: &Location, out: &Output) -> anyhow::Result<Exi
         let text = output::decision_text(&decision);
         match (&target, &route) {
             (Target::Http { .. }, Some(route)) => {
-                format!("{text} (routed to app {} operation {})", route.app, route.op)
+                format!(
+                    "{text} (routed to app {} operation {})",
+                    route.app, route.op
+                )
             }
             (Target::Http { .. }, None) => format!("{text} (no route matched)"),
             (Target::Op { .. }, _) => text,
@@ -272,7 +275,9 @@ impl BatchLine {
             }
         };
         let at = match self.at {
-            Some(at) => parse_at(&at).map_err(|why| format!("\"at\": {why}"))?.resolve(now),
+            Some(at) => parse_at(&at)
+                .map_err(|why| format!("\"at\": {why}"))?
+                .resolve(now),
             None => default_at,
         };
         Ok(BatchRequest {

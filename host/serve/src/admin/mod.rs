@@ -424,7 +424,9 @@ async fn create_key(
     Ok(change(admin, actor, move |store| {
         // The response is built before the key is committed: a key whose
         // secret could not be put in the response is rolled back.
-        let lifetime = new.not_after_ms.map_or(Lifetime::Unlimited, Lifetime::Until);
+        let lifetime = new
+            .not_after_ms
+            .map_or(Lifetime::Unlimited, Lifetime::Until);
         let built = store.create_key_delivered(&scope, &new.name, lifetime, |created| {
             serde_json::to_vec(&created.shown()).map(Zeroizing::new)
         })?;

@@ -37,17 +37,27 @@ async fn scope_keys(
     Ok((scope, keys))
 }
 
-fn status(key: &ApiKey) -> Markup {
+/// A key's status in words; a rotated key names the key that replaced
+/// it, and a successor the key it replaced (`predecessor`), by the ids
+/// the table's first column shows.
+fn status(key: &ApiKey, predecessor: Option<u64>) -> Markup {
     html! {
-        @match key.status {
-            KeyStatus::Active => { "Active" }
-            KeyStatus::Expiring => {
+        @match (key.status, key.successor_id) {
+            (KeyStatus::Expiring, Some(successor)) => {
+                "Replaced by #" (successor) " · valid until "
+                @if let Some(at) = &key.expires_at { (when(at)) }
+            }
+            (KeyStatus::Active, _) => { "Active" }
+            (KeyStatus::Expiring, None) => {
                 "Expires " @if let Some(at) = &key.expires_at { (when(at)) }
             }
-            KeyStatus::Expired => { "Expired" }
-            KeyStatus::Revoked => { "Revoked" }
+            (KeyStatus::Expired, _) => { "Expired" }
+            (KeyStatus::Revoked, _) => { "Revoked" }
         }
-        @if let Some(successor) = key.successor_id { " (rotated to key " (successor) ")" }
+        @if let (KeyStatus::Expired | KeyStatus::Revoked, Some(successor)) = (key.status, key.successor_id) {
+            " · replaced by #" (successor)
+        }
+        @if let Some(predecessor) = predecessor { " · replaces #" (predecessor) }
     }
 }
 
@@ -74,6 +84,7 @@ pub(super) async fn list(
             table.keys {
                 caption { "API keys of " (scope.name) }
                 thead { tr {
+                    th scope="col" { "ID" }
                     th scope="col" { "Name" }
                     th scope="col" { "Prefix" }
                     th scope="col" { "Created" }
@@ -83,7 +94,8 @@ pub(super) async fn list(
                 } }
                 tbody {
                     @for key in &keys {
-                        tr {
+                        tr id={"key-" (key.id)} {
+                            td { "#" (key.id) }
                             th scope="row" { (key.name) }
                             td { code { (key.prefix) "…" } }
                             td { (when(&key.created_at)) }
@@ -93,7 +105,7 @@ pub(super) async fn list(
                                     None => { "Never used" }
                                 }
                             }
-                            td { (status(key)) }
+                            td { (status(key, keys.iter().find(|k| k.successor_id == Some(key.id)).map(|k| k.id))) }
                             td.row-actions {
                                 @if live(key) {
                                     a href={"/keys/" (key.id) "/rotate"} aria-label={"Rotate " (key.name)} { "Rotate" }

@@ -82,7 +82,7 @@ pub(super) async fn audit(
                             td { (when(&entry.at)) }
                             td { (entry.actor) }
                             td { code { (entry.action) } }
-                            td { (entry.target) }
+                            td { (target_words(entry)) }
                             td {
                                 @if entry.before.is_some() || entry.after.is_some() {
                                     details {
@@ -99,6 +99,30 @@ pub(super) async fn audit(
         }
     };
     Ok(layout::page("Audit trail", Nav::Audit, Some(&signed_in), body).into_response())
+}
+
+/// An audit entry's target in words: a scope or key by its name, with its
+/// id beside it (`scope acme/support-bot · #1`, `key ci · #2`), from the
+/// record the entry holds; any other target as the trail writes it.
+fn target_words(entry: &keyscope_store::audit::AuditEntry) -> String {
+    let record = entry
+        .before
+        .as_deref()
+        .or(entry.after.as_deref())
+        .and_then(|json| serde_json::from_str::<serde_json::Value>(json).ok());
+    let field = |name: &str| {
+        record
+            .as_ref()
+            .and_then(|record| record.get(name)?.as_str().map(str::to_owned))
+    };
+    match (entry.target.split_once(':'), field("name")) {
+        (Some(("scope", id)), Some(name)) => match field("app") {
+            Some(app) => format!("scope {app}/{name} · #{id}"),
+            None => format!("scope {name} · #{id}"),
+        },
+        (Some(("key", id)), Some(name)) => format!("key {name} · #{id}"),
+        _ => entry.target.clone(),
+    }
 }
 
 /// A date or RFC 3339 time prefix: digits, `-`, `:`, `T`, `.`, `Z`.

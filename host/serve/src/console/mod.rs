@@ -393,9 +393,23 @@ impl From<keyscope_store::StoreError> for PageError {
     }
 }
 
-/// An error message as a sentence: capitalised, with a full stop.
+/// An error message as a sentence in plain words: capitalised, with a
+/// full stop, and without the CLI's Markdown. A quoted name (`acme`) is
+/// written as it is, since names hold no spaces; a quoted command
+/// (`keyscope limits set ...`) in quotation marks.
 fn sentence(message: &str) -> String {
-    let mut chars = message.chars();
+    let mut plain = String::with_capacity(message.len());
+    for (i, part) in message.split('`').enumerate() {
+        match i % 2 {
+            1 if part.contains(' ') => {
+                plain.push('\u{201c}');
+                plain.push_str(part);
+                plain.push('\u{201d}');
+            }
+            _ => plain.push_str(part),
+        }
+    }
+    let mut chars = plain.chars();
     let mut text: String = chars
         .next()
         .map(|first| first.to_uppercase().chain(chars).collect())
