@@ -287,7 +287,7 @@ impl RequestLimits {
         Duration::from_millis(self.header_timeout_ms)
     }
 
-    pub(super) fn request_timeout(&self) -> Duration {
+    pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
     }
 

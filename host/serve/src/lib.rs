@@ -22,7 +22,6 @@ mod bundles;
 mod client;
 mod config;
 mod conn;
-mod console;
 mod decision_log;
 mod fleet_credentials;
 mod fleet_view;
@@ -45,7 +44,16 @@ pub use config::{
 pub use decision_log::DecisionRecord;
 pub use keyscope_gateway::Staleness;
 pub use refresh::{Freshness, RefreshError, Refresher, ReloadError};
-pub use server::{Addresses, Server};
+pub use server::{Addresses, AdminMount, AdminPages, Server};
+
+/// What pages mounted on the admin listener ([`Server::mount_admin_pages`],
+/// the console) build on: the admin doors' state and errors, and the
+/// decision path's target and front.
+pub mod surface {
+    pub use crate::admin::{Access, Actor, Admin, GATEWAY_HAS_NO_STORE, status_of};
+    pub use crate::authz::Target;
+    pub use crate::metrics::Front;
+}
 
 use keyscope_runtime::SwapError;
 use keyscope_store::StoreError;

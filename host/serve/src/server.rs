@@ -22,7 +22,7 @@ use crate::decision_log::{DecisionLog, LogWriter};
 use crate::metrics::Metrics;
 use crate::refresh::{Refresher, ReloadError};
 use crate::usage::UsageWriter;
-use crate::{ServeError, admin, conn, console, grpc, http};
+use crate::{ServeError, admin, conn, grpc, http};
 use keyscope_gateway::{Gateway, GatewayConfig};
 
 /// The listeners' addresses, with port 0 resolved.
@@ -48,9 +48,38 @@ pub struct Server {
     http: TcpListener,
     grpc: Option<TcpListener>,
     admin_listener: Option<TcpListener>,
+    /// Pages mounted on the admin listener beside the admin API.
+    admin_pages: Option<AdminPages>,
     addresses: Addresses,
     signals: Signals,
 }
+
+/// What pages on the admin listener are given: the admin doors' shared
+/// state (its store access, sign-in and decision path) and the settings
+/// that are theirs.
+pub struct AdminMount {
+    /// The admin doors' state.
+    pub admin: admin::Admin,
+    /// How long a signed-in session lasts.
+    pub lifetimes: crate::ConsoleLifetimes,
+    /// Whether cookies are marked `Secure`.
+    pub secure_cookies: bool,
+    /// The server's request limits.
+    pub limits: crate::RequestLimits,
+}
+
+impl std::fmt::Debug for AdminMount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminMount")
+            .field("lifetimes", &self.lifetimes)
+            .field("secure_cookies", &self.secure_cookies)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds the pages mounted beside the admin API (the console): every path
+/// of the admin listener that the API does not own is theirs.
+pub type AdminPages = Box<dyn FnOnce(AdminMount) -> axum::Router + Send>;
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -110,6 +139,7 @@ impl Server {
             http,
             grpc,
             admin_listener,
+            admin_pages: None,
             addresses,
             signals,
         })
@@ -148,6 +178,13 @@ impl Server {
             .and_then(|admin| admin.token.shown.take())
     }
 
+    /// Mounts `pages` (the console) on the admin listener, beside the
+    /// admin API, which keeps its own paths. Without pages, the listener
+    /// serves the API alone.
+    pub fn mount_admin_pages(&mut self, pages: AdminPages) {
+        self.admin_pages = Some(pages);
+    }
+
     /// Serves until SIGTERM or SIGINT, then stops accepting, drains the
     /// requests in flight (for up to the drain timeout) and flushes the
     /// decision log. SIGHUP reloads the module and refreshes the snapshot.
@@ -162,6 +199,7 @@ impl Server {
             http: http_listener,
             grpc: grpc_listener,
             admin_listener,
+            admin_pages,
             addresses: _,
             signals,
         } = self;
@@ -281,13 +319,17 @@ impl Server {
                 &limits,
             );
             // The admin API at its own paths; every other path is the
-            // console's, which answers an unknown one with a page.
-            let router = admin::router(admin.clone(), &limits).merge(console::router(
-                admin,
-                config.admin.console_lifetimes(),
-                config.admin.secure_cookies(),
-                &limits,
-            ));
+            // mounted pages' (the console's), which answer an unknown one
+            // with a page.
+            let mut router = admin::router(admin.clone(), &limits);
+            if let Some(pages) = admin_pages {
+                router = router.merge(pages(AdminMount {
+                    admin,
+                    lifetimes: config.admin.console_lifetimes(),
+                    secure_cookies: config.admin.secure_cookies(),
+                    limits: limits.clone(),
+                }));
+            }
             servers.spawn(http::serve(
                 listener,
                 router,

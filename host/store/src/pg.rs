@@ -775,10 +775,8 @@ fn insert_key(
     let rev = bump(tx, false)?;
     let id: i64 = tx
         .query_one(
-            &format!(
-                "INSERT INTO keys (scope_id, name, digest, prefix, created_at, not_after_ms, rev) \
-                 VALUES ($1, $2, $3, $4, $7, $5, $6) RETURNING id"
-            ),
+            "INSERT INTO keys (scope_id, name, digest, prefix, created_at, not_after_ms, rev) \
+                 VALUES ($1, $2, $3, $4, $7, $5, $6) RETURNING id",
             &[
                 &signed(scope.id),
                 &name,

@@ -759,10 +759,8 @@ fn insert_key(
     let secret = KeySecret::generate();
     let rev = bump(tx, false)?;
     tx.execute(
-        &format!(
-            "INSERT INTO keys (scope_id, name, digest, prefix, created_at, not_after_ms, rev) \
-             VALUES (?1, ?2, ?3, ?4, ?7, ?5, ?6)"
-        ),
+        "INSERT INTO keys (scope_id, name, digest, prefix, created_at, not_after_ms, rev) \
+             VALUES (?1, ?2, ?3, ?4, ?7, ?5, ?6)",
         params![
             scope.id,
             name,

@@ -151,6 +151,7 @@ pub fn run(args: ServeArgs, store: &Location) -> anyhow::Result<ExitCode> {
         // Validates and loads everything, then binds; only then is
         // `listening` said.
         let mut server = Server::bind(config).await?;
+        server.mount_admin_pages(Box::new(keyscope_console::router));
         let Addresses { http, grpc, admin } = server.addresses();
         say(serde_json::json!({
             "event": "listening", "http": http, "grpc": grpc, "admin": admin,

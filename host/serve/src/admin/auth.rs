@@ -95,13 +95,13 @@ enum Who {
 
 /// Who made an admin request: `admin:NAME`, the actor in the audit trail.
 #[derive(Debug, Clone)]
-pub(crate) struct Actor(pub String);
+pub struct Actor(pub String);
 
 impl Admin {
     /// Whom `presented` (a token's digest) names: a live named token of the
     /// store, or on a gateway the one token it was started with. Blocks on
     /// the store.
-    pub(crate) fn identify(
+    pub fn identify(
         &self,
         presented: &[u8; 32],
         read_only: bool,
@@ -129,18 +129,18 @@ impl Admin {
     }
 
     /// Whether `client` may fail to authenticate once more now.
-    pub(crate) fn may_try(&self, client: IpAddr) -> bool {
+    pub fn may_try(&self, client: IpAddr) -> bool {
         self.failures.may_try(client)
     }
 
     /// The client of a request from `peer`: the peer, or behind a trusted
     /// proxy the client it names ([`crate::client`]).
-    pub(crate) fn client(&self, peer: IpAddr, headers: &axum::http::HeaderMap) -> IpAddr {
+    pub fn client(&self, peer: IpAddr, headers: &axum::http::HeaderMap) -> IpAddr {
         self.proxies.client(peer, headers)
     }
 
     /// Counts a failed authentication of `peer`.
-    pub(crate) fn failed(&self, peer: IpAddr) {
+    pub fn failed(&self, peer: IpAddr) {
         self.failures.failed(peer);
         self.authorizer.metrics().admin_auth_failed();
     }

@@ -126,7 +126,7 @@ fn store_error(err: &StoreError) -> ApiError {
 
 /// The HTTP status of a store error: whose fault it is. Every admin door
 /// answers with it.
-pub(crate) fn status_of(err: &StoreError) -> StatusCode {
+pub fn status_of(err: &StoreError) -> StatusCode {
     match err {
         StoreError::ScopeNotFound(_)
         | StoreError::KeyNotFound(_)

@@ -27,9 +27,9 @@ use keyscope_store::{AnyStore as Store, Lifetime, ScopeRef, ScopeUpdate, Store a
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-pub(crate) use self::auth::Actor;
+pub use self::auth::Actor;
 use self::auth::{FailedLogins, authenticate};
-pub(crate) use self::errors::status_of;
+pub use self::errors::status_of;
 use self::errors::{ApiError, Body, uniform_errors};
 use crate::authz::Authorizer;
 use crate::bundles::Bundles;
@@ -39,7 +39,7 @@ pub use keyscope_keys::admin_token::{digest as token_digest, generate as generat
 
 /// What every admin door (the API, the console) works on.
 #[derive(Clone)]
-pub(crate) struct Admin {
+pub struct Admin {
     /// `None` on a gateway, which follows bundles and holds no store.
     store: Option<Arc<Mutex<Store>>>,
     refresher: Arc<Refresher>,
@@ -57,6 +57,14 @@ pub(crate) struct Admin {
     bundles: Option<Arc<Bundles>>,
     /// The longest a bundle poll may wait: within the idle timeout.
     long_poll_max: std::time::Duration,
+}
+
+impl std::fmt::Debug for Admin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admin")
+            .field("gateway", &self.store.is_none())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Admin {
@@ -170,7 +178,7 @@ async fn read<T: Serialize + Send + 'static>(
 
 /// Why a request could not use the store.
 #[derive(Debug)]
-pub(crate) enum Access {
+pub enum Access {
     /// A gateway holds no store.
     Gateway,
     /// The store refused or failed.
@@ -187,7 +195,7 @@ impl From<keyscope_store::StoreError> for Access {
 
 impl Admin {
     /// Runs `get` on the store off the executor.
-    pub(crate) async fn read<T: Send + 'static>(
+    pub async fn read<T: Send + 'static>(
         &self,
         get: impl FnOnce(&mut Store) -> keyscope_store::Result<T> + Send + 'static,
     ) -> Result<T, Access> {
@@ -203,7 +211,7 @@ impl Admin {
     /// Runs the change `apply` as `actor` off the executor, then rebuilds
     /// the snapshot so that it is live when this returns. The second value
     /// says why a saved change is not live yet (the watcher retries).
-    pub(crate) async fn write<T: Send + 'static, E: From<Access> + Send + 'static>(
+    pub async fn write<T: Send + 'static, E: From<Access> + Send + 'static>(
         &self,
         actor: &Actor,
         apply: impl FnOnce(&mut Store) -> Result<T, E> + Send + 'static,
@@ -238,17 +246,17 @@ impl Admin {
     }
 
     /// The live policy.
-    pub(crate) fn refresher(&self) -> &Arc<Refresher> {
+    pub fn refresher(&self) -> &Arc<Refresher> {
         &self.refresher
     }
 
     /// The decision core.
-    pub(crate) fn authorizer(&self) -> &Arc<Authorizer> {
+    pub fn authorizer(&self) -> &Arc<Authorizer> {
         &self.authorizer
     }
 
     /// On a control plane: its bundles and fleet.
-    pub(crate) fn bundles(&self) -> Option<&Arc<Bundles>> {
+    pub fn bundles(&self) -> Option<&Arc<Bundles>> {
         self.bundles.as_ref()
     }
 }
@@ -259,7 +267,7 @@ fn gateway() -> ApiError {
 }
 
 /// Why a gateway refuses what needs a store, in words.
-pub(crate) const GATEWAY_HAS_NO_STORE: &str = "this server is a gateway that follows signed \
+pub const GATEWAY_HAS_NO_STORE: &str = "this server is a gateway that follows signed \
      bundles and holds no store: change scopes and keys on its control plane";
 
 /// Parses an optional level or permission set given as text.

@@ -33,8 +33,8 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
-use crate::admin::{Access, Actor, Admin, GATEWAY_HAS_NO_STORE};
-use crate::config::{ConsoleLifetimes, RequestLimits};
+use keyscope_serve::AdminMount;
+use keyscope_serve::surface::{Access, Actor, Admin, GATEWAY_HAS_NO_STORE};
 use session::{Sessions, SignedIn};
 
 /// The console's state: the admin doors' shared state, and the sessions.
@@ -62,12 +62,14 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
 /// routes to the API): an unknown one gets a page in words, and a path
 /// with a trailing slash is redirected without it. Neither needs a
 /// credential, so neither is a failed authentication.
-pub(crate) fn router(
-    admin: Admin,
-    lifetimes: ConsoleLifetimes,
-    secure_cookies: bool,
-    limits: &RequestLimits,
-) -> Router<()> {
+pub fn router(mount: AdminMount) -> Router<()> {
+    let AdminMount {
+        admin,
+        lifetimes,
+        secure_cookies,
+        limits,
+    } = mount;
+    let limits = &limits;
     let console = Console {
         admin,
         sessions: Arc::new(Sessions::new(lifetimes)),
@@ -376,7 +378,7 @@ impl From<Access> for PageError {
         match access {
             Access::Gateway => Self::new(StatusCode::CONFLICT, GATEWAY_HAS_NO_STORE),
             Access::Store(error) => Self::new(
-                crate::admin::status_of(&error),
+                keyscope_serve::surface::status_of(&error),
                 sentence(&error.to_string()),
             ),
             Access::Failed => Self::new(
@@ -446,4 +448,26 @@ fn not_live(why: String) -> PageError {
              shortly."
         ),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_reads_as_a_sentence_in_plain_words() {
+        assert_eq!(
+            sentence("app `acme` already has a scope named `support-bot`"),
+            "App acme already has a scope named support-bot."
+        );
+        assert_eq!(
+            sentence(
+                "scope `acme/bot` already has 5 live keys; raise it with \
+                 `keyscope limits set --keys-per-scope N`"
+            ),
+            "Scope acme/bot already has 5 live keys; raise it with \
+             \u{201c}keyscope limits set --keys-per-scope N\u{201d}."
+        );
+        assert_eq!(sentence("done."), "Done.");
+    }
 }

@@ -14,7 +14,7 @@ use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 use zeroize::Zeroizing;
 
-use crate::config::ConsoleLifetimes as Lifetimes;
+use keyscope_serve::ConsoleLifetimes as Lifetimes;
 
 /// What a request's session says about it.
 #[derive(Debug, Clone)]

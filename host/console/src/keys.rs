@@ -14,7 +14,7 @@ use super::layout::{self, Nav, csrf, done_box, error_box, when};
 use super::scopes::{Notice, notice, scope_path};
 use super::session::SignedIn;
 use super::{Console, Page, PageError, not_live};
-use crate::admin::Actor;
+use keyscope_serve::surface::Actor;
 
 /// A scope of `app` with its keys, newest first.
 async fn scope_keys(

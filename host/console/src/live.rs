@@ -14,8 +14,8 @@ use zeroize::Zeroizing;
 use super::layout::{self, Nav, csrf, error_box, when, when_ms};
 use super::session::SignedIn;
 use super::{Console, Page, PageError};
-use crate::authz::Target;
-use crate::metrics::Front;
+use keyscope_serve::surface::Front;
+use keyscope_serve::surface::Target;
 
 /// The most entries the audit page shows, newest first.
 const AUDIT_PAGE: usize = 500;
