@@ -53,3 +53,4 @@ for runner in "${runners[@]}"; do
     echo "== $runner"
     run "$runner" "$here/suite.json" "${bench[@]}"
 done
+KEYSCOPE="$keyscope" bash "$here/bundles.sh"

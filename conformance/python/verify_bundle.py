@@ -661,6 +661,8 @@ def read_file(path):
     """Check 1 for a file: opened without blocking, a regular file of at most 2 GiB."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such file")
     except OSError as e:
         raise Refusal("io", 1, f"cannot open {path}: {e.strerror}")
     try:

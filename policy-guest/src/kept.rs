@@ -126,6 +126,12 @@ impl KeptSnapshot {
         // records are touched.
         let mut scopes = self.scopes.clone();
         for (id, scope) in changes.scopes {
+            if let Some(scope) = scope.as_ref().filter(|scope| scope.id != id) {
+                return Err(LoadError::Malformed(format!(
+                    "a change to scope {id} carries scope {}",
+                    scope.id
+                )));
+            }
             match (scopes.binary_search_by_key(&id, |s| s.id), scope) {
                 (Ok(i), Some(scope)) => scopes[i] = scope,
                 (Err(i), Some(scope)) => scopes.insert(i, scope),
@@ -428,6 +434,12 @@ mod tests {
             ..SnapshotChanges::default()
         };
         assert!(kept.apply(twin).is_err(), "a second key with one digest");
+        let misfiled = SnapshotChanges {
+            scopes: vec![(2, Some(scope(1, &mut rng)))],
+            ..SnapshotChanges::default()
+        };
+        let refused = kept.apply(misfiled).unwrap_err();
+        assert!(format!("{refused:?}").contains("scope 2 carries scope 1"), "{refused:?}");
         assert_eq!(kept.apply(SnapshotChanges::default()).unwrap(), before);
     }
 }
