@@ -37,6 +37,7 @@ cleanup() {
 trap cleanup EXIT
 cd "$tmp"
 umask 077
+export PYTHONDONTWRITEBYTECODE=1 # no __pycache__ beside the verifier
 
 ks() { "$keyscope" --store "$tmp/store.db" "$@"; }
 die() {
@@ -67,6 +68,9 @@ wait_for() {
 }
 
 # ---------------------------------------------------------------- the store
+# Files are named by the state they hold: 5, the store as first built; 6,
+# after a key's revocation; 7, after scope changes; 8, after a catalogue
+# change (the revisions themselves are higher: each command moves one).
 ks scope create --app acme --name ops --agents view --runtime run >/dev/null 2>&1
 ks scope create --app beta --name ro --agents full --runtime session-create,document-upload >/dev/null 2>&1
 ks key create --scope acme/ops --name k1 >>secrets.txt 2>&1
@@ -90,8 +94,10 @@ ks bundle build --signing-key sign.key -o static5 >/dev/null 2>&1
 ks bundle build --signing-key other.key -o other5 >/dev/null 2>&1
 
 # ---------------------------------------------- a control plane and a gateway
-ks serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --bundle-signing-key sign.key \
-    --poll-ms 50 >cp.out 2>cp.err &
+# Started as the binary itself, not through the ks function: $! must be the
+# server's own process id, or the trap would kill a subshell and leave it.
+"$keyscope" --store "$tmp/store.db" serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
+    --bundle-signing-key sign.key --poll-ms 50 >cp.out 2>cp.err &
 pids+=($!)
 wait_for grep -q '"event":"listening"' cp.out || die "the control plane did not start"
 admin=$("$py" -c 'import json,sys
@@ -187,11 +193,11 @@ def flip(path, out, offset):
     data[offset] ^= 0x01
     write(out, bytes(data))
 
-def bundle(manifest, parts, sign=True, signature=None):
+def bundle(manifest, parts):
+    """A bundle of this manifest (a dict, or its bytes) and parts, well signed."""
     raw = manifest if isinstance(manifest, bytes) else \
         json.dumps(manifest, separators=(",", ":")).encode()
-    if signature is None:
-        signature = signer.sign(vb.CONTEXT + raw)
+    signature = signer.sign(vb.CONTEXT + raw)
     return b"KSBUNDLE\x02" + struct.pack("<I", len(raw)) + raw + signature + parts
 
 full, fm, fsig, fparts = split("full5.ksb")
@@ -291,7 +297,6 @@ refuse() { # refuse NAME KIND BUNDLE ARGS...: exit 1, refused as KIND
 }
 section() { printf 'section\x1f%s\n' "$1" >>cases.txt; }
 key=(--public-key sign.pub)
-v5=$(manifest full5.ksb version)
 r5=$(manifest full5.ksb revision)
 r6=$(manifest full6.ksb revision)
 v6=$(manifest delta6.ksb version)
@@ -302,20 +307,20 @@ accept "static full (bundle build)" new static5/bundle.ksb "${key[@]}"
 accept "served full" new full5.ksb "${key[@]}"
 accept "served full, key given as a string" new full5.ksb --public-key "$pub"
 accept "served full, a second after it was signed" new full5.ksb "${key[@]}" --now $((exp5 - 1))
-accept "served full at rev 6" new full6.ksb "${key[@]}" --base full5.ksb
+accept "served full at state 6" new full6.ksb "${key[@]}" --base full5.ksb
 accept "delta, base: the served full" new delta6.ksb "${key[@]}" --base full5.ksb
 accept "delta, base: the static full (older version)" new delta6.ksb "${key[@]}" --base static5/bundle.ksb
 accept "delta, base: the snapshot and its revision" new delta6.ksb "${key[@]}" --base snap5.snapshot --held-revision "$r5"
-accept "delta, base: the gateway's cache of rev 5" new delta6.ksb "${key[@]}" --base c5/bundle.cache
+accept "delta, base: the gateway's cache of state 5" new delta6.ksb "${key[@]}" --base c5/bundle.cache
 accept "delta, no base (result unchecked, says so)" unchecked delta6.ksb "${key[@]}"
 accept "delta, base: the cache that took it (nothing new)" held delta6.ksb "${key[@]}" --base c6/bundle.cache
-accept "empty-changes delta, base: snapshot of rev 6" new empty6.ksb "${key[@]}" --base snap6.snapshot --held-revision "$r6"
-accept "empty-changes delta, base: cache of rev 6" held empty6.ksb "${key[@]}" --base c6/bundle.cache
-accept "static full of rev 6 over the cache: a renewal" renewal static6/bundle.ksb "${key[@]}" --base c6/bundle.cache
-accept "delta of scope changes, base: cache of rev 6" new delta7.ksb "${key[@]}" --base c6/bundle.cache
-accept "delta of scope changes, base: snapshot of rev 6" new delta7.ksb "${key[@]}" --base snap6.snapshot --held-revision "$r6"
-accept "a catalogue change ($(manifest catalogue8.ksb kind)), base: snapshot of rev 7" new catalogue8.ksb "${key[@]}" --base snap7.snapshot --held-revision "$(manifest delta7.ksb revision)"
-accept "changes folded from rev 5 ($(manifest from5-7.ksb kind)), base: served full" new from5-7.ksb "${key[@]}" --base full5.ksb
+accept "empty-changes delta, base: snapshot of state 6" new empty6.ksb "${key[@]}" --base snap6.snapshot --held-revision "$r6"
+accept "empty-changes delta, base: cache of state 6" held empty6.ksb "${key[@]}" --base c6/bundle.cache
+accept "static full of state 6 over the cache: a renewal" renewal static6/bundle.ksb "${key[@]}" --base c6/bundle.cache
+accept "delta of scope changes, base: cache of state 6" new delta7.ksb "${key[@]}" --base c6/bundle.cache
+accept "delta of scope changes, base: snapshot of state 6" new delta7.ksb "${key[@]}" --base snap6.snapshot --held-revision "$r6"
+accept "a catalogue change ($(manifest catalogue8.ksb kind)), base: snapshot of state 7" new catalogue8.ksb "${key[@]}" --base snap7.snapshot --held-revision "$(manifest delta7.ksb revision)"
+accept "changes folded from state 5 ($(manifest from5-7.ksb kind)), base: served full" new from5-7.ksb "${key[@]}" --base full5.ksb
 accept "gateway cache of a full bundle" new c5/bundle.cache "${key[@]}"
 accept "gateway cache of a delta" new c6/bundle.cache "${key[@]}"
 accept "gateway cache, expired (taken all the same)" new c6/bundle.cache "${key[@]}" --now $((exp5 + 10000000))
@@ -343,11 +348,11 @@ refuse "one byte after its end" tampered trailing.ksb "${key[@]}"
 refuse "format 3" malformed format3.ksb "${key[@]}"
 refuse "an old version, a newer one held" rollback full5.ksb "${key[@]}" --held-version "$v6"
 refuse "an older bundle of the held state" rollback static5/bundle.ksb "${key[@]}" --base full5.ksb
-refuse "rev 5 over the cache of rev 6" rollback full5.ksb "${key[@]}" --base c6/bundle.cache
+refuse "state 5 over the cache of state 6" rollback full5.ksb "${key[@]}" --base c6/bundle.cache
 refuse "a lower revision at a higher version" rollback full5.ksb "${key[@]}" --held-version 1 --held-revision "$r6"
 refuse "expired: now is its expiry" expired full5.ksb "${key[@]}" --now "$exp5"
 refuse "expired: an hour later" expired delta6.ksb "${key[@]}" --base full5.ksb --now $((exp5 + 3600000))
-refuse "a delta on the wrong base (rev 6's snapshot)" wrong-base delta6.ksb "${key[@]}" --base snap6.snapshot --held-revision "$r6"
+refuse "a delta on the wrong base (state 6's snapshot)" wrong-base delta6.ksb "${key[@]}" --base snap6.snapshot --held-revision "$r6"
 refuse "a delta on the wrong base (snapshot alone)" wrong-base delta6.ksb "${key[@]}" --base snap6.snapshot
 refuse "a delta on the wrong base's revision" wrong-base delta6.ksb "${key[@]}" --base snap5.snapshot --held-revision $((r5 - 1))
 refuse "a signed delta whose result is not its digest" delta-mismatch mismatch.ksb "${key[@]}" --base full5.ksb
@@ -394,10 +399,10 @@ for line in open(sys.argv[2], encoding="utf-8"):
         good = rc == 1 and out.startswith(f"refused {expect} ")
         shown = out[len("refused "):]
     if good:
-        print(f"ok    {what} {name:<52} {shown}")
+        print(f"ok    {what} {name:<56} {shown}")
     else:
         failed += 1
-        print(f"FAIL  {what} {name:<52} expected {expect}, got (exit {rc}) {out}")
+        print(f"FAIL  {what} {name:<56} expected {expect}, got (exit {rc}) {out}")
 sys.exit(1 if failed else 0)
 PY
 
@@ -407,10 +412,10 @@ cli() { # cli NAME RC TEXT ARGS...: exits RC, and its output starts with TEXT
     shift 3
     out=$("$py" "$verifier" "$@" 2>&1) || rc=$?
     if [ "$rc" = "$want" ] && [[ $out == "$text"* ]]; then
-        printf 'ok    cli    %-52s exit %s\n' "$name" "$rc"
+        printf 'ok    cli    %-56s exit %s\n' "$name" "$rc"
     else
         failures=$((failures + 1))
-        printf 'FAIL  cli    %-52s expected exit %s and %s, got (exit %s) %s\n' "$name" "$want" "$text" "$rc" "$out"
+        printf 'FAIL  cli    %-56s expected exit %s and %s, got (exit %s) %s\n' "$name" "$want" "$text" "$rc" "$out"
     fi
 }
 cli "a served full bundle" 0 "accepted: served full bundle" full5.ksb "${key[@]}"

@@ -732,7 +732,7 @@ def read_bundle(data, layout, trusted):
     if have < parts_len:  # 13
         raise Refusal("malformed", 13, f"{have} bytes follow the head, fewer than P = {parts_len}")
     if have > parts_len:
-        raise Refusal("tampered", 13, f"{have - parts_len} bytes follow the parts")
+        raise Refusal("tampered", 13, f"{have - parts_len} byte(s) follow the parts")
 
     if m["kind"] == "delta" and m.get("base") is None:  # 14
         raise Refusal("malformed", 14, "a delta without `base`")
@@ -897,7 +897,8 @@ def verify(args):
                 raise Refusal("wrong-base", 19,
                               f"the delta's base (revision {base['revision']}, "
                               f"{base['sha256'][:16]}…) is not the held state (revision "
-                              f"{held['revision']}, {(held['snapshot'] or '?')[:16]}…)")
+                              f"{'unknown' if held['revision'] is None else held['revision']}, "
+                              f"{(held['snapshot'] or 'unknown')[:16]}…)")
             if held["revision"] is None:
                 notes.append("the held revision is unknown: the base's revision was not compared")
             if held["contents"] is None:
@@ -905,6 +906,11 @@ def verify(args):
                 notes.append("NOT applied: the base matches, but no --base snapshot was given, "
                              "so the result is unchecked")
             else:
+                for sid, scope in bundle["changes"][0]:
+                    if scope is not None and scope["declared_id"] != sid:
+                        notes.append(f"the scope pair [{sid}, …] carries the id "
+                                     f"{scope['declared_id']}: the pair's id was used (the "
+                                     "format says only that keyscope writes its pair's id)")
                 result = apply_delta(held["contents"], bundle["changes"])
                 digest = result[-32:].hex()
                 if digest != m["snapshot"]["sha256"]:
