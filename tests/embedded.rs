@@ -1,10 +1,18 @@
-//! keyscope inside nginx: docs/nginx-embedded.conf, run as it is (only its
-//! two ports changed), by a real nginx with Debian's Lua module, two worker
-//! processes each deciding with libkeyscope through LuaJIT's FFI.
+//! keyscope inside nginx, both ways it goes there, each from its documented
+//! configuration run as it is (only its ports and the module's path
+//! changed), by a real nginx with two worker processes each deciding with
+//! libkeyscope:
+//! - the Lua handler (docs/nginx-embedded.conf): Debian's Lua module and
+//!   LuaJIT's FFI;
+//! - the native module (docs/nginx-module.conf): ngx_http_keyscope_module,
+//!   built here by integrations/nginx-module/build.sh against Debian's
+//!   nginx-dev.
 //!
-//! nginx and `libnginx-mod-http-lua` come from Debian (`.ci/run` installs
-//! them). libkeyscope.so is built beside this test binary: the test crate
-//! depends on `keyscope-embed`.
+//! Every behaviour is tested on both, and the two are asked the same
+//! requests and must answer alike. nginx, `libnginx-mod-http-lua` and
+//! `nginx-dev` come from Debian (`.ci/run` installs them). libkeyscope.so
+//! is built beside this test binary: the test crate depends on
+//! `keyscope-embed`.
 
 use std::collections::BTreeMap;
 use std::io::{Read as _, Write as _};
@@ -23,9 +31,61 @@ use serde_json::Value;
 use crate::nginx::upstream;
 use crate::support::{Sandbox, fixtures, http_client, wait_until};
 
-/// The documented configuration.
-fn documented_conf() -> String {
-    std::fs::read_to_string(fixtures().join("../../docs/nginx-embedded.conf")).unwrap()
+/// The two ways keyscope runs inside nginx's workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Integration {
+    /// integrations/nginx/keyscope.lua, through the Lua module.
+    Lua,
+    /// ngx_http_keyscope_module.
+    Module,
+}
+
+impl Integration {
+    /// Its documented configuration, with the module built here.
+    fn documented_conf(self) -> String {
+        match self {
+            Self::Lua => {
+                std::fs::read_to_string(fixtures().join("../../docs/nginx-embedded.conf")).unwrap()
+            }
+            Self::Module => {
+                let conf = std::fs::read_to_string(fixtures().join("../../docs/nginx-module.conf"))
+                    .unwrap();
+                let installed = "/usr/lib/nginx/modules/ngx_http_keyscope_module.so";
+                assert!(conf.contains(installed));
+                conf.replace(installed, module().to_str().unwrap())
+            }
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Lua => "nginx-lua",
+            Self::Module => "nginx-module",
+        }
+    }
+}
+
+/// ngx_http_keyscope_module.so, built once per test run with the one
+/// documented command, against this build's libkeyscope.so.
+pub fn module() -> &'static Path {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| {
+        let lib_dir = library().parent().unwrap().to_owned();
+        let out = lib_dir.join("nginx-module");
+        let output = Command::new("bash")
+            .arg(fixtures().join("../../integrations/nginx-module/build.sh"))
+            .arg(&out)
+            .env("KEYSCOPE_LIB_DIR", &lib_dir)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "integrations/nginx-module/build.sh failed (apt-get install nginx-dev): {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        out.join("ngx_http_keyscope_module.so")
+    })
 }
 
 /// libkeyscope.so from this build: next to the test binary's deps.
@@ -48,11 +108,12 @@ fn nginx_binary() -> &'static str {
 /// An nginx prefix: the library, the Lua module and `keyscope.toml`.
 struct Prefix {
     dir: PathBuf,
+    integration: Integration,
 }
 
 impl Prefix {
-    fn new(sandbox: &Sandbox, config: &str) -> Self {
-        let dir = sandbox.path("nginx");
+    fn new(sandbox: &Sandbox, integration: Integration, config: &str) -> Self {
+        let dir = sandbox.path(integration.name());
         for sub in ["logs", "temp"] {
             std::fs::create_dir_all(dir.join(sub)).unwrap();
         }
@@ -63,7 +124,12 @@ impl Prefix {
         )
         .unwrap();
         std::fs::write(dir.join("keyscope.toml"), config).unwrap();
-        Self { dir }
+        Self { dir, integration }
+    }
+
+    /// Its integration's documented configuration.
+    fn conf(&self) -> String {
+        self.integration.documented_conf()
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -127,7 +193,10 @@ fn start_as(prefix: &Prefix, conf: &str, upstream: SocketAddr, user: &str) -> Ng
     if std::fs::metadata("/proc/self").unwrap().uid() == 0 {
         globals.push_str(&format!(" user {user};"));
     }
+    // Without cargo's LD_LIBRARY_PATH: the module finds libkeyscope.so
+    // beside itself, as it would installed.
     let child = Command::new(nginx_binary())
+        .env_remove("LD_LIBRARY_PATH")
         .arg("-p")
         .arg(format!("{}/", prefix.dir.display()))
         .arg("-c")
@@ -219,7 +288,16 @@ fn no_key_in(text: &str, keys: &[&String], what: &str) {
 }
 
 #[test]
-fn embedded_nginx_lets_through_only_what_keyscope_allows_in_both_workers() {
+fn lua_lets_through_only_what_keyscope_allows_in_both_workers() {
+    embedded_nginx_lets_through_only_what_keyscope_allows_in_both_workers(Integration::Lua);
+}
+
+#[test]
+fn module_lets_through_only_what_keyscope_allows_in_both_workers() {
+    embedded_nginx_lets_through_only_what_keyscope_allows_in_both_workers(Integration::Module);
+}
+
+fn embedded_nginx_lets_through_only_what_keyscope_allows_in_both_workers(integration: Integration) {
     let sandbox = Sandbox::new();
     let viewer_scope = sandbox.scope("acme", "viewer", "view", "run");
     sandbox.scope("globex", "editor", "edit", "");
@@ -237,10 +315,10 @@ fn embedded_nginx_lets_through_only_what_keyscope_allows_in_both_workers() {
         .success();
     let (_, other_app) = sandbox.key("globex/editor", "other");
     let (runner_id, runner) = sandbox.key("acme/runner", "runner");
-    let prefix = Prefix::new(&sandbox, "snapshot = \"snapshot.ks\"\n");
+    let prefix = Prefix::new(&sandbox, integration, "snapshot = \"snapshot.ks\"\n");
     export(&sandbox, &prefix);
     let (upstream, seen) = upstream();
-    let nginx = start(&prefix, &documented_conf(), upstream);
+    let nginx = start(&prefix, &prefix.conf(), upstream);
 
     // Two worker processes, each with its own handle on generation 1.
     let statuses = workers(&nginx);
@@ -438,15 +516,24 @@ fn embedded_nginx_lets_through_only_what_keyscope_allows_in_both_workers() {
 }
 
 #[test]
-fn a_revocation_reaches_both_workers_through_the_rewritten_snapshot_file() {
+fn lua_a_revocation_reaches_both_workers_through_the_rewritten_snapshot_file() {
+    a_revocation_reaches_both_workers_through_the_rewritten_snapshot_file(Integration::Lua);
+}
+
+#[test]
+fn module_a_revocation_reaches_both_workers_through_the_rewritten_snapshot_file() {
+    a_revocation_reaches_both_workers_through_the_rewritten_snapshot_file(Integration::Module);
+}
+
+fn a_revocation_reaches_both_workers_through_the_rewritten_snapshot_file(integration: Integration) {
     let sandbox = Sandbox::new();
     sandbox.scope("acme", "viewer", "view", "");
     let (key_id, key) = sandbox.key("acme/viewer", "viewer");
     let (_, other) = sandbox.key("acme/viewer", "other");
-    let prefix = Prefix::new(&sandbox, "snapshot = \"snapshot.ks\"\n");
+    let prefix = Prefix::new(&sandbox, integration, "snapshot = \"snapshot.ks\"\n");
     export(&sandbox, &prefix);
     let (upstream, _) = upstream();
-    let nginx = start(&prefix, &documented_conf(), upstream);
+    let nginx = start(&prefix, &prefix.conf(), upstream);
     let path = "/api/v2/apps/acme/agents";
     assert_eq!(ask(nginx.addr, "GET", path, Some(&key)), 200);
 
@@ -473,13 +560,23 @@ fn a_revocation_reaches_both_workers_through_the_rewritten_snapshot_file() {
 }
 
 #[test]
-fn a_revocation_reaches_both_workers_through_the_fleets_bundle_url() {
+fn lua_a_revocation_reaches_both_workers_through_the_fleets_bundle_url() {
+    a_revocation_reaches_both_workers_through_the_fleets_bundle_url(Integration::Lua);
+}
+
+#[test]
+fn module_a_revocation_reaches_both_workers_through_the_fleets_bundle_url() {
+    a_revocation_reaches_both_workers_through_the_fleets_bundle_url(Integration::Module);
+}
+
+fn a_revocation_reaches_both_workers_through_the_fleets_bundle_url(integration: Integration) {
     let fleet = crate::fleet::Fleet::new();
     fleet.sandbox.scope("acme", "viewer", "view", "");
     let (key_id, key) = fleet.sandbox.key("acme/viewer", "viewer");
     let control_plane = fleet.control_plane(&["--usage-flush-ms", "200"]);
     let prefix = Prefix::new(
         &fleet.sandbox,
+        integration,
         &format!(
             "bundle_url = \"{}\"\nbundle_public_key = \"{}\"\nfleet_token_file = \"{}\"\n\
              gateway_id = \"nginx-edge\"\nbundle_cache = \"cache\"\n",
@@ -490,7 +587,7 @@ fn a_revocation_reaches_both_workers_through_the_fleets_bundle_url() {
     );
     std::fs::create_dir_all(prefix.path("cache")).unwrap();
     let (upstream, _) = upstream();
-    let nginx = start(&prefix, &documented_conf(), upstream);
+    let nginx = start(&prefix, &prefix.conf(), upstream);
     let path = "/api/v2/apps/acme/agents";
     until_both(&nginx, "both workers holding a bundle", |status| {
         status["source"] == "bundle" && status["snapshot_revision"].is_u64()
@@ -560,18 +657,32 @@ fn variant(n: u8) -> Vec<u8> {
 }
 
 #[test]
-fn twenty_module_swaps_under_traffic_fail_no_request_and_a_bad_module_is_refused() {
+fn lua_twenty_module_swaps_under_traffic_fail_no_request_and_a_bad_module_is_refused() {
+    twenty_module_swaps_under_traffic_fail_no_request_and_a_bad_module_is_refused(Integration::Lua);
+}
+
+#[test]
+fn module_twenty_module_swaps_under_traffic_fail_no_request_and_a_bad_module_is_refused() {
+    twenty_module_swaps_under_traffic_fail_no_request_and_a_bad_module_is_refused(
+        Integration::Module,
+    );
+}
+
+fn twenty_module_swaps_under_traffic_fail_no_request_and_a_bad_module_is_refused(
+    integration: Integration,
+) {
     let sandbox = Sandbox::new();
     sandbox.scope("acme", "viewer", "view", "");
     let (_, key) = sandbox.key("acme/viewer", "viewer");
     let prefix = Prefix::new(
         &sandbox,
+        integration,
         "snapshot = \"snapshot.ks\"\npolicy = \"policy.wasm\"\n",
     );
     export(&sandbox, &prefix);
     prefix.replace("policy.wasm", &variant(0));
     let (upstream, _) = upstream();
-    let nginx = start(&prefix, &documented_conf(), upstream);
+    let nginx = start(&prefix, &prefix.conf(), upstream);
 
     // Traffic on kept-alive connections and on fresh ones, all the while.
     let stop = Arc::new(AtomicBool::new(false));
@@ -645,18 +756,30 @@ fn twenty_module_swaps_under_traffic_fail_no_request_and_a_bad_module_is_refused
 }
 
 #[test]
-fn a_hostile_module_forced_live_denies_everything_and_the_workers_live_on() {
+fn lua_a_hostile_module_forced_live_denies_everything_and_the_workers_live_on() {
+    a_hostile_module_forced_live_denies_everything_and_the_workers_live_on(Integration::Lua);
+}
+
+#[test]
+fn module_a_hostile_module_forced_live_denies_everything_and_the_workers_live_on() {
+    a_hostile_module_forced_live_denies_everything_and_the_workers_live_on(Integration::Module);
+}
+
+fn a_hostile_module_forced_live_denies_everything_and_the_workers_live_on(
+    integration: Integration,
+) {
     let sandbox = Sandbox::new();
     sandbox.scope("acme", "viewer", "view", "");
     let (_, key) = sandbox.key("acme/viewer", "viewer");
     let prefix = Prefix::new(
         &sandbox,
+        integration,
         "snapshot = \"snapshot.ks\"\npolicy = \"policy.wasm\"\nforce_untested_policy = true\n",
     );
     export(&sandbox, &prefix);
     prefix.replace("policy.wasm", hostile::LOOP);
     let (upstream, seen) = upstream();
-    let nginx = start(&prefix, &documented_conf(), upstream);
+    let nginx = start(&prefix, &prefix.conf(), upstream);
     let pids: Vec<u64> = workers(&nginx).into_keys().collect();
 
     for _ in 0..8 {
@@ -680,7 +803,8 @@ fn a_hostile_module_forced_live_denies_everything_and_the_workers_live_on() {
             .as_str()
             .unwrap_or_default()
             .contains("policy-error")),
-        "{statuses:?}"
+        "{statuses:?}: {}",
+        prefix.error_log()
     );
     // A good module forced in: the same workers allow again.
     prefix.replace("policy.wasm", EMBEDDED_POLICY);
@@ -698,11 +822,26 @@ fn a_hostile_module_forced_live_denies_everything_and_the_workers_live_on() {
 }
 
 #[test]
-fn a_bad_configuration_denies_with_503_and_opening_before_the_fork_is_refused() {
+fn lua_a_bad_configuration_denies_with_503_and_opening_before_the_fork_is_refused() {
+    a_bad_configuration_denies_with_503_and_opening_before_the_fork_is_refused(Integration::Lua);
+}
+
+#[test]
+fn module_a_bad_configuration_denies_with_503_and_opening_before_the_fork_is_refused() {
+    a_bad_configuration_denies_with_503_and_opening_before_the_fork_is_refused(Integration::Module);
+}
+
+fn a_bad_configuration_denies_with_503_and_opening_before_the_fork_is_refused(
+    integration: Integration,
+) {
     let sandbox = Sandbox::new();
-    let prefix = Prefix::new(&sandbox, "snapshot = \"snapshot.ks\"\nsnapshots = 1\n");
+    let prefix = Prefix::new(
+        &sandbox,
+        integration,
+        "snapshot = \"snapshot.ks\"\nsnapshots = 1\n",
+    );
     let (upstream, seen) = upstream();
-    let nginx = start(&prefix, &documented_conf(), upstream);
+    let nginx = start(&prefix, &prefix.conf(), upstream);
     for status in workers(&nginx).values() {
         assert!(status.is_null(), "{status}");
     }
@@ -715,13 +854,26 @@ fn a_bad_configuration_denies_with_503_and_opening_before_the_fork_is_refused() 
     assert!(log.contains("every request is denied"), "{log}");
     drop(nginx);
 
-    // init_by_lua runs in the master, before the fork: refused loudly, and
-    // nginx does not start.
-    let conf = documented_conf()
-        .replace("init_worker_by_lua_block", "init_by_lua_block")
-        .replace("127.0.0.1:8080", &free_port().to_string());
+    let (conf, refusal) = match integration {
+        // init_by_lua runs in the master, before the fork: refused loudly,
+        // and nginx does not start.
+        Integration::Lua => (
+            prefix
+                .conf()
+                .replace("init_worker_by_lua_block", "init_by_lua_block"),
+            "keyscope.init runs in init_worker_by_lua*, not in phase `init`",
+        ),
+        // The module opens in each worker only; what it cannot do without
+        // is a configuration error nginx names before it starts.
+        Integration::Module => (
+            prefix.conf().replace("keyscope_config keyscope.toml;", ""),
+            "\"keyscope on\" needs \"keyscope_config\"",
+        ),
+    };
+    let conf = conf.replace("127.0.0.1:8080", &free_port().to_string());
     std::fs::write(prefix.path("nginx.conf"), conf).unwrap();
     let mut child = Command::new(nginx_binary())
+        .env_remove("LD_LIBRARY_PATH")
         .arg("-p")
         .arg(format!("{}/", prefix.dir.display()))
         .arg("-c")
@@ -745,10 +897,24 @@ fn a_bad_configuration_denies_with_503_and_opening_before_the_fork_is_refused() 
         .read_to_string(&mut said)
         .unwrap();
     said.push_str(&prefix.error_log());
-    assert!(
-        said.contains("keyscope.init runs in init_worker_by_lua*, not in phase `init`"),
-        "{said}"
+    assert!(said.contains(refusal), "{said}");
+
+    // A configuration file that is not there: every request denied, and
+    // the error log and the status say which file.
+    std::fs::remove_file(prefix.path("keyscope.toml")).unwrap();
+    let nginx = start(&prefix, &prefix.conf(), upstream);
+    let (status, _, body) = ask_raw(nginx.addr, "GET /api/v2/apps/acme/agents HTTP/1.1\r\n");
+    assert_eq!(
+        (status, body.contains("policy-error")),
+        (503, true),
+        "{body}"
     );
+    let log = prefix.error_log();
+    assert!(
+        log.contains("keyscope.toml") && log.contains("every request is denied"),
+        "{log}"
+    );
+    assert!(seen.lock().unwrap().is_empty());
 }
 
 /// The uids of `master`'s children: nginx's workers.
@@ -772,7 +938,18 @@ fn worker_uids(master: u32) -> Vec<u32> {
 }
 
 #[test]
-fn workers_as_nobody_read_what_root_exports_and_say_stale_when_they_cannot() {
+fn lua_workers_as_nobody_read_what_root_exports_and_say_stale_when_they_cannot() {
+    workers_as_nobody_read_what_root_exports_and_say_stale_when_they_cannot(Integration::Lua);
+}
+
+#[test]
+fn module_workers_as_nobody_read_what_root_exports_and_say_stale_when_they_cannot() {
+    workers_as_nobody_read_what_root_exports_and_say_stale_when_they_cannot(Integration::Module);
+}
+
+fn workers_as_nobody_read_what_root_exports_and_say_stale_when_they_cannot(
+    integration: Integration,
+) {
     use std::os::unix::fs::PermissionsExt as _;
     let sandbox = Sandbox::new();
     sandbox.scope("acme", "viewer", "view", "");
@@ -780,6 +957,7 @@ fn workers_as_nobody_read_what_root_exports_and_say_stale_when_they_cannot() {
     let (_, second) = sandbox.key("acme/viewer", "second");
     let prefix = Prefix::new(
         &sandbox,
+        integration,
         "snapshot = \"snapshot.ks\"\nwatch_interval_ms = 50\nmax_stale_s = 1\n",
     );
     // A deployment's directories: the workers' user can reach them.
@@ -793,7 +971,7 @@ fn workers_as_nobody_read_what_root_exports_and_say_stale_when_they_cannot() {
     let mode = || std::fs::metadata(&snapshot).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(), 0o644);
     let (upstream, _) = upstream();
-    let nginx = start_as(&prefix, &documented_conf(), upstream, "nobody nogroup");
+    let nginx = start_as(&prefix, &prefix.conf(), upstream, "nobody nogroup");
     if std::fs::metadata("/proc/self").unwrap().uid() == 0 {
         let uids = worker_uids(nginx.child.id());
         assert_eq!(uids, [65534, 65534], "the workers run as nobody");
@@ -844,4 +1022,241 @@ fn workers_as_nobody_read_what_root_exports_and_say_stale_when_they_cannot() {
     wait_until(30, "decisions resuming", || {
         (0..16).all(|_| ask(nginx.addr, "GET", path, Some(&second)) == 200)
     });
+}
+
+/// The Lua handler and the native module, on one store, asked the same
+/// requests: the same status, challenge, content type and body for each,
+/// and the same requests reach their upstreams with the same ids.
+#[test]
+fn the_module_and_the_lua_handler_agree_request_by_request() {
+    let sandbox = Sandbox::new();
+    sandbox.scope("acme", "viewer", "view", "run");
+    sandbox.scope(
+        "acme",
+        "runner",
+        "none",
+        "run,session-create,session-terminate",
+    );
+    sandbox.scope("globex", "editor", "edit", "document-upload");
+    let (_, viewer) = sandbox.key("acme/viewer", "viewer");
+    let (_, runner) = sandbox.key("acme/runner", "runner");
+    let (_, editor) = sandbox.key("globex/editor", "editor");
+    let (revoked_id, revoked) = sandbox.key("acme/viewer", "revoked");
+    sandbox
+        .keyscope(["key", "revoke", &revoked_id.to_string()])
+        .assert()
+        .success();
+    let both: Vec<_> = [Integration::Lua, Integration::Module]
+        .into_iter()
+        .map(|integration| {
+            let prefix = Prefix::new(&sandbox, integration, "snapshot = \"snapshot.ks\"\n");
+            export(&sandbox, &prefix);
+            let (upstream, seen) = upstream();
+            let nginx = start(&prefix, &prefix.conf(), upstream);
+            (prefix, nginx, seen)
+        })
+        .collect();
+
+    let routes = sandbox.json(["route", "list"]);
+    let mut heads = Vec::new();
+    for route in routes.as_array().unwrap() {
+        let method = route["method"].as_str().unwrap();
+        let pattern = route["pattern"].as_str().unwrap();
+        for app in ["acme", "globex", "initech"] {
+            let path: String = pattern
+                .split('/')
+                .map(|segment| match segment {
+                    "{app}" => app,
+                    s if s.starts_with('{') => "x-1",
+                    s => s,
+                })
+                .collect::<Vec<_>>()
+                .join("/");
+            for credential in [
+                String::new(),
+                format!("x-api-key: {viewer}\r\n"),
+                format!("x-api-key: {runner}\r\n"),
+                format!("Authorization: Bearer {editor}\r\n"),
+                format!("x-api-key: {revoked}\r\n"),
+                "x-api-key: ks_not-a-key\r\n".to_owned(),
+                format!("x-api-key: {viewer}\r\nx-api-key: {runner}\r\n"),
+                format!("X-API-KEY: {runner}\r\nAuthorization: Bearer {runner}\r\n"),
+            ] {
+                heads.push(format!("{method} {path}?q=1 HTTP/1.1\r\n{credential}"));
+            }
+        }
+    }
+    heads.push(format!(
+        "PATCH /api/v2/apps/acme/agents HTTP/1.1\r\nx-api-key: {viewer}\r\n"
+    ));
+    heads.push(format!(
+        "GET /elsewhere HTTP/1.1\r\nx-api-key: {viewer}\r\n"
+    ));
+    heads.push(format!(
+        "GET /api/v2/apps/acme/agents HTTP/1.1\r\nx-api-key: {viewer}\r\n\
+         X-Keyscope-Key-Id: 999\r\nX-Keyscope-Scope-Id: 999\r\n"
+    ));
+    let mut allowed = 0;
+    for head in &heads {
+        let answers: Vec<_> = both
+            .iter()
+            .map(|(_, nginx, _)| {
+                let (status, headers, body) = ask_raw(nginx.addr, head);
+                let header = |name: &str| headers.get(name).cloned().unwrap_or_default();
+                (
+                    status,
+                    header("www-authenticate"),
+                    header("content-type"),
+                    header("cache-control"),
+                    body,
+                )
+            })
+            .collect();
+        assert_eq!(answers[0], answers[1], "{head}");
+        assert!(
+            [200, 401, 403].contains(&answers[0].0),
+            "{head}: {answers:?}"
+        );
+        allowed += usize::from(answers[0].0 == 200);
+    }
+    assert!(
+        allowed > 10 && allowed < heads.len() / 2,
+        "{allowed} of {}",
+        heads.len()
+    );
+    let seen: Vec<_> = both
+        .iter()
+        .map(|(_, _, seen)| seen.lock().unwrap().clone())
+        .collect();
+    assert_eq!(seen[0].len(), allowed);
+    assert_eq!(
+        seen[0], seen[1],
+        "the upstreams saw different requests or ids"
+    );
+    assert!(
+        seen[0]
+            .iter()
+            .all(|(_, key_id, _)| key_id.as_deref() != Some("999"))
+    );
+    for (prefix, _, _) in &both {
+        let keys = [&viewer, &runner, &editor, &revoked];
+        no_key_in(&prefix.error_log(), &keys, "nginx's error log");
+        let access = std::fs::read_to_string(prefix.path("logs/access.log")).unwrap_or_default();
+        no_key_in(&access, &keys, "nginx's access log");
+    }
+    // The module's variables, in the documented log format.
+    let access = std::fs::read_to_string(both[1].0.path("logs/access.log")).unwrap();
+    assert!(
+        access.contains("keyscope=allowed key=") && access.contains("keyscope=revoked-key key=-"),
+        "{access}"
+    );
+}
+
+/// `nginx -s reload` under traffic: new workers open their own handles,
+/// the old ones close theirs and exit, and no request fails. The master
+/// never opens one: it runs one thread, no policy engine.
+#[test]
+fn module_reload_under_traffic_fails_no_request_and_the_master_never_decides() {
+    let sandbox = Sandbox::new();
+    sandbox.scope("acme", "viewer", "view", "");
+    let (_, key) = sandbox.key("acme/viewer", "viewer");
+    let prefix = Prefix::new(
+        &sandbox,
+        Integration::Module,
+        "snapshot = \"snapshot.ks\"\n",
+    );
+    export(&sandbox, &prefix);
+    let (upstream, _) = upstream();
+    let nginx = start(&prefix, &prefix.conf(), upstream);
+    let threads = |pid: u32| {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .map(|tasks| tasks.count())
+            .unwrap_or(0)
+    };
+    assert_eq!(threads(nginx.child.id()), 1, "the master runs one thread");
+    let mut before: Vec<u64> = workers(&nginx).into_keys().collect();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (sent, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let traffic: Vec<_> = (0..2)
+        .map(|_| {
+            let (stop, sent, failed, key) = (
+                Arc::clone(&stop),
+                Arc::clone(&sent),
+                Arc::clone(&failed),
+                key.clone(),
+            );
+            let addr = nginx.addr;
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let status = ask(addr, "GET", "/api/v2/apps/acme/agents", Some(&key));
+                    sent.fetch_add(1, Ordering::Relaxed);
+                    if status != 200 {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for reload in 1..=3 {
+        let at = sent.load(Ordering::Relaxed);
+        wait_until(30, "traffic before the reload", || {
+            sent.load(Ordering::Relaxed) > at + 20
+        });
+        let status = Command::new(nginx_binary())
+            .arg("-p")
+            .arg(format!("{}/", prefix.dir.display()))
+            .arg("-c")
+            .arg(prefix.path("nginx.conf"))
+            .args(["-s", "reload"])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        // New workers, each with its handle; the old ones gone.
+        let mut now = Vec::new();
+        wait_until(30, &format!("reload {reload}: two new workers"), || {
+            now = worker_pids(nginx.child.id());
+            now.len() == 2 && now.iter().all(|pid| !before.contains(pid))
+        });
+        until_both(&nginx, "the new workers deciding", |status| {
+            status["generation"] == 1
+        });
+        assert_eq!(threads(nginx.child.id()), 1, "the master runs one thread");
+        before = now;
+    }
+    let at = sent.load(Ordering::Relaxed);
+    wait_until(30, "traffic after the reloads", || {
+        sent.load(Ordering::Relaxed) > at + 20
+    });
+    stop.store(true, Ordering::Relaxed);
+    for lane in traffic {
+        lane.join().unwrap();
+    }
+    let (sent, failed) = (sent.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    eprintln!("module: 3 reloads under {sent} requests, {failed} failed");
+    assert_eq!(failed, 0);
+    let log = prefix.error_log();
+    assert!(!log.contains("exited on signal"), "{log}");
+    no_key_in(&log, &[&key], "nginx's error log");
+}
+
+/// The pids of `master`'s children: nginx's workers (and, briefly after a
+/// reload, the ones shutting down).
+fn worker_pids(master: u32) -> Vec<u64> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(status) = std::fs::read_to_string(entry.path().join("status")) else {
+            continue;
+        };
+        let ppid = status
+            .lines()
+            .find_map(|line| line.strip_prefix("PPid:"))
+            .map(str::trim);
+        if ppid == Some(&master.to_string())
+            && let Ok(pid) = entry.file_name().to_string_lossy().parse()
+        {
+            pids.push(pid);
+        }
+    }
+    pids
 }

@@ -716,7 +716,10 @@ fn the_bundle_endpoint_answers_304_long_polls_and_sends_deltas_from_a_held_state
     // Bad polls are named.
     for (query, what) in [
         ("?revision=1", "give all three"),
-        ("?revision=1&snapshot=zz&module=zz", "64 lowercase hex digits"),
+        (
+            "?revision=1&snapshot=zz&module=zz",
+            "64 lowercase hex digits",
+        ),
         (
             &format!("?revision=1&snapshot={0}&module={0}", "AB".repeat(32)),
             "64 lowercase hex digits",

@@ -439,7 +439,10 @@ mod tests {
             ..SnapshotChanges::default()
         };
         let refused = kept.apply(misfiled).unwrap_err();
-        assert!(format!("{refused:?}").contains("scope 2 carries scope 1"), "{refused:?}");
+        assert!(
+            format!("{refused:?}").contains("scope 2 carries scope 1"),
+            "{refused:?}"
+        );
         assert_eq!(kept.apply(SnapshotChanges::default()).unwrap(), before);
     }
 }

@@ -71,10 +71,16 @@ fn check_id(id: &str) -> Result<(), ApiError> {
 fn check_digest(what: &str, digest: &str) -> Result<(), ApiError> {
     // Lowercase only, as every digest is written: an uppercase one would
     // never match what was published, and fetch a full bundle every time.
-    if digest.len() == 64 && digest.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+    if digest.len() == 64
+        && digest
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    {
         Ok(())
     } else {
-        Err(invalid(format!("{what}: a digest is 64 lowercase hex digits")))
+        Err(invalid(format!(
+            "{what}: a digest is 64 lowercase hex digits"
+        )))
     }
 }
 
