@@ -165,6 +165,88 @@ fn a_file_that_is_not_a_keyscope_store_is_refused_and_left_untouched() {
     assert_eq!(entries, 2, "no journal or WAL files may be left behind");
 }
 
+/// A store is a plain path: no SQLite URI or in-memory database around the
+/// store's checks, no dangling link followed, no key pasted as a name, no
+/// deadline past what a time can show; and a refused command that would
+/// have created the store leaves no file.
+#[test]
+fn store_paths_names_and_deadlines_are_refused_in_words_and_leave_nothing() {
+    let s = Sandbox::new();
+    let keyscope = |store: &str, args: &[&str]| {
+        assert_cmd::Command::new(env!("CARGO_BIN_EXE_keyscope"))
+            .current_dir(s.dir.path())
+            .arg("--store")
+            .arg(store)
+            .args(args)
+            .assert()
+    };
+    let create = ["scope", "create", "--app", "acme", "--name", "x"];
+    for store in [":memory:", "file:u.db?mode=rwc", "FILE:x.db"] {
+        keyscope(store, &create)
+            .code(2)
+            .stderr(contains("SQLite URIs (file:…) and :memory: are not stores"));
+    }
+    std::os::unix::fs::symlink("missing.db", s.path("link.db")).unwrap();
+    keyscope("link.db", &create)
+        .code(2)
+        .stderr(contains("a symbolic link to a file that does not exist"));
+    for args in [
+        &["admin", "token", "create", "--name", "bad name"][..],
+        &["scope", "create", "--app", "bad app", "--name", "x"],
+        &["route", "set", "GET", "no-slash", "agents.list"],
+        &["limits", "set", "--scopes-per-app", "0"],
+        &["limits", "set"],
+    ] {
+        keyscope("new.db", args).code(2);
+        assert!(!s.path("new.db").exists(), "{args:?} left a store");
+    }
+    let entries: Vec<_> = std::fs::read_dir(s.dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    assert_eq!(entries, ["link.db"], "stray files");
+
+    // Names shaped like keyscope's secrets, and deadlines past year 9999.
+    s.scope("acme", "viewer", "view", "");
+    let (_, key) = s.key("acme/viewer", "k");
+    let store = s.store();
+    let store = store.to_str().unwrap();
+    for args in [
+        &[
+            "key",
+            "create",
+            "--scope",
+            "acme/viewer",
+            "--name",
+            key.as_str(),
+        ][..],
+        &["scope", "create", "--app", key.as_str(), "--name", "x"],
+        &["admin", "token", "create", "--name", "ksadmin_x"],
+    ] {
+        let output = keyscope(store, args).code(2);
+        let stderr = String::from_utf8_lossy(&output.get_output().stderr).into_owned();
+        assert!(stderr.contains("looks like a secret"), "{stderr}");
+        assert!(!stderr.contains(&key[3..]), "{stderr}");
+    }
+    keyscope(
+        store,
+        &[
+            "key",
+            "create",
+            "--scope",
+            "acme/viewer",
+            "--name",
+            "far",
+            "--expires-in",
+            "100000000d",
+        ],
+    )
+    .code(2)
+    .stderr(contains("at most 9999-12-31T23:59:59.999Z"));
+    let trail = s.json(["audit", "list"]);
+    assert!(!trail.to_string().contains(&key[3..]), "{trail}");
+}
+
 #[test]
 fn a_store_from_a_newer_keyscope_is_refused() {
     let s = Sandbox::new();

@@ -271,11 +271,19 @@ fn duplicate_names_are_refused_and_change_nothing() {
 #[test]
 fn default_limits_are_20_scopes_per_app_and_40_keys_per_scope() {
     let s = Sandbox::new();
-    let limits = s.json(["limits", "set"]);
+    s.keyscope(["store", "migrate"]).assert().success();
+    let limits = s.json(["limits", "show"]);
     assert_eq!(
         limits,
         serde_json::json!({"scopes_per_app": 20, "keys_per_scope": 40})
     );
+    // `limits set` with nothing to set is refused, not an audited no-op.
+    s.keyscope(["limits", "set"])
+        .assert()
+        .code(2)
+        .stderr(contains(
+            "give --scopes-per-app N, --keys-per-scope N, or both",
+        ));
     for i in 0..20 {
         s.scope("acme", &format!("s{i}"), "none", "");
     }

@@ -706,6 +706,17 @@ fn every_page_and_form_needs_a_session_and_every_form_its_csrf_token() {
         );
     }
 
+    // A path or an Open box naming no possible app shows none of its text
+    // (no words of an attacker's on a console page, no secret in a URL).
+    let lure = "/apps/ACCOUNT%20LOCKED%3A%20sign%20in%20at%20evil.example";
+    let answer = admin.get(lure);
+    assert_eq!(answer.status, 404, "{answer:?}");
+    assert!(!answer.body.contains("LOCKED") && !answer.body.contains("evil"));
+    let (_, pasted) = sandbox.key("billing/seed", "pasted");
+    let answer = admin.get(&format!("/apps?app={pasted}"));
+    assert_eq!(answer.status, 400, "{answer:?}");
+    assert!(answer.location.is_empty() && !answer.body.contains(&pasted));
+
     // A form without the CSRF token, or with another's, changes nothing.
     let form = [("name", "forged"), ("agents", "full")];
     let refused = admin.post("/apps/billing", &form);

@@ -582,6 +582,15 @@ fn bad_and_slow_clients_get_a_clear_answer_and_others_are_still_served() {
     // nginx mode without the original request.
     let response = http.get(server.url("/auth")).call().unwrap();
     assert_eq!(response.status(), 400);
+    // Two copies of the original request's URI: a client's own passed
+    // through, refused rather than one picked.
+    let answer = raw_exchange(
+        server.http,
+        b"GET /auth HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Original-Method: GET\r\n\
+          X-Original-URI: /api/v2/apps/acme/agents\r\nX-Original-URI: /api/v2/apps/globex/agents\r\n\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("must come once each"), "{answer}");
     // Oversized headers, and bytes that are not HTTP.
     let huge = format!(
         "GET /auth HTTP/1.1\r\nHost: x\r\nx-big: {}\r\n\r\n",

@@ -88,7 +88,23 @@ pub(super) async fn pick_app(Query(query): Query<AppQuery>) -> Page {
             "Name an application to open.",
         ));
     }
+    // Never a redirect to a URL holding what was typed, unless it is a name
+    // (a pasted secret would stay in the browser's history).
+    if keyscope_store::check_name("app", app).is_err() {
+        return Err(PageError::new(
+            StatusCode::BAD_REQUEST,
+            "An application's name is 1 to 64 characters from A–Z, a–z, 0–9, dot, \
+             underscore and hyphen, starting with a letter or digit.",
+        ));
+    }
     Ok(Redirect::to(&app_path(app)).into_response())
+}
+
+/// An app named in a path: a name, or no such page (the path's text is
+/// never shown).
+fn app_in_path(app: &str) -> Result<(), PageError> {
+    keyscope_store::check_name("app", app)
+        .map_err(|_| PageError::new(StatusCode::NOT_FOUND, "There is no such page."))
 }
 
 #[derive(Deserialize, Default)]
@@ -116,6 +132,7 @@ pub(super) async fn list(
     Path(app): Path<String>,
     Query(done): Query<Notice>,
 ) -> Page {
+    app_in_path(&app)?;
     let scopes = {
         let app = app.clone();
         console
@@ -169,6 +186,7 @@ pub(super) async fn new_form(
     Extension(signed_in): Extension<SignedIn>,
     Path(app): Path<String>,
 ) -> Page {
+    app_in_path(&app)?;
     let form = ScopeForm::blank();
     let body = scope_form(&signed_in, &app_path(&app), &form, None, "Create");
     let title = format!("New API scope · {app}");

@@ -182,6 +182,17 @@ fn bad_request(why: &str) -> Response {
 /// nginx `auth_request`: the original request is in `X-Original-Method` and
 /// `X-Original-URI`.
 async fn nginx(State(authorizer): State<Arc<Authorizer>>, headers: HeaderMap) -> Response {
+    // One copy of each, as nginx's `proxy_set_header` sends: a second one
+    // is a client's own, passed through a misconfigured proxy.
+    if ["x-original-method", "x-original-uri"]
+        .iter()
+        .any(|name| headers.get_all(*name).iter().count() > 1)
+    {
+        return bad_request(
+            "X-Original-Method and X-Original-URI must come once each; set them with \
+             proxy_set_header, which replaces a client's own",
+        );
+    }
     let original = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let (Some(method), Some(uri)) = (original("x-original-method"), original("x-original-uri"))
     else {

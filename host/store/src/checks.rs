@@ -17,6 +17,23 @@ pub(crate) fn name(what: &'static str, value: &str) -> Result<()> {
     let rest_ok = value
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    // What keyscope's secrets start with: a secret pasted as a name would
+    // be kept in every listing and, for good, in the audit trail.
+    let secret_shaped = [
+        keyscope_keys::KEY_PREFIX,
+        keyscope_keys::admin_token::ADMIN_PREFIX,
+        keyscope_keys::admin_token::FLEET_PREFIX,
+    ]
+    .iter()
+    .any(|prefix| value.starts_with(prefix));
+    if secret_shaped {
+        return Err(Error::invalid(
+            what,
+            "ks…",
+            "a name may not start with ks_, ksadmin_ or ksfleet_, as keyscope's keys and \
+             tokens do: it looks like a secret pasted in the wrong place",
+        ));
+    }
     if first_ok && rest_ok && value.len() <= 64 {
         Ok(())
     } else {
@@ -27,6 +44,10 @@ pub(crate) fn name(what: &'static str, value: &str) -> Result<()> {
         ))
     }
 }
+
+/// The latest not-after a key may have, 9999-12-31T23:59:59.999Z: the last
+/// moment an RFC 3339 time can show.
+pub(crate) const LAST_NOT_AFTER_MS: u64 = 253_402_300_799_999;
 
 /// A new key's not-after under `lifetime`, judged against `now_ms`, the
 /// one clock reading its creation is stamped with: `None` for a key
@@ -44,6 +65,13 @@ pub(crate) fn not_after(lifetime: Lifetime, now_ms: u64) -> Result<Option<i64>> 
         }
         Lifetime::Until(at) => at,
     };
+    if not_after > LAST_NOT_AFTER_MS {
+        return Err(Error::invalid(
+            "not-after",
+            &not_after.to_string(),
+            "a key's deadline is at most 9999-12-31T23:59:59.999Z",
+        ));
+    }
     i64::try_from(not_after)
         .map(Some)
         .map_err(|_| Error::invalid("not-after", &not_after.to_string(), "too far in the future"))
@@ -210,6 +238,7 @@ pub(crate) fn successor_lifetime(old: &ApiKey, now_ms: u64) -> Lifetime {
         // A creation time this store did not write: keep the deadline.
         None => Lifetime::Until(not_after.max(now_ms.saturating_add(1))),
     }
+    .capped(now_ms)
 }
 
 /// What a token's name is called in errors.

@@ -30,7 +30,7 @@ pub enum StoreError {
     },
     /// There is no store file where one was expected.
     #[error(
-        "no store at `{0}`: a command that adds to a store creates it (`keyscope scope create`, `keyscope admin token create`, `keyscope store migrate`); or point --store (or $KEYSCOPE_STORE) at one"
+        "no store at `{0}`: a command that adds to a store creates it (such as `keyscope scope create`, `keyscope admin token create` or `keyscope store migrate`); or point --store (or $KEYSCOPE_STORE) at one"
     )]
     NoStore(String),
     /// The store was written by a newer keyscope.

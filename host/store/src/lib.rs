@@ -50,4 +50,12 @@ pub use records::{
     ScopeUpdate, ShownKey, Token, TokenKind,
 };
 pub use sqlite::SqliteStore;
+
+/// Checks a name (an app, a scope, a key, a token) by the one rule every
+/// backend applies: 1 to 64 characters from `[A-Za-z0-9._-]`, starting
+/// with a letter or digit, and not shaped like one of keyscope's secrets.
+/// The error never quotes a secret-shaped value.
+pub fn check_name(what: &'static str, value: &str) -> Result<()> {
+    checks::name(what, value)
+}
 pub use store::Store;

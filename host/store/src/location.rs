@@ -74,6 +74,20 @@ impl FromStr for Location {
                 "give a file path or a postgres:// URL",
             ));
         }
+        // SQLite reads these as an in-memory database or a URI with its own
+        // options (`mode=`, `immutable=`), around the store's checks on the
+        // file: a store is a plain path.
+        if s == ":memory:"
+            || s.get(..5)
+                .is_some_and(|head| head.eq_ignore_ascii_case("file:"))
+        {
+            return Err(StoreError::invalid(
+                "store",
+                &crate::error::printable(s.get(..5).unwrap_or(s)),
+                "SQLite URIs (file:…) and :memory: are not stores; give the file's path \
+                 (./file:name for a file whose name starts with file:)",
+            ));
+        }
         Ok(Self::Sqlite(PathBuf::from(s)))
     }
 }

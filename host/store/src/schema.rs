@@ -231,6 +231,19 @@ fn check_file(path: &Path) -> Result<()> {
             {
                 // Created empty: checked (and so remembered) below.
                 Ok(_) => {}
+                // A symbolic link to a missing file: not followed into a
+                // new file somewhere else.
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::AlreadyExists
+                        && std::fs::symlink_metadata(path)
+                            .is_ok_and(|meta| meta.file_type().is_symlink())
+                        && std::fs::metadata(path).is_err() =>
+                {
+                    return Err(Error::not_a_store(
+                        path.display(),
+                        "it is a symbolic link to a file that does not exist",
+                    ));
+                }
                 // Another process created it meanwhile: check theirs.
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                     return check_file(path);

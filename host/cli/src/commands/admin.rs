@@ -69,29 +69,31 @@ pub(super) fn create(
         );
     }
     // A command that adds to the store creates it (commands/mod.rs).
-    let mut store = Store::open(store)?;
-    let token = keyscope_keys::admin_token::generate(match kind {
-        TokenKind::Admin => keyscope_keys::admin_token::ADMIN_PREFIX,
-        TokenKind::Fleet => keyscope_keys::admin_token::FLEET_PREFIX,
-    });
-    let created = store.create_token(kind, name, &keyscope_keys::admin_token::digest(&token))?;
-    out.note(&format!(
-        "created {} `{}`; it is shown below only this once:",
-        kind.noun(),
-        created.name
-    ));
-    let shown = serde_json::json!({
-        "id": created.id,
-        "name": created.name,
-        "token": token.as_str(),
-        "created_at": created.created_at,
-    });
-    if let Err(error) = out.print_flushed(&shown, || token.as_str().to_owned()) {
-        // Nobody saw it: it must not stay valid.
-        store.revoke_token(kind, &created.name)?;
-        anyhow::bail!("writing the token to stdout: {error}; the token was revoked");
-    }
-    Ok(created)
+    super::add_to(store, |store| {
+        let token = keyscope_keys::admin_token::generate(match kind {
+            TokenKind::Admin => keyscope_keys::admin_token::ADMIN_PREFIX,
+            TokenKind::Fleet => keyscope_keys::admin_token::FLEET_PREFIX,
+        });
+        let created =
+            store.create_token(kind, name, &keyscope_keys::admin_token::digest(&token))?;
+        out.note(&format!(
+            "created {} `{}`; it is shown below only this once:",
+            kind.noun(),
+            created.name
+        ));
+        let shown = serde_json::json!({
+            "id": created.id,
+            "name": created.name,
+            "token": token.as_str(),
+            "created_at": created.created_at,
+        });
+        if let Err(error) = out.print_flushed(&shown, || token.as_str().to_owned()) {
+            // Nobody saw it: it must not stay valid.
+            store.revoke_token(kind, &created.name)?;
+            anyhow::bail!("writing the token to stdout: {error}; the token was revoked");
+        }
+        Ok(created)
+    })
 }
 
 /// Lists the tokens of `kind`, live and revoked.

@@ -275,8 +275,13 @@ impl BatchLine {
             }
         };
         let at = match self.at {
+            // The error never quotes the value: a line's text may hold a key.
             Some(at) => parse_at(&at)
-                .map_err(|why| format!("\"at\": {why}"))?
+                .map_err(|_| {
+                    "\"at\" is neither an RFC 3339 time (2027-01-01T00:00:00Z) nor a duration \
+                     from now (+30d, -1h)"
+                        .to_owned()
+                })?
                 .resolve(now),
             None => default_at,
         };

@@ -30,11 +30,15 @@ pub fn run(command: LimitsCommand, store: &Location, out: &Output) -> anyhow::Re
             scopes_per_app,
             keys_per_scope,
         } => {
-            let mut store = Store::open(store)?;
-            let current = store.quotas()?;
-            store.set_quotas(Quotas {
-                scopes_per_app: scopes_per_app.unwrap_or(current.scopes_per_app),
-                keys_per_scope: keys_per_scope.unwrap_or(current.keys_per_scope),
+            if scopes_per_app.is_none() && keys_per_scope.is_none() {
+                anyhow::bail!("give --scopes-per-app N, --keys-per-scope N, or both");
+            }
+            super::add_to(store, |store| {
+                let current = store.quotas()?;
+                Ok(store.set_quotas(Quotas {
+                    scopes_per_app: scopes_per_app.unwrap_or(current.scopes_per_app),
+                    keys_per_scope: keys_per_scope.unwrap_or(current.keys_per_scope),
+                })?)
             })?
         }
     };

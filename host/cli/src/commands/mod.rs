@@ -6,7 +6,8 @@
 //! destination) creates it, with `AnyStore::open`. Every other command
 //! reads, or changes what the store must already hold (a key needs its
 //! scope), and refuses a missing store with `AnyStore::open_existing`,
-//! leaving no file behind.
+//! leaving no file behind. An adding command that made the store and then
+//! failed (a name refused, say) removes it again ([`add_to`]).
 
 mod admin;
 mod audit;
@@ -30,9 +31,43 @@ mod store;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use keyscope_store::Location;
+use keyscope_store::{Location, Store as _};
 
 pub use output::Output;
+
+/// Opens the store to add to it, creating it if there is none, and runs
+/// `add` on it. If this call created the store's file and `add` fails, the
+/// file is removed again: a refused command leaves no empty store behind
+/// for later commands to run on.
+pub(crate) fn add_to<T>(
+    location: &Location,
+    add: impl FnOnce(&mut keyscope_store::AnyStore) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let created = match location {
+        Location::Sqlite(path) => {
+            (!path.exists() && std::fs::symlink_metadata(path).is_err()).then(|| path.clone())
+        }
+        Location::Postgres(_) => None,
+    };
+    let mut store = keyscope_store::AnyStore::open(location)?;
+    let added = add(&mut store);
+    // Removed only while it holds nothing: every change is audited, so an
+    // empty trail means no other process has added to it meanwhile.
+    if added.is_err()
+        && let Some(path) = created
+        && store
+            .audit_trail(None)
+            .is_ok_and(|trail| trail.entries.is_empty())
+    {
+        drop(store);
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let mut name = path.clone().into_os_string();
+            name.push(suffix);
+            let _ = std::fs::remove_file(name);
+        }
+    }
+    added
+}
 
 /// Exit status of a deny.
 pub const EXIT_DENY: u8 = 1;

@@ -59,7 +59,8 @@ pub fn run(command: OpCommand, store: &Location, out: &Output) -> anyhow::Result
     match command {
         OpCommand::List => print(Store::open_existing(store)?.operations()?)?,
         OpCommand::Set { name, requires } => {
-            print(vec![Store::open(store)?.set_operation(&name, requires)?])?;
+            let set = super::add_to(store, |store| Ok(store.set_operation(&name, requires)?))?;
+            print(vec![set])?;
         }
         OpCommand::Remove { name } => {
             Store::open_existing(store)?.remove_operation(&name)?;

@@ -48,7 +48,9 @@ pub fn run(command: RouteCommand, store: &Location, out: &Output) -> anyhow::Res
             method,
             pattern,
             op,
-        } => print(vec![Store::open(store)?.set_route(&method, &pattern, &op)?])?,
+        } => print(vec![super::add_to(store, |store| {
+            Ok(store.set_route(&method, &pattern, &op)?)
+        })?])?,
         RouteCommand::Remove { method, pattern } => {
             Store::open_existing(store)?.remove_route(&method, &pattern)?;
             out.print(

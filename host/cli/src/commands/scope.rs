@@ -87,7 +87,9 @@ pub fn run(command: ScopeCommand, store: &Location, out: &Output) -> anyhow::Res
             agents,
             runtime,
         } => {
-            let scope = Store::open(store)?.create_scope(&app, &name, agents, runtime)?;
+            let scope = super::add_to(store, |store| {
+                Ok(store.create_scope(&app, &name, agents, runtime)?)
+            })?;
             out.print(&scope, || {
                 format!("created {}", output::scope_summary(&scope))
             })?;
