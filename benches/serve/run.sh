@@ -2,9 +2,10 @@
 # Load benchmarks of `keyscope serve`, all on loopback, side by side in one run:
 #   1. wrk against POST /v1/check;
 #   2. wrk against nginx alone, then nginx with keyscope inside its worker
-#      (libkeyscope through the Lua module, as docs/nginx-embedded.conf), then
-#      nginx + auth_request to keyscope (docs/nginx.conf), the same upstream
-#      behind all three;
+#      natively (ngx_http_keyscope_module, as docs/nginx-module.conf), then
+#      through the Lua module (libkeyscope by LuaJIT's FFI, as
+#      docs/nginx-embedded.conf), then nginx + auth_request to keyscope
+#      (docs/nginx.conf), the same upstream behind all of them;
 #   3. grpc-load (tonic) against the ext_authz gRPC service.
 # Each runs at 1 connection (latency without queueing) and at CONNECTIONS
 # (throughput). The servers (keyscope with one worker thread, nginx with one
@@ -24,6 +25,9 @@ done
 cargo build --release -q -p keyscope -p keyscope-benches -p keyscope-embed \
     --bin keyscope --bin grpc-load --lib
 bin=target/release
+[ -f /usr/share/nginx/src/conf_flags ] || {
+    echo "needs nginx-dev for the native module: apt-get install nginx-dev" >&2; exit 2; }
+module=$(KEYSCOPE_LIB_DIR=$bin integrations/nginx-module/build.sh "$bin/nginx-module")
 server_cpu=(taskset -c 0)
 client_cpu=(taskset -c 1)
 if [ "$(nproc)" -lt 2 ] || ! command -v taskset >/dev/null; then server_cpu=(); client_cpu=(); fi
@@ -45,8 +49,10 @@ until grep -q '"ready"' "$work/serve.out" 2>/dev/null; do sleep 0.05; done
 # nginx: :18090 proxies straight to the upstream, :18091 asks keyscope first
 # (docs/nginx.conf), :18093 decides in its own worker with libkeyscope
 # (docs/nginx-embedded.conf's handler, on the same snapshot), :18094 runs an
-# empty access_by_lua handler (the floor of any Lua handler); the upstream is
-# nginx itself on :18092.
+# empty access_by_lua handler (the floor of any Lua handler), :18095 decides
+# with ngx_http_keyscope_module (docs/nginx-module.conf's `keyscope on;`, on
+# the same snapshot, with its own handle); the upstream is nginx itself on
+# :18092.
 $bin/keyscope snapshot export -o "$work/snapshot.ks" >/dev/null
 printf 'snapshot = "%s"\n' "$work/snapshot.ks" >"$work/keyscope.toml"
 site=$(sed -e 's/127.0.0.1:8080/127.0.0.1:18080/' -e 's/127.0.0.1:9000/127.0.0.1:18092/' \
@@ -55,6 +61,7 @@ mkdir -p "$work/nginx"
 cat >"$work/nginx/nginx.conf" <<CONF
 load_module /usr/lib/nginx/modules/ndk_http_module.so;
 load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;
+load_module $module;
 worker_processes 1;
 pid $work/nginx/nginx.pid;
 error_log $work/nginx/error.log warn;
@@ -71,6 +78,16 @@ http {
     lua_package_path "$PWD/integrations/nginx/?.lua;;";
     init_worker_by_lua_block {
         require("keyscope").init{ library = "$PWD/$bin/libkeyscope.so", config = "$work/keyscope.toml" }
+    }
+    keyscope_config $work/keyscope.toml;
+    server {
+        listen 127.0.0.1:18095;
+        location / {
+            keyscope on;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_pass http://platform_api;
+        }
     }
     server { listen 127.0.0.1:18092; location / { return 200 "upstream\n"; } }
     server {
@@ -106,7 +123,8 @@ CONF
 pids+=($!)
 path=/api/v2/apps/acme/agents/a1
 # Ready when the embedded worker allows the key (its handle is open).
-until curl -sf -o /dev/null -H "x-api-key: $KEY" "http://127.0.0.1:18093$path"; do sleep 0.05; done
+until curl -sf -o /dev/null -H "x-api-key: $KEY" "http://127.0.0.1:18093$path" \
+    && curl -sf -o /dev/null -H "x-api-key: $KEY" "http://127.0.0.1:18095$path"; do sleep 0.05; done
 run_wrk() { # name, connections, url, [script]
     local name=$1 c=$2 url=$3 script=${4:-}
     local out
@@ -123,8 +141,9 @@ echo "== $(nproc) cores, ${seconds}s per run, wrk -t1; servers on core 0, client
 for c in 1 "$connections"; do
     run_wrk "keyscope /v1/check" "$c" "http://127.0.0.1:18080/v1/check" benches/serve/check.lua
     run_wrk "nginx alone" "$c" "http://127.0.0.1:18090$path" benches/serve/key.lua
+    run_wrk "nginx + module" "$c" "http://127.0.0.1:18095$path" benches/serve/key.lua
     run_wrk "nginx + empty Lua" "$c" "http://127.0.0.1:18094$path" benches/serve/key.lua
-    run_wrk "nginx + libkeyscope" "$c" "http://127.0.0.1:18093$path" benches/serve/key.lua
+    run_wrk "nginx + Lua handler" "$c" "http://127.0.0.1:18093$path" benches/serve/key.lua
     run_wrk "nginx + auth_request" "$c" "http://127.0.0.1:18091$path" benches/serve/key.lua
     "${client_cpu[@]}" $bin/grpc-load 127.0.0.1:18081 "$KEY" "$c" "$seconds"
 done

@@ -22,6 +22,8 @@ if [ "${1:-}" = "--release" ]; then
     shift
 fi
 out=${1:-$root/target/nginx-module}
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
 src=/usr/share/nginx/src
 [ -f "$src/conf_flags" ] || {
     echo "build.sh: $src/conf_flags is missing: apt-get install nginx-dev" >&2
@@ -60,7 +62,6 @@ make -s -f "$work/objs/Makefile" modules > "$work/make.log" 2>&1 || {
     cat "$work/make.log" >&2
     exit 1
 }
-mkdir -p "$out"
 install -m 0644 "$work/objs/ngx_http_keyscope_module.so" "$out/ngx_http_keyscope_module.so"
 install -m 0644 "$KEYSCOPE_LIB_DIR/libkeyscope.so" "$out/libkeyscope.so"
 echo "$out/ngx_http_keyscope_module.so"
