@@ -226,17 +226,20 @@ ngx_http_keyscope_keep(ngx_http_request_t *r, ngx_str_t *to, const char *text,
 
 /* Sets request header `name` to `value` for the upstream: every copy a
  * client sent is overwritten in place (removing one would move the
- * entries nginx's shortcuts point at), or one is added. */
+ * entries nginx's shortcuts point at), or one is added. `sent` is how many
+ * id headers the client sent: with none, there is nothing to look for. */
 static ngx_int_t
 ngx_http_keyscope_set_header(ngx_http_request_t *r, ngx_str_t *name,
-    ngx_str_t *value)
+    ngx_str_t *value, ngx_uint_t sent)
 {
     ngx_uint_t        i, found;
     ngx_list_part_t  *part;
     ngx_table_elt_t  *h;
 
     found = 0;
-    for (part = &r->headers_in.headers.part; part; part = part->next) {
+    for (part = sent ? &r->headers_in.headers.part : NULL; part;
+         part = part->next)
+    {
         h = part->elts;
         for (i = 0; i < part->nelts; i++) {
             if (h[i].key.len == name->len
@@ -346,63 +349,103 @@ ngx_http_keyscope_deny(ngx_http_request_t *r, ngx_uint_t status,
 }
 
 
-/* Lends every copy of the header named `name` (case-insensitively) to
- * `copies`, which holds `cap`; a request with more gets an array from its
- * pool. Returns the array, with the count in `len`. */
-static keyscope_bytes *
-ngx_http_keyscope_lend(ngx_http_request_t *r, ngx_str_t *name,
-    keyscope_bytes *copies, size_t cap, size_t *len)
+/* What one pass over a request's headers finds: every copy of the two
+ * credential headers, lent (not copied) to the library, and how many
+ * copies of the id headers a client sent. */
+typedef struct {
+    keyscope_bytes  *api_keys;
+    size_t           api_keys_len;
+    keyscope_bytes  *auths;
+    size_t           auths_len;
+    ngx_uint_t       id_headers;
+} ngx_http_keyscope_read_t;
+
+
+static ngx_inline ngx_int_t
+ngx_http_keyscope_is(ngx_table_elt_t *h, ngx_str_t *name)
 {
-    size_t            n;
+    return h->key.len == name->len
+           && ngx_strncasecmp(h->key.data, name->data, name->len) == 0;
+}
+
+
+/* Reads the request's headers in one pass into `read`, lending the copies
+ * through `keys` and `auths` (`cap` entries each). A request with more
+ * copies than that gets arrays from its pool, and a second pass. */
+static ngx_int_t
+ngx_http_keyscope_read(ngx_http_request_t *r, ngx_http_keyscope_read_t *seen,
+    keyscope_bytes *keys, keyscope_bytes *auths, size_t cap)
+{
+    size_t            keys_cap, auths_cap;
     ngx_uint_t        i, pass;
     ngx_list_part_t  *part;
     ngx_table_elt_t  *h;
-    keyscope_bytes   *to;
 
-    to = copies;
+    keys_cap = cap;
+    auths_cap = cap;
+    seen->api_keys = keys;
+    seen->auths = auths;
     for (pass = 0; pass < 2; pass++) {
-        n = 0;
+        seen->api_keys_len = 0;
+        seen->auths_len = 0;
+        seen->id_headers = 0;
         for (part = &r->headers_in.headers.part; part; part = part->next) {
             h = part->elts;
             for (i = 0; i < part->nelts; i++) {
-                if (h[i].key.len != name->len
-                    || ngx_strncasecmp(h[i].key.data, name->data, name->len)
-                       != 0)
+                if (ngx_http_keyscope_is(&h[i], &ngx_http_keyscope_api_key)) {
+                    if (seen->api_keys_len < keys_cap) {
+                        seen->api_keys[seen->api_keys_len].ptr = h[i].value.data;
+                        seen->api_keys[seen->api_keys_len].len = h[i].value.len;
+                    }
+                    seen->api_keys_len++;
+
+                } else if (ngx_http_keyscope_is(&h[i],
+                                                &ngx_http_keyscope_authorization))
                 {
-                    continue;
+                    if (seen->auths_len < auths_cap) {
+                        seen->auths[seen->auths_len].ptr = h[i].value.data;
+                        seen->auths[seen->auths_len].len = h[i].value.len;
+                    }
+                    seen->auths_len++;
+
+                } else if (ngx_http_keyscope_is(&h[i],
+                                                &ngx_http_keyscope_key_id_header)
+                           || ngx_http_keyscope_is(&h[i],
+                                              &ngx_http_keyscope_scope_id_header))
+                {
+                    seen->id_headers++;
                 }
-                if (n < cap) {
-                    to[n].ptr = h[i].value.data;
-                    to[n].len = h[i].value.len;
-                }
-                n++;
             }
         }
-        if (n <= cap) {
-            *len = n;
-            return to;
+        if (seen->api_keys_len <= keys_cap && seen->auths_len <= auths_cap) {
+            return NGX_OK;
         }
-        /* More copies than the buffer holds: count them all, then lend
-         * them from an array of their own. */
-        to = ngx_palloc(r->pool, n * sizeof(keyscope_bytes));
-        if (to == NULL) {
-            return NULL;
+        /* More copies than the buffers hold: lend them all from arrays of
+         * their own. */
+        if (seen->api_keys_len > keys_cap) {
+            keys_cap = seen->api_keys_len;
+            seen->api_keys = ngx_palloc(r->pool, keys_cap * sizeof(keyscope_bytes));
         }
-        cap = n;
+        if (seen->auths_len > auths_cap) {
+            auths_cap = seen->auths_len;
+            seen->auths = ngx_palloc(r->pool, auths_cap * sizeof(keyscope_bytes));
+        }
+        if (seen->api_keys == NULL || seen->auths == NULL) {
+            return NGX_ERROR;
+        }
     }
-    *len = n;
-    return to;
+    return NGX_OK;
 }
 
 
 static ngx_int_t
 ngx_http_keyscope_handler(ngx_http_request_t *r)
 {
-    size_t                         api_keys_len, auths_len;
     keyscope_bytes                 api_keys[KEYSCOPE_STACK_COPIES];
     keyscope_bytes                 auths[KEYSCOPE_STACK_COPIES];
     keyscope_request               request;
     keyscope_decision             *d;
+    ngx_http_keyscope_read_t       seen;
     ngx_http_keyscope_ctx_t       *ctx;
     ngx_http_keyscope_loc_conf_t  *klcf;
 
@@ -427,18 +470,15 @@ ngx_http_keyscope_handler(ngx_http_request_t *r)
                                       ngx_http_keyscope_unopened.len, NULL);
     }
 
-    ngx_memzero(&request, sizeof(request));
-    request.api_keys = ngx_http_keyscope_lend(r, &ngx_http_keyscope_api_key,
-                                              api_keys, KEYSCOPE_STACK_COPIES,
-                                              &api_keys_len);
-    request.authorizations = ngx_http_keyscope_lend(
-        r, &ngx_http_keyscope_authorization, auths, KEYSCOPE_STACK_COPIES,
-        &auths_len);
-    if (request.api_keys == NULL || request.authorizations == NULL) {
+    if (ngx_http_keyscope_read(r, &seen, api_keys, auths,
+                               KEYSCOPE_STACK_COPIES) != NGX_OK)
+    {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-    request.api_keys_len = api_keys_len;
-    request.authorizations_len = auths_len;
+    request.api_keys = seen.api_keys;
+    request.api_keys_len = seen.api_keys_len;
+    request.authorizations = seen.auths;
+    request.authorizations_len = seen.auths_len;
     request.method.ptr = r->method_name.data;
     request.method.len = r->method_name.len;
     /* $request_uri: the path with its query, as the client sent it. */
@@ -461,10 +501,12 @@ ngx_http_keyscope_handler(ngx_http_request_t *r)
             || ngx_http_keyscope_keep(r, &ctx->scope_id, d->scope_id_text,
                                       sizeof(d->scope_id_text)) != NGX_OK
             || ngx_http_keyscope_set_header(r, &ngx_http_keyscope_key_id_header,
-                                            &ctx->key_id) != NGX_OK
+                                            &ctx->key_id, seen.id_headers)
+               != NGX_OK
             || ngx_http_keyscope_set_header(r,
                                             &ngx_http_keyscope_scope_id_header,
-                                            &ctx->scope_id) != NGX_OK)
+                                            &ctx->scope_id, seen.id_headers)
+               != NGX_OK)
         {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
