@@ -11,7 +11,7 @@
 # (throughput). The servers (keyscope with one worker thread, nginx with one
 # worker process) are pinned to core 0 and the load generators to core 1, so
 # that the client never preempts the server it measures.
-# Usage: benches/serve/run.sh [SECONDS] [CONNECTIONS]
+# Usage: [ROUNDS=N] benches/serve/run.sh [SECONDS] [CONNECTIONS]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 seconds=${1:-10}
@@ -120,24 +120,53 @@ $site
 }
 CONF
 "${server_cpu[@]}" nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" 2>"$work/nginx/stderr" &
-pids+=($!)
+nginx_pid=$!
+pids+=("$nginx_pid")
 path=/api/v2/apps/acme/agents/a1
 # Ready when the embedded worker allows the key (its handle is open).
 until curl -sf -o /dev/null -H "x-api-key: $KEY" "http://127.0.0.1:18093$path" \
-    && curl -sf -o /dev/null -H "x-api-key: $KEY" "http://127.0.0.1:18095$path"; do sleep 0.05; done
+    && curl -sf -o /dev/null -H "x-api-key: $KEY" "http://127.0.0.1:18095$path"; do
+    kill -0 "$nginx_pid" 2>/dev/null || { cat "$work/nginx/stderr" >&2; exit 1; }
+    sleep 0.05
+done
+# The servers' core time, in ns: nginx's worker and every thread of
+# keyscope serve (/proc/PID/task/*/schedstat), so the client's is not
+# counted.
+nginx_worker=$(pgrep -P "$nginx_pid" | head -1)
+server_ns() {
+    cat /proc/"$nginx_worker"/task/*/schedstat /proc/"${pids[0]}"/task/*/schedstat 2>/dev/null \
+        | awk '{sum += $1} END {printf "%.0f", sum}'
+}
 run_wrk() { # name, connections, url, [script]
     local name=$1 c=$2 url=$3 script=${4:-}
-    local out
+    local out before after
+    before=$(server_ns)
     out=$("${client_cpu[@]}" wrk -t1 -c"$c" -d"${seconds}s" --latency ${script:+-s "$script"} "$url")
-    local rps p50 p99 non2xx
+    after=$(server_ns)
+    local rps p50 p99 non2xx requests
     rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+    requests=$(awk '/requests in/ {print $1}' <<<"$out")
     p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
     p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
     non2xx=$(awk '/Non-2xx/ {print $5}' <<<"$out")
-    printf '%-24s c=%-4s %10s req/s   p50 %8s   p99 %8s   non-2xx %s\n' \
-        "$name" "$c" "$rps" "$p50" "$p99" "${non2xx:-0}"
+    printf '%-24s c=%-4s %10s req/s   p50 %8s   p99 %8s   core %6s us/req   non-2xx %s\n' \
+        "$name" "$c" "$rps" "$p50" "$p99" \
+        "$(awk -v ns=$((after - before)) -v n="$requests" 'BEGIN {printf "%.1f", ns / n / 1000}')" \
+        "${non2xx:-0}"
 }
 echo "== $(nproc) cores, ${seconds}s per run, wrk -t1; servers on core 0, clients on core 1"
+# ROUNDS=N: only nginx alone, the module and the Lua handler, N rounds
+# interleaved at each connection count, to see through a busy machine's noise.
+if [ -n "${ROUNDS:-}" ]; then
+    for c in 1 "$connections"; do
+        for round in $(seq "$ROUNDS"); do
+            run_wrk "nginx alone #$round" "$c" "http://127.0.0.1:18090$path" benches/serve/key.lua
+            run_wrk "nginx + module #$round" "$c" "http://127.0.0.1:18095$path" benches/serve/key.lua
+            run_wrk "nginx + Lua handler #$round" "$c" "http://127.0.0.1:18093$path" benches/serve/key.lua
+        done
+    done
+    exit 0
+fi
 for c in 1 "$connections"; do
     run_wrk "keyscope /v1/check" "$c" "http://127.0.0.1:18080/v1/check" benches/serve/check.lua
     run_wrk "nginx alone" "$c" "http://127.0.0.1:18090$path" benches/serve/key.lua
