@@ -1260,3 +1260,101 @@ fn worker_pids(master: u32) -> Vec<u64> {
     }
     pids
 }
+
+/// What an attacker tried against the module: a configuration error full
+/// of control bytes shown at the status location (it overflowed a buffer),
+/// subrequests into a `keyscope on` location (nginx runs no access handler
+/// for them), id headers spelt with underscores, and a fragment in the
+/// target. Each is refused, and no worker dies.
+#[test]
+fn module_subrequests_underscores_and_odd_errors_fail_closed() {
+    let sandbox = Sandbox::new();
+    sandbox.scope("acme", "viewer", "view", "");
+    let (_, key) = sandbox.key("acme/viewer", "viewer");
+    let prefix = Prefix::new(
+        &sandbox,
+        Integration::Module,
+        "snapshot = \"snapshot.ks\"\n",
+    );
+    export(&sandbox, &prefix);
+    let (upstream, seen) = upstream();
+    // The documented configuration, plus what an operator might add.
+    let conf = prefix.conf().replacen(
+        "    server {\n",
+        "    underscores_in_headers on;\n\n    server {\n\
+         \x20       location /prot/ { auth_request /_check; proxy_pass http://platform_api; }\n\
+         \x20       location = /_check { internal; keyscope on; proxy_pass http://platform_api; }\n",
+        1,
+    );
+    let nginx = start(&prefix, &conf, upstream);
+
+    // A subrequest to a keyscope location is denied: auth_request fails
+    // closed, and nothing reaches the upstream.
+    let (status, _, _) = ask_raw(nginx.addr, "GET /prot/secret HTTP/1.1\r\n");
+    assert_eq!(status, 403);
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "{:?}",
+        seen.lock().unwrap()
+    );
+    assert!(
+        prefix
+            .error_log()
+            .contains("a subrequest to \"/_check\" is denied")
+    );
+
+    // Id headers in any spelling carry keyscope's ids, never the client's.
+    let (status, _, _) = ask_raw(
+        nginx.addr,
+        &format!(
+            "GET /api/v2/apps/acme/agents HTTP/1.1\r\nx-api-key: {key}\r\n\
+             X_Keyscope_Key_Id: 999\r\nx_keyscope_scope_id: 998\r\n"
+        ),
+    );
+    assert_eq!(status, 200);
+    let (_, key_id, scope_id) = seen.lock().unwrap().last().cloned().unwrap();
+    assert!(
+        !key_id.as_deref().unwrap().contains("999")
+            && !scope_id.as_deref().unwrap().contains("998"),
+        "{key_id:?} {scope_id:?}"
+    );
+    // A second key under an underscore spelling is a second key.
+    let (status, _, body) = ask_raw(
+        nginx.addr,
+        &format!(
+            "GET /api/v2/apps/acme/agents HTTP/1.1\r\nx-api-key: {key}\r\nx_api_key: {key}x\r\n"
+        ),
+    );
+    assert_eq!(
+        (status, body.contains("malformed-key")),
+        (401, true),
+        "{body}"
+    );
+    // A fragment is never part of a request: no route.
+    let (status, _, _) = ask_raw(
+        nginx.addr,
+        &format!(
+            "GET /api/v2/apps/acme/agents#/../../globex/agents HTTP/1.1\r\nx-api-key: {key}\r\n"
+        ),
+    );
+    assert_eq!(status, 403);
+    drop(nginx);
+
+    // An error full of control bytes, at the status location: escaped
+    // JSON, 503, and the workers live on; the log holds no control byte.
+    std::fs::write(
+        prefix.path("keyscope.toml"),
+        format!("snapshot = \"{}\"\n", "\\u0001".repeat(1000)),
+    )
+    .unwrap();
+    let nginx = start(&prefix, &prefix.conf(), upstream);
+    for _ in 0..6 {
+        let (status, _, body) = ask_raw(nginx.addr, "GET /_keyscope/status HTTP/1.1\r\n");
+        assert_eq!(status, 503, "{body}");
+        let value: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(value["open"], false, "{value}");
+    }
+    let log = prefix.error_log();
+    assert!(!log.contains("exited on signal"), "{log}");
+    assert!(!log.contains('\u{1}'), "a control byte in the error log");
+}

@@ -37,7 +37,7 @@ fn nginx_conf(
 }
 
 /// What the upstream saw: request lines, and the key id and scope id
-/// headers of each.
+/// headers of each (every copy, joined by `,`).
 pub(crate) type Seen = Arc<Mutex<Vec<(String, Option<String>, Option<String>)>>>;
 
 /// A minimal HTTP/1 upstream: answers 200 and records each request.
@@ -60,12 +60,20 @@ pub(crate) fn upstream() -> (SocketAddr, Seen) {
                 if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
                     break;
                 }
+                // Every copy, under any spelling an upstream might read as
+                // the header (`_` for `-`, as CGI names do), joined by `,`.
                 if let Some((name, value)) = line.split_once(':') {
-                    if name.eq_ignore_ascii_case("x-keyscope-key-id") {
-                        key_id = Some(value.trim().to_owned());
-                    } else if name.eq_ignore_ascii_case("x-keyscope-scope-id") {
-                        scope_id = Some(value.trim().to_owned());
-                    }
+                    let name = name.to_ascii_lowercase().replace('_', "-");
+                    let slot = match name.as_str() {
+                        "x-keyscope-key-id" => &mut key_id,
+                        "x-keyscope-scope-id" => &mut scope_id,
+                        _ => continue,
+                    };
+                    let value = value.trim();
+                    *slot = Some(match slot.take() {
+                        Some(before) => format!("{before},{value}"),
+                        None => value.to_owned(),
+                    });
                 }
             }
             record

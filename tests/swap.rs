@@ -94,7 +94,17 @@ fn decisions_stay_correct_for_their_generation_while_everything_swaps() {
     let viewer = world.snapshot(AgentsLevel::View, false);
     let revoked = world.snapshot(AgentsLevel::Edit, true);
     let twin = twin_module();
-    let policy = live(&editor);
+    // This test checks which generation answered what, not deadlines: a
+    // call's 100 ms deadline could pass while a busy machine has the thread
+    // descheduled, and that deny is another test's business (faults.rs).
+    let options = LiveOptions {
+        limits: keyscope_runtime::Limits {
+            evaluate_timeout: std::time::Duration::from_secs(60),
+            ..keyscope_runtime::Limits::default()
+        },
+        ..LiveOptions::default()
+    };
+    let policy = Arc::new(LivePolicy::new(None, &editor, options).unwrap());
     // What each snapshot must answer, by the snapshot's digest.
     let expected: HashMap<[u8; 32], [Reason; 2]> = [
         (&editor, [Reason::Allowed, Reason::Allowed]),

@@ -50,9 +50,12 @@ cp -r "$src" "$work/nginx"
 cd "$work/nginx"
 # shellcheck disable=SC1091
 . ./conf_flags
+# Debian's hardening, and warnings as errors.
+cc_opt="-fPIC -O2 -Wall -Wextra -Wno-unused-parameter -Werror"
+cc_opt+=" -fstack-protector-strong -D_FORTIFY_SOURCE=2 -Wformat -Werror=format-security"
 ./configure "${NGX_CONF_FLAGS[@]}" \
-    --with-cc-opt="-fPIC -O2 -Wall -Wextra -Wno-unused-parameter -Werror" \
-    --with-ld-opt="-fPIC" \
+    --with-cc-opt="$cc_opt" \
+    --with-ld-opt="-fPIC -Wl,-z,relro -Wl,-z,now" \
     --add-dynamic-module="$here" \
     --builddir="$work/objs" > "$work/configure.log" 2>&1 || {
     tail -20 "$work/configure.log" >&2

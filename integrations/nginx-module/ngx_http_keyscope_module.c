@@ -61,6 +61,7 @@ static char *ngx_http_keyscope_config(ngx_conf_t *cf, ngx_command_t *cmd,
 static char *ngx_http_keyscope_status(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static ngx_int_t ngx_http_keyscope_init_process(ngx_cycle_t *cycle);
+static ngx_int_t ngx_http_keyscope_is(ngx_table_elt_t *h, ngx_str_t *name);
 static void ngx_http_keyscope_exit_process(ngx_cycle_t *cycle);
 
 static ngx_command_t ngx_http_keyscope_commands[] = {
@@ -242,9 +243,7 @@ ngx_http_keyscope_set_header(ngx_http_request_t *r, ngx_str_t *name,
     {
         h = part->elts;
         for (i = 0; i < part->nelts; i++) {
-            if (h[i].key.len == name->len
-                && ngx_strncasecmp(h[i].key.data, name->data, name->len) == 0)
-            {
+            if (ngx_http_keyscope_is(&h[i], name)) {
                 h[i].value = *value;
                 found = 1;
             }
@@ -361,11 +360,29 @@ typedef struct {
 } ngx_http_keyscope_read_t;
 
 
-static ngx_inline ngx_int_t
+/* Whether header `h` is `name`, ignoring case and reading `_` as `-`: with
+ * `underscores_in_headers on`, `X_Keyscope_Key_Id` reaches an upstream
+ * whose `$http_` variables or CGI names read it as the real one. */
+static ngx_int_t
 ngx_http_keyscope_is(ngx_table_elt_t *h, ngx_str_t *name)
 {
-    return h->key.len == name->len
-           && ngx_strncasecmp(h->key.data, name->data, name->len) == 0;
+    u_char      a, b;
+    ngx_uint_t  i;
+
+    if (h->key.len != name->len) {
+        return 0;
+    }
+    for (i = 0; i < name->len; i++) {
+        a = ngx_tolower(h->key.data[i]);
+        b = ngx_tolower(name->data[i]);
+        if (a == '_') {
+            a = '-';
+        }
+        if (a != b) {
+            return 0;
+        }
+    }
+    return 1;
 }
 
 
@@ -529,7 +546,7 @@ ngx_http_keyscope_handler(ngx_http_request_t *r)
 static ngx_int_t
 ngx_http_keyscope_status_handler(ngx_http_request_t *r)
 {
-    size_t        len, cap;
+    size_t        len, cap, error_len;
     u_char       *p;
     ngx_int_t     rc;
     ngx_buf_t    *b;
@@ -547,8 +564,11 @@ ngx_http_keyscope_status_handler(ngx_http_request_t *r)
     if (ngx_http_keyscope_handle != NULL) {
         len = keyscope_status_json(ngx_http_keyscope_handle, NULL, 0);
     }
+    error_len = ngx_strlen(ngx_http_keyscope_open_error);
+    /* What escaping the error adds, counted, not guessed. */
     cap = len + sizeof("{\"pid\":,\"open\":false,\"error\":\"\",\"status\":}")
-          + NGX_INT_T_LEN + 2 * sizeof(ngx_http_keyscope_open_error);
+          + NGX_INT_T_LEN + error_len
+          + ngx_escape_json(NULL, ngx_http_keyscope_open_error, error_len);
     b = ngx_create_temp_buf(r->pool, cap);
     if (b == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -557,7 +577,7 @@ ngx_http_keyscope_status_handler(ngx_http_request_t *r)
     if (ngx_http_keyscope_handle == NULL) {
         p = ngx_sprintf(p, "{\"pid\":%P,\"open\":false,\"error\":\"", ngx_pid);
         p = (u_char *) ngx_escape_json(p, ngx_http_keyscope_open_error,
-                                       ngx_strlen(ngx_http_keyscope_open_error));
+                                       error_len);
         p = ngx_cpymem(p, "\"}", 2);
         r->headers_out.status = NGX_HTTP_SERVICE_UNAVAILABLE;
     } else {
@@ -670,6 +690,29 @@ ngx_http_keyscope_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 }
 
 
+/* nginx runs no access handler for a subrequest (auth_request, SSI
+ * includes, mirror): one that lands in a `keyscope on` location was never
+ * decided, so it is refused here, before its content handler (fail
+ * closed). A main request was decided in the access phase. */
+static ngx_int_t
+ngx_http_keyscope_subrequest_handler(ngx_http_request_t *r)
+{
+    ngx_http_keyscope_loc_conf_t  *klcf;
+
+    if (r == r->main) {
+        return NGX_DECLINED;
+    }
+    klcf = ngx_http_get_module_loc_conf(r, ngx_http_keyscope_module);
+    if (!klcf->enable) {
+        return NGX_DECLINED;
+    }
+    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                  "keyscope: a subrequest to \"%V\" is denied: keyscope "
+                  "decides only a client's own requests", &r->uri);
+    return NGX_HTTP_FORBIDDEN;
+}
+
+
 static ngx_int_t
 ngx_http_keyscope_init(ngx_conf_t *cf)
 {
@@ -682,6 +725,12 @@ ngx_http_keyscope_init(ngx_conf_t *cf)
         return NGX_ERROR;
     }
     *h = ngx_http_keyscope_handler;
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_PRECONTENT_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+    *h = ngx_http_keyscope_subrequest_handler;
     return NGX_OK;
 }
 
@@ -691,6 +740,7 @@ ngx_http_keyscope_init(ngx_conf_t *cf)
 static void
 ngx_http_keyscope_report(ngx_event_t *ev)
 {
+    u_char          *p;
     keyscope_status  status;
 
     if (ngx_http_keyscope_handle == NULL || ngx_exiting || ngx_terminate
@@ -700,20 +750,45 @@ ngx_http_keyscope_report(ngx_event_t *ev)
     }
     if (keyscope_get_status(ngx_http_keyscope_handle, &status) == 0) {
         if (status.generation != ngx_http_keyscope_last_generation) {
+            /* The first 12 hex digits of each digest (NUL-terminated
+             * texts, empty in a forked child). */
+            status.module_digest[12] = '\0';
+            status.snapshot_digest[12] = '\0';
             ngx_log_error(NGX_LOG_NOTICE, ev->log, 0,
-                          "keyscope: generation %uL live (module %*s, "
-                          "snapshot %*s, %uL keys)",
-                          status.generation, (size_t) 12, status.module_digest,
-                          (size_t) 12, status.snapshot_digest, status.keys);
+                          "keyscope: generation %uL live (module %s, "
+                          "snapshot %s, %uL keys)",
+                          status.generation, status.module_digest,
+                          status.snapshot_digest, status.keys);
             ngx_http_keyscope_last_generation = status.generation;
         }
         if (status.errors != ngx_http_keyscope_last_errors) {
+            status.last_error[sizeof(status.last_error) - 1] = '\0';
+            for (p = (u_char *) status.last_error; *p; p++) {
+                if (*p < 0x20 || *p == 0x7f) {
+                    *p = '?';
+                }
+            }
             ngx_log_error(NGX_LOG_WARN, ev->log, 0, "keyscope: %s",
                           status.last_error);
             ngx_http_keyscope_last_errors = status.errors;
         }
     }
     ngx_add_timer(ev, 1000);
+}
+
+
+/* The open error with its control bytes made `?`: it is logged with %s
+ * and may quote a configuration's text, which must not forge log lines. */
+static void
+ngx_http_keyscope_plain_error(void)
+{
+    u_char  *p;
+
+    for (p = ngx_http_keyscope_open_error; *p; p++) {
+        if (*p < 0x20 || *p == 0x7f) {
+            *p = '?';
+        }
+    }
 }
 
 
@@ -757,7 +832,9 @@ ngx_http_keyscope_init_process(ngx_cycle_t *cycle)
     ngx_http_keyscope_handle = keyscope_open(
         path, (char *) ngx_http_keyscope_open_error,
         sizeof(ngx_http_keyscope_open_error));
+    ngx_http_keyscope_open_error[sizeof(ngx_http_keyscope_open_error) - 1] = '\0';
     if (ngx_http_keyscope_handle == NULL) {
+        ngx_http_keyscope_plain_error();
         /* A worker that cannot open keeps running and denies every request
          * with 503: fail closed, and the reason is here and in the status
          * location. */

@@ -5,8 +5,10 @@
 //! `{app}` (exactly once per pattern: the application the request
 //! addresses), or any other `{name}` (one non-empty segment, ignored).
 //!
-//! Matching fails closed. The query and fragment are dropped; then a path
-//! that is not absolute, has an empty segment (`//`, a trailing `/`) or a
+//! Matching fails closed. A target with a `#` matches no route: a fragment
+//! is never part of a request (RFC 9112), and an upstream given the raw
+//! target might read what follows it as path. The query is dropped; then a
+//! path that is not absolute, has an empty segment (`//`, a trailing `/`) or a
 //! dot segment (`.`, `..`) matches no route. A placeholder matches only a
 //! conservative segment: RFC 3986's unreserved characters (`A-Z a-z 0-9 - .
 //! _ ~`). So `%`-escapes, `\`, `;` (`..;`), spaces and tabs, which some
@@ -203,7 +205,10 @@ impl RouteTable {
 
     /// The route `method` and `path` match, if any. `path` may carry a query.
     pub fn route<'p>(&self, method: Method, path: &'p str) -> Option<RouteMatch<'p>> {
-        let path = path.split(['?', '#']).next().unwrap_or_default();
+        if path.contains('#') {
+            return None;
+        }
+        let path = path.split('?').next().unwrap_or_default();
         let rest = path.strip_prefix('/')?;
         if rest.split('/').any(|s| matches!(s, "" | "." | "..")) {
             return None;
@@ -304,7 +309,7 @@ mod tests {
             ("POST", "/api/v2/apps/acme/agents", "agents.create"),
             ("PUT", "/api/v2/apps/acme/agents/a1", "agents.update"),
             ("PATCH", "/api/v2/apps/acme/agents/a1", "agents.update"),
-            ("DELETE", "/api/v2/apps/acme/agents/a1#x", "agents.delete"),
+            ("DELETE", "/api/v2/apps/acme/agents/a1", "agents.delete"),
             (
                 "POST",
                 "/api/v2/apps/acme/environments/prod/runs/r-1/status",
@@ -373,6 +378,11 @@ mod tests {
             ("FETCH", "/api/v2/apps/acme/agents"),
             ("GET", "/api/v2/apps/acme/environments/prod/sessions/list/x"),
             ("POST", "/api/v2/apps/acme/environments/prod/runs/status"),
+            // A fragment is never sent; what follows a `#` could be path
+            // to an upstream given the raw target.
+            ("DELETE", "/api/v2/apps/acme/agents/a1#x"),
+            ("GET", "/api/v2/apps/acme/agents#/../../other/agents"),
+            ("GET", "/api/v2/apps/acme/agents?q=#x"),
         ] {
             assert_eq!(route(method, path), None, "{method} {path}");
         }
