@@ -4,7 +4,7 @@
 use keyscope_policy::RouteEntry;
 
 use crate::error::{Result, StoreError as Error};
-use crate::records::{ApiKey, Lifetime, MAX_ROTATION_GRACE_MS, Quotas, Scope};
+use crate::records::{ApiKey, LAST_NOT_AFTER_MS, Lifetime, MAX_ROTATION_GRACE_MS, Quotas, Scope};
 
 /// Apps, scope names and key names: 1 to 64 characters from
 /// `[A-Za-z0-9._-]`, starting with a letter or digit. No `/`, so `APP/NAME`
@@ -44,10 +44,6 @@ pub(crate) fn name(what: &'static str, value: &str) -> Result<()> {
         ))
     }
 }
-
-/// The latest not-after a key may have, 9999-12-31T23:59:59.999Z: the last
-/// moment an RFC 3339 time can show.
-pub(crate) const LAST_NOT_AFTER_MS: u64 = 253_402_300_799_999;
 
 /// A new key's not-after under `lifetime`, judged against `now_ms`, the
 /// one clock reading its creation is stamped with: `None` for a key

@@ -193,7 +193,7 @@ impl Lifetime {
     /// This lifetime, ending no later than the last deadline a key may have
     /// (9999-12-31T23:59:59.999Z) when it starts at `now_ms`.
     pub(crate) fn capped(self, now_ms: u64) -> Self {
-        let last = crate::checks::LAST_NOT_AFTER_MS;
+        let last = LAST_NOT_AFTER_MS;
         match self {
             Self::Until(at) if at > last => Self::Until(last),
             Self::For(ms) if now_ms.saturating_add(ms.get() - 1) > last => Self::Until(last),
@@ -201,6 +201,10 @@ impl Lifetime {
         }
     }
 }
+
+/// The latest not-after a key may have, 9999-12-31T23:59:59.999Z: the last
+/// moment an RFC 3339 time can show.
+pub(crate) const LAST_NOT_AFTER_MS: u64 = 253_402_300_799_999;
 
 /// The longest grace a rotation may give the old key: 7 days.
 pub const MAX_ROTATION_GRACE_MS: u64 = 7 * 24 * 3_600_000;

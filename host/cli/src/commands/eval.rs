@@ -119,6 +119,23 @@ enum Target {
     Http { method: String, path: String },
 }
 
+impl Target {
+    /// App and operation, or method and path, never a mix: the one rule of
+    /// the command line and of batch lines.
+    fn of(
+        app: Option<String>,
+        op: Option<String>,
+        method: Option<String>,
+        path: Option<String>,
+    ) -> Option<Self> {
+        match (app, op, method, path) {
+            (Some(app), Some(op), None, None) => Some(Self::Op { app, op }),
+            (None, None, Some(method), Some(path)) => Some(Self::Http { method, path }),
+            _ => None,
+        }
+    }
+}
+
 /// A decision as `eval` prints it: with the app and operation an HTTP
 /// request was routed to, when it was.
 #[derive(Serialize)]
@@ -174,10 +191,8 @@ pub fn run(args: EvalArgs, store: &Location, out: &Output) -> anyhow::Result<Exi
     if let Some(batch) = &args.batch {
         return run_batch(batch, store, &args, now);
     }
-    let target = match (args.app, args.op, args.method, args.path) {
-        (Some(app), Some(op), None, None) => Target::Op { app, op },
-        (None, None, Some(method), Some(path)) => Target::Http { method, path },
-        _ => anyhow::bail!("give --app and --op, or --method and --path"),
+    let Some(target) = Target::of(args.app, args.op, args.method, args.path) else {
+        anyhow::bail!("give --app and --op, or --method and --path");
     };
     let at = args.at.map_or(now, |at| at.resolve(now));
     let key = read_key(args.key_stdin)?;
@@ -264,16 +279,9 @@ struct BatchRequest {
 
 impl BatchLine {
     fn check(self, default_at: Millis, now: Millis) -> Result<BatchRequest, String> {
-        let target = match (self.app, self.op, self.method, self.path) {
-            (Some(app), Some(op), None, None) => Target::Op { app, op },
-            (None, None, Some(method), Some(path)) => Target::Http { method, path },
-            _ => {
-                return Err(
-                    "give either \"app\" and \"op\", or \"method\" and \"path\", not a mix"
-                        .to_owned(),
-                );
-            }
-        };
+        let target = Target::of(self.app, self.op, self.method, self.path).ok_or_else(|| {
+            "give either \"app\" and \"op\", or \"method\" and \"path\", not a mix".to_owned()
+        })?;
         let at = match self.at {
             // The error never quotes the value: a line's text may hold a key.
             Some(at) => parse_at(&at)
