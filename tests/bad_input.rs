@@ -259,7 +259,7 @@ fn a_store_from_a_newer_keyscope_is_refused() {
         .assert()
         .code(2)
         .stderr(contains(
-            "schema version 99, newer than this keyscope understands (6)",
+            "schema version 99, newer than this keyscope understands (7)",
         ));
 }
 

@@ -469,10 +469,10 @@ pub(crate) struct Http {
 #[derive(Debug)]
 pub(crate) struct Answer {
     pub(crate) status: u16,
-    location: String,
+    pub(crate) location: String,
     set_cookies: Vec<String>,
     headers: ureq::http::HeaderMap,
-    body: String,
+    pub(crate) body: String,
 }
 
 fn encode(text: &str) -> String {
@@ -566,12 +566,33 @@ impl Http {
         }
     }
 
-    fn get(&mut self, path: &str) -> Answer {
+    pub(crate) fn get(&mut self, path: &str) -> Answer {
         self.send("GET", path, None)
     }
 
-    fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Answer {
+    pub(crate) fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Answer {
         self.send("POST", path, Some(form))
+    }
+
+    /// A page that must answer 200; its body.
+    pub(crate) fn page(&mut self, path: &str) -> String {
+        let answer = self.get(path);
+        assert_eq!(answer.status, 200, "GET {path}: {answer:?}");
+        answer.body
+    }
+
+    /// The same browser (its cookies) on another console at `base`, as a
+    /// load balancer would send it.
+    pub(crate) fn moved_to(&self, base: String) -> Self {
+        let mut moved = Self::at(base);
+        moved.cookies = self.cookies.clone();
+        moved
+    }
+
+    /// Signs out through the header's form.
+    pub(crate) fn sign_out(&mut self) -> Answer {
+        let csrf = self.csrf();
+        self.post("/sign-out", &[("csrf", &csrf)])
     }
 
     /// Signs in with `token` through the sign-in form; the answer.
@@ -582,7 +603,7 @@ impl Http {
     }
 
     /// This session's CSRF token, from a page's forms.
-    fn csrf(&mut self) -> String {
+    pub(crate) fn csrf(&mut self) -> String {
         let page = self.get("/");
         hidden(&page.body, "csrf").unwrap_or_else(|| panic!("no CSRF field: {page:?}"))
     }

@@ -51,6 +51,9 @@ mod lifecycle;
 mod nginx;
 /// A throwaway PostgreSQL cluster for the tests.
 mod pg;
+/// Admins per app: roles through the admin API, the CLI and the console's
+/// shared sessions.
+mod roles;
 /// keyscope serve over real sockets: every door, admin, freshness, drain.
 mod serve;
 /// The shared store: servers, CLI and copies on a real PostgreSQL.

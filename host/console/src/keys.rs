@@ -13,18 +13,17 @@ use serde::Deserialize;
 use super::layout::{self, Nav, csrf, done_box, error_box, when};
 use super::scopes::{Notice, notice, scope_path};
 use super::session::SignedIn;
-use super::{Console, Page, PageError, not_live};
-use keyscope_serve::surface::Actor;
+use super::{Console, Need, Page, PageError, not_live};
 
 /// A scope of `app` with its keys, newest first.
 async fn scope_keys(
     console: &Console,
+    signed_in: &SignedIn,
     app: &str,
     id: u64,
 ) -> Result<(Scope, Vec<ApiKey>), PageError> {
     let (scope, mut keys) = console
-        .admin
-        .read(move |store| {
+        .read(signed_in, Need::Scope(ScopeRef::Id(id)), move |store| {
             let scope = store.scope(&ScopeRef::Id(id))?;
             let keys = store.list_keys(Some(&ScopeRef::Id(id)))?;
             Ok((scope, keys))
@@ -71,13 +70,16 @@ pub(super) async fn list(
     Path((app, id)): Path<(String, u64)>,
     Query(done): Query<Notice>,
 ) -> Page {
-    let (scope, keys) = scope_keys(&console, &app, id).await?;
+    let (scope, keys) = scope_keys(&console, &signed_in, &app, id).await?;
     let title = format!("API keys · {}", scope.name);
+    let changes = signed_in.actor.role.changes(&scope.app);
     let body = html! {
         @if let Some(notice) = notice(&done) { (done_box(notice)) }
         p { "Keys of the API scope " strong { (scope.name) } " of " (scope.app) ". "
-            a href=(scope_path(&scope)) { "Edit the scope" } }
-        p.actions { a.button href={(scope_path(&scope)) "/keys/new"} { "New API Key" } }
+            @if changes { a href=(scope_path(&scope)) { "Edit the scope" } } }
+        @if changes {
+            p.actions { a.button href={(scope_path(&scope)) "/keys/new"} { "New API Key" } }
+        }
         @if keys.is_empty() {
             p { "This scope has no keys yet." }
         } @else {
@@ -107,7 +109,7 @@ pub(super) async fn list(
                             }
                             td { (status(key, keys.iter().find(|k| k.successor_id == Some(key.id)).map(|k| k.id))) }
                             td.row-actions {
-                                @if live(key) {
+                                @if changes && live(key) {
                                     a href={"/keys/" (key.id) "/rotate"} aria-label={"Rotate " (key.name)} { "Rotate" }
                                     " "
                                     a href={"/keys/" (key.id) "/revoke"} aria-label={"Revoke " (key.name)} { "Revoke" }
@@ -150,7 +152,8 @@ pub(super) async fn new_form(
     Extension(signed_in): Extension<SignedIn>,
     Path((app, id)): Path<(String, u64)>,
 ) -> Page {
-    let (scope, _) = scope_keys(&console, &app, id).await?;
+    let (scope, _) = scope_keys(&console, &signed_in, &app, id).await?;
+    console.may_change(&signed_in, &scope.app)?;
     Ok(new_key_page(&signed_in, &scope, "", None).into_response())
 }
 
@@ -166,7 +169,7 @@ pub(super) async fn create(
     Path((app, id)): Path<(String, u64)>,
     axum::Form(form): axum::Form<NewKeyForm>,
 ) -> Page {
-    let (scope, _) = scope_keys(&console, &app, id).await?;
+    let (scope, _) = scope_keys(&console, &signed_in, &app, id).await?;
     let name = form.name.trim().to_owned();
     if name.is_empty() {
         let page = new_key_page(&signed_in, &scope, "", Some("Give the key a name."));
@@ -174,14 +177,19 @@ pub(super) async fn create(
     }
     let created = console
         .admin
-        .write(&Actor(signed_in.actor.clone()), {
-            let name = name.clone();
-            move |store| {
-                store
-                    .create_key(&ScopeRef::Id(id), &name)
-                    .map_err(PageError::from)
-            }
-        })
+        .write(
+            &signed_in.actor,
+            Need::Scope(ScopeRef::Id(id)),
+            "key.create",
+            {
+                let name = name.clone();
+                move |store| {
+                    store
+                        .create_key(&ScopeRef::Id(id), &name)
+                        .map_err(PageError::from)
+                }
+            },
+        )
         .await;
     match created {
         Ok((new, live)) => Ok(shown_once(&signed_in, &scope, &new, None, live)),
@@ -238,10 +246,13 @@ fn shown_once(
 }
 
 /// A live key and its scope, for the revoke and rotate pages.
-async fn key_and_scope(console: &Console, id: u64) -> Result<(ApiKey, Scope), PageError> {
-    Ok(console
-        .admin
-        .read(move |store| {
+async fn key_and_scope(
+    console: &Console,
+    signed_in: &SignedIn,
+    id: u64,
+) -> Result<(ApiKey, Scope), PageError> {
+    console
+        .read(signed_in, Need::Key(id), move |store| {
             let key = store
                 .list_keys(None)?
                 .into_iter()
@@ -250,7 +261,7 @@ async fn key_and_scope(console: &Console, id: u64) -> Result<(ApiKey, Scope), Pa
             let scope = store.scope(&ScopeRef::Id(key.scope_id))?;
             Ok((key, scope))
         })
-        .await?)
+        .await
 }
 
 pub(super) async fn revoke_form(
@@ -258,7 +269,8 @@ pub(super) async fn revoke_form(
     Extension(signed_in): Extension<SignedIn>,
     Path(id): Path<u64>,
 ) -> Page {
-    let (key, scope) = key_and_scope(&console, id).await?;
+    let (key, scope) = key_and_scope(&console, &signed_in, id).await?;
+    console.may_change(&signed_in, &scope.app)?;
     let title = format!("Revoke API key · {}", key.name);
     let body = html! {
         p {
@@ -283,9 +295,11 @@ pub(super) async fn revoke(
     Extension(signed_in): Extension<SignedIn>,
     Path(id): Path<u64>,
 ) -> Page {
-    let (_, scope) = key_and_scope(&console, id).await?;
+    let (_, scope) = key_and_scope(&console, &signed_in, id).await?;
     console
-        .change(&signed_in, move |store| store.revoke_key(id))
+        .change(&signed_in, Need::Key(id), "key.revoke", move |store| {
+            store.revoke_key(id)
+        })
         .await?;
     Ok(Redirect::to(&format!("{}/keys?done=revoked", scope_path(&scope))).into_response())
 }
@@ -304,7 +318,8 @@ pub(super) async fn rotate_form(
     Extension(signed_in): Extension<SignedIn>,
     Path(id): Path<u64>,
 ) -> Page {
-    let (key, scope) = key_and_scope(&console, id).await?;
+    let (key, scope) = key_and_scope(&console, &signed_in, id).await?;
+    console.may_change(&signed_in, &scope.app)?;
     Ok(rotate_page(&signed_in, &key, &scope, None).into_response())
 }
 
@@ -351,7 +366,7 @@ pub(super) async fn rotate(
     Path(id): Path<u64>,
     axum::Form(form): axum::Form<RotateForm>,
 ) -> Page {
-    let (key, scope) = key_and_scope(&console, id).await?;
+    let (key, scope) = key_and_scope(&console, &signed_in, id).await?;
     let grace_ms = match keyscope_runtime::time::parse_duration_ms(&form.grace) {
         Ok(ms) if GRACES.iter().any(|(value, _)| *value == form.grace) => ms,
         _ => {
@@ -359,14 +374,22 @@ pub(super) async fn rotate(
             return Ok((StatusCode::BAD_REQUEST, page).into_response());
         }
     };
-    let rotated = console
-        .admin
-        .write(&Actor(signed_in.actor.clone()), move |store| {
-            store
-                .rotate_key_delivered(id, grace_ms, |_, _| Ok::<_, std::convert::Infallible>(()))
-                .map_err(PageError::from)
-        })
-        .await;
+    let rotated =
+        console
+            .admin
+            .write(
+                &signed_in.actor,
+                Need::Key(id),
+                "key.rotate",
+                move |store| {
+                    store
+                        .rotate_key_delivered(id, grace_ms, |_, _| {
+                            Ok::<_, std::convert::Infallible>(())
+                        })
+                        .map_err(PageError::from)
+                },
+            )
+            .await;
     match rotated {
         Ok((Ok(((), old, new)), live)) => {
             Ok(shown_once(&signed_in, &scope, &new, Some(&old), live))

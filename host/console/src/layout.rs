@@ -80,7 +80,11 @@ pub(super) fn page(title: &str, at: Nav, signed_in: Option<&SignedIn>, body: Mar
                     @if let Some(signed_in) = signed_in {
                         nav aria-label="Console" {
                             ul {
-                                @for (nav, href, label) in NAV {
+                                @for (nav, href, label) in NAV.into_iter().filter(|(nav, ..)| {
+                                    // The platform's pages are for roles over every app.
+                                    !matches!(nav, Nav::Policy | Nav::Fleet)
+                                        || signed_in.actor.role.apps().is_none()
+                                }) {
                                     li {
                                         a href=(href) aria-current=[(nav == at).then_some("page")] {
                                             (label)
@@ -91,7 +95,10 @@ pub(super) fn page(title: &str, at: Nav, signed_in: Option<&SignedIn>, body: Mar
                         }
                         form.sign-out method="post" action="/sign-out" {
                             (csrf(signed_in))
-                            span.who { "Signed in as " strong { (who(signed_in)) } }
+                            span.who {
+                                "Signed in as " strong { (who(signed_in)) }
+                                " · " span.role { (signed_in.actor.role.noun().trim_start_matches("an ")) }
+                            }
                             button.link type="submit" { "Sign out" }
                         }
                     }
@@ -105,12 +112,12 @@ pub(super) fn page(title: &str, at: Nav, signed_in: Option<&SignedIn>, body: Mar
     }
 }
 
-/// The admin's name, without the `admin:` of the audit trail.
+/// The admin's name, without the `admin:` or `oidc:` of the audit trail.
 fn who(signed_in: &SignedIn) -> &str {
-    signed_in
-        .actor
-        .strip_prefix("admin:")
-        .unwrap_or(&signed_in.actor)
+    let name = &signed_in.actor.name;
+    name.strip_prefix("admin:")
+        .or_else(|| name.strip_prefix("oidc:"))
+        .unwrap_or(name)
 }
 
 /// The hidden CSRF field every form of a session carries.

@@ -23,7 +23,6 @@ mod session;
 mod sign_in;
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRequest as _, Request, State};
@@ -34,7 +33,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 
 use keyscope_serve::AdminMount;
-use keyscope_serve::surface::{Access, Actor, Admin, GATEWAY_HAS_NO_STORE};
+use keyscope_serve::surface::{Access, Admin, GATEWAY_HAS_NO_STORE, Need};
 use session::{Sessions, SignedIn};
 
 /// The console's state: the admin doors' shared state, and the sessions.
@@ -223,26 +222,45 @@ async fn require_session(State(console): State<Console>, request: Request, next:
     let Some(id) = cookie(request.headers(), SESSION_COOKIE).map(str::to_owned) else {
         return Redirect::to("/sign-in").into_response();
     };
-    let Some(signed_in) = console.sessions.find(&id, Instant::now()) else {
-        return to_sign_in("expired");
-    };
-    // The token is looked up at every request, so a revoked one ends its
-    // sessions at once. While the database is out of reach, pages that
-    // change nothing are checked against the tokens last read.
     let read_only = matches!(*request.method(), Method::GET | Method::HEAD);
-    let identified = {
-        let admin = console.admin.clone();
-        let token = signed_in.token;
-        tokio::task::spawn_blocking(move || admin.identify(&token, read_only)).await
-    };
-    match identified {
-        Ok(Ok(Some(_))) => {}
-        Ok(Ok(None)) => {
-            console.sessions.end(&id);
-            return to_sign_in("revoked");
+    let signed_in = match console
+        .sessions
+        .find(&console.admin, &id, now_ms(), read_only)
+        .await
+    {
+        Ok(Some(signed_in)) => signed_in,
+        Ok(None) => return to_sign_in("expired"),
+        Err(error) => {
+            let mut error = PageError::from(error);
+            if !read_only {
+                error.message = format!(
+                    "{}, so nothing was changed.",
+                    error.message.trim_end_matches('.')
+                );
+            }
+            return error.page(None);
         }
-        Ok(Err(error)) => return PageError::from(Access::Store(error)).page(Some(&signed_in)),
-        Err(_) => return PageError::from(Access::Failed).page(Some(&signed_in)),
+    };
+    // A token's session: the token is looked up at every request, so a
+    // revoked one ends its sessions at once, on every control plane. While
+    // the database is out of reach, pages that change nothing are checked
+    // against the tokens last read.
+    if let Some(token) = signed_in.token {
+        let identified = {
+            let admin = console.admin.clone();
+            tokio::task::spawn_blocking(move || admin.identify(&token, read_only)).await
+        };
+        match identified {
+            Ok(Ok(Some(_))) => {}
+            Ok(Ok(None)) => {
+                let _ = console.sessions.end(&console.admin, &id).await;
+                return to_sign_in("revoked");
+            }
+            Ok(Err(error)) => {
+                return PageError::from(Access::Store(error)).page(Some(&signed_in));
+            }
+            Err(_) => return PageError::from(Access::Failed).page(Some(&signed_in)),
+        }
     }
     let request = if read_only {
         request
@@ -376,6 +394,8 @@ fn framework_error(status: StatusCode) -> PageError {
 impl From<Access> for PageError {
     fn from(access: Access) -> Self {
         match access {
+            Access::Forbidden(why) => Self::new(StatusCode::FORBIDDEN, sentence(&why)),
+            Access::Hidden(why) => Self::new(StatusCode::NOT_FOUND, sentence(&why)),
             Access::Gateway => Self::new(StatusCode::CONFLICT, GATEWAY_HAS_NO_STORE),
             Access::Store(error) => Self::new(
                 keyscope_serve::surface::status_of(&error),
@@ -423,20 +443,58 @@ fn sentence(message: &str) -> String {
 }
 
 impl Console {
-    /// Makes a change as the session's admin, live before this returns.
+    /// Reads the store as the session's admin, once the gate let them read
+    /// what `need` touches.
+    async fn read<T: Send + 'static>(
+        &self,
+        signed_in: &SignedIn,
+        need: Need,
+        get: impl FnOnce(&mut keyscope_store::AnyStore) -> keyscope_store::Result<T> + Send + 'static,
+    ) -> Result<T, PageError> {
+        Ok(self.admin.read(&signed_in.actor, need, get).await?)
+    }
+
+    /// Makes change `what` as the session's admin, once the gate let them
+    /// change what `need` touches; live before this returns.
     async fn change<T: Send + 'static>(
         &self,
         signed_in: &SignedIn,
+        need: Need,
+        what: &'static str,
         apply: impl FnOnce(&mut keyscope_store::AnyStore) -> keyscope_store::Result<T> + Send + 'static,
     ) -> Result<T, PageError> {
-        let actor = Actor(signed_in.actor.clone());
         let (value, live) = self
             .admin
-            .write(&actor, move |store| apply(store).map_err(PageError::from))
+            .write(&signed_in.actor, need, what, move |store| {
+                apply(store).map_err(PageError::from)
+            })
             .await?;
         live.map_err(not_live)?;
         Ok(value)
     }
+}
+
+impl Console {
+    /// Whether the session's role may change `app`'s scopes and keys: the
+    /// forms that change them are refused, as their posts would be.
+    fn may_change(&self, signed_in: &SignedIn, app: &str) -> Result<(), PageError> {
+        use keyscope_store::roles::{Action, Part, Refusal};
+        match signed_in.actor.role.may(Action::Change, Part::App(app)) {
+            Ok(()) => Ok(()),
+            Err(Refusal::Hidden) => Err(PageError::new(
+                StatusCode::NOT_FOUND,
+                "There is no such page.",
+            )),
+            Err(Refusal::Forbidden(why)) => {
+                Err(PageError::new(StatusCode::FORBIDDEN, sentence(&why)))
+            }
+        }
+    }
+}
+
+/// Now, in ms since the Unix epoch.
+fn now_ms() -> u64 {
+    keyscope_runtime::time::now_ms()
 }
 
 /// A change saved in the store that the live policy does not hold yet.

@@ -6,7 +6,6 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use keyscope_policy::{Decision, Reason};
-use keyscope_store::Store as _;
 use maud::{Markup, html};
 use serde::Deserialize;
 use zeroize::Zeroizing;
@@ -14,8 +13,8 @@ use zeroize::Zeroizing;
 use super::layout::{self, Nav, csrf, error_box, when, when_ms};
 use super::session::SignedIn;
 use super::{Console, Page, PageError};
-use keyscope_serve::surface::Front;
 use keyscope_serve::surface::Target;
+use keyscope_serve::surface::{Action, Front};
 
 /// The most entries the audit page shows, newest first.
 const AUDIT_PAGE: usize = 500;
@@ -39,8 +38,8 @@ pub(super) async fn audit(
              2026-11-27T13:00:00Z.",
         ));
     }
-    let trail = console.admin.read(|store| store.audit_trail(None)).await?;
-    let verified = keyscope_store::audit::verify(&trail);
+    let trail = console.admin.audit_trail(&signed_in.actor).await?;
+    let verified = &trail.verified;
     let entries: Vec<_> = trail
         .entries
         .iter()
@@ -51,7 +50,10 @@ pub(super) async fn audit(
     let body = html! {
         @match &verified {
             Ok(_) => p.done role="status" {
-                "The trail verifies: all " (trail.entries.len()) " entries are intact and in order."
+                "The trail verifies: all " (trail.total) " entries are intact and in order."
+                @if trail.entries.len() < trail.total {
+                    " " (trail.entries.len()) " of them are about your apps."
+                }
             },
             Err(broken) => (error_box(&format!("The trail does not verify: {broken}."))),
         }
@@ -139,6 +141,10 @@ pub(super) async fn policy(
     Extension(signed_in): Extension<SignedIn>,
 ) -> Page {
     use std::sync::atomic::Ordering::Relaxed;
+    console
+        .admin
+        .allow(&signed_in.actor, Action::Read, "status")
+        .await?;
     let live = console.admin.refresher().live();
     let current = live.current();
     let info = current.component.info();
@@ -203,6 +209,10 @@ pub(super) async fn fleet(
     State(console): State<Console>,
     Extension(signed_in): Extension<SignedIn>,
 ) -> Page {
+    console
+        .admin
+        .allow(&signed_in.actor, Action::Read, "fleet")
+        .await?;
     let body = match console.admin.bundles() {
         None => html! {
             p {
@@ -334,6 +344,17 @@ pub(super) async fn try_request(
     let authorizer = console.admin.authorizer();
     let outcome = authorizer.decide(Front::Console, credential, target);
     let decided_on = target.decided_on(&outcome);
+    // An app role tries requests on its apps only; any other is answered
+    // as one to an app that does not exist.
+    if let Some((app, _)) = decided_on
+        && !signed_in.actor.role.sees(app)
+    {
+        let error = error_box(
+            "No app of that name among your apps: you may try requests on your apps only.",
+        );
+        let page = try_page(&signed_in, &form, Some(error));
+        return Ok((StatusCode::NOT_FOUND, page).into_response());
+    }
     let decision = &outcome.decision;
     let result = html! {
         section.result aria-labelledby="result-heading" role="status" {

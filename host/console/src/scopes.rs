@@ -13,7 +13,7 @@ use serde::Deserialize;
 use super::layout::{self, Nav, csrf, done_box, error_box, when};
 use super::scope_form::{ScopeForm, agents_label, runtime_summary, scope_form};
 use super::session::SignedIn;
-use super::{Console, Page, PageError};
+use super::{Console, Need, Page, PageError};
 
 /// The path of an app's scopes list.
 pub(super) fn app_path(app: &str) -> String {
@@ -43,14 +43,21 @@ pub(super) async fn apps(
     State(console): State<Console>,
     Extension(signed_in): Extension<SignedIn>,
 ) -> Page {
-    let scopes = console.admin.read(|store| store.list_scopes(None)).await?;
-    // Each app with its number of scopes, in name order.
+    let scopes = console
+        .read(&signed_in, Need::Listing, |store| store.list_scopes(None))
+        .await?;
+    let role = &signed_in.actor.role;
+    // Each app this admin sees with its number of scopes, in name order;
+    // an app role's apps all, scopes or not.
     let mut apps = std::collections::BTreeMap::<String, usize>::new();
-    for scope in scopes {
+    for app in role.apps().into_iter().flatten() {
+        apps.insert(app.clone(), 0);
+    }
+    for scope in scopes.into_iter().filter(|scope| role.sees(&scope.app)) {
         *apps.entry(scope.app).or_default() += 1;
     }
     let body = html! {
-        p { "Pick the application whose API scopes and keys you want to manage." }
+        p { "Pick the application whose API scopes and keys you want to " @if role.apps().is_some() && !apps.keys().any(|app| role.changes(app)) { "read" } @else { "manage" } "." }
         @if apps.is_empty() {
             p { "No application has a scope yet. Name one below to create its first scope." }
         } @else {
@@ -64,10 +71,13 @@ pub(super) async fn apps(
                 }
             }
         }
-        form.inline method="get" action="/apps" {
-            label for="app" { "Application" }
-            input #app type="text" name="app" required autocomplete="off" spellcheck="false";
-            button type="submit" { "Open" }
+        // Any other app: for roles over every app.
+        @if role.apps().is_none() {
+            form.inline method="get" action="/apps" {
+                label for="app" { "Application" }
+                input #app type="text" name="app" required autocomplete="off" spellcheck="false";
+                button type="submit" { "Open" }
+            }
         }
     };
     Ok(layout::page("Applications", Nav::Apps, Some(&signed_in), body).into_response())
@@ -136,13 +146,17 @@ pub(super) async fn list(
     let scopes = {
         let app = app.clone();
         console
-            .admin
-            .read(move |store| store.list_scopes(Some(&app)))
+            .read(&signed_in, Need::App(app.clone()), move |store| {
+                store.list_scopes(Some(&app))
+            })
             .await?
     };
+    let changes = signed_in.actor.role.changes(&app);
     let body = html! {
         @if let Some(notice) = notice(&done) { (done_box(notice)) }
-        p.actions { a.button href={(app_path(&app)) "/new"} { "Create API scope" } }
+        @if changes {
+            p.actions { a.button href={(app_path(&app)) "/new"} { "Create API scope" } }
+        }
         @if scopes.is_empty() {
             p { "This application has no API scopes yet." }
         } @else {
@@ -166,9 +180,13 @@ pub(super) async fn list(
                                 details.menu {
                                     summary aria-label={"Options for " (scope.name)} { "Options" }
                                     ul {
-                                        li { a href={(scope_path(scope)) "/keys"} { "Manage Keys" } }
-                                        li { a href=(scope_path(scope)) { "Edit" } }
-                                        li { a href={(scope_path(scope)) "/delete"} { "Delete" } }
+                                        @if changes {
+                                            li { a href={(scope_path(scope)) "/keys"} { "Manage Keys" } }
+                                            li { a href=(scope_path(scope)) { "Edit" } }
+                                            li { a href={(scope_path(scope)) "/delete"} { "Delete" } }
+                                        } @else {
+                                            li { a href={(scope_path(scope)) "/keys"} { "View Keys" } }
+                                        }
                                     }
                                 }
                             }
@@ -183,10 +201,12 @@ pub(super) async fn list(
 }
 
 pub(super) async fn new_form(
+    State(console): State<Console>,
     Extension(signed_in): Extension<SignedIn>,
     Path(app): Path<String>,
 ) -> Page {
     app_in_path(&app)?;
+    console.may_change(&signed_in, &app)?;
     let form = ScopeForm::blank();
     let body = scope_form(&signed_in, &app_path(&app), &form, None, "Create");
     let title = format!("New API scope · {app}");
@@ -236,9 +256,12 @@ pub(super) async fn create(
         Ok((name, agents)) => {
             let runtime = form.runtime();
             console
-                .change(&signed_in, move |store| {
-                    store.create_scope(&app, &name, agents, runtime)
-                })
+                .change(
+                    &signed_in,
+                    Need::App(app.clone()),
+                    "scope.create",
+                    move |store| store.create_scope(&app, &name, agents, runtime),
+                )
                 .await
                 .map(drop)
         }
@@ -251,12 +274,17 @@ pub(super) async fn create(
 }
 
 /// A scope of `app`, or a 404 in words.
-async fn scope_of(console: &Console, app: &str, id: u64) -> Result<Scope, PageError> {
+async fn scope_of(
+    console: &Console,
+    signed_in: &SignedIn,
+    app: &str,
+    id: u64,
+) -> Result<Scope, PageError> {
     let scope = console
-        .admin
-        .read(move |store| store.scope(&ScopeRef::Id(id)))
-        .await
-        .map_err(PageError::from)?;
+        .read(signed_in, Need::Scope(ScopeRef::Id(id)), move |store| {
+            store.scope(&ScopeRef::Id(id))
+        })
+        .await?;
     if scope.app != app {
         return Err(StoreError::ScopeNotFound(format!("{app}/{id}")).into());
     }
@@ -269,7 +297,8 @@ pub(super) async fn edit_form(
     Path((app, id)): Path<(String, u64)>,
     Query(done): Query<Notice>,
 ) -> Page {
-    let scope = scope_of(&console, &app, id).await?;
+    let scope = scope_of(&console, &signed_in, &app, id).await?;
+    console.may_change(&signed_in, &app)?;
     let title = format!("Edit API scope · {}", scope.name);
     let body = html! {
         @if let Some(notice) = notice(&done) { (done_box(notice)) }
@@ -285,7 +314,7 @@ pub(super) async fn update(
     Path((app, id)): Path<(String, u64)>,
     axum::Form(form): axum::Form<ScopeForm>,
 ) -> Page {
-    let scope = scope_of(&console, &app, id).await?;
+    let scope = scope_of(&console, &signed_in, &app, id).await?;
     let page = FormPage {
         title: format!("Edit API scope · {}", scope.name),
         action: scope_path(&scope),
@@ -299,9 +328,12 @@ pub(super) async fn update(
                 runtime: Some(form.runtime()),
             };
             console
-                .change(&signed_in, move |store| {
-                    store.update_scope(&ScopeRef::Id(id), &update)
-                })
+                .change(
+                    &signed_in,
+                    Need::Scope(ScopeRef::Id(id)),
+                    "scope.update",
+                    move |store| store.update_scope(&ScopeRef::Id(id), &update),
+                )
                 .await
                 .map(drop)
         }
@@ -318,16 +350,19 @@ pub(super) async fn delete_form(
     Extension(signed_in): Extension<SignedIn>,
     Path((app, id)): Path<(String, u64)>,
 ) -> Page {
-    let scope = scope_of(&console, &app, id).await?;
-    let live = live_keys(&console, id).await?;
+    let scope = scope_of(&console, &signed_in, &app, id).await?;
+    console.may_change(&signed_in, &app)?;
+    let live = live_keys(&console, &signed_in, id).await?;
     Ok(delete_page(&signed_in, &scope, live, None).into_response())
 }
 
 /// How many keys of a scope are not revoked.
-async fn live_keys(console: &Console, id: u64) -> Result<usize, PageError> {
+async fn live_keys(console: &Console, signed_in: &SignedIn, id: u64) -> Result<usize, PageError> {
+    let scope = ScopeRef::Id(id);
     Ok(console
-        .admin
-        .read(move |store| store.list_keys(Some(&ScopeRef::Id(id))))
+        .read(signed_in, Need::Scope(scope.clone()), move |store| {
+            store.list_keys(Some(&scope))
+        })
         .await?
         .iter()
         .filter(|key| key.revoked_at.is_none())
@@ -376,9 +411,9 @@ pub(super) async fn delete(
     Path((app, id)): Path<(String, u64)>,
     axum::Form(form): axum::Form<DeleteForm>,
 ) -> Page {
-    let scope = scope_of(&console, &app, id).await?;
+    let scope = scope_of(&console, &signed_in, &app, id).await?;
     let revoke = form.revoke_keys.is_some();
-    let live = live_keys(&console, id).await?;
+    let live = live_keys(&console, &signed_in, id).await?;
     if live > 0 && !revoke {
         let why = format!(
             "The scope still has {live} live {}. Tick “Also revoke” to delete it with them \
@@ -389,14 +424,17 @@ pub(super) async fn delete(
         return Ok((StatusCode::CONFLICT, page).into_response());
     }
     let deleted = console
-        .change(&signed_in, move |store| {
-            store.delete_scope(&ScopeRef::Id(id), revoke)
-        })
+        .change(
+            &signed_in,
+            Need::Scope(ScopeRef::Id(id)),
+            "scope.delete",
+            move |store| store.delete_scope(&ScopeRef::Id(id), revoke),
+        )
         .await;
     match deleted {
         Ok(_) => Ok(Redirect::to(&format!("{}?done=deleted", app_path(&app))).into_response()),
         Err(error) => {
-            let live = live_keys(&console, id).await.unwrap_or(live);
+            let live = live_keys(&console, &signed_in, id).await.unwrap_or(live);
             Ok((
                 error.status,
                 delete_page(&signed_in, &scope, live, Some(&error.message)),

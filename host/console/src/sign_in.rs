@@ -6,7 +6,6 @@
 //! make the browser send it (SameSite=Strict).
 
 use std::net::SocketAddr;
-use std::time::Instant;
 
 use axum::Extension;
 use axum::extract::{ConnectInfo, Query, State};
@@ -19,7 +18,7 @@ use zeroize::Zeroizing;
 
 use super::layout::{self, Nav, done_box, error_box};
 use super::session::{SignedIn, random_secret};
-use super::{Console, SESSION_COOKIE, cookie, same_origin, set_cookie};
+use super::{Console, SESSION_COOKIE, cookie, now_ms, same_origin, set_cookie};
 
 /// The sign-in form's double-submit cookie.
 const SIGN_IN_COOKIE: &str = "keyscope_sign_in";
@@ -36,8 +35,11 @@ pub(super) async fn form(
     headers: HeaderMap,
     Query(why): Query<Why>,
 ) -> Response {
-    if cookie(&headers, SESSION_COOKIE)
-        .is_some_and(|id| console.sessions.find(id, Instant::now()).is_some())
+    if let Some(id) = cookie(&headers, SESSION_COOKIE)
+        && let Ok(Some(_)) = console
+            .sessions
+            .find(&console.admin, id, now_ms(), true)
+            .await
     {
         return Redirect::to("/").into_response();
     }
@@ -138,10 +140,18 @@ pub(super) async fn sign_in(
             return sign_in_page(&console, StatusCode::INTERNAL_SERVER_ERROR, Some(notice));
         }
     };
-    let id = console
+    let id = match console
         .sessions
-        .start(digest, actor.0.clone(), Instant::now());
-    tracing::info!(actor = %actor.0, "console: signed in");
+        .start(&console.admin, &actor, Some(digest), None, now_ms())
+        .await
+    {
+        Ok(id) => id,
+        Err(error) => {
+            let error = super::PageError::from(error);
+            return sign_in_page(&console, error.status, Some(error_box(&error.message)));
+        }
+    };
+    tracing::info!(actor = %actor.name, role = %actor.role, "console: signed in");
     let mut response = Redirect::to("/").into_response();
     let headers = response.headers_mut();
     headers.append(
@@ -160,10 +170,13 @@ pub(super) async fn sign_out(
     Extension(signed_in): Extension<SignedIn>,
     headers: HeaderMap,
 ) -> Response {
-    if let Some(id) = cookie(&headers, SESSION_COOKIE) {
-        console.sessions.end(id);
+    if let Some(id) = cookie(&headers, SESSION_COOKIE)
+        && let Err(error) = console.sessions.end(&console.admin, id).await
+    {
+        // Not signed out everywhere: say so rather than pretend.
+        return super::PageError::from(error).page(Some(&signed_in));
     }
-    tracing::info!(actor = %signed_in.actor, "console: signed out");
+    tracing::info!(actor = %signed_in.actor.name, "console: signed out");
     let mut response = Redirect::to("/sign-in?why=signed-out").into_response();
     response.headers_mut().append(
         header::SET_COOKIE,

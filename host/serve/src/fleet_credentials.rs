@@ -182,6 +182,7 @@ mod tests {
             name: name.to_owned(),
             created_at: "then".to_owned(),
             revoked_at: revoked.then(|| "later".to_owned()),
+            role: None,
             digest: [digest; 32],
         }
     }

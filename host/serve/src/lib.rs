@@ -50,9 +50,12 @@ pub use server::{Addresses, AdminMount, AdminPages, Server};
 /// the console) build on: the admin doors' state and errors, and the
 /// decision path's target and front.
 pub mod surface {
-    pub use crate::admin::{Access, Actor, Admin, GATEWAY_HAS_NO_STORE, status_of};
+    pub use crate::admin::{
+        Access, Actor, Admin, AuditView, GATEWAY_HAS_NO_STORE, Need, status_of,
+    };
     pub use crate::authz::Target;
     pub use crate::metrics::Front;
+    pub use keyscope_store::roles::Action;
 }
 
 use keyscope_runtime::SwapError;

@@ -13,8 +13,10 @@ use crate::error::Result;
 use crate::location::Location;
 use crate::pg::PostgresStore;
 use crate::records::{
-    ApiKey, Lifetime, NewKey, Quotas, Scope, ScopeRef, ScopeUpdate, Token, TokenKind,
+    ApiKey, ConsoleSession, Lifetime, NewKey, Quotas, Scope, ScopeRef, ScopeUpdate, Token,
+    TokenKind,
 };
+use crate::roles::Role;
 use crate::sqlite::SqliteStore;
 use crate::store::Store;
 
@@ -154,8 +156,39 @@ impl Store for AnyStore {
         dispatch!(self, s => s.tokens(kind))
     }
 
-    fn create_token(&mut self, kind: TokenKind, name: &str, digest: &[u8; 32]) -> Result<Token> {
-        dispatch!(self, s => s.create_token(kind, name, digest))
+    fn create_admin_token(&mut self, name: &str, role: &Role, digest: &[u8; 32]) -> Result<Token> {
+        dispatch!(self, s => s.create_admin_token(name, role, digest))
+    }
+
+    fn create_fleet_token(&mut self, name: &str, digest: &[u8; 32]) -> Result<Token> {
+        dispatch!(self, s => s.create_fleet_token(name, digest))
+    }
+
+    fn open_session(
+        &mut self,
+        digest: &[u8; 32],
+        session: &ConsoleSession,
+        now_ms: u64,
+        idle_ms: u64,
+    ) -> Result<()> {
+        dispatch!(self, s => s.open_session(digest, session, now_ms, idle_ms))
+    }
+
+    fn session(
+        &mut self,
+        digest: &[u8; 32],
+        now_ms: u64,
+        idle_ms: u64,
+    ) -> Result<Option<ConsoleSession>> {
+        dispatch!(self, s => s.session(digest, now_ms, idle_ms))
+    }
+
+    fn key_app(&self, id: u64) -> Result<String> {
+        dispatch!(self, s => s.key_app(id))
+    }
+
+    fn end_session(&mut self, digest: &[u8; 32]) -> Result<()> {
+        dispatch!(self, s => s.end_session(digest))
     }
 
     fn install_admin_token(&mut self, name: &str, digest: &[u8; 32]) -> Result<bool> {

@@ -294,6 +294,60 @@ pub fn verify(trail: &AuditTrail) -> Result<u64, ChainBreak> {
     }
 }
 
+/// Which entries of `entries` (a whole trail, in order) `role` may read:
+/// all of them for a role over every app; for an app role, those about
+/// its apps' scopes and keys, and the refused attempts on them. An
+/// entry's app is read from its records: a scope's `app`; a key's
+/// `scope_id`, through the scopes the trail (or else `scope_app`, the
+/// store's live scopes) names. An entry whose app cannot be told is not
+/// shown to an app role.
+pub fn visible_to(
+    role: &crate::Role,
+    entries: &[AuditEntry],
+    scope_app: impl Fn(u64) -> Option<String>,
+) -> Vec<bool> {
+    if role.apps().is_none() {
+        return vec![true; entries.len()];
+    }
+    let record = |text: &Option<String>| -> Option<serde_json::Value> {
+        text.as_deref()
+            .and_then(|text| serde_json::from_str(text).ok())
+    };
+    let field = |entry: &AuditEntry, name: &str| -> Option<serde_json::Value> {
+        [&entry.after, &entry.before]
+            .into_iter()
+            .filter_map(record)
+            .find_map(|value| {
+                value.get(name).cloned().or_else(|| {
+                    // A rotation's record holds the old and new keys.
+                    value.get("old").and_then(|old| old.get(name)).cloned()
+                })
+            })
+    };
+    let mut scopes = std::collections::HashMap::<u64, String>::new();
+    entries
+        .iter()
+        .map(|entry| {
+            let app = if entry.target.starts_with("scope:") || entry.action.starts_with("refused.")
+            {
+                let app = field(entry, "app").and_then(|app| app.as_str().map(str::to_owned));
+                if let (Some(app), Some(id)) = (&app, field(entry, "id").and_then(|id| id.as_u64()))
+                {
+                    scopes.insert(id, app.clone());
+                }
+                app
+            } else if entry.target.starts_with("key:") {
+                field(entry, "scope_id")
+                    .and_then(|id| id.as_u64())
+                    .and_then(|id| scopes.get(&id).cloned().or_else(|| scope_app(id)))
+            } else {
+                None
+            };
+            app.is_some_and(|app| role.sees(&app))
+        })
+        .collect()
+}
+
 /// `ms` since the Unix epoch as the trail and the store write times:
 /// `2026-11-27T09:41:02.123Z`.
 pub fn timestamp(ms: u64) -> String {

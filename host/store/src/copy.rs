@@ -69,3 +69,43 @@ pub(crate) fn runtime(bits: u8) -> Result<RuntimeSet> {
         )
     })
 }
+
+/// A token's stored role: an admin token's must parse; a fleet token has
+/// none.
+pub(crate) fn token_role(
+    kind: crate::TokenKind,
+    stored: Option<&str>,
+) -> std::result::Result<Option<crate::Role>, String> {
+    match (kind, stored) {
+        (crate::TokenKind::Fleet, _) => Ok(None),
+        (crate::TokenKind::Admin, Some(role)) => role
+            .parse()
+            .map(Some)
+            .map_err(|_| "an admin token's role is not one keyscope knows".to_owned()),
+        (crate::TokenKind::Admin, None) => Err("an admin token has no role".to_owned()),
+    }
+}
+
+/// A console session from its stored columns.
+pub(crate) fn session(
+    token: Option<&[u8]>,
+    actor: String,
+    role: &str,
+    started_ms: i64,
+    ends_ms: i64,
+) -> std::result::Result<crate::ConsoleSession, String> {
+    let token = token
+        .map(<[u8; 32]>::try_from)
+        .transpose()
+        .map_err(|_| "a console session's token digest is not 32 bytes".to_owned())?;
+    let role = role
+        .parse()
+        .map_err(|_| "a console session's role is not one keyscope knows".to_owned())?;
+    Ok(crate::ConsoleSession {
+        token,
+        actor,
+        role,
+        started_ms: u64::try_from(started_ms).unwrap_or(0),
+        ends_ms: u64::try_from(ends_ms).unwrap_or(0),
+    })
+}

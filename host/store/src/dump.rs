@@ -71,6 +71,9 @@ pub struct TokenRow {
     pub created_at: String,
     /// When it was revoked.
     pub revoked_at: Option<String>,
+    /// An admin token's role, as stored (`app-admin:acme`); `None` for a
+    /// fleet token.
+    pub role: Option<String>,
 }
 
 /// A route row, with its place in the table.

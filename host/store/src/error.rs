@@ -93,6 +93,9 @@ pub enum StoreError {
         "this token was used before, and may have been revoked: a revoked token never comes back; make a new one"
     )]
     TokenReused,
+    /// A role that is not one of the four, or not given its apps.
+    #[error("invalid role: {0}")]
+    InvalidRole(String),
     /// A live token of this kind already has this name.
     #[error("a live {} is already named `{name}`; revoke it first, or choose another name", kind.noun())]
     DuplicateToken {
@@ -215,7 +218,7 @@ impl StoreError {
             | Self::NotRotatable { .. }
             | Self::DuplicateToken { .. }
             | Self::TokenReused => "conflict",
-            Self::Invalid { .. } | Self::UnknownName(_) => "invalid-input",
+            Self::Invalid { .. } | Self::UnknownName(_) | Self::InvalidRole(_) => "invalid-input",
         }
     }
 

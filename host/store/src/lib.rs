@@ -36,6 +36,7 @@ mod location;
 mod pg;
 mod pg_schema;
 mod records;
+pub mod roles;
 mod schema;
 pub mod snapshot;
 mod sqlite;
@@ -46,9 +47,10 @@ pub use error::{Result, StoreError, printable};
 pub use location::{Location, PostgresUrl};
 pub use pg::PostgresStore;
 pub use records::{
-    ApiKey, KeyStatus, Lifetime, MAX_ROTATION_GRACE_MS, NewKey, Quotas, Scope, ScopeRef,
-    ScopeUpdate, ShownKey, Token, TokenKind,
+    ApiKey, ConsoleSession, KeyStatus, Lifetime, MAX_ROTATION_GRACE_MS, NewKey, Quotas, Scope,
+    ScopeRef, ScopeUpdate, ShownKey, Token, TokenKind,
 };
+pub use roles::Role;
 pub use sqlite::SqliteStore;
 
 /// Checks a name (an app, a scope, a key, a token) by the one rule every
@@ -58,4 +60,4 @@ pub use sqlite::SqliteStore;
 pub fn check_name(what: &'static str, value: &str) -> Result<()> {
     checks::name(what, value)
 }
-pub use store::Store;
+pub use store::{MAX_SESSIONS, Store};

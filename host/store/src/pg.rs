@@ -29,8 +29,10 @@ use crate::error::{Result, StoreError as Error};
 use crate::location::PostgresUrl;
 use crate::pg_schema::classify;
 use crate::records::{
-    ApiKey, KeyStatus, Lifetime, NewKey, Quotas, Scope, ScopeRef, ScopeUpdate, Token, TokenKind,
+    ApiKey, ConsoleSession, KeyStatus, Lifetime, NewKey, Quotas, Scope, ScopeRef, ScopeUpdate,
+    Token, TokenKind,
 };
+use crate::roles::Role;
 use crate::store::Store;
 use crate::{checks, fault, pg_schema};
 
@@ -46,7 +48,7 @@ const KEY_COLUMNS: &str = r#"SELECT id, name, scope_id, prefix, created_at, revo
 /// Every token, of either kind, is a row of `admin_tokens` (the table
 /// predates fleet tokens).
 const TOKEN_COLUMNS: &str =
-    "SELECT id, name, created_at, revoked_at, digest, kind FROM admin_tokens";
+    "SELECT id, name, created_at, revoked_at, digest, kind, role FROM admin_tokens";
 
 /// How often a write refused as a serialization failure is tried again.
 const RETRIES: u32 = 8;
@@ -86,6 +88,27 @@ impl Drop for PostgresStore {
 }
 
 impl PostgresStore {
+    fn new_token(
+        &mut self,
+        kind: TokenKind,
+        name: &str,
+        role: Option<&Role>,
+        digest: &[u8; 32],
+    ) -> Result<Token> {
+        checks::name(checks::token_name(kind), name)?;
+        self.write(|tx| {
+            if live_token(tx, kind, name, &self.url)?.is_some() {
+                return Err(Error::DuplicateToken {
+                    kind,
+                    name: name.to_owned(),
+                });
+            }
+            let token = insert_token(tx, kind, name, role, digest, &self.url)?;
+            append(tx, &self.actor, AuditEvent::token_created(&token))?;
+            Ok(token)
+        })
+    }
+
     /// Connects to the database at `url` and creates or migrates the
     /// store's schema there.
     pub fn open(url: &PostgresUrl) -> Result<Self> {
@@ -575,18 +598,114 @@ impl Store for PostgresStore {
         })
     }
 
-    fn create_token(&mut self, kind: TokenKind, name: &str, digest: &[u8; 32]) -> Result<Token> {
-        checks::name(checks::token_name(kind), name)?;
-        self.write(|tx| {
-            if live_token(tx, kind, name, &self.url)?.is_some() {
-                return Err(Error::DuplicateToken {
-                    kind,
-                    name: name.to_owned(),
-                });
+    fn create_admin_token(&mut self, name: &str, role: &Role, digest: &[u8; 32]) -> Result<Token> {
+        self.new_token(TokenKind::Admin, name, Some(role), digest)
+    }
+
+    fn create_fleet_token(&mut self, name: &str, digest: &[u8; 32]) -> Result<Token> {
+        self.new_token(TokenKind::Fleet, name, None, digest)
+    }
+
+    fn open_session(
+        &mut self,
+        digest: &[u8; 32],
+        session: &ConsoleSession,
+        now_ms: u64,
+        idle_ms: u64,
+    ) -> Result<()> {
+        self.with(|client| {
+            let mut tx = client.transaction()?;
+            tx.execute(
+                "DELETE FROM console_sessions WHERE ends_ms <= $1 OR last_seen_ms <= $1 - $2",
+                &[&signed(now_ms), &signed(idle_ms)],
+            )?;
+            tx.execute(
+                "DELETE FROM console_sessions WHERE digest IN (SELECT digest FROM \
+                 console_sessions ORDER BY started_ms DESC OFFSET $1)",
+                &[&signed(crate::MAX_SESSIONS - 1)],
+            )?;
+            tx.execute(
+                "INSERT INTO console_sessions (digest, token, actor, role, started_ms, \
+                 last_seen_ms, ends_ms) VALUES ($1, $2, $3, $4, $5, $5, $6)",
+                &[
+                    &digest.as_slice(),
+                    &session.token.as_ref().map(<[u8; 32]>::as_slice),
+                    &session.actor,
+                    &session.role.to_string(),
+                    &signed(session.started_ms),
+                    &signed(session.ends_ms),
+                ],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn session(
+        &mut self,
+        digest: &[u8; 32],
+        now_ms: u64,
+        idle_ms: u64,
+    ) -> Result<Option<ConsoleSession>> {
+        let url = self.url.clone();
+        self.with(|client| {
+            let now = signed(now_ms);
+            // One statement: a live session's use is counted (at most once
+            // a second), an ended one is forgotten.
+            let mut tx = client.transaction()?;
+            let Some(row) = tx.query_opt(
+                "SELECT token, actor, role, started_ms, last_seen_ms, ends_ms \
+                 FROM console_sessions WHERE digest = $1 FOR UPDATE",
+                &[&digest.as_slice()],
+            )?
+            else {
+                return Ok(None);
+            };
+            let (last_seen, ends): (i64, i64) = (row.get(4), row.get(5));
+            let alive = now < ends && now < last_seen.saturating_add(signed(idle_ms));
+            if !alive {
+                tx.execute(
+                    "DELETE FROM console_sessions WHERE digest = $1",
+                    &[&digest.as_slice()],
+                )?;
+            } else if now - last_seen >= 1000 {
+                tx.execute(
+                    "UPDATE console_sessions SET last_seen_ms = $2 WHERE digest = $1",
+                    &[&digest.as_slice(), &now],
+                )?;
             }
-            let token = insert_token(tx, kind, name, digest, &self.url)?;
-            append(tx, &self.actor, AuditEvent::token_created(&token))?;
-            Ok(token)
+            tx.commit()?;
+            if !alive {
+                return Ok(None);
+            }
+            crate::copy::session(row.get(0), row.get(1), row.get(2), row.get(3), ends)
+                .map(Some)
+                .map_err(|why| Error::not_a_store(&url, why))
+        })
+    }
+
+    fn key_app(&self, id: u64) -> Result<String> {
+        let Ok(id_sql) = i64::try_from(id) else {
+            return Err(Error::KeyNotFound(id));
+        };
+        self.with(|client| {
+            client
+                .query_opt(
+                    "SELECT s.app FROM keys k JOIN scopes s ON s.id = k.scope_id WHERE k.id = $1",
+                    &[&id_sql],
+                )?
+                .map(|row| row.get(0))
+                .ok_or(Error::KeyNotFound(id))
+        })
+    }
+
+    fn end_session(&mut self, digest: &[u8; 32]) -> Result<()> {
+        self.with(|client| {
+            client.execute(
+                "DELETE FROM console_sessions WHERE digest = $1",
+                &[&digest.as_slice()],
+            )?;
+            Ok(())
         })
     }
 
@@ -604,7 +723,7 @@ impl Store for PostgresStore {
                     &[&signed(before.id)],
                 )?;
             }
-            let token = insert_token(tx, kind, name, digest, &self.url)?;
+            let token = insert_token(tx, kind, name, Some(&Role::Admin), digest, &self.url)?;
             append(
                 tx,
                 &self.actor,
@@ -625,7 +744,7 @@ impl Store for PostgresStore {
             let row = tx.query_one(
                 &format!(
                     "UPDATE admin_tokens SET revoked_at = {NOW} WHERE id = $1 \
-                     RETURNING id, name, created_at, revoked_at, digest, kind"
+                     RETURNING id, name, created_at, revoked_at, digest, kind, role"
                 ),
                 &[&signed(before.id)],
             )?;
@@ -958,12 +1077,15 @@ fn token_from_row(row: &Row, url: &PostgresUrl) -> Result<Token> {
         .map_err(|_| Error::not_a_store(url, "a token digest is not 32 bytes"))?;
     let kind = TokenKind::parse(row.get(5))
         .ok_or_else(|| Error::not_a_store(url, "a token's kind is neither admin nor fleet"))?;
+    let role =
+        crate::copy::token_role(kind, row.get(6)).map_err(|why| Error::not_a_store(url, why))?;
     Ok(Token {
         id: unsigned(row.get(0)),
         kind,
         name: row.get(1),
         created_at: row.get(2),
         revoked_at: row.get(3),
+        role,
         digest,
     })
 }
@@ -990,6 +1112,7 @@ fn insert_token(
     tx: &mut Transaction<'_>,
     kind: TokenKind,
     name: &str,
+    role: Option<&Role>,
     digest: &[u8; 32],
     url: &PostgresUrl,
 ) -> Result<Token> {
@@ -1002,11 +1125,11 @@ fn insert_token(
     }
     let row = tx.query_one(
         &format!(
-            "INSERT INTO admin_tokens (kind, name, digest, created_at) \
-             VALUES ($1, $2, $3, {NOW}) \
-             RETURNING id, name, created_at, revoked_at, digest, kind"
+            "INSERT INTO admin_tokens (kind, name, digest, role, created_at) \
+             VALUES ($1, $2, $3, $4, {NOW}) \
+             RETURNING id, name, created_at, revoked_at, digest, kind, role"
         ),
-        &[&kind.as_str(), &name, &digest],
+        &[&kind.as_str(), &name, &digest, &role.map(Role::to_string)],
     )?;
     token_from_row(&row, url)
 }
@@ -1276,7 +1399,8 @@ fn dump(tx: &mut Transaction<'_>, url: &PostgresUrl) -> Result<Dump> {
         .collect();
     let tokens = tx
         .query(
-            "SELECT id, kind, name, digest, created_at, revoked_at FROM admin_tokens ORDER BY id",
+            "SELECT id, kind, name, digest, created_at, revoked_at, role FROM admin_tokens \
+             ORDER BY id",
             &[],
         )?
         .iter()
@@ -1287,6 +1411,7 @@ fn dump(tx: &mut Transaction<'_>, url: &PostgresUrl) -> Result<Dump> {
             digest: row.get(3),
             created_at: row.get(4),
             revoked_at: row.get(5),
+            role: row.get(6),
         })
         .collect();
     let AuditTrail {
@@ -1386,8 +1511,8 @@ fn restore(tx: &mut Transaction<'_>, dump: &Dump, progress: &mut dyn FnMut(u64))
     tx.batch_execute("DELETE FROM admin_tokens; DELETE FROM audit; DELETE FROM audit_head;")?;
     for t in &dump.tokens {
         tx.execute(
-            "INSERT INTO admin_tokens (id, kind, name, digest, created_at, revoked_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO admin_tokens (id, kind, name, digest, created_at, revoked_at, role) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
             &[
                 &t.id,
                 &t.kind,
@@ -1395,6 +1520,7 @@ fn restore(tx: &mut Transaction<'_>, dump: &Dump, progress: &mut dyn FnMut(u64))
                 &t.digest,
                 &t.created_at,
                 &t.revoked_at,
+                &t.role,
             ],
         )?;
     }

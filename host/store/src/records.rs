@@ -167,9 +167,31 @@ pub struct Token {
     pub created_at: String,
     /// When it was revoked; `None` while it is valid.
     pub revoked_at: Option<String>,
+    /// An admin token's role and apps; `None` for a fleet token.
+    #[serde(flatten)]
+    pub role: Option<crate::Role>,
     /// The SHA-256 of the token, compared in constant time by the server.
     #[serde(skip)]
     pub digest: [u8; 32],
+}
+
+/// A console session as the store keeps it, by the SHA-256 of its id
+/// (the id itself is only in the browser's cookie). Every control plane
+/// sharing the store knows it; signing out deletes it, and revoking the
+/// admin token it was opened with deletes it too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsoleSession {
+    /// The admin token it was opened with, as its digest; `None` for a
+    /// session opened through the identity provider.
+    pub token: Option<[u8; 32]>,
+    /// Its changes' actor: `admin:NAME` or `oidc:SUBJECT (EMAIL)`.
+    pub actor: String,
+    /// What it may do.
+    pub role: crate::Role,
+    /// When it was opened, in ms since the Unix epoch.
+    pub started_ms: u64,
+    /// When it ends at the latest, whatever its use.
+    pub ends_ms: u64,
 }
 
 /// How long a new key stays valid, besides revocation. A lifetime counts

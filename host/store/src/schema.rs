@@ -136,6 +136,22 @@ const MIGRATIONS: &[&str] = &[
     );
 "#,
     FLEET_TOKENS,
+    // Admin roles, and console sessions kept in the store (as the SHA-256
+    // of their ids) so that every control plane sharing it knows them.
+    r#"
+    ALTER TABLE admin_tokens ADD COLUMN role TEXT;
+    UPDATE admin_tokens SET role = 'admin' WHERE kind = 'admin';
+    CREATE TABLE console_sessions (
+        digest       BLOB PRIMARY KEY CHECK (length(digest) = 32),
+        token        BLOB CHECK (token IS NULL OR length(token) = 32),
+        actor        TEXT NOT NULL,
+        role         TEXT NOT NULL,
+        started_ms   INTEGER NOT NULL,
+        last_seen_ms INTEGER NOT NULL,
+        ends_ms      INTEGER NOT NULL
+    );
+    CREATE INDEX console_sessions_token ON console_sessions (token);
+"#,
 ];
 
 /// Fleet tokens: one credential per gateway, beside the admin tokens in the

@@ -17,8 +17,10 @@ use crate::changes::{Changes, Revisioned, ScopeChange};
 use crate::dump::{Dump, KeyRow, RouteRow, ScopeRow, TokenRow};
 use crate::error::{Result, StoreError as Error};
 use crate::records::{
-    ApiKey, KeyStatus, Lifetime, NewKey, Quotas, Scope, ScopeRef, ScopeUpdate, Token, TokenKind,
+    ApiKey, ConsoleSession, KeyStatus, Lifetime, NewKey, Quotas, Scope, ScopeRef, ScopeUpdate,
+    Token, TokenKind,
 };
+use crate::roles::Role;
 use crate::store::Store;
 use crate::{checks, fault, schema};
 
@@ -68,6 +70,30 @@ impl SqliteStore {
             conn.transaction_with_behavior(TransactionBehavior::Immediate)?,
             actor.as_str(),
         ))
+    }
+}
+
+impl SqliteStore {
+    fn new_token(
+        &mut self,
+        kind: TokenKind,
+        name: &str,
+        role: Option<&Role>,
+        digest: &[u8; 32],
+    ) -> Result<Token> {
+        checks::name(checks::token_name(kind), name)?;
+        let path = self.path.clone();
+        let (tx, actor) = self.write()?;
+        if live_token(&tx, kind, name, &path)?.is_some() {
+            return Err(Error::DuplicateToken {
+                kind,
+                name: name.to_owned(),
+            });
+        }
+        let token = insert_token(&tx, kind, name, role, digest, &path)?;
+        append(&tx, actor, AuditEvent::token_created(&token))?;
+        tx.commit()?;
+        Ok(token)
     }
 }
 
@@ -414,20 +440,118 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    fn create_token(&mut self, kind: TokenKind, name: &str, digest: &[u8; 32]) -> Result<Token> {
-        checks::name(checks::token_name(kind), name)?;
-        let path = self.path.clone();
-        let (tx, actor) = self.write()?;
-        if live_token(&tx, kind, name, &path)?.is_some() {
-            return Err(Error::DuplicateToken {
-                kind,
-                name: name.to_owned(),
-            });
-        }
-        let token = insert_token(&tx, kind, name, digest, &path)?;
-        append(&tx, actor, AuditEvent::token_created(&token))?;
+    fn create_admin_token(&mut self, name: &str, role: &Role, digest: &[u8; 32]) -> Result<Token> {
+        self.new_token(TokenKind::Admin, name, Some(role), digest)
+    }
+
+    fn create_fleet_token(&mut self, name: &str, digest: &[u8; 32]) -> Result<Token> {
+        self.new_token(TokenKind::Fleet, name, None, digest)
+    }
+
+    fn open_session(
+        &mut self,
+        digest: &[u8; 32],
+        session: &ConsoleSession,
+        now_ms: u64,
+        idle_ms: u64,
+    ) -> Result<()> {
+        let (tx, _) = self.write()?;
+        tx.execute(
+            "DELETE FROM console_sessions WHERE ends_ms <= ?1 OR last_seen_ms <= ?1 - ?2",
+            params![signed(now_ms), signed(idle_ms)],
+        )?;
+        tx.execute(
+            "DELETE FROM console_sessions WHERE digest IN (SELECT digest FROM console_sessions \
+             ORDER BY started_ms DESC LIMIT -1 OFFSET ?1)",
+            [signed(crate::MAX_SESSIONS - 1)],
+        )?;
+        tx.execute(
+            "INSERT INTO console_sessions (digest, token, actor, role, started_ms, last_seen_ms, \
+             ends_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6)",
+            params![
+                digest.as_slice(),
+                session.token.as_ref().map(<[u8; 32]>::as_slice),
+                session.actor,
+                session.role.to_string(),
+                signed(session.started_ms),
+                signed(session.ends_ms),
+            ],
+        )?;
         tx.commit()?;
-        Ok(token)
+        Ok(())
+    }
+
+    fn session(
+        &mut self,
+        digest: &[u8; 32],
+        now_ms: u64,
+        idle_ms: u64,
+    ) -> Result<Option<ConsoleSession>> {
+        let path = self.path.clone();
+        let (tx, _) = self.write()?;
+        let row = tx
+            .query_row(
+                "SELECT token, actor, role, started_ms, last_seen_ms, ends_ms \
+                 FROM console_sessions WHERE digest = ?1",
+                [digest.as_slice()],
+                |row| {
+                    Ok((
+                        row.get::<_, Option<Vec<u8>>>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, String>(2)?,
+                        row.get::<_, i64>(3)?,
+                        row.get::<_, i64>(4)?,
+                        row.get::<_, i64>(5)?,
+                    ))
+                },
+            )
+            .optional()?;
+        let Some((token, actor, role, started, last_seen, ends)) = row else {
+            return Ok(None);
+        };
+        let now = signed(now_ms);
+        let alive = now < ends && now < last_seen.saturating_add(signed(idle_ms));
+        if !alive {
+            tx.execute(
+                "DELETE FROM console_sessions WHERE digest = ?1",
+                [digest.as_slice()],
+            )?;
+        } else if now - last_seen >= 1000 {
+            // A use a second or more after the last one counts.
+            tx.execute(
+                "UPDATE console_sessions SET last_seen_ms = ?2 WHERE digest = ?1",
+                params![digest.as_slice(), now],
+            )?;
+        }
+        tx.commit()?;
+        if !alive {
+            return Ok(None);
+        }
+        let session = crate::copy::session(token.as_deref(), actor, &role, started, ends)
+            .map_err(|why| Error::not_a_store(path.display(), why))?;
+        Ok(Some(session))
+    }
+
+    fn key_app(&self, id: u64) -> Result<String> {
+        let Some(id_sql) = sql_id(id) else {
+            return Err(Error::KeyNotFound(id));
+        };
+        self.conn
+            .query_row(
+                "SELECT s.app FROM keys k JOIN scopes s ON s.id = k.scope_id WHERE k.id = ?1",
+                [id_sql],
+                |row| row.get(0),
+            )
+            .optional()?
+            .ok_or(Error::KeyNotFound(id))
+    }
+
+    fn end_session(&mut self, digest: &[u8; 32]) -> Result<()> {
+        self.conn.execute(
+            "DELETE FROM console_sessions WHERE digest = ?1",
+            [digest.as_slice()],
+        )?;
+        Ok(())
     }
 
     fn install_admin_token(&mut self, name: &str, digest: &[u8; 32]) -> Result<bool> {
@@ -445,7 +569,7 @@ impl Store for SqliteStore {
                 [before.id],
             )?;
         }
-        let token = insert_token(&tx, kind, name, digest, &path)?;
+        let token = insert_token(&tx, kind, name, Some(&Role::Admin), digest, &path)?;
         append(
             &tx,
             actor,
@@ -631,7 +755,7 @@ const KEY_COLUMNS: &str = "SELECT id, name, scope_id, prefix, created_at, revoke
 /// Every token, of either kind, is a row of `admin_tokens` (the table
 /// predates fleet tokens).
 const TOKEN_COLUMNS: &str =
-    "SELECT id, name, created_at, revoked_at, digest, kind FROM admin_tokens";
+    "SELECT id, name, created_at, revoked_at, digest, kind, role FROM admin_tokens";
 
 fn scope_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Scope>> {
     let agents: String = row.get(3)?;
@@ -681,12 +805,17 @@ fn token_from_row(row: &Row<'_>) -> rusqlite::Result<std::result::Result<Token, 
     let Some(kind) = TokenKind::parse(&kind) else {
         return Ok(Err("a token's kind is neither admin nor fleet".to_owned()));
     };
+    let role = match crate::copy::token_role(kind, row.get::<_, Option<String>>(6)?.as_deref()) {
+        Ok(role) => role,
+        Err(why) => return Ok(Err(why)),
+    };
     Ok(Ok(Token {
         id: row.get(0)?,
         kind,
         name: row.get(1)?,
         created_at: row.get(2)?,
         revoked_at: row.get(3)?,
+        role,
         digest,
     }))
 }
@@ -714,6 +843,7 @@ fn insert_token(
     conn: &Connection,
     kind: TokenKind,
     name: &str,
+    role: Option<&Role>,
     digest: &[u8; 32],
     path: &Path,
 ) -> Result<Token> {
@@ -727,9 +857,15 @@ fn insert_token(
     }
     conn.execute(
         &format!(
-            "INSERT INTO admin_tokens (kind, name, digest, created_at) VALUES (?1, ?2, ?3, {NOW})"
+            "INSERT INTO admin_tokens (kind, name, digest, role, created_at) \
+             VALUES (?1, ?2, ?3, ?4, {NOW})"
         ),
-        params![kind.as_str(), name, digest.as_slice()],
+        params![
+            kind.as_str(),
+            name,
+            digest.as_slice(),
+            role.map(Role::to_string)
+        ],
     )?;
     live_token(conn, kind, name, path)?.ok_or_else(|| Error::TokenNotFound {
         kind,
@@ -1137,7 +1273,8 @@ fn dump(conn: &Connection, path: &Path) -> Result<Dump> {
         .collect::<rusqlite::Result<Vec<_>>>()?;
     let tokens = conn
         .prepare(
-            "SELECT id, kind, name, digest, created_at, revoked_at FROM admin_tokens ORDER BY id",
+            "SELECT id, kind, name, digest, created_at, revoked_at, role FROM admin_tokens \
+             ORDER BY id",
         )?
         .query_map([], |row| {
             Ok(TokenRow {
@@ -1147,6 +1284,7 @@ fn dump(conn: &Connection, path: &Path) -> Result<Dump> {
                 digest: row.get(3)?,
                 created_at: row.get(4)?,
                 revoked_at: row.get(5)?,
+                role: row.get(6)?,
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -1235,8 +1373,8 @@ fn restore(conn: &Connection, dump: &Dump, progress: &mut dyn FnMut(u64)) -> Res
     }
     conn.execute_batch("DELETE FROM admin_tokens; DELETE FROM audit; DELETE FROM audit_head;")?;
     let mut insert = conn.prepare(
-        "INSERT INTO admin_tokens (id, kind, name, digest, created_at, revoked_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO admin_tokens (id, kind, name, digest, created_at, revoked_at, role) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?;
     for t in &dump.tokens {
         insert.execute(params![
@@ -1245,7 +1383,8 @@ fn restore(conn: &Connection, dump: &Dump, progress: &mut dyn FnMut(u64)) -> Res
             t.name,
             t.digest,
             t.created_at,
-            t.revoked_at
+            t.revoked_at,
+            t.role
         ])?;
     }
     let mut insert = conn.prepare(

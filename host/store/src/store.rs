@@ -13,13 +13,18 @@ use keyscope_policy::{AgentsLevel, Requirement, RouteEntry, RuntimeSet};
 
 use keyscope_keys::usage::KeyUse;
 
+use crate::Role;
 use crate::audit::{AuditEvent, AuditTrail};
 use crate::changes::{Changes, Revisioned};
 use crate::dump::Dump;
 use crate::error::Result;
 use crate::records::{
-    ApiKey, Lifetime, NewKey, Quotas, Scope, ScopeRef, ScopeUpdate, Token, TokenKind,
+    ApiKey, ConsoleSession, Lifetime, NewKey, Quotas, Scope, ScopeRef, ScopeUpdate, Token,
+    TokenKind,
 };
+
+/// The most console sessions a store keeps; past it, the oldest end.
+pub const MAX_SESSIONS: u64 = 10_000;
 
 /// A store of scopes, keys, limits, the operation catalogue and the route
 /// table.
@@ -79,6 +84,9 @@ pub trait Store {
     /// Keys, live and revoked, of one scope or of all, by id.
     fn list_keys(&self, scope: Option<&ScopeRef>) -> Result<Vec<ApiKey>>;
 
+    /// The app of key `id`'s scope (live or deleted): whose key it is.
+    fn key_app(&self, id: u64) -> Result<String>;
+
     /// Revokes a key. Revoking a revoked key changes nothing and returns it
     /// with its original revocation time.
     fn revoke_key(&mut self, id: u64) -> Result<ApiKey>;
@@ -123,9 +131,44 @@ pub trait Store {
     fn tokens(&self, kind: TokenKind) -> Result<Vec<Token>>;
 
     /// Adds a named token, given as its SHA-256 (the caller shows the token
-    /// once). Refused if a live token of its kind has the name, or if the
-    /// digest was ever stored, of either kind.
-    fn create_token(&mut self, kind: TokenKind, name: &str, digest: &[u8; 32]) -> Result<Token>;
+    /// once); an admin token gets the role `admin`. Refused if a live token
+    /// of its kind has the name, or if the digest was ever stored, of
+    /// either kind.
+    fn create_token(&mut self, kind: TokenKind, name: &str, digest: &[u8; 32]) -> Result<Token> {
+        match kind {
+            TokenKind::Admin => self.create_admin_token(name, &Role::Admin, digest),
+            TokenKind::Fleet => self.create_fleet_token(name, digest),
+        }
+    }
+
+    /// Adds a named admin token with `role`, as [`Store::create_token`].
+    fn create_admin_token(&mut self, name: &str, role: &Role, digest: &[u8; 32]) -> Result<Token>;
+
+    /// Adds a named fleet token, as [`Store::create_token`].
+    fn create_fleet_token(&mut self, name: &str, digest: &[u8; 32]) -> Result<Token>;
+
+    /// Keeps a new console session under `digest` (the SHA-256 of its id),
+    /// and forgets sessions that ended (past `ends_ms`, or idle `idle_ms`
+    /// at `now_ms`). Past [`MAX_SESSIONS`], the oldest end.
+    fn open_session(
+        &mut self,
+        digest: &[u8; 32],
+        session: &ConsoleSession,
+        now_ms: u64,
+        idle_ms: u64,
+    ) -> Result<()>;
+
+    /// The open session kept under `digest`, counting this as a use; a
+    /// session that ended (at `ends_ms`, or idle `idle_ms`) is forgotten.
+    fn session(
+        &mut self,
+        digest: &[u8; 32],
+        now_ms: u64,
+        idle_ms: u64,
+    ) -> Result<Option<ConsoleSession>>;
+
+    /// Ends the session kept under `digest` (signing out), everywhere.
+    fn end_session(&mut self, digest: &[u8; 32]) -> Result<()>;
 
     /// Makes `digest` the live admin token named `name`, revoking any other
     /// of that name: `keyscope serve --admin-token-file`. Returns whether

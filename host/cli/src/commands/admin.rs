@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use keyscope_store::{AnyStore as Store, Location, Store as _, Token, TokenKind};
+use keyscope_store::{AnyStore as Store, Location, Role, Store as _, Token, TokenKind};
 
 use super::output::{self, Output};
 
@@ -23,6 +23,14 @@ pub enum TokenCommand {
         /// Its name, unique among the live tokens (`alice`, `ci-deploy`).
         #[arg(long)]
         name: String,
+        /// What it may do: `admin` (everything), `app-admin` (the scopes,
+        /// keys and audit entries of its apps), `app-viewer` (those, to
+        /// read) or `auditor` (everything, to read).
+        #[arg(long, default_value = "admin", value_parser = ["admin", "app-admin", "app-viewer", "auditor"])]
+        role: String,
+        /// An app an app-admin or app-viewer covers; once per app.
+        #[arg(long = "app", value_name = "APP")]
+        apps: Vec<String>,
     },
     /// List tokens, live and revoked (never a token).
     List,
@@ -38,17 +46,36 @@ fn token_line(token: &Token) -> String {
         Some(at) => format!("revoked {at}"),
         None => "live".to_owned(),
     };
-    format!(
-        "{:>4}  {:<24}  created {}  {state}",
-        token.id, token.name, token.created_at
-    )
+    let role = token.role.as_ref().map(|role| {
+        let apps = role
+            .apps()
+            .map(|apps| {
+                format!(
+                    " of {}",
+                    apps.iter().cloned().collect::<Vec<_>>().join(", ")
+                )
+            })
+            .unwrap_or_default();
+        format!("{}{apps}", role.name())
+    });
+    match role {
+        Some(role) => format!(
+            "{:>4}  {:<24}  {role:<24}  created {}  {state}",
+            token.id, token.name, token.created_at
+        ),
+        None => format!(
+            "{:>4}  {:<24}  created {}  {state}",
+            token.id, token.name, token.created_at
+        ),
+    }
 }
 
 pub fn run(command: AdminCommand, store: &Location, out: &Output) -> anyhow::Result<ExitCode> {
     let AdminCommand::Token(command) = command;
     match command {
-        TokenCommand::Create { name } => {
-            create(TokenKind::Admin, &name, store, out)?;
+        TokenCommand::Create { name, role, apps } => {
+            let role = Role::new(&role, apps)?;
+            create(TokenKind::Admin, &name, Some(&role), store, out)?;
         }
         TokenCommand::List => list(TokenKind::Admin, store, out)?,
         TokenCommand::Revoke { name } => revoke(TokenKind::Admin, &name, store, out)?,
@@ -60,6 +87,7 @@ pub fn run(command: AdminCommand, store: &Location, out: &Output) -> anyhow::Res
 pub(super) fn create(
     kind: TokenKind,
     name: &str,
+    role: Option<&Role>,
     store: &Location,
     out: &Output,
 ) -> anyhow::Result<Token> {
@@ -74,19 +102,26 @@ pub(super) fn create(
             TokenKind::Admin => keyscope_keys::admin_token::ADMIN_PREFIX,
             TokenKind::Fleet => keyscope_keys::admin_token::FLEET_PREFIX,
         });
-        let created =
-            store.create_token(kind, name, &keyscope_keys::admin_token::digest(&token))?;
+        let digest = keyscope_keys::admin_token::digest(&token);
+        let created = match (kind, role) {
+            (TokenKind::Admin, Some(role)) => store.create_admin_token(name, role, &digest)?,
+            (kind, _) => store.create_token(kind, name, &digest)?,
+        };
         out.note(&format!(
             "created {} `{}`; it is shown below only this once:",
             kind.noun(),
             created.name
         ));
-        let shown = serde_json::json!({
+        let mut shown = serde_json::json!({
             "id": created.id,
             "name": created.name,
             "token": token.as_str(),
             "created_at": created.created_at,
         });
+        if let Some(role) = &created.role {
+            shown["role"] = role.name().into();
+            shown["apps"] = serde_json::json!(role.apps());
+        }
         if let Err(error) = out.print_flushed(&shown, || token.as_str().to_owned()) {
             // Nobody saw it: it must not stay valid.
             store.revoke_token(kind, &created.name)?;

@@ -76,7 +76,8 @@ pub fn run(command: FleetCommand, store: &Location, out: &Output) -> anyhow::Res
         FleetCommand::Token(command) => {
             match command {
                 FleetTokenCommand::Create { gateway } => {
-                    let created = super::admin::create(TokenKind::Fleet, &gateway, store, out)?;
+                    let created =
+                        super::admin::create(TokenKind::Fleet, &gateway, None, store, out)?;
                     out.note(&format!(
                         "start the gateway with --gateway-id {} and this token in \
                          --fleet-token-file",

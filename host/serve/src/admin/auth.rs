@@ -93,9 +93,14 @@ enum Who {
     Nobody,
 }
 
-/// Who made an admin request: `admin:NAME`, the actor in the audit trail.
+/// Who made an admin request, and what they may do.
 #[derive(Debug, Clone)]
-pub struct Actor(pub String);
+pub struct Actor {
+    /// `admin:NAME` or `oidc:SUBJECT (EMAIL)`: the actor in the audit trail.
+    pub name: String,
+    /// What they may do ([`keyscope_store::roles`]).
+    pub role: keyscope_store::Role,
+}
 
 impl Admin {
     /// Whom `presented` (a token's digest) names: a live named token of the
@@ -155,7 +160,10 @@ fn identify(
         return Ok(admin
             .gateway_token
             .filter(|token| bool::from(presented.ct_eq(token)))
-            .map(|_| Actor("admin:admin".to_owned())));
+            .map(|_| Actor {
+                name: "admin:admin".to_owned(),
+                role: keyscope_store::Role::Admin,
+            }));
     };
     let read = store
         .lock()
@@ -181,8 +189,13 @@ fn identify(
     // Every live token is compared, whichever matches.
     let mut found = None;
     for token in tokens.iter().filter(|t| t.revoked_at.is_none()) {
-        if bool::from(presented.ct_eq(&token.digest)) {
-            found = Some(Actor(format!("admin:{}", token.name)));
+        if bool::from(presented.ct_eq(&token.digest))
+            && let Some(role) = &token.role
+        {
+            found = Some(Actor {
+                name: format!("admin:{}", token.name),
+                role: role.clone(),
+            });
         }
     }
     Ok(found)
@@ -266,11 +279,6 @@ pub(super) async fn authenticate(
         }
         Who::Fleet(poller) => {
             let mut request = request;
-            let actor = match &poller {
-                Poller::Gateway(name) => format!("fleet:{name}"),
-                _ => "fleet".to_owned(),
-            };
-            request.extensions_mut().insert(Actor(actor));
             request.extensions_mut().insert(poller);
             if let Some(digest) = presented {
                 request.extensions_mut().insert(FleetDigest(digest));

@@ -139,7 +139,9 @@ pub fn status_of(err: &StoreError) -> StatusCode {
         | StoreError::ScopeLimit { .. }
         | StoreError::KeyLimit { .. }
         | StoreError::ScopeHasLiveKeys { .. } => StatusCode::CONFLICT,
-        StoreError::Invalid { .. } | StoreError::UnknownName(_) => StatusCode::BAD_REQUEST,
+        StoreError::Invalid { .. } | StoreError::UnknownName(_) | StoreError::InvalidRole(_) => {
+            StatusCode::BAD_REQUEST
+        }
         // The database is out of reach: nothing changed, try again later.
         StoreError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         // The server's own store failed: not the caller's fault.
@@ -159,6 +161,8 @@ pub fn status_of(err: &StoreError) -> StatusCode {
 impl From<super::Access> for ApiError {
     fn from(access: super::Access) -> Self {
         match access {
+            super::Access::Forbidden(why) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", why),
+            super::Access::Hidden(why) => ApiError::new(StatusCode::NOT_FOUND, "not-found", why),
             super::Access::Gateway => super::gateway(),
             super::Access::Store(error) => store_error(&error),
             super::Access::Failed => ApiError::new(

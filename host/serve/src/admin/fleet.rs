@@ -88,10 +88,18 @@ pub(super) async fn bundle(
     State(admin): State<Admin>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     poller: Option<Extension<Poller>>,
+    actor: Option<Extension<super::Actor>>,
     digest: Option<Extension<FleetDigest>>,
     poll: Result<Query<Poll>, QueryRejection>,
     headers: HeaderMap,
 ) -> Handled {
+    // An admin token polls as a gateway would only if its role reads the
+    // whole platform: a bundle holds every app.
+    if let Some(Extension(actor)) = &actor {
+        admin
+            .allow(actor, keyscope_store::roles::Action::Read, "bundle")
+            .await?;
+    }
     let bundles = bundles(&admin)?;
     let Query(poll) = poll.map_err(|rejection| {
         // Names the parameter at fault; shown printable and short.
@@ -324,7 +332,13 @@ fn set_etag(headers: &mut HeaderMap, tag: &str) {
     headers.insert("keyscope-long-poll", HeaderValue::from_static("1"));
 }
 
-pub(super) async fn fleet(State(admin): State<Admin>) -> Handled {
+pub(super) async fn fleet(
+    State(admin): State<Admin>,
+    Extension(actor): Extension<super::Actor>,
+) -> Handled {
+    admin
+        .allow(&actor, keyscope_store::roles::Action::Read, "fleet")
+        .await?;
     Ok(Json(bundles(&admin)?.fleet()).into_response())
 }
 
@@ -332,8 +346,16 @@ pub(super) async fn fleet(State(admin): State<Admin>) -> Handled {
 /// an id that should never have polled). It comes back if it polls again.
 pub(super) async fn forget(
     State(admin): State<Admin>,
+    Extension(actor): Extension<super::Actor>,
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Handled {
+    admin
+        .allow(
+            &actor,
+            keyscope_store::roles::Action::Change,
+            "fleet.forget",
+        )
+        .await?;
     check_id(&id)?;
     if bundles(&admin)?.forget(&id) {
         tracing::info!(gateway = %id, "fleet: gateway forgotten");

@@ -10,6 +10,7 @@
 mod auth;
 mod errors;
 mod fleet;
+mod gate;
 
 pub(crate) use fleet::long_poll_max;
 
@@ -31,11 +32,13 @@ pub use self::auth::Actor;
 use self::auth::{FailedLogins, authenticate};
 pub use self::errors::status_of;
 use self::errors::{ApiError, Body, uniform_errors};
+pub use self::gate::Need;
 use crate::authz::Authorizer;
 use crate::bundles::Bundles;
 use crate::config::RequestLimits;
 use crate::refresh::{Refresher, ReloadError};
 pub use keyscope_keys::admin_token::{digest as token_digest, generate as generate_token};
+use keyscope_store::roles::Action;
 
 /// What every admin door (the API, the console) works on.
 #[derive(Clone)]
@@ -148,15 +151,18 @@ trait Fields {
     const FIELDS: &'static str;
 }
 
-/// Runs a store change off the executor, then rebuilds the snapshot so the
+/// Runs a store change off the executor, once the gate let `actor` make
+/// change `what` to what `need` touches, then rebuilds the snapshot so the
 /// change is live before the response is sent. `apply` builds the response
 /// too, so a response that cannot be built can refuse the change.
 async fn change(
     admin: Admin,
     actor: Actor,
+    need: Need,
+    what: &'static str,
     apply: impl FnOnce(&mut Store) -> Handled + Send + 'static,
 ) -> Response {
-    match admin.write(&actor, apply).await {
+    match admin.write(&actor, need, what, apply).await {
         Ok((response, Ok(()))) => response,
         Ok((_, Err(err))) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -168,17 +174,36 @@ async fn change(
     }
 }
 
-/// Reads the store off the executor, as JSON.
+/// Reads the store off the executor, as JSON, once the gate let `actor`
+/// read what `need` touches.
 async fn read<T: Serialize + Send + 'static>(
     admin: Admin,
+    actor: &Actor,
+    need: Need,
     get: impl FnOnce(&mut Store) -> keyscope_store::Result<T> + Send + 'static,
 ) -> Handled {
-    Ok(Json(admin.read(get).await?).into_response())
+    Ok(Json(admin.read(actor, need, get).await?).into_response())
+}
+
+/// The audit trail as one admin may read it.
+#[derive(Debug)]
+pub struct AuditView {
+    /// The entries they may read, in order.
+    pub entries: Vec<keyscope_store::audit::AuditEntry>,
+    /// Whether the whole trail verifies.
+    pub verified: Result<u64, keyscope_store::audit::ChainBreak>,
+    /// How many entries the whole trail holds.
+    pub total: usize,
 }
 
 /// Why a request could not use the store.
 #[derive(Debug)]
 pub enum Access {
+    /// The admin's role does not allow it: 403, with why in words.
+    Forbidden(String),
+    /// The admin's role has no part in the app it names: 404, as if the
+    /// app did not exist.
+    Hidden(String),
     /// A gateway holds no store.
     Gateway,
     /// The store refused or failed.
@@ -194,34 +219,101 @@ impl From<keyscope_store::StoreError> for Access {
 }
 
 impl Admin {
-    /// Runs `get` on the store off the executor.
+    /// Runs `get` on the store off the executor, once the gate let `actor`
+    /// read what `need` touches. A list (`Need::Listing`) is the caller's
+    /// to filter by the actor's role.
     pub async fn read<T: Send + 'static>(
         &self,
+        actor: &Actor,
+        need: Need,
         get: impl FnOnce(&mut Store) -> keyscope_store::Result<T> + Send + 'static,
     ) -> Result<T, Access> {
         let admin = self.clone();
+        let actor = actor.clone();
         tokio::task::spawn_blocking(move || {
             let mut store = admin.locked_store()?;
+            gate::gate(Some(&mut store), &actor, Action::Read, &need, "read")?;
             Ok(get(&mut store)?)
         })
         .await
         .unwrap_or(Err(Access::Failed))
     }
 
-    /// Runs the change `apply` as `actor` off the executor, then rebuilds
-    /// the snapshot so that it is live when this returns. The second value
-    /// says why a saved change is not live yet (the watcher retries).
+    /// The audit trail as `actor` may read it (an app role: its apps'
+    /// entries), and whether the whole trail verifies.
+    pub async fn audit_trail(&self, actor: &Actor) -> Result<AuditView, Access> {
+        let role = actor.role.clone();
+        self.read(actor, Need::Listing, move |store| {
+            let whole = store.audit_trail(None)?;
+            let verified = keyscope_store::audit::verify(&whole);
+            let total = whole.entries.len();
+            let live = if role.apps().is_some() {
+                store.list_scopes(None)?
+            } else {
+                Vec::new()
+            };
+            let visible = keyscope_store::audit::visible_to(&role, &whole.entries, |id| {
+                live.iter().find(|s| s.id == id).map(|s| s.app.clone())
+            });
+            let entries = whole
+                .entries
+                .into_iter()
+                .zip(visible)
+                .filter_map(|(entry, visible)| visible.then_some(entry))
+                .collect();
+            Ok(AuditView {
+                entries,
+                verified,
+                total,
+            })
+        })
+        .await
+    }
+
+    /// Whether `actor` may take `action` on what is not in the store (the
+    /// status, a policy swap, the fleet): platform-wide state. A refused
+    /// change (`what`) is audited where there is a store.
+    pub async fn allow(
+        &self,
+        actor: &Actor,
+        action: Action,
+        what: &'static str,
+    ) -> Result<(), Access> {
+        if actor.role == keyscope_store::Role::Admin {
+            return Ok(());
+        }
+        let admin = self.clone();
+        let actor = actor.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut store = admin
+                .store
+                .as_ref()
+                .map(|store| store.lock().unwrap_or_else(PoisonError::into_inner));
+            gate::gate(store.as_deref_mut(), &actor, action, &Need::Platform, what)
+        })
+        .await
+        .unwrap_or(Err(Access::Failed))
+    }
+
+    /// Runs the change `apply` as `actor` off the executor, once the gate
+    /// let `actor` make change `what` (`key.revoke`) to what `need`
+    /// touches, then rebuilds the snapshot so that it is live when this
+    /// returns. The second value says why a saved change is not live yet
+    /// (the watcher retries).
     pub async fn write<T: Send + 'static, E: From<Access> + Send + 'static>(
         &self,
         actor: &Actor,
+        need: Need,
+        what: &'static str,
         apply: impl FnOnce(&mut Store) -> Result<T, E> + Send + 'static,
     ) -> Result<(T, Result<(), String>), E> {
         let admin = self.clone();
-        let actor = actor.0.clone();
+        let actor = actor.clone();
         tokio::task::spawn_blocking(move || {
             let value = {
                 let mut store = admin.locked_store()?;
-                store.set_actor(&actor);
+                gate::gate(Some(&mut store), &actor, Action::Change, &need, what)?;
+                store.set_actor(&actor.name);
                 apply(&mut store)?
             };
             // Committed: a failed rebuild is retried by the store watcher.
@@ -234,6 +326,49 @@ impl Admin {
         })
         .await
         .unwrap_or(Err(E::from(Access::Failed)))
+    }
+
+    /// Keeps a new console session in the store under `digest` (the
+    /// SHA-256 of its id): every control plane sharing the store knows it.
+    /// [`Access::Gateway`] on a gateway, which has no store.
+    pub async fn open_session(
+        &self,
+        digest: [u8; 32],
+        session: keyscope_store::ConsoleSession,
+        now_ms: u64,
+        idle_ms: u64,
+    ) -> Result<(), Access> {
+        self.with_store(move |store| store.open_session(&digest, &session, now_ms, idle_ms))
+            .await
+    }
+
+    /// The open console session kept under `digest`, counting a use.
+    pub async fn session(
+        &self,
+        digest: [u8; 32],
+        now_ms: u64,
+        idle_ms: u64,
+    ) -> Result<Option<keyscope_store::ConsoleSession>, Access> {
+        self.with_store(move |store| store.session(&digest, now_ms, idle_ms))
+            .await
+    }
+
+    /// Ends the console session kept under `digest`, everywhere.
+    pub async fn end_session(&self, digest: [u8; 32]) -> Result<(), Access> {
+        self.with_store(move |store| store.end_session(&digest))
+            .await
+    }
+
+    /// Runs `f` on the store off the executor, past the gate: for what is
+    /// not an admin's action (sessions).
+    async fn with_store<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Store) -> keyscope_store::Result<T> + Send + 'static,
+    ) -> Result<T, Access> {
+        let admin = self.clone();
+        tokio::task::spawn_blocking(move || Ok(f(&mut *admin.locked_store()?)?))
+            .await
+            .unwrap_or(Err(Access::Failed))
     }
 
     fn locked_store(&self) -> Result<std::sync::MutexGuard<'_, Store>, Access> {
@@ -287,8 +422,19 @@ struct AppFilter {
     app: Option<String>,
 }
 
-async fn list_scopes(State(admin): State<Admin>, Query(filter): Query<AppFilter>) -> Handled {
-    read(admin, move |store| store.list_scopes(filter.app.as_deref())).await
+async fn list_scopes(
+    State(admin): State<Admin>,
+    Extension(actor): Extension<Actor>,
+    Query(filter): Query<AppFilter>,
+) -> Handled {
+    let need = filter.app.clone().map_or(Need::Listing, Need::App);
+    let role = actor.role.clone();
+    read(admin, &actor, need, move |store| {
+        let mut scopes = store.list_scopes(filter.app.as_deref())?;
+        scopes.retain(|scope| role.sees(&scope.app));
+        Ok(scopes)
+    })
+    .await
 }
 
 #[derive(Deserialize)]
@@ -313,7 +459,8 @@ async fn create_scope(
 ) -> Handled {
     let agents: Option<AgentsLevel> = parsed(new.agents.as_deref())?;
     let runtime: Option<RuntimeSet> = parsed(new.runtime.as_deref())?;
-    Ok(change(admin, actor, move |store| {
+    let need = Need::App(new.app.clone());
+    Ok(change(admin, actor, need, "scope.create", move |store| {
         let scope = store.create_scope(
             &new.app,
             &new.name,
@@ -325,9 +472,16 @@ async fn create_scope(
     .await)
 }
 
-async fn show_scope(State(admin): State<Admin>, Path(scope): Path<String>) -> Handled {
+async fn show_scope(
+    State(admin): State<Admin>,
+    Extension(actor): Extension<Actor>,
+    Path(scope): Path<String>,
+) -> Handled {
     let scope = scope_ref(&scope)?;
-    read(admin, move |store| store.scope(&scope)).await
+    read(admin, &actor, Need::Scope(scope.clone()), move |store| {
+        store.scope(&scope)
+    })
+    .await
 }
 
 #[derive(Deserialize)]
@@ -363,9 +517,13 @@ async fn update_scope(
         agents,
         runtime,
     };
-    Ok(change(admin, actor, move |store| {
-        Ok(Json(store.update_scope(&scope, &update)?).into_response())
-    })
+    Ok(change(
+        admin,
+        actor,
+        Need::Scope(scope.clone()),
+        "scope.update",
+        move |store| Ok(Json(store.update_scope(&scope, &update)?).into_response()),
+    )
     .await)
 }
 
@@ -388,7 +546,8 @@ async fn delete_scope(
     Query(options): Query<DeleteOptions>,
 ) -> Handled {
     let scope = scope_ref(&scope)?;
-    Ok(change(admin, actor, move |store| {
+    let need = Need::Scope(scope.clone());
+    Ok(change(admin, actor, need, "scope.delete", move |store| {
         let (deleted, revoked) = store.delete_scope(&scope, options.revoke_keys)?;
         Ok(Json(Deleted {
             deleted,
@@ -404,9 +563,34 @@ struct ScopeFilter {
     scope: Option<String>,
 }
 
-async fn list_keys(State(admin): State<Admin>, Query(filter): Query<ScopeFilter>) -> Handled {
+async fn list_keys(
+    State(admin): State<Admin>,
+    Extension(actor): Extension<Actor>,
+    Query(filter): Query<ScopeFilter>,
+) -> Handled {
     let scope = filter.scope.as_deref().map(scope_ref).transpose()?;
-    read(admin, move |store| store.list_keys(scope.as_ref())).await
+    let need = scope.clone().map_or(Need::Listing, Need::Scope);
+    let role = actor.role.clone();
+    read(admin, &actor, need, move |store| {
+        let mut keys = store.list_keys(scope.as_ref())?;
+        if role.apps().is_some() {
+            // Only the keys of this role's apps' scopes, live or deleted.
+            let mut apps = std::collections::HashMap::new();
+            let mut visible = Vec::with_capacity(keys.len());
+            for key in keys {
+                let app = match apps.get(&key.scope_id) {
+                    Some(app) => app,
+                    None => apps.entry(key.scope_id).or_insert(store.key_app(key.id)?),
+                };
+                if role.sees(app) {
+                    visible.push(key);
+                }
+            }
+            keys = visible;
+        }
+        Ok(keys)
+    })
+    .await
 }
 
 #[derive(Deserialize)]
@@ -429,7 +613,8 @@ async fn create_key(
     Body(new): Body<NewKeyRequest>,
 ) -> Handled {
     let scope = scope_ref(&new.scope)?;
-    Ok(change(admin, actor, move |store| {
+    let need = Need::Scope(scope.clone());
+    Ok(change(admin, actor, need, "key.create", move |store| {
         // The response is built before the key is committed: a key whose
         // secret could not be put in the response is rolled back.
         let lifetime = new
@@ -478,10 +663,12 @@ async fn revoke_key(
     Path(id): Path<String>,
 ) -> Handled {
     let id = key_id(&id)?;
-    Ok(change(admin, actor, move |store| {
-        Ok(Json(store.revoke_key(id)?).into_response())
-    })
-    .await)
+    Ok(
+        change(admin, actor, Need::Key(id), "key.revoke", move |store| {
+            Ok(Json(store.revoke_key(id)?).into_response())
+        })
+        .await,
+    )
 }
 
 #[derive(Deserialize)]
@@ -517,31 +704,34 @@ async fn rotate_key(
             format!("grace: {why}"),
         )
     })?;
-    Ok(change(admin, actor, move |store| {
-        // As for a new key: the response, secret and all, is built before
-        // the rotation commits.
-        let built = store.rotate_key_delivered(id, grace_ms, |old, new| {
-            serde_json::to_vec(&Rotated {
-                old,
-                new: new.shown(),
-            })
-            .map(Zeroizing::new)
-        })?;
-        let (body, _, _) = built.map_err(|_| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "the rotation's response could not be built; the key was not rotated",
-            )
-        })?;
-        Ok(created_with_secret(&body))
-    })
-    .await)
+    Ok(
+        change(admin, actor, Need::Key(id), "key.rotate", move |store| {
+            // As for a new key: the response, secret and all, is built before
+            // the rotation commits.
+            let built = store.rotate_key_delivered(id, grace_ms, |old, new| {
+                serde_json::to_vec(&Rotated {
+                    old,
+                    new: new.shown(),
+                })
+                .map(Zeroizing::new)
+            })?;
+            let (body, _, _) = built.map_err(|_| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "the rotation's response could not be built; the key was not rotated",
+                )
+            })?;
+            Ok(created_with_secret(&body))
+        })
+        .await,
+    )
 }
 
 /// The live policy: what serves, what was refused, and the counters.
-async fn status(State(admin): State<Admin>) -> Response {
-    Json(status_json(&admin.refresher)).into_response()
+async fn status(State(admin): State<Admin>, Extension(actor): Extension<Actor>) -> Handled {
+    admin.allow(&actor, Action::Read, "status").await?;
+    Ok(Json(status_json(&admin.refresher)).into_response())
 }
 
 /// The status document, also logged on SIGHUP.
@@ -584,6 +774,7 @@ async fn reload_policy(
     Extension(actor): Extension<Actor>,
     body: axum::body::Bytes,
 ) -> Handled {
+    admin.allow(&actor, Action::Change, "policy.swap").await?;
     let request: ReloadRequest = if body.is_empty() {
         ReloadRequest::default()
     } else {
@@ -592,7 +783,7 @@ async fn reload_policy(
     };
     let refresher = Arc::clone(&admin.refresher);
     let result = tokio::task::spawn_blocking(move || {
-        refresher.reload_module(request.path.as_deref(), &actor.0)
+        refresher.reload_module(request.path.as_deref(), &actor.name)
     })
     .await;
     match result {
@@ -629,28 +820,29 @@ struct AuditQuery {
 
 /// The audit trail, or its entries since a time, and whether the whole
 /// trail verifies.
-async fn audit_trail(State(admin): State<Admin>, Query(query): Query<AuditQuery>) -> Handled {
-    read(admin, move |store| {
-        let whole = store.audit_trail(None)?;
-        let verified = keyscope_store::audit::verify(&whole);
-        let since = query.since.unwrap_or_default();
-        let entries: Vec<_> = whole
-            .entries
-            .into_iter()
-            .filter(|entry| entry.at >= since)
-            .collect();
-        Ok(serde_json::json!({
-            "verified": verified.is_ok(),
-            "break": verified.err().map(|e| e.to_string()),
-            "entries": entries,
-        }))
-    })
-    .await
+async fn audit_trail(
+    State(admin): State<Admin>,
+    Extension(actor): Extension<Actor>,
+    Query(query): Query<AuditQuery>,
+) -> Handled {
+    let view = admin.audit_trail(&actor).await?;
+    let since = query.since.unwrap_or_default();
+    let entries: Vec<_> = view
+        .entries
+        .into_iter()
+        .filter(|entry| entry.at >= since)
+        .collect();
+    Ok(Json(serde_json::json!({
+        "verified": view.verified.is_ok(),
+        "break": view.verified.err().map(|e| e.to_string()),
+        "entries": entries,
+    }))
+    .into_response())
 }
 
 /// The named admin tokens (never a token).
-async fn list_tokens(State(admin): State<Admin>) -> Handled {
-    read(admin, |store| {
+async fn list_tokens(State(admin): State<Admin>, Extension(actor): Extension<Actor>) -> Handled {
+    read(admin, &actor, Need::Platform, |store| {
         store.tokens(keyscope_store::TokenKind::Admin)
     })
     .await
