@@ -49,6 +49,8 @@ mod leak;
 mod lifecycle;
 /// A real nginx with auth_request in front of keyscope serve.
 mod nginx;
+/// Console sign-in through a real OpenID provider (oidc-provider) in Chromium.
+mod oidc_sign_in;
 /// A throwaway PostgreSQL cluster for the tests.
 mod pg;
 /// Admins per app: roles through the admin API, the CLI and the console's

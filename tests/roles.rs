@@ -595,3 +595,79 @@ fn a_console_session_works_on_every_control_plane_sharing_the_store_and_survives
         answer.location
     );
 }
+
+#[test]
+fn in_chromium_an_app_viewer_sees_no_create_button_and_a_forged_post_gets_403() {
+    let sandbox = Sandbox::new();
+    let acme = sandbox.scope("acme", "bot", "view", "run");
+    sandbox.key("acme/bot", "ci");
+    let server = sandbox.serve(&[]);
+    let viewer = token(
+        &sandbox,
+        "acme-viewer",
+        &["--role", "app-viewer", "--app", "acme"],
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let browser = crate::browser::Browser::start().await;
+        browser.goto(&server.admin_url("/sign-in")).await;
+        browser.fill("#token", &viewer).await;
+        browser.submit("form.sign-in button").await;
+        assert!(
+            browser
+                .text("form.sign-out")
+                .await
+                .contains("app-viewer of acme")
+        );
+        // Only its app, and no way to pick another; no platform pages.
+        let nav = browser.text("header nav").await;
+        assert!(
+            !nav.contains("Live policy") && !nav.contains("Fleet"),
+            "{nav}"
+        );
+        browser.click_link("acme").await;
+        let (page, _) = browser.source_and_dom().await;
+        for action in ["Create API scope", ">Edit<", ">Delete<", "Manage Keys"] {
+            assert!(!page.contains(action), "a viewer sees {action}");
+        }
+        browser.check_page("viewer-scopes").await;
+        browser.click("details.menu summary").await;
+        browser.click_link("View Keys").await;
+        let (page, _) = browser.source_and_dom().await;
+        for action in ["New API Key", ">Rotate<", ">Revoke<"] {
+            assert!(!page.contains(action), "a viewer sees {action}");
+        }
+        assert!(page.contains("ci"), "the viewer reads the keys");
+        // The form pages themselves are refused.
+        browser
+            .goto(&server.admin_url(&format!("/apps/acme/scopes/{acme}/keys/new")))
+            .await;
+        assert!(browser.text("p.error").await.contains("may not do this"));
+        browser.close().await;
+    });
+
+    // A POST the viewer forges with its own session and CSRF token: 403 in
+    // words, nothing made, the attempt audited.
+    let mut http = Http::at(server.admin_url(""));
+    http.sign_in(&viewer);
+    let csrf = http.csrf();
+    let forged = http.post(
+        &format!("/apps/acme/scopes/{acme}/keys"),
+        &[("csrf", &csrf), ("name", "forged")],
+    );
+    assert_eq!(forged.status, 403, "{}", forged.body);
+    assert!(forged.body.contains("may not do this"), "{}", forged.body);
+    assert_eq!(sandbox.json(["key", "list"]).as_array().unwrap().len(), 1);
+    let (_, trail) = server.admin("GET", "/admin/audit", None);
+    assert!(
+        trail["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["actor"] == "admin:acme-viewer" && e["action"] == "refused.key.create"),
+        "{trail}"
+    );
+}

@@ -17,6 +17,7 @@
 mod keys;
 mod layout;
 mod live;
+mod oidc;
 mod scope_form;
 mod scopes;
 mod session;
@@ -43,6 +44,8 @@ pub(crate) struct Console {
     sessions: Arc<Sessions>,
     /// Whether cookies are marked `Secure` (sent over HTTPS only).
     secure_cookies: bool,
+    /// Sign-in through the company's OpenID provider, if configured.
+    oidc: Option<Arc<oidc::Provider>>,
 }
 
 /// The session cookie's name.
@@ -67,12 +70,14 @@ pub fn router(mount: AdminMount) -> Router<()> {
         lifetimes,
         secure_cookies,
         limits,
+        oidc,
     } = mount;
     let limits = &limits;
     let console = Console {
         admin,
         sessions: Arc::new(Sessions::new(lifetimes)),
         secure_cookies,
+        oidc: oidc.map(|oidc| Arc::new(oidc::Provider::new(oidc))),
     };
     let signed_in = Router::new()
         .route("/", get(scopes::apps))
@@ -112,6 +117,8 @@ pub fn router(mount: AdminMount) -> Router<()> {
     Router::new()
         .merge(signed_in)
         .route("/sign-in", get(sign_in::form).post(sign_in::sign_in))
+        .route("/sign-in/oidc", get(oidc::start))
+        .route("/sign-in/oidc/callback", get(oidc::callback))
         .route("/assets/console.css", get(layout::style_sheet))
         .route("/assets/console.js", get(layout::script))
         .route("/assets/icon.svg", get(layout::icon))
@@ -194,17 +201,26 @@ fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
         .map(|(_, value)| value)
 }
 
-/// A `Set-Cookie` value for this console: HttpOnly, SameSite=Strict, and
-/// Secure when served over HTTPS. `None` deletes the cookie.
-fn set_cookie(console: &Console, name: &str, path: &str, value: Option<&str>) -> HeaderValue {
+/// A `Set-Cookie` value for this console: HttpOnly, SameSite as `same_site`
+/// says (`Strict`, or `Lax` with any more attributes), and Secure when
+/// served over HTTPS. `None` deletes the cookie.
+fn set_cookie(
+    console: &Console,
+    name: &str,
+    path: &str,
+    value: Option<&str>,
+    same_site: &str,
+) -> HeaderValue {
     let secure = if console.secure_cookies {
         "; Secure"
     } else {
         ""
     };
     let text = match value {
-        Some(value) => format!("{name}={value}; Path={path}; HttpOnly; SameSite=Strict{secure}"),
-        None => format!("{name}=; Path={path}; Max-Age=0; HttpOnly; SameSite=Strict{secure}"),
+        Some(value) => {
+            format!("{name}={value}; Path={path}; HttpOnly; SameSite={same_site}{secure}")
+        }
+        None => format!("{name}=; Path={path}; Max-Age=0; HttpOnly; SameSite={same_site}{secure}"),
     };
     // Names and values are ours: ASCII letters, digits and `_`.
     HeaderValue::try_from(text).unwrap_or_else(|_| HeaderValue::from_static(""))
@@ -478,17 +494,9 @@ impl Console {
     /// Whether the session's role may change `app`'s scopes and keys: the
     /// forms that change them are refused, as their posts would be.
     fn may_change(&self, signed_in: &SignedIn, app: &str) -> Result<(), PageError> {
-        use keyscope_store::roles::{Action, Part, Refusal};
-        match signed_in.actor.role.may(Action::Change, Part::App(app)) {
-            Ok(()) => Ok(()),
-            Err(Refusal::Hidden) => Err(PageError::new(
-                StatusCode::NOT_FOUND,
-                "There is no such page.",
-            )),
-            Err(Refusal::Forbidden(why)) => {
-                Err(PageError::new(StatusCode::FORBIDDEN, sentence(&why)))
-            }
-        }
+        Ok(self
+            .admin
+            .may(&signed_in.actor, keyscope_store::roles::Action::Change, app)?)
     }
 }
 

@@ -54,11 +54,20 @@ pub(super) async fn form(
     sign_in_page(&console, StatusCode::OK, notice)
 }
 
-fn sign_in_page(console: &Console, status: StatusCode, notice: Option<maud::Markup>) -> Response {
+pub(super) fn sign_in_page(
+    console: &Console,
+    status: StatusCode,
+    notice: Option<maud::Markup>,
+) -> Response {
     let check = random_secret();
     let body = html! {
         @if let Some(notice) = notice { (notice) }
-        p { "Sign in with a named admin token, made with " code { "keyscope admin token create --name NAME" } "." }
+        @if let Some(provider) = &console.oidc {
+            p.actions { a.button href="/sign-in/oidc" { "Sign in with " (provider.name()) } }
+            p { "Or sign in with a named admin token, made with " code { "keyscope admin token create --name NAME" } "." }
+        } @else {
+            p { "Sign in with a named admin token, made with " code { "keyscope admin token create --name NAME" } "." }
+        }
         form.sign-in method="post" action="/sign-in" {
             input type="hidden" name="check" value=(*check);
             p.field {
@@ -76,7 +85,7 @@ fn sign_in_page(console: &Console, status: StatusCode, notice: Option<maud::Mark
         .into_response();
     response.headers_mut().append(
         header::SET_COOKIE,
-        set_cookie(console, SIGN_IN_COOKIE, "/sign-in", Some(&check)),
+        set_cookie(console, SIGN_IN_COOKIE, "/sign-in", Some(&check), "Strict"),
     );
     response
 }
@@ -156,11 +165,11 @@ pub(super) async fn sign_in(
     let headers = response.headers_mut();
     headers.append(
         header::SET_COOKIE,
-        set_cookie(&console, SESSION_COOKIE, "/", Some(&id)),
+        set_cookie(&console, SESSION_COOKIE, "/", Some(&id), "Strict"),
     );
     headers.append(
         header::SET_COOKIE,
-        set_cookie(&console, SIGN_IN_COOKIE, "/sign-in", None),
+        set_cookie(&console, SIGN_IN_COOKIE, "/sign-in", None, "Strict"),
     );
     response
 }
@@ -180,7 +189,7 @@ pub(super) async fn sign_out(
     let mut response = Redirect::to("/sign-in?why=signed-out").into_response();
     response.headers_mut().append(
         header::SET_COOKIE,
-        set_cookie(&console, SESSION_COOKIE, "/", None),
+        set_cookie(&console, SESSION_COOKIE, "/", None, "Strict"),
     );
     response
 }

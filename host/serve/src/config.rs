@@ -54,6 +54,59 @@ pub struct ServeConfig {
     /// Signed bundles: a control plane publishes them, a gateway follows
     /// them instead of a store.
     pub bundles: BundleConfig,
+    /// The console's sign-in beside admin tokens.
+    pub console: ConsoleConfig,
+}
+
+/// `[console]`: how admins sign in to the console besides admin tokens.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// `[console.oidc]`: sign-in with the company's OpenID provider.
+    pub oidc: Option<OidcConfig>,
+}
+
+/// `[console.oidc]`: the authorization code flow with PKCE against an
+/// OpenID provider, and which of its groups (a claim) hold which role.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// The provider's issuer URL; its discovery document is at
+    /// `ISSUER/.well-known/openid-configuration`.
+    pub issuer: String,
+    /// This console's client id at the provider.
+    pub client_id: String,
+    /// A file holding the client secret, readable by its owner only.
+    pub client_secret_file: PathBuf,
+    /// Where the provider sends the browser back: this console's
+    /// `/sign-in/oidc/callback`, as registered with the provider.
+    pub redirect_url: String,
+    /// The ID token claim that lists the user's groups (`groups`).
+    #[serde(default = "OidcConfig::default_claim")]
+    pub claim: String,
+    /// Scopes asked for besides `openid` (the claim's scope, `email`).
+    #[serde(default = "OidcConfig::default_scopes")]
+    pub scopes: Vec<String>,
+    /// The button's words: "Sign in with NAME".
+    #[serde(default = "OidcConfig::default_name")]
+    pub name: String,
+    /// A group to the role it holds: `"keyscope-admins" = "admin"`,
+    /// `"acme-admins" = "app-admin:acme"`, `"auditors" = "auditor"`.
+    pub roles: std::collections::BTreeMap<String, String>,
+}
+
+impl OidcConfig {
+    fn default_claim() -> String {
+        "groups".to_owned()
+    }
+
+    fn default_scopes() -> Vec<String> {
+        vec!["email".to_owned(), "groups".to_owned()]
+    }
+
+    fn default_name() -> String {
+        "your identity provider".to_owned()
+    }
 }
 
 /// Signed bundles for a fleet of gateways (docs/fleet.md).
@@ -252,6 +305,7 @@ impl Default for ServeConfig {
             limits: RequestLimits::default(),
             admin: AdminConfig::default(),
             bundles: BundleConfig::default(),
+            console: ConsoleConfig::default(),
         }
     }
 }

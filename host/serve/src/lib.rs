@@ -39,12 +39,13 @@ use std::path::PathBuf;
 pub use answer::{ProxyAnswer, status};
 pub use bundles::Bundles;
 pub use config::{
-    AdminConfig, BundleConfig, ConsoleLifetimes, HeaderConfig, RequestLimits, ServeConfig,
+    AdminConfig, BundleConfig, ConsoleConfig, ConsoleLifetimes, HeaderConfig, OidcConfig,
+    RequestLimits, ServeConfig,
 };
 pub use decision_log::DecisionRecord;
 pub use keyscope_gateway::Staleness;
 pub use refresh::{Freshness, RefreshError, Refresher, ReloadError};
-pub use server::{Addresses, AdminMount, AdminPages, Server};
+pub use server::{Addresses, AdminMount, AdminPages, Oidc, Server};
 
 /// What pages mounted on the admin listener ([`Server::mount_admin_pages`],
 /// the console) build on: the admin doors' state and errors, and the

@@ -50,6 +50,8 @@ pub struct Server {
     admin_listener: Option<TcpListener>,
     /// Pages mounted on the admin listener beside the admin API.
     admin_pages: Option<AdminPages>,
+    /// `[console.oidc]`, checked: for the pages.
+    oidc: Option<Oidc>,
     addresses: Addresses,
     signals: Signals,
 }
@@ -66,6 +68,66 @@ pub struct AdminMount {
     pub secure_cookies: bool,
     /// The server's request limits.
     pub limits: crate::RequestLimits,
+    /// Sign-in through an OpenID provider, checked at start.
+    pub oidc: Option<Oidc>,
+}
+
+/// `[console.oidc]` checked at start: the client secret read, every
+/// group's role parsed.
+pub struct Oidc {
+    /// The settings as configured.
+    pub config: crate::OidcConfig,
+    /// The client secret.
+    pub client_secret: Zeroizing<String>,
+    /// Each group and the role it holds.
+    pub roles: Vec<(String, keyscope_store::Role)>,
+}
+
+impl std::fmt::Debug for Oidc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Oidc")
+            .field("issuer", &self.config.issuer)
+            .field("client_id", &self.config.client_id)
+            .field("roles", &self.roles)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Oidc {
+    /// Reads the secret and parses the roles of `config`.
+    pub fn load(config: &crate::OidcConfig) -> Result<Self, ServeError> {
+        let invalid = |why: String| ServeError::Invalid(format!("[console.oidc] {why}"));
+        let client_secret = keyscope_runtime::files::read_token(
+            &config.client_secret_file,
+            "OpenID client secret",
+            1,
+        )?;
+        let mut roles = Vec::new();
+        for (group, role) in &config.roles {
+            let role: keyscope_store::Role = role
+                .parse()
+                .map_err(|error| invalid(format!("roles.\"{group}\": {error}")))?;
+            roles.push((group.clone(), role));
+        }
+        if roles.is_empty() {
+            return Err(invalid(
+                "roles is empty: map at least one group to a role, or nobody can sign in".into(),
+            ));
+        }
+        for (what, url) in [
+            ("issuer", &config.issuer),
+            ("redirect_url", &config.redirect_url),
+        ] {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return Err(invalid(format!("{what} is not an http(s) URL")));
+            }
+        }
+        Ok(Self {
+            config: config.clone(),
+            client_secret,
+            roles,
+        })
+    }
 }
 
 impl std::fmt::Debug for AdminMount {
@@ -96,6 +158,7 @@ impl Server {
     /// leaves a server that listened and then exited.
     pub async fn bind(config: ServeConfig) -> Result<Self, ServeError> {
         config.validate()?;
+        let oidc = config.console.oidc.as_ref().map(Oidc::load).transpose()?;
         let started = {
             let config = config.clone();
             tokio::task::spawn_blocking(move || start_live(&config))
@@ -140,6 +203,7 @@ impl Server {
             grpc,
             admin_listener,
             admin_pages: None,
+            oidc,
             addresses,
             signals,
         })
@@ -200,6 +264,7 @@ impl Server {
             grpc: grpc_listener,
             admin_listener,
             admin_pages,
+            mut oidc,
             addresses: _,
             signals,
         } = self;
@@ -328,6 +393,7 @@ impl Server {
                     lifetimes: config.admin.console_lifetimes(),
                     secure_cookies: config.admin.secure_cookies(),
                     limits: limits.clone(),
+                    oidc: oidc.take(),
                 }));
             }
             servers.spawn(http::serve(

@@ -101,6 +101,37 @@ impl Role {
         self.may(Action::Change, Part::App(app)).is_ok()
     }
 
+    /// The one role a user in several groups holds: the strongest of
+    /// `roles`, in the order admin, app-admin, auditor, app-viewer; an
+    /// app role covers the apps of every group that gives it. `None` if
+    /// `roles` is empty.
+    pub fn strongest<'a>(roles: impl IntoIterator<Item = &'a Role>) -> Option<Role> {
+        let mut best: Option<Role> = None;
+        let rank = |role: &Role| match role {
+            Self::Admin => 3,
+            Self::AppAdmin(_) => 2,
+            Self::Auditor => 1,
+            Self::AppViewer(_) => 0,
+        };
+        for role in roles {
+            best = Some(match (best, role) {
+                (None, role) => role.clone(),
+                (Some(Self::AppAdmin(mut mine)), Self::AppAdmin(more))
+                | (Some(Self::AppViewer(mut mine)), Self::AppViewer(more)) => {
+                    mine.extend(more.iter().cloned());
+                    if matches!(role, Self::AppAdmin(_)) {
+                        Self::AppAdmin(mine)
+                    } else {
+                        Self::AppViewer(mine)
+                    }
+                }
+                (Some(held), role) if rank(role) > rank(&held) => role.clone(),
+                (Some(held), _) => held,
+            });
+        }
+        best
+    }
+
     /// The apps this role is limited to; `None` for every app.
     pub fn apps(&self) -> Option<&BTreeSet<String>> {
         match self {
@@ -242,6 +273,28 @@ mod tests {
             assert!(!role.sees("globex"));
             assert!(role.sees("acme"));
         }
+    }
+
+    #[test]
+    fn a_user_in_several_groups_holds_the_strongest_role_with_the_apps_of_all() {
+        let acme = Role::AppAdmin(apps(&["acme"]));
+        let globex = Role::AppAdmin(apps(&["globex"]));
+        let viewer = Role::AppViewer(apps(&["initech"]));
+        assert_eq!(Role::strongest([]), None);
+        assert_eq!(
+            Role::strongest([&acme, &globex]),
+            Some(Role::AppAdmin(apps(&["acme", "globex"])))
+        );
+        assert_eq!(Role::strongest([&viewer, &acme]), Some(acme.clone()));
+        assert_eq!(Role::strongest([&acme, &Role::Auditor]), Some(acme.clone()));
+        assert_eq!(
+            Role::strongest([&viewer, &Role::Auditor]),
+            Some(Role::Auditor)
+        );
+        assert_eq!(
+            Role::strongest([&acme, &Role::Admin, &viewer]),
+            Some(Role::Admin)
+        );
     }
 
     #[test]

@@ -270,6 +270,13 @@ impl Admin {
         .await
     }
 
+    /// Whether `actor` may take `action` on `app`'s scopes and keys, as the
+    /// gate would answer it, without recording anything: for pages that
+    /// offer a change (a form) rather than make it.
+    pub fn may(&self, actor: &Actor, action: Action, app: &str) -> Result<(), Access> {
+        gate::gate(None, actor, action, &Need::App(app.to_owned()), "")
+    }
+
     /// Whether `actor` may take `action` on what is not in the store (the
     /// status, a policy swap, the fleet): platform-wide state. A refused
     /// change (`what`) is audited where there is a store.
