@@ -37,10 +37,14 @@ impl Provider {
     fn start(redirect: &str) -> Self {
         use std::io::BufRead as _;
         let dir = provider_dir();
-        assert!(
-            dir.join("node_modules/oidc-provider").exists(),
-            "tests/oidc has no node_modules: run `npm ci` there (.ci/run does)"
-        );
+        if !dir.join("node_modules/oidc-provider").exists() {
+            let status = Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+                .current_dir(&dir)
+                .status()
+                .expect("npm, to install oidc-provider (tests/oidc)");
+            assert!(status.success(), "npm ci in tests/oidc failed");
+        }
         let port = free_port();
         let mut child = Command::new("node")
             .arg("provider.mjs")
@@ -273,4 +277,57 @@ fn the_console_signs_in_through_a_real_openid_provider_and_the_role_follows_the_
         .collect();
     assert_eq!(created.len(), 1, "{trail}");
     assert_eq!(created[0]["actor"], "oidc:bob (bob@example.test)");
+}
+
+#[test]
+fn a_console_oidc_setting_that_cannot_work_is_refused_at_start_in_words() {
+    let sandbox = Sandbox::new();
+    let secret = sandbox.path("secret");
+    std::fs::write(&secret, CLIENT_SECRET).unwrap();
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let loose = sandbox.path("loose-secret");
+    std::fs::write(&loose, CLIENT_SECRET).unwrap();
+    std::fs::set_permissions(&loose, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let config = |secret: &Path, roles: &str| {
+        format!(
+            "[console.oidc]\nissuer = \"http://127.0.0.1:9/\"\nclient_id = \"c\"\n\
+             client_secret_file = \"{}\"\nredirect_url = \"http://127.0.0.1:9/cb\"\n\
+             [console.oidc.roles]\n{roles}\n",
+            secret.display()
+        )
+    };
+    for (toml, says) in [
+        (config(&secret, "\"g\" = \"owner\""), "roles.\"g\""),
+        (config(&secret, "\"g\" = \"app-admin\""), "needs the apps"),
+        (config(&secret, ""), "roles is empty"),
+        (config(&loose, "\"g\" = \"admin\""), "group or others"),
+        (config(&sandbox.path("nope"), "\"g\" = \"admin\""), "nope"),
+        (
+            config(&secret, "\"g\" = \"admin\"").replace("client_id = \"c\"\n", ""),
+            "client_id",
+        ),
+    ] {
+        let file = sandbox.path("bad.toml");
+        std::fs::write(&file, &toml).unwrap();
+        let output = sandbox
+            .keyscope([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--config")
+            .arg(&file)
+            .assert()
+            .failure()
+            .get_output()
+            .clone();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(says), "{toml}\n{stderr}");
+        assert!(
+            !stderr.contains(CLIENT_SECRET),
+            "the secret in an error: {stderr}"
+        );
+    }
 }

@@ -8,7 +8,9 @@
 //! reach any control plane behind a load balancer; the cookie is cleared
 //! at the callback, whatever its outcome, and the provider takes a code
 //! once, so a replayed callback is refused. The provider's documents are
-//! read at each sign-in: a rotated signing key is picked up at once.
+//! kept for a minute (a flood of sign-in starts does not become a flood of
+//! requests to the provider), and read again at once when an ID token
+//! does not verify against them, so a rotated signing key is picked up.
 //!
 //! The user's groups (the claim `[console.oidc] claim` names) map to a
 //! role; the strongest wins ([`Role::strongest`]). A user in no mapped
@@ -55,7 +57,21 @@ const MAX_DOCUMENT_BYTES: u64 = 1 << 20;
 pub(crate) struct Provider {
     oidc: Oidc,
     http: ureq::Agent,
+    /// The discovery document and JWKS as last read, and when.
+    documents: std::sync::Mutex<Option<(std::time::Instant, CoreProviderMetadata)>>,
 }
+
+/// How long the provider's documents are used before they are read again.
+const DOCUMENTS_FOR: Duration = Duration::from_secs(60);
+
+type Client = CoreClient<
+    openidconnect::EndpointSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointMaybeSet,
+    openidconnect::EndpointMaybeSet,
+>;
 
 impl std::fmt::Debug for Provider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -149,7 +165,11 @@ impl Provider {
             .timeout_global(Some(Duration::from_secs(10)))
             .build()
             .into();
-        Self { oidc, http }
+        Self {
+            oidc,
+            http,
+            documents: std::sync::Mutex::new(None),
+        }
     }
 
     /// The button's words.
@@ -157,20 +177,10 @@ impl Provider {
         &self.oidc.config.name
     }
 
-    /// The provider's documents, read now, and a client of it.
-    fn client(
-        &self,
-    ) -> Result<
-        CoreClient<
-            openidconnect::EndpointSet,
-            openidconnect::EndpointNotSet,
-            openidconnect::EndpointNotSet,
-            openidconnect::EndpointNotSet,
-            openidconnect::EndpointMaybeSet,
-            openidconnect::EndpointMaybeSet,
-        >,
-        Refused,
-    > {
+    /// A client of the provider: its documents as kept, or read now if
+    /// they are older than [`DOCUMENTS_FOR`] or `fresh` says so. The second
+    /// value says whether they were read now.
+    fn client(&self, fresh: bool) -> Result<(Client, bool), Refused> {
         let unreachable = |why: String| {
             Refused(
                 StatusCode::BAD_GATEWAY,
@@ -183,21 +193,39 @@ impl Provider {
         let config = &self.oidc.config;
         let issuer =
             IssuerUrl::new(config.issuer.clone()).map_err(|e| unreachable(e.to_string()))?;
-        let metadata = CoreProviderMetadata::discover(&issuer, &Http(&self.http))
-            .map_err(|e| unreachable(chain(&e)))?;
+        let kept = self
+            .documents
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+            .filter(|(at, _)| !fresh && at.elapsed() < DOCUMENTS_FOR);
+        let (metadata, read_now) = match kept {
+            Some((_, metadata)) => (metadata, false),
+            None => {
+                let metadata = CoreProviderMetadata::discover(&issuer, &Http(&self.http))
+                    .map_err(|e| unreachable(chain(&e)))?;
+                *self
+                    .documents
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                    Some((std::time::Instant::now(), metadata.clone()));
+                (metadata, true)
+            }
+        };
         let redirect = RedirectUrl::new(config.redirect_url.clone())
             .map_err(|e| unreachable(e.to_string()))?;
-        Ok(CoreClient::from_provider_metadata(
+        let client = CoreClient::from_provider_metadata(
             metadata,
             ClientId::new(config.client_id.clone()),
             Some(ClientSecret::new(self.oidc.client_secret.to_string())),
         )
-        .set_redirect_uri(redirect))
+        .set_redirect_uri(redirect);
+        Ok((client, read_now))
     }
 
     /// Starts a sign-in: where to send the browser, and the flow to keep.
     fn begin(&self) -> Result<(String, Flow), Refused> {
-        let client = self.client()?;
+        let (client, _) = self.client(false)?;
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let mut request = client.authorize_url(
             AuthenticationFlow::<CoreResponseType>::AuthorizationCode,
@@ -221,7 +249,7 @@ impl Provider {
     /// Finishes a sign-in: the code exchanged (with the PKCE verifier),
     /// the ID token verified (with the nonce).
     fn finish(&self, code: String, flow: &Flow) -> Result<Identity, Refused> {
-        let client = self.client()?;
+        let (client, read_now) = self.client(false)?;
         let refused = |why: String| {
             Refused(
                 StatusCode::UNAUTHORIZED,
@@ -242,9 +270,19 @@ impl Provider {
         let token: ProviderIdToken = raw
             .parse()
             .map_err(|_| refused("its ID token is malformed".into()))?;
-        let verifier = client.id_token_verifier();
-        let claims = token
-            .claims(&verifier, &Nonce::new(flow.nonce.clone()))
+        let nonce = Nonce::new(flow.nonce.clone());
+        let verified = token.claims(&client.id_token_verifier(), &nonce);
+        // Kept documents may predate a rotation of the provider's keys:
+        // read them again, once, before refusing.
+        let fresh;
+        let verified = match verified {
+            Err(_) if !read_now => {
+                fresh = self.client(true)?.0;
+                token.claims(&fresh.id_token_verifier(), &nonce)
+            }
+            verified => verified,
+        };
+        let claims = verified
             .map_err(|e| refused(format!("its ID token did not verify ({})", chain(&e))))?;
         let groups = match claims
             .additional_claims()
