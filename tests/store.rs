@@ -79,7 +79,65 @@ backends!(
     usage_counts_saturate_and_never_stand_in_a_revocations_way,
     a_key_in_its_rotation_grace_counts_toward_the_limit,
     fleet_tokens_are_named_revocable_and_never_admin_tokens,
+    roles_and_console_sessions_are_kept_for_every_process,
 );
+
+fn roles_and_console_sessions_are_kept_for_every_process(backend: &Backend) {
+    use keyscope_store::{ConsoleSession, Role};
+    let mut store = backend.open();
+    let role: Role = "app-admin:acme,globex".parse().unwrap();
+    let token = store.create_admin_token("bob", &role, &[3; 32]).unwrap();
+    assert_eq!(token.role.as_ref(), Some(&role));
+    let fleet = store
+        .create_token(TokenKind::Fleet, "edge", &[4; 32])
+        .unwrap();
+    assert_eq!(fleet.role, None);
+    // Another process reads the role back.
+    let tokens = backend.open().tokens(TokenKind::Admin).unwrap();
+    assert_eq!(tokens[0].role.as_ref(), Some(&role));
+
+    let session = ConsoleSession {
+        token: Some([3; 32]),
+        actor: "admin:bob".into(),
+        role: role.clone(),
+        started_ms: 1_000_000,
+        ends_ms: 2_000_000,
+    };
+    let (idle, a, b) = (60_000, [1; 32], [2; 32]);
+    store.open_session(&a, &session, 1_000_000, idle).unwrap();
+    store
+        .open_session(
+            &b,
+            &ConsoleSession {
+                token: None,
+                actor: "oidc:x (x@y)".into(),
+                ..session.clone()
+            },
+            1_000_000,
+            idle,
+        )
+        .unwrap();
+    // Any process finds it, and a use keeps it from going idle.
+    let mut other = backend.open();
+    assert_eq!(
+        other.session(&a, 1_050_000, idle).unwrap(),
+        Some(session.clone())
+    );
+    assert_eq!(
+        store.session(&a, 1_100_000, idle).unwrap(),
+        Some(session.clone())
+    );
+    // Idle for a minute: gone, for everyone.
+    assert_eq!(other.session(&b, 1_060_000, idle).unwrap(), None);
+    assert_eq!(store.session(&b, 1_000_000, idle).unwrap(), None);
+    // Its end, however busy.
+    assert_eq!(store.session(&a, 2_000_000, idle).unwrap(), None);
+    store.open_session(&a, &session, 1_000_000, idle).unwrap();
+    other.end_session(&a).unwrap();
+    assert_eq!(store.session(&a, 1_000_001, idle).unwrap(), None);
+    // A digest that was never a session, and the stored id's digest only.
+    assert_eq!(store.session(&[9; 32], 1_000_000, idle).unwrap(), None);
+}
 
 fn the_store_keeps_only_digests_and_prefixes(backend: &Backend) {
     let mut store = backend.open();
