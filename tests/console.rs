@@ -602,6 +602,21 @@ impl Http {
         self.post("/sign-in", &[("token", token), ("check", &check)])
     }
 
+    /// Posts the sign-in form while holding a live session (a browser
+    /// would be sent home from the form; a script need not be).
+    pub(crate) fn sign_in_over_session(&mut self, token: &str) -> Answer {
+        let session = self
+            .cookies
+            .iter()
+            .find(|(name, _)| name == "keyscope_session")
+            .cloned();
+        self.cookies.retain(|(name, _)| name != "keyscope_session");
+        let page = self.get("/sign-in");
+        let check = hidden(&page.body, "check").unwrap();
+        self.cookies.extend(session);
+        self.post("/sign-in", &[("token", token), ("check", &check)])
+    }
+
     /// This session's CSRF token, from a page's forms.
     pub(crate) fn csrf(&mut self) -> String {
         let page = self.get("/");

@@ -208,6 +208,17 @@ fn the_console_signs_in_through_a_real_openid_provider_and_the_role_follows_the_
         let hidden = browser.text("p.error").await;
         assert!(hidden.contains("No app globex"), "{hidden}");
 
+        // A callback this browser did not start, carrying words of an
+        // attacker's: refused, the words not shown.
+        browser
+            .goto(&server.admin_url(
+                "/sign-in/oidc/callback?error=Paste%20your%20admin%20token%20at%20evil.example&state=x",
+            ))
+            .await;
+        let refused = browser.text("p.error").await;
+        assert!(refused.contains("did not start in this browser"), "{refused}");
+        assert!(!refused.contains("evil"), "{refused}");
+
         // The callback replayed, code and state and all: refused in words.
         browser.goto(&provider.last_callback()).await;
         let refused = browser.text("p.error").await;

@@ -395,6 +395,34 @@ fn another_apps_things_are_answered_as_things_that_do_not_exist_and_refusals_are
     );
     let (status, _) = server.admin_as(&roles.auditor, "POST", "/admin/policy", None);
     assert_eq!(status, 403);
+    // Through the console too: a form posted at another app's key is
+    // answered as one at a key that does not exist, and audited.
+    let mut console = Http::at(server.admin_url(""));
+    console.sign_in(&roles.app_admin);
+    let csrf = console.csrf();
+    let forged = console.post(&format!("/keys/{globex_key}/revoke"), &[("csrf", &csrf)]);
+    assert_eq!(forged.status, 404, "{}", forged.body);
+    // An admin of acme and of an app nobody else may know of, refused on
+    // globex: the entry filed under globex names neither.
+    let secret_app = token(
+        &sandbox,
+        "two-apps",
+        &[
+            "--role",
+            "app-viewer",
+            "--app",
+            "acme",
+            "--app",
+            "secret-merger",
+        ],
+    );
+    let (status, _) = server.admin_as(
+        &secret_app,
+        "POST",
+        &format!("/admin/keys/{globex_key}/rotate"),
+        Some(json!({"grace": "0"})),
+    );
+    assert_eq!(status, 404);
     // Nothing changed: the key still decides.
     assert_eq!(
         sandbox.json(["key", "list"]).as_array().unwrap()[0]["status"],
@@ -434,8 +462,28 @@ fn another_apps_things_are_answered_as_things_that_do_not_exist_and_refusals_are
                 "refused.policy.swap".into(),
                 "platform".into()
             ),
+            (
+                "admin:acme-admin".into(),
+                "refused.key.revoke".into(),
+                format!("key:{globex_key}")
+            ),
+            (
+                "admin:two-apps".into(),
+                "refused.key.rotate".into(),
+                format!("key:{globex_key}")
+            ),
         ]
     );
+    // The app nobody else may know of is named by the token's creation
+    // only (which only roles over every app read), never by the refusal.
+    let naming: Vec<&Value> = trail["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e.to_string().contains("secret-merger"))
+        .collect();
+    assert_eq!(naming.len(), 1, "{naming:?}");
+    assert_eq!(naming[0]["action"], "admin-token.create");
 
     // An app role reads its apps' entries only: the acme-admin sees the
     // viewer's refused attempt on acme, not its own on globex's key, nor
@@ -554,6 +602,11 @@ fn a_console_session_works_on_every_control_plane_sharing_the_store_and_survives
     assert_eq!(signed_in.status, 303, "{}", signed_in.body);
     let home = browser.page("/");
     assert!(home.contains("app-viewer of acme"), "{home}");
+    // Signing in again over a live session replaces it: the old id is dead.
+    let mut old = browser.moved_to(first.admin_url(""));
+    assert_eq!(browser.sign_in_over_session(&viewer).status, 303);
+    assert_eq!(old.get("/").location, "/sign-in?why=expired");
+    assert!(browser.page("/").contains("app-viewer of acme"));
 
     // The same cookie on the second control plane: signed in there too.
     let mut elsewhere = browser.moved_to(second.admin_url(""));
@@ -641,6 +694,12 @@ fn in_chromium_an_app_viewer_sees_no_create_button_and_a_forged_post_gets_403() 
             assert!(!page.contains(action), "a viewer sees {action}");
         }
         assert!(page.contains("ci"), "the viewer reads the keys");
+        // The trail, without a count of other apps' entries.
+        browser.click_link("Audit trail").await;
+        assert_eq!(
+            browser.text("p.done").await,
+            "The trail verifies: every entry is intact and in order."
+        );
         // The form pages themselves are refused.
         browser
             .goto(&server.admin_url(&format!("/apps/acme/scopes/{acme}/keys/new")))

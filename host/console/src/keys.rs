@@ -21,9 +21,10 @@ async fn scope_keys(
     signed_in: &SignedIn,
     app: &str,
     id: u64,
+    to: Option<&'static str>,
 ) -> Result<(Scope, Vec<ApiKey>), PageError> {
     let (scope, mut keys) = console
-        .read(signed_in, Need::Scope(ScopeRef::Id(id)), move |store| {
+        .read_for(signed_in, Need::Scope(ScopeRef::Id(id)), to, move |store| {
             let scope = store.scope(&ScopeRef::Id(id))?;
             let keys = store.list_keys(Some(&ScopeRef::Id(id)))?;
             Ok((scope, keys))
@@ -70,7 +71,7 @@ pub(super) async fn list(
     Path((app, id)): Path<(String, u64)>,
     Query(done): Query<Notice>,
 ) -> Page {
-    let (scope, keys) = scope_keys(&console, &signed_in, &app, id).await?;
+    let (scope, keys) = scope_keys(&console, &signed_in, &app, id, None).await?;
     let title = format!("API keys · {}", scope.name);
     let changes = signed_in.actor.role.changes(&scope.app);
     let body = html! {
@@ -152,7 +153,7 @@ pub(super) async fn new_form(
     Extension(signed_in): Extension<SignedIn>,
     Path((app, id)): Path<(String, u64)>,
 ) -> Page {
-    let (scope, _) = scope_keys(&console, &signed_in, &app, id).await?;
+    let (scope, _) = scope_keys(&console, &signed_in, &app, id, None).await?;
     console.may_change(&signed_in, &scope.app)?;
     Ok(new_key_page(&signed_in, &scope, "", None).into_response())
 }
@@ -169,7 +170,7 @@ pub(super) async fn create(
     Path((app, id)): Path<(String, u64)>,
     axum::Form(form): axum::Form<NewKeyForm>,
 ) -> Page {
-    let (scope, _) = scope_keys(&console, &signed_in, &app, id).await?;
+    let (scope, _) = scope_keys(&console, &signed_in, &app, id, Some("key.create")).await?;
     let name = form.name.trim().to_owned();
     if name.is_empty() {
         let page = new_key_page(&signed_in, &scope, "", Some("Give the key a name."));
@@ -250,9 +251,10 @@ async fn key_and_scope(
     console: &Console,
     signed_in: &SignedIn,
     id: u64,
+    to: Option<&'static str>,
 ) -> Result<(ApiKey, Scope), PageError> {
     console
-        .read(signed_in, Need::Key(id), move |store| {
+        .read_for(signed_in, Need::Key(id), to, move |store| {
             let key = store
                 .list_keys(None)?
                 .into_iter()
@@ -269,7 +271,7 @@ pub(super) async fn revoke_form(
     Extension(signed_in): Extension<SignedIn>,
     Path(id): Path<u64>,
 ) -> Page {
-    let (key, scope) = key_and_scope(&console, &signed_in, id).await?;
+    let (key, scope) = key_and_scope(&console, &signed_in, id, None).await?;
     console.may_change(&signed_in, &scope.app)?;
     let title = format!("Revoke API key · {}", key.name);
     let body = html! {
@@ -295,7 +297,7 @@ pub(super) async fn revoke(
     Extension(signed_in): Extension<SignedIn>,
     Path(id): Path<u64>,
 ) -> Page {
-    let (_, scope) = key_and_scope(&console, &signed_in, id).await?;
+    let (_, scope) = key_and_scope(&console, &signed_in, id, Some("key.revoke")).await?;
     console
         .change(&signed_in, Need::Key(id), "key.revoke", move |store| {
             store.revoke_key(id)
@@ -318,7 +320,7 @@ pub(super) async fn rotate_form(
     Extension(signed_in): Extension<SignedIn>,
     Path(id): Path<u64>,
 ) -> Page {
-    let (key, scope) = key_and_scope(&console, &signed_in, id).await?;
+    let (key, scope) = key_and_scope(&console, &signed_in, id, None).await?;
     console.may_change(&signed_in, &scope.app)?;
     Ok(rotate_page(&signed_in, &key, &scope, None).into_response())
 }
@@ -366,7 +368,7 @@ pub(super) async fn rotate(
     Path(id): Path<u64>,
     axum::Form(form): axum::Form<RotateForm>,
 ) -> Page {
-    let (key, scope) = key_and_scope(&console, &signed_in, id).await?;
+    let (key, scope) = key_and_scope(&console, &signed_in, id, Some("key.rotate")).await?;
     let grace_ms = match keyscope_runtime::time::parse_duration_ms(&form.grace) {
         Ok(ms) if GRACES.iter().any(|(value, _)| *value == form.grace) => ms,
         _ => {

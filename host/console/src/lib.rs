@@ -470,6 +470,25 @@ impl Console {
         Ok(self.admin.read(&signed_in.actor, need, get).await?)
     }
 
+    /// Reads for a page (`to` is `None`), or what change `to` (a form's
+    /// post) will touch: then gated, and a refusal audited, as the change.
+    async fn read_for<T: Send + 'static>(
+        &self,
+        signed_in: &SignedIn,
+        need: Need,
+        to: Option<&'static str>,
+        get: impl FnOnce(&mut keyscope_store::AnyStore) -> keyscope_store::Result<T> + Send + 'static,
+    ) -> Result<T, PageError> {
+        Ok(match to {
+            Some(what) => {
+                self.admin
+                    .read_to_change(&signed_in.actor, need, what, get)
+                    .await?
+            }
+            None => self.admin.read(&signed_in.actor, need, get).await?,
+        })
+    }
+
     /// Makes change `what` as the session's admin, once the gate let them
     /// change what `need` touches; live before this returns.
     async fn change<T: Send + 'static>(
@@ -498,6 +517,24 @@ impl Console {
             .admin
             .may(&signed_in.actor, keyscope_store::roles::Action::Change, app)?)
     }
+}
+
+/// Opens a session for `actor` for the browser of `headers`, ending the
+/// session it held, if any: signing in over a session replaces it.
+async fn open_session(
+    console: &Console,
+    headers: &HeaderMap,
+    actor: &keyscope_serve::surface::Actor,
+    token: Option<[u8; 32]>,
+    ends_ms: Option<u64>,
+) -> Result<zeroize::Zeroizing<String>, PageError> {
+    if let Some(old) = cookie(headers, SESSION_COOKIE) {
+        console.sessions.end(&console.admin, old).await?;
+    }
+    Ok(console
+        .sessions
+        .start(&console.admin, actor, token, ends_ms, now_ms())
+        .await?)
 }
 
 /// Now, in ms since the Unix epoch.

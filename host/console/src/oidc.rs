@@ -396,27 +396,41 @@ async fn finish(
         .oidc
         .clone()
         .ok_or_else(|| Refused(StatusCode::NOT_FOUND, "There is no such page.".into()))?;
-    if let Some(error) = &callback.error {
-        return Err(Refused(
-            StatusCode::UNAUTHORIZED,
-            format!(
-                "The identity provider did not sign you in ({}).",
-                keyscope_store::printable(error)
-            ),
-        ));
-    }
+    // Nothing of the callback is believed, its error included, unless it
+    // answers the flow this browser started.
     let flow = cookie(headers, FLOW_COOKIE).and_then(Flow::from_cookie);
     let matches = match (&flow, &callback.state) {
         (Some(flow), Some(state)) => bool::from(flow.state.as_bytes().ct_eq(state.as_bytes())),
         _ => false,
     };
-    let (Some(flow), true, Some(code)) = (flow, matches, callback.code) else {
-        return Err(Refused(
+    let not_ours = || {
+        Refused(
             StatusCode::FORBIDDEN,
             "This sign-in did not start in this browser, or was already used (its state does \
              not match). Sign in again."
                 .into(),
+        )
+    };
+    let (Some(flow), true) = (flow, matches) else {
+        return Err(not_ours());
+    };
+    if let Some(error) = &callback.error {
+        // Only an error code of the protocol's shape is shown; its
+        // description, free text from the URL, never is.
+        let code = Some(error.as_str())
+            .filter(|code| {
+                !code.is_empty()
+                    && code.len() <= 40
+                    && code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+            })
+            .unwrap_or("an error");
+        return Err(Refused(
+            StatusCode::UNAUTHORIZED,
+            format!("The identity provider did not sign you in ({code}). Sign in again."),
         ));
+    }
+    let Some(code) = callback.code else {
+        return Err(not_ours());
     };
     let identity = {
         let provider = provider.clone();
@@ -455,14 +469,11 @@ async fn finish(
         name: format!("oidc:{who}"),
         role,
     };
-    let id = console
-        .sessions
-        .start(&console.admin, &actor, None, Some(identity.expires_ms), now)
+    // (The browser's Strict session cookie, if it holds one, is not sent
+    // on this cross-site arrival: an older session ends idle or at sign-out.)
+    let id = super::open_session(console, headers, &actor, None, Some(identity.expires_ms))
         .await
-        .map_err(|error| {
-            let error = super::PageError::from(error);
-            Refused(error.status, error.message)
-        })?;
+        .map_err(|error| Refused(error.status, error.message))?;
     tracing::info!(actor = %actor.name, role = %actor.role, "console: signed in through the identity provider");
     // A page that moves on by itself rather than a redirect: the browser
     // arrived here from the provider's site, and a SameSite=Strict cookie

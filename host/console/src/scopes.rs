@@ -279,9 +279,10 @@ async fn scope_of(
     signed_in: &SignedIn,
     app: &str,
     id: u64,
+    to: Option<&'static str>,
 ) -> Result<Scope, PageError> {
     let scope = console
-        .read(signed_in, Need::Scope(ScopeRef::Id(id)), move |store| {
+        .read_for(signed_in, Need::Scope(ScopeRef::Id(id)), to, move |store| {
             store.scope(&ScopeRef::Id(id))
         })
         .await?;
@@ -297,7 +298,7 @@ pub(super) async fn edit_form(
     Path((app, id)): Path<(String, u64)>,
     Query(done): Query<Notice>,
 ) -> Page {
-    let scope = scope_of(&console, &signed_in, &app, id).await?;
+    let scope = scope_of(&console, &signed_in, &app, id, None).await?;
     console.may_change(&signed_in, &app)?;
     let title = format!("Edit API scope · {}", scope.name);
     let body = html! {
@@ -314,7 +315,7 @@ pub(super) async fn update(
     Path((app, id)): Path<(String, u64)>,
     axum::Form(form): axum::Form<ScopeForm>,
 ) -> Page {
-    let scope = scope_of(&console, &signed_in, &app, id).await?;
+    let scope = scope_of(&console, &signed_in, &app, id, Some("scope.update")).await?;
     let page = FormPage {
         title: format!("Edit API scope · {}", scope.name),
         action: scope_path(&scope),
@@ -350,7 +351,7 @@ pub(super) async fn delete_form(
     Extension(signed_in): Extension<SignedIn>,
     Path((app, id)): Path<(String, u64)>,
 ) -> Page {
-    let scope = scope_of(&console, &signed_in, &app, id).await?;
+    let scope = scope_of(&console, &signed_in, &app, id, None).await?;
     console.may_change(&signed_in, &app)?;
     let live = live_keys(&console, &signed_in, id).await?;
     Ok(delete_page(&signed_in, &scope, live, None).into_response())
@@ -411,7 +412,7 @@ pub(super) async fn delete(
     Path((app, id)): Path<(String, u64)>,
     axum::Form(form): axum::Form<DeleteForm>,
 ) -> Page {
-    let scope = scope_of(&console, &signed_in, &app, id).await?;
+    let scope = scope_of(&console, &signed_in, &app, id, Some("scope.delete")).await?;
     let revoke = form.revoke_keys.is_some();
     let live = live_keys(&console, &signed_in, id).await?;
     if live > 0 && !revoke {

@@ -149,14 +149,9 @@ pub(super) async fn sign_in(
             return sign_in_page(&console, StatusCode::INTERNAL_SERVER_ERROR, Some(notice));
         }
     };
-    let id = match console
-        .sessions
-        .start(&console.admin, &actor, Some(digest), None, now_ms())
-        .await
-    {
+    let id = match super::open_session(&console, &headers, &actor, Some(digest), None).await {
         Ok(id) => id,
         Err(error) => {
-            let error = super::PageError::from(error);
             return sign_in_page(&console, error.status, Some(error_box(&error.message)));
         }
     };

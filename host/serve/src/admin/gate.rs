@@ -81,12 +81,15 @@ pub(super) fn gate(
     if action == Action::Change
         && let Some(store) = store
     {
+        // What the trail says names no app but the one touched: an app's
+        // admins read the refusals filed under it, and must not learn of
+        // the actor's other apps.
         let reason = match &refusal {
             Refusal::Forbidden(reason) => reason.clone(),
-            Refusal::Hidden => format!("not among the apps of {}", actor.role.noun()),
+            Refusal::Hidden => "not among the apps of this role".to_owned(),
         };
         let event = AuditEvent::new(format!("refused.{what}"), need.target())
-            .after(&serde_json::json!({ "reason": reason, "app": app, "role": actor.role }));
+            .after(&serde_json::json!({ "reason": reason, "app": app, "role": actor.role.name() }));
         store.set_actor(&actor.name);
         // The refusal stands whether or not it could be recorded.
         if let Err(error) = store.record_event(event) {

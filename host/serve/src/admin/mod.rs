@@ -228,11 +228,35 @@ impl Admin {
         need: Need,
         get: impl FnOnce(&mut Store) -> keyscope_store::Result<T> + Send + 'static,
     ) -> Result<T, Access> {
+        self.read_as(actor, Action::Read, need, "read", get).await
+    }
+
+    /// As [`Admin::read`], for the read that prepares change `what` (a
+    /// form's post reads what it changes first): gated, and a refusal
+    /// audited, as the change itself would be.
+    pub async fn read_to_change<T: Send + 'static>(
+        &self,
+        actor: &Actor,
+        need: Need,
+        what: &'static str,
+        get: impl FnOnce(&mut Store) -> keyscope_store::Result<T> + Send + 'static,
+    ) -> Result<T, Access> {
+        self.read_as(actor, Action::Change, need, what, get).await
+    }
+
+    async fn read_as<T: Send + 'static>(
+        &self,
+        actor: &Actor,
+        action: Action,
+        need: Need,
+        what: &'static str,
+        get: impl FnOnce(&mut Store) -> keyscope_store::Result<T> + Send + 'static,
+    ) -> Result<T, Access> {
         let admin = self.clone();
         let actor = actor.clone();
         tokio::task::spawn_blocking(move || {
             let mut store = admin.locked_store()?;
-            gate::gate(Some(&mut store), &actor, Action::Read, &need, "read")?;
+            gate::gate(Some(&mut store), &actor, action, &need, what)?;
             Ok(get(&mut store)?)
         })
         .await
