@@ -168,24 +168,37 @@ impl Browser {
     }
 
     pub async fn wait_for_new_page(&self) {
+        self.wait_until(
+            "!window.__keyscopeOld && document.readyState === 'complete'",
+            "a new page",
+        )
+        .await;
+    }
+
+    /// Waits, up to a generous 60 s, until the JavaScript expression
+    /// `condition` holds on the page; `what` names it for the failure.
+    pub async fn wait_until(&self, condition: &str, what: &str) {
+        let script = format!("return Boolean({condition});");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         loop {
-            let loaded = self
+            let holds = self
                 .client
-                .execute(
-                    "return !window.__keyscopeOld && document.readyState === 'complete';",
-                    vec![],
-                )
+                .execute(&script, vec![])
                 .await
                 .ok()
                 .and_then(|value| value.as_bool())
                 .unwrap_or(false);
-            if loaded {
+            if holds {
                 return;
             }
             assert!(
                 std::time::Instant::now() < deadline,
-                "no new page within 60 s"
+                "no {what} within 60 s (at {})",
+                self.client
+                    .current_url()
+                    .await
+                    .map(|u| u.to_string())
+                    .unwrap_or_default()
             );
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }

@@ -144,29 +144,15 @@ async fn sign_in_as(browser: &Browser, server: &Server, user: &str) {
 /// console: on its home page, or on a page that says why not.
 async fn back_at_console(browser: &Browser, server: &Server) {
     let host = server.admin.to_string();
-    let script = format!(
-        "return document.readyState === 'complete' && location.host === '{host}' \
-         && (location.pathname === '/' || document.querySelector('p.error') !== null);"
-    );
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        let back = browser
-            .client
-            .execute(&script, vec![])
-            .await
-            .ok()
-            .and_then(|v| v.as_bool())
-            .unwrap_or(false);
-        if back {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not back at the console: stuck at {}",
-            browser.client.current_url().await.unwrap()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    browser
+        .wait_until(
+            &format!(
+                "document.readyState === 'complete' && location.host === '{host}' \
+                 && (location.pathname === '/' || document.querySelector('p.error') !== null)"
+            ),
+            "return to the console",
+        )
+        .await;
 }
 
 #[test]

@@ -127,21 +127,8 @@ const MIGRATIONS: &[&str] = &[
 "#,
     // Fleet tokens, as on SQLite.
     crate::schema::FLEET_TOKENS,
-    // As SQLite's schema 7: admin roles and console sessions.
-    r#"
-    ALTER TABLE admin_tokens ADD COLUMN role TEXT;
-    UPDATE admin_tokens SET role = 'admin' WHERE kind = 'admin';
-    CREATE TABLE console_sessions (
-        digest       BYTEA PRIMARY KEY CHECK (length(digest) = 32),
-        token        BYTEA CHECK (token IS NULL OR length(token) = 32),
-        actor        TEXT NOT NULL,
-        role         TEXT NOT NULL,
-        started_ms   BIGINT NOT NULL,
-        last_seen_ms BIGINT NOT NULL,
-        ends_ms      BIGINT NOT NULL
-    );
-    CREATE INDEX console_sessions_token ON console_sessions (token);
-"#,
+    // Admin roles and console sessions, as on SQLite.
+    crate::schema::ROLES_AND_SESSIONS,
 ];
 
 /// The schema version this build writes.

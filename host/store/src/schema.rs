@@ -138,20 +138,7 @@ const MIGRATIONS: &[&str] = &[
     FLEET_TOKENS,
     // Admin roles, and console sessions kept in the store (as the SHA-256
     // of their ids) so that every control plane sharing it knows them.
-    r#"
-    ALTER TABLE admin_tokens ADD COLUMN role TEXT;
-    UPDATE admin_tokens SET role = 'admin' WHERE kind = 'admin';
-    CREATE TABLE console_sessions (
-        digest       BLOB PRIMARY KEY CHECK (length(digest) = 32),
-        token        BLOB CHECK (token IS NULL OR length(token) = 32),
-        actor        TEXT NOT NULL,
-        role         TEXT NOT NULL,
-        started_ms   INTEGER NOT NULL,
-        last_seen_ms INTEGER NOT NULL,
-        ends_ms      INTEGER NOT NULL
-    );
-    CREATE INDEX console_sessions_token ON console_sessions (token);
-"#,
+    ROLES_AND_SESSIONS,
 ];
 
 /// Fleet tokens: one credential per gateway, beside the admin tokens in the
@@ -163,6 +150,24 @@ pub(crate) const FLEET_TOKENS: &str = r#"
     DROP INDEX admin_tokens_live_name;
     CREATE UNIQUE INDEX admin_tokens_live_name ON admin_tokens (kind, name)
         WHERE revoked_at IS NULL;
+"#;
+
+/// Admin roles and console sessions, the same SQL on both backends:
+/// SQLite gives `BYTEA` columns no conversion (a BLOB stays a BLOB) and
+/// `BIGINT` ones integer affinity.
+pub(crate) const ROLES_AND_SESSIONS: &str = r#"
+    ALTER TABLE admin_tokens ADD COLUMN role TEXT;
+    UPDATE admin_tokens SET role = 'admin' WHERE kind = 'admin';
+    CREATE TABLE console_sessions (
+        digest       BYTEA PRIMARY KEY CHECK (length(digest) = 32),
+        token        BYTEA CHECK (token IS NULL OR length(token) = 32),
+        actor        TEXT NOT NULL,
+        role         TEXT NOT NULL,
+        started_ms   BIGINT NOT NULL,
+        last_seen_ms BIGINT NOT NULL,
+        ends_ms      BIGINT NOT NULL
+    );
+    CREATE INDEX console_sessions_token ON console_sessions (token);
 "#;
 
 /// The default operations schema 3 added (the platform's run-status,
