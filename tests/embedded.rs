@@ -281,6 +281,77 @@ fn export(sandbox: &Sandbox, prefix: &Prefix) {
         .success();
 }
 
+/// Requests with `key` in two lanes until stopped, counting those not
+/// answered 200: one lane on a kept-alive connection (when `kept_alive`;
+/// else on fresh ones too), the other each on a new connection.
+struct Traffic {
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    lanes: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Traffic {
+    const PATH: &str = "/api/v2/apps/acme/agents";
+
+    fn start(addr: SocketAddr, key: &str, kept_alive: bool) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (sent, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let lanes = (0..2)
+            .map(|lane| {
+                let (stop, sent, failed, key) = (
+                    Arc::clone(&stop),
+                    Arc::clone(&sent),
+                    Arc::clone(&failed),
+                    key.to_owned(),
+                );
+                let url = format!("http://{addr}{}", Self::PATH);
+                std::thread::spawn(move || {
+                    let http = http_client();
+                    while !stop.load(Ordering::Relaxed) {
+                        let status = if kept_alive && lane == 0 {
+                            http.get(&url)
+                                .header("x-api-key", &key)
+                                .call()
+                                .map_or(0, |response| response.status().as_u16())
+                        } else {
+                            ask(addr, "GET", Self::PATH, Some(&key))
+                        };
+                        sent.fetch_add(1, Ordering::Relaxed);
+                        if status != 200 {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                })
+            })
+            .collect();
+        Self {
+            stop,
+            sent,
+            failed,
+            lanes,
+        }
+    }
+
+    /// Waits until 20 more requests were sent.
+    fn wait_for_more(&self, what: &str) {
+        let at = self.sent.load(Ordering::Relaxed);
+        wait_until(30, what, || self.sent.load(Ordering::Relaxed) > at + 20);
+    }
+
+    /// Stops; how many were sent, and how many failed.
+    fn stop(self) -> (u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        for lane in self.lanes {
+            lane.join().unwrap();
+        }
+        (
+            self.sent.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
+}
+
 fn no_key_in(text: &str, keys: &[&String], what: &str) {
     for key in keys {
         assert!(!text.contains(key.as_str()), "a raw key in {what}");
@@ -685,37 +756,7 @@ fn twenty_module_swaps_under_traffic_fail_no_request_and_a_bad_module_is_refused
     let nginx = start(&prefix, &prefix.conf(), upstream);
 
     // Traffic on kept-alive connections and on fresh ones, all the while.
-    let stop = Arc::new(AtomicBool::new(false));
-    let (sent, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let traffic: Vec<_> = (0..2)
-        .map(|lane| {
-            let (stop, sent, failed, key) = (
-                Arc::clone(&stop),
-                Arc::clone(&sent),
-                Arc::clone(&failed),
-                key.clone(),
-            );
-            let url = format!("http://{}/api/v2/apps/acme/agents", nginx.addr);
-            let addr = nginx.addr;
-            std::thread::spawn(move || {
-                let http = http_client();
-                while !stop.load(Ordering::Relaxed) {
-                    let status = if lane == 0 {
-                        http.get(&url)
-                            .header("x-api-key", &key)
-                            .call()
-                            .map_or(0, |response| response.status().as_u16())
-                    } else {
-                        ask(addr, "GET", "/api/v2/apps/acme/agents", Some(&key))
-                    };
-                    sent.fetch_add(1, Ordering::Relaxed);
-                    if status != 200 {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            })
-        })
-        .collect();
+    let traffic = Traffic::start(nginx.addr, &key, true);
 
     for swap in 1..=20u8 {
         let module = variant(swap % 2);
@@ -735,15 +776,8 @@ fn twenty_module_swaps_under_traffic_fail_no_request_and_a_bad_module_is_refused
                 .as_str()
                 .is_some_and(|error| error.contains("not swapped"))
     });
-    let after_refusal = sent.load(Ordering::Relaxed);
-    wait_until(30, "traffic after the refusal", || {
-        sent.load(Ordering::Relaxed) > after_refusal + 20
-    });
-    stop.store(true, Ordering::Relaxed);
-    for lane in traffic {
-        lane.join().unwrap();
-    }
-    let (sent, failed) = (sent.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    traffic.wait_for_more("traffic after the refusal");
+    let (sent, failed) = traffic.stop();
     eprintln!("embedded: 20 module swaps and a refusal under {sent} requests, {failed} failed");
     assert!(sent > 40, "{sent}");
     assert_eq!(failed, 0);
@@ -1176,33 +1210,11 @@ fn module_reload_under_traffic_fails_no_request_and_the_master_never_decides() {
     assert_eq!(threads(nginx.child.id()), 1, "the master runs one thread");
     let mut before: Vec<u64> = workers(&nginx).into_keys().collect();
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let (sent, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let traffic: Vec<_> = (0..2)
-        .map(|_| {
-            let (stop, sent, failed, key) = (
-                Arc::clone(&stop),
-                Arc::clone(&sent),
-                Arc::clone(&failed),
-                key.clone(),
-            );
-            let addr = nginx.addr;
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    let status = ask(addr, "GET", "/api/v2/apps/acme/agents", Some(&key));
-                    sent.fetch_add(1, Ordering::Relaxed);
-                    if status != 200 {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            })
-        })
-        .collect();
+    // Each request on a connection of its own: what is counted is a failed
+    // decision, not a kept-alive connection a reload closes.
+    let traffic = Traffic::start(nginx.addr, &key, false);
     for reload in 1..=3 {
-        let at = sent.load(Ordering::Relaxed);
-        wait_until(30, "traffic before the reload", || {
-            sent.load(Ordering::Relaxed) > at + 20
-        });
+        traffic.wait_for_more("traffic before the reload");
         let status = Command::new(nginx_binary())
             .arg("-p")
             .arg(format!("{}/", prefix.dir.display()))
@@ -1224,15 +1236,8 @@ fn module_reload_under_traffic_fails_no_request_and_the_master_never_decides() {
         assert_eq!(threads(nginx.child.id()), 1, "the master runs one thread");
         before = now;
     }
-    let at = sent.load(Ordering::Relaxed);
-    wait_until(30, "traffic after the reloads", || {
-        sent.load(Ordering::Relaxed) > at + 20
-    });
-    stop.store(true, Ordering::Relaxed);
-    for lane in traffic {
-        lane.join().unwrap();
-    }
-    let (sent, failed) = (sent.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    traffic.wait_for_more("traffic after the reloads");
+    let (sent, failed) = traffic.stop();
     eprintln!("module: 3 reloads under {sent} requests, {failed} failed");
     assert_eq!(failed, 0);
     let log = prefix.error_log();

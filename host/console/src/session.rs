@@ -137,7 +137,7 @@ impl Sessions {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         if !open.contains_key(&digest) && open.len() as u64 >= keyscope_store::MAX_SESSIONS {
-            open.retain(|_, (session, seen)| alive(session, *seen, now_ms, idle));
+            open.retain(|_, (session, seen)| session.open_at(*seen, now_ms, idle));
             if open.len() as u64 >= keyscope_store::MAX_SESSIONS
                 && let Some(oldest) = open
                     .iter()
@@ -159,7 +159,7 @@ impl Sessions {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         match open.get_mut(digest) {
-            Some((session, seen)) if alive(session, *seen, now_ms, idle) => {
+            Some((session, seen)) if session.open_at(*seen, now_ms, idle) => {
                 *seen = now_ms;
                 Some(session.clone())
             }
@@ -219,10 +219,6 @@ impl Sessions {
     }
 }
 
-fn alive(session: &ConsoleSession, last_seen: u64, now_ms: u64, idle_ms: u64) -> bool {
-    now_ms < session.ends_ms && now_ms < last_seen.saturating_add(idle_ms)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,9 +241,9 @@ mod tests {
             started_ms: 1_000,
             ends_ms: 10_000,
         };
-        assert!(alive(&session, 1_000, 1_500, 1_000));
-        assert!(!alive(&session, 1_000, 2_000, 1_000));
-        assert!(alive(&session, 9_000, 9_999, 1_000));
-        assert!(!alive(&session, 9_900, 10_000, 1_000));
+        assert!(session.open_at(1_000, 1_500, 1_000));
+        assert!(!session.open_at(1_000, 2_000, 1_000));
+        assert!(session.open_at(9_000, 9_999, 1_000));
+        assert!(!session.open_at(9_900, 10_000, 1_000));
     }
 }

@@ -649,38 +649,36 @@ impl Store for PostgresStore {
     ) -> Result<Option<ConsoleSession>> {
         let url = self.url.clone();
         self.with(|client| {
-            let now = signed(now_ms);
-            // One statement: a live session's use is counted (at most once
-            // a second), an ended one is forgotten.
-            let mut tx = client.transaction()?;
-            let Some(row) = tx.query_opt(
+            // As on SQLite: read, then count the use or forget an ended
+            // session, best effort (a role that may only read still finds
+            // its sessions until they go idle).
+            let Some(row) = client.query_opt(
                 "SELECT token, actor, role, started_ms, last_seen_ms, ends_ms \
-                 FROM console_sessions WHERE digest = $1 FOR UPDATE",
+                 FROM console_sessions WHERE digest = $1",
                 &[&digest.as_slice()],
             )?
             else {
                 return Ok(None);
             };
-            let (last_seen, ends): (i64, i64) = (row.get(4), row.get(5));
-            let alive = now < ends && now < last_seen.saturating_add(signed(idle_ms));
-            if !alive {
-                tx.execute(
+            let session =
+                crate::copy::session(row.get(0), row.get(1), row.get(2), row.get(3), row.get(5))
+                    .map_err(|why| Error::not_a_store(&url, why))?;
+            let last_seen = unsigned(row.get(4));
+            if !session.open_at(last_seen, now_ms, idle_ms) {
+                let _ = client.execute(
                     "DELETE FROM console_sessions WHERE digest = $1",
                     &[&digest.as_slice()],
-                )?;
-            } else if now - last_seen >= 1000 {
-                tx.execute(
-                    "UPDATE console_sessions SET last_seen_ms = $2 WHERE digest = $1",
-                    &[&digest.as_slice(), &now],
-                )?;
-            }
-            tx.commit()?;
-            if !alive {
+                );
                 return Ok(None);
             }
-            crate::copy::session(row.get(0), row.get(1), row.get(2), row.get(3), ends)
-                .map(Some)
-                .map_err(|why| Error::not_a_store(&url, why))
+            if now_ms.saturating_sub(last_seen) >= ConsoleSession::USE_EVERY_MS {
+                let _ = client.execute(
+                    "UPDATE console_sessions SET last_seen_ms = GREATEST(last_seen_ms, $2) \
+                     WHERE digest = $1",
+                    &[&digest.as_slice(), &signed(now_ms)],
+                );
+            }
+            Ok(Some(session))
         })
     }
 

@@ -194,6 +194,18 @@ pub struct ConsoleSession {
     pub ends_ms: u64,
 }
 
+impl ConsoleSession {
+    /// A use counts toward keeping a session open only this long after the
+    /// last one counted: a busy session is written at most once a second.
+    pub const USE_EVERY_MS: u64 = 1_000;
+
+    /// Whether the session, last used at `last_seen_ms`, is open at
+    /// `now_ms`: before its end, and used within `idle_ms`.
+    pub fn open_at(&self, last_seen_ms: u64, now_ms: u64, idle_ms: u64) -> bool {
+        now_ms < self.ends_ms && now_ms < last_seen_ms.saturating_add(idle_ms)
+    }
+}
+
 /// How long a new key stays valid, besides revocation. A lifetime counts
 /// from one clock reading, the one the key's `created_at` records: a key
 /// that lives `For(d)` from `t` is valid for requests stamped `t` up to,

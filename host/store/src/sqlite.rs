@@ -487,9 +487,12 @@ impl Store for SqliteStore {
         now_ms: u64,
         idle_ms: u64,
     ) -> Result<Option<ConsoleSession>> {
-        let path = self.path.clone();
-        let (tx, _) = self.write()?;
-        let row = tx
+        // Read first, without the write lock: a page view writes only to
+        // count a use (at most once a second) or forget an ended session,
+        // and either write may fail (a full disk) without opening anything:
+        // an uncounted use only brings the idle end nearer.
+        let row = self
+            .conn
             .query_row(
                 "SELECT token, actor, role, started_ms, last_seen_ms, ends_ms \
                  FROM console_sessions WHERE digest = ?1",
@@ -509,26 +512,23 @@ impl Store for SqliteStore {
         let Some((token, actor, role, started, last_seen, ends)) = row else {
             return Ok(None);
         };
-        let now = signed(now_ms);
-        let alive = now < ends && now < last_seen.saturating_add(signed(idle_ms));
-        if !alive {
-            tx.execute(
+        let session = crate::copy::session(token.as_deref(), actor, &role, started, ends)
+            .map_err(|why| Error::not_a_store(self.path.display(), why))?;
+        let last_seen = u64::try_from(last_seen).unwrap_or(0);
+        if !session.open_at(last_seen, now_ms, idle_ms) {
+            let _ = self.conn.execute(
                 "DELETE FROM console_sessions WHERE digest = ?1",
                 [digest.as_slice()],
-            )?;
-        } else if now - last_seen >= 1000 {
-            // A use a second or more after the last one counts.
-            tx.execute(
-                "UPDATE console_sessions SET last_seen_ms = ?2 WHERE digest = ?1",
-                params![digest.as_slice(), now],
-            )?;
-        }
-        tx.commit()?;
-        if !alive {
+            );
             return Ok(None);
         }
-        let session = crate::copy::session(token.as_deref(), actor, &role, started, ends)
-            .map_err(|why| Error::not_a_store(path.display(), why))?;
+        if now_ms.saturating_sub(last_seen) >= ConsoleSession::USE_EVERY_MS {
+            let _ = self.conn.execute(
+                "UPDATE console_sessions SET last_seen_ms = max(last_seen_ms, ?2) \
+                 WHERE digest = ?1",
+                params![digest.as_slice(), signed(now_ms)],
+            );
+        }
         Ok(Some(session))
     }
 
