@@ -273,6 +273,18 @@ fn until_both(nginx: &Nginx, what: &str, mut condition: impl FnMut(&Value) -> bo
     wait_until(30, what, || workers(nginx).values().all(&mut condition));
 }
 
+/// A store whose one key is `acme/viewer`'s `viewer` (returned), and a
+/// prefix of `integration` configured with `config`, the store's snapshot
+/// exported into it.
+fn viewer_world(integration: Integration, config: &str) -> (Sandbox, String, Prefix) {
+    let sandbox = Sandbox::new();
+    sandbox.scope("acme", "viewer", "view", "");
+    let (_, key) = sandbox.key("acme/viewer", "viewer");
+    let prefix = Prefix::new(&sandbox, integration, config);
+    export(&sandbox, &prefix);
+    (sandbox, key, prefix)
+}
+
 fn export(sandbox: &Sandbox, prefix: &Prefix) {
     sandbox
         .keyscope(["snapshot", "export", "-o"])
@@ -742,15 +754,10 @@ fn module_twenty_module_swaps_under_traffic_fail_no_request_and_a_bad_module_is_
 fn twenty_module_swaps_under_traffic_fail_no_request_and_a_bad_module_is_refused(
     integration: Integration,
 ) {
-    let sandbox = Sandbox::new();
-    sandbox.scope("acme", "viewer", "view", "");
-    let (_, key) = sandbox.key("acme/viewer", "viewer");
-    let prefix = Prefix::new(
-        &sandbox,
+    let (_sandbox, key, prefix) = viewer_world(
         integration,
         "snapshot = \"snapshot.ks\"\npolicy = \"policy.wasm\"\n",
     );
-    export(&sandbox, &prefix);
     prefix.replace("policy.wasm", &variant(0));
     let (upstream, _) = upstream();
     let nginx = start(&prefix, &prefix.conf(), upstream);
@@ -802,15 +809,10 @@ fn module_a_hostile_module_forced_live_denies_everything_and_the_workers_live_on
 fn a_hostile_module_forced_live_denies_everything_and_the_workers_live_on(
     integration: Integration,
 ) {
-    let sandbox = Sandbox::new();
-    sandbox.scope("acme", "viewer", "view", "");
-    let (_, key) = sandbox.key("acme/viewer", "viewer");
-    let prefix = Prefix::new(
-        &sandbox,
+    let (_sandbox, key, prefix) = viewer_world(
         integration,
         "snapshot = \"snapshot.ks\"\npolicy = \"policy.wasm\"\nforce_untested_policy = true\n",
     );
-    export(&sandbox, &prefix);
     prefix.replace("policy.wasm", hostile::LOOP);
     let (upstream, seen) = upstream();
     let nginx = start(&prefix, &prefix.conf(), upstream);
@@ -1191,15 +1193,7 @@ fn the_module_and_the_lua_handler_agree_request_by_request() {
 /// never opens one: it runs one thread, no policy engine.
 #[test]
 fn module_reload_under_traffic_fails_no_request_and_the_master_never_decides() {
-    let sandbox = Sandbox::new();
-    sandbox.scope("acme", "viewer", "view", "");
-    let (_, key) = sandbox.key("acme/viewer", "viewer");
-    let prefix = Prefix::new(
-        &sandbox,
-        Integration::Module,
-        "snapshot = \"snapshot.ks\"\n",
-    );
-    export(&sandbox, &prefix);
+    let (_sandbox, key, prefix) = viewer_world(Integration::Module, "snapshot = \"snapshot.ks\"\n");
     let (upstream, _) = upstream();
     let nginx = start(&prefix, &prefix.conf(), upstream);
     let threads = |pid: u32| {
@@ -1273,15 +1267,7 @@ fn worker_pids(master: u32) -> Vec<u64> {
 /// target. Each is refused, and no worker dies.
 #[test]
 fn module_subrequests_underscores_and_odd_errors_fail_closed() {
-    let sandbox = Sandbox::new();
-    sandbox.scope("acme", "viewer", "view", "");
-    let (_, key) = sandbox.key("acme/viewer", "viewer");
-    let prefix = Prefix::new(
-        &sandbox,
-        Integration::Module,
-        "snapshot = \"snapshot.ks\"\n",
-    );
-    export(&sandbox, &prefix);
+    let (_sandbox, key, prefix) = viewer_world(Integration::Module, "snapshot = \"snapshot.ks\"\n");
     let (upstream, seen) = upstream();
     // The documented configuration, plus what an operator might add.
     let conf = prefix.conf().replacen(
