@@ -523,7 +523,7 @@ fn policy_info_shows_no_imports() {
     let s = Sandbox::new();
     let info = s.json(["policy", "info"]);
     assert_eq!(info["imports"], serde_json::json!([]));
-    assert_eq!(info["world"], "keyscope:policy/policy@0.3.0");
+    assert_eq!(info["world"], "keyscope:policy/policy@0.4.0");
     assert_eq!(info["digest"].as_str().unwrap().len(), 64);
     s.keyscope(["policy", "info"])
         .assert()

@@ -21,11 +21,11 @@ fn the_built_component_imports_nothing() {
     let imports: Vec<&str> = ty.imports(&engine).map(|(name, _)| name).collect();
     assert!(imports.is_empty(), "the policy imports {imports:?}");
     let exports: Vec<&str> = ty.exports(&engine).map(|(name, _)| name).collect();
-    assert_eq!(exports, ["keyscope:policy/decide@0.3.0"]);
+    assert_eq!(exports, ["keyscope:policy/decide@0.4.0"]);
     assert_eq!(
         component().info().exports,
         [
-            "keyscope:policy/decide@0.3.0 (load-snapshot, names, evaluate, evaluate-batch, evaluate-http)"
+            "keyscope:policy/decide@0.4.0 (load-snapshot, apply-delta, names, evaluate, evaluate-batch, evaluate-http)"
         ]
     );
     assert!(component().info().imports.is_empty());
@@ -58,29 +58,29 @@ fn an_older_version_of_the_interface_is_refused_by_name() {
     assert_eq!(
         error.to_string(),
         "the policy component does not implement the `keyscope:policy/policy` world: \
-         it must export `keyscope:policy/decide@0.3.0`; it exports `keyscope:policy/decide@0.0.9`"
+         it must export `keyscope:policy/decide@0.4.0`; it exports `keyscope:policy/decide@0.0.9`"
     );
 }
 
 #[test]
-fn the_previous_release_of_the_policy_is_refused_by_name() {
-    // keyscope's own embedded policy as release 0.2 built it
-    // (`keyscope policy export`, before contract 0.3).
-    let bytes = std::fs::read(
-        crate::support::fixtures()
-            .join("policies")
-            .join("keyscope-0.2.0.wasm"),
-    )
-    .unwrap();
-    let error = PolicyComponent::from_bytes(&PolicyEngine::new().unwrap(), &bytes).unwrap_err();
-    assert!(matches!(error, Error::WrongWorld(_)), "{error}");
-    assert!(
-        error.to_string().contains(
-            "it must export `keyscope:policy/decide@0.3.0`; \
-             it exports `keyscope:policy/decide@0.2.0`"
-        ),
-        "{error}"
-    );
+fn the_previous_releases_of_the_policy_are_refused_by_name() {
+    // keyscope's own embedded policy as releases 0.2 and 0.3 built it
+    // (`keyscope policy export`, before contracts 0.3 and 0.4).
+    for (file, version) in [
+        ("keyscope-0.2.0.wasm", "0.2.0"),
+        ("keyscope-0.3.0.wasm", "0.3.0"),
+    ] {
+        let bytes = std::fs::read(crate::support::fixtures().join("policies").join(file)).unwrap();
+        let error = PolicyComponent::from_bytes(&PolicyEngine::new().unwrap(), &bytes).unwrap_err();
+        assert!(matches!(error, Error::WrongWorld(_)), "{error}");
+        assert!(
+            error.to_string().contains(&format!(
+                "it must export `keyscope:policy/decide@0.4.0`; \
+                 it exports `keyscope:policy/decide@{version}`"
+            )),
+            "{error}"
+        );
+    }
 }
 
 #[test]
@@ -132,7 +132,7 @@ fn a_body_length_near_4_gib_is_truncated_in_the_32_bit_guest_too() {
     // Found by fuzzing: on wasm32 the announced length plus the trailer
     // wrapped `usize`, so the component said `malformed` where native code
     // said `truncated`.
-    let mut bytes = b"KEYSCOPE\x04\x00\x00\x00".to_vec();
+    let mut bytes = b"KEYSCOPE\x05\x00\x00\x00".to_vec();
     bytes.extend_from_slice(&0xFFFF_FFE6u32.to_le_bytes());
     bytes.resize(74, 0);
     let mut instance = component().instantiate(Limits::default()).unwrap();
@@ -221,14 +221,16 @@ fn a_call_past_its_deadline_is_denied_as_policy_error() {
 }
 
 #[test]
-fn a_million_key_snapshot_fits_in_64_mib_of_guest_memory() {
+fn a_million_key_snapshot_fits_in_80_mib_of_guest_memory() {
+    // 64 bytes a record: 61 MiB of snapshot, kept as loaded; the pages'
+    // tree (1 MiB) and the ids' uniqueness check (8 MiB, freed) besides.
     let (bytes, key) = snapshot(1_000_000);
-    assert!(bytes.len() < 57 << 20, "{} bytes", bytes.len());
+    assert!(bytes.len() < 62 << 20, "{} bytes", bytes.len());
     let mut instance = component().instantiate(Limits::default()).unwrap();
     let info = instance.load_snapshot(&bytes).unwrap();
     assert_eq!(info.keys, 1_000_000);
     let peak = instance.peak_memory();
-    assert!(peak <= 64 << 20, "peak guest memory {} MiB", peak >> 20);
+    assert!(peak <= 80 << 20, "peak guest memory {} MiB", peak >> 20);
     eprintln!(
         "1M keys: peak guest memory {:.1} MiB",
         peak as f64 / f64::from(1 << 20)

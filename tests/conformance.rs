@@ -56,9 +56,37 @@ fn the_rust_host_passes_the_suite() {
     let suite = committed();
     let report = conformance::run(&suite, component()).unwrap();
     assert!(report.failed.is_empty(), "{:#?}", report.failed);
-    let cases: usize = suite.groups.iter().map(|g| g.cases.len()).sum();
+    let cases: usize = suite
+        .groups
+        .iter()
+        .map(|g| g.cases.len() + g.steps.iter().map(|s| s.cases.len()).sum::<usize>())
+        .sum();
     assert_eq!(report.passed, cases);
     assert!(cases >= 60);
+    // Deltas applied, and a gap, a replay and a tampered result refused.
+    let steps: Vec<&str> = suite
+        .groups
+        .iter()
+        .flat_map(|g| g.steps.iter().map(|s| s.expect.as_str()))
+        .collect();
+    for expect in ["applied", "base-mismatch", "digest-mismatch"] {
+        assert!(steps.contains(&expect), "no step expects {expect}");
+    }
+}
+
+#[test]
+fn a_refused_step_fails_the_run() {
+    let mut suite = committed();
+    let step = suite
+        .groups
+        .iter_mut()
+        .flat_map(|g| g.steps.iter_mut())
+        .find(|s| s.expect == "base-mismatch")
+        .unwrap();
+    step.expect = "applied".to_owned();
+    let report = conformance::run(&suite, component()).unwrap();
+    assert_eq!(report.failed.len(), 1, "{:#?}", report.failed);
+    assert!(report.failed[0].contains("expected applied, got base-mismatch"));
 }
 
 #[test]
@@ -155,8 +183,64 @@ fn a_snapshot_written_from_the_contract_alone_is_keyscopes_byte_for_byte() {
             .instantiate(keyscope_runtime::Limits::default())
             .unwrap();
         let info = instance.load_snapshot(&written).unwrap();
-        assert_eq!(info.format_version, 4);
+        assert_eq!(info.format_version, 5);
         checked += 1;
+        // Then each of the file's changes as a delta, written from the
+        // contract too: keyscope's bytes, and the component applies it.
+        let mut base = contents_json(&data);
+        for (i, (change, (delta, after))) in
+            file.changes.iter().zip(file.deltas().unwrap()).enumerate()
+        {
+            let changes = file.snapshot_changes(change).unwrap();
+            let changes_json = serde_json::json!({
+                "scopes": changes.scopes.iter().map(|(id, scope)| serde_json::json!([
+                    id,
+                    scope.as_ref().map(|scope| serde_json::json!({
+                        "id": scope.id,
+                        "app": scope.app,
+                        "agents": scope.agents.as_str(),
+                        "runtime": scope.runtime.iter().map(|p| p.as_str()).collect::<Vec<_>>(),
+                    })),
+                ])).collect::<Vec<_>>(),
+                "keys": contents_json(&keyscope_policy::SnapshotData {
+                    keys: changes.keys.clone(),
+                    ..Default::default()
+                })["keys"],
+                "catalogue": null,
+            });
+            let (base_file, changes_file, out) = (
+                dir.path().join(format!("{}.{i}.base.json", file.name)),
+                dir.path().join(format!("{}.{i}.changes.json", file.name)),
+                dir.path().join(format!("{}.{i}.delta", file.name)),
+            );
+            std::fs::write(&base_file, base.to_string()).unwrap();
+            std::fs::write(&changes_file, changes_json.to_string()).unwrap();
+            let status = std::process::Command::new("python3")
+                .arg(&script)
+                .args([
+                    "--delta".as_ref(),
+                    base_file.as_os_str(),
+                    changes_file.as_os_str(),
+                    out.as_os_str(),
+                ])
+                .status()
+                .expect("python3 runs the contract's producer");
+            assert!(
+                status.success(),
+                "make_snapshot.py --delta failed on {}",
+                file.name
+            );
+            let written = std::fs::read(&out).unwrap();
+            assert_eq!(
+                written, delta,
+                "{} change {i}: the delta differs",
+                file.name
+            );
+            let info = instance.apply_delta(written.into()).unwrap();
+            assert_eq!(info.digest[..], after[after.len() - 32..]);
+            base = contents_json(&keyscope_policy::SnapshotData::decode(&after).unwrap().0);
+            checked += 1;
+        }
     }
     assert!(checked >= 4, "only {checked} snapshots compared");
 }

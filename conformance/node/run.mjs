@@ -114,24 +114,45 @@ async function main() {
         const info = api.loadSnapshot(Buffer.from(group.snapshot, 'hex')); // throws on a load error
         resolve = resolver(info.digest[0], api.names());
       }
-      for (const c of group.cases) {
-        const derived = credential(c.key);
-        const got = toJson(api.evaluate(resolve(c)));
-        if (!isDeepStrictEqual(derived, c.credential)) {
-          failed++;
-          console.error(`FAIL ${group.name} / ${c.name}: credential ${JSON.stringify(derived)}, suite says ${JSON.stringify(c.credential)}`);
-        } else if (!isDeepStrictEqual(got, c.expect)) {
-          failed++;
-          console.error(`FAIL ${group.name} / ${c.name}: expected ${JSON.stringify(c.expect)}, got ${JSON.stringify(got)}`);
-        } else {
-          passed++;
+      const check = (cases, after) => {
+        for (const c of cases) {
+          const derived = credential(c.key);
+          const got = toJson(api.evaluate(resolve(c)));
+          if (!isDeepStrictEqual(derived, c.credential)) {
+            failed++;
+            console.error(`FAIL ${group.name} / ${c.name}${after}: credential ${JSON.stringify(derived)}, suite says ${JSON.stringify(c.credential)}`);
+          } else if (!isDeepStrictEqual(got, c.expect)) {
+            failed++;
+            console.error(`FAIL ${group.name} / ${c.name}${after}: expected ${JSON.stringify(c.expect)}, got ${JSON.stringify(got)}`);
+          } else {
+            passed++;
+          }
+          if (bench > 0 && timed === null && c.expect.allow) {
+            const request = resolve(c);
+            const start = process.hrtime.bigint();
+            for (let i = 0; i < bench; i++) api.evaluate(request);
+            timed = Number(process.hrtime.bigint() - start) / bench;
+          }
         }
-        if (bench > 0 && timed === null && c.expect.allow) {
-          const request = resolve(c);
-          const start = process.hrtime.bigint();
-          for (let i = 0; i < bench; i++) api.evaluate(request);
-          timed = Number(process.hrtime.bigint() - start) / bench;
+      };
+      check(group.cases, '');
+      // Deltas in turn: `applied`, or the delta-error's tag. A refused one
+      // changes nothing; an applied one brings new names.
+      for (const step of group.steps) {
+        let got;
+        try {
+          const info = api.applyDelta(Buffer.from(step.delta, 'hex'));
+          resolve = resolver(info.digest[0], api.names());
+          got = 'applied';
+        } catch (e) {
+          if (!(e.payload && e.payload.tag)) throw e;
+          got = e.payload.tag;
         }
+        if (got !== step.expect) {
+          failed++;
+          console.error(`FAIL ${group.name} / ${step.name}: expected ${step.expect}, got ${got}`);
+        }
+        check(step.cases, ` (after ${step.name})`);
       }
     }
   } finally {

@@ -19,7 +19,7 @@ import zlib
 import wasmtime
 import wasmtime.component as wc
 
-INTERFACE = "keyscope:policy/decide@0.3.0"
+INTERFACE = "keyscope:policy/decide@0.4.0"
 BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 KEY_LEN = 3 + 32 + 6
 ALNUM = re.compile(r"^[0-9A-Za-z]+$")
@@ -92,12 +92,20 @@ class Policy:
             raise RuntimeError(f"the component does not export {INTERFACE}")
         func = lambda name: instance.get_func(self.store, instance.get_export_index(self.store, name, iface))
         self._load, self._names, self._evaluate = func("load-snapshot"), func("names"), func("evaluate")
+        self._apply = func("apply-delta")
 
     def load_snapshot(self, data):
         info = self._load(self.store, data)
         if isinstance(info, wc.Variant):  # the err side of result<snapshot-info, load-error>
             raise RuntimeError(f"snapshot refused: {info.tag} {info.payload or ''}")
         return info
+
+    def apply_delta(self, data):
+        """`applied` and the new info, or the delta-error's tag and None."""
+        info = self._apply(self.store, data)
+        if isinstance(info, wc.Variant):  # the err side of result<snapshot-info, delta-error>
+            return info.tag, None
+        return "applied", info
 
     def names(self):
         return self._names(self.store)
@@ -126,23 +134,38 @@ def main(argv):
             info = policy.load_snapshot(bytes.fromhex(group["snapshot"]))
             names = policy.names()
             resolver = Resolver(info.digest[0], names.apps, names.operations)
-        for case in group["cases"]:
-            derived = credential(case["key"])
-            got = to_json(policy.evaluate(resolver.request(case)))
-            if derived != case["credential"]:
+        def check(cases, after):
+            nonlocal passed, failed, timed
+            for case in cases:
+                derived = credential(case["key"])
+                got = to_json(policy.evaluate(resolver.request(case)))
+                if derived != case["credential"]:
+                    failed += 1
+                    print(f"FAIL {group['name']} / {case['name']}{after}: credential {derived}, suite says {case['credential']}", file=sys.stderr)
+                elif got != case["expect"]:
+                    failed += 1
+                    print(f"FAIL {group['name']} / {case['name']}{after}: expected {case['expect']}, got {got}", file=sys.stderr)
+                else:
+                    passed += 1
+                if bench and timed is None and case["expect"]["allow"]:
+                    req = resolver.request(case)
+                    start = time.perf_counter_ns()
+                    for _ in range(bench):
+                        policy.evaluate(req)
+                    timed = (time.perf_counter_ns() - start) / bench
+
+        check(group["cases"], "")
+        # Deltas in turn: a refused one changes nothing; an applied one
+        # brings new names.
+        for step in group["steps"]:
+            got, info = policy.apply_delta(bytes.fromhex(step["delta"]))
+            if info is not None:
+                names = policy.names()
+                resolver = Resolver(info.digest[0], names.apps, names.operations)
+            if got != step["expect"]:
                 failed += 1
-                print(f"FAIL {group['name']} / {case['name']}: credential {derived}, suite says {case['credential']}", file=sys.stderr)
-            elif got != case["expect"]:
-                failed += 1
-                print(f"FAIL {group['name']} / {case['name']}: expected {case['expect']}, got {got}", file=sys.stderr)
-            else:
-                passed += 1
-            if bench and timed is None and case["expect"]["allow"]:
-                req = resolver.request(case)
-                start = time.perf_counter_ns()
-                for _ in range(bench):
-                    policy.evaluate(req)
-                timed = (time.perf_counter_ns() - start) / bench
+                print(f"FAIL {group['name']} / {step['name']}: expected {step['expect']}, got {got}", file=sys.stderr)
+            check(step["cases"], f" (after {step['name']})")
     if timed is not None:
         print(f"python (wasmtime-py): {timed:.0f} ns per decision")
     print(f"{passed} passed, {failed} failed")

@@ -3,9 +3,10 @@
 
 use std::cell::RefCell;
 
+use crate::delta::DeltaError;
 use crate::model::{self, AgentsLevel, Method, Reason, Requirement, RuntimePermission};
 use crate::rules;
-use crate::snapshot::{LoadError, Snapshot};
+use crate::snapshot::{LoadError, Snapshot, SnapshotInfo};
 
 #[allow(
     clippy::too_many_arguments,
@@ -33,21 +34,18 @@ thread_local! {
 impl api::Guest for Policy {
     fn load_snapshot(bytes: Vec<u8>) -> Result<api::SnapshotInfo, api::LoadError> {
         let snapshot = Snapshot::from_vec(bytes).map_err(to_wit_load_error)?;
-        let info = snapshot.info();
-        let wit_info = api::SnapshotInfo {
-            format_version: info.format_version,
-            digest: {
-                let [a, b, c, d] = model::KeyDigest(info.digest).words();
-                (a, b, c, d)
-            },
-            apps: info.apps,
-            scopes: info.scopes,
-            keys: info.keys,
-            operations: info.operations,
-            routes: info.routes,
-        };
+        let info = to_wit_info(snapshot.info());
         LOADED.with_borrow_mut(|loaded| *loaded = Some(snapshot));
-        Ok(wit_info)
+        Ok(info)
+    }
+
+    fn apply_delta(delta: Vec<u8>) -> Result<api::SnapshotInfo, api::DeltaError> {
+        LOADED.with_borrow_mut(|loaded| {
+            let snapshot = loaded.as_mut().ok_or(DeltaError::NoSnapshot);
+            snapshot
+                .and_then(|snapshot| snapshot.apply_delta(&delta).map(to_wit_info))
+                .map_err(to_wit_delta_error)
+        })
     }
 
     fn names() -> api::Catalogue {
@@ -151,6 +149,33 @@ fn to_wit_decision(decision: model::Decision) -> api::Decision {
         key_id: decision.key_id,
         scope_id: decision.scope_id,
         required: decision.required.map(to_wit_requirement),
+    }
+}
+
+fn to_wit_info(info: &SnapshotInfo) -> api::SnapshotInfo {
+    api::SnapshotInfo {
+        format_version: info.format_version,
+        digest: {
+            let [a, b, c, d] = model::KeyDigest(info.digest).words();
+            (a, b, c, d)
+        },
+        apps: info.apps,
+        scopes: info.scopes,
+        keys: info.keys,
+        operations: info.operations,
+        routes: info.routes,
+    }
+}
+
+fn to_wit_delta_error(error: DeltaError) -> api::DeltaError {
+    match error {
+        DeltaError::NoSnapshot => api::DeltaError::NoSnapshot,
+        DeltaError::BadMagic => api::DeltaError::BadMagic,
+        DeltaError::UnsupportedVersion(version) => api::DeltaError::UnsupportedVersion(version),
+        DeltaError::Truncated => api::DeltaError::Truncated,
+        DeltaError::BaseMismatch => api::DeltaError::BaseMismatch,
+        DeltaError::DigestMismatch => api::DeltaError::DigestMismatch,
+        DeltaError::Malformed(why) => api::DeltaError::Malformed(why),
     }
 }
 

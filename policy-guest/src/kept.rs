@@ -1,40 +1,13 @@
-//! A snapshot kept encoded, so that a change is applied to it rather than
-//! the whole snapshot encoded again: what a server does on every change to
-//! its store, at a million keys.
-//!
-//! [`KeptSnapshot`] holds the key records already sorted by digest. A
-//! change replaces the records of the keys it names (a binary search each)
-//! or merges new ones in (one pass), renumbers slots only if the slot table
-//! moved, re-encodes the small sections, and hashes the result. The bytes
-//! are exactly [`SnapshotData::encode`]'s for the changed contents (a test
-//! holds it to that on random change sequences).
+//! The changes a store makes to a snapshot's contents, as a fleet's delta
+//! bundles carry them. [`crate::delta`] turns them into the contract's
+//! binary delta.
 
 use crate::routes::RouteEntry;
-use crate::snapshot::{
-    KeyEntry, LoadError, OperationEntry, RECORD_LEN, ScopeEntry, SnapshotData, encode_head, finish,
-    key_record, live_key_in_live_scope, named_scopes, record_order, slot_ids, slot_of,
-    sort_records, validate_catalogue_and_scopes,
-};
+use crate::snapshot::{KeyEntry, OperationEntry, ScopeEntry};
 
-/// A snapshot's contents with its key records encoded and in order.
-#[derive(Debug, Clone)]
-pub struct KeptSnapshot {
-    operations: Vec<OperationEntry>,
-    /// Live scopes, by id.
-    scopes: Vec<ScopeEntry>,
-    routes: Vec<RouteEntry>,
-    /// Scope ids keys name, sorted: keys are never removed, so this only
-    /// grows.
-    named: Vec<u64>,
-    /// The slot table `records` are numbered by.
-    slot_ids: Vec<u64>,
-    /// Key records, by digest.
-    records: Vec<[u8; RECORD_LEN]>,
-}
-
-/// Changes to apply to a [`KeptSnapshot`]. A fleet's delta bundles carry
-/// these (serialised), so a gateway applies a change as its control plane
-/// did.
+/// A store's changes to a snapshot's contents. A fleet's delta bundles
+/// carry these (as JSON); a host turns them into a contract delta
+/// ([`crate::snapshot::Snapshot::delta_for`]) for its policy instances.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SnapshotChanges {
@@ -82,174 +55,13 @@ impl SnapshotChanges {
     }
 }
 
-impl KeptSnapshot {
-    /// Checks and encodes `data`; the kept snapshot and its bytes.
-    pub fn new(data: SnapshotData) -> Result<(Self, Vec<u8>), LoadError> {
-        data.validate()?;
-        let SnapshotData {
-            operations,
-            mut scopes,
-            keys,
-            routes,
-        } = data;
-        scopes.sort_unstable_by_key(|scope| scope.id);
-        let named = named_scopes(keys.iter().map(|key| key.scope_id));
-        let live: Vec<&ScopeEntry> = scopes.iter().collect();
-        let slot_ids = slot_ids(&live, &named);
-        let mut records: Vec<[u8; RECORD_LEN]> = keys
-            .iter()
-            .map(|key| key_record(key, slot_of(&slot_ids, key.scope_id)))
-            .collect();
-        sort_records(&mut records);
-        let kept = Self {
-            operations,
-            scopes,
-            routes,
-            named,
-            slot_ids,
-            records,
-        };
-        let bytes = kept.bytes()?;
-        Ok((kept, bytes))
-    }
-
-    /// How many keys it holds.
-    pub fn keys(&self) -> usize {
-        self.records.len()
-    }
-
-    /// Applies `changes` and returns the new snapshot's bytes. If the
-    /// changed contents would not make a valid snapshot, nothing changes
-    /// and the error says why.
-    pub fn apply(&mut self, changes: SnapshotChanges) -> Result<Vec<u8>, LoadError> {
-        // The small parts first, on copies: every check happens before the
-        // records are touched.
-        let mut scopes = self.scopes.clone();
-        for (id, scope) in changes.scopes {
-            if let Some(scope) = scope.as_ref().filter(|scope| scope.id != id) {
-                return Err(LoadError::Malformed(format!(
-                    "a change to scope {id} carries scope {}",
-                    scope.id
-                )));
-            }
-            match (scopes.binary_search_by_key(&id, |s| s.id), scope) {
-                (Ok(i), Some(scope)) => scopes[i] = scope,
-                (Err(i), Some(scope)) => scopes.insert(i, scope),
-                (Ok(i), None) => {
-                    scopes.remove(i);
-                }
-                (Err(_), None) => {}
-            }
-        }
-        let (operations, routes) = changes
-            .catalogue
-            .unwrap_or_else(|| (self.operations.clone(), self.routes.clone()));
-        let scope_ids = validate_catalogue_and_scopes(&operations, &routes, &scopes)?;
-        let mut named = self.named.clone();
-        named.extend(changes.keys.iter().map(|key| key.scope_id));
-        let named = named_scopes(named.into_iter());
-        let live: Vec<&ScopeEntry> = scopes.iter().collect();
-        let slot_ids = slot_ids(&live, &named);
-        let head = encode_head(&operations, &live, &routes, &slot_ids)?;
-        let mut updates: Vec<[u8; RECORD_LEN]> = Vec::with_capacity(changes.keys.len());
-        for key in &changes.keys {
-            live_key_in_live_scope(key, &scope_ids)?;
-            updates.push(key_record(key, slot_of(&slot_ids, key.scope_id)));
-        }
-        sort_records(&mut updates);
-        if let Some(pair) = updates
-            .windows(2)
-            .find(|pair| pair[0][..32] == pair[1][..32])
-        {
-            return Err(LoadError::Malformed(format!(
-                "key {} has the digest of another key",
-                id_of(&pair[1])
-            )));
-        }
-        for update in &updates {
-            if let Ok(i) = self.records.binary_search_by(|r| record_order(r, update))
-                && self.records[i][32..40] != update[32..40]
-            {
-                return Err(LoadError::Malformed(format!(
-                    "key {} has the digest of another key",
-                    id_of(update)
-                )));
-            }
-        }
-
-        // Nothing can fail from here on.
-        if slot_ids != self.slot_ids {
-            renumber(&mut self.records, &self.slot_ids, &slot_ids);
-        }
-        let mut new = Vec::new();
-        for update in updates {
-            match self.records.binary_search_by(|r| record_order(r, &update)) {
-                Ok(i) => self.records[i] = update,
-                Err(_) => new.push(update),
-            }
-        }
-        if !new.is_empty() {
-            self.records = merge(std::mem::take(&mut self.records), new);
-        }
-        drop(live);
-        self.operations = operations;
-        self.scopes = scopes;
-        self.routes = routes;
-        self.named = named;
-        self.slot_ids = slot_ids;
-        finish(head, &self.records)
-    }
-
-    fn bytes(&self) -> Result<Vec<u8>, LoadError> {
-        let live: Vec<&ScopeEntry> = self.scopes.iter().collect();
-        let head = encode_head(&self.operations, &live, &self.routes, &self.slot_ids)?;
-        finish(head, &self.records)
-    }
-}
-
-/// A record's key id.
-fn id_of(record: &[u8; RECORD_LEN]) -> u64 {
-    let mut id = [0u8; 8];
-    id.copy_from_slice(&record[32..40]);
-    u64::from_le_bytes(id)
-}
-
-/// Renumbers every record's slot from the `old` slot table to the `new`
-/// one. Every slot a record uses is in both: records only name scopes that
-/// keys name, and those stay in the table.
-fn renumber(records: &mut [[u8; RECORD_LEN]], old: &[u64], new: &[u64]) {
-    let map: Vec<u32> = old.iter().map(|id| slot_of(new, *id)).collect();
-    for record in records {
-        let mut slot = [0u8; 4];
-        slot.copy_from_slice(&record[48..52]);
-        let slot = u32::from_le_bytes(slot) as usize;
-        if let Some(to) = map.get(slot) {
-            record[48..52].copy_from_slice(&to.to_le_bytes());
-        }
-    }
-}
-
-/// Merges sorted `new` records (none already present) into sorted `old`.
-fn merge(old: Vec<[u8; RECORD_LEN]>, mut new: Vec<[u8; RECORD_LEN]>) -> Vec<[u8; RECORD_LEN]> {
-    sort_records(&mut new);
-    let mut merged = Vec::with_capacity(old.len() + new.len());
-    let mut new = new.into_iter().peekable();
-    for record in old {
-        while let Some(next) = new.next_if(|n| record_order(n, &record).is_lt()) {
-            merged.push(next);
-        }
-        merged.push(record);
-    }
-    merged.extend(new);
-    merged
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::delta::DeltaError;
     use crate::model::{AgentsLevel, KeyDigest, RuntimeSet};
     use crate::routes::default_routes;
-    use crate::snapshot::default_operations;
+    use crate::snapshot::{Snapshot, SnapshotData, default_operations};
 
     /// A small deterministic generator: the test needs variety, not
     /// cryptographic randomness.
@@ -296,7 +108,7 @@ mod tests {
     }
 
     #[test]
-    fn applied_changes_encode_as_the_whole_does() {
+    fn deltas_give_the_bytes_root_and_decisions_of_a_whole_rebuild() {
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         let mut data = SnapshotData {
             operations: default_operations(),
@@ -305,10 +117,12 @@ mod tests {
             routes: default_routes(),
         };
         data.keys = (1..=50).map(|id| key(id, 1 + id % 5, &mut rng)).collect();
-        let (mut kept, bytes) = KeptSnapshot::new(data.clone()).unwrap();
-        assert_eq!(bytes, data.encode().unwrap());
-        // A second copy takes the same changes folded into one every few
-        // rounds, as a delta bundle carries them.
+        // The host's copy makes each delta; a second copy, loaded from the
+        // bytes as a policy instance would, applies them; a third takes the
+        // changes folded into one every few rounds, as a delta bundle
+        // carries them.
+        let mut kept = Snapshot::from_data(&data).unwrap();
+        let mut loaded = Snapshot::decode(&data.encode().unwrap()).unwrap();
         let mut behind = kept.clone();
         let mut folded = SnapshotChanges::default();
         let (mut next_scope, mut next_key) = (6, 51);
@@ -401,14 +215,40 @@ mod tests {
             }
             let whole = data.encode().unwrap();
             folded.then(changes.clone());
-            let applied = kept.apply(changes).unwrap();
-            assert_eq!(applied, whole, "round {round}");
+            let delta = kept.delta_for(&changes).unwrap();
+            kept.commit(delta.plan).unwrap();
+            assert_eq!(kept.to_bytes().unwrap(), whole, "round {round}");
+            let info = loaded.apply_delta(&delta.bytes).unwrap().clone();
+            assert_eq!(info, *Snapshot::decode(&whole).unwrap().info());
+            assert_eq!(loaded.to_bytes().unwrap(), whole);
+            // Applied again: not its base (unless it changed nothing).
+            if delta.bytes[16..48] != delta.bytes[48..80] {
+                assert_eq!(
+                    loaded.apply_delta(&delta.bytes).unwrap_err(),
+                    DeltaError::BaseMismatch
+                );
+            }
             if round % 7 == 6 {
-                let caught_up = behind.apply(std::mem::take(&mut folded)).unwrap();
-                assert_eq!(caught_up, whole, "folded up to round {round}");
+                let caught_up = behind.delta_for(&std::mem::take(&mut folded)).unwrap();
+                behind.commit(caught_up.plan).unwrap();
+                assert_eq!(
+                    behind.to_bytes().unwrap(),
+                    whole,
+                    "folded up to round {round}"
+                );
+            }
+            // The same decisions as the snapshot built whole.
+            let rebuilt = Snapshot::decode(&whole).unwrap();
+            for key in &data.keys {
+                assert_eq!(loaded.key(&key.digest), rebuilt.key(&key.digest));
+                let (a, b) = (
+                    loaded.key(&key.digest).unwrap(),
+                    rebuilt.key(&key.digest).unwrap(),
+                );
+                assert_eq!(loaded.scope_of(&a), rebuilt.scope_of(&b));
             }
         }
-        assert!(kept.keys() > 50);
+        assert!(kept.info().keys > 50);
     }
 
     #[test]
@@ -420,12 +260,13 @@ mod tests {
             keys: vec![key(1, 1, &mut rng)],
             routes: default_routes(),
         };
-        let (mut kept, before) = KeptSnapshot::new(data.clone()).unwrap();
+        let kept = Snapshot::from_data(&data).unwrap();
+        let before = kept.to_bytes().unwrap();
         let orphan = SnapshotChanges {
             keys: vec![key(2, 9, &mut rng)],
             ..SnapshotChanges::default()
         };
-        assert!(kept.apply(orphan).is_err(), "a live key of no scope");
+        assert!(kept.delta_for(&orphan).is_err(), "a live key of no scope");
         let twin = SnapshotChanges {
             keys: vec![KeyEntry {
                 id: 3,
@@ -433,16 +274,32 @@ mod tests {
             }],
             ..SnapshotChanges::default()
         };
-        assert!(kept.apply(twin).is_err(), "a second key with one digest");
+        assert!(
+            kept.delta_for(&twin).is_err(),
+            "a second key with one digest"
+        );
+        let orphaned = SnapshotChanges {
+            scopes: vec![(1, None)],
+            ..SnapshotChanges::default()
+        };
+        let refused = kept.delta_for(&orphaned).unwrap_err();
+        assert!(
+            refused
+                .to_string()
+                .contains("scope 1 is deleted while 1 live keys"),
+            "{refused}"
+        );
         let misfiled = SnapshotChanges {
             scopes: vec![(2, Some(scope(1, &mut rng)))],
             ..SnapshotChanges::default()
         };
-        let refused = kept.apply(misfiled).unwrap_err();
+        let refused = kept.delta_for(&misfiled).unwrap_err();
         assert!(
             format!("{refused:?}").contains("scope 2 carries scope 1"),
             "{refused:?}"
         );
-        assert_eq!(kept.apply(SnapshotChanges::default()).unwrap(), before);
+        assert_eq!(kept.to_bytes().unwrap(), before);
+        let empty = kept.delta_for(&SnapshotChanges::default()).unwrap();
+        assert_eq!(empty.plan.info().digest, kept.info().digest);
     }
 }

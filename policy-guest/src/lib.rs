@@ -6,8 +6,10 @@
 //! and [`snapshot`] modules serve the host (which encodes snapshots), the
 //! native-versus-component differential tests and the benchmarks.
 
+pub mod delta;
 pub mod kept;
 pub mod model;
+pub mod pages;
 pub mod routes;
 pub mod rules;
 pub mod snapshot;

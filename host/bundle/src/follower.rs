@@ -11,8 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use ed25519_dalek::VerifyingKey;
-use keyscope_policy::kept::KeptSnapshot;
-use keyscope_policy::snapshot::SnapshotData;
+use keyscope_policy::Snapshot;
 
 use crate::error::{BundleError, Result};
 use crate::format::{Layout, Manifest, open, snapshot_digest};
@@ -23,7 +22,7 @@ struct Held {
     manifest: Manifest,
     /// The bundle's magic, manifest and signature, for the cache.
     signed: Vec<u8>,
-    kept: KeptSnapshot,
+    kept: Snapshot,
     module: Arc<[u8]>,
 }
 
@@ -38,7 +37,7 @@ pub struct Candidate {
     pub module: Option<Arc<[u8]>>,
     signed: Vec<u8>,
     /// `None` for a renewal: the held state stays.
-    kept: Option<KeptSnapshot>,
+    kept: Option<Snapshot>,
 }
 
 impl Candidate {
@@ -119,8 +118,8 @@ impl Follower {
         }
         let (kept, snapshot) = match (opened.snapshot, opened.delta) {
             (Some(snapshot), _) => {
-                let (data, _) = SnapshotData::decode(snapshot)?;
-                let (kept, encoded) = KeptSnapshot::new(data)?;
+                let kept = Snapshot::decode(snapshot)?;
+                let encoded = kept.to_bytes()?;
                 if encoded != snapshot {
                     return Err(BundleError::Malformed(
                         "the snapshot is not in keyscope's canonical encoding, so deltas could \
@@ -151,7 +150,10 @@ impl Follower {
                             .map_or_else(|| "nothing".to_owned(), |m| short(&m.snapshot.sha256)),
                     })?;
                 let mut kept = held.kept.clone();
-                let snapshot = kept.apply(changes)?;
+                let delta = kept.delta_for(&changes)?;
+                kept.commit(delta.plan)
+                    .map_err(|e| BundleError::Malformed(e.to_string()))?;
+                let snapshot = kept.to_bytes()?;
                 let found = snapshot_digest(&snapshot);
                 if found != manifest.snapshot.sha256 {
                     return Err(BundleError::DeltaMismatch {

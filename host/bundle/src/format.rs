@@ -380,10 +380,11 @@ pub fn open<'a>(
         manifest: manifest.clone(),
     };
     if std::ptr::eq(first, &manifest.snapshot) {
-        let (body, trailer) = first_bytes
-            .split_at_checked(first_bytes.len().saturating_sub(SNAPSHOT_TRAILER))
-            .ok_or(BundleError::Tampered("snapshot"))?;
-        if hex::encode(trailer) != first.sha256 || Sha256::digest(body).as_slice() != trailer {
+        // The trailer is the digest §4 defines, recomputed from the bytes.
+        let trailer = &first_bytes[first_bytes.len().saturating_sub(SNAPSHOT_TRAILER)..];
+        let sealed = keyscope_policy::snapshot::compute_digest(first_bytes)
+            .map_err(|_| BundleError::Tampered("snapshot"))?;
+        if hex::encode(trailer) != first.sha256 || sealed[..] != *trailer {
             return Err(BundleError::Tampered("snapshot"));
         }
         opened.snapshot = Some(first_bytes);

@@ -3,10 +3,11 @@
 use std::sync::Arc;
 
 use ed25519_dalek::SigningKey;
-use keyscope_policy::kept::{KeptSnapshot, SnapshotChanges};
+use keyscope_policy::kept::SnapshotChanges;
 use keyscope_policy::routes::default_routes;
 use keyscope_policy::snapshot::{KeyEntry, ScopeEntry, SnapshotData, default_operations};
 use keyscope_policy::{AgentsLevel, KeyDigest, RuntimeSet};
+use keyscope_policy::{LoadError, Snapshot as KeptSnapshot};
 
 use crate::format::{self, Kind, Layout, Manifest, Part};
 use crate::{BundleError, Follower, Have, Publisher};
@@ -50,9 +51,30 @@ fn now() -> u64 {
     crate::publisher::now_ms()
 }
 
+/// A control plane's copy of the snapshot: made whole, then changed.
+trait Kept: Sized {
+    fn new(data: SnapshotData) -> Result<(Self, Vec<u8>), LoadError>;
+    fn apply(&mut self, changes: SnapshotChanges) -> Result<Vec<u8>, LoadError>;
+}
+
+impl Kept for KeptSnapshot {
+    fn new(data: SnapshotData) -> Result<(Self, Vec<u8>), LoadError> {
+        let kept = KeptSnapshot::from_data(&data)?;
+        let bytes = kept.to_bytes()?;
+        Ok((kept, bytes))
+    }
+
+    fn apply(&mut self, changes: SnapshotChanges) -> Result<Vec<u8>, LoadError> {
+        let delta = self.delta_for(&changes)?;
+        self.commit(delta.plan)
+            .map_err(|e| LoadError::Malformed(e.to_string()))?;
+        self.to_bytes()
+    }
+}
+
 /// A publisher at revision 1 with 100 keys, and its kept snapshot.
 fn publisher() -> (Publisher, KeptSnapshot) {
-    let (kept, snapshot) = KeptSnapshot::new(data(100)).unwrap();
+    let (kept, snapshot) = <KeptSnapshot as Kept>::new(data(100)).unwrap();
     let publisher = Publisher::new(key(1), 1, Arc::from(snapshot), Arc::from(MODULE), TTL);
     (publisher, kept)
 }
@@ -177,7 +199,7 @@ fn changed_bytes_are_refused() {
 #[test]
 fn another_signer_and_no_signature_are_refused() {
     let (_, _, follower) = held_at_2();
-    let (kept, snapshot) = KeptSnapshot::new(data(100)).unwrap();
+    let (kept, snapshot) = <KeptSnapshot as Kept>::new(data(100)).unwrap();
     drop(kept);
     let mut other = Publisher::new(
         key(2),
@@ -227,7 +249,7 @@ fn a_delta_whose_result_is_not_its_signed_digest_is_refused() {
     let held = follower.held().unwrap().clone();
     // Signed by the right key, but the changes revoke key 9 while the
     // manifest names the snapshot with key 8 revoked.
-    let (mut kept, _) = KeptSnapshot::new(data(100)).unwrap();
+    let (mut kept, _) = <KeptSnapshot as Kept>::new(data(100)).unwrap();
     kept.apply(SnapshotChanges {
         keys: vec![key_entry(7, true)],
         ..SnapshotChanges::default()
@@ -452,7 +474,7 @@ fn a_module_change_moves_the_version_so_the_older_module_is_a_rollback() {
 fn another_state_at_the_held_version_is_refused() {
     let (_, _, follower) = held_at_2();
     let held = follower.held().unwrap().clone();
-    let (kept, snapshot) = KeptSnapshot::new(data(3)).unwrap();
+    let (kept, snapshot) = <KeptSnapshot as Kept>::new(data(3)).unwrap();
     drop(kept);
     let manifest = Manifest {
         kind: Kind::Full,
@@ -539,7 +561,7 @@ fn a_new_signature_of_the_held_state_renews_it_without_a_swap() {
 
 #[test]
 fn during_a_key_rotation_either_trusted_key_signs_and_no_other() {
-    let (kept, snapshot) = KeptSnapshot::new(data(10)).unwrap();
+    let (kept, snapshot) = <KeptSnapshot as Kept>::new(data(10)).unwrap();
     drop(kept);
     let snapshot: Arc<[u8]> = Arc::from(snapshot);
     let signed_by = |seed: u8, revision: u64| {

@@ -9,12 +9,12 @@ wasmtime::component::bindgen!({
 });
 
 pub(crate) use self::exports::keyscope::policy::decide::{
-    AgentsLevel, Catalogue, Credential, Decision, HttpRequest, LoadError, Method, Reason, Request,
-    Requirement, RuntimePermission, SnapshotInfo,
+    AgentsLevel, Catalogue, Credential, Decision, DeltaError, HttpRequest, LoadError, Method,
+    Reason, Request, Requirement, RuntimePermission, SnapshotInfo,
 };
 
 /// The export name of the decision interface, with its version.
-pub(crate) const DECIDE_INTERFACE: &str = "keyscope:policy/decide@0.3.0";
+pub(crate) const DECIDE_INTERFACE: &str = "keyscope:policy/decide@0.4.0";
 
 impl From<&model::ResolvedRequest> for Request {
     fn from(request: &model::ResolvedRequest) -> Self {
@@ -119,6 +119,20 @@ impl From<LoadError> for keyscope_policy::LoadError {
             LoadError::Truncated => Self::Truncated,
             LoadError::DigestMismatch => Self::DigestMismatch,
             LoadError::Malformed(why) => Self::Malformed(why),
+        }
+    }
+}
+
+impl From<DeltaError> for keyscope_policy::delta::DeltaError {
+    fn from(error: DeltaError) -> Self {
+        match error {
+            DeltaError::NoSnapshot => Self::NoSnapshot,
+            DeltaError::BadMagic => Self::BadMagic,
+            DeltaError::UnsupportedVersion(version) => Self::UnsupportedVersion(version),
+            DeltaError::Truncated => Self::Truncated,
+            DeltaError::BaseMismatch => Self::BaseMismatch,
+            DeltaError::DigestMismatch => Self::DigestMismatch,
+            DeltaError::Malformed(why) => Self::Malformed(why),
         }
     }
 }

@@ -6,10 +6,11 @@
 //! their own with `keyscope policy check --cases FILE`.
 
 use keyscope_keys::{self as keys, KeySecret};
+use keyscope_policy::kept::SnapshotChanges;
 use keyscope_policy::snapshot::{
     KeyEntry, OperationEntry, ScopeEntry, SnapshotData, default_operations,
 };
-use keyscope_policy::{Millis, Request};
+use keyscope_policy::{Millis, Request, Snapshot};
 use serde::Deserialize;
 
 use crate::component::PolicyComponent;
@@ -31,6 +32,10 @@ pub const GOLDEN: &[(&str, &str)] = &[
     (
         "custom-catalogue.json",
         include_str!("../../../tests/fixtures/golden/custom-catalogue.json"),
+    ),
+    (
+        "deltas.json",
+        include_str!("../../../tests/fixtures/golden/deltas.json"),
     ),
     (
         "expiry-and-routes.json",
@@ -66,6 +71,30 @@ pub struct CaseFile {
     /// The keys, raw (test keys only).
     pub keys: Vec<CaseKey>,
     /// The requests and what they must get.
+    pub cases: Vec<Case>,
+    /// Changes applied in turn as contract deltas, each with the requests
+    /// and what they must get after it.
+    #[serde(default)]
+    pub changes: Vec<CaseChange>,
+}
+
+/// A change to a case file's snapshot, applied as a delta, and the cases
+/// after it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaseChange {
+    /// What it changes.
+    pub name: String,
+    /// Scopes created or replaced.
+    #[serde(default)]
+    pub scopes: Vec<CaseScope>,
+    /// Scopes deleted, by id.
+    #[serde(default)]
+    pub deleted_scopes: Vec<u64>,
+    /// Keys created or changed (a revocation is a key with `revoked`).
+    #[serde(default)]
+    pub keys: Vec<CaseKey>,
+    /// The requests and what they must get after the change.
     pub cases: Vec<Case>,
 }
 
@@ -164,11 +193,6 @@ impl CaseFile {
 
     /// The snapshot the cases run against.
     pub fn snapshot_data(&self) -> Result<SnapshotData> {
-        let invalid = |what: &'static str, value: &str, why: String| Error::Invalid {
-            what,
-            value: value.to_owned(),
-            why: format!("{why} (in `{}`)", self.name),
-        };
         let operations = match &self.operations {
             None => default_operations(),
             Some(ops) => ops
@@ -181,32 +205,11 @@ impl CaseFile {
                 })
                 .collect::<Result<_>>()?,
         };
-        let scopes = self
-            .scopes
-            .iter()
-            .map(|scope| {
-                Ok(ScopeEntry {
-                    id: scope.id,
-                    app: scope.app.clone(),
-                    agents: scope.agents.parse()?,
-                    runtime: scope.runtime.join(",").parse()?,
-                })
-            })
-            .collect::<Result<_>>()?;
+        let scopes = self.scopes.iter().map(scope_entry).collect::<Result<_>>()?;
         let keys = self
             .keys
             .iter()
-            .map(|key| {
-                let secret = KeySecret::parse(&key.key)
-                    .map_err(|e| invalid("case key", &key.id.to_string(), e.to_string()))?;
-                Ok(KeyEntry {
-                    digest: secret.digest(),
-                    id: key.id,
-                    scope_id: key.scope_id,
-                    revoked: key.revoked,
-                    not_after: key.not_after,
-                })
-            })
+            .map(|key| self.key_entry(key))
             .collect::<Result<_>>()?;
         // The default routes, of those operations the catalogue has.
         let routes = keyscope_policy::routes::default_routes()
@@ -225,21 +228,81 @@ impl CaseFile {
         })
     }
 
-    /// Runs every case through a fresh instance of `component`; the number
-    /// of cases that held, or the first that did not.
+    fn key_entry(&self, key: &CaseKey) -> Result<KeyEntry> {
+        let secret = KeySecret::parse(&key.key).map_err(|e| Error::Invalid {
+            what: "case key",
+            value: key.id.to_string(),
+            why: format!("{e} (in `{}`)", self.name),
+        })?;
+        Ok(KeyEntry {
+            digest: secret.digest(),
+            id: key.id,
+            scope_id: key.scope_id,
+            revoked: key.revoked,
+            not_after: key.not_after,
+        })
+    }
+
+    /// A change as the snapshot takes it.
+    pub fn snapshot_changes(&self, change: &CaseChange) -> Result<SnapshotChanges> {
+        let mut scopes: Vec<(u64, Option<ScopeEntry>)> = change
+            .scopes
+            .iter()
+            .map(|scope| Ok((scope.id, Some(scope_entry(scope)?))))
+            .collect::<Result<_>>()?;
+        scopes.extend(change.deleted_scopes.iter().map(|id| (*id, None)));
+        Ok(SnapshotChanges {
+            scopes,
+            keys: change
+                .keys
+                .iter()
+                .map(|key| self.key_entry(key))
+                .collect::<Result<_>>()?,
+            catalogue: None,
+        })
+    }
+
+    /// The deltas of [`CaseFile::changes`], in turn from the file's
+    /// snapshot, and the snapshot each brings.
+    pub fn deltas(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut held = Snapshot::from_data(&self.snapshot_data()?)?;
+        self.changes
+            .iter()
+            .map(|change| {
+                let delta = held.delta_for(&self.snapshot_changes(change)?)?;
+                held.commit(delta.plan)?;
+                Ok((delta.bytes, held.to_bytes()?))
+            })
+            .collect()
+    }
+
+    /// Runs every case through a fresh instance of `component`, then each
+    /// change as a delta and its cases; the number of cases that held, or
+    /// the first that did not.
     pub fn check(&self, component: &PolicyComponent, limits: &Limits) -> Result<usize> {
         let mut instance = component.instantiate(limits.clone())?;
         if self.load {
             instance.load_snapshot(&self.snapshot_data()?.encode()?)?;
         }
-        for case in &self.cases {
+        self.check_cases(&mut instance, &self.cases)?;
+        if self.load {
+            for (change, (delta, _)) in self.changes.iter().zip(self.deltas()?) {
+                instance.apply_delta(delta.into())?;
+                self.check_cases(&mut instance, &change.cases)?;
+            }
+        }
+        Ok(self.cases.len() + self.changes.iter().map(|c| c.cases.len()).sum::<usize>())
+    }
+
+    fn check_cases(&self, instance: &mut PolicyInstance, cases: &[Case]) -> Result<()> {
+        for case in cases {
             let request = Request {
                 credential: keys::credential(case.key.as_deref()),
                 app: &case.app,
                 op: &case.op,
                 now: case.now,
             };
-            if let Some(got) = run_case(&mut instance, &request, &case.expect)? {
+            if let Some(got) = run_case(instance, &request, &case.expect)? {
                 return Err(Error::CaseFailed {
                     file: self.name.clone(),
                     case: case.name.clone(),
@@ -248,8 +311,17 @@ impl CaseFile {
                 });
             }
         }
-        Ok(self.cases.len())
+        Ok(())
     }
+}
+
+fn scope_entry(scope: &CaseScope) -> Result<ScopeEntry> {
+    Ok(ScopeEntry {
+        id: scope.id,
+        app: scope.app.clone(),
+        agents: scope.agents.parse()?,
+        runtime: scope.runtime.join(",").parse()?,
+    })
 }
 
 /// Decides `request` on `instance` and compares the decision, as the CLI

@@ -133,7 +133,7 @@ impl PolicyComponent {
         let info = PolicyInfo {
             size: bytes.len(),
             digest: hex::encode(Sha256::digest(bytes)),
-            world: "keyscope:policy/policy@0.3.0",
+            world: "keyscope:policy/policy@0.4.0",
             interface: DECIDE_INTERFACE,
             exports,
             imports,

@@ -47,6 +47,22 @@ pub struct Group {
     pub snapshot: Option<String>,
     /// The cases.
     pub cases: Vec<WireCase>,
+    /// Deltas applied in turn after the cases, each with its outcome and
+    /// the cases after it.
+    pub steps: Vec<Step>,
+}
+
+/// A delta applied to a group's snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Step {
+    /// What it shows.
+    pub name: String,
+    /// The delta's bytes (CONTRACT.md §4) in hex.
+    pub delta: String,
+    /// `applied`, or the `delta-error` it must get (`base-mismatch`).
+    pub expect: String,
+    /// The cases after it: a refused delta changes nothing.
+    pub cases: Vec<WireCase>,
 }
 
 /// One case, with the credential as a host must pass it.
@@ -119,30 +135,78 @@ pub fn build(files: &[CaseFile]) -> Result<Suite> {
                 name: file.name.trim_end_matches(".json").to_owned(),
                 description: file.description.clone(),
                 snapshot: snapshot.map(hex::encode),
-                cases: file
-                    .cases
-                    .iter()
-                    .map(|case| WireCase {
-                        name: case.name.clone(),
-                        key: case.key.clone(),
-                        credential: keys::credential(case.key.as_deref()).into(),
-                        app: case.app.clone(),
-                        op: case.op.clone(),
-                        now: case.now,
-                        expect: case.expect.clone(),
-                    })
-                    .collect(),
+                cases: wire_cases(&file.cases),
+                steps: steps(file)?,
             })
         })
         .collect::<Result<_>>()?;
     Ok(Suite {
         contract: Contract {
-            interface: "keyscope:policy/decide@0.3.0".to_owned(),
+            interface: "keyscope:policy/decide@0.4.0".to_owned(),
             snapshot_format: keyscope_policy::snapshot::FORMAT_VERSION,
             document: "conformance/CONTRACT.md".to_owned(),
         },
         groups,
     })
+}
+
+fn wire_cases(cases: &[crate::cases::Case]) -> Vec<WireCase> {
+    cases
+        .iter()
+        .map(|case| WireCase {
+            name: case.name.clone(),
+            key: case.key.clone(),
+            credential: keys::credential(case.key.as_deref()).into(),
+            app: case.app.clone(),
+            op: case.op.clone(),
+            now: case.now,
+            expect: case.expect.clone(),
+        })
+        .collect()
+}
+
+/// A file's changes as steps: before each change is applied, the next one
+/// (a gap) and the change with its result digest altered are refused;
+/// after it, the same delta again (a replay) is refused. A refused step's
+/// cases are the state's before it.
+fn steps(file: &CaseFile) -> Result<Vec<Step>> {
+    let deltas = file.deltas()?;
+    let mut steps = Vec::new();
+    let mut before = wire_cases(&file.cases);
+    for (i, (change, (delta, _))) in file.changes.iter().zip(&deltas).enumerate() {
+        let number = i + 1;
+        if let Some((next, _)) = deltas.get(i + 1) {
+            steps.push(Step {
+                name: format!("a gap: change {} before change {number}", number + 1),
+                delta: hex::encode(next),
+                expect: "base-mismatch".to_owned(),
+                cases: before.clone(),
+            });
+        }
+        let mut tampered = delta.clone();
+        tampered[keyscope_policy::delta::DELTA_HEADER_LEN - 1] ^= 1;
+        steps.push(Step {
+            name: format!("change {number} with its result digest altered"),
+            delta: hex::encode(&tampered),
+            expect: "digest-mismatch".to_owned(),
+            cases: before.clone(),
+        });
+        let after = wire_cases(&change.cases);
+        steps.push(Step {
+            name: format!("change {number}: {}", change.name),
+            delta: hex::encode(delta),
+            expect: "applied".to_owned(),
+            cases: after.clone(),
+        });
+        steps.push(Step {
+            name: format!("change {number} again, out of order"),
+            delta: hex::encode(delta),
+            expect: "base-mismatch".to_owned(),
+            cases: after.clone(),
+        });
+        before = after;
+    }
+    Ok(steps)
 }
 
 /// What a run found.
@@ -163,7 +227,35 @@ pub fn run(suite: &Suite, component: &PolicyComponent) -> Result<Report> {
         if let Some(hex) = &group.snapshot {
             instance.load_snapshot(&unhex_vec(hex)?)?;
         }
-        for case in &group.cases {
+        check_cases(&mut instance, group, None, &group.cases, &mut report)?;
+        for step in &group.steps {
+            let got = match instance.apply_delta(unhex_vec(&step.delta)?.into()) {
+                Ok(_) => "applied",
+                Err(Error::Delta(error)) => error.tag(),
+                Err(error) => return Err(error),
+            };
+            if got != step.expect {
+                report.failed.push(format!(
+                    "{} / {}: expected {}, got {got}",
+                    group.name, step.name, step.expect
+                ));
+            }
+            check_cases(&mut instance, group, Some(step), &step.cases, &mut report)?;
+        }
+    }
+    Ok(report)
+}
+
+fn check_cases(
+    instance: &mut crate::instance::PolicyInstance,
+    group: &Group,
+    step: Option<&Step>,
+    cases: &[WireCase],
+    report: &mut Report,
+) -> Result<()> {
+    let at = step.map_or_else(String::new, |step| format!(" (after {})", step.name));
+    {
+        for case in cases {
             let derived = WireCredential::from(keys::credential(case.key.as_deref()));
             let request = Request {
                 credential: case.credential.to_credential()?,
@@ -171,15 +263,15 @@ pub fn run(suite: &Suite, component: &PolicyComponent) -> Result<Report> {
                 op: &case.op,
                 now: case.now,
             };
-            let mismatch = run_case(&mut instance, &request, &case.expect)?;
+            let mismatch = run_case(instance, &request, &case.expect)?;
             if derived != case.credential {
                 report.failed.push(format!(
-                    "{} / {}: credential {derived:?}, suite says {:?}",
+                    "{} / {}{at}: credential {derived:?}, suite says {:?}",
                     group.name, case.name, case.credential
                 ));
             } else if let Some(got) = mismatch {
                 report.failed.push(format!(
-                    "{} / {}: expected {}, got {got}",
+                    "{} / {}{at}: expected {}, got {got}",
                     group.name, case.name, case.expect
                 ));
             } else {
@@ -187,7 +279,7 @@ pub fn run(suite: &Suite, component: &PolicyComponent) -> Result<Report> {
             }
         }
     }
-    Ok(report)
+    Ok(())
 }
 
 fn unhex_vec(text: &str) -> Result<Vec<u8>> {

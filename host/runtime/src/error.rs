@@ -55,6 +55,9 @@ pub enum Error {
     /// The snapshot was refused.
     #[error(transparent)]
     Snapshot(#[from] keyscope_policy::LoadError),
+    /// A delta was refused; the snapshot held is unchanged.
+    #[error(transparent)]
+    Delta(#[from] keyscope_policy::delta::DeltaError),
     /// A fault injected by a test (feature `fault-injection`).
     #[error("injected fault at `{}`", .0.as_str())]
     Injected(crate::fault::Fault),
@@ -97,6 +100,7 @@ impl Error {
             }
             Self::CaseFailed { .. } => "case-failed",
             Self::Snapshot(_) => "snapshot-refused",
+            Self::Delta(_) => "delta-refused",
             Self::Io { .. } => "io",
         }
     }

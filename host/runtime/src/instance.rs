@@ -64,8 +64,10 @@ pub struct PolicyInstance {
     limits: Limits,
     /// `None` after a failure until the instance is rebuilt.
     running: Option<(Store<HostState>, Policy)>,
-    /// The last snapshot loaded, to reload into a rebuilt instance.
+    /// The last snapshot loaded, and the deltas applied to it since, to
+    /// reload into a rebuilt instance.
     snapshot: Option<Arc<[u8]>>,
+    deltas: Vec<Arc<[u8]>>,
     /// The names of the loaded snapshot's ids.
     catalogue: Catalogue,
     /// An HTTP request whose path buffer is reused from call to call, so
@@ -132,6 +134,7 @@ impl PolicyInstance {
             limits,
             running: Some(running),
             snapshot: None,
+            deltas: Vec::new(),
             catalogue: Catalogue::default(),
             http_scratch: empty_http_request(),
         }
@@ -157,6 +160,37 @@ impl PolicyInstance {
             .map_err(keyscope_policy::LoadError::from)?
             .into();
         self.snapshot = Some(bytes);
+        self.deltas.clear();
+        self.read_names(&info)?;
+        Ok(info)
+    }
+
+    /// Applies a delta to the loaded snapshot (contract 0.4's
+    /// `apply-delta`). If the policy refuses it, the snapshot stays as it
+    /// was and the error says why ([`Error::Delta`]).
+    pub fn apply_delta(&mut self, delta: Arc<[u8]>) -> Result<SnapshotInfo> {
+        if fault::hit(Fault::LoadSnapshot) {
+            return Err(Error::Injected(Fault::LoadSnapshot));
+        }
+        let info: SnapshotInfo = self
+            .call(self.limits.load_timeout, |policy, store| {
+                policy
+                    .keyscope_policy_decide()
+                    .call_apply_delta(store, &delta)
+            })?
+            .map_err(keyscope_policy::delta::DeltaError::from)?
+            .into();
+        self.deltas.push(delta);
+        self.read_names(&info)?;
+        Ok(info)
+    }
+
+    /// How many deltas were applied since the last full load.
+    pub fn deltas_applied(&self) -> usize {
+        self.deltas.len()
+    }
+
+    fn read_names(&mut self, info: &SnapshotInfo) -> Result<()> {
         // Until the names are read, every request is for another snapshot,
         // so a failure here fails closed.
         self.catalogue = Catalogue::default();
@@ -164,7 +198,7 @@ impl PolicyInstance {
             policy.keyscope_policy_decide().call_names(store)
         })?;
         self.catalogue = Catalogue::new(&info.digest, names);
-        Ok(info)
+        Ok(())
     }
 
     /// The names of the loaded snapshot's ids.
@@ -327,6 +361,13 @@ impl PolicyInstance {
                 .call_load_snapshot(&mut store, snapshot)
                 .map_err(|e| Error::wasm(Error::PolicyFailed, &e))?
                 .map_err(keyscope_policy::LoadError::from)?;
+            for delta in &self.deltas {
+                policy
+                    .keyscope_policy_decide()
+                    .call_apply_delta(&mut store, delta)
+                    .map_err(|e| Error::wasm(Error::PolicyFailed, &e))?
+                    .map_err(keyscope_policy::delta::DeltaError::from)?;
+            }
         }
         self.running = Some((store, policy));
         Ok(())

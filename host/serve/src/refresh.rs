@@ -230,7 +230,10 @@ impl Refresher {
                 if update.snapshot.ends_with(&current.snapshot_info.digest) {
                     None
                 } else {
-                    Some(self.live.swap_snapshot(&update.snapshot)?)
+                    // The workers apply the delta to the snapshot they
+                    // hold; the full snapshot only if it is refused.
+                    let whole = update.snapshot;
+                    Some(self.live.swap_delta(&update.delta, || whole)?)
                 }
             }
         };

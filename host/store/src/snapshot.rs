@@ -2,7 +2,8 @@
 //! whole ([`build`]) or, for a server that keeps one up to date, by applying
 //! the changes since the one it holds ([`Builder`]).
 
-use keyscope_policy::kept::{KeptSnapshot, SnapshotChanges};
+use keyscope_policy::Snapshot;
+use keyscope_policy::kept::SnapshotChanges;
 
 use crate::changes::{Changes, ScopeChange};
 use crate::error::Result;
@@ -15,12 +16,12 @@ pub fn build(store: &mut impl Store) -> Result<Vec<u8>> {
 
 /// Keeps a snapshot up to date with a store: it reads only the rows
 /// changed since the revision it holds and applies them to the snapshot it
-/// keeps encoded ([`KeptSnapshot`]), so neither the store nor the snapshot
-/// is gone through whole again.
+/// keeps decoded ([`Snapshot`]) as a contract delta, so neither the store
+/// nor the snapshot is gone through whole again.
 #[derive(Debug)]
 pub struct Builder {
     revision: u64,
-    kept: KeptSnapshot,
+    kept: Snapshot,
 }
 
 /// What [`Builder::update`] found.
@@ -32,6 +33,9 @@ pub struct Update {
     pub rows: usize,
     /// The new snapshot.
     pub snapshot: Vec<u8>,
+    /// The contract delta from the snapshot held before to this one: what
+    /// the policy instances apply.
+    pub delta: Vec<u8>,
     /// The changes applied: what a control plane sends its gateways as a
     /// delta.
     pub changes: SnapshotChanges,
@@ -41,7 +45,8 @@ impl Builder {
     /// Reads the whole store once; returns the builder and the snapshot.
     pub fn new(store: &mut impl Store) -> Result<(Self, Vec<u8>)> {
         let held = store.snapshot_data()?;
-        let (kept, snapshot) = KeptSnapshot::new(held.data)?;
+        let kept = Snapshot::from_data(&held.data)?;
+        let snapshot = kept.to_bytes()?;
         Ok((
             Self {
                 revision: held.revision,
@@ -70,12 +75,17 @@ impl Builder {
         let revision = changes.revision;
         let rows = changes.len();
         let changes = snapshot_changes(changes);
-        let snapshot = self.kept.apply(changes.clone())?;
+        let delta = self.kept.delta_for(&changes)?;
+        self.kept
+            .commit(delta.plan)
+            .map_err(|e| keyscope_policy::LoadError::Malformed(e.to_string()))?;
+        let snapshot = self.kept.to_bytes()?;
         self.revision = revision;
         Ok(Some(Update {
             revision,
             rows,
             snapshot,
+            delta: delta.bytes,
             changes,
         }))
     }

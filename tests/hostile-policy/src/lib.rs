@@ -22,8 +22,8 @@ mod component {
     });
 
     use exports::keyscope::policy::decide::{
-        Catalogue, Decision, Guest, HttpRequest, LoadError, Reason, Request, RoutedDecision,
-        SnapshotInfo,
+        Catalogue, Decision, DeltaError, Guest, HttpRequest, LoadError, Reason, Request,
+        RoutedDecision, SnapshotInfo,
     };
 
     struct Hostile;
@@ -57,6 +57,16 @@ mod component {
                 operations: 0,
                 routes: 0,
             })
+        }
+
+        /// Misbehaves as a decision would (`loop`, `grow`, `trap`); an old
+        /// reader refuses the format; `allow-all` takes anything.
+        fn apply_delta(delta: Vec<u8>) -> Result<SnapshotInfo, DeltaError> {
+            let _ = misbehave();
+            if cfg!(feature = "old-reader") {
+                return Err(DeltaError::UnsupportedVersion(0));
+            }
+            Self::load_snapshot(delta).map_err(|_| DeltaError::Truncated)
         }
 
         fn names() -> Catalogue {

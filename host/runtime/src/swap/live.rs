@@ -26,8 +26,11 @@ pub struct Generation {
     /// The component's bytes, as loaded: what a control plane publishes
     /// to its fleet.
     pub module: Arc<[u8]>,
-    /// The snapshot bytes.
+    /// The snapshot bytes of the last full load.
     pub snapshot: Arc<[u8]>,
+    /// The contract deltas applied to `snapshot` since, in order: the
+    /// generation's state is `snapshot` with these applied.
+    pub deltas: Vec<Arc<[u8]>>,
     /// The snapshot as the component described it.
     pub snapshot_info: SnapshotInfo,
     /// When it went live, in milliseconds since the Unix epoch.
@@ -77,12 +80,26 @@ pub struct Stats {
     pub policy_errors: AtomicU64,
     /// Worker instances thrown away after a failure.
     pub instances_replaced: AtomicU64,
+    /// Changes published as deltas.
+    pub deltas_applied: AtomicU64,
+    /// Deltas refused (a gap, a mismatch, a module that would not take
+    /// one, a full chain), each followed by a full load.
+    pub deltas_refused: AtomicU64,
 }
+
+/// How many deltas a generation may chain onto its last full snapshot
+/// before the next change loads whole: each worker replays the chain when
+/// it restarts after a failure.
+pub const MAX_DELTAS: usize = 256;
 
 #[derive(Default)]
 struct SwapState {
     cache: ComponentCache,
     history: VecDeque<SwapRecord>,
+    /// An instance holding the current generation's state, by number,
+    /// that proves each delta before it is published. Built on the first
+    /// delta after a full load.
+    prover: Option<(u64, PolicyInstance)>,
 }
 
 /// The live policy. Share it in an `Arc`; give each thread a [`Worker`].
@@ -195,6 +212,7 @@ impl LivePolicy {
             component,
             module: Arc::from(module),
             snapshot,
+            deltas: Vec::new(),
             snapshot_info,
             loaded_at_ms: now_ms(),
             proved: Mutex::new(Some(proved)),
@@ -314,12 +332,95 @@ impl LivePolicy {
             component,
             module: Arc::from(module),
             snapshot: Arc::clone(&current.snapshot),
+            deltas: current.deltas.clone(),
             snapshot_info: current.snapshot_info.clone(),
             loaded_at_ms: now_ms(),
             proved: Mutex::new(None),
         });
         self.current.store(Arc::clone(&generation));
         Ok(generation)
+    }
+
+    /// Publishes a change as a contract delta (`apply-delta`): proved on
+    /// an instance that holds the current state, then applied by each
+    /// worker to the instance it holds, so a change costs what it changes.
+    /// If the delta is refused (a gap, a mismatch, a module that will not
+    /// take it, a full chain), the refusal is counted and `whole`, the
+    /// same state in full, is swapped in as [`LivePolicy::swap_snapshot`]
+    /// does.
+    pub fn swap_delta(
+        &self,
+        delta: &[u8],
+        whole: impl FnOnce() -> Vec<u8>,
+    ) -> Swapped<Arc<Generation>> {
+        let mut state = self.state();
+        let current = self.current.load_full();
+        let attempt = (|| -> crate::Result<Generation> {
+            if current.deltas.len() >= MAX_DELTAS {
+                return Err(crate::Error::Delta(
+                    keyscope_policy::delta::DeltaError::Malformed(format!(
+                        "{MAX_DELTAS} deltas since the last full load"
+                    )),
+                ));
+            }
+            let delta: Arc<[u8]> = Arc::from(delta);
+            let mut prover = match state.prover.take() {
+                Some((number, instance)) if number == current.number => instance,
+                _ => {
+                    let mut instance = current.component.instantiate(self.limits.clone())?;
+                    instance.load_shared_snapshot(Arc::clone(&current.snapshot))?;
+                    for earlier in &current.deltas {
+                        instance.apply_delta(Arc::clone(earlier))?;
+                    }
+                    instance
+                }
+            };
+            let info = prover.apply_delta(Arc::clone(&delta))?;
+            state.prover = Some((current.number + 1, prover));
+            let mut deltas = current.deltas.clone();
+            deltas.push(delta);
+            Ok(Generation {
+                number: current.number + 1,
+                component: current.component.clone(),
+                module: Arc::clone(&current.module),
+                snapshot: Arc::clone(&current.snapshot),
+                deltas,
+                snapshot_info: info,
+                loaded_at_ms: now_ms(),
+                proved: Mutex::new(None),
+            })
+        })();
+        match attempt {
+            Ok(generation) => {
+                let generation = Arc::new(generation);
+                self.current.store(Arc::clone(&generation));
+                self.stats.swaps_published.fetch_add(1, Ordering::Relaxed);
+                self.stats.deltas_applied.fetch_add(1, Ordering::Relaxed);
+                push_history(
+                    &mut state,
+                    self.history_len,
+                    record(Some(&generation), "delta", "live".to_owned()),
+                );
+                Ok(generation)
+            }
+            Err(error) => {
+                self.stats.deltas_refused.fetch_add(1, Ordering::Relaxed);
+                push_history(
+                    &mut state,
+                    self.history_len,
+                    SwapRecord {
+                        generation: None,
+                        kind: "delta",
+                        module_digest: current.component.info().digest.clone(),
+                        snapshot_digest: None,
+                        at_ms: now_ms(),
+                        outcome: format!("refused, loading whole instead: {error}"),
+                    },
+                );
+                drop(state);
+                self.swap_snapshot(&whole())
+            }
+        }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, SwapState> {
@@ -372,6 +473,7 @@ impl LivePolicy {
                 component,
                 module: module_bytes,
                 snapshot,
+                deltas: Vec::new(),
                 snapshot_info: info,
                 loaded_at_ms: now_ms(),
                 proved: Mutex::new(Some(proved)),

@@ -5,7 +5,7 @@
 //! all pass:
 //!
 //! 1. **compile** the component (or take it from the cache, by digest);
-//! 2. **validate** it: a component of the `keyscope:policy/decide@0.3.0`
+//! 2. **validate** it: a component of the `keyscope:policy/decide@0.4.0`
 //!    interface that imports nothing;
 //! 3. **instantiate** it, with the limits every call runs under;
 //! 4. **load-snapshot** into that instance;

@@ -182,16 +182,26 @@ impl Worker {
             }
             let reuse = self.serving.take().and_then(|(old, instance)| {
                 (old.component.info().digest == generation.component.info().digest)
-                    .then_some(instance)
+                    .then_some((old, instance))
             });
-            let instance = match reuse {
-                Some(instance) => Ok(instance),
-                None => generation.component.instantiate(self.live.limits.clone()),
+            let loaded = match reuse {
+                // The same full snapshot, and deltas past the ones applied:
+                // apply only those. If one is refused, load whole.
+                Some((old, mut instance)) if catches_up(&old, &generation) => {
+                    let applied = generation.deltas[old.deltas.len()..]
+                        .iter()
+                        .try_for_each(|delta| instance.apply_delta(Arc::clone(delta)).map(drop));
+                    match applied {
+                        Ok(()) => Ok(instance),
+                        Err(_) => load_whole(instance, &generation),
+                    }
+                }
+                Some((_, instance)) => load_whole(instance, &generation),
+                None => generation
+                    .component
+                    .instantiate(self.live.limits.clone())
+                    .and_then(|instance| load_whole(instance, &generation)),
             };
-            let loaded = instance.and_then(|mut instance| {
-                instance.load_shared_snapshot(Arc::clone(&generation.snapshot))?;
-                Ok(instance)
-            });
             match loaded {
                 Ok(instance) => self.serving = Some((generation, instance)),
                 Err(_) => return Err(number),
@@ -202,4 +212,28 @@ impl Worker {
             None => Err(number),
         }
     }
+}
+
+/// Whether an instance serving `old` reaches `new` by applying deltas: the
+/// same full snapshot, and `old`'s deltas the first of `new`'s.
+fn catches_up(old: &Generation, new: &Generation) -> bool {
+    Arc::ptr_eq(&old.snapshot, &new.snapshot)
+        && old.deltas.len() <= new.deltas.len()
+        && old
+            .deltas
+            .iter()
+            .zip(&new.deltas)
+            .all(|(a, b)| Arc::ptr_eq(a, b))
+}
+
+/// Loads `generation`'s full snapshot into `instance`, then its deltas.
+fn load_whole(
+    mut instance: PolicyInstance,
+    generation: &Generation,
+) -> crate::Result<PolicyInstance> {
+    instance.load_shared_snapshot(Arc::clone(&generation.snapshot))?;
+    for delta in &generation.deltas {
+        instance.apply_delta(Arc::clone(delta))?;
+    }
+    Ok(instance)
 }
