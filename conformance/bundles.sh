@@ -258,21 +258,18 @@ def with_snapshot(new):
 
 bad = json.loads(json.dumps(base))
 live = next(k for k in bad["keys"] if not k["revoked"])
-live["scope_id"] = 999  # a live key in a scope that is no more: a deleted slot
+live["scope_id"] = 999  # a live key in a scope that is no more
 write("live-in-deleted.ksb", with_snapshot(make_snapshot.encode(bad)))
-# A deleted slot that no key names, after the last: valid for section 4, not canonical.
+# An app that no live scope has, after the last: valid for section 4, not canonical.
 body = bytearray(snap[16:-32])
-pos = 0
-for section in ("apps", "operations"):
-    count = struct.unpack_from("<I", body, pos)[0]; pos += 4
-    for _ in range(count):
-        pos += 2 + struct.unpack_from("<H", body, pos)[0] + (2 if section == "operations" else 0)
-slots = struct.unpack_from("<I", body, pos)[0]
-struct.pack_into("<I", body, pos, slots + 1)
-pos += 4 + 16 * slots
-body[pos:pos] = struct.pack("<QIBBH", 2**40, make_snapshot.DELETED, 0, 0, 0)
-header = b"KEYSCOPE" + struct.pack("<HHI", 4, 0, len(body))
-write("not-canonical.ksb", with_snapshot(header + bytes(body) + hashlib.sha256(header + body).digest()))
+apps = struct.unpack_from("<I", body, 0)[0]
+pos = 4
+for _ in range(apps):
+    pos += 2 + struct.unpack_from("<H", body, pos)[0]
+struct.pack_into("<I", body, 0, apps + 1)
+body[pos:pos] = make_snapshot.string("~unused")
+header = b"KEYSCOPE" + struct.pack("<HHI", 5, 0, len(body))
+write("not-canonical.ksb", with_snapshot(header + bytes(body) + make_snapshot.seal(header, body)))
 
 # A signature with S + L for S: the same signature for a lax verifier.
 s = int.from_bytes(fsig[32:], "little") + vb.L

@@ -132,6 +132,31 @@ def encode(contents):
     return header + body + digest
 
 
+def head_length(body):
+    """The length of a body's first four sections, read by their counts and
+    lengths alone."""
+    pos = 0
+    for section in ("apps", "operations"):
+        count = struct.unpack_from("<I", body, pos)[0]
+        pos += 4
+        for _ in range(count):
+            pos += 2 + struct.unpack_from("<H", body, pos)[0] + (2 if section == "operations" else 0)
+    pos += 4 + 16 * struct.unpack_from("<I", body, pos)[0]
+    count = struct.unpack_from("<I", body, pos)[0]
+    pos += 4
+    for _ in range(count):
+        pos += 6
+        pos += 2 + struct.unpack_from("<H", body, pos)[0]
+    return pos
+
+
+def seal(header, body):
+    """The digest of a snapshot with this header and body."""
+    n = head_length(body)
+    records = [bytes(body[i : i + 64]) for i in range(n + 4, len(body), 64)]
+    return sha256(b"\x02", header, sha256(body[:n]), key_root(records))
+
+
 def apply(contents, changes):
     """The contents after `changes`, as section 4's deltas define it."""
     result = copy.deepcopy(contents)

@@ -358,7 +358,7 @@ def pattern_error(pattern):
 
 def decode_snapshot(b):
     """CONTRACT.md section 4's loading checks, in order. Returns the contents in
-    make_snapshot's shape (live scopes only: deleted slots are derived)."""
+    make_snapshot's shape."""
 
     def bad(variant, reason):
         raise SnapshotError(variant, reason)
@@ -368,16 +368,14 @@ def decode_snapshot(b):
     if len(b) < 16:
         bad("truncated", "fewer than 16 bytes")
     version, reserved, n = struct.unpack_from("<HHI", b, 8)
-    if version != 4:
-        bad(f"unsupported-version({version})", f"format version {version}, not 4")
+    if version != 5:
+        bad(f"unsupported-version({version})", f"format version {version}, not 5")
     if reserved != 0:
         bad("malformed", "reserved header bytes are not zero")
     if len(b) < 16 + n + 32:
         bad("truncated", f"body length {n} runs past the end")
     if len(b) > 16 + n + 32:
         bad("malformed", "trailing bytes after the trailer")
-    if hashlib.sha256(b[: 16 + n]).digest() != b[16 + n :]:
-        bad("digest-mismatch", "the trailer is not the SHA-256 of the header and body")
     body, pos, end = b, 16, 16 + n
 
     def take(size, what):
@@ -390,6 +388,29 @@ def decode_snapshot(b):
 
     def u32(what):
         return struct.unpack("<I", take(4, what))[0]
+
+    # 6: the framing, by counts and lengths alone, and the key records' order.
+    for section, after in (("app", 0), ("operation", 2)):
+        for i in range(u32(f"the {section} count")):
+            take(struct.unpack("<H", take(2, f"{section} {i}"))[0] + after, f"{section} {i}")
+    take(16 * u32("the scope count"), "the scopes")
+    for i in range(u32("the route count")):
+        take(6, f"route {i}")
+        take(struct.unpack("<H", take(2, f"route {i}"))[0], f"route {i}'s pattern")
+    head_end = pos
+    count = u32("the key count")
+    if end - pos != 64 * count:
+        bad("malformed", f"{count} key records do not end exactly at the end of the body")
+    records = [b[pos + 64 * i : pos + 64 * (i + 1)] for i in range(count)]
+    for i in range(1, count):
+        if not records[i - 1][:32] < records[i][:32]:
+            bad("malformed", f"key digests not strictly ascending at record {i}")
+    # 7: the digest.
+    if make_snapshot.seal(b[:16], b[16:end]) != b[end:]:
+        bad("digest-mismatch", "the trailer is not the digest of the header, sections and key pages")
+
+    # 8: the sections' contents.
+    pos = 16
 
     def string(what):
         length = struct.unpack("<H", take(2, what))[0]
@@ -424,19 +445,19 @@ def decode_snapshot(b):
             bad("malformed", f"operation {name!r} has requirement ({kind}, {value})")
         operations.append({"name": name, "requires": requires})
 
-    slots, prev = [], None
+    scopes, prev = [], None
     for i in range(u32("the scope count")):
-        scope_id, app, level, bits, res = struct.unpack("<QIBBH", take(16, f"scope slot {i}"))
+        scope_id, app, level, bits, res = struct.unpack("<QIBBH", take(16, f"scope {i}"))
         if level > 3 or bits > 15 or res != 0:
-            bad("malformed", f"scope slot {i} has level {level}, bits {bits}, reserved {res}")
-        if app != make_snapshot.DELETED and app >= len(apps):
-            bad("malformed", f"scope slot {i} names app {app} of {len(apps)}")
-        if app == make_snapshot.DELETED and (level or bits):
-            bad("malformed", f"deleted scope slot {i} grants something")
+            bad("malformed", f"scope {i} has level {level}, bits {bits}, reserved {res}")
+        if app >= len(apps):
+            bad("malformed", f"scope {i} names app {app} of {len(apps)}")
         if prev is not None and not prev < scope_id:
             bad("malformed", f"scope ids not strictly ascending at {scope_id}")
         prev = scope_id
-        slots.append((scope_id, app, level, bits))
+        scopes.append({"id": scope_id, "app": apps[app], "agents": make_snapshot.LEVELS[level],
+                       "runtime": [p for bit, p in enumerate(make_snapshot.PERMISSIONS) if bits >> bit & 1]})
+    live_scopes = {scope["id"] for scope in scopes}
 
     routes = []
     for i in range(u32("the route count")):
@@ -449,34 +470,24 @@ def decode_snapshot(b):
             bad("malformed", f"route {i}'s pattern {pattern!r} {why}")
         routes.append({"method": make_snapshot.METHODS[method], "pattern": pattern,
                        "op": operations[op]["name"]})
+    assert pos == head_end
 
-    count = u32("the key count")
-    if end - pos != 56 * count:
-        bad("malformed", f"{count} key records do not end exactly at the end of the body")
-    keys, prev, ids = [], None, set()
-    for i in range(count):
-        digest, kid, not_after, slot, flags = struct.unpack("<32sQQII", take(56, f"key {i}"))
-        if flags & ~1:
-            bad("malformed", f"key record {i} has flags {flags:#x}")
-        if slot >= len(slots):
-            bad("malformed", f"key record {i} names slot {slot} of {len(slots)}")
+    # 9: the key records' contents; 10: their ids.
+    keys, ids = [], set()
+    for i, record in enumerate(records):
+        digest, kid, not_after, scope_id, flags, res = struct.unpack("<32sQQQII", record)
+        if flags & ~1 or res:
+            bad("malformed", f"key record {i} has flags {flags:#x}, reserved {res}")
         revoked = bool(flags & 1)
-        if not revoked and slots[slot][1] == make_snapshot.DELETED:
-            bad("malformed", f"live key record {i} (id {kid}) is in a deleted scope's slot")
-        if prev is not None and not prev < digest:
-            bad("malformed", f"key digests not strictly ascending at record {i}")
-        prev = digest
-        keys.append({"sha256": digest.hex(), "id": kid, "scope_id": slots[slot][0],
+        if not revoked and scope_id not in live_scopes:
+            bad("malformed", f"live key record {i} (id {kid}) is in scope {scope_id}, which is not live")
+        keys.append({"sha256": digest.hex(), "id": kid, "scope_id": scope_id,
                      "revoked": revoked,
                      "not_after": None if not_after == make_snapshot.NEVER else not_after})
     for key in keys:
         if key["id"] in ids:
             bad("malformed", f"two key records have the key id {key['id']}")
         ids.add(key["id"])
-
-    scopes = [{"id": sid, "app": apps[app], "agents": make_snapshot.LEVELS[level],
-               "runtime": [p for bit, p in enumerate(make_snapshot.PERMISSIONS) if bits >> bit & 1]}
-              for sid, app, level, bits in slots if app != make_snapshot.DELETED]
     return {"operations": operations, "scopes": scopes, "keys": keys, "routes": routes}
 
 
@@ -746,8 +757,12 @@ def read_bundle(data, layout, trusted):
         trailer = snapshot[-32:].hex()
         if trailer != m["snapshot"]["sha256"]:
             raise Refusal("tampered", 15, f"the snapshot's trailer {trailer} is not snapshot.sha256")
-        if hashlib.sha256(snapshot[:-32]).hexdigest() != trailer:
-            raise Refusal("tampered", 15, "the snapshot's trailer is not the SHA-256 of its bytes")
+        try:
+            sealed = make_snapshot.seal(snapshot[:16], snapshot[16:-32]).hex()
+        except (struct.error, IndexError):
+            sealed = None
+        if sealed != trailer:
+            raise Refusal("tampered", 15, "the snapshot's trailer is not the digest of its bytes")
     else:
         digest = hashlib.sha256(first_part).hexdigest()
         if digest != m["delta"]["sha256"]:
@@ -775,7 +790,7 @@ def check_full_snapshot(snapshot, check=19):
     if encode_snapshot(contents) != snapshot:
         raise Refusal("malformed", check,
                       "the snapshot is not canonical: its contents, encoded again, differ "
-                      "(an app no live scope has, or a deleted slot no key names)")
+                      "(an app no live scope has)")
     return contents
 
 
