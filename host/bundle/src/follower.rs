@@ -12,9 +12,10 @@ use std::sync::Arc;
 
 use ed25519_dalek::VerifyingKey;
 use keyscope_policy::Snapshot;
+use keyscope_policy::delta::DeltaPlan;
 
 use crate::error::{BundleError, Result};
-use crate::format::{Layout, Manifest, open, snapshot_digest};
+use crate::format::{Layout, Manifest, open};
 
 /// A gateway's accepted state.
 #[derive(Debug)]
@@ -31,20 +32,31 @@ struct Held {
 pub struct Candidate {
     /// Its manifest.
     pub manifest: Manifest,
-    /// The resulting snapshot; empty for a [`Candidate::renews`].
+    /// The resulting snapshot of a full bundle (or a cache); empty for a
+    /// delta ([`Candidate::delta`]) and a [`Candidate::renews`].
     pub snapshot: Vec<u8>,
+    /// A delta bundle's changes as a contract delta, from the held
+    /// snapshot to the signed result: what the policy instances apply.
+    pub delta: Option<Vec<u8>>,
     /// The module, if it differs from the held one (or none is held).
     pub module: Option<Arc<[u8]>>,
     signed: Vec<u8>,
     /// `None` for a renewal: the held state stays.
-    kept: Option<Snapshot>,
+    next: Option<Next>,
+}
+
+/// The state a candidate brings.
+#[derive(Debug)]
+enum Next {
+    Full(Snapshot),
+    Delta(DeltaPlan),
 }
 
 impl Candidate {
     /// Whether it only re-signs the held state, at a newer version and
     /// expiry: nothing to swap, only to hold and cache.
     pub fn renews(&self) -> bool {
-        self.kept.is_none()
+        self.next.is_none()
     }
 }
 
@@ -110,13 +122,14 @@ impl Follower {
                 return Ok(Some(Candidate {
                     manifest,
                     snapshot: Vec::new(),
+                    delta: None,
                     module: None,
                     signed: opened.signed.to_vec(),
-                    kept: None,
+                    next: None,
                 }));
             }
         }
-        let (kept, snapshot) = match (opened.snapshot, opened.delta) {
+        let (next, snapshot, delta) = match (opened.snapshot, opened.delta) {
             (Some(snapshot), _) => {
                 let kept = Snapshot::decode(snapshot)?;
                 let encoded = kept.to_bytes()?;
@@ -127,7 +140,7 @@ impl Follower {
                             .into(),
                     ));
                 }
-                (kept, encoded)
+                (Next::Full(kept), encoded, None)
             }
             (None, Some(changes)) => {
                 let base = manifest
@@ -149,19 +162,17 @@ impl Follower {
                             .held()
                             .map_or_else(|| "nothing".to_owned(), |m| short(&m.snapshot.sha256)),
                     })?;
-                let mut kept = held.kept.clone();
-                let delta = kept.delta_for(&changes)?;
-                kept.commit(delta.plan)
-                    .map_err(|e| BundleError::Malformed(e.to_string()))?;
-                let snapshot = kept.to_bytes()?;
-                let found = snapshot_digest(&snapshot);
+                // Planned on the held snapshot: only the pages it touches
+                // are hashed, and nothing changes until it is committed.
+                let delta = held.kept.delta_for(&changes)?;
+                let found = hex::encode(delta.plan.info().digest);
                 if found != manifest.snapshot.sha256 {
                     return Err(BundleError::DeltaMismatch {
                         found: short(&found),
                         signed: short(&manifest.snapshot.sha256),
                     });
                 }
-                (kept, snapshot)
+                (Next::Delta(delta.plan), Vec::new(), Some(delta.bytes))
             }
             (None, None) => return Err(BundleError::Malformed("no snapshot and no delta".into())),
         };
@@ -183,20 +194,52 @@ impl Follower {
         Ok(Some(Candidate {
             manifest,
             snapshot,
+            delta,
             module,
             signed: opened.signed.to_vec(),
-            kept: Some(kept),
+            next: Some(next),
         }))
+    }
+
+    /// The whole snapshot `candidate` brings: a full bundle's own, or the
+    /// held one with the delta applied (a copy: for a policy that will not
+    /// take the delta, and for a module swap).
+    pub fn snapshot_of(&self, candidate: &Candidate) -> Result<Vec<u8>> {
+        match (&candidate.delta, &self.held) {
+            (Some(delta), Some(held)) => {
+                let mut next = held.kept.clone();
+                next.apply_delta(delta)
+                    .map_err(|e| BundleError::Malformed(e.to_string()))?;
+                Ok(next.to_bytes()?)
+            }
+            _ => Ok(candidate.snapshot.clone()),
+        }
+    }
+
+    /// The held snapshot's bytes, if one is held.
+    pub fn held_snapshot(&self) -> Result<Option<Vec<u8>>> {
+        self.held
+            .as_ref()
+            .map(|held| held.kept.to_bytes().map_err(BundleError::from))
+            .transpose()
     }
 
     /// Holds `candidate`, which is now live. Returns the module now held.
     pub fn commit(&mut self, candidate: Candidate) -> Arc<[u8]> {
-        let (kept, held_module) = match (candidate.kept, self.held.take()) {
-            (Some(kept), held) => (kept, held.map(|held| held.module)),
+        let (kept, held_module) = match (candidate.next, self.held.take()) {
+            (Some(Next::Full(kept)), held) => (kept, held.map(|held| held.module)),
+            (Some(Next::Delta(plan)), Some(mut held)) => {
+                // prepare() planned it on this very snapshot.
+                if held.kept.commit(plan).is_err() {
+                    self.held = Some(held);
+                    return Arc::from(Vec::new());
+                }
+                (held.kept, Some(held.module))
+            }
             // A renewal keeps the held state.
             (None, Some(held)) => (held.kept, Some(held.module)),
-            // prepare() renews only a held state.
-            (None, None) => return Arc::from(Vec::new()),
+            // prepare() renews only a held state, and deltas only apply to one.
+            (_, None) => return Arc::from(Vec::new()),
         };
         // prepare() refuses a bundle without a module when none is held.
         let module = candidate
@@ -213,14 +256,14 @@ impl Follower {
     }
 
     /// Writes the held state to `path` as a cache that verifies as the
-    /// bundle did: the signed manifest, `snapshot` (the live one) and the
-    /// module. Atomic: a temporary file, fsync, rename, fsync of the
-    /// directory.
-    pub fn write_cache(&self, path: &Path, snapshot: &[u8]) -> Result<()> {
+    /// bundle did: the signed manifest, the held snapshot and the module.
+    /// Atomic: a temporary file, fsync, rename, fsync of the directory.
+    pub fn write_cache(&self, path: &Path) -> Result<()> {
         let Some(held) = &self.held else {
             return Ok(());
         };
-        crate::cache::write_atomically(path, &[&held.signed, snapshot, &held.module])
+        let snapshot = held.kept.to_bytes()?;
+        crate::cache::write_atomically(path, &[&held.signed, &snapshot, &held.module])
     }
 }
 

@@ -102,7 +102,7 @@ fn follow(follower: &mut Follower, bytes: &[u8]) -> Vec<u8> {
         .prepare(bytes, Layout::Served, now())
         .unwrap()
         .unwrap();
-    let snapshot = candidate.snapshot.clone();
+    let snapshot = follower.snapshot_of(&candidate).unwrap();
     follower.commit(candidate);
     snapshot
 }
@@ -314,7 +314,7 @@ fn a_cache_verifies_and_restores_the_held_state() {
     let (publisher, _, follower) = held_at_2();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bundle.cache");
-    follower.write_cache(&path, publisher.snapshot()).unwrap();
+    follower.write_cache(&path).unwrap();
     let bytes = crate::cache::read(&path, &key(1).verifying_key())
         .unwrap()
         .unwrap();
@@ -512,7 +512,7 @@ fn an_expired_bundle_is_refused_and_a_cache_past_its_expiry_still_serves() {
     follow(&mut follower, &full);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bundle.cache");
-    follower.write_cache(&path, publisher.snapshot()).unwrap();
+    follower.write_cache(&path).unwrap();
     let cached = crate::cache::read(&path, &key(1).verifying_key())
         .unwrap()
         .unwrap();

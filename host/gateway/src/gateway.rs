@@ -509,9 +509,8 @@ impl Gateway {
             });
             self.live.set_expiry(manifest.expires_at_ms);
             follower.commit(candidate);
-            let current = self.live.current();
             if let Some(path) = &self.config.cache
-                && let Err(error) = follower.write_cache(path, &current.snapshot)
+                && let Err(error) = follower.write_cache(path)
             {
                 tracing::error!(%error, "gateway: the renewed bundle could not be cached");
             }
@@ -524,11 +523,18 @@ impl Gateway {
         }
         let prepared = started.elapsed();
         let current = self.live.current();
-        let generation = match &candidate.module {
-            Some(module) if candidate.manifest.module.sha256 != current.component.info().digest => {
-                self.live.swap(module, &candidate.snapshot)?
+        let generation = match (&candidate.module, &candidate.delta) {
+            (Some(module), _)
+                if candidate.manifest.module.sha256 != current.component.info().digest =>
+            {
+                self.live.swap(module, &follower.snapshot_of(&candidate)?)?
             }
-            _ => self.live.swap_snapshot(&candidate.snapshot)?,
+            // Each worker applies the delta to the snapshot it holds; the
+            // whole snapshot only if the policy will not take it.
+            (_, Some(delta)) => self.live.swap_delta(delta, || {
+                follower.snapshot_of(&candidate).unwrap_or_default()
+            })?,
+            (_, None) => self.live.swap_snapshot(&candidate.snapshot)?,
         };
         // Live: the status says so before anything slower happens.
         let manifest = &candidate.manifest;
@@ -557,7 +563,7 @@ impl Gateway {
         );
         follower.commit(candidate);
         if let Some(path) = &self.config.cache
-            && let Err(error) = follower.write_cache(path, &generation.snapshot)
+            && let Err(error) = follower.write_cache(path)
         {
             tracing::error!(%error, "gateway: the bundle is live but could not be cached");
         }
