@@ -569,7 +569,7 @@ fn policy_check_runs_every_step_without_going_live() {
         .arg(&good)
         .assert()
         .code(0)
-        .stdout(contains("passes 76 self-test case(s)"));
+        .stdout(contains("passes 89 self-test case(s)"));
     let allow_all = s.path("allow-all.wasm");
     std::fs::write(&allow_all, keyscope_test_artifacts::ALLOW_ALL).unwrap();
     s.keyscope(["policy", "check"])
@@ -610,7 +610,7 @@ fn policy_check_runs_every_step_without_going_live() {
 fn bench_measures_every_path() {
     let s = Sandbox::new();
     let figures = s.json(["bench", "--keys", "100", "--seconds", "0.02"]);
-    let paths: Vec<&str> = figures
+    let paths: Vec<&str> = figures["paths"]
         .as_array()
         .unwrap()
         .iter()
@@ -620,13 +620,28 @@ fn bench_measures_every_path() {
         paths,
         [
             "native rules",
+            "floor (empty call)",
             "component",
             "native host path (raw key)",
             "host path (raw key)",
+            "floor batch of 256",
             "batch of 256"
         ]
     );
-    for f in figures.as_array().unwrap() {
+    let against = &figures["against_floor"];
+    for field in [
+        "floor_ns",
+        "component_less_floor_ns",
+        "component_less_floor_vs_native",
+        "host_path_less_floor_ns",
+        "host_path_less_floor_vs_native",
+        "batch_less_floor_ns",
+        "batch_less_floor_vs_native",
+    ] {
+        assert!(against[field].as_f64().is_some(), "{field}: {against}");
+    }
+    assert!(against["floor_ns"].as_f64().unwrap() > 0.0);
+    for f in figures["paths"].as_array().unwrap() {
         assert!(f["decisions_per_second"].as_f64().unwrap() > 0.0);
         assert!(f["median_ns"].as_f64().unwrap() <= f["p99_ns"].as_f64().unwrap());
     }

@@ -15,7 +15,6 @@ use ed25519_dalek::SigningKey;
 use keyscope_bundle::format::{self, Part};
 use keyscope_bundle::{Follower, Layout, Manifest};
 use libfuzzer_sys::fuzz_target;
-use sha2::{Digest as _, Sha256};
 
 fn key() -> &'static SigningKey {
     static KEY: OnceLock<SigningKey> = OnceLock::new();
@@ -48,8 +47,10 @@ fuzz_target!(|input: &[u8]| {
                 return;
             };
             let mut snapshot = body.to_vec();
-            let digest = Sha256::digest(&snapshot);
-            snapshot.extend_from_slice(&digest);
+            snapshot.extend_from_slice(&[0; 32]);
+            let digest = keyscope_policy::snapshot::compute_digest(&snapshot).unwrap_or([0; 32]);
+            let trailer = snapshot.len() - 32;
+            snapshot[trailer..].copy_from_slice(&digest);
             manifest.signer = keyscope_bundle::keys::key_id(&key().verifying_key());
             manifest.snapshot = Part {
                 sha256: hex::encode(digest),

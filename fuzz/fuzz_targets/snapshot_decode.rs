@@ -1,7 +1,7 @@
 //! Snapshot decoding, natively and through the component: any bytes are
 //! either refused, for the same reason by both, or loaded with the same
 //! summary; what loads re-encodes to itself. The first byte picks whether
-//! the SHA-256 trailer is recomputed, so that the fuzzer gets past it into
+//! the digest trailer is recomputed, so that the fuzzer gets past it into
 //! the body.
 
 #![no_main]
@@ -11,7 +11,6 @@ use std::sync::{Mutex, OnceLock};
 use keyscope_policy::{LoadError, Snapshot, SnapshotData};
 use keyscope_runtime::{Limits, PolicyComponent, PolicyEngine, PolicyInstance};
 use libfuzzer_sys::fuzz_target;
-use sha2::{Digest as _, Sha256};
 
 fn instance() -> &'static Mutex<PolicyInstance> {
     static INSTANCE: OnceLock<Mutex<PolicyInstance>> = OnceLock::new();
@@ -27,9 +26,11 @@ fuzz_target!(|input: &[u8]| {
         return;
     };
     let mut bytes = rest.to_vec();
-    if mode & 1 == 1 && bytes.len() > 48 {
+    if mode & 1 == 1
+        && bytes.len() > 48
+        && let Ok(digest) = keyscope_policy::snapshot::compute_digest(&bytes)
+    {
         let body_end = bytes.len() - 32;
-        let digest = Sha256::digest(&bytes[..body_end]);
         bytes[body_end..].copy_from_slice(&digest);
     }
     let native = Snapshot::decode(&bytes);

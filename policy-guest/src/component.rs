@@ -75,6 +75,12 @@ impl api::Guest for Policy {
     }
 
     fn evaluate_http(request: api::HttpRequest) -> api::RoutedDecision {
+        if cfg!(feature = "floor") {
+            return api::RoutedDecision {
+                route: None,
+                decision: to_wit_decision(model::Decision::deny(Reason::NoSnapshot)),
+            };
+        }
         LOADED.with_borrow(|loaded| {
             let routed = rules::decide_http(
                 loaded.as_ref(),
@@ -104,6 +110,9 @@ fn offset_in(whole: &str, part: &str) -> u32 {
 }
 
 fn decide(snapshot: Option<&Snapshot>, request: api::Request) -> api::Decision {
+    if cfg!(feature = "floor") {
+        return to_wit_decision(model::Decision::deny(Reason::NoSnapshot));
+    }
     let decision = rules::decide(
         snapshot,
         &model::ResolvedRequest {

@@ -168,6 +168,16 @@ impl Snapshot {
         Ok(plan)
     }
 
+    /// What applying `delta` would give, whatever result digest it names:
+    /// for a tool that writes a delta by hand, and for the fuzzer.
+    pub fn predict(&self, delta: &[u8]) -> Result<SnapshotInfo, DeltaError> {
+        let (base, _, body) = read(delta)?;
+        if base != self.info.digest {
+            return Err(DeltaError::BaseMismatch);
+        }
+        Ok(self.plan_body(base, body)?.info)
+    }
+
     /// Applies `delta`: [`Snapshot::plan_delta`], then [`Snapshot::commit`].
     pub fn apply_delta(&mut self, delta: &[u8]) -> Result<&SnapshotInfo, DeltaError> {
         let plan = self.plan_delta(delta)?;

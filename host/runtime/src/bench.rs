@@ -10,7 +10,7 @@ use keyscope_policy::{AgentsLevel, KeyDigest, Millis, Request, RuntimeSet, Snaps
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
-use crate::component::PolicyComponent;
+use crate::component::{FLOOR_POLICY, PolicyComponent};
 use crate::engine::Limits;
 use crate::error::Result;
 
@@ -72,16 +72,56 @@ pub struct PathFigures {
     pub p99_ns: f64,
 }
 
-/// Measures, side by side: the native rules and the component (reused
+/// What a run measured: every path, and the work the component adds
+/// beyond the floor, against the native rules.
+#[derive(Debug, Clone, Serialize)]
+pub struct Figures {
+    /// Every path measured, in order.
+    pub paths: Vec<PathFigures>,
+    /// Medians less the floor's, and their ratio to native; `None` when
+    /// the policy was prebuilt and no floor was built with it.
+    pub against_floor: Option<AgainstFloor>,
+}
+
+/// The medians, less what wasmtime alone costs a call of the same shape.
+#[derive(Debug, Clone, Serialize)]
+pub struct AgainstFloor {
+    /// A call into the floor component (it decides nothing), in ns.
+    pub floor_ns: f64,
+    /// The component's median less the floor's, in ns.
+    pub component_less_floor_ns: f64,
+    /// That, over the native rules' median.
+    pub component_less_floor_vs_native: f64,
+    /// The component's host path less the floor, in ns.
+    pub host_path_less_floor_ns: f64,
+    /// That, over the native host path's median.
+    pub host_path_less_floor_vs_native: f64,
+    /// A batch's time per decision less the floor batch's, in ns.
+    pub batch_less_floor_ns: f64,
+    /// That, over the native rules' median.
+    pub batch_less_floor_vs_native: f64,
+}
+
+/// Measures, side by side: the native rules, the floor (an empty call of
+/// the same shape into the same engine) and the component (reused
 /// instance) on the same resolved request; the native host path and the
 /// component's (raw key, SHA-256, names resolved, decided); and
-/// `evaluate-batch` (256 per call). Each runs for about `each`.
-pub fn run(component: &PolicyComponent, keys: u64, each: Duration) -> Result<Vec<PathFigures>> {
+/// `evaluate-batch` (256 per call), the floor's and the component's. Each
+/// runs for about `each`.
+pub fn run(component: &PolicyComponent, keys: u64, each: Duration) -> Result<Figures> {
     let (data, held) = synthetic_world(keys);
     let bytes = data.encode()?;
     let native = Snapshot::decode(&bytes)?;
     let mut instance = component.instantiate(Limits::default())?;
     instance.load_snapshot(&bytes)?;
+    let mut floor = if FLOOR_POLICY.is_empty() {
+        None
+    } else {
+        let floor = PolicyComponent::from_bytes(component.engine(), FLOOR_POLICY)?;
+        let mut floor = floor.instantiate(Limits::default())?;
+        floor.load_snapshot(&bytes)?;
+        Some(floor)
+    };
     let raw = held.expose().to_owned();
     let request = Request {
         credential: keys::credential(Some(&raw)),
@@ -92,13 +132,18 @@ pub fn run(component: &PolicyComponent, keys: u64, each: Duration) -> Result<Vec
     let resolved = native.resolve(&request);
     debug_assert_eq!(resolved, instance.catalogue().resolve(&request));
     let batch = vec![request; 256];
-    Ok(vec![
-        measure("native rules", each, 256, || {
-            std::hint::black_box(rules::decide(
-                Some(&native),
-                std::hint::black_box(&resolved),
-            ));
-        }),
+    let mut paths = vec![measure("native rules", each, 256, || {
+        std::hint::black_box(rules::decide(
+            Some(&native),
+            std::hint::black_box(&resolved),
+        ));
+    })];
+    if let Some(floor) = &mut floor {
+        paths.push(measure("floor (empty call)", each, 256, || {
+            std::hint::black_box(floor.evaluate_resolved(std::hint::black_box(&resolved)));
+        }));
+    }
+    paths.extend([
         measure("component", each, 256, || {
             std::hint::black_box(instance.evaluate_resolved(std::hint::black_box(&resolved)));
         }),
@@ -117,10 +162,40 @@ pub fn run(component: &PolicyComponent, keys: u64, each: Duration) -> Result<Vec
                 ..request
             }));
         }),
-        measure_batch("batch of 256", each, || {
-            std::hint::black_box(instance.evaluate_batch(&batch));
-        }),
-    ])
+    ]);
+    if let Some(floor) = &mut floor {
+        paths.push(measure_batch("floor batch of 256", each, || {
+            std::hint::black_box(floor.evaluate_batch(&batch));
+        }));
+    }
+    paths.push(measure_batch("batch of 256", each, || {
+        std::hint::black_box(instance.evaluate_batch(&batch));
+    }));
+    let median = |path: &str| {
+        paths
+            .iter()
+            .find(|figures| figures.path == path)
+            .map(|figures| figures.median_ns)
+    };
+    let against_floor = (|| {
+        let (floor, native_rules) = (median("floor (empty call)")?, median("native rules")?);
+        let component = median("component")? - floor;
+        let host = median("host path (raw key)")? - floor;
+        let batch = median("batch of 256")? - median("floor batch of 256")?;
+        Some(AgainstFloor {
+            floor_ns: floor,
+            component_less_floor_ns: component,
+            component_less_floor_vs_native: component / native_rules,
+            host_path_less_floor_ns: host,
+            host_path_less_floor_vs_native: host / median("native host path (raw key)")?,
+            batch_less_floor_ns: batch,
+            batch_less_floor_vs_native: batch / native_rules,
+        })
+    })();
+    Ok(Figures {
+        paths,
+        against_floor,
+    })
 }
 
 /// Samples of `per_sample` calls; each sample gives a time per decision.

@@ -18,6 +18,12 @@ use crate::fault::{self, Fault};
 /// The component built from `policy-guest/` and embedded at build time.
 pub static EMBEDDED_POLICY: &[u8] = include_bytes!(env!("KEYSCOPE_POLICY_COMPONENT"));
 
+/// The embedded policy built with its decisions emptied (a constant deny):
+/// a call into it costs what wasmtime alone costs a call of the same shape,
+/// the floor `keyscope bench` measures the policy against. Empty when the
+/// policy was prebuilt (`KEYSCOPE_POLICY_WASM`).
+pub static FLOOR_POLICY: &[u8] = include_bytes!(env!("KEYSCOPE_FLOOR_COMPONENT"));
+
 /// What `keyscope policy info` shows about a component.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct PolicyInfo {

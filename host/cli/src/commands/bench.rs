@@ -35,11 +35,29 @@ pub fn run(args: BenchArgs, out: &Output) -> anyhow::Result<ExitCode> {
             "{:<22} {:>14} {:>12} {:>12}",
             "path", "decisions/s", "median", "p99"
         );
-        for f in &figures {
+        for f in &figures.paths {
             text.push_str(&format!(
                 "\n{:<22} {:>14.0} {:>9.0} ns {:>9.0} ns",
                 f.path, f.decisions_per_second, f.median_ns, f.p99_ns
             ));
+        }
+        match &figures.against_floor {
+            Some(a) => text.push_str(&format!(
+                "\n\nthe work the policy adds beyond wasmtime's own floor ({:.0} ns a call):\
+                 \ncomponent - floor       {:>9.0} ns   {:.1}x the native rules\
+                 \nhost path - floor       {:>9.0} ns   {:.1}x the native host path\
+                 \nbatch - floor batch     {:>9.0} ns   {:.1}x the native rules",
+                a.floor_ns,
+                a.component_less_floor_ns,
+                a.component_less_floor_vs_native,
+                a.host_path_less_floor_ns,
+                a.host_path_less_floor_vs_native,
+                a.batch_less_floor_ns,
+                a.batch_less_floor_vs_native,
+            )),
+            None => text.push_str(
+                "\n\nno floor: this keyscope embeds a prebuilt policy (KEYSCOPE_POLICY_WASM)",
+            ),
         }
         text
     })?;
