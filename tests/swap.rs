@@ -350,3 +350,210 @@ fn a_failed_first_generation_is_an_error() {
         "{error}"
     );
 }
+
+/// A world of scopes and keys that changes step by step, as a store does:
+/// its host's copy plans each change as a contract delta.
+struct Changing {
+    held: keyscope_policy::Snapshot,
+    data: SnapshotData,
+    next_key: u64,
+    next_scope: u64,
+    seed: u64,
+}
+
+impl Changing {
+    fn new() -> Self {
+        let scopes = (1..=5)
+            .map(|id| ScopeEntry {
+                id,
+                app: ["acme", "globex"][id as usize % 2].to_owned(),
+                agents: AgentsLevel::ALL[id as usize % 4],
+                runtime: RuntimeSet::EMPTY,
+            })
+            .collect();
+        let keys = (1..=200).map(|id| Self::key(id, 1 + id % 5)).collect();
+        let data = SnapshotData {
+            operations: default_operations(),
+            scopes,
+            keys,
+            routes: keyscope_policy::routes::default_routes(),
+        };
+        Self {
+            held: keyscope_policy::Snapshot::from_data(&data).unwrap(),
+            data,
+            next_key: 201,
+            next_scope: 6,
+            seed: 0x2545_f491_4f6c_dd1d,
+        }
+    }
+
+    fn key(id: u64, scope_id: u64) -> KeyEntry {
+        use sha2::Digest as _;
+        KeyEntry {
+            digest: keyscope_policy::KeyDigest(sha2::Sha256::digest(id.to_le_bytes()).into()),
+            id,
+            scope_id,
+            revoked: false,
+            not_after: None,
+        }
+    }
+
+    fn random(&mut self, below: u64) -> u64 {
+        self.seed ^= self.seed << 13;
+        self.seed ^= self.seed >> 7;
+        self.seed ^= self.seed << 17;
+        self.seed % below
+    }
+
+    /// One change: a key revoked, a key created, a scope edited, or a new
+    /// scope with a key. Returns the delta and the whole snapshot after it.
+    fn step(&mut self) -> (Vec<u8>, Vec<u8>) {
+        let mut changes = keyscope_policy::kept::SnapshotChanges::default();
+        match self.random(4) {
+            0 => {
+                let i = self.random(self.data.keys.len() as u64) as usize;
+                changes.keys.push(KeyEntry {
+                    revoked: true,
+                    ..self.data.keys[i].clone()
+                });
+            }
+            1 => {
+                let i = self.random(self.data.scopes.len() as u64) as usize;
+                let scope = self.data.scopes[i].id;
+                changes.keys.push(Self::key(self.next_key, scope));
+                self.next_key += 1;
+            }
+            2 => {
+                let i = self.random(self.data.scopes.len() as u64) as usize;
+                let mut scope = self.data.scopes[i].clone();
+                scope.agents = AgentsLevel::ALL[self.random(4) as usize];
+                changes.scopes.push((scope.id, Some(scope)));
+            }
+            _ => {
+                let scope = ScopeEntry {
+                    id: self.next_scope,
+                    app: format!("app{}", self.next_scope),
+                    agents: AgentsLevel::Full,
+                    runtime: RuntimeSet::EMPTY,
+                };
+                self.next_scope += 1;
+                changes.keys.push(Self::key(self.next_key, scope.id));
+                self.next_key += 1;
+                changes.scopes.push((scope.id, Some(scope)));
+            }
+        }
+        for (id, scope) in &changes.scopes {
+            self.data.scopes.retain(|s| s.id != *id);
+            self.data.scopes.extend(scope.clone());
+        }
+        for key in &changes.keys {
+            self.data.keys.retain(|k| k.digest != key.digest);
+            self.data.keys.push(key.clone());
+        }
+        let delta = self.held.delta_for(&changes).unwrap();
+        self.held.commit(delta.plan).unwrap();
+        let whole = self.data.encode().unwrap();
+        assert_eq!(
+            self.held.to_bytes().unwrap(),
+            whole,
+            "the delta's result is the rebuild"
+        );
+        (delta.bytes, whole)
+    }
+
+    /// Every key of the world decides through `worker` as the native rules
+    /// decide on the snapshot built whole.
+    fn agrees(&self, worker: &mut keyscope_runtime::Worker, whole: &[u8]) {
+        let rebuilt = keyscope_policy::Snapshot::decode(whole).unwrap();
+        for key in &self.data.keys {
+            for app in ["acme", "globex", "app7"] {
+                let request = keyscope_policy::Request {
+                    credential: keyscope_policy::Credential::Digest(key.digest),
+                    app,
+                    op: "agents.update",
+                    now: keyscope_runtime::cases::CASE_NOW,
+                };
+                let expected =
+                    keyscope_policy::rules::decide(Some(&rebuilt), &rebuilt.resolve(&request));
+                let got = worker.evaluate(&request).decision;
+                assert_eq!(got, expected, "key {} in {app}", key.id);
+            }
+        }
+    }
+}
+
+#[test]
+fn deltas_take_every_worker_to_the_state_a_rebuild_gives() {
+    let mut world = Changing::new();
+    let policy = live(&world.data.encode().unwrap());
+    let (mut eager, mut lagging) = (policy.worker(), policy.worker());
+    for step in 1..=40 {
+        let (delta, whole) = world.step();
+        let generation = policy
+            .swap_delta(&delta, || panic!("the delta applies"))
+            .unwrap();
+        assert_eq!(generation.deltas.len(), step);
+        assert_eq!(
+            generation.snapshot_info.digest[..],
+            whole[whole.len() - 32..]
+        );
+        world.agrees(&mut eager, &whole);
+        // The other worker catches up seven deltas at a time.
+        if step % 7 == 0 {
+            world.agrees(&mut lagging, &whole);
+        }
+    }
+    let stats = policy.stats();
+    assert_eq!(stats.deltas_applied.load(Ordering::Relaxed), 40);
+    assert_eq!(stats.deltas_refused.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn a_gap_or_a_mismatch_loads_whole_is_counted_and_decides_right() {
+    let mut world = Changing::new();
+    let policy = live(&world.data.encode().unwrap());
+    let mut worker = policy.worker();
+    // A gap: the second change's delta, the first never applied.
+    let (_, _) = world.step();
+    let (second, whole) = world.step();
+    let generation = policy.swap_delta(&second, || whole.clone()).unwrap();
+    assert!(generation.deltas.is_empty(), "loaded whole");
+    assert_eq!(
+        generation.snapshot_info.digest[..],
+        whole[whole.len() - 32..]
+    );
+    world.agrees(&mut worker, &whole);
+    // A mismatch: the next delta with its result digest altered.
+    let (mut third, whole) = world.step();
+    third[keyscope_policy::delta::DELTA_HEADER_LEN - 1] ^= 1;
+    policy.swap_delta(&third, || whole.clone()).unwrap();
+    world.agrees(&mut worker, &whole);
+    let stats = policy.stats();
+    assert_eq!(stats.deltas_refused.load(Ordering::Relaxed), 2);
+    assert_eq!(stats.deltas_applied.load(Ordering::Relaxed), 0);
+    let refused: Vec<_> = policy
+        .history()
+        .into_iter()
+        .filter(|record| record.kind == "delta")
+        .map(|record| record.outcome)
+        .collect();
+    assert!(
+        refused[0].contains("another snapshot than the one loaded"),
+        "{refused:?}"
+    );
+    assert!(
+        refused[1].contains("does not have the digest it names"),
+        "{refused:?}"
+    );
+    // And the chain starts again from the whole snapshot.
+    let (fourth, whole) = world.step();
+    assert_eq!(
+        policy
+            .swap_delta(&fourth, || panic!("applies"))
+            .unwrap()
+            .deltas
+            .len(),
+        1
+    );
+    world.agrees(&mut worker, &whole);
+}

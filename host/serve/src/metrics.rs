@@ -55,6 +55,8 @@ pub struct Metrics {
     log_dropped: Counter,
     swaps_published: Counter,
     swaps_refused: Counter,
+    deltas_applied: Counter,
+    deltas_refused: Counter,
     policy_errors: Counter,
     admin_auth_failures: Counter,
     generation: Gauge,
@@ -111,6 +113,18 @@ impl Metrics {
             "Swaps refused at a step",
             swaps_refused.clone(),
         );
+        let deltas_applied = Counter::default();
+        registry.register(
+            "deltas_applied",
+            "Changes published as contract deltas, applied in place by each instance",
+            deltas_applied.clone(),
+        );
+        let deltas_refused = Counter::default();
+        registry.register(
+            "deltas_refused",
+            "Deltas refused (a gap, a mismatch, a module that would not take one), each loaded whole instead",
+            deltas_refused.clone(),
+        );
         let policy_errors = Counter::default();
         registry.register(
             "policy_errors",
@@ -159,6 +173,8 @@ impl Metrics {
             log_dropped,
             swaps_published,
             swaps_refused,
+            deltas_applied,
+            deltas_refused,
             policy_errors,
             admin_auth_failures,
             generation,
@@ -205,6 +221,14 @@ impl Metrics {
             catch_up(
                 &self.swaps_refused,
                 stats.swaps_refused.load(Ordering::Relaxed),
+            );
+            catch_up(
+                &self.deltas_applied,
+                stats.deltas_applied.load(Ordering::Relaxed),
+            );
+            catch_up(
+                &self.deltas_refused,
+                stats.deltas_refused.load(Ordering::Relaxed),
             );
             catch_up(
                 &self.policy_errors,

@@ -32,12 +32,12 @@ pub fn run(args: BenchArgs, out: &Output) -> anyhow::Result<ExitCode> {
         keyscope_runtime::bench::run(&component, args.keys, Duration::from_secs_f64(args.seconds))?;
     out.print(&figures, || {
         let mut text = format!(
-            "{:<22} {:>14} {:>12} {:>12}",
+            "{:<26} {:>14} {:>12} {:>12}",
             "path", "decisions/s", "median", "p99"
         );
         for f in &figures.paths {
             text.push_str(&format!(
-                "\n{:<22} {:>14.0} {:>9.0} ns {:>9.0} ns",
+                "\n{:<26} {:>14.0} {:>9.0} ns {:>9.0} ns",
                 f.path, f.decisions_per_second, f.median_ns, f.p99_ns
             ));
         }

@@ -785,6 +785,8 @@ pub fn status_json(refresher: &Refresher) -> serde_json::Value {
         "stats": {
             "swaps_published": stats.swaps_published.load(Relaxed),
             "swaps_refused": stats.swaps_refused.load(Relaxed),
+            "deltas_applied": stats.deltas_applied.load(Relaxed),
+            "deltas_refused": stats.deltas_refused.load(Relaxed),
             "policy_errors": stats.policy_errors.load(Relaxed),
             "instances_replaced": stats.instances_replaced.load(Relaxed),
         },
