@@ -601,6 +601,12 @@ fn read(bytes: &[u8]) -> Result<([u8; 32], [u8; 32], Body), DeltaError> {
                 raw.id
             ));
         }
+        if i > 0 && records[i - 1][..32] >= record[..32] {
+            return malformed(format!(
+                "key record {i} (key {}): the records are not sorted by digest, or repeat one",
+                raw.id
+            ));
+        }
     }
     Ok((
         base,
