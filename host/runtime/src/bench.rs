@@ -112,14 +112,21 @@ pub fn run(component: &PolicyComponent, keys: u64, each: Duration) -> Result<Fig
     let (data, held) = synthetic_world(keys);
     let bytes = data.encode()?;
     let native = Snapshot::decode(&bytes)?;
-    let mut instance = component.instantiate(Limits::default())?;
+    // Room for ten million keys (640 MB) and the time to load them.
+    let limits = Limits {
+        max_memory: (bytes.len() * 2).max(Limits::default().max_memory),
+        load_timeout: std::time::Duration::from_secs(600),
+        ..Limits::default()
+    };
+    let mut instance = component.instantiate(limits.clone())?;
     instance.load_snapshot(&bytes)?;
     let mut floor = if FLOOR_POLICY.is_empty() {
         None
     } else {
         let floor = PolicyComponent::from_bytes(component.engine(), FLOOR_POLICY)?;
-        let mut floor = floor.instantiate(Limits::default())?;
-        floor.load_snapshot(&bytes)?;
+        // It reads no snapshot; a small one keeps its memory small.
+        let mut floor = floor.instantiate(limits)?;
+        floor.load_snapshot(&synthetic_world(1).0.encode()?)?;
         Some(floor)
     };
     let raw = held.expose().to_owned();
