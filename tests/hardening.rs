@@ -560,6 +560,8 @@ fn serve_loads_everything_before_it_says_listening() {
     std::fs::write(&config, "envoy_path_prefix = \"/x{\"\n").unwrap();
     let zero = sandbox.path("zero.toml");
     std::fs::write(&zero, "[limits]\nmax_body_bytes = 0\n").unwrap();
+    let huge = sandbox.path("huge.toml");
+    std::fs::write(&huge, "[limits]\nmax_policy_memory_mib = 5000\n").unwrap();
     let admin = ["--admin-listen", "127.0.0.1:0", "--admin-token-file"];
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (
@@ -581,6 +583,10 @@ fn serve_loads_everything_before_it_says_listening() {
         (
             vec!["--config", zero.to_str().unwrap()],
             "limits.max_body_bytes must be at least 1",
+        ),
+        (
+            vec!["--config", huge.to_str().unwrap()],
+            "limits.max_policy_memory_mib is 5000; a 32-bit policy cannot grow past 4096",
         ),
     ];
     for (args, why) in cases {

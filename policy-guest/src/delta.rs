@@ -26,12 +26,13 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::kept::SnapshotChanges;
-use crate::model::{AgentsLevel, Method, Requirement, RuntimeSet};
+use crate::model::{AgentsLevel, Method, RuntimeSet};
 use crate::pages::{RECORD_LEN, Record, TablePlan};
 use crate::routes::RouteEntry;
 use crate::snapshot::{
-    HEADER_LEN, Head, LoadError, OperationEntry, RawRecord, ScopeEntry, Snapshot, SnapshotInfo,
-    header, key_record, scope_index, seal,
+    HEADER_LEN, Head, LoadError, OperationEntry, RawRecord, Reader, ScopeEntry, Snapshot,
+    SnapshotInfo, header, key_record, put_count, put_str, requirement_code, requirement_of,
+    scope_index, seal,
 };
 
 /// The eight bytes every delta starts with.
@@ -428,28 +429,6 @@ pub fn encode(
     Ok(bytes)
 }
 
-fn put_count(bytes: &mut Vec<u8>, count: usize) -> Result<(), LoadError> {
-    let count = u32::try_from(count)
-        .map_err(|_| LoadError::Malformed("more than 2^32 entries".to_owned()))?;
-    bytes.extend_from_slice(&count.to_le_bytes());
-    Ok(())
-}
-
-fn put_str(bytes: &mut Vec<u8>, what: &str, text: &str) -> Result<(), LoadError> {
-    let len = u16::try_from(text.len())
-        .map_err(|_| LoadError::Malformed(format!("{what} longer than 65535 bytes")))?;
-    bytes.extend_from_slice(&len.to_le_bytes());
-    bytes.extend_from_slice(text.as_bytes());
-    Ok(())
-}
-
-fn requirement_code(requirement: Requirement) -> [u8; 2] {
-    match requirement {
-        Requirement::Agents(level) => [0, level as u8],
-        Requirement::Runtime(permission) => [1, permission as u8],
-    }
-}
-
 /// Reads a delta's header and body: the base, the result, the changes.
 fn read(bytes: &[u8]) -> Result<([u8; 32], [u8; 32], Body), DeltaError> {
     if bytes.len() < DELTA_MAGIC.len() || bytes[..DELTA_MAGIC.len()] != DELTA_MAGIC {
@@ -480,12 +459,12 @@ fn read(bytes: &[u8]) -> Result<([u8; 32], [u8; 32], Body), DeltaError> {
     let mut result = [0u8; 32];
     result.copy_from_slice(&bytes[HEADER_LEN + 32..DELTA_HEADER_LEN]);
     let mut reader = Reader {
-        bytes: &bytes[DELTA_HEADER_LEN..],
+        body: &bytes[DELTA_HEADER_LEN..],
         at: 0,
-        section: "scopes",
+        section: "scope changes",
     };
 
-    let count = reader.u32()? as usize;
+    let count = reader.count("scope changes")?;
     let mut scopes = Vec::new();
     for i in 0..count {
         let id = reader.u64()?;
@@ -501,7 +480,7 @@ fn read(bytes: &[u8]) -> Result<([u8; 32], [u8; 32], Body), DeltaError> {
                         "scope change {i} (scope {id}): unknown agents level or runtime bits"
                     ));
                 };
-                let app = reader.str(i)?.to_owned();
+                let app = reader.str("the app", i)?.to_owned();
                 scopes.push((
                     id,
                     Some(ScopeEntry {
@@ -524,22 +503,12 @@ fn read(bytes: &[u8]) -> Result<([u8; 32], [u8; 32], Body), DeltaError> {
     let catalogue = match reader.u8()? {
         0 => None,
         1 => {
-            reader.section = "operations";
-            let count = reader.u32()? as usize;
+            let count = reader.count("operations")?;
             let mut operations: Vec<OperationEntry> = Vec::new();
             for i in 0..count {
-                let name = reader.str(i)?.to_owned();
+                let name = reader.str("the name", i)?.to_owned();
                 let (kind, value) = (reader.u8()?, reader.u8()?);
-                let requires = match kind {
-                    0 => AgentsLevel::ALL
-                        .get(usize::from(value))
-                        .map(|&level| Requirement::Agents(level)),
-                    1 => crate::model::RuntimePermission::ALL
-                        .get(usize::from(value))
-                        .map(|&permission| Requirement::Runtime(permission)),
-                    _ => None,
-                };
-                let Some(requires) = requires else {
+                let Some(requires) = requirement_of(kind, value) else {
                     return malformed(format!(
                         "operation {i}: requirement ({kind}, {value}) is not one of the contract's"
                     ));
@@ -553,13 +522,12 @@ fn read(bytes: &[u8]) -> Result<([u8; 32], [u8; 32], Body), DeltaError> {
                 }
                 operations.push(OperationEntry { name, requires });
             }
-            reader.section = "routes";
-            let count = reader.u32()? as usize;
+            let count = reader.count("routes")?;
             let mut routes = Vec::new();
             for i in 0..count {
                 let (code, zero) = (reader.u8()?, reader.u8()?);
                 let op = reader.u32()?;
-                let pattern = reader.str(i)?.to_owned();
+                let pattern = reader.str("the pattern", i)?.to_owned();
                 let (Some(method), 0) = (Method::from_code(code), zero) else {
                     return malformed(format!(
                         "route {i}: unknown method code {code}, or a nonzero reserved byte"
@@ -579,9 +547,8 @@ fn read(bytes: &[u8]) -> Result<([u8; 32], [u8; 32], Body), DeltaError> {
         flag => return malformed(format!("catalogue flag {flag} is neither 0 nor 1")),
     };
 
-    reader.section = "keys";
-    let count = reader.u32()? as usize;
-    let rest = reader.bytes.len() - reader.at;
+    let count = reader.count("keys")?;
+    let rest = reader.body.len() - reader.at;
     if rest != count.saturating_mul(RECORD_LEN) {
         return if rest < count.saturating_mul(RECORD_LEN) {
             malformed("the keys section runs past the body")
@@ -592,7 +559,7 @@ fn read(bytes: &[u8]) -> Result<([u8; 32], [u8; 32], Body), DeltaError> {
             ))
         };
     }
-    let (records, _) = reader.bytes[reader.at..].as_chunks::<RECORD_LEN>();
+    let (records, _) = reader.body[reader.at..].as_chunks::<RECORD_LEN>();
     for (i, record) in records.iter().enumerate() {
         let raw = RawRecord::read(record);
         if raw.flags & !1 != 0 || raw.reserved != 0 {
@@ -617,52 +584,4 @@ fn read(bytes: &[u8]) -> Result<([u8; 32], [u8; 32], Body), DeltaError> {
             keys: records.to_vec(),
         },
     ))
-}
-
-struct Reader<'b> {
-    bytes: &'b [u8],
-    at: usize,
-    section: &'static str,
-}
-
-impl<'b> Reader<'b> {
-    fn take(&mut self, n: usize) -> Result<&'b [u8], DeltaError> {
-        let end = self
-            .at
-            .checked_add(n)
-            .filter(|&end| end <= self.bytes.len());
-        let Some(end) = end else {
-            return malformed(format!("the {} section runs past the body", self.section));
-        };
-        let bytes = &self.bytes[self.at..end];
-        self.at = end;
-        Ok(bytes)
-    }
-
-    fn u8(&mut self) -> Result<u8, DeltaError> {
-        Ok(self.take(1)?[0])
-    }
-
-    fn u32(&mut self) -> Result<u32, DeltaError> {
-        let b = self.take(4)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    }
-
-    fn u64(&mut self) -> Result<u64, DeltaError> {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(self.take(8)?);
-        Ok(u64::from_le_bytes(word))
-    }
-
-    fn str(&mut self, index: usize) -> Result<&'b str, DeltaError> {
-        let b = self.take(2)?;
-        let len = usize::from(u16::from_le_bytes([b[0], b[1]]));
-        let text = std::str::from_utf8(self.take(len)?).map_err(|_| {
-            DeltaError::Malformed(format!("{} {index}: a name is not UTF-8", self.section))
-        })?;
-        if text.is_empty() {
-            return malformed(format!("{} {index}: a name is empty", self.section));
-        }
-        Ok(text)
-    }
 }

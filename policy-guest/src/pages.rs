@@ -405,22 +405,19 @@ fn merge(records: impl Iterator<Item = Record>, updates: &[Record]) -> Vec<Recor
 /// far, which takes about two reads for a page of 64. After four guesses
 /// it bisects, so a skewed page costs a logarithm, never a scan.
 fn search(page: &[Record], digest: &[u8], bits: u32) -> (Result<usize, usize>, u32) {
-    let wanted = u128::from(prefix(digest));
+    // Prefixes as floating point: a guess needs no more than 53 bits, and a
+    // float division costs a few cycles where a 128-bit one costs dozens.
+    let wanted = prefix(digest) as f64;
     let (mut lo, mut hi) = (0usize, page.len());
     // The prefixes at lo - 1 and hi, or the page's bounds.
-    let shift = 64 - bits;
-    let mut below = if bits == 0 {
-        0
-    } else {
-        (wanted >> shift) << shift
-    };
-    let mut above = below + (1u128 << shift);
+    let span = 2f64.powi(64 - bits as i32);
+    let mut below = (wanted / span).floor() * span;
+    let mut above = below + span;
     let mut probes = 0;
     while lo < hi {
         let guess = if probes < 4 {
-            let span = (above - below).max(1);
-            let offset = wanted.saturating_sub(below).min(span - 1);
-            lo + (offset * (hi - lo) as u128 / span) as usize
+            let fraction = ((wanted - below) / (above - below).max(1.0)).clamp(0.0, 1.0);
+            (lo + (fraction * (hi - lo) as f64) as usize).min(hi - 1)
         } else {
             lo + (hi - lo) / 2
         };
@@ -429,11 +426,11 @@ fn search(page: &[Record], digest: &[u8], bits: u32) -> (Result<usize, usize>, u
             std::cmp::Ordering::Equal => return (Ok(guess), probes),
             std::cmp::Ordering::Less => {
                 lo = guess + 1;
-                below = u128::from(prefix(&page[guess][..]));
+                below = prefix(&page[guess][..]) as f64;
             }
             std::cmp::Ordering::Greater => {
                 hi = guess;
-                above = u128::from(prefix(&page[guess][..])) + 1;
+                above = prefix(&page[guess][..]) as f64;
             }
         }
     }

@@ -217,14 +217,14 @@ pub fn hex(bytes: &[u8]) -> String {
         .collect()
 }
 
-fn requirement_code(requirement: Requirement) -> [u8; 2] {
+pub(crate) fn requirement_code(requirement: Requirement) -> [u8; 2] {
     match requirement {
         Requirement::Agents(level) => [0, level as u8],
         Requirement::Runtime(permission) => [1, permission as u8],
     }
 }
 
-fn requirement_of(kind: u8, value: u8) -> Option<Requirement> {
+pub(crate) fn requirement_of(kind: u8, value: u8) -> Option<Requirement> {
     match kind {
         0 => AgentsLevel::ALL
             .get(usize::from(value))
@@ -237,7 +237,7 @@ fn requirement_of(kind: u8, value: u8) -> Option<Requirement> {
 }
 
 /// Appends a string behind its `u16` length.
-fn put_str(bytes: &mut Vec<u8>, what: &str, text: &str) -> Result<(), LoadError> {
+pub(crate) fn put_str(bytes: &mut Vec<u8>, what: &str, text: &str) -> Result<(), LoadError> {
     let len = u16::try_from(text.len())
         .map_err(|_| LoadError::Malformed(format!("{what} longer than 65535 bytes")))?;
     bytes.extend_from_slice(&len.to_le_bytes());
@@ -245,7 +245,7 @@ fn put_str(bytes: &mut Vec<u8>, what: &str, text: &str) -> Result<(), LoadError>
     Ok(())
 }
 
-fn put_count(bytes: &mut Vec<u8>, count: usize) -> Result<(), LoadError> {
+pub(crate) fn put_count(bytes: &mut Vec<u8>, count: usize) -> Result<(), LoadError> {
     let count = u32::try_from(count)
         .map_err(|_| LoadError::Malformed("more than 2^32 entries".to_owned()))?;
     bytes.extend_from_slice(&count.to_le_bytes());
@@ -501,8 +501,8 @@ pub(crate) fn scope_index(scopes: &[ScopeSlot], id: u64) -> Option<usize> {
     if id < first || id > last {
         return None;
     }
-    let span = u128::from(last - first).max(1);
-    let guess = (u128::from(id - first) * (scopes.len() as u128 - 1) / span) as usize;
+    let span = (last - first).max(1) as f64;
+    let guess = ((id - first) as f64 / span * (scopes.len() - 1) as f64) as usize;
     let (at, _) = gallop(guess, scopes.len(), |i| scopes[i].grant.id < id);
     scopes
         .get(at)
@@ -1020,14 +1020,14 @@ fn le_u64(bytes: &[u8], at: usize) -> u64 {
 
 /// Reads the body's sections front to back; every read is bounds-checked
 /// and a short read names the section it was in.
-struct Reader<'b> {
-    body: &'b [u8],
-    at: usize,
-    section: &'static str,
+pub(crate) struct Reader<'b> {
+    pub(crate) body: &'b [u8],
+    pub(crate) at: usize,
+    pub(crate) section: &'static str,
 }
 
 impl<'b> Reader<'b> {
-    fn take(&mut self, n: usize) -> Result<&'b [u8], LoadError> {
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'b [u8], LoadError> {
         let end = self.at.checked_add(n).filter(|&end| end <= self.body.len());
         let Some(end) = end else {
             return malformed(format!("the {} section runs past the body", self.section));
@@ -1037,30 +1037,30 @@ impl<'b> Reader<'b> {
         Ok(bytes)
     }
 
-    fn u8(&mut self) -> Result<u8, LoadError> {
+    pub(crate) fn u8(&mut self) -> Result<u8, LoadError> {
         Ok(self.take(1)?[0])
     }
 
-    fn u16(&mut self) -> Result<u16, LoadError> {
+    pub(crate) fn u16(&mut self) -> Result<u16, LoadError> {
         let bytes = self.take(2)?;
         Ok(u16::from_le_bytes([bytes[0], bytes[1]]))
     }
 
-    fn u32(&mut self) -> Result<u32, LoadError> {
+    pub(crate) fn u32(&mut self) -> Result<u32, LoadError> {
         Ok(le_u32(self.take(4)?, 0))
     }
 
-    fn u64(&mut self) -> Result<u64, LoadError> {
+    pub(crate) fn u64(&mut self) -> Result<u64, LoadError> {
         Ok(le_u64(self.take(8)?, 0))
     }
 
     /// A section's count, starting the section.
-    fn count(&mut self, section: &'static str) -> Result<usize, LoadError> {
+    pub(crate) fn count(&mut self, section: &'static str) -> Result<usize, LoadError> {
         self.section = section;
         Ok(self.u32()? as usize)
     }
 
-    fn str(&mut self, what: &str, index: usize) -> Result<&'b str, LoadError> {
+    pub(crate) fn str(&mut self, what: &str, index: usize) -> Result<&'b str, LoadError> {
         let len = usize::from(self.u16()?);
         let bytes = self.take(len)?;
         let text = std::str::from_utf8(bytes).map_err(|_| {

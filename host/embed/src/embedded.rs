@@ -226,7 +226,11 @@ impl Embedded {
                         wait,
                         interval,
                     },
-                    options,
+                    // Bundle deltas are proved on an instance of their own.
+                    LiveOptions {
+                        deltas: true,
+                        ..options
+                    },
                 )?;
                 let live = Arc::clone(gateway.live());
                 // The gateway polls until `stop` is dropped.

@@ -212,6 +212,12 @@ pub struct RequestLimits {
     /// The largest policy module file `--policy`, SIGHUP and
     /// `POST /admin/policy` will read, in bytes.
     pub max_policy_bytes: u64,
+    /// The most linear memory each policy instance may grow to, in MiB (1
+    /// to 4096). A snapshot takes 64 bytes a key: raise it above 256 for
+    /// worlds of more than about three million keys.
+    pub max_policy_memory_mib: usize,
+    /// How long a policy instance may take to load a whole snapshot, in ms.
+    pub policy_load_timeout_ms: u64,
 }
 
 /// The admin API and the console, on one listener.
@@ -332,6 +338,8 @@ impl Default for RequestLimits {
             grpc_keepalive_ms: 20_000,
             max_connections: None,
             max_policy_bytes: keyscope_runtime::files::MAX_POLICY_BYTES,
+            max_policy_memory_mib: keyscope_runtime::Limits::default().max_memory >> 20,
+            policy_load_timeout_ms: 10_000,
         }
     }
 }
@@ -492,10 +500,24 @@ impl ServeConfig {
                 limits.max_connections.map_or(1, |max| max as u64),
             ),
             ("limits.max_policy_bytes", limits.max_policy_bytes),
+            (
+                "limits.max_policy_memory_mib",
+                limits.max_policy_memory_mib as u64,
+            ),
+            (
+                "limits.policy_load_timeout_ms",
+                limits.policy_load_timeout_ms,
+            ),
         ] {
             if value == 0 {
                 return bad(format!("{what} must be at least 1"));
             }
+        }
+        if limits.max_policy_memory_mib > 4096 {
+            return bad(format!(
+                "limits.max_policy_memory_mib is {}; a 32-bit policy cannot grow past 4096",
+                limits.max_policy_memory_mib
+            ));
         }
         if limits.grpc_keepalive_ms >= limits.idle_timeout_ms {
             return bad(format!(
@@ -511,6 +533,13 @@ impl ServeConfig {
     pub(super) fn live_options(&self) -> keyscope_runtime::swap::LiveOptions {
         keyscope_runtime::swap::LiveOptions {
             max_stale: self.max_stale_s.map(Duration::from_secs),
+            limits: keyscope_runtime::Limits {
+                max_memory: self.limits.max_policy_memory_mib << 20,
+                load_timeout: Duration::from_millis(self.limits.policy_load_timeout_ms),
+                ..keyscope_runtime::Limits::default()
+            },
+            // A store's changes and a fleet's bundles come as deltas.
+            deltas: true,
             ..keyscope_runtime::swap::LiveOptions::default()
         }
     }

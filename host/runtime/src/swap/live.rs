@@ -96,11 +96,11 @@ pub const MAX_DELTAS: usize = 256;
 struct SwapState {
     cache: ComponentCache,
     history: VecDeque<SwapRecord>,
-    /// An instance holding the current generation's state, by number,
-    /// that proves each delta before it is published. Built on the first
-    /// delta after a full load.
-    prover: Option<(u64, PolicyInstance)>,
 }
+
+/// An instance holding a generation's state, by number, that proves each
+/// delta before it is published.
+type Prover = Arc<Mutex<Option<(u64, PolicyInstance)>>>;
 
 /// The live policy. Share it in an `Arc`; give each thread a [`Worker`].
 pub struct LivePolicy {
@@ -112,6 +112,9 @@ pub struct LivePolicy {
     /// Serialises swaps; readers never take it.
     swapping: Mutex<SwapState>,
     pub(super) stats: Stats,
+    prover: Prover,
+    /// Whether to keep the prover warm ([`LiveOptions::deltas`]).
+    deltas: bool,
     /// How old the decision data may grow before decisions fail closed.
     pub(super) stale: StaleGuard,
 }
@@ -168,6 +171,11 @@ pub struct LiveOptions {
     pub self_test: SelfTest,
     /// How many swaps the history keeps.
     pub history_len: usize,
+    /// Whether changes will come as deltas ([`LivePolicy::swap_delta`]):
+    /// then an instance that proves them is kept loaded with the current
+    /// state, built in the background after each full load. It holds one
+    /// more copy of the snapshot.
+    pub deltas: bool,
     /// Deny every decision (`stale-policy`) once the data is older than
     /// this ([`LivePolicy::set_max_stale`]); `None`: fail static.
     pub max_stale: Option<std::time::Duration>,
@@ -179,6 +187,7 @@ impl Default for LiveOptions {
             limits: Limits::default(),
             self_test: SelfTest::default(),
             history_len: 32,
+            deltas: false,
             max_stale: None,
         }
     }
@@ -220,7 +229,7 @@ impl LivePolicy {
         state
             .history
             .push_back(record(Some(&first), "module+snapshot", "live".to_owned()));
-        Ok(Self {
+        let live = Self {
             engine,
             limits: options.limits,
             self_test: options.self_test,
@@ -228,8 +237,55 @@ impl LivePolicy {
             current: ArcSwap::from_pointee(first),
             swapping: Mutex::new(state),
             stats: Stats::default(),
+            prover: Prover::default(),
+            deltas: options.deltas,
             stale: StaleGuard::default(),
-        })
+        };
+        live.warm_prover(&live.current());
+        Ok(live)
+    }
+
+    /// With [`LiveOptions::deltas`], loads `generation` into a new prover
+    /// in the background, so that the first delta after a full load is
+    /// proved at the cost of the delta, not of a load.
+    fn warm_prover(&self, generation: &Arc<Generation>) {
+        if !self.deltas {
+            return;
+        }
+        let (slot, generation, limits) = (
+            Arc::clone(&self.prover),
+            Arc::clone(generation),
+            self.limits.clone(),
+        );
+        let warm = move || {
+            let Ok(mut instance) = generation.component.instantiate(limits) else {
+                return;
+            };
+            if instance
+                .load_shared_snapshot(Arc::clone(&generation.snapshot))
+                .is_err()
+            {
+                return;
+            }
+            for delta in &generation.deltas {
+                if instance.apply_delta(Arc::clone(delta)).is_err() {
+                    return;
+                }
+            }
+            let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
+            if slot
+                .as_ref()
+                .is_none_or(|(number, _)| *number < generation.number)
+            {
+                *slot = Some((generation.number, instance));
+            }
+        };
+        // Without a thread, the first delta builds its prover itself.
+        drop(
+            std::thread::Builder::new()
+                .name("keyscope-prover".to_owned())
+                .spawn(warm),
+        );
     }
 
     /// Denies every decision (`stale-policy`, 503) once the data is older
@@ -338,6 +394,7 @@ impl LivePolicy {
             proved: Mutex::new(None),
         });
         self.current.store(Arc::clone(&generation));
+        self.warm_prover(&generation);
         Ok(generation)
     }
 
@@ -364,7 +421,8 @@ impl LivePolicy {
                 ));
             }
             let delta: Arc<[u8]> = Arc::from(delta);
-            let mut prover = match state.prover.take() {
+            let mut slot = self.prover.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut prover = match slot.take() {
                 Some((number, instance)) if number == current.number => instance,
                 _ => {
                     let mut instance = current.component.instantiate(self.limits.clone())?;
@@ -376,7 +434,8 @@ impl LivePolicy {
                 }
             };
             let info = prover.apply_delta(Arc::clone(&delta))?;
-            state.prover = Some((current.number + 1, prover));
+            *slot = Some((current.number + 1, prover));
+            drop(slot);
             let mut deltas = current.deltas.clone();
             deltas.push(delta);
             Ok(Generation {
@@ -489,6 +548,7 @@ impl LivePolicy {
                     self.history_len,
                     record(Some(&generation), kind, "live".to_owned()),
                 );
+                self.warm_prover(&generation);
                 Ok(generation)
             }
             Err(error) => {
