@@ -83,7 +83,10 @@ fn main() {
     let live = LivePolicy::new(
         candidate.module.as_deref(),
         &candidate.snapshot,
-        LiveOptions::default(),
+        LiveOptions {
+            limits: keyscope_benches::roomy_limits(),
+            ..LiveOptions::default()
+        },
     )
     .unwrap();
     let loaded = started.elapsed();
@@ -101,6 +104,8 @@ fn main() {
         let (child, listening) = start(
             &[
                 "serve",
+                "--config",
+                &path(&keyscope_benches::roomy_config(dir.path())),
                 "--listen",
                 "127.0.0.1:0",
                 "--bundle-url",

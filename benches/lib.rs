@@ -221,6 +221,29 @@ pub fn revoked(agent: &ureq::Agent, http: &str, key: &str) -> bool {
     clippy::unwrap_used,
     reason = "set-up that cannot go on should stop loudly"
 )]
+/// A `serve` configuration whose policy instances have room for ten
+/// million keys (64 bytes each) and the time to load them.
+pub fn roomy_config(dir: &std::path::Path) -> std::path::PathBuf {
+    let config = dir.join("roomy.toml");
+    if !config.exists() {
+        std::fs::write(
+            &config,
+            "[limits]\nmax_policy_memory_mib = 2048\npolicy_load_timeout_ms = 600000\n",
+        )
+        .unwrap();
+    }
+    config
+}
+
+/// [`roomy_config`]'s limits, for a policy loaded in the bench itself.
+pub fn roomy_limits() -> keyscope_runtime::Limits {
+    keyscope_runtime::Limits {
+        max_memory: 2048 << 20,
+        load_timeout: std::time::Duration::from_secs(600),
+        ..keyscope_runtime::Limits::default()
+    }
+}
+
 pub fn control_plane(
     dir: &std::path::Path,
     db: &std::path::Path,
@@ -244,6 +267,8 @@ pub fn control_plane(
             "--store",
             &path(db),
             "serve",
+            "--config",
+            &path(&roomy_config(dir)),
             "--listen",
             "127.0.0.1:0",
             "--admin-listen",

@@ -641,6 +641,9 @@ fn bench_measures_every_path() {
         assert!(against[field].as_f64().is_some(), "{field}: {against}");
     }
     assert!(against["floor_ns"].as_f64().unwrap() > 0.0);
+    let read = &figures["records_read"];
+    assert!(read["interpolation"].as_f64().unwrap() >= 1.0, "{read}");
+    assert_eq!(read["binary_search"], 7.0, "100 keys: 7 reads");
     for f in figures["paths"].as_array().unwrap() {
         assert!(f["decisions_per_second"].as_f64().unwrap() > 0.0);
         assert!(f["median_ns"].as_f64().unwrap() <= f["p99_ns"].as_f64().unwrap());

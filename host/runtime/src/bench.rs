@@ -81,6 +81,19 @@ pub struct Figures {
     /// Medians less the floor's, and their ratio to native; `None` when
     /// the policy was prebuilt and no floor was built with it.
     pub against_floor: Option<AgainstFloor>,
+    /// Key records read to find a key: the page's interpolation search on
+    /// average over every key of the world (up to 100 000 of them), and
+    /// what a binary search over all the keys reads.
+    pub records_read: RecordsRead,
+}
+
+/// Records a lookup reads.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecordsRead {
+    /// The interpolation search within the key's page, on average.
+    pub interpolation: f64,
+    /// A binary search over every key: the ceiling of log2(keys + 1).
+    pub binary_search: f64,
 }
 
 /// The medians, less what wasmtime alone costs a call of the same shape.
@@ -199,9 +212,24 @@ pub fn run(component: &PolicyComponent, keys: u64, each: Duration) -> Result<Fig
             batch_less_floor_vs_native: batch / native_rules,
         })
     })();
+    let sample: Vec<&KeyDigest> = data
+        .keys
+        .iter()
+        .step_by((data.keys.len() / 100_000).max(1))
+        .map(|key| &key.digest)
+        .collect();
+    let read: u64 = sample
+        .iter()
+        .map(|digest| u64::from(native.find_key(digest).1))
+        .sum();
+    let records_read = RecordsRead {
+        interpolation: read as f64 / sample.len().max(1) as f64,
+        binary_search: (data.keys.len() as f64 + 1.0).log2().ceil(),
+    };
     Ok(Figures {
         paths,
         against_floor,
+        records_read,
     })
 }
 

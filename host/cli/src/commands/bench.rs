@@ -41,6 +41,11 @@ pub fn run(args: BenchArgs, out: &Output) -> anyhow::Result<ExitCode> {
                 f.path, f.decisions_per_second, f.median_ns, f.p99_ns
             ));
         }
+        text.push_str(&format!(
+            "\n\nkey records read to find a key: {:.2} (interpolation in its page), where a \
+             binary search reads {:.0}",
+            figures.records_read.interpolation, figures.records_read.binary_search
+        ));
         match &figures.against_floor {
             Some(a) => text.push_str(&format!(
                 "\n\nthe work the policy adds beyond wasmtime's own floor ({:.0} ns a call):\
