@@ -214,15 +214,12 @@ pub fn revoked(agent: &ureq::Agent, http: &str, key: &str) -> bool {
     body["reason"] == "revoked-key"
 }
 
-/// A control plane publishing signed bundles of the SQLite store at `db`,
-/// its files (signing key, public key, fleet and admin token `token`) in
-/// `dir`: the process, its `listening` event, and the public key file.
+/// A `serve` configuration whose policy instances have room for ten
+/// million keys (64 bytes each) and the time to load them.
 #[allow(
     clippy::unwrap_used,
     reason = "set-up that cannot go on should stop loudly"
 )]
-/// A `serve` configuration whose policy instances have room for ten
-/// million keys (64 bytes each) and the time to load them.
 pub fn roomy_config(dir: &std::path::Path) -> std::path::PathBuf {
     let config = dir.join("roomy.toml");
     if !config.exists() {
@@ -244,6 +241,13 @@ pub fn roomy_limits() -> keyscope_runtime::Limits {
     }
 }
 
+/// A control plane publishing signed bundles of the SQLite store at `db`,
+/// its files (signing key, public key, fleet and admin token `token`) in
+/// `dir`: the process, its `listening` event, and the public key file.
+#[allow(
+    clippy::unwrap_used,
+    reason = "set-up that cannot go on should stop loudly"
+)]
 pub fn control_plane(
     dir: &std::path::Path,
     db: &std::path::Path,
