@@ -260,7 +260,7 @@ bad = json.loads(json.dumps(base))
 live = next(k for k in bad["keys"] if not k["revoked"])
 live["scope_id"] = 999  # a live key in a scope that is no more
 write("live-in-deleted.ksb", with_snapshot(make_snapshot.encode(bad)))
-# An app that no live scope has, after the last: valid for section 4, not canonical.
+# An app that no live scope has, after the last: refused by section 4.
 body = bytearray(snap[16:-32])
 apps = struct.unpack_from("<I", body, 0)[0]
 pos = 4
@@ -363,7 +363,7 @@ refuse "a manifest number with a fraction" malformed fraction.ksb "${key[@]}"
 refuse "parts declared over 2 GiB" too-large huge.ksb "${key[@]}"
 refuse "a module not carried, none held" malformed no-module.ksb "${key[@]}"
 refuse "a live key in a deleted scope's slot" bad-snapshot live-in-deleted.ksb "${key[@]}"
-refuse "a snapshot that is not canonical" malformed not-canonical.ksb "${key[@]}"
+refuse "an app that no live scope has" bad-snapshot not-canonical.ksb "${key[@]}"
 refuse "S + L for S (a lax verifier's signature)" bad-signature s-plus-l.ksb "${key[@]}"
 
 failures=0

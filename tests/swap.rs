@@ -197,7 +197,16 @@ fn a_revocation_denies_every_request_that_starts_after_the_swap_returns() {
 fn hostile_modules_are_refused_while_the_old_generation_keeps_serving() {
     let world = World::new();
     let snapshot = world.snapshot(AgentsLevel::View, false);
-    let policy = live(&snapshot);
+    // A deadline no busy machine misses for the good module's decisions;
+    // the looping one is stopped by it all the same, only later.
+    let options = LiveOptions {
+        limits: keyscope_runtime::Limits {
+            evaluate_timeout: Duration::from_secs(5),
+            ..keyscope_runtime::Limits::default()
+        },
+        ..LiveOptions::default()
+    };
+    let policy = Arc::new(LivePolicy::new(None, &snapshot, options).unwrap());
     let cases: Vec<(&str, Vec<u8>, SwapStep)> = vec![
         ("loops forever", hostile::LOOP.to_vec(), SwapStep::SelfTest),
         ("grows memory", hostile::GROW.to_vec(), SwapStep::SelfTest),

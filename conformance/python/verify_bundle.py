@@ -458,6 +458,10 @@ def decode_snapshot(b):
         scopes.append({"id": scope_id, "app": apps[app], "agents": make_snapshot.LEVELS[level],
                        "runtime": [p for bit, p in enumerate(make_snapshot.PERMISSIONS) if bits >> bit & 1]})
     live_scopes = {scope["id"] for scope in scopes}
+    named = {scope["app"] for scope in scopes}
+    for app in apps:
+        if app not in named:
+            bad("malformed", f"app {app!r} has no live scope")
 
     routes = []
     for i in range(u32("the route count")):
@@ -790,7 +794,7 @@ def check_full_snapshot(snapshot, check=19):
     if encode_snapshot(contents) != snapshot:
         raise Refusal("malformed", check,
                       "the snapshot is not canonical: its contents, encoded again, differ "
-                      "(an app no live scope has)")
+                      "(section 4 leaves no other way: this is a producer's bug)")
     return contents
 
 

@@ -612,6 +612,19 @@ fn read_head(head: &[u8]) -> Result<Head, LoadError> {
         });
     }
 
+    // The apps are the live scopes' own: one that no scope has would make
+    // the encoding ambiguous, and a delta's result would not say it.
+    let mut used = vec![false; apps.len()];
+    for slot in &scopes {
+        used[slot.app as usize] = true;
+    }
+    if let Some(unused) = used.iter().position(|used| !used) {
+        return malformed(format!(
+            "app {unused} (`{}`) has no live scope: the apps are the live scopes' own",
+            apps[unused]
+        ));
+    }
+
     let count = body.count("routes")?;
     let mut entries = Vec::new();
     for i in 0..count {
@@ -1461,6 +1474,12 @@ mod tests {
             one_scope("a"),
             &|b| b[scopes_at + 4 + 16] = 1,
             "strictly ascending",
+        );
+        // Both scopes in app 0: app 1 (`b`) has none.
+        refuse(
+            one_scope("a"),
+            &|b| b[scopes_at + 4 + 16 + 8] = 0,
+            "app 1 (`b`) has no live scope",
         );
         let ops = SnapshotData {
             operations: default_operations(),

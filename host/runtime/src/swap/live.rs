@@ -102,6 +102,15 @@ struct SwapState {
 /// delta before it is published.
 type Prover = Arc<Mutex<Option<(u64, PolicyInstance)>>>;
 
+/// The generation the prover should be warmed for, and a lock that lets
+/// one warming load run at a time: swaps in quick succession at ten
+/// million keys must not start a 640 MB load each.
+#[derive(Default)]
+struct Warming {
+    wanted: AtomicU64,
+    loading: Mutex<()>,
+}
+
 /// The live policy. Share it in an `Arc`; give each thread a [`Worker`].
 pub struct LivePolicy {
     engine: PolicyEngine,
@@ -113,6 +122,7 @@ pub struct LivePolicy {
     swapping: Mutex<SwapState>,
     pub(super) stats: Stats,
     prover: Prover,
+    warming: Arc<Warming>,
     /// Whether to keep the prover warm ([`LiveOptions::deltas`]).
     deltas: bool,
     /// How old the decision data may grow before decisions fail closed.
@@ -238,6 +248,7 @@ impl LivePolicy {
             swapping: Mutex::new(state),
             stats: Stats::default(),
             prover: Prover::default(),
+            warming: Arc::default(),
             deltas: options.deltas,
             stale: StaleGuard::default(),
         };
@@ -252,12 +263,24 @@ impl LivePolicy {
         if !self.deltas {
             return;
         }
-        let (slot, generation, limits) = (
+        let (slot, warming, generation, limits) = (
             Arc::clone(&self.prover),
+            Arc::clone(&self.warming),
             Arc::clone(generation),
             self.limits.clone(),
         );
+        warming
+            .wanted
+            .fetch_max(generation.number, Ordering::Relaxed);
         let warm = move || {
+            let _one_at_a_time = warming
+                .loading
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            // A newer full load was published meanwhile: it warms its own.
+            if warming.wanted.load(Ordering::Relaxed) != generation.number {
+                return;
+            }
             let Ok(mut instance) = generation.component.instantiate(limits) else {
                 return;
             };
