@@ -563,11 +563,12 @@ fn static_bundles_behind_nginx_are_followed_and_bad_ones_refused_and_counted() {
         keyscope_bundle::Publisher::new(
             signing,
             held.revision + 1,
-            snapshot.into(),
+            std::sync::Arc::<[u8]>::from(snapshot),
             keyscope_test_artifacts::ALLOW_ALL.into(),
             std::time::Duration::from_secs(3600),
         )
         .full()
+        .unwrap()
         .bytes
         .to_vec()
     };

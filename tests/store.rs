@@ -354,10 +354,15 @@ fn an_incremental_rebuild_equals_a_full_one(backend: &Backend) {
         .unwrap();
     let update = builder.update(&mut store).unwrap().expect("changes");
     assert_eq!(update.revision, store.revision().unwrap());
+    let whole = keyscope_store::snapshot::build(&mut store).unwrap();
     assert_eq!(
-        update.snapshot,
-        keyscope_store::snapshot::build(&mut store).unwrap(),
+        builder.snapshot().to_bytes().unwrap(),
+        whole,
         "the snapshot from the changes is the snapshot of the whole store"
+    );
+    assert!(
+        whole.ends_with(&update.digest),
+        "the update names its digest"
     );
 }
 

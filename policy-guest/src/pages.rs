@@ -11,6 +11,8 @@
 //! interpolation (digests are uniform), so it reads about two records where
 //! a binary search over a million reads twenty.
 
+use std::sync::Arc;
+
 use sha2::{Digest as _, Sha256};
 
 /// Bytes per key record.
@@ -93,8 +95,9 @@ pub enum TableError {
 #[derive(Clone)]
 pub struct KeyTable {
     /// The bytes the table was built from: records `base_at ..` of them,
-    /// in order (a loaded snapshot's own bytes).
-    base: Vec<u8>,
+    /// in order (a loaded snapshot's own bytes), shared by its clones:
+    /// a clone copies only the pages changed since and the tree.
+    base: Arc<Vec<u8>>,
     base_at: usize,
     base_len: usize,
     bits: u32,
@@ -151,7 +154,7 @@ impl KeyTable {
     pub fn in_bytes(bytes: Vec<u8>, at: usize, count: usize) -> Result<Self, TableError> {
         let (bits, pages, levels) = Self::build(Self::slice(&bytes, at, count))?;
         Ok(Self {
-            base: bytes,
+            base: Arc::new(bytes),
             base_at: at,
             base_len: count,
             bits,
@@ -407,12 +410,14 @@ fn merge(records: impl Iterator<Item = Record>, updates: &[Record]) -> Vec<Recor
 fn search(page: &[Record], digest: &[u8], bits: u32) -> (Result<usize, usize>, u32) {
     // Prefixes as floating point: a guess needs no more than 53 bits, and a
     // float division costs a few cycles where a 128-bit one costs dozens.
-    let wanted = prefix(digest) as f64;
+    let wanted = prefix(digest);
     let (mut lo, mut hi) = (0usize, page.len());
-    // The prefixes at lo - 1 and hi, or the page's bounds.
-    let span = 2f64.powi(64 - bits as i32);
-    let mut below = (wanted / span).floor() * span;
-    let mut above = below + span;
+    // The prefixes at lo - 1 and hi, or the page's bounds: the page's
+    // first prefix is `wanted` with its low `64 - bits` bits cleared.
+    let low_bits = u64::MAX.checked_shr(bits).unwrap_or(0);
+    let mut below = (wanted & !low_bits) as f64;
+    let mut above = below + low_bits as f64 + 1.0;
+    let wanted = wanted as f64;
     let mut probes = 0;
     while lo < hi {
         let guess = if probes < 4 {

@@ -501,6 +501,11 @@ pub(crate) fn scope_index(scopes: &[ScopeSlot], id: u64) -> Option<usize> {
     if id < first || id > last {
         return None;
     }
+    // Ids with no gaps before this one: it is where it would be.
+    let dense = (id - first) as usize;
+    if scopes.get(dense).is_some_and(|slot| slot.grant.id == id) {
+        return Some(dense);
+    }
     let span = (last - first).max(1) as f64;
     let guess = ((id - first) as f64 / span * (scopes.len() - 1) as f64) as usize;
     let (at, _) = gallop(guess, scopes.len(), |i| scopes[i].grant.id < id);
@@ -829,6 +834,11 @@ impl Snapshot {
         }
     }
 
+    /// How long [`Snapshot::to_bytes`] is, without encoding it.
+    pub fn encoded_len(&self) -> usize {
+        HEADER_LEN + self.head_len + 4 + self.keys.len() * RECORD_LEN + TRAILER_LEN
+    }
+
     /// The snapshot's bytes, as §4 lays them out.
     pub fn to_bytes(&self) -> Result<Vec<u8>, LoadError> {
         let head = Head {
@@ -848,6 +858,7 @@ impl Snapshot {
             bytes.extend_from_slice(record);
         }
         bytes.extend_from_slice(&self.info.digest);
+        debug_assert_eq!(bytes.len(), self.encoded_len());
         Ok(bytes)
     }
 

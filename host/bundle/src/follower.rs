@@ -256,14 +256,45 @@ impl Follower {
     }
 
     /// Writes the held state to `path` as a cache that verifies as the
-    /// bundle did: the signed manifest, the held snapshot and the module.
-    /// Atomic: a temporary file, fsync, rename, fsync of the directory.
+    /// bundle did: see [`CacheImage::write`].
     pub fn write_cache(&self, path: &Path) -> Result<()> {
-        let Some(held) = &self.held else {
-            return Ok(());
-        };
-        let snapshot = held.kept.to_bytes()?;
-        crate::cache::write_atomically(path, &[&held.signed, &snapshot, &held.module])
+        self.cache_image().map_or(Ok(()), |image| image.write(path))
+    }
+
+    /// The held state as a cache will hold it, to write later or
+    /// elsewhere: a copy that shares the held snapshot's records.
+    pub fn cache_image(&self) -> Option<CacheImage> {
+        self.held.as_ref().map(|held| CacheImage {
+            revision: held.manifest.revision,
+            signed: held.signed.clone(),
+            kept: held.kept.clone(),
+            module: Arc::clone(&held.module),
+        })
+    }
+}
+
+/// A held state to write as the bundle cache ([`Follower::cache_image`]).
+#[derive(Debug, Clone)]
+pub struct CacheImage {
+    revision: u64,
+    signed: Vec<u8>,
+    kept: Snapshot,
+    module: Arc<[u8]>,
+}
+
+impl CacheImage {
+    /// The revision it holds.
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    /// Writes it to `path` as a cache that verifies as the bundle did: the
+    /// signed manifest, the snapshot and the module. The snapshot is
+    /// encoded here, which is linear in the world. Atomic: a temporary
+    /// file, fsync, rename, fsync of the directory.
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let snapshot = self.kept.to_bytes()?;
+        crate::cache::write_atomically(path, &[&self.signed, &snapshot, &self.module])
     }
 }
 

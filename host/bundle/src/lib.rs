@@ -20,9 +20,9 @@ pub mod keys;
 pub mod publisher;
 
 pub use error::{BundleError, Result};
-pub use follower::{Candidate, Follower};
+pub use follower::{CacheImage, Candidate, Follower};
 pub use format::{Kind, Layout, Manifest};
-pub use publisher::{Built, Have, Publisher};
+pub use publisher::{Built, Have, PublishedSnapshot, Publisher};
 
 #[cfg(test)]
 mod tests;

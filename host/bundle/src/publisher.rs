@@ -12,8 +12,10 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use ed25519_dalek::SigningKey;
+use keyscope_policy::Snapshot;
 use keyscope_policy::kept::SnapshotChanges;
 
+use crate::error::Result;
 use crate::format::{Base, Kind, Manifest, ModulePart, Part, seal, sha256_hex, snapshot_digest};
 use crate::keys::key_id;
 
@@ -44,12 +46,64 @@ pub struct Built {
     pub why_full: Option<&'static str>,
 }
 
+/// A snapshot to publish: its bytes, or the decoded snapshot a store
+/// keeps up to date. A decoded one is encoded only when a full bundle is
+/// first asked for, so a change costs the control plane what it changes,
+/// not an encoding of the whole world.
+#[derive(Debug, Clone)]
+pub enum PublishedSnapshot {
+    /// Encoded: a full bundle's, or one read from a file.
+    Bytes(Arc<[u8]>),
+    /// Decoded, as a store's builder keeps it.
+    Decoded(Box<Snapshot>),
+}
+
+impl From<Arc<[u8]>> for PublishedSnapshot {
+    fn from(bytes: Arc<[u8]>) -> Self {
+        Self::Bytes(bytes)
+    }
+}
+
+impl From<Snapshot> for PublishedSnapshot {
+    fn from(snapshot: Snapshot) -> Self {
+        Self::Decoded(Box::new(snapshot))
+    }
+}
+
+impl PublishedSnapshot {
+    /// The digest, in hex.
+    fn sha256(&self) -> String {
+        match self {
+            Self::Bytes(bytes) => snapshot_digest(bytes),
+            Self::Decoded(snapshot) => snapshot.info().digest_hex(),
+        }
+    }
+
+    /// The length of its bytes.
+    fn len(&self) -> usize {
+        match self {
+            Self::Bytes(bytes) => bytes.len(),
+            Self::Decoded(snapshot) => snapshot.encoded_len(),
+        }
+    }
+
+    /// Its bytes: encoded the first time they are asked for, then kept.
+    fn bytes(&mut self) -> Result<Arc<[u8]>> {
+        let bytes: Arc<[u8]> = match self {
+            Self::Bytes(bytes) => return Ok(Arc::clone(bytes)),
+            Self::Decoded(snapshot) => Arc::from(snapshot.to_bytes()?),
+        };
+        *self = Self::Bytes(Arc::clone(&bytes));
+        Ok(bytes)
+    }
+}
+
 struct State {
     /// The signature's version and expiry: see [`Manifest::version`].
     version: u64,
     expires_at_ms: u64,
     revision: u64,
-    snapshot: Arc<[u8]>,
+    snapshot: PublishedSnapshot,
     snapshot_sha256: String,
     module: Arc<[u8]>,
     module_sha256: String,
@@ -95,10 +149,11 @@ impl Publisher {
     pub fn new(
         key: SigningKey,
         revision: u64,
-        snapshot: Arc<[u8]>,
+        snapshot: impl Into<PublishedSnapshot>,
         module: Arc<[u8]>,
         ttl: std::time::Duration,
     ) -> Self {
+        let snapshot = snapshot.into();
         let signer = key_id(&key.verifying_key());
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
         let now = now_ms();
@@ -110,7 +165,7 @@ impl Publisher {
                 version: now,
                 expires_at_ms: now.saturating_add(ttl_ms),
                 revision,
-                snapshot_sha256: snapshot_digest(&snapshot),
+                snapshot_sha256: snapshot.sha256(),
                 snapshot,
                 module_sha256: sha256_hex(&module),
                 module,
@@ -128,9 +183,20 @@ impl Publisher {
         self.state.revision
     }
 
-    /// The snapshot published.
-    pub fn snapshot(&self) -> &Arc<[u8]> {
-        &self.state.snapshot
+    /// The snapshot published, encoded if it was not yet.
+    pub fn snapshot(&mut self) -> Result<Arc<[u8]>> {
+        self.state.snapshot.bytes()
+    }
+
+    /// Whether the published snapshot has been encoded.
+    #[cfg(test)]
+    pub(crate) fn encoded(&self) -> bool {
+        matches!(self.state.snapshot, PublishedSnapshot::Bytes(_))
+    }
+
+    /// The published snapshot's digest, in hex.
+    pub fn snapshot_sha256(&self) -> &str {
+        &self.state.snapshot_sha256
     }
 
     /// The version published.
@@ -184,10 +250,11 @@ impl Publisher {
     pub fn advance(
         &mut self,
         revision: u64,
-        snapshot: Arc<[u8]>,
+        snapshot: impl Into<PublishedSnapshot>,
         changes: Option<SnapshotChanges>,
     ) {
-        let sha256 = snapshot_digest(&snapshot);
+        let snapshot = snapshot.into();
+        let sha256 = snapshot.sha256();
         if revision == self.state.revision && sha256 == self.state.snapshot_sha256 {
             return;
         }
@@ -238,38 +305,36 @@ impl Publisher {
     }
 
     /// The bundle that brings a gateway holding `have` (nothing, if
-    /// `None`) to the published state.
-    pub fn bundle(&mut self, have: Option<Have<'_>>) -> Built {
+    /// `None`) to the published state. It fails only if a decoded snapshot
+    /// cannot be encoded for a full bundle.
+    pub fn bundle(&mut self, have: Option<Have<'_>>) -> Result<Built> {
         let Some(have) = have else {
             return self.full();
         };
         match self.delta(have) {
-            Ok(built) => built,
-            Err(why) => Built {
+            Ok(built) => Ok(built),
+            Err(why) => Ok(Built {
                 why_full: Some(why),
-                ..self.full()
-            },
+                ..self.full()?
+            }),
         }
     }
 
     /// The full bundle, with the module.
-    pub fn full(&mut self) -> Built {
+    pub fn full(&mut self) -> Result<Built> {
         if let Some(full) = &self.full {
-            return full.clone();
+            return Ok(full.clone());
         }
+        let snapshot = self.state.snapshot.bytes()?;
         let manifest = self.manifest(Kind::Full, None, None, true);
-        let bytes = seal(
-            &manifest,
-            &self.key,
-            &[&self.state.snapshot, &self.state.module],
-        );
+        let bytes = seal(&manifest, &self.key, &[&snapshot, &self.state.module]);
         let built = Built {
             kind: Kind::Full,
             bytes: Arc::from(bytes),
             why_full: None,
         };
         self.full = Some(built.clone());
-        built
+        Ok(built)
     }
 
     fn delta(&mut self, have: Have<'_>) -> Result<Built, &'static str> {

@@ -108,15 +108,46 @@ fn follow(follower: &mut Follower, bytes: &[u8]) -> Vec<u8> {
 }
 
 #[test]
+fn a_decoded_snapshot_is_published_without_encoding_until_a_full_bundle_is_asked_for() {
+    let (mut publisher, mut kept) = publisher();
+    let mut follower = Follower::new([key(1).verifying_key()]);
+    follow(&mut follower, &publisher.bundle(None).unwrap().bytes);
+    // As a store's builder publishes: the decoded snapshot, no bytes.
+    let changes = SnapshotChanges {
+        keys: vec![key_entry(7, true)],
+        ..SnapshotChanges::default()
+    };
+    let delta = kept.delta_for(&changes).unwrap();
+    kept.commit(delta.plan).unwrap();
+    publisher.advance(2, kept.clone(), Some(changes));
+    assert!(!publisher.encoded());
+    assert_eq!(publisher.snapshot_sha256(), kept.info().digest_hex());
+    let delta = publisher
+        .bundle(Some(have(follower.held().unwrap())))
+        .unwrap();
+    assert_eq!(delta.kind, Kind::Delta);
+    assert!(!publisher.encoded(), "a delta needs no encoding");
+    let by_delta = follow(&mut follower, &delta.bytes);
+    // A new gateway asks for the full bundle: encoded once, the same bytes.
+    let mut fresh = Follower::new([key(1).verifying_key()]);
+    let full = publisher.bundle(None).unwrap();
+    assert!(publisher.encoded());
+    assert_eq!(follow(&mut fresh, &full.bytes), by_delta);
+    assert_eq!(by_delta, kept.to_bytes().unwrap());
+}
+
+#[test]
 fn a_gateway_follows_full_then_deltas_to_the_same_bytes() {
     let (mut publisher, mut kept) = publisher();
     let mut follower = Follower::new([key(1).verifying_key()]);
-    let full = publisher.bundle(None);
+    let full = publisher.bundle(None).unwrap();
     assert_eq!(full.kind, Kind::Full);
     follow(&mut follower, &full.bytes);
     for (revision, id) in [(2, 7), (3, 8), (5, 9)] {
         revoke(&mut publisher, &mut kept, revision, id);
-        let delta = publisher.bundle(Some(have(follower.held().unwrap())));
+        let delta = publisher
+            .bundle(Some(have(follower.held().unwrap())))
+            .unwrap();
         assert_eq!(delta.kind, Kind::Delta);
         assert!(
             delta.bytes.len() < 2048,
@@ -124,11 +155,13 @@ fn a_gateway_follows_full_then_deltas_to_the_same_bytes() {
             delta.bytes.len()
         );
         let snapshot = follow(&mut follower, &delta.bytes);
-        assert_eq!(snapshot[..], publisher.snapshot()[..]);
+        assert_eq!(snapshot[..], publisher.snapshot().unwrap()[..]);
         assert_eq!(follower.held().unwrap().revision, revision);
     }
     // Nothing new: the same state is not a candidate.
-    let again = publisher.bundle(Some(have(follower.held().unwrap())));
+    let again = publisher
+        .bundle(Some(have(follower.held().unwrap())))
+        .unwrap();
     assert!(
         follower
             .prepare(&again.bytes, Layout::Served, now())
@@ -140,9 +173,11 @@ fn a_gateway_follows_full_then_deltas_to_the_same_bytes() {
 fn held_at_2() -> (Publisher, KeptSnapshot, Follower) {
     let (mut publisher, mut kept) = publisher();
     let mut follower = Follower::new([key(1).verifying_key()]);
-    follow(&mut follower, &publisher.bundle(None).bytes);
+    follow(&mut follower, &publisher.bundle(None).unwrap().bytes);
     revoke(&mut publisher, &mut kept, 2, 7);
-    let delta = publisher.bundle(Some(have(follower.held().unwrap())));
+    let delta = publisher
+        .bundle(Some(have(follower.held().unwrap())))
+        .unwrap();
     follow(&mut follower, &delta.bytes);
     (publisher, kept, follower)
 }
@@ -157,6 +192,7 @@ fn changed_bytes_are_refused() {
     revoke(&mut publisher, &mut kept, 3, 8);
     let delta = publisher
         .bundle(Some(have(follower.held().unwrap())))
+        .unwrap()
         .bytes
         .to_vec();
     // A byte of the changes.
@@ -187,7 +223,7 @@ fn changed_bytes_are_refused() {
         BundleError::Tampered("length")
     ));
     // A full bundle's snapshot.
-    let mut full = publisher.full().bytes.to_vec();
+    let mut full = publisher.full().unwrap().bytes.to_vec();
     let middle = full.len() - MODULE.len() - 40;
     full[middle] ^= 0x80;
     assert!(matches!(
@@ -208,7 +244,7 @@ fn another_signer_and_no_signature_are_refused() {
         Arc::from(MODULE),
         TTL,
     );
-    let error = refused(&follower, &other.full().bytes);
+    let error = refused(&follower, &other.full().unwrap().bytes);
     assert!(matches!(error, BundleError::OtherSigner { .. }), "{error}");
     // A raw snapshot, and a bundle whose signature was zeroed.
     assert!(matches!(
@@ -216,7 +252,7 @@ fn another_signer_and_no_signature_are_refused() {
         BundleError::Unsigned(_)
     ));
     let (mut publisher, _) = publisher();
-    let mut bytes = publisher.full().bytes.to_vec();
+    let mut bytes = publisher.full().unwrap().bytes.to_vec();
     let len = u32::from_le_bytes(bytes[9..13].try_into().unwrap()) as usize;
     bytes[13 + len..13 + len + 64].fill(0);
     assert!(matches!(
@@ -229,7 +265,7 @@ fn another_signer_and_no_signature_are_refused() {
 fn an_older_revision_is_a_rollback() {
     let (_, _, follower) = held_at_2();
     let (mut old, _) = publisher();
-    let error = refused(&follower, &old.full().bytes);
+    let error = refused(&follower, &old.full().unwrap().bytes);
     assert!(
         matches!(
             error,
@@ -311,7 +347,7 @@ fn a_delta_whose_result_is_not_its_signed_digest_is_refused() {
 
 #[test]
 fn a_cache_verifies_and_restores_the_held_state() {
-    let (publisher, _, follower) = held_at_2();
+    let (mut publisher, _, follower) = held_at_2();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bundle.cache");
     follower.write_cache(&path).unwrap();
@@ -323,7 +359,7 @@ fn a_cache_verifies_and_restores_the_held_state() {
         .prepare(&bytes, Layout::Cache, now())
         .unwrap()
         .unwrap();
-    assert_eq!(candidate.snapshot[..], publisher.snapshot()[..]);
+    assert_eq!(candidate.snapshot[..], publisher.snapshot().unwrap()[..]);
     assert_eq!(candidate.module.as_deref(), Some(MODULE));
     fresh.commit(candidate);
     assert_eq!(fresh.held().unwrap().revision, 2);
@@ -339,7 +375,9 @@ fn a_cache_verifies_and_restores_the_held_state() {
 fn a_module_change_alone_is_a_delta_with_the_module() {
     let (mut publisher, _, follower) = held_at_2();
     publisher.set_module(Arc::from(&b"\0asm another module"[..]));
-    let built = publisher.bundle(Some(have(follower.held().unwrap())));
+    let built = publisher
+        .bundle(Some(have(follower.held().unwrap())))
+        .unwrap();
     assert_eq!(built.kind, Kind::Delta);
     let candidate = follower
         .prepare(&built.bytes, Layout::Served, now())
@@ -379,7 +417,7 @@ fn a_stream_is_refused_before_more_than_its_signed_head_is_read() {
 
     // A real bundle reads whole, and exactly: nothing may follow it.
     let (mut publisher, _, _) = held_at_2();
-    let bundle = publisher.bundle(None).bytes;
+    let bundle = publisher.bundle(None).unwrap().bytes;
     let read = format::read_bounded(&mut &bundle[..], &trusted, Layout::Served, 1 << 30).unwrap();
     assert_eq!(read[..], bundle[..]);
     let mut padded = bundle.to_vec();
@@ -446,11 +484,13 @@ fn a_cache_that_is_a_fifo_or_a_device_is_refused_at_once() {
 fn a_module_change_moves_the_version_so_the_older_module_is_a_rollback() {
     let (mut publisher, _) = publisher();
     let mut follower = Follower::new([key(1).verifying_key()]);
-    let first = publisher.bundle(None).bytes;
+    let first = publisher.bundle(None).unwrap().bytes;
     follow(&mut follower, &first);
     // The same revision, another module: what a policy swap publishes.
     publisher.set_module(Arc::from(&b"\0asm the next module"[..]));
-    let next = publisher.bundle(Some(have(follower.held().unwrap())));
+    let next = publisher
+        .bundle(Some(have(follower.held().unwrap())))
+        .unwrap();
     follow(&mut follower, &next.bytes);
     let held = follower.held().unwrap();
     assert_eq!(held.revision, 1);
@@ -499,7 +539,7 @@ fn another_state_at_the_held_version_is_refused() {
 #[test]
 fn an_expired_bundle_is_refused_and_a_cache_past_its_expiry_still_serves() {
     let (mut publisher, _) = publisher();
-    let full = publisher.bundle(None).bytes;
+    let full = publisher.bundle(None).unwrap().bytes;
     let expires = publisher.expires_at_ms();
     let cold = Follower::new([key(1).verifying_key()]);
     let error = cold.prepare(&full, Layout::Served, expires).unwrap_err();
@@ -531,7 +571,7 @@ fn a_new_signature_of_the_held_state_renews_it_without_a_swap() {
     let before = follower.held().unwrap().clone();
     assert!(!publisher.resign_if_due(now()), "not due yet");
     assert!(publisher.resign_if_due(before.expires_at_ms - 1));
-    let renewal = publisher.bundle(Some(have(&before)));
+    let renewal = publisher.bundle(Some(have(&before))).unwrap();
     assert_eq!(renewal.kind, Kind::Delta);
     assert!(renewal.bytes.len() < 1024, "{}", renewal.bytes.len());
     let candidate = follower
@@ -554,9 +594,11 @@ fn a_new_signature_of_the_held_state_renews_it_without_a_swap() {
     );
     // Deltas still apply to the state held.
     revoke(&mut publisher, &mut kept, 3, 8);
-    let delta = publisher.bundle(Some(have(follower.held().unwrap())));
+    let delta = publisher
+        .bundle(Some(have(follower.held().unwrap())))
+        .unwrap();
     let snapshot = follow(&mut follower, &delta.bytes);
-    assert_eq!(snapshot[..], publisher.snapshot()[..]);
+    assert_eq!(snapshot[..], publisher.snapshot().unwrap()[..]);
 }
 
 #[test]
@@ -573,6 +615,7 @@ fn during_a_key_rotation_either_trusted_key_signs_and_no_other() {
             TTL,
         )
         .full()
+        .unwrap()
         .bytes
         .to_vec()
     };

@@ -51,6 +51,16 @@ enum Feed {
     Bundle(Arc<Gateway>),
 }
 
+impl Drop for Embedded {
+    /// A handle closes with its bundle cache holding what was live: the
+    /// next one starts from it.
+    fn drop(&mut self) {
+        if let Feed::Bundle(gateway) = &self.feed {
+            gateway.flush_cache();
+        }
+    }
+}
+
 /// Errors since the handle opened: how many, and the last one's words.
 #[derive(Debug, Default)]
 struct Errors {

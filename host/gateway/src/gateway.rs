@@ -30,6 +30,7 @@ use keyscope_runtime::time::now_ms;
 use serde::Serialize;
 use zeroize::Zeroizing;
 
+use crate::cache_writer::CacheWriter;
 use crate::staleness::Staleness;
 
 /// The poll's header that carries a usage report
@@ -188,6 +189,9 @@ pub enum StartError {
     /// The live policy could not start.
     #[error(transparent)]
     Swap(#[from] SwapError),
+    /// The cache writer's thread could not start.
+    #[error("starting the bundle cache writer: {0}")]
+    CacheWriter(#[source] std::io::Error),
 }
 
 impl PollError {
@@ -210,6 +214,8 @@ pub struct Gateway {
     etag: Mutex<Option<String>>,
     status: Mutex<BundleStatus>,
     usage: Arc<UsageTally>,
+    /// Writes the cache file, if there is one, off the poll path.
+    cache: Option<CacheWriter>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -303,6 +309,12 @@ impl Gateway {
         // A cache past its expiry still serves (fail static), and counts
         // toward `max_stale` from then.
         live.set_expiry(status.expires_at_ms.unwrap_or(0));
+        let cache = config
+            .cache
+            .clone()
+            .map(CacheWriter::start)
+            .transpose()
+            .map_err(StartError::CacheWriter)?;
         let gateway = Arc::new(Self {
             config,
             agent,
@@ -311,6 +323,7 @@ impl Gateway {
             etag: Mutex::new(None),
             status: Mutex::new(status),
             usage: Arc::new(UsageTally::default()),
+            cache,
         });
         if let Err(error) = gateway.poll(Duration::ZERO) {
             tracing::warn!(%error, "gateway: the first poll failed; serving what it holds");
@@ -509,11 +522,7 @@ impl Gateway {
             });
             self.live.set_expiry(manifest.expires_at_ms);
             follower.commit(candidate);
-            if let Some(path) = &self.config.cache
-                && let Err(error) = follower.write_cache(path)
-            {
-                tracing::error!(%error, "gateway: the renewed bundle could not be cached");
-            }
+            self.queue_cache(&follower);
             tracing::debug!(
                 version = manifest.version,
                 expires_at_ms = manifest.expires_at_ms,
@@ -562,12 +571,25 @@ impl Gateway {
             "gateway: bundle accepted"
         );
         follower.commit(candidate);
-        if let Some(path) = &self.config.cache
-            && let Err(error) = follower.write_cache(path)
-        {
-            tracing::error!(%error, "gateway: the bundle is live but could not be cached");
-        }
+        self.queue_cache(&follower);
         Ok(Some(generation))
+    }
+
+    /// Queues the held state for the cache file, if there is one. It is
+    /// written on the cache writer's thread: a new state is live before
+    /// its cache is written, and a restart in between starts from the
+    /// cache before it, then polls.
+    fn queue_cache(&self, follower: &Follower) {
+        if let (Some(cache), Some(image)) = (&self.cache, follower.cache_image()) {
+            cache.queue(image);
+        }
+    }
+
+    /// Waits until the cache file holds every state queued so far (a
+    /// failed write is logged); the revision it last got. A server calls
+    /// this as it stops, so a restart starts from what was live.
+    pub fn flush_cache(&self) -> Option<u64> {
+        self.cache.as_ref().and_then(CacheWriter::flush)
     }
 
     /// Polls on a thread of its own until the handle is dropped. The thread

@@ -15,6 +15,7 @@
 //! No async runtime: `keyscope serve` and the embedded library
 //! (`libkeyscope`, inside nginx's workers) both run it.
 
+mod cache_writer;
 mod gateway;
 mod id;
 mod staleness;

@@ -9,7 +9,7 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use keyscope_bundle::{Built, Have, Publisher};
+use keyscope_bundle::{Built, Have, PublishedSnapshot, Publisher};
 use keyscope_policy::kept::SnapshotChanges;
 use keyscope_runtime::swap::Generation;
 use keyscope_runtime::time::now_ms;
@@ -107,7 +107,7 @@ impl Bundles {
     pub fn advance(
         &self,
         revision: u64,
-        snapshot: Arc<[u8]>,
+        snapshot: impl Into<PublishedSnapshot>,
         module: Arc<[u8]>,
         changes: Option<SnapshotChanges>,
     ) {
@@ -167,7 +167,7 @@ impl Bundles {
     }
 
     /// The bundle that brings `have` to the published state.
-    pub fn bundle(&self, have: Option<Have<'_>>) -> Built {
+    pub fn bundle(&self, have: Option<Have<'_>>) -> keyscope_bundle::Result<Built> {
         self.publisher().bundle(have)
     }
 

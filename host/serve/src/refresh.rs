@@ -146,6 +146,15 @@ impl Refresher {
         }
     }
 
+    /// On a gateway, waits until its bundle cache holds what is live.
+    pub fn flush_cache(&self) {
+        if let Source::Gateway(gateway) = &self.source
+            && let Some(revision) = gateway.flush_cache()
+        {
+            tracing::debug!(revision, "gateway: the bundle cache is written");
+        }
+    }
+
     /// Whether the live state came from its source: always for a store; a
     /// gateway once it accepted a bundle (or loaded its cache).
     pub fn ready(&self) -> bool {
@@ -220,20 +229,22 @@ impl Refresher {
                 if let Some(bundles) = bundles {
                     bundles.advance(
                         update.revision,
-                        Arc::from(update.snapshot.as_slice()),
+                        builder.snapshot().clone(),
                         Arc::clone(&current.module),
                         Some(update.changes),
                     );
                 }
-                // The trailer is the snapshot's digest: skip a swap that
-                // changes nothing.
-                if update.snapshot.ends_with(&current.snapshot_info.digest) {
+                // Skip a swap that changes nothing.
+                if update.digest == current.snapshot_info.digest {
                     None
                 } else {
                     // The workers apply the delta to the snapshot they
-                    // hold; the full snapshot only if it is refused.
-                    let whole = update.snapshot;
-                    Some(self.live.swap_delta(&update.delta, || whole)?)
+                    // hold; the snapshot is encoded whole only if that is
+                    // refused. It cannot fail to encode (it was planned),
+                    // and if it did, the empty snapshot would be refused
+                    // and the current one keep serving.
+                    let whole = || builder.snapshot().to_bytes().unwrap_or_default();
+                    Some(self.live.swap_delta(&update.delta, whole)?)
                 }
             }
         };

@@ -430,6 +430,9 @@ impl Server {
         if let Some(writer) = log_writer {
             writer.finish();
         }
+        // A restart starts from the cache: it must hold what was live.
+        let refresher = Arc::clone(&refresher);
+        let _ = tokio::task::spawn_blocking(move || refresher.flush_cache()).await;
         Ok(())
     }
 }

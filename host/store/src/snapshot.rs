@@ -31,8 +31,10 @@ pub struct Update {
     pub revision: u64,
     /// How many changed rows were applied.
     pub rows: usize,
-    /// The new snapshot.
-    pub snapshot: Vec<u8>,
+    /// The new snapshot's digest. The snapshot itself is
+    /// [`Builder::snapshot`]: encoding it is linear in the world, so it is
+    /// left to whoever needs it whole.
+    pub digest: [u8; 32],
     /// The contract delta from the snapshot held before to this one: what
     /// the policy instances apply.
     pub delta: Vec<u8>,
@@ -56,6 +58,11 @@ impl Builder {
         ))
     }
 
+    /// The snapshot held, decoded. A clone shares its key records.
+    pub fn snapshot(&self) -> &Snapshot {
+        &self.kept
+    }
+
     /// The revision of the snapshot held.
     pub fn revision(&self) -> u64 {
         self.revision
@@ -63,7 +70,7 @@ impl Builder {
 
     /// The snapshot at the store's current revision, if that moved on: the
     /// rows changed since the held one, applied to it. Nothing is changed
-    /// if reading or encoding fails.
+    /// if reading or planning fails.
     pub fn update(&mut self, store: &mut impl Store) -> Result<Option<Update>> {
         if store.revision()? == self.revision {
             return Ok(None);
@@ -79,12 +86,11 @@ impl Builder {
         self.kept
             .commit(delta.plan)
             .map_err(|e| keyscope_policy::LoadError::Malformed(e.to_string()))?;
-        let snapshot = self.kept.to_bytes()?;
         self.revision = revision;
         Ok(Some(Update {
             revision,
             rows,
-            snapshot,
+            digest: self.kept.info().digest,
             delta: delta.bytes,
             changes,
         }))

@@ -123,7 +123,7 @@ pub fn run(command: BundleCommand, store: &Location, out: &Output) -> anyhow::Re
                 Arc::clone(&module),
                 std::time::Duration::from_millis(expires_in),
             );
-            let full = publisher.full();
+            let full = publisher.full()?;
             std::fs::create_dir_all(&output)
                 .with_context(|| format!("creating `{}`", output.display()))?;
             let path = output.join(BUNDLE_FILE);
@@ -137,7 +137,7 @@ pub fn run(command: BundleCommand, store: &Location, out: &Output) -> anyhow::Re
                 version: publisher.version(),
                 revision: held.revision,
                 expires_at: keyscope_store::audit::timestamp(publisher.expires_at_ms()),
-                snapshot: keyscope_bundle::format::snapshot_digest(publisher.snapshot()),
+                snapshot: publisher.snapshot_sha256().to_owned(),
                 module: keyscope_bundle::format::sha256_hex(&module),
                 signer,
             };

@@ -244,6 +244,15 @@ pub(super) async fn bundle(
             "internal",
             "building the bundle failed",
         )
+    })?
+    .map_err(|error| {
+        // The gateway keeps serving what it holds (fail static).
+        tracing::error!(%error, "bundle poll: the snapshot could not be encoded");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "building the bundle failed",
+        )
     })?;
     if let Some(why) = built.why_full {
         tracing::info!(
