@@ -165,6 +165,7 @@ fn main() {
             largest = largest.max(last["bytes"].as_u64().unwrap());
         }
     }
+    println!("in order: {latencies:?}");
     latencies.sort();
     let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
     println!(

@@ -44,7 +44,8 @@ fn store(c: &mut Criterion) {
             );
             // One key changed (revoked, or issued: each iteration needs a
             // change of its own), then the builder's update: the rows
-            // changed since its revision, applied and encoded.
+            // changed since its revision, planned as a delta on the kept
+            // snapshot and committed (nothing is encoded whole).
             store
                 .set_quotas(Quotas {
                     scopes_per_app: 20,

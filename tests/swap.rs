@@ -518,6 +518,73 @@ fn deltas_take_every_worker_to_the_state_a_rebuild_gives() {
 }
 
 #[test]
+fn the_prover_warms_after_a_full_load_and_follows_the_deltas() {
+    let mut world = Changing::new();
+    let policy = Arc::new(
+        LivePolicy::new(
+            None,
+            &world.data.encode().unwrap(),
+            LiveOptions {
+                deltas: true,
+                ..LiveOptions::default()
+            },
+        )
+        .unwrap(),
+    );
+    // Warmed on a thread of its own: polled, with a generous deadline.
+    let started = std::time::Instant::now();
+    while !policy.prover_ready() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "the prover never warmed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    for _ in 0..3 {
+        let (delta, _) = world.step();
+        policy
+            .swap_delta(&delta, || panic!("the delta applies"))
+            .unwrap();
+        assert!(policy.prover_ready(), "the prover proved it and holds it");
+    }
+    // Without deltas there is no prover to wait for.
+    assert!(live(&world.data.encode().unwrap()).prover_ready());
+}
+
+#[test]
+fn a_module_swap_keeps_the_deltas_applied_since_the_last_full_load() {
+    // Found by review: a module alone (SIGHUP, the admin reload) went live
+    // on the last full snapshot, and every key revoked since came back.
+    let mut world = Changing::new();
+    let policy = live(&world.data.encode().unwrap());
+    let mut worker = policy.worker();
+    let mut whole = Vec::new();
+    for _ in 0..12 {
+        let (delta, after) = world.step();
+        policy
+            .swap_delta(&delta, || panic!("the delta applies"))
+            .unwrap();
+        whole = after;
+    }
+    assert!(
+        world.data.keys.iter().any(|key| key.revoked),
+        "the steps revoked a key"
+    );
+    for module in [EMBEDDED_POLICY.to_vec(), twin_module()] {
+        let generation = policy.swap_module(&module).unwrap();
+        assert_eq!(generation.deltas.len(), 12, "the deltas are kept");
+        assert_eq!(
+            generation.snapshot_info.digest[..],
+            whole[whole.len() - 32..],
+            "the new module decides on the current state"
+        );
+        world.agrees(&mut worker, &whole);
+        // A worker that starts now loads the full snapshot and the deltas.
+        world.agrees(&mut policy.worker(), &whole);
+    }
+}
+
+#[test]
 fn a_gap_or_a_mismatch_loads_whole_is_counted_and_decides_right() {
     let mut world = Changing::new();
     let policy = live(&world.data.encode().unwrap());

@@ -75,11 +75,10 @@ pub fn node_hash(left: &[u8; 32], right: &[u8; 32]) -> [u8; 32] {
 #[derive(Debug, Clone)]
 enum Page {
     /// Records `at .. at + len` of the base table.
-    Base {
-        at: usize,
-        len: usize,
-    },
-    Owned(Vec<Record>),
+    Base { at: usize, len: usize },
+    /// A page changed since, shared by the table's clones: a clone of a
+    /// much-changed table still copies no record.
+    Owned(Arc<Vec<Record>>),
 }
 
 /// Why records do not make a table.
@@ -372,7 +371,7 @@ impl KeyTable {
             return;
         }
         for (page, records) in plan.pages {
-            self.pages[page] = Page::Owned(records);
+            self.pages[page] = Page::Owned(Arc::new(records));
         }
         for (level, nodes) in plan.nodes.into_iter().enumerate() {
             for (i, hash) in nodes {
@@ -410,14 +409,14 @@ fn merge(records: impl Iterator<Item = Record>, updates: &[Record]) -> Vec<Recor
 fn search(page: &[Record], digest: &[u8], bits: u32) -> (Result<usize, usize>, u32) {
     // Prefixes as floating point: a guess needs no more than 53 bits, and a
     // float division costs a few cycles where a 128-bit one costs dozens.
-    let wanted = prefix(digest);
+    let key = prefix(digest);
     let (mut lo, mut hi) = (0usize, page.len());
     // The prefixes at lo - 1 and hi, or the page's bounds: the page's
     // first prefix is `wanted` with its low `64 - bits` bits cleared.
     let low_bits = u64::MAX.checked_shr(bits).unwrap_or(0);
-    let mut below = (wanted & !low_bits) as f64;
+    let mut below = (key & !low_bits) as f64;
     let mut above = below + low_bits as f64 + 1.0;
-    let wanted = wanted as f64;
+    let wanted = key as f64;
     let mut probes = 0;
     while lo < hi {
         let guess = if probes < 4 {
@@ -427,15 +426,20 @@ fn search(page: &[Record], digest: &[u8], bits: u32) -> (Result<usize, usize>, u
             lo + (hi - lo) / 2
         };
         probes += 1;
-        match page[guess][..32].cmp(&digest[..32]) {
+        // The first eight bytes as a word decide all but a tie.
+        let found = prefix(&page[guess][..]);
+        match found
+            .cmp(&key)
+            .then_with(|| page[guess][8..32].cmp(&digest[8..32]))
+        {
             std::cmp::Ordering::Equal => return (Ok(guess), probes),
             std::cmp::Ordering::Less => {
                 lo = guess + 1;
-                below = prefix(&page[guess][..]) as f64;
+                below = found as f64;
             }
             std::cmp::Ordering::Greater => {
                 hi = guess;
-                above = prefix(&page[guess][..]) as f64;
+                above = found as f64;
             }
         }
     }

@@ -968,8 +968,12 @@ impl Snapshot {
 
     /// [`Snapshot::key`], and how many records the search read.
     pub fn find_key(&self, digest: &KeyDigest) -> (Option<KeyRecord>, u32) {
+        // Compared as four words: four constant-time steps, not 32.
+        let wanted = digest.words();
         let (found, probes) = self.keys.find(&digest.0, |record| {
-            bool::from(record[..32].ct_eq(&digest.0[..]))
+            let mut digest = [0; 32];
+            digest.copy_from_slice(&record[..32]);
+            bool::from(KeyDigest(digest).words()[..].ct_eq(&wanted[..]))
         });
         let key = found.map(|record| {
             let raw = RawRecord::read(record);

@@ -56,7 +56,7 @@ impl Drop for Embedded {
     /// next one starts from it.
     fn drop(&mut self) {
         if let Feed::Bundle(gateway) = &self.feed {
-            gateway.flush_cache();
+            gateway.flush_cache(std::time::Duration::from_secs(10));
         }
     }
 }

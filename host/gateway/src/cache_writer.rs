@@ -8,6 +8,7 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use keyscope_bundle::CacheImage;
 
@@ -70,11 +71,26 @@ impl CacheWriter {
     }
 
     /// Waits until everything queued so far is written (or failed, which
-    /// is logged); returns the revision the cache last got.
-    pub(crate) fn flush(&self) -> Option<u64> {
+    /// is logged), for at most `patience`: a write stuck on a dead disk
+    /// must not hold a stopping process forever. Returns the revision the
+    /// cache last got.
+    pub(crate) fn flush(&self, patience: Duration) -> Option<u64> {
+        let deadline = Instant::now() + patience;
         let mut queue = self.shared.queue();
         while queue.next.is_some() || queue.writing {
-            queue = self.shared.wait(queue);
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                tracing::error!(
+                    patience_s = patience.as_secs(),
+                    "gateway: the bundle cache write did not finish in time"
+                );
+                break;
+            };
+            queue = self
+                .shared
+                .changed
+                .wait_timeout(queue, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
         }
         queue.written
     }
@@ -103,10 +119,16 @@ fn write_queued(shared: &Shared, path: &std::path::Path) {
         };
         queue.writing = true;
         drop(queue);
-        let written = match image.write(path) {
-            Ok(()) => Some(image.revision()),
-            Err(error) => {
+        // A panic in the write must not leave `writing` set for ever.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| image.write(path)));
+        let written = match outcome {
+            Ok(Ok(())) => Some(image.revision()),
+            Ok(Err(error)) => {
                 tracing::error!(%error, "gateway: the bundle is live but could not be cached");
+                None
+            }
+            Err(_) => {
+                tracing::error!("gateway: writing the bundle cache panicked");
                 None
             }
         };
@@ -122,6 +144,7 @@ fn write_queued(shared: &Shared, path: &std::path::Path) {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+    use std::time::Duration;
 
     use ed25519_dalek::SigningKey;
     use keyscope_bundle::{Follower, Layout, Publisher};
@@ -172,7 +195,7 @@ mod tests {
         for image in images {
             writer.queue(image);
         }
-        assert_eq!(writer.flush(), Some(4));
+        assert_eq!(writer.flush(Duration::from_secs(60)), Some(4));
         let cached = keyscope_bundle::cache::read(&path, &[key.verifying_key()][..])
             .unwrap()
             .unwrap();
@@ -206,6 +229,6 @@ mod tests {
         let (_, mut images) = images(1);
         let writer = CacheWriter::start(path).unwrap();
         writer.queue(images.pop().unwrap());
-        assert_eq!(writer.flush(), None);
+        assert_eq!(writer.flush(Duration::from_secs(60)), None);
     }
 }

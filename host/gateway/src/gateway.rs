@@ -585,11 +585,29 @@ impl Gateway {
         }
     }
 
-    /// Waits until the cache file holds every state queued so far (a
-    /// failed write is logged); the revision it last got. A server calls
-    /// this as it stops, so a restart starts from what was live.
-    pub fn flush_cache(&self) -> Option<u64> {
-        self.cache.as_ref().and_then(CacheWriter::flush)
+    /// Waits, for at most `patience`, until the cache file holds the
+    /// state live now (a failed write is logged); the revision it last
+    /// got. A server calls this as it stops, so a restart starts from what
+    /// was live.
+    pub fn flush_cache(&self, patience: Duration) -> Option<u64> {
+        let cache = self.cache.as_ref()?;
+        // A bundle being accepted is live before it is queued: taking the
+        // follower waits for it to be queued too.
+        let held = self
+            .follower
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .held()
+            .map(|manifest| manifest.revision);
+        let written = cache.flush(patience);
+        if held.is_some() && written != held {
+            tracing::warn!(
+                held,
+                written,
+                "gateway: the bundle cache is behind the state live; a restart starts                  from the older one, then polls"
+            );
+        }
+        written
     }
 
     /// Polls on a thread of its own until the handle is dropped. The thread

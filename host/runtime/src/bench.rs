@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use keyscope_keys::{self as keys, KeySecret};
 use keyscope_policy::snapshot::{KeyEntry, ScopeEntry, SnapshotData, default_operations};
-use keyscope_policy::{AgentsLevel, KeyDigest, Millis, Request, RuntimeSet, Snapshot, rules};
+use keyscope_policy::{
+    AgentsLevel, Credential, KeyDigest, Millis, Request, RuntimeSet, Snapshot, rules,
+};
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
@@ -115,12 +117,17 @@ pub struct AgainstFloor {
     pub batch_less_floor_vs_native: f64,
 }
 
+/// How many keys of the world the decision paths go through in turn: one
+/// key alone would measure where that key happens to sit in its page (one
+/// record read or four), not a lookup.
+const ROUND: usize = 1024;
+
 /// Measures, side by side: the native rules, the floor (an empty call of
 /// the same shape into the same engine) and the component (reused
-/// instance) on the same resolved request; the native host path and the
-/// component's (raw key, SHA-256, names resolved, decided); and
-/// `evaluate-batch` (256 per call), the floor's and the component's. Each
-/// runs for about `each`.
+/// instance) on the same resolved requests, [`ROUND`] keys of the world in
+/// turn; the native host path and the component's (one raw key, SHA-256,
+/// names resolved, decided); and `evaluate-batch` (256 of those keys per
+/// call), the floor's and the component's. Each runs for about `each`.
 pub fn run(component: &PolicyComponent, keys: u64, each: Duration) -> Result<Figures> {
     let (data, held) = synthetic_world(keys);
     let bytes = data.encode()?;
@@ -149,23 +156,40 @@ pub fn run(component: &PolicyComponent, keys: u64, each: Duration) -> Result<Fig
         op: "agents.update",
         now: NOW,
     };
-    let resolved = native.resolve(&request);
-    debug_assert_eq!(resolved, instance.catalogue().resolve(&request));
-    let batch = vec![request; 256];
+    debug_assert_eq!(
+        native.resolve(&request),
+        instance.catalogue().resolve(&request)
+    );
+    // Keys spread over the whole world: live, revoked and expiring ones,
+    // as they come.
+    let round: Vec<Request<'_>> = data
+        .keys
+        .iter()
+        .step_by((data.keys.len() / ROUND).max(1))
+        .take(ROUND)
+        .map(|key| Request {
+            credential: Credential::Digest(key.digest),
+            ..request
+        })
+        .collect();
+    let resolved: Vec<_> = round.iter().map(|r| native.resolve(r)).collect();
+    let batch: Vec<Request<'_>> = round.iter().copied().cycle().take(256).collect();
+    let mut turn = 0usize;
+    let mut next = move || {
+        turn = (turn + 1) % resolved.len();
+        resolved[turn]
+    };
     let mut paths = vec![measure("native rules", each, 256, || {
-        std::hint::black_box(rules::decide(
-            Some(&native),
-            std::hint::black_box(&resolved),
-        ));
+        std::hint::black_box(rules::decide(Some(&native), std::hint::black_box(&next())));
     })];
     if let Some(floor) = &mut floor {
         paths.push(measure("floor (empty call)", each, 256, || {
-            std::hint::black_box(floor.evaluate_resolved(std::hint::black_box(&resolved)));
+            std::hint::black_box(floor.evaluate_resolved(std::hint::black_box(&next())));
         }));
     }
     paths.extend([
         measure("component", each, 256, || {
-            std::hint::black_box(instance.evaluate_resolved(std::hint::black_box(&resolved)));
+            std::hint::black_box(instance.evaluate_resolved(std::hint::black_box(&next())));
         }),
         measure("native host path (raw key)", each, 256, || {
             let credential = keys::credential(Some(std::hint::black_box(&raw)));

@@ -19,6 +19,7 @@
 //! bundles ([`Gateway`]), and this only reports on them.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -61,6 +62,8 @@ pub struct Refresher {
     usage: Arc<UsageTally>,
     policy: Option<PathBuf>,
     max_policy_bytes: u64,
+    /// Whether the prover has held the live state once (see `ready`).
+    warmed: AtomicBool,
 }
 
 /// Where the live state comes from.
@@ -113,6 +116,7 @@ impl Refresher {
             usage: Arc::new(UsageTally::default()),
             policy,
             max_policy_bytes,
+            warmed: AtomicBool::new(false),
         }
     }
 
@@ -124,6 +128,7 @@ impl Refresher {
             source: Source::Gateway(gateway),
             policy: None,
             max_policy_bytes: 0,
+            warmed: AtomicBool::new(false),
         }
     }
 
@@ -146,22 +151,39 @@ impl Refresher {
         }
     }
 
-    /// On a gateway, waits until its bundle cache holds what is live.
-    pub fn flush_cache(&self) {
+    /// On a gateway, waits (for at most `patience`) until its bundle cache
+    /// holds what is live.
+    pub fn flush_cache(&self, patience: Duration) {
         if let Source::Gateway(gateway) = &self.source
-            && let Some(revision) = gateway.flush_cache()
+            && let Some(revision) = gateway.flush_cache(patience)
         {
             tracing::debug!(revision, "gateway: the bundle cache is written");
         }
     }
 
-    /// Whether the live state came from its source: always for a store; a
-    /// gateway once it accepted a bundle (or loaded its cache).
+    /// Whether the live state came from its source (always for a store; a
+    /// gateway once it accepted a bundle or loaded its cache) and, the first
+    /// time, whether the instance that proves deltas holds it too. Until
+    /// then the first change would wait for a whole load (seconds at ten
+    /// million keys). Once ready it stays so: a later full load rewarms
+    /// the prover on every gateway at once, and a fleet must not all say
+    /// 503 together for it.
     pub fn ready(&self) -> bool {
-        match &self.source {
+        let holds = match &self.source {
             Source::Store { .. } => true,
             Source::Gateway(gateway) => gateway.holds_bundle(),
+        };
+        if !holds {
+            return false;
         }
+        if self.warmed.load(Ordering::Relaxed) {
+            return true;
+        }
+        let warm = self.live.prover_ready();
+        if warm {
+            self.warmed.store(true, Ordering::Relaxed);
+        }
+        warm
     }
 
     /// Whether the live snapshot is known to hold the store's latest

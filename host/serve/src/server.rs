@@ -432,7 +432,8 @@ impl Server {
         }
         // A restart starts from the cache: it must hold what was live.
         let refresher = Arc::clone(&refresher);
-        let _ = tokio::task::spawn_blocking(move || refresher.flush_cache()).await;
+        let patience = limits.drain_timeout();
+        let _ = tokio::task::spawn_blocking(move || refresher.flush_cache(patience)).await;
         Ok(())
     }
 }

@@ -162,8 +162,9 @@ pub fn run(args: ServeArgs, store: &Location) -> anyhow::Result<ExitCode> {
                 token.as_str()
             );
         }
-        // `ready` once a verified state serves: a gateway says it when its
-        // first bundle (or cache) is live, not before.
+        // `ready` once a verified state serves and the instance that proves
+        // deltas holds it: a gateway says it when its first bundle (or
+        // cache) is live, not before.
         let ready = server.ready();
         tokio::spawn(async move {
             let generation = ready.await;

@@ -10,7 +10,9 @@ use arc_swap::ArcSwap;
 use keyscope_policy::SnapshotInfo;
 use serde::Serialize;
 
-use super::pipeline::{ComponentCache, SelfTest, SwapError, Swapped, compile, digest_hex, prove};
+use super::pipeline::{
+    ComponentCache, SelfTest, SwapError, SwapStep, Swapped, at, compile, digest_hex, prove,
+};
 use crate::component::{EMBEDDED_POLICY, PolicyComponent};
 use crate::engine::{Limits, PolicyEngine};
 use crate::instance::PolicyInstance;
@@ -109,6 +111,9 @@ type Prover = Arc<Mutex<Option<(u64, PolicyInstance)>>>;
 struct Warming {
     wanted: AtomicU64,
     loading: Mutex<()>,
+    /// The newest generation whose warming failed (its first delta then
+    /// builds the prover itself).
+    gave_up: AtomicU64,
 }
 
 /// The live policy. Share it in an `Arc`; give each thread a [`Worker`].
@@ -256,6 +261,19 @@ impl LivePolicy {
         Ok(live)
     }
 
+    /// Whether the next delta is proved at the cost of the delta: deltas
+    /// are off, or the prover holds the live generation.
+    pub fn prover_ready(&self) -> bool {
+        !self.deltas
+            || self
+                .prover
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .as_ref()
+                .is_some_and(|(number, _)| *number == self.current.load().number)
+            || self.warming.gave_up.load(Ordering::Relaxed) >= self.current.load().number
+    }
+
     /// With [`LiveOptions::deltas`], loads `generation` into a new prover
     /// in the background, so that the first delta after a full load is
     /// proved at the cost of the delta, not of a load.
@@ -263,6 +281,7 @@ impl LivePolicy {
         if !self.deltas {
             return;
         }
+        let generation_number = generation.number;
         let (slot, warming, generation, limits) = (
             Arc::clone(&self.prover),
             Arc::clone(&self.warming),
@@ -281,20 +300,22 @@ impl LivePolicy {
             if warming.wanted.load(Ordering::Relaxed) != generation.number {
                 return;
             }
-            let Ok(mut instance) = generation.component.instantiate(limits) else {
+            let loaded = generation
+                .component
+                .instantiate(limits)
+                .and_then(|mut instance| {
+                    instance.load_shared_snapshot(Arc::clone(&generation.snapshot))?;
+                    for delta in &generation.deltas {
+                        instance.apply_delta(Arc::clone(delta))?;
+                    }
+                    Ok(instance)
+                });
+            let Ok(instance) = loaded else {
+                warming
+                    .gave_up
+                    .fetch_max(generation.number, Ordering::Relaxed);
                 return;
             };
-            if instance
-                .load_shared_snapshot(Arc::clone(&generation.snapshot))
-                .is_err()
-            {
-                return;
-            }
-            for delta in &generation.deltas {
-                if instance.apply_delta(Arc::clone(delta)).is_err() {
-                    return;
-                }
-            }
             let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
             if slot
                 .as_ref()
@@ -304,11 +325,15 @@ impl LivePolicy {
             }
         };
         // Without a thread, the first delta builds its prover itself.
-        drop(
-            std::thread::Builder::new()
-                .name("keyscope-prover".to_owned())
-                .spawn(warm),
-        );
+        if std::thread::Builder::new()
+            .name("keyscope-prover".to_owned())
+            .spawn(warm)
+            .is_err()
+        {
+            self.warming
+                .gave_up
+                .fetch_max(generation_number, Ordering::Relaxed);
+        }
     }
 
     /// Denies every decision (`stale-policy`, 503) once the data is older
@@ -445,6 +470,21 @@ impl LivePolicy {
             }
             let delta: Arc<[u8]> = Arc::from(delta);
             let mut slot = self.prover.lock().unwrap_or_else(PoisonError::into_inner);
+            if slot
+                .as_ref()
+                .is_none_or(|(number, _)| *number != current.number)
+            {
+                // A prover may be warming for this very generation: wait
+                // for it rather than load the snapshot a second time beside
+                // it (seconds at ten million keys, on the same cores).
+                drop(slot);
+                let _warmed = self
+                    .warming
+                    .loading
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                slot = self.prover.lock().unwrap_or_else(PoisonError::into_inner);
+            }
             let mut prover = match slot.take() {
                 Some((number, instance)) if number == current.number => instance,
                 _ => {
@@ -539,23 +579,32 @@ impl LivePolicy {
                     false,
                 ),
             };
-            let snapshot: Arc<[u8]> = match snapshot {
-                Some(bytes) => Arc::from(bytes),
-                None => Arc::clone(&current.snapshot),
+            // A new module alone decides on the current state: the last
+            // full snapshot and every delta applied since, replayed on the
+            // instance that proves it. Dropping them would bring back
+            // every key revoked since that load.
+            let (snapshot, deltas): (Arc<[u8]>, Vec<Arc<[u8]>>) = match snapshot {
+                Some(bytes) => (Arc::from(bytes), Vec::new()),
+                None => (Arc::clone(&current.snapshot), current.deltas.clone()),
             };
-            let (info, proved) = prove(
+            let (mut info, mut proved) = prove(
                 &component,
                 &snapshot,
                 &self.self_test,
                 &self.limits,
                 module_is_new,
             )?;
+            for delta in &deltas {
+                info = proved
+                    .apply_delta(Arc::clone(delta))
+                    .map_err(at(SwapStep::LoadSnapshot))?;
+            }
             Ok(Generation {
                 number: current.number + 1,
                 component,
                 module: module_bytes,
                 snapshot,
-                deltas: Vec::new(),
+                deltas,
                 snapshot_info: info,
                 loaded_at_ms: now_ms(),
                 proved: Mutex::new(Some(proved)),
