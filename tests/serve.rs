@@ -938,3 +938,65 @@ fn a_client_that_ignores_shutdown_holds_the_server_no_longer_than_the_drain_time
     );
     drop(client);
 }
+
+#[test]
+fn a_module_reload_keeps_every_change_since_the_server_started() {
+    // Found by review: a module reload went live on the snapshot of the
+    // last full load, and a key revoked since was allowed again.
+    let world = World::new();
+    let policy = world.sandbox.path("policy.wasm");
+    std::fs::write(&policy, keyscope_runtime::EMBEDDED_POLICY).unwrap();
+    let server = world.sandbox.serve(&["--policy", policy.to_str().unwrap()]);
+    let http = http_client();
+    let check = |key: &str| -> Value {
+        http.post(server.url("/v1/check"))
+            .send_json(json!({ "key": key, "app": "acme", "op": "agents.get" }))
+            .unwrap()
+            .body_mut()
+            .read_json()
+            .unwrap()
+    };
+    let status = || -> Value {
+        http.get(server.admin_url("/admin/status"))
+            .header("authorization", &format!("Bearer {}", server.admin_token))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_json()
+            .unwrap()
+    };
+    // Changes after the start reach the server as deltas.
+    let (revoked_id, revoked) = world.sandbox.key("acme/viewer", "revoked-later");
+    let (_, created) = world.sandbox.key("acme/viewer", "created-later");
+    crate::support::wait_until(30, "the new keys served", || {
+        check(&created)["allow"] == true && check(&revoked)["allow"] == true
+    });
+    world
+        .sandbox
+        .keyscope(["key", "revoke", &revoked_id.to_string()])
+        .assert()
+        .success();
+    crate::support::wait_until(30, "the revocation served", || {
+        check(&revoked)["reason"] == "revoked-key"
+    });
+    assert!(status()["stats"]["deltas_applied"].as_u64().unwrap() >= 1);
+    // The module is reloaded, by SIGHUP then by the admin API.
+    for round in 0..2 {
+        let before = status()["generation"].as_u64().unwrap();
+        if round == 0 {
+            server.signal("HUP");
+        } else {
+            let response = http
+                .post(server.admin_url("/admin/policy"))
+                .header("authorization", &format!("Bearer {}", server.admin_token))
+                .send("")
+                .unwrap();
+            assert_eq!(response.status(), 200);
+        }
+        crate::support::wait_until(30, "the reload", || {
+            status()["generation"].as_u64().unwrap() > before
+        });
+        assert_eq!(check(&revoked)["reason"], "revoked-key", "round {round}");
+        assert_eq!(check(&created)["allow"], true, "round {round}");
+    }
+}
