@@ -547,6 +547,22 @@ fn the_prover_warms_after_a_full_load_and_follows_the_deltas() {
             .unwrap();
         assert!(policy.prover_ready(), "the prover proved it and holds it");
     }
+    // A delta refused, and its whole state refused too (found by review):
+    // the prover was spent and no thread warms another, so readiness must
+    // not wait for one. The next delta builds its own.
+    let before = policy.current().number;
+    assert!(policy.swap_delta(b"not a delta", Vec::new).is_err());
+    assert_eq!(
+        policy.current().number,
+        before,
+        "the last good state serves"
+    );
+    assert!(policy.prover_ready());
+    let (delta, _) = world.step();
+    policy
+        .swap_delta(&delta, || panic!("the delta applies"))
+        .unwrap();
+    assert!(policy.prover_ready());
     // Without deltas there is no prover to wait for.
     assert!(live(&world.data.encode().unwrap()).prover_ready());
 }

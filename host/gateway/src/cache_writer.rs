@@ -48,10 +48,14 @@ pub(crate) struct CacheWriter {
 }
 
 impl CacheWriter {
-    /// Starts the thread that writes `path`.
-    pub(crate) fn start(path: PathBuf) -> std::io::Result<Self> {
+    /// Starts the thread that writes `path`, which holds revision
+    /// `written` already, if any.
+    pub(crate) fn start(path: PathBuf, written: Option<u64>) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
-            queue: Mutex::new(Queue::default()),
+            queue: Mutex::new(Queue {
+                written,
+                ..Queue::default()
+            }),
             changed: Condvar::new(),
         });
         let writer = Arc::clone(&shared);
@@ -191,7 +195,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cache");
         let (key, images) = images(4);
-        let writer = CacheWriter::start(path.clone()).unwrap();
+        let writer = CacheWriter::start(path.clone(), None).unwrap();
         for image in images {
             writer.queue(image);
         }
@@ -212,7 +216,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cache");
         let (key, mut images) = images(2);
-        let writer = CacheWriter::start(path.clone()).unwrap();
+        let writer = CacheWriter::start(path.clone(), None).unwrap();
         writer.queue(images.pop().unwrap());
         drop(writer);
         let cached = keyscope_bundle::cache::read(&path, &[key.verifying_key()][..]).unwrap();
@@ -227,7 +231,7 @@ mod tests {
         std::fs::create_dir(&path).unwrap();
         std::fs::write(path.join("inside"), b"x").unwrap();
         let (_, mut images) = images(1);
-        let writer = CacheWriter::start(path).unwrap();
+        let writer = CacheWriter::start(path, None).unwrap();
         writer.queue(images.pop().unwrap());
         assert_eq!(writer.flush(Duration::from_secs(60)), None);
     }

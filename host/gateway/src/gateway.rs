@@ -309,10 +309,12 @@ impl Gateway {
         // A cache past its expiry still serves (fail static), and counts
         // toward `max_stale` from then.
         live.set_expiry(status.expires_at_ms.unwrap_or(0));
+        // The cache it started from is written already.
+        let cached_revision = status.revision.filter(|_| status.from_cache);
         let cache = config
             .cache
             .clone()
-            .map(CacheWriter::start)
+            .map(|path| CacheWriter::start(path, cached_revision))
             .transpose()
             .map_err(StartError::CacheWriter)?;
         let gateway = Arc::new(Self {
@@ -600,11 +602,14 @@ impl Gateway {
             .held()
             .map(|manifest| manifest.revision);
         let written = cache.flush(patience);
-        if held.is_some() && written != held {
+        if let Some(held) = held
+            && written.is_none_or(|written| written < held)
+        {
             tracing::warn!(
                 held,
                 written,
-                "gateway: the bundle cache is behind the state live; a restart starts                  from the older one, then polls"
+                "gateway: the bundle cache is behind the state live; a restart starts \
+                 from the older one, then polls"
             );
         }
         written

@@ -121,6 +121,7 @@ pub struct AgainstFloor {
 /// key alone would measure where that key happens to sit in its page (one
 /// record read or four), not a lookup.
 const ROUND: usize = 1024;
+const _: () = assert!(ROUND.is_power_of_two());
 
 /// Measures, side by side: the native rules, the floor (an empty call of
 /// the same shape into the same engine) and the component (reused
@@ -160,23 +161,29 @@ pub fn run(component: &PolicyComponent, keys: u64, each: Duration) -> Result<Fig
         native.resolve(&request),
         instance.catalogue().resolve(&request)
     );
-    // Keys spread over the whole world: live, revoked and expiring ones,
-    // as they come.
-    let round: Vec<Request<'_>> = data
-        .keys
-        .iter()
-        .step_by((data.keys.len() / ROUND).max(1))
-        .take(ROUND)
-        .map(|key| Request {
-            credential: Credential::Digest(key.digest),
-            ..request
+    // Keys drawn from the whole world by a fixed xorshift: live, revoked
+    // and expiring ones, in every scope, as they come. (An even stride
+    // would not do: at ten million keys it is a multiple of 7 and 5 mod
+    // 10, and skips every revoked and expiring key.)
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    let round: Vec<Request<'_>> = (0..ROUND)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let key = &data.keys[(seed % data.keys.len() as u64) as usize];
+            Request {
+                credential: Credential::Digest(key.digest),
+                ..request
+            }
         })
         .collect();
     let resolved: Vec<_> = round.iter().map(|r| native.resolve(r)).collect();
-    let batch: Vec<Request<'_>> = round.iter().copied().cycle().take(256).collect();
+    let batch: Vec<Request<'_>> = round.iter().copied().take(256).collect();
     let mut turn = 0usize;
+    // ROUND is a power of two: the next key by a mask, not a division.
     let mut next = move || {
-        turn = (turn + 1) % resolved.len();
+        turn = (turn + 1) & (ROUND - 1);
         resolved[turn]
     };
     let mut paths = vec![measure("native rules", each, 256, || {

@@ -263,15 +263,20 @@ impl LivePolicy {
 
     /// Whether the next delta is proved at the cost of the delta: deltas
     /// are off, or the prover holds the live generation.
+    /// It never blocks: a prover being built under the lock is not ready
+    /// yet.
     pub fn prover_ready(&self) -> bool {
+        let number = self.current.load().number;
         !self.deltas
-            || self
-                .prover
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .as_ref()
-                .is_some_and(|(number, _)| *number == self.current.load().number)
-            || self.warming.gave_up.load(Ordering::Relaxed) >= self.current.load().number
+            || self.warming.gave_up.load(Ordering::Relaxed) >= number
+            || match self.prover.try_lock() {
+                Ok(slot) => slot.as_ref().is_some_and(|(held, _)| *held == number),
+                Err(std::sync::TryLockError::Poisoned(slot)) => slot
+                    .into_inner()
+                    .as_ref()
+                    .is_some_and(|(held, _)| *held == number),
+                Err(std::sync::TryLockError::WouldBlock) => false,
+            }
     }
 
     /// With [`LiveOptions::deltas`], loads `generation` into a new prover
@@ -296,8 +301,16 @@ impl LivePolicy {
                 .loading
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            // A newer full load was published meanwhile: it warms its own.
-            if warming.wanted.load(Ordering::Relaxed) != generation.number {
+            // A newer full load was published meanwhile (it warms its
+            // own), or a delta built this prover itself and moved on.
+            let held = slot
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .as_ref()
+                .map(|(number, _)| *number);
+            if warming.wanted.load(Ordering::Relaxed) != generation.number
+                || held.is_some_and(|number| number >= generation.number)
+            {
                 return;
             }
             let loaded = generation
@@ -499,6 +512,10 @@ impl LivePolicy {
             let info = prover.apply_delta(Arc::clone(&delta))?;
             *slot = Some((current.number + 1, prover));
             drop(slot);
+            // A warming still queued for an older generation is not wanted.
+            self.warming
+                .wanted
+                .fetch_max(current.number + 1, Ordering::Relaxed);
             let mut deltas = current.deltas.clone();
             deltas.push(delta);
             Ok(Generation {
@@ -527,6 +544,11 @@ impl LivePolicy {
             }
             Err(error) => {
                 self.stats.deltas_refused.fetch_add(1, Ordering::Relaxed);
+                // The prover was spent on it: the next delta builds its own,
+                // and readiness must not wait for one no thread is warming.
+                self.warming
+                    .gave_up
+                    .fetch_max(current.number, Ordering::Relaxed);
                 push_history(
                     &mut state,
                     self.history_len,
