@@ -26,6 +26,8 @@ mod console;
 mod crash;
 /// Native rules against the component, on random requests (proptest).
 mod differential;
+/// Man pages and shell completions from the clap definitions.
+mod docs;
 /// keyscope inside nginx's workers: libkeyscope through the Lua module.
 mod embedded;
 /// docs/envoy.yaml checked against Envoy's own protobuf definitions.

@@ -119,6 +119,8 @@ pub struct RouteMatch<'p> {
 pub struct RouteTable {
     routes: Vec<Route>,
     entries: Vec<RouteEntry>,
+    /// The most segments a route has.
+    longest: usize,
 }
 
 /// Checks one route entry's method and pattern; used by stores. (Whether
@@ -178,11 +180,12 @@ impl RouteTable {
         entries: &[RouteEntry],
         op_id: impl Fn(&str) -> Option<u32>,
     ) -> Result<Self, BadRoute> {
-        let routes = entries
+        let routes: Vec<Route> = entries
             .iter()
             .map(|entry| parse(entry, &op_id))
             .collect::<Result<_, _>>()?;
         Ok(Self {
+            longest: routes.iter().map(|r| r.segments.len()).max().unwrap_or(0),
             routes,
             entries: entries.to_vec(),
         })
@@ -204,38 +207,60 @@ impl RouteTable {
     }
 
     /// The route `method` and `path` match, if any. `path` may carry a query.
+    ///
+    /// The path is split once, into segments on the stack, and each route
+    /// of the method and of that many segments compares them: no
+    /// allocation unless a route is longer than [`INLINE_SEGMENTS`].
     pub fn route<'p>(&self, method: Method, path: &'p str) -> Option<RouteMatch<'p>> {
-        if path.contains('#') {
+        if path.as_bytes().contains(&b'#') {
             return None;
         }
         let path = path.split('?').next().unwrap_or_default();
         let rest = path.strip_prefix('/')?;
-        if rest.split('/').any(|s| matches!(s, "" | "." | "..")) {
+        if self.longest > INLINE_SEGMENTS {
+            let parts: Vec<&str> = rest.split('/').collect();
+            return self.route_parts(method, &parts);
+        }
+        let mut parts = [""; INLINE_SEGMENTS];
+        let mut count = 0;
+        for part in rest.split('/') {
+            if count == self.longest {
+                // More segments than any route has: nothing matches.
+                return None;
+            }
+            *parts.get_mut(count)? = part;
+            count += 1;
+        }
+        self.route_parts(method, &parts[..count])
+    }
+
+    fn route_parts<'p>(&self, method: Method, parts: &[&'p str]) -> Option<RouteMatch<'p>> {
+        if parts.iter().any(|s| matches!(*s, "" | "." | "..")) {
             return None;
         }
         self.routes
             .iter()
-            .filter(|route| route.method == method)
-            .find_map(|route| route.matches(rest))
+            .filter(|route| route.method == method && route.segments.len() == parts.len())
+            .find_map(|route| route.matches(parts))
     }
 }
 
+/// Path segments split on the stack when matching; a table with a longer
+/// route splits into a vector.
+const INLINE_SEGMENTS: usize = 16;
+
 impl Route {
-    fn matches<'p>(&self, rest: &'p str) -> Option<RouteMatch<'p>> {
+    /// Whether the route matches `parts`, a path of as many segments.
+    fn matches<'p>(&self, parts: &[&'p str]) -> Option<RouteMatch<'p>> {
         let mut app = None;
-        let mut parts = rest.split('/');
-        for segment in &self.segments {
-            let part = parts.next()?;
+        for (segment, part) in self.segments.iter().zip(parts) {
             match segment {
-                Segment::Literal(literal) if **literal == *part => {}
+                Segment::Literal(literal) if **literal == **part => {}
                 Segment::Literal(_) => return None,
                 _ if !is_plain_segment(part) => return None,
-                Segment::App => app = Some(part),
+                Segment::App => app = Some(*part),
                 Segment::Any => {}
             }
-        }
-        if parts.next().is_some() {
-            return None;
         }
         Some(RouteMatch {
             app: app?,
@@ -386,6 +411,45 @@ mod tests {
         ] {
             assert_eq!(route(method, path), None, "{method} {path}");
         }
+    }
+
+    #[test]
+    fn a_route_longer_than_the_stack_split_matches_and_longer_paths_do_not() {
+        let deep = |n: usize| {
+            let mut pattern = "/{app}".to_owned();
+            for i in 1..n {
+                pattern.push_str(&format!("/s{i}"));
+            }
+            pattern
+        };
+        for n in [INLINE_SEGMENTS - 1, INLINE_SEGMENTS, INLINE_SEGMENTS + 4] {
+            let pattern = deep(n);
+            let table = RouteTable::parse(
+                &[RouteEntry {
+                    method: "GET".to_owned(),
+                    pattern: pattern.clone(),
+                    op: "deep".to_owned(),
+                }],
+                |_| Some(7),
+            )
+            .unwrap();
+            let path = pattern.replace("{app}", "acme");
+            let found = table.route(Method::Get, &path).unwrap();
+            assert_eq!((found.app, found.op), ("acme", 7), "{n} segments");
+            // One segment more, or one less, or an empty one past the end:
+            // nothing.
+            for other in [
+                format!("{path}/x"),
+                format!("{path}/"),
+                path.rsplit_once('/').unwrap().0.to_owned(),
+            ] {
+                assert_eq!(table.route(Method::Get, &other), None, "{other}");
+            }
+        }
+        // A path far longer than any route, with a dot segment at its end.
+        let long = format!("/api/v2/apps/acme/agents{}", "/a".repeat(40));
+        assert_eq!(route("GET", &format!("{long}/..")), None);
+        assert_eq!(route("GET", &long), None);
     }
 
     #[test]

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use keyscope_keys::{self as keys, KeySecret};
 use keyscope_policy::snapshot::{KeyEntry, ScopeEntry, SnapshotData, default_operations};
 use keyscope_policy::{
-    AgentsLevel, Credential, KeyDigest, Millis, Request, RuntimeSet, Snapshot, rules,
+    AgentsLevel, Credential, HttpRequest, KeyDigest, Method, Millis, Request, RuntimeSet, Snapshot,
+    rules,
 };
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
@@ -115,7 +116,18 @@ pub struct AgainstFloor {
     pub batch_less_floor_ns: f64,
     /// That, over the native rules' median.
     pub batch_less_floor_vs_native: f64,
+    /// A call of `evaluate-http`'s shape into the floor (the path lowered
+    /// into the guest, the routed answer lifted back), in ns.
+    pub http_floor_ns: f64,
+    /// The component's HTTP path less that floor, in ns.
+    pub http_path_less_floor_ns: f64,
+    /// That, over the native HTTP path's median.
+    pub http_path_less_floor_vs_native: f64,
 }
+
+/// The request the HTTP rows decide: a route of the default table, with
+/// the app in the path, as a proxy would pass it on.
+const HTTP_PATH: &str = "/api/v2/apps/acme/agents/a1";
 
 /// How many keys of the world the decision paths go through in turn: one
 /// key alone would measure where that key happens to sit in its page (one
@@ -214,6 +226,31 @@ pub fn run(component: &PolicyComponent, keys: u64, each: Duration) -> Result<Fig
             }));
         }),
     ]);
+    let http = |credential| HttpRequest {
+        credential,
+        method: Method::Put,
+        path: std::hint::black_box(HTTP_PATH),
+        now: NOW,
+    };
+    paths.push(measure("native http path (raw key)", each, 256, || {
+        let credential = keys::credential(Some(std::hint::black_box(&raw)));
+        std::hint::black_box(rules::decide_http(Some(&native), &http(credential)));
+    }));
+    if let Some(floor) = &mut floor {
+        paths.push(measure(
+            "floor http (empty call, a path)",
+            each,
+            256,
+            || {
+                let credential = keys::credential(Some(std::hint::black_box(&raw)));
+                std::hint::black_box(floor.evaluate_http(&http(credential)));
+            },
+        ));
+    }
+    paths.push(measure("http path (raw key)", each, 256, || {
+        let credential = keys::credential(Some(std::hint::black_box(&raw)));
+        std::hint::black_box(instance.evaluate_http(&http(credential)));
+    }));
     if let Some(floor) = &mut floor {
         paths.push(measure_batch("floor batch of 256", each, || {
             std::hint::black_box(floor.evaluate_batch(&batch));
@@ -233,6 +270,8 @@ pub fn run(component: &PolicyComponent, keys: u64, each: Duration) -> Result<Fig
         let component = median("component")? - floor;
         let host = median("host path (raw key)")? - floor;
         let batch = median("batch of 256")? - median("floor batch of 256")?;
+        let http_floor = median("floor http (empty call, a path)")?;
+        let http = median("http path (raw key)")? - http_floor;
         Some(AgainstFloor {
             floor_ns: floor,
             component_less_floor_ns: component,
@@ -241,6 +280,9 @@ pub fn run(component: &PolicyComponent, keys: u64, each: Duration) -> Result<Fig
             host_path_less_floor_vs_native: host / median("native host path (raw key)")?,
             batch_less_floor_ns: batch,
             batch_less_floor_vs_native: batch / native_rules,
+            http_floor_ns: http_floor,
+            http_path_less_floor_ns: http,
+            http_path_less_floor_vs_native: http / median("native http path (raw key)")?,
         })
     })();
     let sample: Vec<&KeyDigest> = data

@@ -32,12 +32,12 @@ pub fn run(args: BenchArgs, out: &Output) -> anyhow::Result<ExitCode> {
         keyscope_runtime::bench::run(&component, args.keys, Duration::from_secs_f64(args.seconds))?;
     out.print(&figures, || {
         let mut text = format!(
-            "{:<26} {:>14} {:>12} {:>12}",
+            "{:<32} {:>14} {:>12} {:>12}",
             "path", "decisions/s", "median", "p99"
         );
         for f in &figures.paths {
             text.push_str(&format!(
-                "\n{:<26} {:>14.0} {:>9.0} ns {:>9.0} ns",
+                "\n{:<32} {:>14.0} {:>9.0} ns {:>9.0} ns",
                 f.path, f.decisions_per_second, f.median_ns, f.p99_ns
             ));
         }
@@ -51,7 +51,9 @@ pub fn run(args: BenchArgs, out: &Output) -> anyhow::Result<ExitCode> {
                 "\n\nthe work the policy adds beyond wasmtime's own floor ({:.0} ns a call):\
                  \ncomponent - floor       {:>9.0} ns   {:.1}x the native rules\
                  \nhost path - floor       {:>9.0} ns   {:.1}x the native host path\
-                 \nbatch - floor batch     {:>9.0} ns   {:.1}x the native rules",
+                 \nbatch - floor batch     {:>9.0} ns   {:.1}x the native rules\
+                 \nhttp path - http floor  {:>9.0} ns   {:.1}x the native http path \
+                 (the http floor: {:.0} ns)",
                 a.floor_ns,
                 a.component_less_floor_ns,
                 a.component_less_floor_vs_native,
@@ -59,6 +61,9 @@ pub fn run(args: BenchArgs, out: &Output) -> anyhow::Result<ExitCode> {
                 a.host_path_less_floor_vs_native,
                 a.batch_less_floor_ns,
                 a.batch_less_floor_vs_native,
+                a.http_path_less_floor_ns,
+                a.http_path_less_floor_vs_native,
+                a.http_floor_ns,
             )),
             None => text.push_str(
                 "\n\nno floor: this keyscope embeds a prebuilt policy (KEYSCOPE_POLICY_WASM)",

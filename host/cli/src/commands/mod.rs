@@ -15,6 +15,7 @@ mod bench;
 mod bundle;
 mod conformance;
 mod demo;
+mod docs;
 mod eval;
 mod fleet;
 mod key;
@@ -149,6 +150,10 @@ enum Command {
     Serve(Box<serve::ServeArgs>),
     /// Run the whole flow in a temporary store, narrated.
     Demo,
+    /// Print a completion script for bash, zsh, fish, elvish or PowerShell.
+    Completions(docs::CompletionsArgs),
+    /// Print keyscope's man page, or write every command's to a directory.
+    Man(docs::ManArgs),
 }
 
 /// Parses a store location for clap without clap's own message, which
@@ -212,5 +217,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Conformance(args) => conformance::run(args, &out),
         Command::Serve(args) => serve::run(*args, &cli.store),
         Command::Demo => demo::run(&out),
+        Command::Completions(args) => docs::completions(&args),
+        Command::Man(args) => docs::man(&args, &out),
     }
 }
