@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# Checks the keyscope Debian package the way an operator meets it, on this
+# machine (as root; .ci/run runs it):
+#   lintian; dpkg -i; the getting-started commands as the `keyscope` user
+#   with /usr/bin/keyscope and the packaged config; the packaged units
+#   verified and their exposure scored (systemd-analyze); man pages,
+#   completions and the nginx module; an edited config kept through a
+#   reinstall; dpkg -r keeps state and config, dpkg -P removes them.
+# The package is purged again at the end, whatever happened.
+#
+#   packaging/test-deb.sh target/debian/keyscope_*.deb
+set -euo pipefail
+deb=${1:?usage: test-deb.sh PACKAGE.deb}
+deb=$(cd "$(dirname "$deb")" && pwd)/$(basename "$deb")
+here=$(cd "$(dirname "$0")" && pwd)
+fail() { echo "test-deb.sh: $*" >&2; exit 1; }
+say() { echo "== $*"; }
+[ "$(id -u)" = 0 ] || fail "run as root: it installs the package"
+work=$(mktemp -d -t keyscope-deb.XXXXXX)
+chmod 755 "$work"
+server=
+cleanup() {
+    [ -z "$server" ] || kill "$server" 2>/dev/null || true
+    dpkg -P keyscope >/dev/null 2>&1 || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+as_keyscope() { runuser -u keyscope -- env KEYSCOPE_STORE=/var/lib/keyscope/keyscope.db "$@"; }
+
+say "lintian"
+lintian --fail-on error,warning "$deb" | tee "$work/lintian.txt" || fail "lintian: $(cat "$work/lintian.txt")"
+
+say "dpkg -i"
+dpkg -P keyscope >/dev/null 2>&1 || true
+dpkg -i "$deb" >/dev/null
+getent passwd keyscope | grep -q ':/var/lib/keyscope:/usr/sbin/nologin$' || fail "no keyscope system user"
+[ "$(stat -c '%U:%G %a' /var/lib/keyscope)" = "keyscope:keyscope 750" ] ||
+    fail "/var/lib/keyscope is $(stat -c '%U:%G %a' /var/lib/keyscope)"
+dpkg-query -W -f='${Conffiles}\n' keyscope | grep -q '/etc/keyscope/config.toml' ||
+    fail "config.toml is not a conffile"
+
+say "getting started, as the keyscope user, with /usr/bin/keyscope"
+[ "$(command -v keyscope)" = /usr/bin/keyscope ] || fail "keyscope is $(command -v keyscope)"
+as_keyscope keyscope scope create --app acme --name viewer --agents view >/dev/null
+key=$(as_keyscope keyscope key create --scope acme/viewer --name first 2>/dev/null)
+echo "$key" | as_keyscope keyscope eval --key-stdin --app acme --op agents.list | grep -q allow ||
+    fail "eval did not allow the new key"
+if echo "$key" | as_keyscope keyscope eval --key-stdin --app acme --op agents.delete >/dev/null; then
+    fail "eval allowed a view key to delete"
+fi
+[ "$(stat -c '%a' /var/lib/keyscope/keyscope.db)" = 600 ] ||
+    fail "the store is mode $(stat -c '%a' /var/lib/keyscope/keyscope.db)"
+
+[ "$(stat -c '%U' /var/lib/keyscope/keyscope.db)" = keyscope ] ||
+    fail "the store is $(stat -c '%U' /var/lib/keyscope/keyscope.db)'s"
+
+say "keyscope serve --config /etc/keyscope/config.toml, as the keyscope user"
+runuser -u keyscope -- env KEYSCOPE_STORE=/var/lib/keyscope/keyscope.db \
+    /usr/bin/keyscope serve --config /etc/keyscope/config.toml \
+    >"$work/serve.out" 2>"$work/serve.err" &
+server=$!
+for _ in $(seq 600); do grep -q '"ready"' "$work/serve.out" 2>/dev/null && break; sleep 0.1; done
+grep -q '"ready"' "$work/serve.out" || fail "serve never said ready: $(cat "$work/serve.err")"
+check=$(curl -s -X POST http://127.0.0.1:8080/v1/check \
+    -d "{\"key\":\"$key\",\"app\":\"acme\",\"op\":\"agents.list\"}")
+echo "$check" | grep -q '"allow":true' || fail "/v1/check: $check"
+kill -TERM "$server"; wait "$server" || true; server=
+
+say "systemd units"
+for unit in keyscope.service keyscope-gateway@.service; do
+    [ -f "/usr/lib/systemd/system/$unit" ] || fail "no /usr/lib/systemd/system/$unit"
+done
+mkdir "$work/units"
+cp /usr/lib/systemd/system/keyscope.service "$work/units/"
+cp /usr/lib/systemd/system/keyscope-gateway@.service "$work/units/keyscope-gateway@edge-1.service"
+for unit in "$work"/units/*; do
+    systemd-analyze verify "$unit" 2>&1 | tee "$work/verify.txt"
+    [ ! -s "$work/verify.txt" ] || fail "systemd-analyze verify $(basename "$unit")"
+    score=$(systemd-analyze security --offline=true "$unit" 2>/dev/null | tail -1)
+    echo "$(basename "$unit"): $score"
+done
+
+say "man pages and completions"
+MANPAGER=cat MANWIDTH=80 man -l /usr/share/man/man1/keyscope-key-create.1.gz | grep -q -- '--expires-in' ||
+    fail "man -l keyscope-key-create"
+bash --norc --noprofile -c 'source /usr/share/bash-completion/completions/keyscope && complete -p keyscope' |
+    grep -q _keyscope || fail "the bash completion does not load"
+[ -s /usr/share/zsh/vendor-completions/_keyscope ] && [ -s /usr/share/fish/vendor_completions.d/keyscope.fish ] ||
+    fail "no zsh or fish completion"
+
+say "the packaged nginx module decides in nginx's workers"
+install -d -o keyscope -g keyscope -m 755 "$work/export"
+as_keyscope keyscope snapshot export -o "$work/export/snapshot.ks" >/dev/null
+printf 'snapshot = "%s"\n' "$work/export/snapshot.ks" >"$work/embedded.toml"
+mkdir "$work/nginx"
+cat >"$work/nginx/nginx.conf" <<CONF
+include /usr/share/nginx/modules-available/mod-http-keyscope.conf;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log;
+events {}
+http {
+    access_log off;
+    client_body_temp_path $work/nginx/body;
+    proxy_temp_path $work/nginx/proxy;
+    fastcgi_temp_path $work/nginx/fastcgi;
+    uwsgi_temp_path $work/nginx/uwsgi;
+    scgi_temp_path $work/nginx/scgi;
+    keyscope_config $work/embedded.toml;
+    server { listen 127.0.0.1:18099; location / { keyscope on; empty_gif; } }
+}
+CONF
+nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" || fail "nginx: $(cat "$work/nginx/error.log")"
+code() { curl -s -o /dev/null -w '%{http_code}' "$@" http://127.0.0.1:18099/api/v2/apps/acme/agents; }
+allowed=; for _ in $(seq 100); do allowed=$(code -H "x-api-key: $key"); [ "$allowed" = 200 ] && break; sleep 0.1; done
+denied=$(code)
+nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" -s quit 2>/dev/null
+[ "$allowed/$denied" = 200/401 ] || fail "nginx with the module: $allowed with the key, $denied without; $(cat "$work/nginx/error.log")"
+[ -f /usr/include/keyscope.h ] && [ -f /usr/share/keyscope/lua/keyscope.lua ] || fail "no header or Lua file"
+
+say "an edited config survives a reinstall"
+echo '# edited by the operator' >>/etc/keyscope/config.toml
+dpkg -i --force-confold "$deb" >/dev/null
+grep -q 'edited by the operator' /etc/keyscope/config.toml || fail "the edited config was replaced"
+[ -s /var/lib/keyscope/keyscope.db ] || fail "the store did not survive a reinstall"
+
+say "dpkg -r keeps the state and the config; dpkg -P removes them"
+files=$(dpkg -L keyscope | grep -v '^/etc/keyscope' | while read -r f; do [ -d "$f" ] || echo "$f"; done)
+dpkg -r keyscope >/dev/null
+for f in $files; do [ ! -e "$f" ] || fail "dpkg -r left $f"; done
+[ -f /etc/keyscope/config.toml ] || fail "dpkg -r removed the config"
+[ -s /var/lib/keyscope/keyscope.db ] || fail "dpkg -r removed the store"
+dpkg -P keyscope >/dev/null
+[ ! -e /etc/keyscope ] || fail "dpkg -P left /etc/keyscope: $(ls -A /etc/keyscope)"
+[ ! -e /var/lib/keyscope ] || fail "dpkg -P left /var/lib/keyscope"
+! dpkg-query -W keyscope >/dev/null 2>&1 || fail "dpkg still knows keyscope"
+say "the package passed"
