@@ -34,7 +34,7 @@ say "dpkg -i"
 dpkg -P keyscope >/dev/null 2>&1 || true
 dpkg -i "$deb" >/dev/null
 getent passwd keyscope | grep -q ':/var/lib/keyscope:/usr/sbin/nologin$' || fail "no keyscope system user"
-[ "$(stat -c '%U:%G %a' /var/lib/keyscope)" = "keyscope:keyscope 750" ] ||
+[ "$(stat -c '%U:%G %a' /var/lib/keyscope)" = "keyscope:keyscope 751" ] ||
     fail "/var/lib/keyscope is $(stat -c '%U:%G %a' /var/lib/keyscope)"
 dpkg-query -W -f='${Conffiles}\n' keyscope | grep -q '/etc/keyscope/config.toml' ||
     fail "config.toml is not a conffile"
@@ -89,11 +89,15 @@ bash --norc --noprofile -c 'source /usr/share/bash-completion/completions/keysco
     fail "no zsh or fish completion"
 
 say "the packaged nginx module decides in nginx's workers"
-install -d -o keyscope -g keyscope -m 755 "$work/export"
-as_keyscope keyscope snapshot export -o "$work/export/snapshot.ks" >/dev/null
-printf 'snapshot = "%s"\n' "$work/export/snapshot.ks" >"$work/embedded.toml"
+# Exported by the service's user where nginx's workers (www-data) may read.
+as_keyscope keyscope snapshot export -o /var/lib/keyscope/export/snapshot.ks >/dev/null
+printf 'snapshot = "%s"\n' /var/lib/keyscope/export/snapshot.ks >"$work/embedded.toml"
+runpath=$(readelf -d /usr/lib/nginx/modules/ngx_http_keyscope_module.so | sed -n 's/.*runpath: \[\(.*\)\]/\1/p')
+[ "$runpath" = /usr/lib/keyscope ] ||
+    fail "the module's runpath: $runpath"
 mkdir "$work/nginx"
 cat >"$work/nginx/nginx.conf" <<CONF
+user www-data;
 include /usr/share/nginx/modules-available/mod-http-keyscope.conf;
 pid $work/nginx/nginx.pid;
 error_log $work/nginx/error.log;

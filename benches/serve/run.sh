@@ -11,7 +11,7 @@
 # (throughput). The servers (keyscope with one worker thread, nginx with one
 # worker process) are pinned to core 0 and the load generators to core 1, so
 # that the client never preempts the server it measures.
-# Usage: [ROUNDS=N] benches/serve/run.sh [SECONDS] [CONNECTIONS]
+# Usage: [ROUNDS=N | PROFILE=1] benches/serve/run.sh [SECONDS] [CONNECTIONS]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 seconds=${1:-10}
@@ -157,6 +157,21 @@ run_wrk() { # name, connections, url, [script]
 echo "== $(nproc) cores, ${seconds}s per run, wrk -t1; servers on core 0, clients on core 1"
 # ROUNDS=N: only nginx alone, the module and the Lua handler, N rounds
 # interleaved at each connection count, to see through a busy machine's noise.
+# PROFILE=1: a perf profile of nginx's worker while the module decides at
+# CONNECTIONS: where its core time goes, by object and by symbol.
+if [ -n "${PROFILE:-}" ]; then
+    command -v perf >/dev/null || { echo "PROFILE needs perf: apt-get install linux-perf" >&2; exit 2; }
+    perf record -q -g -o "$work/perf.data" -p "$nginx_worker" -- sleep "$seconds" 2>/dev/null &
+    perf_pid=$!
+    run_wrk "nginx + module (perf)" "$connections" "http://127.0.0.1:18095$path" benches/serve/key.lua
+    wait "$perf_pid" || true
+    echo "== where nginx's worker spends its time (perf, self time)"
+    perf report -i "$work/perf.data" --no-children --sort dso --stdio 2>/dev/null \
+        | grep -E '^ +[0-9.]+%' | head -12
+    perf report -i "$work/perf.data" --no-children --sort dso,symbol --stdio 2>/dev/null \
+        | grep -E '^ +[0-9.]+%' | head -30
+    exit 0
+fi
 if [ -n "${ROUNDS:-}" ]; then
     for c in 1 "$connections"; do
         for round in $(seq "$ROUNDS"); do
