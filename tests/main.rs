@@ -26,7 +26,8 @@ mod console;
 mod crash;
 /// Native rules against the component, on random requests (proptest).
 mod differential;
-/// Man pages and shell completions from the clap definitions.
+/// Man pages and shell completions from the clap definitions; the docs' links
+/// and the getting-started guide, run as shown.
 mod docs;
 /// keyscope inside nginx's workers: libkeyscope through the Lua module.
 mod embedded;
