@@ -218,7 +218,11 @@ fn anchors(text: &str) -> Vec<String> {
             .iter()
             .filter(|s| **s == slug || s.strip_prefix(&slug).is_some_and(|r| r.starts_with('-')))
             .count();
-        seen.push(if repeats == 0 { slug.clone() } else { format!("{slug}-{repeats}") });
+        seen.push(if repeats == 0 {
+            slug.clone()
+        } else {
+            format!("{slug}-{repeats}")
+        });
     }
     seen
 }
@@ -229,7 +233,11 @@ fn every_relative_link_and_anchor_in_the_docs_resolves() {
     let mut checked = 0;
     for file in markdown_files() {
         let text = std::fs::read_to_string(&file).unwrap();
-        let name = file.strip_prefix(repo_root()).unwrap().display().to_string();
+        let name = file
+            .strip_prefix(repo_root())
+            .unwrap()
+            .display()
+            .to_string();
         for (number, line) in prose(&text) {
             for target in link_targets(line) {
                 if ["http://", "https://", "mailto:"]
@@ -264,7 +272,10 @@ fn every_relative_link_and_anchor_in_the_docs_resolves() {
         }
     }
     assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
-    assert!(checked > 50, "only {checked} links found: is the scan right?");
+    assert!(
+        checked > 50,
+        "only {checked} links found: is the scan right?"
+    );
 }
 
 #[test]
@@ -306,12 +317,24 @@ fn every_command_of_getting_started_runs_as_shown() {
             (None, _) => {}
         }
     }
-    for step in ["scope create", "key create", "eval", "keyscope serve", "key revoke"] {
+    for step in [
+        "scope create",
+        "key create",
+        "eval",
+        "keyscope serve",
+        "key revoke",
+    ] {
         assert!(script.contains(step), "the guide lost its `{step}` step");
     }
     let s = Sandbox::new();
-    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_keyscope")).parent().unwrap();
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_keyscope"))
+        .parent()
+        .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     // Bounded, and the server it starts is stopped whatever happens.
     let output = Command::new("timeout")
         .args(["120", "bash", "--norc", "--noprofile", "-c"])
