@@ -35,4 +35,5 @@ gzip -9n "$stage"/man/*.1
 KEYSCOPE_LIB_DIR=$bin KEYSCOPE_RPATH=/usr/lib/keyscope \
     bash integrations/nginx-module/build.sh "$stage/nginx-module" >/dev/null
 echo "load_module /usr/lib/nginx/modules/ngx_http_keyscope_module.so;" >"$stage/mod-http-keyscope.conf"
+rm -f "$root"/target/debian/keyscope_*.deb
 cargo deb -p keyscope --no-build --output "$root/target/debian/"

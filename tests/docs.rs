@@ -199,6 +199,7 @@ fn link_targets(line: &str) -> Vec<&str> {
 /// punctuation dropped, spaces as hyphens, a repeat numbered.
 fn anchors(text: &str) -> Vec<String> {
     let mut seen: Vec<String> = Vec::new();
+    let mut bases: Vec<String> = Vec::new();
     for (_, line) in prose(text) {
         let Some(heading) = line.strip_prefix('#') else {
             continue;
@@ -214,10 +215,8 @@ fn anchors(text: &str) -> Vec<String> {
             .filter(|c| c.is_alphanumeric() || matches!(c, ' ' | '-' | '_'))
             .map(|c| if c == ' ' { '-' } else { c })
             .collect();
-        let repeats = seen
-            .iter()
-            .filter(|s| **s == slug || s.strip_prefix(&slug).is_some_and(|r| r.starts_with('-')))
-            .count();
+        let repeats = bases.iter().filter(|base| **base == slug).count();
+        bases.push(slug.clone());
         seen.push(if repeats == 0 {
             slug.clone()
         } else {
@@ -281,12 +280,13 @@ fn every_relative_link_and_anchor_in_the_docs_resolves() {
 #[test]
 fn the_anchor_rule_is_githubs() {
     let text = "# A key's life: rotation, `last` use\n## Serving proxies: `keyscope serve`\n\
-                ```\n# not a heading\n```\n## Install\n## Install\n";
+                ```\n# not a heading\n```\n## Install: a package\n## Install\n## Install\n";
     assert_eq!(
         anchors(text),
         [
             "a-keys-life-rotation-last-use",
             "serving-proxies-keyscope-serve",
+            "install-a-package",
             "install",
             "install-1"
         ]

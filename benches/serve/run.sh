@@ -166,10 +166,11 @@ if [ -n "${PROFILE:-}" ]; then
     run_wrk "nginx + module (perf)" "$connections" "http://127.0.0.1:18095$path" benches/serve/key.lua
     wait "$perf_pid" || true
     echo "== where nginx's worker spends its time (perf, self time)"
-    perf report -i "$work/perf.data" --no-children --sort dso --stdio 2>/dev/null \
-        | grep -E '^ +[0-9.]+%' | head -12
-    perf report -i "$work/perf.data" --no-children --sort dso,symbol --stdio 2>/dev/null \
-        | grep -E '^ +[0-9.]+%' | head -30
+    [ -s "$work/perf.data" ] || { echo "perf recorded nothing (perf_event_paranoid?)" >&2; exit 2; }
+    { perf report -i "$work/perf.data" --no-children --sort dso --stdio \
+        | grep -E '^ +[0-9.]+%' | head -12; } || true
+    { perf report -i "$work/perf.data" --no-children --sort dso,symbol --stdio \
+        | grep -E '^ +[0-9.]+%' | head -30; } || true
     exit 0
 fi
 if [ -n "${ROUNDS:-}" ]; then
