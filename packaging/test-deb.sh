@@ -60,6 +60,18 @@ fi
 [ "$(stat -c '%U' /var/lib/keyscope/keyscope.db)" = keyscope ] ||
     fail "the store is $(stat -c '%U' /var/lib/keyscope/keyscope.db)'s"
 
+say "docs/getting-started.md as installed, every command as shown, as the keyscope user"
+guide=/usr/share/doc/keyscope/docs/getting-started.md
+[ -f "$guide" ] || fail "no $guide"
+install -d -o keyscope -g keyscope -m 700 "$work/guide"
+awk '/^```sh$/ {f = 1; next} /^```$/ {f = 0} f' "$guide" >"$work/guide.sh"
+grep -q 'keyscope serve' "$work/guide.sh" || fail "the guide's commands were not found"
+chmod 644 "$work/guide.sh"
+(cd "$work/guide" && timeout 120 runuser -u keyscope -- bash --norc --noprofile -c \
+    "set -euo pipefail; trap 'kill \$(jobs -p) 2>/dev/null || true' EXIT; . '$work/guide.sh'") \
+    >"$work/guide.out" 2>&1 || fail "the getting-started guide failed: $(tail -5 "$work/guide.out")"
+grep -q 'allow: allowed' "$work/guide.out" || fail "the guide allowed nothing: $(cat "$work/guide.out")"
+
 say "keyscope serve --config /etc/keyscope/config.toml, as the keyscope user"
 runuser -u keyscope -- env KEYSCOPE_STORE=/var/lib/keyscope/keyscope.db \
     /usr/bin/keyscope serve --config /etc/keyscope/config.toml \
