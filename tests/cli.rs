@@ -624,6 +624,9 @@ fn bench_measures_every_path() {
             "component",
             "native host path (raw key)",
             "host path (raw key)",
+            "native http path (raw key)",
+            "floor http (empty call, a path)",
+            "http path (raw key)",
             "floor batch of 256",
             "batch of 256"
         ]
@@ -637,6 +640,9 @@ fn bench_measures_every_path() {
         "host_path_less_floor_vs_native",
         "batch_less_floor_ns",
         "batch_less_floor_vs_native",
+        "http_floor_ns",
+        "http_path_less_floor_ns",
+        "http_path_less_floor_vs_native",
     ] {
         assert!(against[field].as_f64().is_some(), "{field}: {against}");
     }
