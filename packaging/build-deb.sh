@@ -13,7 +13,8 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-command -v cargo-deb >/dev/null || {
+# cargo finds its subcommands in $CARGO_HOME/bin as well as on PATH.
+cargo deb --version >/dev/null 2>&1 || {
     echo "build-deb.sh: needs cargo-deb: cargo install --locked cargo-deb" >&2
     exit 2
 }
